@@ -1,0 +1,107 @@
+// Command api serves the Dispatch Engine REST API: it stores each accepted
+// notification with its outbox row in one transaction and answers 202.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/redis/go-redis/v9"
+	"go.temporal.io/sdk/client"
+	"go.uber.org/zap"
+
+	"dispatch-engine/internal/config"
+	"dispatch-engine/internal/health"
+	"dispatch-engine/internal/httpapi"
+	"dispatch-engine/internal/logs"
+	"dispatch-engine/internal/metrics"
+	"dispatch-engine/internal/queue"
+	"dispatch-engine/internal/store"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "api:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	cfg, err := config.Load()
+	if err != nil {
+		return err
+	}
+	log, err := logs.New(cfg.LogLevel, cfg.LogFormat, "api")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	pool, err := store.Connect(ctx, cfg.DatabaseDSN, cfg.DatabaseMaxConns)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+
+	ropts, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return fmt.Errorf("parsing REDIS_URL: %w", err)
+	}
+	rdb := redis.NewClient(ropts)
+	defer rdb.Close()
+
+	// The API only checks RabbitMQ for readiness; the outbox relay publishes.
+	broker := queue.NewPublisher(cfg.RabbitMQURL, queue.Topology{Prefix: cfg.RabbitMQQueuePrefix})
+	defer broker.Close()
+
+	// Lazy: the API starts (and reports not ready) while Temporal is down.
+	tc, err := client.NewLazyClient(client.Options{
+		HostPort:  cfg.TemporalAddress,
+		Namespace: cfg.TemporalNamespace,
+		Logger:    logs.Temporal(log),
+	})
+	if err != nil {
+		return fmt.Errorf("creating temporal client: %w", err)
+	}
+	defer tc.Close()
+
+	srv := httpapi.New(httpapi.Config{
+		TemporalUIURL:     cfg.TemporalUIURL,
+		TemporalNamespace: cfg.TemporalNamespace,
+	}, pool, map[string]health.Check{
+		"postgres": func(ctx context.Context) error { return pool.Ping(ctx) },
+		"redis":    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+		"rabbitmq": func(context.Context) error { return broker.Ping() },
+		"temporal": func(ctx context.Context) error {
+			_, err := tc.CheckHealth(ctx, &client.CheckHealthRequest{})
+			return err
+		},
+	}, metrics.NewAPI(), log)
+
+	addr := net.JoinHostPort("", strconv.Itoa(cfg.APIPort))
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Listen(addr) }()
+	log.Info("api listening", zap.String("addr", addr))
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing in-flight requests", zap.Duration("timeout", cfg.ShutdownTimeout))
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("shutting down: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,220 @@
+// Command worker runs the delivery side of Dispatch Engine: the outbox relay
+// (Postgres → RabbitMQ), the per-channel consumers that start one Temporal
+// workflow per notification, and the Temporal workers that run the workflow
+// and its delivery activities.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/worker"
+	"go.uber.org/zap"
+
+	"dispatch-engine/activities"
+	"dispatch-engine/internal/config"
+	"dispatch-engine/internal/dispatch"
+	"dispatch-engine/internal/health"
+	"dispatch-engine/internal/logs"
+	"dispatch-engine/internal/metrics"
+	"dispatch-engine/internal/notification"
+	"dispatch-engine/internal/outbox"
+	"dispatch-engine/internal/queue"
+	"dispatch-engine/internal/ratelimit"
+	"dispatch-engine/internal/store"
+	"dispatch-engine/workflows"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		os.Exit(1)
+	}
+}
+
+// limiterHeadroom is how long an attempt may wait for its rate-limit slot
+// on top of the provider call itself.
+const limiterHeadroom = 5 * time.Minute
+
+func run() error {
+	cfg, err := config.Load()
+	if err != nil {
+		return err
+	}
+	log, err := logs.New(cfg.LogLevel, cfg.LogFormat, "worker")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	pool, err := store.Connect(ctx, cfg.DatabaseDSN, cfg.DatabaseMaxConns)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+
+	ropts, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return fmt.Errorf("parsing REDIS_URL: %w", err)
+	}
+	rdb := redis.NewClient(ropts)
+	defer rdb.Close()
+
+	tc, err := dialTemporal(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer tc.Close()
+	if err := dispatch.EnsureSearchAttributes(ctx, tc, cfg.TemporalNamespace); err != nil {
+		log.Warn("could not register search attributes; register them on the namespace by hand", zap.Error(err))
+	}
+
+	m := metrics.NewWorker()
+	topology := queue.Topology{Prefix: cfg.RabbitMQQueuePrefix}
+	relayPub := queue.NewPublisher(cfg.RabbitMQURL, topology)
+	defer relayPub.Close()
+	dlqPub := queue.NewPublisher(cfg.RabbitMQURL, topology)
+	defer dlqPub.Close()
+
+	limits := make(map[string]int, len(notification.Channels))
+	for _, c := range notification.Channels {
+		limits[c] = cfg.RateLimitPerSec
+	}
+	acts := &activities.Activities{
+		Pool: pool,
+		HTTP: &http.Client{
+			Timeout:   cfg.WebhookTimeout,
+			Transport: &http.Transport{MaxIdleConnsPerHost: cfg.WorkerConcurrency * len(notification.Channels), IdleConnTimeout: 90 * time.Second},
+		},
+		WebhookURL: cfg.WebhookSiteURL,
+		Limiter:    ratelimit.New(rdb, cfg.RedisKeyPrefix, limits),
+		DLQ:        dlqPub,
+		Topology:   topology,
+		Metrics:    m,
+		Log:        log,
+	}
+	taskQueues := dispatch.TaskQueues{Prefix: cfg.TemporalTaskQueuePrefix}
+	workers := dispatch.NewWorkers(tc, dispatch.WorkerConfig{
+		TaskQueues:  taskQueues,
+		Concurrency: cfg.WorkerConcurrency,
+		StopTimeout: cfg.ShutdownTimeout,
+	}, acts)
+	for _, w := range workers {
+		if err := w.Start(); err != nil {
+			stopWorkers(workers)
+			return fmt.Errorf("starting temporal worker: %w", err)
+		}
+	}
+
+	starter := dispatch.NewStarter(dispatch.StarterConfig{
+		TaskQueues: taskQueues,
+		Retry: workflows.RetryPolicy{
+			MaxAttempts:        cfg.RetryMaxAttempts,
+			InitialInterval:    cfg.RetryInitialInterval,
+			BackoffCoefficient: cfg.RetryBackoffCoefficient,
+			MaxInterval:        cfg.RetryMaxInterval,
+		},
+		AttemptTimeout: cfg.WebhookTimeout + limiterHeadroom,
+	}, pool, tc, m, log)
+	consumer := queue.NewConsumer(queue.ConsumerConfig{
+		URL:         cfg.RabbitMQURL,
+		Topology:    topology,
+		Channels:    notification.Channels,
+		Concurrency: cfg.WorkerConcurrency,
+	}, starter.Handle, dlqPub, log)
+	relay := outbox.NewRelay(outbox.Config{
+		BatchSize:    cfg.OutboxBatchSize,
+		PollInterval: cfg.OutboxPollInterval,
+		Topology:     topology,
+		Relayed:      m.Relayed,
+	}, pool, relayPub, log)
+
+	probes := healthServer(cfg, m, map[string]health.Check{
+		"postgres": func(ctx context.Context) error { return pool.Ping(ctx) },
+		"redis":    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+		"rabbitmq": func(context.Context) error { return relayPub.Ping() },
+		"temporal": func(ctx context.Context) error {
+			_, err := tc.CheckHealth(ctx, &client.CheckHealthRequest{})
+			return err
+		},
+	})
+	go func() {
+		if err := probes.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", zap.Error(err))
+		}
+	}()
+
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = relay.Run(ctx) })
+	wg.Go(func() { _ = consumer.Run(ctx) })
+	log.Info("worker running", zap.String("metrics_addr", probes.Addr), zap.String("webhook_url", cfg.WebhookSiteURL))
+
+	<-ctx.Done()
+	// Drain in order: stop taking messages, then let in-flight activities
+	// finish (bounded by SHUTDOWN_TIMEOUT), then close connections.
+	log.Info("shutting down: stopping consumers, then finishing in-flight activities", zap.Duration("timeout", cfg.ShutdownTimeout))
+	wg.Wait()
+	stopWorkers(workers)
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = probes.Shutdown(sctx)
+	return nil
+}
+
+func stopWorkers(workers []worker.Worker) {
+	var wg sync.WaitGroup
+	for _, w := range workers {
+		wg.Go(w.Stop)
+	}
+	wg.Wait()
+}
+
+// dialTemporal connects to Temporal, retrying until it answers or ctx ends,
+// so the worker can start before the Temporal server does.
+func dialTemporal(ctx context.Context, cfg config.Config, log *zap.Logger) (client.Client, error) {
+	backoff := 200 * time.Millisecond
+	for {
+		tc, err := client.DialContext(ctx, client.Options{
+			HostPort:  cfg.TemporalAddress,
+			Namespace: cfg.TemporalNamespace,
+			Logger:    logs.Temporal(log),
+		})
+		if err == nil {
+			return tc, nil
+		}
+		log.Warn("temporal not reachable yet; retrying", zap.String("address", cfg.TemporalAddress), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connecting to temporal at %s: %w", cfg.TemporalAddress, err)
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// healthServer serves the worker's /metrics, /livez and /readyz.
+func healthServer(cfg config.Config, m *metrics.Worker, checks map[string]health.Check) *http.Server {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics.Handler(m.Registry))
+	mux.Handle("GET /livez", health.Live())
+	mux.Handle("GET /readyz", health.Ready(checks, 2*time.Second))
+	return &http.Server{
+		Addr:              net.JoinHostPort("", strconv.Itoa(cfg.WorkerMetricsPort)),
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+}

@@ -1,0 +1,189 @@
+// Package config is the process configuration: one struct parsed from the
+// environment (and an optional .env file) once in main and passed down.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	"github.com/joho/godotenv"
+	"go.uber.org/zap/zapcore"
+)
+
+// Config holds every setting of the API and the worker. Each field's env tag
+// names its variable; defaults work against services on loopback.
+type Config struct {
+	// DatabaseDSN is the PostgreSQL connection string.
+	DatabaseDSN string `env:"DATABASE_DSN" envDefault:"postgres://postgres@127.0.0.1:5432/dispatch?sslmode=disable"`
+	// DatabaseMaxConns bounds each process's connection pool.
+	DatabaseMaxConns int32 `env:"DATABASE_MAX_CONNS" envDefault:"20"`
+	// RabbitMQURL is the AMQP 0-9-1 broker URL.
+	RabbitMQURL string `env:"RABBITMQ_URL" envDefault:"amqp://guest:guest@127.0.0.1:5672/"`
+	// RabbitMQQueuePrefix is put before every exchange and queue name, so several
+	// deployments (or test runs) can share one broker.
+	RabbitMQQueuePrefix string `env:"RABBITMQ_QUEUE_PREFIX"`
+	// RedisURL is the Redis URL used by the rate limiter.
+	RedisURL string `env:"REDIS_URL" envDefault:"redis://127.0.0.1:6379/0"`
+	// RedisKeyPrefix is put before every Redis key.
+	RedisKeyPrefix string `env:"REDIS_KEY_PREFIX" envDefault:"dispatch:"`
+	// WebhookSiteURL is the provider endpoint every channel delivers to.
+	WebhookSiteURL string `env:"WEBHOOK_SITE_URL" envDefault:"http://127.0.0.1:9090/webhook"`
+	// WebhookTimeout bounds one provider call; it stays below the activity's
+	// start-to-close timeout.
+	WebhookTimeout time.Duration `env:"WEBHOOK_TIMEOUT" envDefault:"10s"`
+	// RateLimitPerSec is the per-channel delivery rate, shared by all workers.
+	RateLimitPerSec int `env:"RATE_LIMIT_PER_SEC" envDefault:"100"`
+	// WorkerConcurrency is how many deliveries (and workflow starts) one worker
+	// runs at once per channel.
+	WorkerConcurrency int `env:"WORKER_CONCURRENCY" envDefault:"16"`
+	// RetryMaxAttempts is the number of delivery attempts before a notification fails.
+	RetryMaxAttempts int `env:"RETRY_MAX_ATTEMPTS" envDefault:"8"`
+	// RetryInitialInterval is the backoff before the second attempt.
+	RetryInitialInterval time.Duration `env:"RETRY_INITIAL_INTERVAL" envDefault:"2s"`
+	// RetryBackoffCoefficient multiplies the backoff after each attempt.
+	RetryBackoffCoefficient float64 `env:"RETRY_BACKOFF_COEFFICIENT" envDefault:"2"`
+	// RetryMaxInterval caps the backoff between two attempts.
+	RetryMaxInterval time.Duration `env:"RETRY_MAX_INTERVAL" envDefault:"10m"`
+	// OutboxPollInterval is how often the relay polls when no LISTEN/NOTIFY wake-up arrives.
+	OutboxPollInterval time.Duration `env:"OUTBOX_POLL_INTERVAL" envDefault:"1s"`
+	// OutboxBatchSize is how many outbox rows the relay publishes per round.
+	OutboxBatchSize int `env:"OUTBOX_BATCH_SIZE" envDefault:"200"`
+	// APIPort is the API's HTTP port.
+	APIPort int `env:"API_PORT" envDefault:"8080"`
+	// WorkerMetricsPort serves the worker's /metrics, /livez and /readyz.
+	WorkerMetricsPort int `env:"WORKER_METRICS_PORT" envDefault:"8081"`
+	// ShutdownTimeout bounds a graceful stop (in-flight requests and activities).
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"30s"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `env:"LOG_LEVEL" envDefault:"info"`
+	// LogFormat is json (production) or console (readable, for make run).
+	LogFormat string `env:"LOG_FORMAT" envDefault:"json"`
+	// TemporalAddress is the Temporal frontend host:port.
+	TemporalAddress string `env:"TEMPORAL_ADDRESS" envDefault:"127.0.0.1:7233"`
+	// TemporalNamespace is the Temporal namespace of the workflows.
+	TemporalNamespace string `env:"TEMPORAL_NAMESPACE" envDefault:"default"`
+	// TemporalTaskQueuePrefix is put before every task queue name, so several
+	// deployments (or test runs) can share one namespace.
+	TemporalTaskQueuePrefix string `env:"TEMPORAL_TASK_QUEUE_PREFIX"`
+	// TemporalUIURL is the Temporal Web UI base URL used in notification links.
+	TemporalUIURL string `env:"TEMPORAL_UI_URL" envDefault:"http://127.0.0.1:8233"`
+}
+
+// Load reads the .env file in the working directory, if there is one, then
+// parses the environment; variables already set win over the file. A
+// malformed value is an error naming its variable.
+func Load() (Config, error) {
+	if err := godotenv.Load(); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return Config{}, fmt.Errorf("reading .env: %w", err)
+	}
+	return Parse(nil)
+}
+
+// Parse builds a Config from environ (the process environment when nil),
+// without reading any file.
+func Parse(environ map[string]string) (Config, error) {
+	var cfg Config
+	opts := env.Options{Environment: environ}
+	if err := env.ParseWithOptions(&cfg, opts); err != nil {
+		return Config{}, nameVariables(err)
+	}
+	if err := cfg.validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+func (c Config) validate() error {
+	var errs []error
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("invalid %s: %s", name, fmt.Sprintf(format, args...)))
+	}
+	for name, raw := range map[string]string{
+		"DATABASE_DSN":     c.DatabaseDSN,
+		"RABBITMQ_URL":     c.RabbitMQURL,
+		"REDIS_URL":        c.RedisURL,
+		"WEBHOOK_SITE_URL": c.WebhookSiteURL,
+		"TEMPORAL_UI_URL":  c.TemporalUIURL,
+	} {
+		if u, err := url.Parse(raw); err != nil || u.Scheme == "" || u.Host == "" {
+			bad(name, "%q is not an absolute URL", raw)
+		}
+	}
+	positive := map[string]int{
+		"DATABASE_MAX_CONNS": int(c.DatabaseMaxConns),
+		"RATE_LIMIT_PER_SEC": c.RateLimitPerSec,
+		"WORKER_CONCURRENCY": c.WorkerConcurrency,
+		"RETRY_MAX_ATTEMPTS": c.RetryMaxAttempts,
+		"OUTBOX_BATCH_SIZE":  c.OutboxBatchSize,
+	}
+	for name, v := range positive {
+		if v <= 0 {
+			bad(name, "%d must be greater than 0", v)
+		}
+	}
+	durations := map[string]time.Duration{
+		"WEBHOOK_TIMEOUT":        c.WebhookTimeout,
+		"RETRY_INITIAL_INTERVAL": c.RetryInitialInterval,
+		"RETRY_MAX_INTERVAL":     c.RetryMaxInterval,
+		"OUTBOX_POLL_INTERVAL":   c.OutboxPollInterval,
+		"SHUTDOWN_TIMEOUT":       c.ShutdownTimeout,
+	}
+	for name, d := range durations {
+		if d <= 0 {
+			bad(name, "%s must be greater than 0", d)
+		}
+	}
+	if c.RetryMaxInterval < c.RetryInitialInterval {
+		bad("RETRY_MAX_INTERVAL", "%s is below RETRY_INITIAL_INTERVAL %s", c.RetryMaxInterval, c.RetryInitialInterval)
+	}
+	if c.RetryBackoffCoefficient < 1 {
+		bad("RETRY_BACKOFF_COEFFICIENT", "%g must be at least 1", c.RetryBackoffCoefficient)
+	}
+	for name, port := range map[string]int{"API_PORT": c.APIPort, "WORKER_METRICS_PORT": c.WorkerMetricsPort} {
+		if port < 0 || port > 65535 {
+			bad(name, "%d is not a TCP port", port)
+		}
+	}
+	if _, err := zapcore.ParseLevel(c.LogLevel); err != nil {
+		bad("LOG_LEVEL", "%q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	if c.LogFormat != "json" && c.LogFormat != "console" {
+		bad("LOG_FORMAT", "%q is not json or console", c.LogFormat)
+	}
+	if c.TemporalAddress == "" {
+		bad("TEMPORAL_ADDRESS", "must not be empty")
+	}
+	if c.TemporalNamespace == "" {
+		bad("TEMPORAL_NAMESPACE", "must not be empty")
+	}
+	return errors.Join(errs...)
+}
+
+// nameVariables rewrites env's parse errors, which name struct fields, to name
+// the environment variables a user actually sets.
+func nameVariables(err error) error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return err
+	}
+	t := reflect.TypeFor[Config]()
+	var errs []error
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			if f, ok := t.FieldByName(pe.Name); ok {
+				name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+				errs = append(errs, fmt.Errorf("invalid %s: %w", name, pe.Err))
+				continue
+			}
+		}
+		errs = append(errs, e)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,47 @@
+package config
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestDefaultsPointAtLoopbackServices(t *testing.T) {
+	cfg, err := Parse(map[string]string{})
+	require.NoError(t, err)
+	require.Equal(t, "amqp://guest:guest@127.0.0.1:5672/", cfg.RabbitMQURL)
+	require.Equal(t, 8080, cfg.APIPort)
+	require.Equal(t, 8081, cfg.WorkerMetricsPort)
+	require.Equal(t, 100, cfg.RateLimitPerSec)
+	require.Equal(t, 16, cfg.WorkerConcurrency)
+	require.Equal(t, 8, cfg.RetryMaxAttempts)
+	require.Equal(t, 2*time.Second, cfg.RetryInitialInterval)
+	require.Equal(t, "127.0.0.1:7233", cfg.TemporalAddress)
+	require.Equal(t, "default", cfg.TemporalNamespace)
+}
+
+func TestEnvironmentOverridesDefaults(t *testing.T) {
+	cfg, err := Parse(map[string]string{"API_PORT": "9999", "RETRY_MAX_INTERVAL": "1m"})
+	require.NoError(t, err)
+	require.Equal(t, 9999, cfg.APIPort)
+	require.Equal(t, time.Minute, cfg.RetryMaxInterval)
+}
+
+func TestMalformedValueNamesTheVariable(t *testing.T) {
+	cases := map[string]map[string]string{
+		"API_PORT":                  {"API_PORT": "eighty"},
+		"RETRY_INITIAL_INTERVAL":    {"RETRY_INITIAL_INTERVAL": "soon"},
+		"RATE_LIMIT_PER_SEC":        {"RATE_LIMIT_PER_SEC": "0"},
+		"LOG_LEVEL":                 {"LOG_LEVEL": "loud"},
+		"WEBHOOK_SITE_URL":          {"WEBHOOK_SITE_URL": "not a url"},
+		"RETRY_BACKOFF_COEFFICIENT": {"RETRY_BACKOFF_COEFFICIENT": "0.5"},
+	}
+	for variable, environ := range cases {
+		t.Run(variable, func(t *testing.T) {
+			_, err := Parse(environ)
+			require.Error(t, err)
+			require.Contains(t, err.Error(), variable)
+		})
+	}
+}

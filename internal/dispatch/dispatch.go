@@ -1,0 +1,187 @@
+// Package dispatch joins the broker to Temporal: the Starter turns each
+// queued message into its notification workflow, and NewWorkers runs the
+// workflow and the per-channel delivery activities.
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	amqp "github.com/rabbitmq/amqp091-go"
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/operatorservice/v1"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/worker"
+	"go.uber.org/zap"
+
+	"dispatch-engine/activities"
+	"dispatch-engine/internal/metrics"
+	"dispatch-engine/internal/notification"
+	"dispatch-engine/internal/queue"
+	"dispatch-engine/internal/store"
+	"dispatch-engine/workflows"
+)
+
+// TaskQueues names the Temporal task queues. Prefix
+// (TEMPORAL_TASK_QUEUE_PREFIX) lets deployments share a namespace.
+type TaskQueues struct {
+	Prefix string
+}
+
+// Workflows is the task queue of the notification workflows.
+func (t TaskQueues) Workflows() string { return t.Prefix + "notifications" }
+
+// Deliver is the activity task queue of one channel (deliver-sms, ...): the
+// backlog of each channel waits in Temporal, in priority order.
+func (t TaskQueues) Deliver(channel string) string { return t.Prefix + "deliver-" + channel }
+
+// StarterConfig configures a Starter.
+type StarterConfig struct {
+	TaskQueues TaskQueues
+	Retry      workflows.RetryPolicy
+	// AttemptTimeout is the Deliver activity's start-to-close timeout.
+	AttemptTimeout time.Duration
+}
+
+// Starter starts the workflow of each queued notification.
+type Starter struct {
+	cfg      StarterConfig
+	pool     *pgxpool.Pool
+	temporal client.Client
+	metrics  *metrics.Worker
+	log      *zap.Logger
+}
+
+// NewStarter returns a Starter.
+func NewStarter(cfg StarterConfig, pool *pgxpool.Pool, tc client.Client, m *metrics.Worker, log *zap.Logger) *Starter {
+	return &Starter{cfg: cfg, pool: pool, temporal: tc, metrics: m, log: log}
+}
+
+// Handle is the consumer's queue.Handler. It starts workflow
+// notification-<id> with REJECT_DUPLICATE, where "already started" is
+// success, so a redelivered message starts nothing twice. A message for a
+// notification already terminal is skipped; one that cannot be parsed or
+// names no notification is poison.
+func (s *Starter) Handle(ctx context.Context, d amqp.Delivery) error {
+	var msg notification.Message
+	if err := json.Unmarshal(d.Body, &msg); err != nil {
+		s.metrics.WorkflowStarts.WithLabelValues(d.RoutingKey, "poison").Inc()
+		return &queue.PoisonError{Reason: "unparseable", Err: err}
+	}
+	id, err := uuid.Parse(msg.ID)
+	if err != nil {
+		s.metrics.WorkflowStarts.WithLabelValues(d.RoutingKey, "poison").Inc()
+		return &queue.PoisonError{Reason: "unparseable", Err: fmt.Errorf("notification id: %w", err)}
+	}
+	n, err := store.GetNotification(ctx, s.pool, id)
+	if errors.Is(err, store.ErrNotFound) {
+		s.metrics.WorkflowStarts.WithLabelValues(d.RoutingKey, "poison").Inc()
+		return &queue.PoisonError{Reason: "unknown-id", Err: fmt.Errorf("notification %s does not exist", id)}
+	}
+	if err != nil {
+		return err
+	}
+	if n.Status.Terminal() {
+		s.metrics.WorkflowStarts.WithLabelValues(n.Channel, "skipped").Inc()
+		return nil
+	}
+	wfID := notification.WorkflowID(id.String())
+	_, err = s.temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID:                                       wfID,
+		TaskQueue:                                s.cfg.TaskQueues.Workflows(),
+		WorkflowIDReusePolicy:                    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
+		WorkflowExecutionErrorWhenAlreadyStarted: true,
+		// The worker lives in this process: the first workflow task runs here
+		// without a round trip through the task queue.
+		EnableEagerStart: true,
+		Priority:         temporal.Priority{PriorityKey: notification.TemporalPriorityKey(n.Priority)},
+		TypedSearchAttributes: temporal.NewSearchAttributes(
+			workflows.SearchChannel.ValueSet(n.Channel),
+			workflows.SearchPriority.ValueSet(n.Priority),
+		),
+	}, workflows.NotificationWorkflow, workflows.NotificationInput{
+		NotificationID:    id.String(),
+		Channel:           n.Channel,
+		Priority:          n.Priority,
+		ActivityTaskQueue: s.cfg.TaskQueues.Deliver(n.Channel),
+		Retry:             s.cfg.Retry,
+		AttemptTimeout:    s.cfg.AttemptTimeout,
+	})
+	var already *serviceerror.WorkflowExecutionAlreadyStarted
+	switch {
+	case errors.As(err, &already):
+		s.metrics.WorkflowStarts.WithLabelValues(n.Channel, "duplicate").Inc()
+		return nil
+	case err != nil:
+		return fmt.Errorf("starting workflow %s: %w", wfID, err)
+	}
+	s.metrics.WorkflowStarts.WithLabelValues(n.Channel, "started").Inc()
+	s.log.Debug("workflow started", zap.String("notification_id", id.String()), zap.String("workflow_id", wfID), zap.String("channel", n.Channel))
+	return nil
+}
+
+// WorkerConfig configures the Temporal workers.
+type WorkerConfig struct {
+	TaskQueues TaskQueues
+	// Concurrency is the most deliveries run at once per channel.
+	Concurrency int
+	// StopTimeout bounds how long in-flight activities may finish on stop.
+	StopTimeout time.Duration
+}
+
+// NewWorkers returns the workflow worker and one activity worker per
+// channel, not yet started.
+func NewWorkers(tc client.Client, cfg WorkerConfig, acts *activities.Activities) []worker.Worker {
+	wf := worker.New(tc, cfg.TaskQueues.Workflows(), worker.Options{
+		WorkerStopTimeout:      cfg.StopTimeout,
+		DisableEagerActivities: true,
+	})
+	wf.RegisterWorkflowWithOptions(workflows.Notification, workflowRegisterOptions())
+	workers := []worker.Worker{wf}
+	for _, channel := range notification.Channels {
+		w := worker.New(tc, cfg.TaskQueues.Deliver(channel), worker.Options{
+			MaxConcurrentActivityExecutionSize: cfg.Concurrency,
+			WorkerStopTimeout:                  cfg.StopTimeout,
+		})
+		registerActivities(w, acts)
+		workers = append(workers, w)
+	}
+	return workers
+}
+
+// EnsureSearchAttributes registers the workflows' custom search attributes
+// on the namespace; attributes that exist already are fine.
+func EnsureSearchAttributes(ctx context.Context, tc client.Client, namespace string) error {
+	attrs := map[string]enumspb.IndexedValueType{
+		workflows.SearchStatus.GetName():   enumspb.INDEXED_VALUE_TYPE_KEYWORD,
+		workflows.SearchChannel.GetName():  enumspb.INDEXED_VALUE_TYPE_KEYWORD,
+		workflows.SearchPriority.GetName(): enumspb.INDEXED_VALUE_TYPE_KEYWORD,
+		workflows.SearchAttempts.GetName(): enumspb.INDEXED_VALUE_TYPE_INT,
+	}
+	existing, err := tc.OperatorService().ListSearchAttributes(ctx, &operatorservice.ListSearchAttributesRequest{Namespace: namespace})
+	if err != nil {
+		return fmt.Errorf("listing search attributes: %w", err)
+	}
+	for name := range existing.GetCustomAttributes() {
+		delete(attrs, name)
+	}
+	if len(attrs) == 0 {
+		return nil
+	}
+	_, err = tc.OperatorService().AddSearchAttributes(ctx, &operatorservice.AddSearchAttributesRequest{
+		Namespace: namespace, SearchAttributes: attrs,
+	})
+	var exists *serviceerror.AlreadyExists
+	if err != nil && !errors.As(err, &exists) && !strings.Contains(err.Error(), "already") {
+		return fmt.Errorf("adding search attributes: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,19 @@
+package dispatch
+
+import (
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+
+	"dispatch-engine/activities"
+	"dispatch-engine/workflows"
+)
+
+func workflowRegisterOptions() workflow.RegisterOptions {
+	return workflow.RegisterOptions{Name: workflows.NotificationWorkflow}
+}
+
+func registerActivities(w worker.Worker, acts *activities.Activities) {
+	w.RegisterActivityWithOptions(acts.Deliver, activity.RegisterOptions{Name: workflows.DeliverActivity})
+	w.RegisterActivityWithOptions(acts.Fail, activity.RegisterOptions{Name: workflows.FailActivity})
+}

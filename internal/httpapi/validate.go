@@ -1,0 +1,229 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/mail"
+	"regexp"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+
+	"dispatch-engine/internal/notification"
+	"dispatch-engine/internal/store"
+)
+
+// CreateRequest is the body of POST /v1/notifications (camelCase JSON).
+type CreateRequest struct {
+	Channel        string          `json:"channel"`
+	Recipient      string          `json:"recipient"`
+	Content        string          `json:"content"`
+	Subject        *string         `json:"subject"`
+	Priority       string          `json:"priority"`
+	IdempotencyKey *string         `json:"idempotencyKey"`
+	Metadata       json.RawMessage `json:"metadata"`
+	ScheduledAt    *time.Time      `json:"scheduledAt"`
+	ExpiresAt      *time.Time      `json:"expiresAt"`
+}
+
+// Limits on a notification's fields.
+const (
+	maxMetadataBytes  = 8 << 10
+	maxPushToken      = 4096
+	maxIdempotencyKey = 255
+)
+
+// maxContent is each channel's content limit in bytes.
+var maxContent = map[string]int{
+	notification.SMS:   1600,
+	notification.Push:  4096,
+	notification.Email: 256 << 10,
+}
+
+var e164 = regexp.MustCompile(`^\+[1-9][0-9]{1,14}$`)
+
+// decodeStrict decodes exactly one JSON value into v, rejecting unknown
+// fields and trailing data; its errors name the offending field.
+func decodeStrict(body []byte, v any) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return malformed("the request body is empty; a JSON object is expected")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return decodeError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return malformed("the request body holds more than one JSON value")
+	}
+	return nil
+}
+
+func decodeError(err error) error {
+	var (
+		typeErr   *json.UnmarshalTypeError
+		syntaxErr *json.SyntaxError
+		timeErr   *time.ParseError
+	)
+	switch {
+	case errors.As(err, &typeErr):
+		field := typeErr.Field
+		if field == "" {
+			return malformed("the request body must be a JSON object")
+		}
+		ve := &ValidationError{}
+		ve.add(field, "must be a JSON %s", jsonKind(typeErr.Type.String()))
+		return ve
+	case errors.As(err, &timeErr):
+		ve := &ValidationError{}
+		ve.add(timeField(err), "must be an RFC 3339 date-time, e.g. 2026-01-02T15:04:05Z")
+		return ve
+	case errors.As(err, &syntaxErr):
+		return malformed(fmt.Sprintf("the body is not valid JSON (at byte %d): %v", syntaxErr.Offset, syntaxErr))
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		ve := &ValidationError{}
+		ve.add(strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`), "unknown field")
+		return ve
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return malformed("the body is truncated JSON")
+	default:
+		return malformed("the body is not valid JSON: " + err.Error())
+	}
+}
+
+// timeField guesses which date-time field failed from the decoder's error
+// (encoding/json reports no field for a time.Time that fails to parse).
+func timeField(err error) string {
+	msg := err.Error()
+	for _, f := range []string{"scheduledAt", "expiresAt"} {
+		if strings.Contains(msg, f) {
+			return f
+		}
+	}
+	return "scheduledAt/expiresAt"
+}
+
+func jsonKind(goType string) string {
+	switch {
+	case strings.HasPrefix(goType, "*"):
+		return jsonKind(goType[1:])
+	case goType == "string":
+		return "string"
+	case goType == "time.Time":
+		return "string (RFC 3339 date-time)"
+	case goType == "json.RawMessage":
+		return "object"
+	default:
+		return goType
+	}
+}
+
+// validate checks r and returns it as a new notification; prefix names
+// fields inside a batch ("notifications[3].").
+func (r CreateRequest) validate(prefix string, now time.Time) (store.NewNotification, *ValidationError) {
+	ve := &ValidationError{}
+	field := func(name string) string { return prefix + name }
+
+	if !notification.ValidChannel(r.Channel) {
+		ve.add(field("channel"), "must be one of sms, email, push")
+	}
+	if r.Priority == "" {
+		r.Priority = notification.Normal
+	}
+	if !notification.ValidPriority(r.Priority) {
+		ve.add(field("priority"), "must be one of HIGH, NORMAL, LOW")
+	}
+
+	switch r.Channel {
+	case notification.SMS:
+		if !e164.MatchString(r.Recipient) {
+			ve.add(field("recipient"), "must be an E.164 phone number, e.g. +14155550123")
+		}
+	case notification.Email:
+		if addr, err := mail.ParseAddress(r.Recipient); err != nil || addr.Address != r.Recipient {
+			ve.add(field("recipient"), "must be an email address, e.g. user@example.com")
+		}
+		if r.Subject == nil || strings.TrimSpace(*r.Subject) == "" {
+			ve.add(field("subject"), "is required for email")
+		} else if len(*r.Subject) > 998 || !utf8.ValidString(*r.Subject) || strings.ContainsAny(*r.Subject, "\x00\r\n") {
+			ve.add(field("subject"), "must be one line of valid UTF-8, at most 998 bytes")
+		}
+	case notification.Push:
+		if !validPushToken(r.Recipient) {
+			ve.add(field("recipient"), "must be a device token of 1 to %d visible characters", maxPushToken)
+		}
+	}
+	if r.Subject != nil && r.Channel != notification.Email && r.Channel != "" && notification.ValidChannel(r.Channel) {
+		ve.add(field("subject"), "is only allowed for email")
+	}
+
+	switch limit, ok := maxContent[r.Channel]; {
+	case r.Content == "":
+		ve.add(field("content"), "is required")
+	case !utf8.ValidString(r.Content) || strings.ContainsRune(r.Content, 0):
+		ve.add(field("content"), "must be valid UTF-8 without NUL characters")
+	case ok && len(r.Content) > limit:
+		ve.add(field("content"), "must be at most %d bytes for %s (got %d)", limit, r.Channel, len(r.Content))
+	}
+
+	if r.IdempotencyKey != nil {
+		k := *r.IdempotencyKey
+		if k == "" || len(k) > maxIdempotencyKey || !utf8.ValidString(k) || strings.ContainsRune(k, 0) {
+			ve.add(field("idempotencyKey"), "must be 1 to %d bytes of valid UTF-8", maxIdempotencyKey)
+		}
+	}
+	if len(r.Metadata) > 0 && !bytes.Equal(bytes.TrimSpace(r.Metadata), []byte("null")) {
+		trimmed := bytes.TrimSpace(r.Metadata)
+		switch {
+		case trimmed[0] != '{':
+			ve.add(field("metadata"), "must be a JSON object")
+		case len(trimmed) > maxMetadataBytes:
+			ve.add(field("metadata"), "must be at most %d bytes (got %d)", maxMetadataBytes, len(trimmed))
+		case bytes.Contains(trimmed, []byte(`\u0000`)):
+			ve.add(field("metadata"), "must not contain NUL characters")
+		}
+	} else {
+		r.Metadata = nil
+	}
+	if r.ExpiresAt != nil {
+		if !r.ExpiresAt.After(now) {
+			ve.add(field("expiresAt"), "must be in the future")
+		}
+		if r.ScheduledAt != nil && !r.ExpiresAt.After(*r.ScheduledAt) {
+			ve.add(field("expiresAt"), "must be after scheduledAt")
+		}
+	}
+	if len(ve.Fields) > 0 {
+		return store.NewNotification{}, ve
+	}
+	return store.NewNotification{
+		ID:             uuid.Must(uuid.NewV7()),
+		Channel:        r.Channel,
+		Priority:       r.Priority,
+		Recipient:      r.Recipient,
+		Subject:        r.Subject,
+		Content:        r.Content,
+		Metadata:       r.Metadata,
+		IdempotencyKey: r.IdempotencyKey,
+		ScheduledAt:    r.ScheduledAt,
+		ExpiresAt:      r.ExpiresAt,
+	}, nil
+}
+
+func validPushToken(s string) bool {
+	if s == "" || utf8.RuneCountInString(s) > maxPushToken || !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if !unicode.IsGraphic(r) || unicode.IsSpace(r) {
+			return false
+		}
+	}
+	return true
+}

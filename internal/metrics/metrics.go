@@ -1,0 +1,107 @@
+// Package metrics defines the Prometheus metrics of the API and the worker,
+// each on its own registry (plus the Go and process collectors).
+package metrics
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// latencyBuckets resolve 10 ms to 1 h, for end-to-end delivery latency.
+var latencyBuckets = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600}
+
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// API holds the API process's metrics.
+type API struct {
+	Registry     *prometheus.Registry
+	HTTPRequests *prometheus.CounterVec
+	HTTPDuration *prometheus.HistogramVec
+	Accepted     *prometheus.CounterVec
+}
+
+// NewAPI registers the API's metrics.
+func NewAPI() *API {
+	m := &API{
+		Registry: newRegistry(),
+		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dispatch_http_requests_total",
+			Help: "HTTP requests by route template, method and status code.",
+		}, []string{"route", "method", "code"}),
+		HTTPDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "dispatch_http_request_duration_seconds",
+			Help:    "HTTP request duration by route template and method.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"route", "method"}),
+		Accepted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dispatch_notifications_accepted_total",
+			Help: "Notifications accepted by channel and priority.",
+		}, []string{"channel", "priority"}),
+	}
+	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.Accepted)
+	return m
+}
+
+// Worker holds the worker process's metrics.
+type Worker struct {
+	Registry        *prometheus.Registry
+	Terminal        *prometheus.CounterVec
+	Attempts        *prometheus.CounterVec
+	ProviderLatency *prometheus.HistogramVec
+	EndToEnd        *prometheus.HistogramVec
+	RateLimitWait   *prometheus.HistogramVec
+	Relayed         prometheus.Counter
+	WorkflowStarts  *prometheus.CounterVec
+}
+
+// NewWorker registers the worker's metrics.
+func NewWorker() *Worker {
+	m := &Worker{
+		Registry: newRegistry(),
+		Terminal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dispatch_notifications_terminal_total",
+			Help: "Notifications reaching a terminal status (delivered, failed, cancelled) by channel, priority and reason.",
+		}, []string{"status", "channel", "priority", "reason"}),
+		Attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dispatch_delivery_attempts_total",
+			Help: "Delivery attempts by channel and outcome class.",
+		}, []string{"channel", "outcome"}),
+		ProviderLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "dispatch_provider_request_duration_seconds",
+			Help:    "Provider webhook response time by channel.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"channel"}),
+		EndToEnd: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "dispatch_delivery_latency_seconds",
+			Help:    "Time from acceptance to delivery by channel and priority.",
+			Buckets: latencyBuckets,
+		}, []string{"channel", "priority"}),
+		RateLimitWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "dispatch_rate_limit_wait_seconds",
+			Help:    "Time an attempt waited for its channel's rate limit.",
+			Buckets: []float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30},
+		}, []string{"channel"}),
+		Relayed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dispatch_outbox_relayed_total",
+			Help: "Outbox rows published to RabbitMQ and confirmed.",
+		}),
+		WorkflowStarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dispatch_workflow_starts_total",
+			Help: "Workflow starts by the consumer, by channel and result (started, duplicate, skipped, poison).",
+		}, []string{"channel", "result"}),
+	}
+	m.Registry.MustRegister(m.Terminal, m.Attempts, m.ProviderLatency, m.EndToEnd, m.RateLimitWait, m.Relayed, m.WorkflowStarts)
+	return m
+}
+
+// Handler serves reg in the Prometheus text format.
+func Handler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+}

@@ -1,0 +1,96 @@
+// Package notification holds the product's vocabulary shared by every
+// process: channels, priorities, statuses and the broker message that
+// carries a notification from the outbox to the workflow starter.
+package notification
+
+// Channel is a delivery channel.
+type Channel = string
+
+// The delivery channels.
+const (
+	SMS   Channel = "sms"
+	Email Channel = "email"
+	Push  Channel = "push"
+)
+
+// Channels lists every channel, in a stable order.
+var Channels = []Channel{SMS, Email, Push}
+
+// ValidChannel reports whether c is a known channel.
+func ValidChannel(c string) bool { return c == SMS || c == Email || c == Push }
+
+// Priority is a notification's priority.
+type Priority = string
+
+// The priorities, most urgent first.
+const (
+	High   Priority = "HIGH"
+	Normal Priority = "NORMAL"
+	Low    Priority = "LOW"
+)
+
+// ValidPriority reports whether p is a known priority.
+func ValidPriority(p string) bool { return p == High || p == Normal || p == Low }
+
+// BrokerPriority maps a priority to the AMQP message priority (queues are
+// declared with x-max-priority = MaxBrokerPriority; larger runs first).
+func BrokerPriority(p Priority) uint8 {
+	switch p {
+	case High:
+		return 3
+	case Low:
+		return 1
+	default:
+		return 2
+	}
+}
+
+// MaxBrokerPriority is the queues' x-max-priority.
+const MaxBrokerPriority = 3
+
+// TemporalPriorityKey maps a priority to Temporal's PriorityKey (smaller runs first).
+func TemporalPriorityKey(p Priority) int {
+	switch p {
+	case High:
+		return 1
+	case Low:
+		return 5
+	default:
+		return 3
+	}
+}
+
+// Status is a notification's place in its lifecycle:
+// ACCEPTED → QUEUED → PROCESSING → DELIVERED | FAILED | CANCELLED,
+// with SCHEDULED and RETRYING while the workflow waits.
+type Status string
+
+// The statuses of a notification.
+const (
+	StatusAccepted   Status = "ACCEPTED"
+	StatusQueued     Status = "QUEUED"
+	StatusScheduled  Status = "SCHEDULED"
+	StatusProcessing Status = "PROCESSING"
+	StatusRetrying   Status = "RETRYING"
+	StatusDelivered  Status = "DELIVERED"
+	StatusFailed     Status = "FAILED"
+	StatusCancelled  Status = "CANCELLED"
+)
+
+// Terminal reports whether s never changes again.
+func (s Status) Terminal() bool {
+	return s == StatusDelivered || s == StatusFailed || s == StatusCancelled
+}
+
+// Message is the broker message body for one notification. It carries the
+// id only; the workflow's activities read the rest from Postgres, so large
+// content never enters Temporal's history.
+type Message struct {
+	ID       string   `json:"id"`
+	Channel  Channel  `json:"channel"`
+	Priority Priority `json:"priority"`
+}
+
+// WorkflowID is the Temporal workflow id of a notification: starting it is
+// idempotent because Temporal rejects a second workflow with the same id.
+func WorkflowID(id string) string { return "notification-" + id }

@@ -1,0 +1,199 @@
+// Package outbox relays the transactional outbox to RabbitMQ: rows written
+// with their notification are published with publisher confirms and deleted
+// only after the broker confirmed them, so a crash anywhere republishes
+// rather than loses (at-least-once).
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"dispatch-engine/internal/notification"
+	"dispatch-engine/internal/queue"
+	"dispatch-engine/internal/store"
+)
+
+// Config configures a Relay.
+type Config struct {
+	// BatchSize is the most rows published per round. Default 200.
+	BatchSize int
+	// PollInterval is how often the relay looks for rows when no NOTIFY
+	// wakes it (a missed notification costs at most this). Default 1s.
+	PollInterval time.Duration
+	// Topology names the exchange.
+	Topology queue.Topology
+	// Relayed, when set, counts confirmed rows.
+	Relayed prometheus.Counter
+}
+
+// Relay publishes outbox rows. Several relays may run at once: each claims
+// rows with FOR UPDATE SKIP LOCKED.
+type Relay struct {
+	cfg  Config
+	pool *pgxpool.Pool
+	pub  *queue.Publisher
+	log  *zap.Logger
+}
+
+// NewRelay returns a Relay.
+func NewRelay(cfg Config, pool *pgxpool.Pool, pub *queue.Publisher, log *zap.Logger) *Relay {
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 200
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = time.Second
+	}
+	return &Relay{cfg: cfg, pool: pool, pub: pub, log: log}
+}
+
+// Run relays until ctx ends. It wakes on LISTEN outbox and on a timer.
+func (r *Relay) Run(ctx context.Context) error {
+	wake := make(chan struct{}, 1)
+	go r.listen(ctx, wake)
+	ticker := time.NewTicker(r.cfg.PollInterval)
+	defer ticker.Stop()
+	backoff := 100 * time.Millisecond
+	for {
+		n, err := r.RelayOnce(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			r.log.Warn("outbox relay round failed; retrying", zap.Error(err), zap.Duration("backoff", backoff))
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 10*time.Second)
+			continue
+		case n == r.cfg.BatchSize:
+			backoff = 100 * time.Millisecond
+			continue // more may be waiting
+		}
+		backoff = 100 * time.Millisecond
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-wake:
+		case <-ticker.C:
+		}
+	}
+}
+
+type row struct {
+	ID             int64     `db:"id"`
+	NotificationID uuid.UUID `db:"notification_id"`
+	Channel        string    `db:"channel"`
+	Priority       string    `db:"priority"`
+}
+
+// RelayOnce publishes up to BatchSize rows and returns how many. The rows
+// stay locked until the broker confirmed them and they are deleted in the
+// same transaction.
+func (r *Relay) RelayOnce(ctx context.Context) (int, error) {
+	tx, err := r.pool.Begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("beginning relay transaction: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+
+	rows, err := tx.Query(ctx, `
+		SELECT id, notification_id, channel, priority FROM outbox
+		ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, r.cfg.BatchSize)
+	if err != nil {
+		return 0, fmt.Errorf("claiming outbox rows: %w", err)
+	}
+	claimed, err := pgx.CollectRows(rows, pgx.RowToStructByName[row])
+	if err != nil {
+		return 0, fmt.Errorf("claiming outbox rows: %w", err)
+	}
+	if len(claimed) == 0 {
+		return 0, nil
+	}
+
+	msgs := make([]queue.Outgoing, len(claimed))
+	ids := make([]int64, len(claimed))
+	notificationIDs := make([]uuid.UUID, len(claimed))
+	for i, c := range claimed {
+		body, err := json.Marshal(notification.Message{ID: c.NotificationID.String(), Channel: c.Channel, Priority: c.Priority})
+		if err != nil {
+			return 0, fmt.Errorf("encoding message: %w", err)
+		}
+		msgs[i] = queue.Outgoing{
+			Exchange:   r.cfg.Topology.Exchange(),
+			RoutingKey: c.Channel,
+			Body:       body,
+			Priority:   notification.BrokerPriority(c.Priority),
+			MessageID:  c.NotificationID.String(),
+		}
+		ids[i] = c.ID
+		notificationIDs[i] = c.NotificationID
+	}
+	if err := r.pub.Publish(ctx, msgs...); err != nil {
+		return 0, err
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM outbox WHERE id = ANY($1)`, ids); err != nil {
+		return 0, fmt.Errorf("deleting relayed outbox rows: %w", err)
+	}
+	if err := store.MarkQueued(ctx, tx, notificationIDs); err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, fmt.Errorf("committing relay transaction: %w", err)
+	}
+	if r.cfg.Relayed != nil {
+		r.cfg.Relayed.Add(float64(len(claimed)))
+	}
+	r.log.Debug("relayed outbox rows", zap.Int("count", len(claimed)))
+	return len(claimed), nil
+}
+
+// listen holds a connection in LISTEN outbox and signals wake on every
+// notification, reconnecting with backoff when the connection drops.
+func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := r.listenOnce(ctx, wake)
+		if ctx.Err() != nil {
+			return
+		}
+		r.log.Warn("outbox listener disconnected; polling until it reconnects", zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+func (r *Relay) listenOnce(ctx context.Context, wake chan<- struct{}) error {
+	pooled, err := r.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("acquiring listen connection: %w", err)
+	}
+	// A LISTENing connection must not go back to the pool.
+	conn := pooled.Hijack()
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN outbox"); err != nil {
+		return fmt.Errorf("listening: %w", err)
+	}
+	for {
+		if _, err := conn.WaitForNotification(ctx); err != nil {
+			return err
+		}
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
+}

@@ -1,0 +1,198 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/zap"
+)
+
+// PoisonError marks a message that can never be handled (unparseable, unknown
+// id): the consumer moves it to the channel's dead-letter queue with Reason.
+type PoisonError struct {
+	Reason string
+	Err    error
+}
+
+func (e *PoisonError) Error() string { return fmt.Sprintf("poison message (%s): %v", e.Reason, e.Err) }
+func (e *PoisonError) Unwrap() error { return e.Err }
+
+// Handler handles one message. nil acks it; a *PoisonError dead-letters it;
+// any other error requeues it after a pause.
+type Handler func(ctx context.Context, d amqp.Delivery) error
+
+// ConsumerConfig configures a Consumer.
+type ConsumerConfig struct {
+	// URL is the broker URL.
+	URL string
+	// Topology names the queues.
+	Topology Topology
+	// Channels are the notification channels whose queues are consumed.
+	Channels []string
+	// Concurrency is the number of messages handled at once per queue, and
+	// the prefetch. Default 16.
+	Concurrency int
+	// RequeueDelay is the pause before a failed message is requeued, so a
+	// down dependency is not hammered. Default 1s.
+	RequeueDelay time.Duration
+}
+
+// Consumer consumes each channel's queue with manual acks and a bounded
+// prefetch, handing every message to a Handler.
+type Consumer struct {
+	cfg     ConsumerConfig
+	handler Handler
+	dlq     *Publisher
+	log     *zap.Logger
+}
+
+// NewConsumer returns a Consumer; dlq publishes dead-lettered messages.
+func NewConsumer(cfg ConsumerConfig, handler Handler, dlq *Publisher, log *zap.Logger) *Consumer {
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 16
+	}
+	if cfg.RequeueDelay <= 0 {
+		cfg.RequeueDelay = time.Second
+	}
+	return &Consumer{cfg: cfg, handler: handler, dlq: dlq, log: log}
+}
+
+// Run consumes until ctx ends, redialing with backoff when the connection
+// drops. On return, every message it took has been acked or requeued.
+func (c *Consumer) Run(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := c.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		c.log.Warn("rabbitmq consumer disconnected; reconnecting", zap.Error(err), zap.Duration("backoff", backoff))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+// session runs one connection's life: it returns when the connection or a
+// channel closes, or ctx ends.
+func (c *Consumer) session(ctx context.Context) error {
+	conn, err := amqp.DialConfig(c.cfg.URL, amqp.Config{Heartbeat: 10 * time.Second, Properties: amqp.Table{"connection_name": "dispatch-engine consumer"}})
+	if err != nil {
+		return fmt.Errorf("connecting to rabbitmq: %w", err)
+	}
+	defer conn.Close()
+
+	// sctx stops consuming; a message already taken is still handled to the
+	// end on work, which shutdown does not cancel, and then acked.
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	work := context.WithoutCancel(ctx)
+	var wg sync.WaitGroup
+	errs := make(chan error, len(c.cfg.Channels)+1)
+	go func() {
+		if closed, ok := <-conn.NotifyClose(make(chan *amqp.Error, 1)); ok {
+			errs <- fmt.Errorf("connection closed: %v", closed)
+		}
+	}()
+	for _, channel := range c.cfg.Channels {
+		ch, err := conn.Channel()
+		if err != nil {
+			return fmt.Errorf("opening rabbitmq channel: %w", err)
+		}
+		if err := c.cfg.Topology.Declare(ch); err != nil {
+			return err
+		}
+		if err := ch.Qos(c.cfg.Concurrency, 0, false); err != nil {
+			return fmt.Errorf("setting prefetch: %w", err)
+		}
+		queue := c.cfg.Topology.Queue(channel)
+		go func() {
+			if closed, ok := <-ch.NotifyClose(make(chan *amqp.Error, 1)); ok {
+				errs <- fmt.Errorf("channel of %s closed: %v", queue, closed)
+			}
+		}()
+		deliveries, err := ch.ConsumeWithContext(sctx, queue, "", false, false, false, false, nil)
+		if err != nil {
+			return fmt.Errorf("consuming %s: %w", queue, err)
+		}
+		for range c.cfg.Concurrency {
+			wg.Go(func() {
+				for d := range deliveries {
+					c.handle(work, sctx, channel, d)
+				}
+			})
+		}
+	}
+	c.log.Info("consuming", zap.Strings("channels", c.cfg.Channels))
+	var result error
+	select {
+	case <-ctx.Done():
+	case result = <-errs:
+	}
+	// Cancelling the consumers closes every deliveries channel; the handlers
+	// finish what they hold, then the connection closes.
+	cancel()
+	wg.Wait()
+	return result
+}
+
+func (c *Consumer) handle(ctx, stop context.Context, channel string, d amqp.Delivery) {
+	err := c.handler(ctx, d)
+	var poison *PoisonError
+	switch {
+	case err == nil:
+		_ = d.Ack(false)
+	case errors.As(err, &poison):
+		c.deadLetter(ctx, channel, d, poison)
+	default:
+		if stop.Err() == nil {
+			c.log.Warn("handling message failed; requeueing", zap.String("message_id", d.MessageId), zap.String("channel", channel), zap.Error(err))
+			select {
+			case <-stop.Done():
+			case <-time.After(c.cfg.RequeueDelay):
+			}
+		}
+		_ = d.Nack(false, true)
+	}
+}
+
+// deadLetter publishes the message to the channel's DLQ (with confirms) and
+// acks it only then: a message is never dropped silently.
+func (c *Consumer) deadLetter(ctx context.Context, channel string, d amqp.Delivery, poison *PoisonError) {
+	headers := amqp.Table{
+		"x-reason":    poison.Reason,
+		"x-error":     truncate(poison.Error(), 512),
+		"x-failed-at": time.Now().UTC().Format(time.RFC3339Nano),
+		"x-source":    "consumer",
+		"x-attempts":  strconv.Itoa(0),
+	}
+	err := c.dlq.Publish(ctx, Outgoing{
+		Exchange:   c.cfg.Topology.DeadLetterExchange(),
+		RoutingKey: channel,
+		Body:       d.Body,
+		MessageID:  d.MessageId,
+		Headers:    headers,
+	})
+	if err != nil {
+		c.log.Error("dead-lettering poison message failed; requeueing", zap.String("message_id", d.MessageId), zap.String("channel", channel), zap.Error(err))
+		_ = d.Nack(false, true)
+		return
+	}
+	c.log.Warn("poison message dead-lettered", zap.String("message_id", d.MessageId), zap.String("channel", channel), zap.String("reason", poison.Reason), zap.Error(poison.Err))
+	_ = d.Ack(false)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

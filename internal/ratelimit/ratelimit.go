@@ -1,0 +1,57 @@
+// Package ratelimit enforces each channel's delivery rate across every
+// worker with Redis, using GCRA (go-redis/redis_rate: one Lua script per
+// check, no INCR+EXPIRE races).
+package ratelimit
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/redis/go-redis/v9"
+)
+
+// Limiter waits for a channel's next delivery slot.
+type Limiter struct {
+	rl     *redis_rate.Limiter
+	prefix string
+	limits map[string]int
+}
+
+// New returns a Limiter on rdb; limits maps a channel to its per-second rate.
+func New(rdb *redis.Client, keyPrefix string, limits map[string]int) *Limiter {
+	return &Limiter{rl: redis_rate.NewLimiter(rdb), prefix: keyPrefix, limits: limits}
+}
+
+// Wait blocks until channel may make one more request and returns how long
+// it waited. It fails closed: while Redis cannot be reached it keeps waiting
+// instead of letting the request through. tick is called on every pause, so
+// a caller can heartbeat; Wait returns early only when ctx ends.
+func (l *Limiter) Wait(ctx context.Context, channel string, tick func()) (time.Duration, error) {
+	rate, ok := l.limits[channel]
+	if !ok {
+		return 0, fmt.Errorf("no rate limit configured for channel %q", channel)
+	}
+	limit := redis_rate.PerSecond(rate)
+	key := l.prefix + "ratelimit:" + channel
+	start := time.Now()
+	for {
+		pause := 500 * time.Millisecond // Redis unreachable: fail closed, retry soon
+		res, err := l.rl.Allow(ctx, key, limit)
+		if err == nil {
+			if res.Allowed > 0 {
+				return time.Since(start), nil
+			}
+			pause = res.RetryAfter
+		}
+		if tick != nil {
+			tick()
+		}
+		select {
+		case <-ctx.Done():
+			return time.Since(start), ctx.Err()
+		case <-time.After(pause):
+		}
+	}
+}

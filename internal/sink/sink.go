@@ -1,0 +1,244 @@
+// Package sink is a local provider: it receives webhooks, remembers what
+// arrived per webhook-id, and can be told to fail (a share of requests, the
+// first N attempts of each id, with a given status) or to hang. make run,
+// the tests and the benchmarks deliver to it, since no real provider is
+// reachable from our machines.
+package sink
+
+import (
+	"encoding/json"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Config says how the sink answers. The zero value accepts everything.
+type Config struct {
+	// FailRate is the share (0..1) of requests answered with FailStatus.
+	FailRate float64 `json:"failRate"`
+	// FailFirst answers the first N requests of each webhook-id with FailStatus.
+	FailFirst int `json:"failFirst"`
+	// FailStatus is the status of failed answers. Default 503.
+	FailStatus int `json:"failStatus"`
+	// HangFirst holds the first N requests of each webhook-id open until the
+	// caller gives up (a provider that never answers).
+	HangFirst int `json:"hangFirst"`
+	// Latency delays every answer.
+	Latency time.Duration `json:"latency"`
+}
+
+// Record is what arrived for one webhook-id.
+type Record struct {
+	ID string `json:"id"`
+	// Requests counts every request, answered or not.
+	Requests int `json:"requests"`
+	// Delivered counts requests answered 2xx.
+	Delivered int             `json:"delivered"`
+	FirstAt   time.Time       `json:"firstAt"`
+	LastAt    time.Time       `json:"lastAt"`
+	Body      json.RawMessage `json:"body"`
+	Headers   http.Header     `json:"headers"`
+}
+
+// Stats sums up everything received.
+type Stats struct {
+	Requests  int `json:"requests"`
+	Delivered int `json:"delivered"`
+	Failed    int `json:"failed"`
+	Hung      int `json:"hung"`
+	UniqueIDs int `json:"uniqueIds"`
+	// Duplicates counts ids answered 2xx more than once.
+	Duplicates int `json:"duplicates"`
+}
+
+// Sink is the provider's HTTP handler.
+type Sink struct {
+	mu      sync.Mutex
+	cfg     Config
+	records map[string]*Record
+	stats   Stats
+	arrived chan string
+	log     func(format string, args ...any)
+}
+
+// New returns a Sink answering per cfg; logf, when not nil, logs each webhook.
+func New(cfg Config, logf func(format string, args ...any)) *Sink {
+	if cfg.FailStatus == 0 {
+		cfg.FailStatus = http.StatusServiceUnavailable
+	}
+	return &Sink{cfg: cfg, records: map[string]*Record{}, log: logf}
+}
+
+// ServeHTTP takes webhooks on any path; /_sink/ is the control API:
+// GET /_sink/stats, GET /_sink/deliveries/{id}, PUT /_sink/config, DELETE /_sink/deliveries.
+func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/_sink/") {
+		s.control(w, r)
+		return
+	}
+	if r.Method != http.MethodPost {
+		http.Error(w, "POST a webhook", http.StatusMethodNotAllowed)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 8<<20))
+	if err != nil {
+		http.Error(w, "reading body", http.StatusBadRequest)
+		return
+	}
+	id := r.Header.Get("webhook-id")
+
+	s.mu.Lock()
+	cfg := s.cfg
+	rec := s.records[id]
+	if rec == nil {
+		rec = &Record{ID: id, FirstAt: time.Now()}
+		s.records[id] = rec
+		s.stats.UniqueIDs++
+	}
+	rec.Requests++
+	rec.LastAt = time.Now()
+	rec.Body = json.RawMessage(body)
+	rec.Headers = r.Header.Clone()
+	n := rec.Requests
+	s.stats.Requests++
+	hang := n <= cfg.HangFirst
+	fail := !hang && (n <= cfg.HangFirst+cfg.FailFirst || (cfg.FailRate > 0 && rand.Float64() < cfg.FailRate))
+	if hang {
+		s.stats.Hung++
+	}
+	s.mu.Unlock()
+	s.notify(id)
+
+	if hang {
+		<-r.Context().Done()
+		return
+	}
+	if cfg.Latency > 0 {
+		select {
+		case <-time.After(cfg.Latency):
+		case <-r.Context().Done():
+			return
+		}
+	}
+	if fail {
+		s.mu.Lock()
+		s.stats.Failed++
+		s.mu.Unlock()
+		s.logf("webhook %s attempt %d: answering %d", id, n, cfg.FailStatus)
+		w.WriteHeader(cfg.FailStatus)
+		_, _ = w.Write([]byte(`{"error":"sink told to fail"}`))
+		return
+	}
+	s.mu.Lock()
+	rec.Delivered++
+	s.stats.Delivered++
+	if rec.Delivered == 2 {
+		s.stats.Duplicates++
+	}
+	s.mu.Unlock()
+	s.logf("webhook %s attempt %d: delivered (%d bytes)", id, n, len(body))
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write([]byte(`{"status":"received"}`))
+}
+
+// Arrivals returns a channel that receives the webhook-id of every request
+// as it arrives (answered or not). Sends never block; an arrival is dropped
+// when the channel is full.
+func (s *Sink) Arrivals(buffer int) <-chan string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.arrived = make(chan string, buffer)
+	return s.arrived
+}
+
+func (s *Sink) notify(id string) {
+	s.mu.Lock()
+	ch := s.arrived
+	s.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	select {
+	case ch <- id:
+	default:
+	}
+}
+
+// Record returns what arrived for id.
+func (s *Sink) Record(id string) (Record, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, ok := s.records[id]
+	if !ok {
+		return Record{}, false
+	}
+	return *rec, true
+}
+
+// Stats returns the totals.
+func (s *Sink) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
+}
+
+// SetConfig changes how the sink answers from now on.
+func (s *Sink) SetConfig(cfg Config) {
+	if cfg.FailStatus == 0 {
+		cfg.FailStatus = http.StatusServiceUnavailable
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cfg = cfg
+}
+
+// Reset forgets every record and total.
+func (s *Sink) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.records = map[string]*Record{}
+	s.stats = Stats{}
+}
+
+func (s *Sink) control(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	path := strings.TrimPrefix(r.URL.Path, "/_sink/")
+	switch {
+	case r.Method == http.MethodGet && path == "stats":
+		_ = json.NewEncoder(w).Encode(s.Stats())
+	case r.Method == http.MethodGet && path == "config":
+		s.mu.Lock()
+		cfg := s.cfg
+		s.mu.Unlock()
+		_ = json.NewEncoder(w).Encode(cfg)
+	case r.Method == http.MethodPut && path == "config":
+		var cfg Config
+		if err := json.NewDecoder(r.Body).Decode(&cfg); err != nil {
+			http.Error(w, `{"error":"config must be JSON"}`, http.StatusBadRequest)
+			return
+		}
+		s.SetConfig(cfg)
+		w.WriteHeader(http.StatusNoContent)
+	case r.Method == http.MethodDelete && path == "deliveries":
+		s.Reset()
+		w.WriteHeader(http.StatusNoContent)
+	case r.Method == http.MethodGet && strings.HasPrefix(path, "deliveries/"):
+		rec, ok := s.Record(strings.TrimPrefix(path, "deliveries/"))
+		if !ok {
+			http.Error(w, `{"error":"nothing received for this id"}`, http.StatusNotFound)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(rec)
+	default:
+		http.Error(w, `{"error":"unknown control endpoint"}`, http.StatusNotFound)
+	}
+}
+
+func (s *Sink) logf(format string, args ...any) {
+	if s.log != nil {
+		s.log(format, args...)
+	}
+}

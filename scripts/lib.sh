@@ -1,0 +1,67 @@
+# Shared helpers for the project's scripts. Source it; it sets ROOT.
+# shellcheck shell=bash
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export ROOT
+
+# The Temporal CLI version is pinned here and only here.
+TEMPORAL_CLI_VERSION="v1.5.1"
+TEMPORAL_BIN="$ROOT/.tools/bin/temporal"
+export TEMPORAL_CLI_VERSION TEMPORAL_BIN
+
+log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+# port_open HOST PORT: true when something accepts TCP connections there.
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# wait_for DESCRIPTION SECONDS COMMAND...: polls COMMAND every 0.2s until it succeeds.
+wait_for() {
+  local what=$1 secs=$2; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@"; do
+    [ "$SECONDS" -lt "$deadline" ] || die "$what did not come up within ${secs}s"
+    sleep 0.2
+  done
+}
+
+# load_env: exports .env (if present) without overriding variables already set.
+load_env() {
+  [ -f "$ROOT/.env" ] || return 0
+  local line key
+  while IFS= read -r line || [ -n "$line" ]; do
+    line="${line%%#*}"
+    [[ "$line" =~ ^[[:space:]]*([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]] || continue
+    key="${BASH_REMATCH[1]}"
+    [ -n "${!key+x}" ] && continue
+    local value="${BASH_REMATCH[2]}"
+    value="${value%"${value##*[![:space:]]}"}"
+    value="${value#\"}"; value="${value%\"}"
+    export "$key=$value"
+  done < "$ROOT/.env"
+}
+
+# ensure_temporal_cli: builds the pinned Temporal CLI into .tools/bin once.
+ensure_temporal_cli() {
+  if [ -x "$TEMPORAL_BIN" ] && go version -m "$TEMPORAL_BIN" 2>/dev/null | grep -q "mod[[:space:]]*github.com/temporalio/cli[[:space:]]*$TEMPORAL_CLI_VERSION"; then
+    return 0
+  fi
+  log "building Temporal CLI $TEMPORAL_CLI_VERSION into .tools/bin (first time only, a few minutes)"
+  mkdir -p "$ROOT/.tools/bin"
+  GOBIN="$ROOT/.tools/bin" go install "github.com/temporalio/cli/cmd/temporal@$TEMPORAL_CLI_VERSION"
+}
+
+# temporal_dev_args: the dev server's flags — the search attributes and the
+# dynamic config the product relies on (DESIGN §5), and SQLite in WAL mode.
+temporal_dev_args() {
+  printf '%s\n' \
+    --search-attribute NotificationStatus=Keyword \
+    --search-attribute NotificationChannel=Keyword \
+    --search-attribute NotificationPriority=Keyword \
+    --search-attribute NotificationAttempts=Int \
+    --dynamic-config-value matching.useNewMatcher=true \
+    --dynamic-config-value matching.numTaskqueueReadPartitions=1 \
+    --dynamic-config-value matching.numTaskqueueWritePartitions=1 \
+    --sqlite-pragma journal_mode=wal \
+    --sqlite-pragma synchronous=normal
+}

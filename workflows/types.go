@@ -1,0 +1,105 @@
+package workflows
+
+import (
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+)
+
+// Names under which the workflow and activities are registered.
+const (
+	NotificationWorkflow = "Notification"
+	DeliverActivity      = "Deliver"
+	FailActivity         = "Fail"
+)
+
+// Search attributes set on every notification workflow, so the Temporal Web
+// UI can filter by them. They are registered on the namespace by the worker
+// at start and by the dev server's flags.
+var (
+	SearchStatus   = temporal.NewSearchAttributeKeyKeyword("NotificationStatus")
+	SearchChannel  = temporal.NewSearchAttributeKeyKeyword("NotificationChannel")
+	SearchPriority = temporal.NewSearchAttributeKeyKeyword("NotificationPriority")
+	SearchAttempts = temporal.NewSearchAttributeKeyInt64("NotificationAttempts")
+)
+
+// RetryPolicy shapes the attempts of one notification. It travels in the
+// workflow input, so a running workflow keeps the policy it started with.
+type RetryPolicy struct {
+	MaxAttempts        int
+	InitialInterval    time.Duration
+	BackoffCoefficient float64
+	MaxInterval        time.Duration
+}
+
+// NotificationInput starts a notification workflow. Content stays in
+// Postgres; the history carries only the id and what routing needs.
+type NotificationInput struct {
+	NotificationID string
+	Channel        string
+	Priority       string
+	// ActivityTaskQueue is the channel's delivery task queue.
+	ActivityTaskQueue string
+	Retry             RetryPolicy
+	// AttemptTimeout is the Deliver activity's start-to-close timeout; it
+	// must exceed the provider call's own timeout.
+	AttemptTimeout time.Duration
+}
+
+// Outcome classifies one delivery attempt.
+type Outcome string
+
+// The outcomes of an attempt.
+const (
+	// OutcomeDelivered: the provider answered 2xx.
+	OutcomeDelivered Outcome = "delivered"
+	// OutcomeRetry: 408, 425, 429, 5xx, a network error or a timeout.
+	OutcomeRetry Outcome = "retry"
+	// OutcomePermanent: any other 4xx; retrying cannot help.
+	OutcomePermanent Outcome = "permanent"
+	// OutcomeSkipped: the notification was already terminal (e.g. cancelled
+	// before its workflow ran); nothing was sent.
+	OutcomeSkipped Outcome = "skipped"
+)
+
+// DeliverInput asks for one delivery attempt.
+type DeliverInput struct {
+	NotificationID string
+	Attempt        int
+	// Retry lets the activity record when the next attempt will run.
+	Retry RetryPolicy
+}
+
+// DeliverResult is what one attempt found.
+type DeliverResult struct {
+	Outcome    Outcome
+	StatusCode int
+	// RetryAfter is the provider's Retry-After, zero when absent.
+	RetryAfter time.Duration
+	Error      string
+	// Status is the notification's status when Outcome is OutcomeSkipped.
+	Status string
+}
+
+// Failure reasons, carried to the DLQ's x-reason header and the
+// notification's failureReason.
+const (
+	ReasonExhausted = "exhausted"
+	ReasonPermanent = "permanent"
+)
+
+// FailInput dead-letters a notification and marks it FAILED.
+type FailInput struct {
+	NotificationID string
+	Channel        string
+	Reason         string
+	Attempts       int
+	LastStatusCode int
+	LastError      string
+}
+
+// NotificationResult is the workflow's result.
+type NotificationResult struct {
+	Status   string
+	Attempts int
+}
