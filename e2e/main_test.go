@@ -1,0 +1,252 @@
+// Package e2e drives the real binaries (api, worker) against real
+// PostgreSQL, RabbitMQ, Redis and a Temporal dev server, with the provider
+// played by an in-process sink.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/client"
+
+	"dispatch-engine/internal/sink"
+	"dispatch-engine/internal/testenv"
+)
+
+var (
+	binDir   string
+	temporal *testenv.Temporal
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "dispatch-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binDir = dir
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	args := []string{"build", "-o", binDir + string(os.PathSeparator)}
+	if raceBuild {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, "./cmd/api", "./cmd/worker")...)
+	build.Dir = root
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building binaries:", err)
+		return 1
+	}
+	temporal, err = testenv.StartTemporal(ctx)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer temporal.Stop()
+	return m.Run()
+}
+
+// stack is one isolated deployment: its own database, queue, key and task
+// queue prefixes, a sink, and the api and worker processes.
+type stack struct {
+	t        *testing.T
+	env      []string
+	apiURL   string
+	sink     *sink.Sink
+	api      *proc
+	worker   *proc
+	temporal client.Client
+}
+
+func setup(t *testing.T) *stack {
+	t.Helper()
+	services := testenv.Shared(t)
+	dsn := testenv.Database(t)
+	topo := testenv.Topology(t)
+	_, keyPrefix := testenv.Redis(t)
+
+	sk := sink.New(sink.Config{}, t.Logf)
+	sinkSrv := httptest.NewServer(sk)
+	t.Cleanup(sinkSrv.Close)
+
+	apiPort := freePort(t)
+	s := &stack{
+		t:      t,
+		apiURL: "http://127.0.0.1:" + strconv.Itoa(apiPort),
+		sink:   sk,
+		env: append(os.Environ(),
+			"DATABASE_DSN="+dsn,
+			"RABBITMQ_URL="+services.RabbitMQURL,
+			"RABBITMQ_QUEUE_PREFIX="+topo.Prefix,
+			"REDIS_URL="+services.RedisURL,
+			"REDIS_KEY_PREFIX="+keyPrefix,
+			"WEBHOOK_SITE_URL="+sinkSrv.URL+"/webhook",
+			"TEMPORAL_ADDRESS="+temporal.Address,
+			"TEMPORAL_NAMESPACE="+temporal.Namespace,
+			"TEMPORAL_TASK_QUEUE_PREFIX="+testenv.Name("t")+"-",
+			"API_PORT="+strconv.Itoa(apiPort),
+			"WORKER_METRICS_PORT="+strconv.Itoa(freePort(t)),
+			"RETRY_INITIAL_INTERVAL=200ms",
+			"RETRY_MAX_INTERVAL=2s",
+			"OUTBOX_POLL_INTERVAL=200ms",
+			"LOG_LEVEL=info",
+		),
+	}
+	tc, err := client.Dial(client.Options{HostPort: temporal.Address, Namespace: temporal.Namespace})
+	require.NoError(t, err)
+	t.Cleanup(tc.Close)
+	s.temporal = tc
+
+	s.api = s.start("api")
+	s.worker = s.start("worker")
+	s.waitReady(s.apiURL + "/readyz")
+	return s
+}
+
+// proc is a running binary whose output is kept for the test log.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	out  *lockedBuffer
+	done chan struct{}
+}
+
+func (s *stack) start(name string) *proc {
+	s.t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, name))
+	cmd.Env = s.env
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	require.NoError(s.t, cmd.Start())
+	p := &proc{name: name, cmd: cmd, out: out, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	s.t.Cleanup(func() {
+		p.stop()
+		if s.t.Failed() {
+			s.t.Logf("--- %s output ---\n%s", name, out.String())
+		}
+	})
+	return p
+}
+
+// kill9 kills the process without letting it clean up.
+func (p *proc) kill9() {
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// stop asks the process to shut down gracefully.
+func (p *proc) stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		p.kill9()
+	}
+}
+
+func (s *stack) waitReady(url string) {
+	s.t.Helper()
+	require.Eventually(s.t, func() bool {
+		resp, err := http.Get(url)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 30*time.Second, 100*time.Millisecond, "%s never became ready", url)
+}
+
+// post sends body to path and decodes the JSON answer.
+func (s *stack) post(path string, body any) (int, http.Header, map[string]any) {
+	s.t.Helper()
+	raw, err := json.Marshal(body)
+	require.NoError(s.t, err)
+	resp, err := http.Post(s.apiURL+path, "application/json", bytes.NewReader(raw))
+	require.NoError(s.t, err)
+	return decode(s.t, resp)
+}
+
+func (s *stack) get(path string) (int, map[string]any) {
+	s.t.Helper()
+	resp, err := http.Get(s.apiURL + path)
+	require.NoError(s.t, err)
+	code, _, body := decode(s.t, resp)
+	return code, body
+}
+
+func decode(t *testing.T, resp *http.Response) (int, http.Header, map[string]any) {
+	t.Helper()
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	var out map[string]any
+	require.NoError(t, json.Unmarshal(raw, &out), "body: %s", raw)
+	return resp.StatusCode, resp.Header, out
+}
+
+// waitStatus polls the notification until it has status.
+func (s *stack) waitStatus(id, status string, within time.Duration) map[string]any {
+	s.t.Helper()
+	var last map[string]any
+	require.Eventually(s.t, func() bool {
+		_, last = s.get("/v1/notifications/" + id)
+		return last["status"] == status
+	}, within, 50*time.Millisecond, "notification %s never reached %s; last: %v", id, status, func() any { return last })
+	return last
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
