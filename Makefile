@@ -1,0 +1,68 @@
+# Dispatch Engine — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+TEMPORAL_CLI := $(CURDIR)/.tools/bin/temporal
+GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: run
+run: ## Start everything locally (services, Temporal dev server, migrations, sink, API, worker)
+	@scripts/run.sh
+
+.PHONY: build
+build: ## Build api, worker, migrate and sink into bin/
+	go build -o bin/ ./cmd/...
+
+.PHONY: test
+test: services temporal-cli ## Run all tests (unit, integration, end-to-end) against the real services, with -race
+	TEMPORAL_CLI=$(TEMPORAL_CLI) go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: lint
+lint: ## gofmt, go vet and the module's tidiness
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	go vet ./...
+	go mod tidy -diff
+
+.PHONY: migrate-up
+migrate-up: ## Apply pending migrations (creates the database if missing)
+	go run ./cmd/migrate up
+
+.PHONY: migrate-down
+migrate-down: ## Revert the last migration
+	go run ./cmd/migrate down 1
+
+.PHONY: services
+services: ## Make sure PostgreSQL, Redis and RabbitMQ run on loopback (start or install them)
+	@scripts/services.sh
+
+.PHONY: temporal-cli
+temporal-cli: ## Build the pinned Temporal CLI into .tools/bin (once)
+	@source scripts/lib.sh && ensure_temporal_cli
+
+.PHONY: temporal
+temporal: ## Run the Temporal dev server in the foreground (UI on :8233)
+	@scripts/temporal-dev.sh
+
+.PHONY: sink
+sink: ## Run the local provider sink on :9090
+	go run ./cmd/sink
+
+.PHONY: docker-up
+docker-up: ## Start the dependencies with Docker Compose (needs a Docker engine)
+	docker compose up -d
+
+.PHONY: docker-down
+docker-down: ## Stop the Docker Compose stack
+	docker compose down
+
+.PHONY: docker-logs
+docker-logs: ## Follow the Docker Compose logs
+	docker compose logs -f
+
+.PHONY: clean
+clean: ## Remove built binaries and local state (.data); keeps the Temporal CLI
+	rm -rf bin .data
