@@ -1,0 +1,247 @@
+package workflows_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/workflow"
+
+	"dispatch-engine/workflows"
+)
+
+const (
+	testNotificationID = "0b9d7c1e-5f44-4a8e-9a7e-2f1c3d4e5f60"
+	testWorkflowID     = "notification-" + testNotificationID
+)
+
+var testPolicy = workflows.RetryPolicy{
+	MaxAttempts:        5,
+	InitialInterval:    time.Second,
+	BackoffCoefficient: 2,
+	MaxInterval:        time.Minute,
+}
+
+func testInput(p workflows.RetryPolicy) workflows.NotificationInput {
+	return workflows.NotificationInput{
+		NotificationID:    testNotificationID,
+		Channel:           "sms",
+		Priority:          "NORMAL",
+		ActivityTaskQueue: "deliver-sms",
+		Retry:             p,
+		AttemptTimeout:    30 * time.Second,
+	}
+}
+
+// deliverStep is what one fake Deliver call answers.
+type deliverStep struct {
+	res workflows.DeliverResult
+	err error
+}
+
+// fakes stands in for the Deliver and Fail activities: Deliver answers the
+// scripted steps in order (repeating the last one), and both record what
+// they were called with and when (in the environment's virtual time).
+type fakes struct {
+	env   *testsuite.TestWorkflowEnvironment
+	steps []deliverStep
+
+	mu          sync.Mutex
+	deliverIn   []workflows.DeliverInput
+	deliverAt   []time.Time
+	failIn      []workflows.FailInput
+	failAttempt int
+}
+
+func (f *fakes) deliver(_ context.Context, in workflows.DeliverInput) (workflows.DeliverResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.deliverIn = append(f.deliverIn, in)
+	f.deliverAt = append(f.deliverAt, f.env.Now())
+	step := f.steps[min(len(f.deliverIn), len(f.steps))-1]
+	return step.res, step.err
+}
+
+func (f *fakes) fail(_ context.Context, in workflows.FailInput) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failIn = append(f.failIn, in)
+	return nil
+}
+
+func (f *fakes) deliverCalls() ([]workflows.DeliverInput, []time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]workflows.DeliverInput(nil), f.deliverIn...), append([]time.Time(nil), f.deliverAt...)
+}
+
+func (f *fakes) failCalls() []workflows.FailInput {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]workflows.FailInput(nil), f.failIn...)
+}
+
+// newEnv returns a test environment running the Notification workflow under
+// testWorkflowID with fake activities answering steps.
+func newEnv(t *testing.T, steps ...deliverStep) (*testsuite.TestWorkflowEnvironment, *fakes) {
+	t.Helper()
+	require.NotEmpty(t, steps)
+	var suite testsuite.WorkflowTestSuite
+	env := suite.NewTestWorkflowEnvironment()
+	env.SetStartWorkflowOptions(client.StartWorkflowOptions{ID: testWorkflowID})
+	env.RegisterWorkflowWithOptions(workflows.Notification, workflow.RegisterOptions{Name: workflows.NotificationWorkflow})
+	f := &fakes{env: env, steps: steps}
+	env.RegisterActivityWithOptions(f.deliver, activity.RegisterOptions{Name: workflows.DeliverActivity})
+	env.RegisterActivityWithOptions(f.fail, activity.RegisterOptions{Name: workflows.FailActivity})
+	return env, f
+}
+
+// run executes the workflow to completion and returns its result.
+func run(t *testing.T, env *testsuite.TestWorkflowEnvironment, in workflows.NotificationInput) workflows.NotificationResult {
+	t.Helper()
+	env.ExecuteWorkflow(workflows.NotificationWorkflow, in)
+	require.True(t, env.IsWorkflowCompleted())
+	require.NoError(t, env.GetWorkflowError())
+	var res workflows.NotificationResult
+	require.NoError(t, env.GetWorkflowResult(&res))
+	return res
+}
+
+func delivered() deliverStep {
+	return deliverStep{res: workflows.DeliverResult{Outcome: workflows.OutcomeDelivered, StatusCode: 200}}
+}
+
+func retry(code int, retryAfter time.Duration) deliverStep {
+	return deliverStep{res: workflows.DeliverResult{
+		Outcome: workflows.OutcomeRetry, StatusCode: code, RetryAfter: retryAfter, Error: "provider answered 503",
+	}}
+}
+
+func attemptNumbers(ins []workflows.DeliverInput) []int {
+	n := make([]int, len(ins))
+	for i, in := range ins {
+		n[i] = in.Attempt
+	}
+	return n
+}
+
+func TestDeliveredOnFirstAttempt(t *testing.T) {
+	env, f := newEnv(t, delivered())
+	env.OnUpsertTypedSearchAttributes(temporal.NewSearchAttributes(
+		workflows.SearchStatus.ValueSet("DELIVERED"),
+		workflows.SearchAttempts.ValueSet(1),
+	)).Return(nil).Once()
+
+	res := run(t, env, testInput(testPolicy))
+
+	require.Equal(t, workflows.NotificationResult{Status: "DELIVERED", Attempts: 1}, res)
+	ins, _ := f.deliverCalls()
+	require.Len(t, ins, 1)
+	require.Equal(t, workflows.DeliverInput{NotificationID: testNotificationID, Attempt: 1, Retry: testPolicy}, ins[0])
+	require.Empty(t, f.failCalls())
+	env.AssertExpectations(t)
+}
+
+func TestRetriesThenDelivers(t *testing.T) {
+	env, f := newEnv(t, retry(503, 0), retry(503, 0), delivered())
+
+	res := run(t, env, testInput(testPolicy))
+
+	require.Equal(t, workflows.NotificationResult{Status: "DELIVERED", Attempts: 3}, res)
+	ins, at := f.deliverCalls()
+	require.Equal(t, []int{1, 2, 3}, attemptNumbers(ins))
+	for n := 1; n < len(at); n++ {
+		want := workflows.Backoff(testWorkflowID, n, testPolicy, 0)
+		require.Equal(t, want, at[n].Sub(at[n-1]), "wait after attempt %d", n)
+	}
+	require.Empty(t, f.failCalls())
+}
+
+func TestRetryAfterFromProviderIsHonoured(t *testing.T) {
+	const retryAfter = 45 * time.Second
+	require.Greater(t, retryAfter, workflows.Backoff(testWorkflowID, 1, testPolicy, 0), "the test needs Retry-After to exceed the backoff")
+	env, f := newEnv(t, retry(429, retryAfter), delivered())
+
+	res := run(t, env, testInput(testPolicy))
+
+	require.Equal(t, workflows.NotificationResult{Status: "DELIVERED", Attempts: 2}, res)
+	ins, at := f.deliverCalls()
+	require.Equal(t, []int{1, 2}, attemptNumbers(ins))
+	require.GreaterOrEqual(t, at[1].Sub(at[0]), retryAfter)
+}
+
+func TestPermanentFailureGoesToFailWithoutRetry(t *testing.T) {
+	env, f := newEnv(t, deliverStep{res: workflows.DeliverResult{
+		Outcome: workflows.OutcomePermanent, StatusCode: 422, Error: "provider answered 422",
+	}})
+	env.OnUpsertTypedSearchAttributes(temporal.NewSearchAttributes(
+		workflows.SearchStatus.ValueSet("FAILED"),
+		workflows.SearchAttempts.ValueSet(1),
+	)).Return(nil).Once()
+
+	res := run(t, env, testInput(testPolicy))
+
+	require.Equal(t, workflows.NotificationResult{Status: "FAILED", Attempts: 1}, res)
+	ins, _ := f.deliverCalls()
+	require.Len(t, ins, 1)
+	require.Equal(t, []workflows.FailInput{{
+		NotificationID: testNotificationID,
+		Channel:        "sms",
+		Reason:         workflows.ReasonPermanent,
+		Attempts:       1,
+		LastStatusCode: 422,
+		LastError:      "provider answered 422",
+	}}, f.failCalls())
+	env.AssertExpectations(t)
+}
+
+func TestExhaustedAttemptsGoToFail(t *testing.T) {
+	p := testPolicy
+	p.MaxAttempts = 3
+	env, f := newEnv(t, retry(503, 0))
+
+	res := run(t, env, testInput(p))
+
+	require.Equal(t, workflows.NotificationResult{Status: "FAILED", Attempts: 3}, res)
+	ins, _ := f.deliverCalls()
+	require.Equal(t, []int{1, 2, 3}, attemptNumbers(ins))
+	fails := f.failCalls()
+	require.Len(t, fails, 1)
+	require.Equal(t, workflows.ReasonExhausted, fails[0].Reason)
+	require.Equal(t, 3, fails[0].Attempts)
+	require.Equal(t, 503, fails[0].LastStatusCode)
+	require.Equal(t, "sms", fails[0].Channel)
+}
+
+func TestActivityErrorCountsAsFailedAttempt(t *testing.T) {
+	env, f := newEnv(t, deliverStep{err: errors.New("database unreachable")}, delivered())
+
+	res := run(t, env, testInput(testPolicy))
+
+	require.Equal(t, workflows.NotificationResult{Status: "DELIVERED", Attempts: 2}, res)
+	ins, at := f.deliverCalls()
+	// Two executions, not an activity retry: attempt numbers advance and the
+	// workflow's backoff separates them.
+	require.Equal(t, []int{1, 2}, attemptNumbers(ins))
+	require.Equal(t, workflows.Backoff(testWorkflowID, 1, testPolicy, 0), at[1].Sub(at[0]))
+	require.Empty(t, f.failCalls())
+}
+
+func TestAlreadyTerminalNotificationIsSkipped(t *testing.T) {
+	env, f := newEnv(t, deliverStep{res: workflows.DeliverResult{Outcome: workflows.OutcomeSkipped, Status: "CANCELLED"}})
+
+	res := run(t, env, testInput(testPolicy))
+
+	require.Equal(t, "CANCELLED", res.Status)
+	require.Equal(t, 0, res.Attempts, "a skipped attempt sent nothing")
+	ins, _ := f.deliverCalls()
+	require.Len(t, ins, 1)
+	require.Empty(t, f.failCalls())
+}
