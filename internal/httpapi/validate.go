@@ -54,10 +54,14 @@ func decodeStrict(body []byte, v any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return malformed("the request body is empty; a JSON object is expected")
 	}
+	// encoding/json would silently turn invalid UTF-8 into U+FFFD.
+	if !utf8.Valid(body) {
+		return malformed("the request body is not valid UTF-8")
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return decodeError(err)
+		return decodeError(body, err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return malformed("the request body holds more than one JSON value")
@@ -65,7 +69,7 @@ func decodeStrict(body []byte, v any) error {
 	return nil
 }
 
-func decodeError(err error) error {
+func decodeError(body []byte, err error) error {
 	var (
 		typeErr   *json.UnmarshalTypeError
 		syntaxErr *json.SyntaxError
@@ -82,7 +86,7 @@ func decodeError(err error) error {
 		return ve
 	case errors.As(err, &timeErr):
 		ve := &ValidationError{}
-		ve.add(timeField(err), "must be an RFC 3339 date-time, e.g. 2026-01-02T15:04:05Z")
+		ve.add(timeField(body), "must be an RFC 3339 date-time, e.g. 2026-01-02T15:04:05Z")
 		return ve
 	case errors.As(err, &syntaxErr):
 		return malformed(fmt.Sprintf("the body is not valid JSON (at byte %d): %v", syntaxErr.Offset, syntaxErr))
@@ -97,14 +101,20 @@ func decodeError(err error) error {
 	}
 }
 
-// timeField guesses which date-time field failed from the decoder's error
-// (encoding/json reports no field for a time.Time that fails to parse).
-func timeField(err error) string {
-	msg := err.Error()
-	for _, f := range []string{"scheduledAt", "expiresAt"} {
-		if strings.Contains(msg, f) {
-			return f
-		}
+// timeField names the date-time field that failed to parse: encoding/json
+// reports no field for a time.Time, so each one is parsed again on its own.
+func timeField(body []byte) string {
+	var raw struct {
+		ScheduledAt json.RawMessage `json:"scheduledAt"`
+		ExpiresAt   json.RawMessage `json:"expiresAt"`
+	}
+	_ = json.Unmarshal(body, &raw)
+	var t time.Time
+	switch {
+	case len(raw.ScheduledAt) > 0 && t.UnmarshalJSON(raw.ScheduledAt) != nil:
+		return "scheduledAt"
+	case len(raw.ExpiresAt) > 0 && t.UnmarshalJSON(raw.ExpiresAt) != nil:
+		return "expiresAt"
 	}
 	return "scheduledAt/expiresAt"
 }

@@ -1,0 +1,169 @@
+package outbox_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+
+	"dispatch-engine/internal/notification"
+	"dispatch-engine/internal/outbox"
+	"dispatch-engine/internal/queue"
+	"dispatch-engine/internal/store"
+	"dispatch-engine/internal/testenv"
+)
+
+func create(t *testing.T, pool *pgxpool.Pool, channel, priority, recipient string) store.Notification {
+	t.Helper()
+	n := store.NewNotification{
+		ID: uuid.Must(uuid.NewV7()), Channel: channel, Priority: priority, Recipient: recipient, Content: "hello",
+	}
+	if channel == notification.Email {
+		subject := "Hi"
+		n.Subject = &subject
+	}
+	created, err := store.CreateNotification(context.Background(), pool, n)
+	require.NoError(t, err)
+	return created
+}
+
+func outboxRows(t *testing.T, pool *pgxpool.Pool) int {
+	t.Helper()
+	var n int
+	require.NoError(t, pool.QueryRow(context.Background(), `SELECT count(*) FROM outbox`).Scan(&n))
+	return n
+}
+
+func newPublisher(t *testing.T, url string, topo queue.Topology) *queue.Publisher {
+	t.Helper()
+	pub := queue.NewPublisher(url, topo)
+	t.Cleanup(func() { _ = pub.Close() })
+	return pub
+}
+
+// amqpChannel opens a channel on the test broker, closed at cleanup.
+func amqpChannel(t *testing.T) *amqp.Channel {
+	t.Helper()
+	conn, err := amqp.Dial(testenv.Shared(t).RabbitMQURL)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	ch, err := conn.Channel()
+	require.NoError(t, err)
+	return ch
+}
+
+func TestRelayPublishesAndDeletesOutboxRows(t *testing.T) {
+	ctx := context.Background()
+	pool, _ := testenv.Pool(t)
+	topo := testenv.Topology(t)
+	url := testenv.Shared(t).RabbitMQURL
+
+	created := []store.Notification{
+		create(t, pool, notification.SMS, notification.High, "+14155550123"),
+		create(t, pool, notification.Email, notification.Normal, "user@example.com"),
+		create(t, pool, notification.Push, notification.Low, "device-token"),
+	}
+	require.Equal(t, 3, outboxRows(t, pool))
+
+	relay := outbox.NewRelay(outbox.Config{Topology: topo}, pool, newPublisher(t, url, topo), zap.NewNop())
+	n, err := relay.RelayOnce(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 3, n)
+
+	ch := amqpChannel(t)
+	for _, c := range created {
+		d, ok, err := ch.Get(topo.Queue(c.Channel), true)
+		require.NoError(t, err)
+		require.True(t, ok, "queue %s holds the message", topo.Queue(c.Channel))
+		var msg notification.Message
+		require.NoError(t, json.Unmarshal(d.Body, &msg))
+		require.Equal(t, notification.Message{ID: c.ID.String(), Channel: c.Channel, Priority: c.Priority}, msg)
+		require.Equal(t, amqp.Persistent, d.DeliveryMode)
+		require.Equal(t, notification.BrokerPriority(c.Priority), d.Priority)
+		require.Equal(t, c.ID.String(), d.MessageId)
+
+		_, more, err := ch.Get(topo.Queue(c.Channel), true)
+		require.NoError(t, err)
+		require.False(t, more, "queue %s holds exactly one message", topo.Queue(c.Channel))
+
+		status, err := store.GetStatus(ctx, pool, c.ID)
+		require.NoError(t, err)
+		require.Equal(t, notification.StatusQueued, status)
+	}
+	require.Zero(t, outboxRows(t, pool))
+}
+
+func TestRelayLeavesRowsWhenBrokerUnreachable(t *testing.T) {
+	ctx := context.Background()
+	pool, _ := testenv.Pool(t)
+	topo := queue.Topology{Prefix: testenv.Name("t") + "."} // never declared: nothing to clean up
+	n := create(t, pool, notification.SMS, notification.Normal, "+14155550123")
+
+	relay := outbox.NewRelay(outbox.Config{Topology: topo}, pool, newPublisher(t, "amqp://guest:guest@127.0.0.1:1/", topo), zap.NewNop())
+	relayed, err := relay.RelayOnce(ctx)
+	require.Error(t, err)
+	require.Zero(t, relayed)
+
+	require.Equal(t, 1, outboxRows(t, pool))
+	status, err := store.GetStatus(ctx, pool, n.ID)
+	require.NoError(t, err)
+	require.Equal(t, notification.StatusAccepted, status)
+}
+
+func TestRelayWakesOnNotify(t *testing.T) {
+	pool, _ := testenv.Pool(t)
+	topo := testenv.Topology(t)
+	url := testenv.Shared(t).RabbitMQURL
+
+	// With an hour between polls, only LISTEN/NOTIFY can wake the relay in time.
+	relay := outbox.NewRelay(outbox.Config{Topology: topo, PollInterval: time.Hour}, pool, newPublisher(t, url, topo), zap.NewNop())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- relay.Run(ctx) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("Run did not return within 10s of cancel")
+		}
+	}
+	t.Cleanup(stop)
+
+	// Insert only once the relay's connection is listening, or the NOTIFY is lost.
+	require.Eventually(t, func() bool {
+		var listening int
+		err := pool.QueryRow(context.Background(), `
+			SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND query = 'LISTEN outbox' AND state = 'idle'`).Scan(&listening)
+		return err == nil && listening == 1
+	}, 10*time.Second, 20*time.Millisecond, "relay never ran LISTEN outbox")
+
+	n := create(t, pool, notification.Push, notification.High, "device-token")
+
+	ch := amqpChannel(t)
+	var got amqp.Delivery
+	require.Eventually(t, func() bool {
+		d, ok, err := ch.Get(topo.Queue(notification.Push), true)
+		if err != nil || !ok {
+			return false
+		}
+		got = d
+		return true
+	}, 5*time.Second, 20*time.Millisecond, "the relay did not wake on NOTIFY")
+	require.Equal(t, n.ID.String(), got.MessageId)
+
+	stop()
+}

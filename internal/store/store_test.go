@@ -1,0 +1,239 @@
+package store_test
+
+import (
+	"context"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"dispatch-engine/internal/notification"
+	"dispatch-engine/internal/store"
+	"dispatch-engine/internal/testenv"
+)
+
+var productTables = []string{"batches", "notifications", "delivery_attempts", "outbox"}
+
+func newSMS() store.NewNotification {
+	return store.NewNotification{
+		ID:        uuid.Must(uuid.NewV7()),
+		Channel:   notification.SMS,
+		Priority:  notification.High,
+		Recipient: "+14155550123",
+		Content:   "hello",
+	}
+}
+
+// existingTables returns which of names exist in the public schema of dsn.
+func existingTables(t *testing.T, dsn string, names []string) []string {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `
+		SELECT table_name::text FROM information_schema.tables
+		WHERE table_schema = 'public' AND table_name = ANY($1) ORDER BY table_name`, names)
+	require.NoError(t, err)
+	found, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	return found
+}
+
+func count(t *testing.T, pool *pgxpool.Pool, query string, args ...any) int {
+	t.Helper()
+	var n int
+	require.NoError(t, pool.QueryRow(context.Background(), query, args...).Scan(&n))
+	return n
+}
+
+func TestMigrationsUpDownUp(t *testing.T) {
+	dsn := testenv.Database(t) // migrated up
+	require.ElementsMatch(t, productTables, existingTables(t, dsn, productTables))
+
+	require.NoError(t, store.MigrateDown(dsn, 0))
+	require.Empty(t, existingTables(t, dsn, productTables), "down must drop every table")
+	version, dirty, err := store.MigrationVersion(dsn)
+	require.NoError(t, err)
+	require.Zero(t, version)
+	require.False(t, dirty)
+
+	require.NoError(t, store.MigrateUp(dsn))
+	require.ElementsMatch(t, productTables, existingTables(t, dsn, productTables))
+	version, dirty, err = store.MigrationVersion(dsn)
+	require.NoError(t, err)
+	require.Equal(t, uint(1), version)
+	require.False(t, dirty)
+}
+
+func TestConcurrentMigrationsApplyOnce(t *testing.T) {
+	ctx := context.Background()
+	base := testenv.Shared(t).PostgresDSN
+	name := testenv.Name("dispatch_test_")
+	u, err := url.Parse(base)
+	require.NoError(t, err)
+	u.Path = "/" + name
+	dsn := u.String()
+	require.NoError(t, store.EnsureDatabase(ctx, dsn))
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(ctx, base)
+		if err != nil {
+			t.Errorf("dropping %s: %v", name, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+			t.Errorf("dropping %s: %v", name, err)
+		}
+	})
+	require.Empty(t, existingTables(t, dsn, productTables), "the new database starts empty")
+
+	const migrators = 4
+	start := make(chan struct{})
+	errs := make(chan error, migrators)
+	for range migrators {
+		go func() {
+			<-start
+			errs <- store.MigrateUp(dsn)
+		}()
+	}
+	close(start)
+	deadline := time.After(time.Minute)
+	for i := range migrators {
+		select {
+		case err := <-errs:
+			require.NoError(t, err, "migrator %d", i)
+		case <-deadline:
+			t.Fatalf("only %d of %d migrators finished within a minute", i, migrators)
+		}
+	}
+
+	version, dirty, err := store.MigrationVersion(dsn)
+	require.NoError(t, err)
+	require.Equal(t, uint(1), version)
+	require.False(t, dirty)
+	require.ElementsMatch(t, productTables, existingTables(t, dsn, productTables))
+}
+
+func TestCreateNotificationWritesOutboxRowInSameTransaction(t *testing.T) {
+	ctx := context.Background()
+	pool, _ := testenv.Pool(t)
+
+	n := newSMS()
+	created, err := store.CreateNotification(ctx, pool, n)
+	require.NoError(t, err)
+	require.Equal(t, n.ID, created.ID)
+	require.Equal(t, notification.StatusAccepted, created.Status)
+
+	var (
+		outboxID uuid.UUID
+		channel  string
+		priority string
+	)
+	require.Equal(t, 1, count(t, pool, `SELECT count(*) FROM outbox`))
+	require.NoError(t, pool.QueryRow(ctx, `SELECT notification_id, channel, priority FROM outbox`).Scan(&outboxID, &channel, &priority))
+	require.Equal(t, n.ID, outboxID)
+	require.Equal(t, notification.SMS, channel)
+	require.Equal(t, notification.High, priority)
+
+	// When the outbox insert fails, the notification must not be left behind.
+	_, err = pool.Exec(ctx, `ALTER TABLE outbox ADD CONSTRAINT test_reject_push CHECK (channel <> 'push')`)
+	require.NoError(t, err)
+	push := store.NewNotification{ID: uuid.Must(uuid.NewV7()), Channel: notification.Push, Priority: notification.Low, Recipient: "device-token", Content: "hi"}
+	_, err = store.CreateNotification(ctx, pool, push)
+	require.Error(t, err)
+	require.Zero(t, count(t, pool, `SELECT count(*) FROM notifications WHERE id = $1`, push.ID))
+	require.Equal(t, 1, count(t, pool, `SELECT count(*) FROM notifications`))
+	require.Equal(t, 1, count(t, pool, `SELECT count(*) FROM outbox`))
+}
+
+func TestCreateNotificationRejectsDuplicateIdempotencyKey(t *testing.T) {
+	ctx := context.Background()
+	pool, _ := testenv.Pool(t)
+	key := "order-42"
+
+	first := newSMS()
+	first.IdempotencyKey = &key
+	_, err := store.CreateNotification(ctx, pool, first)
+	require.NoError(t, err)
+
+	second := newSMS()
+	second.IdempotencyKey = &key
+	_, err = store.CreateNotification(ctx, pool, second)
+	require.ErrorIs(t, err, store.ErrConflict)
+
+	require.Equal(t, 1, count(t, pool, `SELECT count(*) FROM notifications`))
+	require.Equal(t, 1, count(t, pool, `SELECT count(*) FROM outbox`))
+	require.Equal(t, 1, count(t, pool, `SELECT count(*) FROM outbox WHERE notification_id = $1`, first.ID))
+}
+
+func TestTerminalStatusNeverChanges(t *testing.T) {
+	ctx := context.Background()
+	pool, _ := testenv.Pool(t)
+	n := newSMS()
+	_, err := store.CreateNotification(ctx, pool, n)
+	require.NoError(t, err)
+
+	_, ok, err := store.BeginAttempt(ctx, pool, n.ID, 1)
+	require.NoError(t, err)
+	require.True(t, ok)
+	code := 200
+	require.NoError(t, store.FinishAttempt(ctx, pool,
+		store.Attempt{NotificationID: n.ID, Attempt: 1, StartedAt: time.Now(), DurationMS: 5, StatusCode: &code, Outcome: "delivered"},
+		store.Transition{Status: notification.StatusDelivered}))
+	delivered, err := store.GetNotification(ctx, pool, n.ID)
+	require.NoError(t, err)
+	require.Equal(t, notification.StatusDelivered, delivered.Status)
+	require.NotNil(t, delivered.DeliveredAt)
+
+	got, ok, err := store.BeginAttempt(ctx, pool, n.ID, 2)
+	require.NoError(t, err)
+	require.False(t, ok, "a terminal notification cannot begin an attempt")
+	require.Equal(t, notification.StatusDelivered, got.Status)
+
+	late := "provider timeout"
+	retryAt := time.Now().Add(time.Minute)
+	require.NoError(t, store.FinishAttempt(ctx, pool,
+		store.Attempt{NotificationID: n.ID, Attempt: 2, StartedAt: time.Now(), DurationMS: 5, Outcome: "retryable", Error: &late},
+		store.Transition{Status: notification.StatusRetrying, LastError: &late, NextAttemptAt: &retryAt}))
+	require.NoError(t, store.MarkFailed(ctx, pool, n.ID, "expired", "too late"))
+
+	final, err := store.GetNotification(ctx, pool, n.ID)
+	require.NoError(t, err)
+	require.Equal(t, notification.StatusDelivered, final.Status)
+	require.Equal(t, 1, final.Attempts)
+	require.Nil(t, final.LastError)
+	require.Nil(t, final.FailureReason)
+	require.Nil(t, final.NextAttemptAt)
+	require.Equal(t, delivered.DeliveredAt, final.DeliveredAt)
+	require.Equal(t, delivered.UpdatedAt, final.UpdatedAt)
+
+	// The late attempt is still recorded, as it happened.
+	attempts, err := store.ListAttempts(ctx, pool, n.ID)
+	require.NoError(t, err)
+	require.Len(t, attempts, 2)
+}
+
+func TestBeginAttemptMarksProcessing(t *testing.T) {
+	ctx := context.Background()
+	pool, _ := testenv.Pool(t)
+	n := newSMS()
+	created, err := store.CreateNotification(ctx, pool, n)
+	require.NoError(t, err)
+	require.Zero(t, created.Attempts)
+
+	got, ok, err := store.BeginAttempt(ctx, pool, n.ID, 1)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, notification.StatusProcessing, got.Status)
+	require.Equal(t, 1, got.Attempts)
+	require.Nil(t, got.NextAttemptAt)
+
+	status, err := store.GetStatus(ctx, pool, n.ID)
+	require.NoError(t, err)
+	require.Equal(t, notification.StatusProcessing, status)
+}
