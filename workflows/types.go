@@ -6,11 +6,17 @@ import (
 	"go.temporal.io/sdk/temporal"
 )
 
-// Names under which the workflow and activities are registered.
+// Names under which the workflow, its activities, signal and query are registered.
 const (
 	NotificationWorkflow = "Notification"
 	DeliverActivity      = "Deliver"
 	FailActivity         = "Fail"
+	CancelActivity       = "Cancel"
+	// CancelSignal asks the workflow to stop: it ends a wait at once, aborts
+	// an in-flight provider call, and marks the notification CANCELLED.
+	CancelSignal = "cancel"
+	// StatusQuery answers the workflow's current state (a StatusView).
+	StatusQuery = "status"
 )
 
 // Search attributes set on every notification workflow, so the Temporal Web

@@ -63,6 +63,10 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("schema version %d (dirty: %t)\n", version, dirty)
+	latest, err := store.LatestMigration()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("schema version %d of %d (dirty: %t)\n", version, latest, dirty)
 	return nil
 }

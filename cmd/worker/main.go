@@ -90,10 +90,6 @@ func run() error {
 	dlqPub := queue.NewPublisher(cfg.RabbitMQURL, topology)
 	defer dlqPub.Close()
 
-	limits := make(map[string]int, len(notification.Channels))
-	for _, c := range notification.Channels {
-		limits[c] = cfg.RateLimitPerSec
-	}
 	acts := &activities.Activities{
 		Pool: pool,
 		HTTP: &http.Client{
@@ -101,7 +97,7 @@ func run() error {
 			Transport: &http.Transport{MaxIdleConnsPerHost: cfg.WorkerConcurrency * len(notification.Channels), IdleConnTimeout: 90 * time.Second},
 		},
 		WebhookURL: cfg.WebhookSiteURL,
-		Limiter:    ratelimit.New(rdb, cfg.RedisKeyPrefix, limits),
+		Limiter:    ratelimit.New(rdb, cfg.RedisKeyPrefix, cfg.RateLimits()),
 		DLQ:        dlqPub,
 		Topology:   topology,
 		Metrics:    m,

@@ -3,6 +3,7 @@
 package config
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/url"
@@ -39,6 +40,14 @@ type Config struct {
 	WebhookTimeout time.Duration `env:"WEBHOOK_TIMEOUT" envDefault:"10s"`
 	// RateLimitPerSec is the per-channel delivery rate, shared by all workers.
 	RateLimitPerSec int `env:"RATE_LIMIT_PER_SEC" envDefault:"100"`
+	// RateLimitSMS, RateLimitEmail and RateLimitPush override RateLimitPerSec
+	// for one channel when set (0 means not set).
+	RateLimitSMS   int `env:"RATE_LIMIT_SMS" envDefault:"0"`
+	RateLimitEmail int `env:"RATE_LIMIT_EMAIL" envDefault:"0"`
+	RateLimitPush  int `env:"RATE_LIMIT_PUSH" envDefault:"0"`
+	// WebhookSigningSecret signs every delivery with Standard Webhooks headers
+	// ("whsec_" + base64 key). Empty: deliveries are not signed.
+	WebhookSigningSecret string `env:"WEBHOOK_SIGNING_SECRET"`
 	// WorkerConcurrency is how many deliveries (and workflow starts) one worker
 	// runs at once per channel.
 	WorkerConcurrency int `env:"WORKER_CONCURRENCY" envDefault:"16"`
@@ -54,6 +63,10 @@ type Config struct {
 	OutboxPollInterval time.Duration `env:"OUTBOX_POLL_INTERVAL" envDefault:"1s"`
 	// OutboxBatchSize is how many outbox rows the relay publishes per round.
 	OutboxBatchSize int `env:"OUTBOX_BATCH_SIZE" envDefault:"200"`
+	// APIKeys are the keys accepted on /v1/* (comma separated), sent as
+	// "Authorization: Bearer <key>" or "X-API-Key: <key>". The API refuses to
+	// start without one.
+	APIKeys []string `env:"API_KEYS"`
 	// APIPort is the API's HTTP port.
 	APIPort int `env:"API_PORT" envDefault:"8080"`
 	// WorkerMetricsPort serves the worker's /metrics, /livez and /readyz.
@@ -145,6 +158,22 @@ func (c Config) validate() error {
 	if c.RetryBackoffCoefficient < 1 {
 		bad("RETRY_BACKOFF_COEFFICIENT", "%g must be at least 1", c.RetryBackoffCoefficient)
 	}
+	for name, v := range map[string]int{"RATE_LIMIT_SMS": c.RateLimitSMS, "RATE_LIMIT_EMAIL": c.RateLimitEmail, "RATE_LIMIT_PUSH": c.RateLimitPush} {
+		if v < 0 {
+			bad(name, "%d must not be negative (0 uses RATE_LIMIT_PER_SEC)", v)
+		}
+	}
+	if c.WebhookSigningSecret != "" {
+		if _, err := DecodeSigningSecret(c.WebhookSigningSecret); err != nil {
+			bad("WEBHOOK_SIGNING_SECRET", "%v", err)
+		}
+	}
+	for _, k := range c.APIKeys {
+		if len(strings.TrimSpace(k)) < 16 {
+			bad("API_KEYS", "every key must be at least 16 characters")
+			break
+		}
+	}
 	for name, port := range map[string]int{"API_PORT": c.APIPort, "WORKER_METRICS_PORT": c.WorkerMetricsPort} {
 		if port < 0 || port > 65535 {
 			bad(name, "%d is not a TCP port", port)
@@ -186,4 +215,32 @@ func nameVariables(err error) error {
 		errs = append(errs, e)
 	}
 	return errors.Join(errs...)
+}
+
+// RateLimits returns each channel's per-second delivery limit.
+func (c Config) RateLimits() map[string]int {
+	pick := func(override int) int {
+		if override > 0 {
+			return override
+		}
+		return c.RateLimitPerSec
+	}
+	return map[string]int{"sms": pick(c.RateLimitSMS), "email": pick(c.RateLimitEmail), "push": pick(c.RateLimitPush)}
+}
+
+// DecodeSigningSecret decodes a Standard Webhooks secret: "whsec_" followed
+// by the base64 key (24 to 64 bytes).
+func DecodeSigningSecret(secret string) ([]byte, error) {
+	raw, ok := strings.CutPrefix(secret, "whsec_")
+	if !ok {
+		return nil, errors.New(`must start with "whsec_"`)
+	}
+	key, err := base64.StdEncoding.DecodeString(raw)
+	if err != nil {
+		return nil, errors.New(`must be "whsec_" followed by base64`)
+	}
+	if len(key) < 24 || len(key) > 64 {
+		return nil, fmt.Errorf("key must be 24 to 64 bytes, got %d", len(key))
+	}
+	return key, nil
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/golang-migrate/migrate/v4"
@@ -62,6 +64,25 @@ func MigrationVersion(dsn string) (version uint, dirty bool, err error) {
 		return 0, false, nil
 	}
 	return version, dirty, err
+}
+
+// LatestMigration is the highest version among the embedded migrations.
+func LatestMigration() (uint, error) {
+	entries, err := fs.ReadDir(migrations.FS, ".")
+	if err != nil {
+		return 0, fmt.Errorf("reading embedded migrations: %w", err)
+	}
+	var latest uint
+	for _, e := range entries {
+		num, _, ok := strings.Cut(e.Name(), "_")
+		if !ok {
+			continue
+		}
+		if v, err := strconv.ParseUint(num, 10, 32); err == nil && uint(v) > latest {
+			latest = uint(v)
+		}
+	}
+	return latest, nil
 }
 
 func newMigrate(dsn string) (*migrate.Migrate, error) {
