@@ -41,6 +41,8 @@ type Activities struct {
 	Topology   queue.Topology
 	Metrics    *metrics.Worker
 	Log        *zap.Logger
+	// SigningKey, when set, signs every delivery (Standard Webhooks).
+	SigningKey []byte
 }
 
 // excerptLimit bounds the response body kept with an attempt.
@@ -72,15 +74,19 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 	if err != nil {
 		return workflows.DeliverResult{}, temporal.NewNonRetryableApplicationError("bad notification id", "BadInput", err)
 	}
-	n, ok, err := store.BeginAttempt(ctx, a.Pool, id, in.Attempt)
+	n, refusal, err := store.BeginAttempt(ctx, a.Pool, id, in.Attempt)
 	if err != nil {
 		return workflows.DeliverResult{}, err
 	}
 	log := a.Log.With(zap.String("notification_id", in.NotificationID), zap.String("workflow_id", notification.WorkflowID(in.NotificationID)),
 		zap.String("channel", n.Channel), zap.Int("attempt", in.Attempt))
-	if !ok {
+	switch refusal {
+	case store.Terminal:
 		log.Info("notification already terminal; nothing sent", zap.String("status", string(n.Status)))
 		return workflows.DeliverResult{Outcome: workflows.OutcomeSkipped, Status: string(n.Status)}, nil
+	case store.Expired:
+		log.Warn("notification expired before the attempt; nothing sent")
+		return workflows.DeliverResult{Outcome: workflows.OutcomeExpired, Error: "expired before delivery"}, nil
 	}
 
 	waited, err := a.Limiter.Wait(ctx, n.Channel, func() { activity.RecordHeartbeat(ctx) })
@@ -93,6 +99,11 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 	res, excerpt := a.post(ctx, n, in.Attempt)
 	elapsed := time.Since(started)
 	a.Metrics.ProviderLatency.WithLabelValues(n.Channel).Observe(elapsed.Seconds())
+	if ctx.Err() != nil {
+		// Cancelled mid-call: the call was aborted. Record it as it happened;
+		// the workflow marks the notification CANCELLED.
+		res = workflows.DeliverResult{Outcome: workflows.OutcomeCancelled, Error: "cancelled during the provider call"}
+	}
 	a.Metrics.Attempts.WithLabelValues(n.Channel, string(res.Outcome)).Inc()
 
 	attempt := store.Attempt{
@@ -119,6 +130,10 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 	// The attempt happened; record it even if the workflow is being cancelled.
 	if err := store.FinishAttempt(context.WithoutCancel(ctx), a.Pool, attempt, transition); err != nil {
 		return workflows.DeliverResult{}, err
+	}
+	if ctx.Err() != nil {
+		log.Info("attempt cancelled during the provider call")
+		return workflows.DeliverResult{}, ctx.Err()
 	}
 	if res.Outcome == workflows.OutcomeDelivered {
 		a.Metrics.Terminal.WithLabelValues("delivered", n.Channel, n.Priority, "").Inc()
@@ -148,7 +163,11 @@ func (a *Activities) post(ctx context.Context, n store.Notification, attempt int
 	req.Header.Set("User-Agent", "dispatch-engine")
 	// webhook-id is the same on every attempt, so a receiver can drop duplicates.
 	req.Header.Set("webhook-id", n.ID.String())
-	req.Header.Set("webhook-timestamp", strconv.FormatInt(time.Now().Unix(), 10))
+	ts := time.Now()
+	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts.Unix(), 10))
+	if a.SigningKey != nil {
+		req.Header.Set("webhook-signature", Sign(a.SigningKey, n.ID.String(), ts, body))
+	}
 
 	// Heartbeat while the call is in flight: a lost worker is noticed within
 	// the heartbeat timeout, and a cancel reaches ctx (aborting the call).
@@ -235,17 +254,17 @@ func classifyNetError(err error) string {
 // Fail publishes the notification to its channel's dead-letter queue (with
 // confirms, headers saying why), then marks it FAILED. A crash between the two
 // repeats the publish: the DLQ is at-least-once too.
-func (a *Activities) Fail(ctx context.Context, in workflows.FailInput) error {
+func (a *Activities) Fail(ctx context.Context, in workflows.FailInput) (string, error) {
 	id, err := uuid.Parse(in.NotificationID)
 	if err != nil {
-		return temporal.NewNonRetryableApplicationError("bad notification id", "BadInput", err)
+		return "", temporal.NewNonRetryableApplicationError("bad notification id", "BadInput", err)
 	}
 	n, err := store.GetNotification(ctx, a.Pool, id)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if n.Status.Terminal() {
-		return nil
+		return string(n.Status), nil
 	}
 	body, err := json.Marshal(Payload{
 		ID: n.ID.String(), Channel: n.Channel, Priority: n.Priority, Recipient: n.Recipient,
@@ -253,7 +272,7 @@ func (a *Activities) Fail(ctx context.Context, in workflows.FailInput) error {
 		CreatedAt: n.CreatedAt, Attempt: in.Attempts,
 	})
 	if err != nil {
-		return err
+		return "", err
 	}
 	err = a.DLQ.Publish(ctx, queue.Outgoing{
 		Exchange:   a.Topology.DeadLetterExchange(),
@@ -270,16 +289,45 @@ func (a *Activities) Fail(ctx context.Context, in workflows.FailInput) error {
 		},
 	})
 	if err != nil {
-		return err
+		return "", err
 	}
-	if err := store.MarkFailed(ctx, a.Pool, id, in.Reason, in.LastError); err != nil {
-		return err
+	status, err := store.MarkFailed(ctx, a.Pool, id, in.Reason, in.LastError)
+	if err != nil {
+		return "", err
+	}
+	if status != notification.StatusFailed {
+		return string(status), nil
 	}
 	a.Metrics.Terminal.WithLabelValues("failed", n.Channel, n.Priority, in.Reason).Inc()
 	a.Log.Warn("notification failed and dead-lettered", zap.String("notification_id", in.NotificationID),
 		zap.String("workflow_id", notification.WorkflowID(in.NotificationID)), zap.String("channel", n.Channel),
 		zap.String("reason", in.Reason), zap.Int("attempt", in.Attempts))
-	return nil
+	return string(status), nil
+}
+
+// Cancel marks the notification CANCELLED after the workflow stopped on a
+// cancel signal, and returns the status it ends with: one that became
+// terminal first (delivered just before the cancel) stands.
+func (a *Activities) Cancel(ctx context.Context, in workflows.CancelInput) (string, error) {
+	id, err := uuid.Parse(in.NotificationID)
+	if err != nil {
+		return "", temporal.NewNonRetryableApplicationError("bad notification id", "BadInput", err)
+	}
+	n, err := store.GetNotification(ctx, a.Pool, id)
+	if err != nil {
+		return "", err
+	}
+	status, err := store.MarkCancelled(ctx, a.Pool, id)
+	if err != nil {
+		return "", err
+	}
+	if status == notification.StatusCancelled && !n.Status.Terminal() {
+		a.Metrics.Terminal.WithLabelValues("cancelled", n.Channel, n.Priority, "").Inc()
+		a.Log.Info("notification cancelled", zap.String("notification_id", in.NotificationID),
+			zap.String("workflow_id", notification.WorkflowID(in.NotificationID)), zap.String("channel", n.Channel),
+			zap.Int("attempt", in.Attempts))
+	}
+	return string(status), nil
 }
 
 func nonEmpty(s string) *string {

@@ -304,7 +304,7 @@ func TestFailPublishesToDeadLetterQueueAndMarksFailed(t *testing.T) {
 	var suite testsuite.WorkflowTestSuite
 	env := suite.NewTestActivityEnvironment()
 	env.RegisterActivityWithOptions(acts.Fail, activity.RegisterOptions{Name: workflows.FailActivity})
-	_, err := env.ExecuteActivity(workflows.FailActivity, workflows.FailInput{
+	val, err := env.ExecuteActivity(workflows.FailActivity, workflows.FailInput{
 		NotificationID: n.ID.String(),
 		Channel:        notification.SMS,
 		Reason:         workflows.ReasonExhausted,
@@ -313,6 +313,9 @@ func TestFailPublishesToDeadLetterQueueAndMarksFailed(t *testing.T) {
 		LastError:      "provider answered 503",
 	})
 	require.NoError(t, err)
+	var status string
+	require.NoError(t, val.Get(&status))
+	require.Equal(t, "FAILED", status)
 
 	conn, err := amqp.Dial(testenv.Shared(t).RabbitMQURL)
 	require.NoError(t, err)

@@ -59,6 +59,7 @@ temporal_dev_args() {
     --search-attribute NotificationChannel=Keyword \
     --search-attribute NotificationPriority=Keyword \
     --search-attribute NotificationAttempts=Int \
+    --search-attribute NotificationBatchId=Keyword \
     --dynamic-config-value matching.useNewMatcher=true \
     --dynamic-config-value matching.numTaskqueueReadPartitions=1 \
     --dynamic-config-value matching.numTaskqueueWritePartitions=1 \

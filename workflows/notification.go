@@ -7,62 +7,122 @@ import (
 	"go.temporal.io/sdk/workflow"
 )
 
-// heartbeatTimeout is how soon a lost worker's attempt is noticed.
-const heartbeatTimeout = 5 * time.Second
+// heartbeatTimeout is how soon a lost worker's attempt is noticed; the
+// activity heartbeats well within it, and a cancel reaches it on a heartbeat.
+const heartbeatTimeout = 3 * time.Second
 
-// Notification delivers one notification: attempts until one is delivered,
-// one fails permanently, or the attempts run out. Each attempt is a single
-// Deliver activity execution (MaximumAttempts 1): the workflow, not
-// Temporal's activity retry, owns the backoff, so every attempt is visible and
-// recorded, and the waits are durable timers.
+// Notification delivers one notification: after an optional scheduled wait,
+// it attempts delivery until one attempt is delivered, one fails permanently,
+// the attempts run out or expiresAt passes; a cancel signal stops it at any
+// point. Each attempt is a single Deliver activity execution
+// (MaximumAttempts 1): the workflow, not Temporal's activity retry, owns the
+// backoff, so every attempt is visible and recorded, and the waits are
+// durable timers.
 func Notification(ctx workflow.Context, in NotificationInput) (NotificationResult, error) {
-	deliverCtx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+	r := &run{in: in, wfID: workflow.GetInfo(ctx).WorkflowExecution.ID, view: StatusView{Status: "PROCESSING"}}
+	if err := workflow.SetQueryHandler(ctx, StatusQuery, func() (StatusView, error) { return r.view, nil }); err != nil {
+		return NotificationResult{}, err
+	}
+
+	// work is cancelled by the cancel signal: it ends a timer at once and
+	// cancels an in-flight attempt (the activity aborts its HTTP call).
+	work, cancelWork := workflow.WithCancel(ctx)
+	workflow.Go(ctx, func(gctx workflow.Context) {
+		workflow.GetSignalChannel(gctx, CancelSignal).Receive(gctx, nil)
+		r.view.CancelRequested = true
+		cancelWork()
+	})
+
+	if in.ScheduledAt != nil {
+		if wait := in.ScheduledAt.Sub(workflow.Now(ctx)); wait > 0 {
+			r.view.Status = "SCHEDULED"
+			_ = workflow.Sleep(work, wait)
+			if r.view.CancelRequested {
+				return r.cancel(ctx, 0)
+			}
+			r.view.Status = "PROCESSING"
+		}
+	}
+
+	deliverCtx := workflow.WithActivityOptions(work, workflow.ActivityOptions{
 		TaskQueue:           in.ActivityTaskQueue,
 		StartToCloseTimeout: in.AttemptTimeout,
 		HeartbeatTimeout:    heartbeatTimeout,
 		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 1},
 		WaitForCancellation: true,
 	})
-	wfID := workflow.GetInfo(ctx).WorkflowExecution.ID
-	logger := workflow.GetLogger(ctx)
-
 	var last DeliverResult
 	for attempt := 1; attempt <= in.Retry.MaxAttempts; attempt++ {
+		if r.expired(ctx, 0) {
+			return r.fail(ctx, ReasonExpired, attempt-1, last)
+		}
+		r.view.Attempts, r.view.NextAttemptAt = attempt, nil
 		last = DeliverResult{}
 		err := workflow.ExecuteActivity(deliverCtx, DeliverActivity, DeliverInput{
 			NotificationID: in.NotificationID,
 			Attempt:        attempt,
 			Retry:          in.Retry,
-		}).Get(ctx, &last)
+		}).Get(work, &last)
+		if r.view.CancelRequested {
+			return r.cancel(ctx, attempt)
+		}
 		if err != nil {
 			// The attempt did not report back (worker lost, timeout, activity
 			// error): it counts as a retryable failure.
-			logger.Warn("delivery attempt did not complete", "attempt", attempt, "error", err)
+			workflow.GetLogger(ctx).Warn("delivery attempt did not complete", "attempt", attempt, "error", err)
 			last = DeliverResult{Outcome: OutcomeRetry, Error: err.Error()}
 		}
+		r.view.LastError = last.Error
 		switch last.Outcome {
 		case OutcomeDelivered:
-			return finish(ctx, "DELIVERED", attempt)
+			return r.finish(ctx, "DELIVERED", attempt)
 		case OutcomeSkipped:
-			return NotificationResult{Status: last.Status, Attempts: attempt - 1}, nil
+			return r.finish(ctx, last.Status, attempt-1)
 		case OutcomePermanent:
-			return fail(ctx, in, ReasonPermanent, attempt, last)
+			return r.fail(ctx, ReasonPermanent, attempt, last)
+		case OutcomeExpired:
+			return r.fail(ctx, ReasonExpired, attempt-1, last)
 		}
-		if attempt < in.Retry.MaxAttempts {
-			if err := workflow.Sleep(ctx, Backoff(wfID, attempt, in.Retry, last.RetryAfter)); err != nil {
-				return NotificationResult{}, err
-			}
+		if attempt == in.Retry.MaxAttempts {
+			break
 		}
+		wait := Backoff(r.wfID, attempt, in.Retry, last.RetryAfter)
+		if r.expired(ctx, wait) {
+			// No attempt could start before expiresAt: fail now, not later.
+			return r.fail(ctx, ReasonExpired, attempt, last)
+		}
+		next := workflow.Now(ctx).Add(wait)
+		r.view.Status, r.view.NextAttemptAt = "RETRYING", &next
+		if err := r.upsert(ctx, "RETRYING", attempt); err != nil {
+			return NotificationResult{}, err
+		}
+		_ = workflow.Sleep(work, wait)
+		if r.view.CancelRequested {
+			return r.cancel(ctx, attempt)
+		}
+		r.view.Status = "PROCESSING"
 	}
-	return fail(ctx, in, ReasonExhausted, in.Retry.MaxAttempts, last)
+	return r.fail(ctx, ReasonExhausted, in.Retry.MaxAttempts, last)
 }
 
-// fail dead-letters the notification and marks it FAILED. The Fail activity
-// retries until it succeeds: a notification must never stop short of a
-// terminal state.
-func fail(ctx workflow.Context, in NotificationInput, reason string, attempts int, last DeliverResult) (NotificationResult, error) {
-	failCtx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		TaskQueue:           in.ActivityTaskQueue,
+// run is one workflow execution's state.
+type run struct {
+	in   NotificationInput
+	wfID string
+	view StatusView
+}
+
+// expired reports whether expiresAt is passed, or will be after wait.
+func (r *run) expired(ctx workflow.Context, wait time.Duration) bool {
+	return r.in.ExpiresAt != nil && !workflow.Now(ctx).Add(wait).Before(*r.in.ExpiresAt)
+}
+
+// bookkeeping returns options for the activities that must reach a terminal
+// state: they retry until they succeed, and run on ctx, which the cancel
+// signal does not cancel.
+func (r *run) bookkeeping(ctx workflow.Context) workflow.Context {
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		TaskQueue:           r.in.ActivityTaskQueue,
 		StartToCloseTimeout: 30 * time.Second,
 		RetryPolicy: &temporal.RetryPolicy{
 			InitialInterval:    time.Second,
@@ -70,29 +130,53 @@ func fail(ctx workflow.Context, in NotificationInput, reason string, attempts in
 			MaximumInterval:    time.Minute,
 		},
 	})
-	err := workflow.ExecuteActivity(failCtx, FailActivity, FailInput{
-		NotificationID: in.NotificationID,
-		Channel:        in.Channel,
+}
+
+// fail dead-letters the notification and marks it FAILED. If the row became
+// terminal meanwhile (say, cancelled), that status stands and is reported.
+func (r *run) fail(ctx workflow.Context, reason string, attempts int, last DeliverResult) (NotificationResult, error) {
+	var status string
+	err := workflow.ExecuteActivity(r.bookkeeping(ctx), FailActivity, FailInput{
+		NotificationID: r.in.NotificationID,
+		Channel:        r.in.Channel,
 		Reason:         reason,
 		Attempts:       attempts,
 		LastStatusCode: last.StatusCode,
 		LastError:      last.Error,
-	}).Get(ctx, nil)
+	}).Get(ctx, &status)
 	if err != nil {
 		return NotificationResult{}, err
 	}
-	return finish(ctx, "FAILED", attempts)
+	return r.finish(ctx, status, attempts)
+}
+
+// cancel marks the notification CANCELLED (unless it is already terminal,
+// whose status then stands).
+func (r *run) cancel(ctx workflow.Context, attempts int) (NotificationResult, error) {
+	var status string
+	err := workflow.ExecuteActivity(r.bookkeeping(ctx), CancelActivity, CancelInput{
+		NotificationID: r.in.NotificationID,
+		Attempts:       attempts,
+	}).Get(ctx, &status)
+	if err != nil {
+		return NotificationResult{}, err
+	}
+	return r.finish(ctx, status, attempts)
 }
 
 // finish records the terminal status as search attributes (in the same
 // workflow task as completion, so it costs no extra round trip).
-func finish(ctx workflow.Context, status string, attempts int) (NotificationResult, error) {
-	err := workflow.UpsertTypedSearchAttributes(ctx,
-		SearchStatus.ValueSet(status),
-		SearchAttempts.ValueSet(int64(attempts)),
-	)
-	if err != nil {
+func (r *run) finish(ctx workflow.Context, status string, attempts int) (NotificationResult, error) {
+	r.view.Status, r.view.Attempts, r.view.NextAttemptAt = status, attempts, nil
+	if err := r.upsert(ctx, status, attempts); err != nil {
 		return NotificationResult{}, err
 	}
 	return NotificationResult{Status: status, Attempts: attempts}, nil
+}
+
+func (r *run) upsert(ctx workflow.Context, status string, attempts int) error {
+	return workflow.UpsertTypedSearchAttributes(ctx,
+		SearchStatus.ValueSet(status),
+		SearchAttempts.ValueSet(int64(attempts)),
+	)
 }

@@ -22,6 +22,8 @@ const (
 	testWorkflowID     = "notification-" + testNotificationID
 )
 
+var testStart = time.Date(2026, 1, 2, 15, 0, 0, 0, time.UTC)
+
 var testPolicy = workflows.RetryPolicy{
 	MaxAttempts:        5,
 	InitialInterval:    time.Second,
@@ -53,14 +55,38 @@ type fakes struct {
 	env   *testsuite.TestWorkflowEnvironment
 	steps []deliverStep
 
+	// block makes Deliver wait for its cancellation instead of answering.
+	block bool
+
 	mu          sync.Mutex
+	cancelIn    []workflows.CancelInput
+	cancelAt    []time.Time
+	aborted     bool
 	deliverIn   []workflows.DeliverInput
 	deliverAt   []time.Time
 	failIn      []workflows.FailInput
 	failAttempt int
 }
 
-func (f *fakes) deliver(_ context.Context, in workflows.DeliverInput) (workflows.DeliverResult, error) {
+func (f *fakes) deliver(ctx context.Context, in workflows.DeliverInput) (workflows.DeliverResult, error) {
+	if f.block {
+		f.mu.Lock()
+		f.deliverIn = append(f.deliverIn, in)
+		f.mu.Unlock()
+		// Like the real activity, heartbeat while the call is in flight: a
+		// cancel reaches an activity on a heartbeat.
+		for ctx.Err() == nil {
+			activity.RecordHeartbeat(ctx)
+			select {
+			case <-ctx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		f.mu.Lock()
+		f.aborted = true
+		f.mu.Unlock()
+		return workflows.DeliverResult{}, ctx.Err()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.deliverIn = append(f.deliverIn, in)
@@ -69,11 +95,19 @@ func (f *fakes) deliver(_ context.Context, in workflows.DeliverInput) (workflows
 	return step.res, step.err
 }
 
-func (f *fakes) fail(_ context.Context, in workflows.FailInput) error {
+func (f *fakes) fail(_ context.Context, in workflows.FailInput) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.failIn = append(f.failIn, in)
-	return nil
+	return "FAILED", nil
+}
+
+func (f *fakes) cancel(_ context.Context, in workflows.CancelInput) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cancelIn = append(f.cancelIn, in)
+	f.cancelAt = append(f.cancelAt, f.env.Now())
+	return "CANCELLED", nil
 }
 
 func (f *fakes) deliverCalls() ([]workflows.DeliverInput, []time.Time) {
@@ -100,6 +134,8 @@ func newEnv(t *testing.T, steps ...deliverStep) (*testsuite.TestWorkflowEnvironm
 	f := &fakes{env: env, steps: steps}
 	env.RegisterActivityWithOptions(f.deliver, activity.RegisterOptions{Name: workflows.DeliverActivity})
 	env.RegisterActivityWithOptions(f.fail, activity.RegisterOptions{Name: workflows.FailActivity})
+	env.RegisterActivityWithOptions(f.cancel, activity.RegisterOptions{Name: workflows.CancelActivity})
+	env.SetStartTime(testStart)
 	return env, f
 }
 
@@ -244,4 +280,128 @@ func TestAlreadyTerminalNotificationIsSkipped(t *testing.T) {
 	ins, _ := f.deliverCalls()
 	require.Len(t, ins, 1)
 	require.Empty(t, f.failCalls())
+}
+
+func TestCancelDuringBackoffStopsRetries(t *testing.T) {
+	env, f := newEnv(t, retry(503, time.Hour))
+	env.RegisterDelayedCallback(func() { env.SignalWorkflow(workflows.CancelSignal, nil) }, 10*time.Minute)
+
+	res := run(t, env, testInput(testPolicy))
+
+	require.Equal(t, workflows.NotificationResult{Status: "CANCELLED", Attempts: 1}, res)
+	ins, _ := f.deliverCalls()
+	require.Len(t, ins, 1, "no attempt after the cancel")
+	require.Len(t, f.cancelIn, 1)
+	require.Equal(t, workflows.CancelInput{NotificationID: testNotificationID, Attempts: 1}, f.cancelIn[0])
+	require.Less(t, f.cancelAt[0].Sub(testStart), time.Hour, "the cancel ended the hour-long wait at once")
+	require.Empty(t, f.failCalls())
+}
+
+func TestCancelDuringAttemptAbortsTheCall(t *testing.T) {
+	env, f := newEnv(t, delivered())
+	f.block = true
+	env.RegisterDelayedCallback(func() { env.SignalWorkflow(workflows.CancelSignal, nil) }, time.Second)
+
+	res := run(t, env, testInput(testPolicy))
+
+	require.Equal(t, workflows.NotificationResult{Status: "CANCELLED", Attempts: 1}, res)
+	require.Eventually(t, func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.aborted
+	}, 5*time.Second, 10*time.Millisecond, "the in-flight attempt never saw its context cancelled")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	require.Len(t, f.deliverIn, 1)
+	require.Len(t, f.cancelIn, 1)
+}
+
+func TestScheduledNotificationWaitsUntilScheduledAt(t *testing.T) {
+	env, f := newEnv(t, delivered())
+	in := testInput(testPolicy)
+	at := testStart.Add(2 * time.Hour)
+	in.ScheduledAt = &at
+
+	res := run(t, env, in)
+
+	require.Equal(t, "DELIVERED", res.Status)
+	_, when := f.deliverCalls()
+	require.Len(t, when, 1)
+	require.False(t, when[0].Before(at), "first attempt at %s, scheduled at %s", when[0], at)
+}
+
+func TestCancelWhileScheduledNeverDelivers(t *testing.T) {
+	env, f := newEnv(t, delivered())
+	in := testInput(testPolicy)
+	at := testStart.Add(2 * time.Hour)
+	in.ScheduledAt = &at
+	env.RegisterDelayedCallback(func() { env.SignalWorkflow(workflows.CancelSignal, nil) }, time.Minute)
+
+	res := run(t, env, in)
+
+	require.Equal(t, workflows.NotificationResult{Status: "CANCELLED", Attempts: 0}, res)
+	ins, _ := f.deliverCalls()
+	require.Empty(t, ins)
+	require.Len(t, f.cancelIn, 1)
+}
+
+func TestExpiredBeforeFirstAttemptFailsWithoutDelivering(t *testing.T) {
+	env, f := newEnv(t, delivered())
+	in := testInput(testPolicy)
+	at := testStart.Add(-time.Second)
+	in.ExpiresAt = &at
+
+	res := run(t, env, in)
+
+	require.Equal(t, workflows.NotificationResult{Status: "FAILED", Attempts: 0}, res)
+	ins, _ := f.deliverCalls()
+	require.Empty(t, ins, "no attempt starts after expiresAt")
+	fails := f.failCalls()
+	require.Len(t, fails, 1)
+	require.Equal(t, workflows.ReasonExpired, fails[0].Reason)
+}
+
+func TestBackoffPastExpiryFailsAsExpired(t *testing.T) {
+	env, f := newEnv(t, retry(503, 0))
+	in := testInput(testPolicy) // first backoff is at least 500ms
+	at := testStart.Add(100 * time.Millisecond)
+	in.ExpiresAt = &at
+
+	res := run(t, env, in)
+
+	require.Equal(t, workflows.NotificationResult{Status: "FAILED", Attempts: 1}, res)
+	ins, _ := f.deliverCalls()
+	require.Len(t, ins, 1)
+	fails := f.failCalls()
+	require.Len(t, fails, 1)
+	require.Equal(t, workflows.ReasonExpired, fails[0].Reason)
+	require.Equal(t, 503, fails[0].LastStatusCode)
+}
+
+func TestActivityReportingExpiryFailsAsExpired(t *testing.T) {
+	env, f := newEnv(t, deliverStep{res: workflows.DeliverResult{Outcome: workflows.OutcomeExpired}})
+
+	res := run(t, env, testInput(testPolicy))
+
+	require.Equal(t, workflows.NotificationResult{Status: "FAILED", Attempts: 0}, res)
+	require.Equal(t, workflows.ReasonExpired, f.failCalls()[0].Reason)
+}
+
+func TestStatusQueryShowsTheWaitForTheNextAttempt(t *testing.T) {
+	env, _ := newEnv(t, retry(503, time.Hour), delivered())
+	var view workflows.StatusView
+	env.RegisterDelayedCallback(func() {
+		v, err := env.QueryWorkflow(workflows.StatusQuery)
+		require.NoError(t, err)
+		require.NoError(t, v.Get(&view))
+	}, 30*time.Minute)
+
+	res := run(t, env, testInput(testPolicy))
+
+	require.Equal(t, "DELIVERED", res.Status)
+	require.Equal(t, "RETRYING", view.Status)
+	require.Equal(t, 1, view.Attempts)
+	require.NotNil(t, view.NextAttemptAt)
+	require.Equal(t, testStart.Add(time.Hour), view.NextAttemptAt.UTC())
+	require.Equal(t, "provider answered 503", view.LastError)
 }

@@ -27,6 +27,7 @@ var (
 	SearchChannel  = temporal.NewSearchAttributeKeyKeyword("NotificationChannel")
 	SearchPriority = temporal.NewSearchAttributeKeyKeyword("NotificationPriority")
 	SearchAttempts = temporal.NewSearchAttributeKeyInt64("NotificationAttempts")
+	SearchBatchID  = temporal.NewSearchAttributeKeyKeyword("NotificationBatchId")
 )
 
 // RetryPolicy shapes the attempts of one notification. It travels in the
@@ -50,6 +51,11 @@ type NotificationInput struct {
 	// AttemptTimeout is the Deliver activity's start-to-close timeout; it
 	// must exceed the provider call's own timeout.
 	AttemptTimeout time.Duration
+	// ScheduledAt, when in the future, delays the first attempt (a durable,
+	// cancellable timer).
+	ScheduledAt *time.Time `json:",omitempty"`
+	// ExpiresAt: no attempt starts after it; the notification fails as expired.
+	ExpiresAt *time.Time `json:",omitempty"`
 }
 
 // Outcome classifies one delivery attempt.
@@ -66,6 +72,12 @@ const (
 	// OutcomeSkipped: the notification was already terminal (e.g. cancelled
 	// before its workflow ran); nothing was sent.
 	OutcomeSkipped Outcome = "skipped"
+	// OutcomeExpired: expiresAt passed before the attempt could start;
+	// nothing was sent.
+	OutcomeExpired Outcome = "expired"
+	// OutcomeCancelled: a cancel aborted the provider call (recorded on the
+	// attempt; the activity itself ends cancelled).
+	OutcomeCancelled Outcome = "cancelled"
 )
 
 // DeliverInput asks for one delivery attempt.
@@ -92,7 +104,24 @@ type DeliverResult struct {
 const (
 	ReasonExhausted = "exhausted"
 	ReasonPermanent = "permanent"
+	ReasonExpired   = "expired"
 )
+
+// CancelInput marks a notification CANCELLED.
+type CancelInput struct {
+	NotificationID string
+	Attempts       int
+}
+
+// StatusView is what the status query answers: the workflow's view of the
+// notification right now.
+type StatusView struct {
+	Status          string
+	Attempts        int
+	NextAttemptAt   *time.Time `json:",omitempty"`
+	LastError       string     `json:",omitempty"`
+	CancelRequested bool
+}
 
 // FailInput dead-letters a notification and marks it FAILED.
 type FailInput struct {

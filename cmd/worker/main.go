@@ -90,6 +90,10 @@ func run() error {
 	dlqPub := queue.NewPublisher(cfg.RabbitMQURL, topology)
 	defer dlqPub.Close()
 
+	var signingKey []byte
+	if cfg.WebhookSigningSecret != "" {
+		signingKey, _ = config.DecodeSigningSecret(cfg.WebhookSigningSecret) // validated by config.Load
+	}
 	acts := &activities.Activities{
 		Pool: pool,
 		HTTP: &http.Client{
@@ -102,12 +106,14 @@ func run() error {
 		Topology:   topology,
 		Metrics:    m,
 		Log:        log,
+		SigningKey: signingKey,
 	}
 	taskQueues := dispatch.TaskQueues{Prefix: cfg.TemporalTaskQueuePrefix}
 	workers := dispatch.NewWorkers(tc, dispatch.WorkerConfig{
 		TaskQueues:  taskQueues,
 		Concurrency: cfg.WorkerConcurrency,
 		StopTimeout: cfg.ShutdownTimeout,
+		RateLimits:  cfg.RateLimits(),
 	}, acts)
 	for _, w := range workers {
 		if err := w.Start(); err != nil {

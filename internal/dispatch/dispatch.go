@@ -94,6 +94,22 @@ func (s *Starter) Handle(ctx context.Context, d amqp.Delivery) error {
 		return nil
 	}
 	wfID := notification.WorkflowID(id.String())
+	status := "PROCESSING"
+	if n.ScheduledAt != nil && n.ScheduledAt.After(time.Now()) {
+		status = "SCHEDULED"
+		if err := store.MarkScheduled(ctx, s.pool, id); err != nil {
+			return err
+		}
+	}
+	attrs := []temporal.SearchAttributeUpdate{
+		workflows.SearchChannel.ValueSet(n.Channel),
+		workflows.SearchPriority.ValueSet(n.Priority),
+		workflows.SearchStatus.ValueSet(status),
+		workflows.SearchAttempts.ValueSet(0),
+	}
+	if n.BatchID != nil {
+		attrs = append(attrs, workflows.SearchBatchID.ValueSet(n.BatchID.String()))
+	}
 	_, err = s.temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID:                                       wfID,
 		TaskQueue:                                s.cfg.TaskQueues.Workflows(),
@@ -101,12 +117,10 @@ func (s *Starter) Handle(ctx context.Context, d amqp.Delivery) error {
 		WorkflowExecutionErrorWhenAlreadyStarted: true,
 		// The worker lives in this process: the first workflow task runs here
 		// without a round trip through the task queue.
-		EnableEagerStart: true,
-		Priority:         temporal.Priority{PriorityKey: notification.TemporalPriorityKey(n.Priority)},
-		TypedSearchAttributes: temporal.NewSearchAttributes(
-			workflows.SearchChannel.ValueSet(n.Channel),
-			workflows.SearchPriority.ValueSet(n.Priority),
-		),
+		EnableEagerStart:      true,
+		Priority:              temporal.Priority{PriorityKey: notification.TemporalPriorityKey(n.Priority)},
+		TypedSearchAttributes: temporal.NewSearchAttributes(attrs...),
+		StaticSummary:         fmt.Sprintf("%s to %s (%s)", n.Channel, notification.MaskRecipient(n.Channel, n.Recipient), n.Priority),
 	}, workflows.NotificationWorkflow, workflows.NotificationInput{
 		NotificationID:    id.String(),
 		Channel:           n.Channel,
@@ -114,6 +128,8 @@ func (s *Starter) Handle(ctx context.Context, d amqp.Delivery) error {
 		ActivityTaskQueue: s.cfg.TaskQueues.Deliver(n.Channel),
 		Retry:             s.cfg.Retry,
 		AttemptTimeout:    s.cfg.AttemptTimeout,
+		ScheduledAt:       n.ScheduledAt,
+		ExpiresAt:         n.ExpiresAt,
 	})
 	var already *serviceerror.WorkflowExecutionAlreadyStarted
 	switch {
@@ -135,6 +151,11 @@ type WorkerConfig struct {
 	Concurrency int
 	// StopTimeout bounds how long in-flight activities may finish on stop.
 	StopTimeout time.Duration
+	// RateLimits is each channel's deliveries per second. Temporal holds each
+	// channel's activity task queue to it, so a backlog waits in Temporal in
+	// priority order instead of holding worker slots; Redis stays the exact,
+	// cluster-wide guard inside the activity.
+	RateLimits map[string]int
 }
 
 // NewWorkers returns the workflow worker and one activity worker per
@@ -149,6 +170,7 @@ func NewWorkers(tc client.Client, cfg WorkerConfig, acts *activities.Activities)
 	for _, channel := range notification.Channels {
 		w := worker.New(tc, cfg.TaskQueues.Deliver(channel), worker.Options{
 			MaxConcurrentActivityExecutionSize: cfg.Concurrency,
+			TaskQueueActivitiesPerSecond:       float64(cfg.RateLimits[channel]),
 			WorkerStopTimeout:                  cfg.StopTimeout,
 		})
 		registerActivities(w, acts)
@@ -165,6 +187,7 @@ func EnsureSearchAttributes(ctx context.Context, tc client.Client, namespace str
 		workflows.SearchChannel.GetName():  enumspb.INDEXED_VALUE_TYPE_KEYWORD,
 		workflows.SearchPriority.GetName(): enumspb.INDEXED_VALUE_TYPE_KEYWORD,
 		workflows.SearchAttempts.GetName(): enumspb.INDEXED_VALUE_TYPE_INT,
+		workflows.SearchBatchID.GetName():  enumspb.INDEXED_VALUE_TYPE_KEYWORD,
 	}
 	existing, err := tc.OperatorService().ListSearchAttributes(ctx, &operatorservice.ListSearchAttributesRequest{Namespace: namespace})
 	if err != nil {

@@ -16,4 +16,5 @@ func workflowRegisterOptions() workflow.RegisterOptions {
 func registerActivities(w worker.Worker, acts *activities.Activities) {
 	w.RegisterActivityWithOptions(acts.Deliver, activity.RegisterOptions{Name: workflows.DeliverActivity})
 	w.RegisterActivityWithOptions(acts.Fail, activity.RegisterOptions{Name: workflows.FailActivity})
+	w.RegisterActivityWithOptions(acts.Cancel, activity.RegisterOptions{Name: workflows.CancelActivity})
 }

@@ -3,6 +3,8 @@
 // carries a notification from the outbox to the workflow starter.
 package notification
 
+import "strings"
+
 // Channel is a delivery channel.
 type Channel = string
 
@@ -94,3 +96,27 @@ type Message struct {
 // WorkflowID is the Temporal workflow id of a notification: starting it is
 // idempotent because Temporal rejects a second workflow with the same id.
 func WorkflowID(id string) string { return "notification-" + id }
+
+// MaskRecipient hides most of a recipient for logs and the Temporal UI:
+// "+14•••••••23", "a•••@example.com", "abcd…wxyz".
+func MaskRecipient(channel, recipient string) string {
+	r := []rune(recipient)
+	switch channel {
+	case Email:
+		at := strings.LastIndexByte(recipient, '@')
+		if at <= 0 {
+			return "•••"
+		}
+		return string([]rune(recipient[:at])[:1]) + "•••" + recipient[at:]
+	case SMS:
+		if len(r) <= 5 {
+			return "•••"
+		}
+		return string(r[:3]) + strings.Repeat("•", len(r)-5) + string(r[len(r)-2:])
+	default:
+		if len(r) <= 8 {
+			return "•••"
+		}
+		return string(r[:4]) + "…" + string(r[len(r)-4:])
+	}
+}

@@ -10,26 +10,78 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// BeginAttempt marks a non-terminal notification PROCESSING for attempt and
-// returns it. A terminal notification is returned unchanged with ok false.
-func BeginAttempt(ctx context.Context, q Querier, id uuid.UUID, attempt int) (n Notification, ok bool, err error) {
+// Refusal says why an attempt may not start.
+type Refusal int
+
+// The reasons BeginAttempt refuses an attempt.
+const (
+	// Allowed: the attempt may start.
+	Allowed Refusal = iota
+	// Terminal: the notification is DELIVERED, FAILED or CANCELLED already.
+	Terminal
+	// Expired: expiresAt has passed.
+	Expired
+)
+
+// BeginAttempt marks a notification PROCESSING for attempt and returns it,
+// unless an attempt may not start: the notification is terminal, a cancel was
+// requested (it is then marked CANCELLED here, so the cancel wins even if its
+// signal never reached the workflow), or it expired. The checks and the
+// update are one statement.
+func BeginAttempt(ctx context.Context, q Querier, id uuid.UUID, attempt int) (Notification, Refusal, error) {
 	rows, err := q.Query(ctx, `
 		UPDATE notifications
 		SET status = 'PROCESSING', attempts = GREATEST(attempts, $2), next_attempt_at = NULL, updated_at = now()
 		WHERE id = $1 AND status IN `+nonTerminal+`
+			AND cancel_requested_at IS NULL AND (expires_at IS NULL OR expires_at > now())
 		RETURNING `+notificationColumns, id, attempt)
 	if err != nil {
-		return Notification{}, false, fmt.Errorf("beginning attempt: %w", err)
+		return Notification{}, Allowed, fmt.Errorf("beginning attempt: %w", err)
 	}
-	n, err = pgx.CollectExactlyOneRow(rows, scanNotification)
+	n, err := pgx.CollectExactlyOneRow(rows, scanNotification)
+	if err == nil {
+		return n, Allowed, nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return Notification{}, Allowed, fmt.Errorf("beginning attempt: %w", err)
+	}
+	n, err = GetNotification(ctx, q, id)
+	switch {
+	case err != nil:
+		return Notification{}, Allowed, err
+	case n.Status.Terminal():
+		return n, Terminal, nil
+	case n.CancelRequestedAt != nil:
+		status, err := MarkCancelled(ctx, q, id)
+		n.Status = status
+		return n, Terminal, err
+	default:
+		return n, Expired, nil
+	}
+}
+
+// MarkCancelled moves a non-terminal notification to CANCELLED and returns
+// the status it ends with (an already terminal status stands).
+func MarkCancelled(ctx context.Context, q Querier, id uuid.UUID) (Status, error) {
+	var status Status
+	err := q.QueryRow(ctx, `
+		WITH u AS (
+			UPDATE notifications
+			SET status = 'CANCELLED', next_attempt_at = NULL, updated_at = now(),
+				cancel_requested_at = COALESCE(cancel_requested_at, now())
+			WHERE id = $1 AND status IN `+nonTerminal+`
+			RETURNING status
+		)
+		SELECT status FROM u
+		UNION ALL
+		SELECT status FROM notifications WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM u)`, id).Scan(&status)
 	if errors.Is(err, pgx.ErrNoRows) {
-		n, err = GetNotification(ctx, q, id)
-		return n, false, err
+		return "", ErrNotFound
 	}
 	if err != nil {
-		return Notification{}, false, fmt.Errorf("beginning attempt: %w", err)
+		return "", fmt.Errorf("marking notification cancelled: %w", err)
 	}
-	return n, true, nil
+	return status, nil
 }
 
 // Attempt is one row of delivery_attempts.
@@ -77,15 +129,38 @@ func FinishAttempt(ctx context.Context, q Querier, a Attempt, t Transition) erro
 	return nil
 }
 
-// MarkFailed moves a non-terminal notification to FAILED with reason.
-func MarkFailed(ctx context.Context, q Querier, id uuid.UUID, reason, lastError string) error {
-	_, err := q.Exec(ctx, `
-		UPDATE notifications
-		SET status = 'FAILED', failure_reason = $2, last_error = COALESCE(NULLIF($3, ''), last_error),
-			next_attempt_at = NULL, updated_at = now()
-		WHERE id = $1 AND status IN `+nonTerminal, id, reason, lastError)
+// MarkFailed moves a non-terminal notification to FAILED with reason and
+// returns the status it ends with (an already terminal status stands).
+func MarkFailed(ctx context.Context, q Querier, id uuid.UUID, reason, lastError string) (Status, error) {
+	var status Status
+	err := q.QueryRow(ctx, `
+		WITH u AS (
+			UPDATE notifications
+			SET status = 'FAILED', failure_reason = $2, last_error = COALESCE(NULLIF($3, ''), last_error),
+				next_attempt_at = NULL, updated_at = now()
+			WHERE id = $1 AND status IN `+nonTerminal+`
+			RETURNING status
+		)
+		SELECT status FROM u
+		UNION ALL
+		SELECT status FROM notifications WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM u)`, id, reason, lastError).Scan(&status)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", ErrNotFound
+	}
 	if err != nil {
-		return fmt.Errorf("marking notification failed: %w", err)
+		return "", fmt.Errorf("marking notification failed: %w", err)
+	}
+	return status, nil
+}
+
+// MarkScheduled moves a notification that is waiting for its scheduledAt
+// from ACCEPTED or QUEUED to SCHEDULED.
+func MarkScheduled(ctx context.Context, q Querier, id uuid.UUID) error {
+	_, err := q.Exec(ctx, `
+		UPDATE notifications SET status = 'SCHEDULED', updated_at = now()
+		WHERE id = $1 AND status IN ('ACCEPTED', 'QUEUED')`, id)
+	if err != nil {
+		return fmt.Errorf("marking notification scheduled: %w", err)
 	}
 	return nil
 }

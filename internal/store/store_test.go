@@ -178,9 +178,9 @@ func TestTerminalStatusNeverChanges(t *testing.T) {
 	_, err := store.CreateNotification(ctx, pool, n)
 	require.NoError(t, err)
 
-	_, ok, err := store.BeginAttempt(ctx, pool, n.ID, 1)
+	_, refusal, err := store.BeginAttempt(ctx, pool, n.ID, 1)
 	require.NoError(t, err)
-	require.True(t, ok)
+	require.Equal(t, store.Allowed, refusal)
 	code := 200
 	require.NoError(t, store.FinishAttempt(ctx, pool,
 		store.Attempt{NotificationID: n.ID, Attempt: 1, StartedAt: time.Now(), DurationMS: 5, StatusCode: &code, Outcome: "delivered"},
@@ -190,9 +190,9 @@ func TestTerminalStatusNeverChanges(t *testing.T) {
 	require.Equal(t, notification.StatusDelivered, delivered.Status)
 	require.NotNil(t, delivered.DeliveredAt)
 
-	got, ok, err := store.BeginAttempt(ctx, pool, n.ID, 2)
+	got, refusal, err := store.BeginAttempt(ctx, pool, n.ID, 2)
 	require.NoError(t, err)
-	require.False(t, ok, "a terminal notification cannot begin an attempt")
+	require.Equal(t, store.Terminal, refusal, "a terminal notification cannot begin an attempt")
 	require.Equal(t, notification.StatusDelivered, got.Status)
 
 	late := "provider timeout"
@@ -200,7 +200,9 @@ func TestTerminalStatusNeverChanges(t *testing.T) {
 	require.NoError(t, store.FinishAttempt(ctx, pool,
 		store.Attempt{NotificationID: n.ID, Attempt: 2, StartedAt: time.Now(), DurationMS: 5, Outcome: "retryable", Error: &late},
 		store.Transition{Status: notification.StatusRetrying, LastError: &late, NextAttemptAt: &retryAt}))
-	require.NoError(t, store.MarkFailed(ctx, pool, n.ID, "expired", "too late"))
+	status, err := store.MarkFailed(ctx, pool, n.ID, "expired", "too late")
+	require.NoError(t, err)
+	require.Equal(t, notification.StatusDelivered, status, "MarkFailed reports the status that stands")
 
 	final, err := store.GetNotification(ctx, pool, n.ID)
 	require.NoError(t, err)
@@ -226,9 +228,9 @@ func TestBeginAttemptMarksProcessing(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, created.Attempts)
 
-	got, ok, err := store.BeginAttempt(ctx, pool, n.ID, 1)
+	got, refusal, err := store.BeginAttempt(ctx, pool, n.ID, 1)
 	require.NoError(t, err)
-	require.True(t, ok)
+	require.Equal(t, store.Allowed, refusal)
 	require.Equal(t, notification.StatusProcessing, got.Status)
 	require.Equal(t, 1, got.Attempts)
 	require.Nil(t, got.NextAttemptAt)

@@ -51,6 +51,7 @@ func StartTemporal(ctx context.Context) (*Temporal, error) {
 			temporal.NewSearchAttributeKeyKeyword("NotificationChannel").ValueSet(""),
 			temporal.NewSearchAttributeKeyKeyword("NotificationPriority").ValueSet(""),
 			temporal.NewSearchAttributeKeyInt64("NotificationAttempts").ValueSet(0),
+			temporal.NewSearchAttributeKeyKeyword("NotificationBatchId").ValueSet(""),
 		),
 		ExtraArgs: []string{
 			"--dynamic-config-value", "matching.useNewMatcher=true",

@@ -1,0 +1,161 @@
+//go:build record
+
+package workflows_test
+
+// Recording the replay histories in testdata/ (run after an intended change
+// to the workflow's command sequence, before any such workflow runs in
+// production):
+//
+//	go test -tags record -run TestRecordHistories -count=1 ./workflows/
+//
+// It runs each scenario on a real Temporal server (the one on 127.0.0.1:7233,
+// or a dev server from the pinned CLI) with scripted activities, and writes
+// each history as JSON.
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"dispatch-engine/internal/testenv"
+	"dispatch-engine/workflows"
+)
+
+type scenario struct {
+	name  string
+	in    func(workflows.NotificationInput) workflows.NotificationInput
+	steps []deliverStep
+	// block makes Deliver wait (heartbeating) until it is cancelled.
+	block bool
+	// cancelAfter signals cancel once this many Deliver calls happened (0:
+	// once the workflow is waiting on its first timer).
+	cancelAfter int
+	cancel      bool
+}
+
+func TestRecordHistories(t *testing.T) {
+	ctx := context.Background()
+	srv, err := testenv.StartTemporal(ctx)
+	require.NoError(t, err)
+	defer srv.Stop()
+	tc, err := client.Dial(client.Options{HostPort: srv.Address, Namespace: srv.Namespace, Identity: "history-recorder"})
+	require.NoError(t, err)
+	defer tc.Close()
+
+	fast := workflows.RetryPolicy{MaxAttempts: 3, InitialInterval: 100 * time.Millisecond, BackoffCoefficient: 2, MaxInterval: time.Second}
+	same := func(in workflows.NotificationInput) workflows.NotificationInput { return in }
+	scenarios := []scenario{
+		{name: "delivered_first_attempt", in: same, steps: []deliverStep{delivered()}},
+		{name: "retry_then_delivered", in: same, steps: []deliverStep{retry(503, 0), delivered()}},
+		{name: "activity_error_then_delivered", in: same, steps: []deliverStep{{err: errors.New("worker lost")}, delivered()}},
+		{name: "permanent_failure", in: same, steps: []deliverStep{{res: workflows.DeliverResult{Outcome: workflows.OutcomePermanent, StatusCode: 400, Error: "provider answered 400"}}}},
+		{name: "exhausted", in: func(in workflows.NotificationInput) workflows.NotificationInput {
+			in.Retry.MaxAttempts = 2
+			return in
+		}, steps: []deliverStep{retry(500, 0)}},
+		{name: "skipped_cancelled", in: same, steps: []deliverStep{{res: workflows.DeliverResult{Outcome: workflows.OutcomeSkipped, Status: "CANCELLED"}}}},
+		{name: "cancel_during_backoff", in: same, steps: []deliverStep{retry(503, time.Hour)}, cancel: true, cancelAfter: 1},
+		{name: "cancel_during_attempt", in: same, block: true, cancel: true, cancelAfter: 1},
+		{name: "scheduled_then_delivered", in: func(in workflows.NotificationInput) workflows.NotificationInput {
+			at := time.Now().Add(300 * time.Millisecond)
+			in.ScheduledAt = &at
+			return in
+		}, steps: []deliverStep{delivered()}},
+		{name: "expired_before_first_attempt", in: func(in workflows.NotificationInput) workflows.NotificationInput {
+			at := time.Now().Add(-time.Second)
+			in.ExpiresAt = &at
+			return in
+		}},
+	}
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) { record(t, tc, sc, fast) })
+	}
+}
+
+func record(t *testing.T, tc client.Client, sc scenario, policy workflows.RetryPolicy) {
+	queue := testenv.Name("record-")
+	var (
+		mu    sync.Mutex
+		calls int
+	)
+	called := make(chan int, 16)
+	w := worker.New(tc, queue, worker.Options{Identity: "history-recorder"})
+	w.RegisterWorkflowWithOptions(workflows.Notification, workflow.RegisterOptions{Name: workflows.NotificationWorkflow})
+	w.RegisterActivityWithOptions(func(ctx context.Context, in workflows.DeliverInput) (workflows.DeliverResult, error) {
+		mu.Lock()
+		calls++
+		n := calls
+		mu.Unlock()
+		called <- n
+		if sc.block {
+			for ctx.Err() == nil {
+				activity.RecordHeartbeat(ctx)
+				select {
+				case <-ctx.Done():
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+			return workflows.DeliverResult{}, ctx.Err()
+		}
+		step := sc.steps[min(n, len(sc.steps))-1]
+		return step.res, step.err
+	}, activity.RegisterOptions{Name: workflows.DeliverActivity})
+	w.RegisterActivityWithOptions(func(context.Context, workflows.FailInput) (string, error) { return "FAILED", nil },
+		activity.RegisterOptions{Name: workflows.FailActivity})
+	w.RegisterActivityWithOptions(func(context.Context, workflows.CancelInput) (string, error) { return "CANCELLED", nil },
+		activity.RegisterOptions{Name: workflows.CancelActivity})
+	require.NoError(t, w.Start())
+	defer w.Stop()
+
+	in := testInput(policy)
+	in.ActivityTaskQueue = queue
+	in = sc.in(in)
+	id := "notification-" + sc.name + "-" + queue
+	run, err := tc.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{ID: id, TaskQueue: queue}, workflows.NotificationWorkflow, in)
+	require.NoError(t, err)
+	if sc.cancel {
+		for n := range called {
+			if n >= sc.cancelAfter {
+				break
+			}
+		}
+		if !sc.block {
+			// Wait until the workflow sleeps on its backoff timer.
+			require.Eventually(t, func() bool {
+				v, err := tc.QueryWorkflow(context.Background(), id, "", workflows.StatusQuery)
+				if err != nil {
+					return false
+				}
+				var view workflows.StatusView
+				return v.Get(&view) == nil && view.Status == "RETRYING"
+			}, 10*time.Second, 20*time.Millisecond)
+		}
+		require.NoError(t, tc.SignalWorkflow(context.Background(), id, "", workflows.CancelSignal, nil))
+	}
+	var res workflows.NotificationResult
+	require.NoError(t, run.Get(context.Background(), &res))
+
+	var events []*historypb.HistoryEvent
+	iter := tc.GetWorkflowHistory(context.Background(), id, run.GetRunID(), false, 0)
+	for iter.HasNext() {
+		ev, err := iter.Next()
+		require.NoError(t, err)
+		events = append(events, ev)
+	}
+	raw, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(&historypb.History{Events: events})
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join("testdata", sc.name+".json"), append(raw, '\n'), 0o644))
+	t.Logf("%s: %s after %d events", sc.name, res.Status, len(events))
+}
