@@ -171,7 +171,11 @@ func NewWorkers(tc client.Client, cfg WorkerConfig, acts *activities.Activities)
 		w := worker.New(tc, cfg.TaskQueues.Deliver(channel), worker.Options{
 			MaxConcurrentActivityExecutionSize: cfg.Concurrency,
 			TaskQueueActivitiesPerSecond:       float64(cfg.RateLimits[channel]),
-			WorkerStopTimeout:                  cfg.StopTimeout,
+			// The worker takes tasks no faster than the channel may send, so
+			// a backlog stays in Temporal, in priority order, rather than in
+			// slots waiting on Redis ahead of later, more urgent work.
+			WorkerActivitiesPerSecond: float64(cfg.RateLimits[channel]),
+			WorkerStopTimeout:         cfg.StopTimeout,
 		})
 		registerActivities(w, acts)
 		workers = append(workers, w)

@@ -1,0 +1,64 @@
+package ratelimit_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"dispatch-engine/internal/ratelimit"
+	"dispatch-engine/internal/testenv"
+)
+
+func TestWaitLetsTheBurstThroughThenMakesTheNextWait(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	l := ratelimit.New(rdb, prefix, map[string]int{"sms": 5})
+	ctx := context.Background()
+	burst := ratelimit.Limit(5).Burst
+
+	for i := range burst {
+		waited, err := l.Wait(ctx, "sms", nil)
+		require.NoError(t, err)
+		require.Zero(t, waited, "request %d is within the burst", i+1)
+	}
+	ticks := 0
+	waited, err := l.Wait(ctx, "sms", func() { ticks++ })
+	require.NoError(t, err)
+	require.Positive(t, waited, "the request after the burst waits for its slot")
+	require.Positive(t, ticks, "the caller was told about the pause")
+}
+
+func TestChannelsAreLimitedSeparately(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	l := ratelimit.New(rdb, prefix, map[string]int{"sms": 1, "email": 1})
+	ctx := context.Background()
+	for range ratelimit.Limit(1).Burst {
+		_, err := l.Wait(ctx, "sms", nil)
+		require.NoError(t, err)
+	}
+	waited, err := l.Wait(ctx, "email", nil)
+	require.NoError(t, err)
+	require.Zero(t, waited, "sms traffic does not spend email's budget")
+}
+
+func TestWaitFailsClosedWhileRedisIsDown(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
+	t.Cleanup(func() { _ = rdb.Close() })
+	l := ratelimit.New(rdb, "t:", map[string]int{"sms": 100})
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+
+	ticks := 0
+	_, err := l.Wait(ctx, "sms", func() { ticks++ })
+	require.ErrorIs(t, err, context.DeadlineExceeded, "no request goes through without Redis")
+	require.Positive(t, ticks)
+}
+
+func TestUnknownChannelIsAnError(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	l := ratelimit.New(rdb, prefix, map[string]int{"sms": 1})
+	_, err := l.Wait(context.Background(), "fax", nil)
+	require.Error(t, err)
+}
