@@ -94,6 +94,9 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 		return workflows.DeliverResult{}, fmt.Errorf("waiting for rate limit: %w", err)
 	}
 	a.Metrics.RateLimitWait.WithLabelValues(n.Channel).Observe(waited.Seconds())
+	if waited > 0 {
+		a.Metrics.RateLimitWaits.WithLabelValues(n.Channel).Inc()
+	}
 
 	started := time.Now()
 	res, excerpt := a.post(ctx, n, in.Attempt)

@@ -74,7 +74,14 @@ func run() error {
 	rdb := redis.NewClient(ropts)
 	defer rdb.Close()
 
-	tc, err := dialTemporal(ctx, cfg, log)
+	m := metrics.NewWorker()
+	sdkMetrics, err := metrics.TemporalHandler(m.Registry, func(err error) {
+		log.Warn("recording a Temporal SDK metric failed", zap.Error(err))
+	})
+	if err != nil {
+		return err
+	}
+	tc, err := dialTemporal(ctx, cfg, sdkMetrics, log)
 	if err != nil {
 		return err
 	}
@@ -83,12 +90,19 @@ func run() error {
 		log.Warn("could not register search attributes; register them on the namespace by hand", zap.Error(err))
 	}
 
-	m := metrics.NewWorker()
 	topology := queue.Topology{Prefix: cfg.RabbitMQQueuePrefix}
 	relayPub := queue.NewPublisher(cfg.RabbitMQURL, topology)
 	defer relayPub.Close()
 	dlqPub := queue.NewPublisher(cfg.RabbitMQURL, topology)
 	defer dlqPub.Close()
+	inspector := queue.NewPublisher(cfg.RabbitMQURL, topology)
+	defer inspector.Close()
+	m.RegisterBacklog(
+		func(ctx context.Context) (int64, time.Duration, error) { return store.OutboxBacklog(ctx, pool) },
+		func(ctx context.Context) (map[string]int, map[string]int, error) {
+			return inspector.Depths(ctx, notification.Channels)
+		},
+	)
 
 	var signingKey []byte
 	if cfg.WebhookSigningSecret != "" {
@@ -137,6 +151,7 @@ func run() error {
 		Topology:    topology,
 		Channels:    notification.Channels,
 		Concurrency: cfg.WorkerConcurrency,
+		InFlight:    m.InFlight,
 	}, starter.Handle, dlqPub, log)
 	relay := outbox.NewRelay(outbox.Config{
 		BatchSize:    cfg.OutboxBatchSize,
@@ -187,13 +202,14 @@ func stopWorkers(workers []worker.Worker) {
 
 // dialTemporal connects to Temporal, retrying until it answers or ctx ends,
 // so the worker can start before the Temporal server does.
-func dialTemporal(ctx context.Context, cfg config.Config, log *zap.Logger) (client.Client, error) {
+func dialTemporal(ctx context.Context, cfg config.Config, mh client.MetricsHandler, log *zap.Logger) (client.Client, error) {
 	backoff := 200 * time.Millisecond
 	for {
 		tc, err := client.DialContext(ctx, client.Options{
-			HostPort:  cfg.TemporalAddress,
-			Namespace: cfg.TemporalNamespace,
-			Logger:    logs.Temporal(log),
+			HostPort:       cfg.TemporalAddress,
+			Namespace:      cfg.TemporalNamespace,
+			Logger:         logs.Temporal(log),
+			MetricsHandler: mh,
 		})
 		if err == nil {
 			return tc, nil

@@ -57,8 +57,10 @@ type Worker struct {
 	ProviderLatency *prometheus.HistogramVec
 	EndToEnd        *prometheus.HistogramVec
 	RateLimitWait   *prometheus.HistogramVec
+	RateLimitWaits  *prometheus.CounterVec
 	Relayed         prometheus.Counter
 	WorkflowStarts  *prometheus.CounterVec
+	InFlight        *prometheus.GaugeVec
 }
 
 // NewWorker registers the worker's metrics.
@@ -88,6 +90,14 @@ func NewWorker() *Worker {
 			Help:    "Time an attempt waited for its channel's rate limit.",
 			Buckets: []float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30},
 		}, []string{"channel"}),
+		RateLimitWaits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dispatch_rate_limit_waits_total",
+			Help: "Attempts that had to wait for their channel's rate limit.",
+		}, []string{"channel"}),
+		InFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dispatch_consumer_in_flight_messages",
+			Help: "Broker messages being handled by the consumer, by channel.",
+		}, []string{"channel"}),
 		Relayed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dispatch_outbox_relayed_total",
 			Help: "Outbox rows published to RabbitMQ and confirmed.",
@@ -97,7 +107,8 @@ func NewWorker() *Worker {
 			Help: "Workflow starts by the consumer, by channel and result (started, duplicate, skipped, poison).",
 		}, []string{"channel", "result"}),
 	}
-	m.Registry.MustRegister(m.Terminal, m.Attempts, m.ProviderLatency, m.EndToEnd, m.RateLimitWait, m.Relayed, m.WorkflowStarts)
+	m.Registry.MustRegister(m.Terminal, m.Attempts, m.ProviderLatency, m.EndToEnd, m.RateLimitWait, m.RateLimitWaits,
+		m.Relayed, m.WorkflowStarts, m.InFlight)
 	return m
 }
 

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap"
 )
@@ -40,6 +41,8 @@ type ConsumerConfig struct {
 	// RequeueDelay is the pause before a failed message is requeued, so a
 	// down dependency is not hammered. Default 1s.
 	RequeueDelay time.Duration
+	// InFlight, when set, counts the messages being handled, by channel.
+	InFlight *prometheus.GaugeVec
 }
 
 // Consumer consumes each channel's queue with manual acks and a bounded
@@ -145,6 +148,11 @@ func (c *Consumer) session(ctx context.Context) error {
 }
 
 func (c *Consumer) handle(ctx, stop context.Context, channel string, d amqp.Delivery) {
+	if c.cfg.InFlight != nil {
+		g := c.cfg.InFlight.WithLabelValues(channel)
+		g.Inc()
+		defer g.Dec()
+	}
 	err := c.handler(ctx, d)
 	var poison *PoisonError
 	switch {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -28,6 +29,9 @@ type Config struct {
 	HangFirst int `json:"hangFirst"`
 	// Latency delays every answer.
 	Latency time.Duration `json:"latency"`
+	// RetryAfter, when set, goes with failed answers as a Retry-After header
+	// (whole seconds).
+	RetryAfter time.Duration `json:"retryAfter"`
 }
 
 // Record is what arrived for one webhook-id.
@@ -128,6 +132,9 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.stats.Failed++
 		s.mu.Unlock()
 		s.logf("webhook %s attempt %d: answering %d", id, n, cfg.FailStatus)
+		if cfg.RetryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(int(cfg.RetryAfter.Seconds())))
+		}
 		w.WriteHeader(cfg.FailStatus)
 		_, _ = w.Write([]byte(`{"error":"sink told to fail"}`))
 		return

@@ -179,3 +179,17 @@ func ListAttempts(ctx context.Context, q Querier, id uuid.UUID) ([]Attempt, erro
 	}
 	return attempts, nil
 }
+
+// OutboxBacklog counts the outbox rows not yet relayed and the age of the oldest.
+func OutboxBacklog(ctx context.Context, q Querier) (int64, time.Duration, error) {
+	var (
+		rows int64
+		age  float64
+	)
+	err := q.QueryRow(ctx, `
+		SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 FROM outbox`).Scan(&rows, &age)
+	if err != nil {
+		return 0, 0, fmt.Errorf("measuring the outbox backlog: %w", err)
+	}
+	return rows, time.Duration(age * float64(time.Second)), nil
+}
