@@ -21,6 +21,10 @@ build: ## Build api, worker, migrate and sink into bin/
 test: services temporal-cli ## Run all tests (unit, integration, end-to-end) against the real services, with -race
 	TEMPORAL_CLI=$(TEMPORAL_CLI) go test $(GO_TEST_FLAGS) ./...
 
+.PHONY: bench
+bench: ## Measure the running stack (make run first); BENCH_FLAGS=--quick for a short run
+	go run ./cmd/bench $(BENCH_FLAGS)
+
 .PHONY: lint
 lint: ## gofmt, go vet and the module's tidiness
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi

@@ -1,0 +1,343 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"go.temporal.io/sdk/client"
+)
+
+// EndToEndResult is the end-to-end section's figures.
+type EndToEndResult struct {
+	Requested int    `json:"requested"`
+	Accepted  int    `json:"accepted"`
+	Rejected  int    `json:"rejected"`
+	Via       string `json:"via"` // "batch" or "single"
+	// AcceptedPerSec is accepted / (last API answer − first request), on the
+	// bench's clock.
+	AcceptedPerSec float64 `json:"acceptedPerSec"`
+	Delivered      int     `json:"delivered"`
+	Undelivered    int     `json:"undelivered"`
+	// DeliveredPerSec is delivered / (last sink arrival − first createdAt):
+	// the API's acceptance times against the sink's per-id firstAt.
+	DeliveredPerSec float64 `json:"deliveredPerSec"`
+	DeliverySeconds float64 `json:"deliverySeconds"`
+	// FirstDeliveryMS is the first sink arrival − the first createdAt.
+	FirstDeliveryMS float64 `json:"firstDeliveryMs"`
+	// LatencyMS is, per notification, the sink's firstAt − createdAt.
+	LatencyMS      Latency `json:"latencyMs"`
+	RatioToCeiling float64 `json:"ratioToCeiling"`
+	// Retried counts our ids the sink saw more than once; Duplicates those
+	// it answered 2xx more than once.
+	Retried    int       `json:"retried"`
+	Duplicates int       `json:"duplicates"`
+	Sink       sinkStats `json:"sink"`
+	// History is the average shape of a sample of notification workflows.
+	History HistoryShape `json:"history"`
+	// Stuck counts, by API status, notifications that had not reached the
+	// sink when the timeout struck.
+	Stuck map[string]int `json:"stuck,omitempty"`
+
+	warnings []string
+}
+
+// HistoryShape is the average of a sample of workflow histories.
+type HistoryShape struct {
+	Sampled       int     `json:"sampled"`
+	Events        float64 `json:"events"`
+	WorkflowTasks float64 `json:"workflowTasks"`
+	Activities    float64 `json:"activities"`
+	Markers       float64 `json:"markers"`
+}
+
+// runEndToEnd sends o.N notifications through the API and waits for each
+// to reach the sink. procs is sampled just before the first request and
+// just after the last arrival is seen.
+func runEndToEnd(ctx context.Context, o options, api *apiClient, snk *sinkClient, tc client.Client, procs *processes) (EndToEndResult, procSample, procSample, error) {
+	res := EndToEndResult{Requested: o.N}
+	if err := snk.reset(ctx); err != nil {
+		return res, nil, nil, fmt.Errorf("resetting the sink: %w", err)
+	}
+	run := uuid.NewString()[:8]
+	reqs := make([]createRequest, o.N)
+	for i := range reqs {
+		reqs[i] = notificationFor(run, i)
+	}
+
+	before := procs.sample()
+	var (
+		accepted    []created
+		errs        []error
+		first, last time.Time
+	)
+	if api.hasBatch {
+		res.Via = "batch"
+		accepted, errs, first, last = submitBatches(ctx, api, reqs, 1000)
+	} else {
+		res.Via = "single"
+		accepted, errs, first, last = submitSingles(ctx, api, reqs, o.Concurrency)
+	}
+	res.Accepted, res.Rejected = len(accepted), o.N-len(accepted)
+	if len(errs) > 0 {
+		res.warnings = append(res.warnings, fmt.Sprintf("end to end: %d request(s) failed, first: %v", len(errs), errs[0]))
+	}
+	if len(accepted) == 0 {
+		return res, nil, nil, fmt.Errorf("the API accepted none of %d notifications: %w", o.N, errors.Join(errs...))
+	}
+	res.AcceptedPerSec = round3(float64(len(accepted)) / last.Sub(first).Seconds())
+	step("accepted %d in %.2fs; waiting for the sink (timeout %s)", len(accepted), last.Sub(first).Seconds(), o.Timeout)
+
+	records, pending, err := awaitArrivals(ctx, snk, accepted, first.Add(o.Timeout))
+	after := procs.sample()
+	if err != nil {
+		return res, nil, nil, err
+	}
+
+	var (
+		firstAccept, firstArrival, lastArrival time.Time
+		lat                                    []time.Duration
+	)
+	for _, c := range accepted {
+		if firstAccept.IsZero() || c.CreatedAt.Before(firstAccept) {
+			firstAccept = c.CreatedAt
+		}
+		rec, ok := records[c.ID]
+		if !ok {
+			continue
+		}
+		res.Delivered++
+		if firstArrival.IsZero() || rec.FirstAt.Before(firstArrival) {
+			firstArrival = rec.FirstAt
+		}
+		if rec.FirstAt.After(lastArrival) {
+			lastArrival = rec.FirstAt
+		}
+		lat = append(lat, rec.FirstAt.Sub(c.CreatedAt))
+		if rec.Requests > 1 {
+			res.Retried++
+		}
+		if rec.Delivered > 1 {
+			res.Duplicates++
+		}
+	}
+	res.Undelivered = len(pending)
+	if res.Delivered > 0 {
+		elapsed := lastArrival.Sub(firstAccept).Seconds()
+		res.DeliverySeconds = round3(elapsed)
+		res.DeliveredPerSec = round3(float64(res.Delivered) / elapsed)
+		res.FirstDeliveryMS = float64(firstArrival.Sub(firstAccept).Microseconds()) / 1000
+		res.LatencyMS = latencyOf(lat)
+	}
+	if st, err := snk.stats(ctx); err == nil {
+		res.Sink = st
+		if st.Delivered != res.Delivered {
+			res.warnings = append(res.warnings, fmt.Sprintf(
+				"the sink counts %d deliveries since its reset, the bench found %d of its own: other deliveries reached the sink meanwhile", st.Delivered, res.Delivered))
+		}
+	}
+	if len(pending) > 0 {
+		res.Stuck = stuckByStatus(ctx, api, pending)
+		res.warnings = append(res.warnings, fmt.Sprintf("%d notification(s) had not reached the sink after %s (by API status: %v), e.g. %s",
+			len(pending), o.Timeout, res.Stuck, pending[0]))
+	}
+	res.History = historyShape(ctx, tc, accepted, records, o.HistorySample)
+	return res, before, after, nil
+}
+
+// submitBatches POSTs reqs in batches of up to size, one after the other.
+func submitBatches(ctx context.Context, api *apiClient, reqs []createRequest, size int) (acc []created, errs []error, first, last time.Time) {
+	first = time.Now()
+	for chunk := range slices.Chunk(reqs, size) {
+		got, _, err := api.createBatch(ctx, chunk)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		acc = append(acc, got...)
+	}
+	return acc, errs, first, time.Now()
+}
+
+// submitSingles POSTs reqs one by one at the given number of clients.
+func submitSingles(ctx context.Context, api *apiClient, reqs []createRequest, clients int) (acc []created, errs []error, first, last time.Time) {
+	var (
+		mu   sync.Mutex
+		next = make(chan createRequest)
+		wg   sync.WaitGroup
+	)
+	first = time.Now()
+	for range clients {
+		wg.Go(func() {
+			for r := range next {
+				c, _, err := api.create(ctx, r)
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, err)
+				} else {
+					acc = append(acc, c)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	for _, r := range reqs {
+		next <- r
+	}
+	close(next)
+	wg.Wait()
+	return acc, errs, first, time.Now()
+}
+
+// awaitArrivals waits until every accepted id has a 2xx answer recorded by
+// the sink, or until deadline. It polls the cheap /_sink/stats until the
+// sink has delivered at least as many as we sent, then reads the pending
+// ids one by one; ids still missing are read again each second.
+func awaitArrivals(ctx context.Context, snk *sinkClient, accepted []created, deadline time.Time) (map[string]sinkRecord, []string, error) {
+	records := make(map[string]sinkRecord, len(accepted))
+	pending := make([]string, len(accepted))
+	for i, c := range accepted {
+		pending[i] = c.ID
+	}
+	lastTold := time.Now()
+	for len(pending) > 0 && time.Now().Before(deadline) {
+		st, err := snk.stats(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		if st.Delivered >= len(accepted) {
+			found, err := readRecords(ctx, snk, pending)
+			if err != nil {
+				return nil, nil, err
+			}
+			maps.Copy(records, found)
+			pending = slices.DeleteFunc(pending, func(id string) bool { _, ok := found[id]; return ok })
+		}
+		if len(pending) == 0 {
+			break
+		}
+		if time.Since(lastTold) >= 5*time.Second {
+			step("sink: %d delivered, %d of ours confirmed so far", st.Delivered, len(records))
+			lastTold = time.Now()
+		}
+		wait := 250 * time.Millisecond
+		if st.Delivered >= len(accepted) {
+			wait = time.Second // some of ours are late; others' deliveries filled the count
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+	return records, pending, nil
+}
+
+// readRecords reads the sink's record of each id (16 at a time) and returns
+// those answered 2xx at least once.
+func readRecords(ctx context.Context, snk *sinkClient, ids []string) (map[string]sinkRecord, error) {
+	var (
+		mu    sync.Mutex
+		found = make(map[string]sinkRecord, len(ids))
+		first error
+		next  = make(chan string)
+		wg    sync.WaitGroup
+	)
+	for range 16 {
+		wg.Go(func() {
+			for id := range next {
+				rec, ok, err := snk.record(ctx, id)
+				mu.Lock()
+				if err != nil && first == nil {
+					first = err
+				}
+				if ok && rec.Delivered > 0 {
+					found[id] = rec
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	for _, id := range ids {
+		next <- id
+	}
+	close(next)
+	wg.Wait()
+	return found, first
+}
+
+// stuckByStatus asks the API the status of up to 200 undelivered ids.
+func stuckByStatus(ctx context.Context, api *apiClient, ids []string) map[string]int {
+	by := map[string]int{}
+	for _, id := range ids[:min(len(ids), 200)] {
+		s, err := api.get(ctx, id)
+		switch {
+		case err != nil:
+			by["unknown"]++
+		default:
+			by[s.Status]++
+		}
+	}
+	if len(ids) > 200 {
+		by["notAsked"] = len(ids) - 200
+	}
+	return by
+}
+
+// historyShape averages the histories of up to n delivered notifications,
+// spread over the run (so over channels and priorities).
+func historyShape(ctx context.Context, tc client.Client, accepted []created, delivered map[string]sinkRecord, n int) HistoryShape {
+	var ids []string
+	for _, c := range accepted {
+		if _, ok := delivered[c.ID]; ok {
+			ids = append(ids, workflowID(c))
+		}
+	}
+	var hs HistoryShape
+	if n <= 0 || len(ids) == 0 {
+		return hs
+	}
+	step := max(len(ids)/n, 1)
+	for i := 0; i < len(ids) && hs.Sampled < n; i += step {
+		// The sink saw the delivery; the workflow may need a moment to close.
+		h, err := closedHistoryOf(ctx, tc, ids[i])
+		if err != nil {
+			continue
+		}
+		hs.Sampled++
+		hs.Events += float64(h.events)
+		hs.WorkflowTasks += float64(h.workflowTasks)
+		hs.Activities += float64(h.activities)
+		hs.Markers += float64(h.markers)
+	}
+	if hs.Sampled > 0 {
+		k := float64(hs.Sampled)
+		hs.Events, hs.WorkflowTasks = round3(hs.Events/k), round3(hs.WorkflowTasks/k)
+		hs.Activities, hs.Markers = round3(hs.Activities/k), round3(hs.Markers/k)
+	}
+	return hs
+}
+
+// closedHistoryOf waits up to 30s for the workflow to close, then reads
+// its history.
+func closedHistoryOf(ctx context.Context, tc client.Client, id string) (history, error) {
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := tc.GetWorkflow(wctx, id, "").Get(wctx, nil); err != nil && wctx.Err() != nil {
+		return history{}, err
+	}
+	return historyOf(ctx, tc, id)
+}
+
+func workflowID(c created) string {
+	if c.WorkflowID != "" {
+		return c.WorkflowID
+	}
+	return "notification-" + strings.ToLower(c.ID)
+}

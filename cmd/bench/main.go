@@ -1,0 +1,181 @@
+// Command bench measures the running Dispatch Engine (`make run` first) and
+// prints a table and one JSON line (prefixed "BENCH_JSON "). It drives the
+// real stack from outside, in four sections:
+//
+//  1. Ceiling: a bare workflow with one no-op activity on the same Temporal
+//     server, run by a worker inside this program; every ratio uses it.
+//  2. End to end: N notifications through the API into the local sink;
+//     delivery times come from the sink's own records (an outside clock).
+//  3. Ingest: single POSTs at 32 clients for a while, then batch creates.
+//  4. Cost: CPU seconds per 1,000 notifications and peak RSS of the API,
+//     the worker and the Temporal server, read from /proc.
+//
+// Benchmarks never run in `make test`; `make bench` runs this program.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/joho/godotenv"
+)
+
+// options are the command line flags.
+type options struct {
+	N              int
+	Concurrency    int
+	CeilingN       int
+	IngestDuration time.Duration
+	IngestClients  int
+	Batches        int
+	BatchSize      int
+	Timeout        time.Duration
+	Settle         time.Duration
+	HistorySample  int
+	API            string
+	Worker         string
+	Sink           string
+	APIKey         string
+	Temporal       string
+	Namespace      string
+	APIPid         int
+	WorkerPid      int
+	TemporalPid    int
+	Quick          bool
+	SkipIngest     bool
+}
+
+func parseFlags() options {
+	var o options
+	flag.IntVar(&o.N, "n", 2000, "notifications in the end-to-end run")
+	flag.IntVar(&o.Concurrency, "concurrency", 32, "concurrent clients: single POSTs (when there is no batch endpoint) and ceiling workflow starts")
+	flag.IntVar(&o.CeilingN, "ceiling-n", 1000, "workflows in the ceiling run")
+	flag.DurationVar(&o.IngestDuration, "ingest-duration", 10*time.Second, "how long single POSTs are sent in the ingest section")
+	flag.IntVar(&o.IngestClients, "ingest-clients", 32, "concurrent clients of the single-POST ingest")
+	flag.IntVar(&o.Batches, "batches", 20, "batch requests in the ingest section (when the batch endpoint exists)")
+	flag.IntVar(&o.BatchSize, "batch-size", 1000, "notifications per batch request in the ingest section")
+	flag.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "how long to wait for every end-to-end notification to reach the sink")
+	flag.DurationVar(&o.Settle, "settle", 5*time.Minute, "how long to wait for earlier deliveries (a previous run's ingest, say) to stop reaching the sink before measuring (0: do not wait)")
+	flag.IntVar(&o.HistorySample, "history-sample", 6, "notification workflows whose history is read for events per notification")
+	flag.StringVar(&o.API, "api", "http://127.0.0.1:"+setting("API_PORT", "8080"), "API base URL")
+	flag.StringVar(&o.Worker, "worker", "http://127.0.0.1:"+setting("WORKER_METRICS_PORT", "8081"), "worker metrics base URL (for /readyz)")
+	flag.StringVar(&o.Sink, "sink", "http://127.0.0.1:9090", "local provider sink base URL (the one make run starts)")
+	flag.StringVar(&o.APIKey, "api-key", defaultAPIKey(), "API key sent as Authorization: Bearer (default: first of API_KEYS, else .data/dev-api-key)")
+	flag.StringVar(&o.Temporal, "temporal", setting("TEMPORAL_ADDRESS", "127.0.0.1:7233"), "Temporal frontend address")
+	flag.StringVar(&o.Namespace, "namespace", setting("TEMPORAL_NAMESPACE", "default"), "Temporal namespace")
+	flag.IntVar(&o.APIPid, "api-pid", 0, "pid of the API process (default: found in /proc)")
+	flag.IntVar(&o.WorkerPid, "worker-pid", 0, "pid of the worker process (default: found in /proc)")
+	flag.IntVar(&o.TemporalPid, "temporal-pid", 0, "pid of the Temporal server (default: found in /proc)")
+	flag.BoolVar(&o.Quick, "quick", false, "a short run (under a minute): n=300, ceiling-n=200, ingest 3s, 3 batches of 500")
+	flag.BoolVar(&o.SkipIngest, "skip-ingest", false, "leave out the ingest section (it leaves deliveries behind)")
+	flag.Parse()
+
+	if o.Quick {
+		// Quick mode replaces the defaults, not what was set explicitly.
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		quick := map[string]func(){
+			"n":               func() { o.N = 300 },
+			"ceiling-n":       func() { o.CeilingN = 200 },
+			"ingest-duration": func() { o.IngestDuration = 3 * time.Second },
+			"batches":         func() { o.Batches = 3 },
+			"batch-size":      func() { o.BatchSize = 500 },
+			"timeout":         func() { o.Timeout = 3 * time.Minute },
+		}
+		for name, apply := range quick {
+			if !set[name] {
+				apply()
+			}
+		}
+	}
+	return o
+}
+
+func main() {
+	o := parseFlags()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, o options) error {
+	if o.N < 1 || o.CeilingN < 1 || o.Concurrency < 1 || o.IngestClients < 1 {
+		return errors.New("--n, --ceiling-n, --concurrency and --ingest-clients must be at least 1")
+	}
+	res := &Result{Options: o.public(), Machine: describeMachine()}
+	printHeader(res)
+
+	api := newAPIClient(o.API, o.APIKey, o.Concurrency+o.IngestClients)
+	snk := newSinkClient(o.Sink)
+	pre, err := preflight(ctx, o, api, snk)
+	if err != nil {
+		return err
+	}
+	defer pre.temporal.Close()
+	res.Machine.TemporalServer = pre.temporalVersion
+	res.Machine.BatchEndpoint = api.hasBatch
+	res.Warnings = append(res.Warnings, pre.warnings...)
+
+	procs := findProcesses(o)
+	res.Warnings = append(res.Warnings, procs.warnings...)
+
+	step("ceiling: %d BenchCeiling workflows (one no-op activity), %d starters", o.CeilingN, o.Concurrency)
+	ceil, err := runCeiling(ctx, pre.temporal, o)
+	if err != nil {
+		return fmt.Errorf("ceiling: %w", err)
+	}
+	res.Ceiling = ceil
+
+	step("end to end: %d notifications through %s into the sink", o.N, o.API)
+	e2e, before, after, err := runEndToEnd(ctx, o, api, snk, pre.temporal, procs)
+	if err != nil {
+		return fmt.Errorf("end to end: %w", err)
+	}
+	res.EndToEnd = e2e
+	if ceil.PerSec > 0 {
+		res.EndToEnd.RatioToCeiling = round3(e2e.DeliveredPerSec / ceil.PerSec)
+	}
+	res.Cost = costOf(procs, before, after, e2e.Delivered)
+	res.Warnings = append(res.Warnings, e2e.warnings...)
+
+	if !o.SkipIngest {
+		step("ingest: single POSTs at %d clients for %s, then %d batches of %d", o.IngestClients, o.IngestDuration, o.Batches, o.BatchSize)
+		ing, err := runIngest(ctx, o, api)
+		if err != nil {
+			return fmt.Errorf("ingest: %w", err)
+		}
+		if e2e.DeliveredPerSec > 0 {
+			ing.BacklogETASeconds = round3(float64(ing.Created) / e2e.DeliveredPerSec)
+		}
+		res.Ingest = &ing
+	}
+
+	printTable(os.Stdout, res)
+	return printJSON(os.Stdout, res)
+}
+
+// step tells the operator what runs now (on stderr; the results go to stdout).
+func step(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "==> "+format+"\n", args...)
+}
+
+// setting reads a variable the way the product does: the environment wins
+// over a .env file in the working directory.
+func setting(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	if file, err := godotenv.Read(".env"); err == nil && file[name] != "" {
+		return file[name]
+	}
+	return def
+}

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Result is everything one run measured; it is printed as a table and as
+// the BENCH_JSON line.
+type Result struct {
+	Machine  Machine        `json:"machine"`
+	Options  PublicOptions  `json:"options"`
+	Ceiling  CeilingResult  `json:"ceiling"`
+	EndToEnd EndToEndResult `json:"endToEnd"`
+	Ingest   *IngestResult  `json:"ingest,omitempty"`
+	Cost     CostResult     `json:"cost"`
+	Warnings []string       `json:"warnings,omitempty"`
+}
+
+// Machine describes where the figures come from.
+type Machine struct {
+	Date           string `json:"date"`
+	CPUs           int    `json:"cpus"`
+	CPUModel       string `json:"cpuModel"`
+	LoadAvg        string `json:"loadAvg"`
+	Go             string `json:"go"`
+	Commit         string `json:"commit,omitempty"`
+	TemporalServer string `json:"temporalServer,omitempty"`
+	BatchEndpoint  bool   `json:"batchEndpoint"`
+}
+
+// PublicOptions are the options as reported (no API key).
+type PublicOptions struct {
+	Quick          bool   `json:"quick"`
+	N              int    `json:"n"`
+	Concurrency    int    `json:"concurrency"`
+	CeilingN       int    `json:"ceilingN"`
+	IngestDuration string `json:"ingestDuration"`
+	IngestClients  int    `json:"ingestClients"`
+	Batches        int    `json:"batches"`
+	BatchSize      int    `json:"batchSize"`
+	API            string `json:"api"`
+	Sink           string `json:"sink"`
+	Temporal       string `json:"temporal"`
+}
+
+func (o options) public() PublicOptions {
+	return PublicOptions{
+		Quick: o.Quick, N: o.N, Concurrency: o.Concurrency, CeilingN: o.CeilingN,
+		IngestDuration: o.IngestDuration.String(), IngestClients: o.IngestClients,
+		Batches: o.Batches, BatchSize: o.BatchSize, API: o.API, Sink: o.Sink, Temporal: o.Temporal,
+	}
+}
+
+func describeMachine() Machine {
+	m := Machine{
+		Date: time.Now().Format(time.RFC3339),
+		CPUs: runtime.NumCPU(),
+		Go:   runtime.Version(),
+	}
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+		_ = f.Close()
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if fs := strings.Fields(string(b)); len(fs) >= 3 {
+			m.LoadAvg = strings.Join(fs[:3], " ")
+		}
+	}
+	if out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output(); err == nil {
+		m.Commit = strings.TrimSpace(string(out))
+		if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(st) > 0 {
+			m.Commit += "+dirty"
+		}
+	}
+	return m
+}
+
+func printHeader(r *Result) {
+	m := r.Machine
+	mode := "full"
+	if r.Options.Quick {
+		mode = "quick"
+	}
+	fmt.Printf("Dispatch Engine bench (%s) — %s\n", mode, m.Date)
+	fmt.Printf("machine: %d CPU × %s, load %s, %s", m.CPUs, m.CPUModel, m.LoadAvg, m.Go)
+	if m.Commit != "" {
+		fmt.Printf(", commit %s", m.Commit)
+	}
+	fmt.Println()
+}
+
+func printTable(out io.Writer, r *Result) {
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	row := func(label, format string, args ...any) {
+		fmt.Fprintf(w, "  %s\t"+format+"\n", append([]any{label}, args...)...)
+	}
+	ms := func(l Latency) string {
+		return fmt.Sprintf("%.0f / %.0f / %.0f ms (max %.0f)", l.P50, l.P95, l.P99, l.Max)
+	}
+
+	fmt.Fprintf(w, "\nTemporal %s at %s; batch endpoint: %v\n", orDash(r.Machine.TemporalServer), r.Options.Temporal, r.Machine.BatchEndpoint)
+
+	c := r.Ceiling
+	fmt.Fprintf(w, "\nCEILING  (BenchCeiling: one no-op activity, SDK defaults; %d workflows, %d starters)\n", c.Workflows, r.Options.Concurrency)
+	row("completed/s", "%.1f  (%d completed, %d failed, in %.1fs)", c.PerSec, c.Completed, c.Failed, c.Seconds)
+	row("start → result p50/p95/p99", "%s", ms(c.LatencyMS))
+	row("history", "%d events, %d workflow tasks", c.Events, c.WorkflowTasks)
+
+	e := r.EndToEnd
+	fmt.Fprintf(w, "\nEND TO END  (%d notifications via %s POSTs, sms/email/push × HIGH/NORMAL/LOW)\n", e.Requested, e.Via)
+	row("accepted/s (API)", "%.1f  (%d accepted, %d refused)", e.AcceptedPerSec, e.Accepted, e.Rejected)
+	row("delivered/s (sink arrivals)", "%.1f  (%d delivered, %d not, in %.1fs from first accept to last arrival)", e.DeliveredPerSec, e.Delivered, e.Undelivered, e.DeliverySeconds)
+	row("delivered/s ÷ ceiling", "%.2f×", e.RatioToCeiling)
+	row("accepted → delivered p50/p95/p99", "%s", ms(e.LatencyMS))
+	row("first delivery after", "%.0f ms", e.FirstDeliveryMS)
+	row("retried / duplicates (ours)", "%d / %d", e.Retried, e.Duplicates)
+	row("sink stats", "delivered %d, requests %d, failed %d, duplicates %d", e.Sink.Delivered, e.Sink.Requests, e.Sink.Failed, e.Sink.Duplicates)
+	h := e.History
+	row("per notification workflow", "%.1f events, %.1f workflow tasks, %.1f activities, %.1f markers  (%d histories)", h.Events, h.WorkflowTasks, h.Activities, h.Markers, h.Sampled)
+	if len(e.Stuck) > 0 {
+		row("not delivered, by API status", "%v", e.Stuck)
+	}
+
+	if in := r.Ingest; in != nil {
+		s := in.Single
+		fmt.Fprintf(w, "\nINGEST  (after end to end; what it creates is delivered afterwards)\n")
+		row(fmt.Sprintf("single POST, %d clients, %.1fs", s.Clients, s.Seconds), "%.0f req/s, p50 %.1f ms, p99 %.1f ms  (%d accepted%s)", s.ReqPerSec, s.LatencyMS.P50, s.LatencyMS.P99, s.Accepted, errorsNote(s.Errors))
+		if b := in.Batch; b != nil {
+			row(fmt.Sprintf("batch, %d × %d", b.Batches, b.Size), "%.0f notifications/s, p50 %.0f ms per batch  (%d created, %d batches failed)", b.NotificationsPerSec, b.LatencyMS.P50, b.Notifications, b.Failed)
+		}
+		row("left to deliver", "%d notifications, ~%s at the end-to-end rate", in.Created, (time.Duration(in.BacklogETASeconds) * time.Second).String())
+	}
+
+	k := r.Cost
+	fmt.Fprintf(w, "\nCOST  (during end to end, per 1,000 delivered; peak RSS is VmHWM since the process started)\n")
+	fmt.Fprintf(w, "  process\tpid\tCPU s\tCPU s / 1,000\tpeak RSS MiB\n")
+	for _, p := range k.Processes {
+		fmt.Fprintf(w, "  %s\t%d\t%.2f\t%.2f\t%.0f\n", p.Name, p.PID, p.CPUSeconds, p.CPUSecondsPer1000, p.PeakRSSMB)
+	}
+	fmt.Fprintf(w, "  total\t\t\t%.2f\t\n", k.CPUSecondsPer1000)
+
+	if len(r.Warnings) > 0 {
+		fmt.Fprintf(w, "\nNOTES\n")
+		for _, msg := range r.Warnings {
+			fmt.Fprintf(w, "  - %s\n", msg)
+		}
+	}
+	fmt.Fprintln(w)
+	_ = w.Flush()
+}
+
+// printJSON prints the result as one line, for tools: grep '^BENCH_JSON '.
+func printJSON(out io.Writer, r *Result) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(out, "BENCH_JSON %s\n", b)
+	return err
+}
+
+func errorsNote(errs map[string]int) string {
+	if len(errs) == 0 {
+		return ", no errors"
+	}
+	keys := make([]string, 0, len(errs))
+	for k := range errs {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%d × %s", errs[k], k)
+	}
+	return ", errors: " + strings.Join(parts, ", ")
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
