@@ -74,12 +74,12 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 	if err != nil {
 		return workflows.DeliverResult{}, temporal.NewNonRetryableApplicationError("bad notification id", "BadInput", err)
 	}
-	n, refusal, err := store.BeginAttempt(ctx, a.Pool, id, in.Attempt)
+	n, refusal, err := store.BeginAttempt(ctx, a.Pool, id)
 	if err != nil {
 		return workflows.DeliverResult{}, err
 	}
 	log := a.Log.With(zap.String("notification_id", in.NotificationID), zap.String("workflow_id", notification.WorkflowID(in.NotificationID)),
-		zap.String("channel", n.Channel), zap.Int("attempt", in.Attempt))
+		zap.String("channel", n.Channel), zap.Int("attempt", n.Attempts))
 	switch refusal {
 	case store.Terminal:
 		log.Info("notification already terminal; nothing sent", zap.String("status", string(n.Status)))
@@ -89,17 +89,14 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 		return workflows.DeliverResult{Outcome: workflows.OutcomeExpired, Error: "expired before delivery"}, nil
 	}
 
-	waited, err := a.Limiter.Wait(ctx, n.Channel, func() { activity.RecordHeartbeat(ctx) })
-	if err != nil {
-		return workflows.DeliverResult{}, fmt.Errorf("waiting for rate limit: %w", err)
-	}
-	a.Metrics.RateLimitWait.WithLabelValues(n.Channel).Observe(waited.Seconds())
-	if waited > 0 {
-		a.Metrics.RateLimitWaits.WithLabelValues(n.Channel).Inc()
+	if !in.Prepaid {
+		if err := a.waitForSlot(ctx, n.Channel); err != nil {
+			return workflows.DeliverResult{}, err
+		}
 	}
 
 	started := time.Now()
-	res, excerpt := a.post(ctx, n, in.Attempt)
+	res, excerpt := a.post(ctx, n, n.Attempts)
 	elapsed := time.Since(started)
 	a.Metrics.ProviderLatency.WithLabelValues(n.Channel).Observe(elapsed.Seconds())
 	if ctx.Err() != nil {
@@ -111,7 +108,7 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 
 	attempt := store.Attempt{
 		NotificationID:  id,
-		Attempt:         in.Attempt,
+		Attempt:         n.Attempts,
 		StartedAt:       started,
 		DurationMS:      int(elapsed.Milliseconds()),
 		Outcome:         string(res.Outcome),
@@ -146,6 +143,20 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 		log.Warn("delivery attempt failed", zap.String("outcome", string(res.Outcome)), zap.Int("status_code", res.StatusCode), zap.String("error", res.Error))
 	}
 	return res, nil
+}
+
+// waitForSlot waits for the channel's rate limit (not an attempt: nothing
+// is sent meanwhile), heartbeating so a cancel still gets through.
+func (a *Activities) waitForSlot(ctx context.Context, channel string) error {
+	waited, err := a.Limiter.Wait(ctx, channel, func() { activity.RecordHeartbeat(ctx) })
+	if err != nil {
+		return fmt.Errorf("waiting for rate limit: %w", err)
+	}
+	a.Metrics.RateLimitWait.WithLabelValues(channel).Observe(waited.Seconds())
+	if waited > 0 {
+		a.Metrics.RateLimitWaits.WithLabelValues(channel).Inc()
+	}
+	return nil
 }
 
 // post sends the notification and classifies the provider's answer.

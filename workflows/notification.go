@@ -51,6 +51,10 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 1},
 		WaitForCancellation: true,
 	})
+	localCtx := workflow.WithLocalActivityOptions(work, workflow.LocalActivityOptions{
+		StartToCloseTimeout: in.AttemptTimeout,
+		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 1},
+	})
 	var last DeliverResult
 	for attempt := 1; attempt <= in.Retry.MaxAttempts; attempt++ {
 		if r.expired(ctx, 0) {
@@ -58,11 +62,15 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 		}
 		r.view.Attempts, r.view.NextAttemptAt = attempt, nil
 		last = DeliverResult{}
-		err := workflow.ExecuteActivity(deliverCtx, DeliverActivity, DeliverInput{
-			NotificationID: in.NotificationID,
-			Attempt:        attempt,
-			Retry:          in.Retry,
-		}).Get(work, &last)
+		req := DeliverInput{NotificationID: in.NotificationID, Attempt: attempt, Retry: in.Retry}
+		var future workflow.Future
+		if attempt == 1 && in.FirstAttemptLocal {
+			req.Prepaid = true
+			future = workflow.ExecuteLocalActivity(localCtx, DeliverActivity, req)
+		} else {
+			future = workflow.ExecuteActivity(deliverCtx, DeliverActivity, req)
+		}
+		err := future.Get(work, &last)
 		if r.view.CancelRequested {
 			return r.cancel(ctx, attempt)
 		}

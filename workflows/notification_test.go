@@ -63,6 +63,7 @@ type fakes struct {
 	cancelAt    []time.Time
 	aborted     bool
 	deliverIn   []workflows.DeliverInput
+	local       []bool
 	deliverAt   []time.Time
 	failIn      []workflows.FailInput
 	failAttempt int
@@ -91,6 +92,7 @@ func (f *fakes) deliver(ctx context.Context, in workflows.DeliverInput) (workflo
 	defer f.mu.Unlock()
 	f.deliverIn = append(f.deliverIn, in)
 	f.deliverAt = append(f.deliverAt, f.env.Now())
+	f.local = append(f.local, activity.GetInfo(ctx).IsLocalActivity)
 	step := f.steps[min(len(f.deliverIn), len(f.steps))-1]
 	return step.res, step.err
 }
@@ -404,4 +406,33 @@ func TestStatusQueryShowsTheWaitForTheNextAttempt(t *testing.T) {
 	require.NotNil(t, view.NextAttemptAt)
 	require.Equal(t, testStart.Add(time.Hour), view.NextAttemptAt.UTC())
 	require.Equal(t, "provider answered 503", view.LastError)
+}
+
+func TestFastPathRunsTheFirstAttemptAsALocalActivity(t *testing.T) {
+	env, f := newEnv(t, delivered())
+	in := testInput(testPolicy)
+	in.FirstAttemptLocal = true
+
+	res := run(t, env, in)
+
+	require.Equal(t, workflows.NotificationResult{Status: "DELIVERED", Attempts: 1}, res)
+	ins, _ := f.deliverCalls()
+	require.Len(t, ins, 1)
+	require.True(t, ins[0].Prepaid, "the consumer took the rate-limit slot")
+	require.Equal(t, []bool{true}, f.local)
+}
+
+func TestFastPathRetriesGoThroughTheActivityTaskQueue(t *testing.T) {
+	env, f := newEnv(t, retry(503, 0), delivered())
+	in := testInput(testPolicy)
+	in.FirstAttemptLocal = true
+
+	res := run(t, env, in)
+
+	require.Equal(t, workflows.NotificationResult{Status: "DELIVERED", Attempts: 2}, res)
+	ins, _ := f.deliverCalls()
+	require.Len(t, ins, 2)
+	require.Equal(t, []bool{true, false}, f.local, "only the first attempt is local")
+	require.True(t, ins[0].Prepaid)
+	require.False(t, ins[1].Prepaid, "a retry waits for its own rate-limit slot")
 }

@@ -56,6 +56,10 @@ func TestRecordHistories(t *testing.T) {
 
 	fast := workflows.RetryPolicy{MaxAttempts: 3, InitialInterval: 100 * time.Millisecond, BackoffCoefficient: 2, MaxInterval: time.Second}
 	same := func(in workflows.NotificationInput) workflows.NotificationInput { return in }
+	local := func(in workflows.NotificationInput) workflows.NotificationInput {
+		in.FirstAttemptLocal = true
+		return in
+	}
 	scenarios := []scenario{
 		{name: "delivered_first_attempt", in: same, steps: []deliverStep{delivered()}},
 		{name: "retry_then_delivered", in: same, steps: []deliverStep{retry(503, 0), delivered()}},
@@ -73,6 +77,8 @@ func TestRecordHistories(t *testing.T) {
 			in.ScheduledAt = &at
 			return in
 		}, steps: []deliverStep{delivered()}},
+		{name: "fast_path_delivered", in: local, steps: []deliverStep{delivered()}},
+		{name: "fast_path_retry_then_delivered", in: local, steps: []deliverStep{retry(503, 0), delivered()}},
 		{name: "expired_before_first_attempt", in: func(in workflows.NotificationInput) workflows.NotificationInput {
 			at := time.Now().Add(-time.Second)
 			in.ExpiresAt = &at

@@ -56,6 +56,11 @@ type NotificationInput struct {
 	ScheduledAt *time.Time `json:",omitempty"`
 	// ExpiresAt: no attempt starts after it; the notification fails as expired.
 	ExpiresAt *time.Time `json:",omitempty"`
+	// FirstAttemptLocal: the starter already took the first attempt's
+	// rate-limit slot, so the first attempt runs as a local activity inside
+	// the workflow's first task (no activity task, no second workflow task).
+	// Retries always go through the channel's activity task queue.
+	FirstAttemptLocal bool `json:",omitempty"`
 }
 
 // Outcome classifies one delivery attempt.
@@ -86,6 +91,8 @@ type DeliverInput struct {
 	Attempt        int
 	// Retry lets the activity record when the next attempt will run.
 	Retry RetryPolicy
+	// Prepaid: the rate-limit slot was taken before the workflow started.
+	Prepaid bool `json:",omitempty"`
 }
 
 // DeliverResult is what one attempt found.

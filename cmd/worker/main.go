@@ -108,6 +108,7 @@ func run() error {
 	if cfg.WebhookSigningSecret != "" {
 		signingKey, _ = config.DecodeSigningSecret(cfg.WebhookSigningSecret) // validated by config.Load
 	}
+	limiter := ratelimit.New(rdb, cfg.RedisKeyPrefix, cfg.RateLimits())
 	acts := &activities.Activities{
 		Pool: pool,
 		HTTP: &http.Client{
@@ -115,7 +116,7 @@ func run() error {
 			Transport: &http.Transport{MaxIdleConnsPerHost: cfg.WorkerConcurrency * len(notification.Channels), IdleConnTimeout: 90 * time.Second},
 		},
 		WebhookURL: cfg.WebhookSiteURL,
-		Limiter:    ratelimit.New(rdb, cfg.RedisKeyPrefix, cfg.RateLimits()),
+		Limiter:    limiter,
 		DLQ:        dlqPub,
 		Topology:   topology,
 		Metrics:    m,
@@ -145,7 +146,8 @@ func run() error {
 			MaxInterval:        cfg.RetryMaxInterval,
 		},
 		AttemptTimeout: cfg.WebhookTimeout + limiterHeadroom,
-	}, pool, tc, m, log)
+		FastPath:       cfg.DeliveryFastPath,
+	}, pool, tc, limiter, m, log)
 	consumer := queue.NewConsumer(queue.ConsumerConfig{
 		URL:         cfg.RabbitMQURL,
 		Topology:    topology,

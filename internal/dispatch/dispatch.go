@@ -49,6 +49,14 @@ type StarterConfig struct {
 	Retry      workflows.RetryPolicy
 	// AttemptTimeout is the Deliver activity's start-to-close timeout.
 	AttemptTimeout time.Duration
+	// FastPath takes the first attempt's rate-limit slot here and has the
+	// workflow run that attempt as a local activity (DELIVERY_FAST_PATH).
+	FastPath bool
+}
+
+// Limiter waits for a channel's next delivery slot.
+type Limiter interface {
+	Wait(ctx context.Context, channel string, tick func()) (time.Duration, error)
 }
 
 // Starter starts the workflow of each queued notification.
@@ -56,13 +64,14 @@ type Starter struct {
 	cfg      StarterConfig
 	pool     *pgxpool.Pool
 	temporal client.Client
+	limiter  Limiter
 	metrics  *metrics.Worker
 	log      *zap.Logger
 }
 
-// NewStarter returns a Starter.
-func NewStarter(cfg StarterConfig, pool *pgxpool.Pool, tc client.Client, m *metrics.Worker, log *zap.Logger) *Starter {
-	return &Starter{cfg: cfg, pool: pool, temporal: tc, metrics: m, log: log}
+// NewStarter returns a Starter; limiter is used on the fast path.
+func NewStarter(cfg StarterConfig, pool *pgxpool.Pool, tc client.Client, limiter Limiter, m *metrics.Worker, log *zap.Logger) *Starter {
+	return &Starter{cfg: cfg, pool: pool, temporal: tc, limiter: limiter, metrics: m, log: log}
 }
 
 // Handle is the consumer's queue.Handler. It starts workflow
@@ -95,10 +104,25 @@ func (s *Starter) Handle(ctx context.Context, d amqp.Delivery) error {
 	}
 	wfID := notification.WorkflowID(id.String())
 	status := "PROCESSING"
-	if n.ScheduledAt != nil && n.ScheduledAt.After(time.Now()) {
+	scheduled := n.ScheduledAt != nil && n.ScheduledAt.After(time.Now())
+	if scheduled {
 		status = "SCHEDULED"
 		if err := store.MarkScheduled(ctx, s.pool, id); err != nil {
 			return err
+		}
+	}
+	// On the fast path the message waits here, unacked, for its channel's
+	// slot: the backlog stays in RabbitMQ's priority queue, and the first
+	// attempt then runs at once inside the workflow's first task.
+	local := s.cfg.FastPath && !scheduled
+	if local {
+		waited, err := s.limiter.Wait(ctx, n.Channel, nil)
+		if err != nil {
+			return fmt.Errorf("waiting for rate limit: %w", err)
+		}
+		s.metrics.RateLimitWait.WithLabelValues(n.Channel).Observe(waited.Seconds())
+		if waited > 0 {
+			s.metrics.RateLimitWaits.WithLabelValues(n.Channel).Inc()
 		}
 	}
 	attrs := []temporal.SearchAttributeUpdate{
@@ -130,6 +154,7 @@ func (s *Starter) Handle(ctx context.Context, d amqp.Delivery) error {
 		AttemptTimeout:    s.cfg.AttemptTimeout,
 		ScheduledAt:       n.ScheduledAt,
 		ExpiresAt:         n.ExpiresAt,
+		FirstAttemptLocal: local,
 	})
 	var already *serviceerror.WorkflowExecutionAlreadyStarted
 	switch {
@@ -164,8 +189,12 @@ func NewWorkers(tc client.Client, cfg WorkerConfig, acts *activities.Activities)
 	wf := worker.New(tc, cfg.TaskQueues.Workflows(), worker.Options{
 		WorkerStopTimeout:      cfg.StopTimeout,
 		DisableEagerActivities: true,
+		// Deliver is registered here only to run as a local activity (the
+		// fast path's first attempt); this worker polls no activity tasks.
+		LocalActivityWorkerOnly: true,
 	})
 	wf.RegisterWorkflowWithOptions(workflows.Notification, workflowRegisterOptions())
+	registerActivities(wf, acts)
 	workers := []worker.Worker{wf}
 	for _, channel := range notification.Channels {
 		w := worker.New(tc, cfg.TaskQueues.Deliver(channel), worker.Options{

@@ -27,7 +27,7 @@ func newStarter(t *testing.T) (*dispatch.Starter, *pgxpool.Pool, *metrics.Worker
 	t.Helper()
 	pool, _ := testenv.Pool(t)
 	m := metrics.NewWorker()
-	return dispatch.NewStarter(dispatch.StarterConfig{}, pool, nil, m, zap.NewNop()), pool, m
+	return dispatch.NewStarter(dispatch.StarterConfig{}, pool, nil, nil, m, zap.NewNop()), pool, m
 }
 
 func delivery(t *testing.T, body any) amqp.Delivery {

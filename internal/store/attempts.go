@@ -23,18 +23,20 @@ const (
 	Expired
 )
 
-// BeginAttempt marks a notification PROCESSING for attempt and returns it,
-// unless an attempt may not start: the notification is terminal, a cancel was
+// BeginAttempt marks a notification PROCESSING, counts one more attempt and
+// returns it (n.Attempts numbers this attempt: an attempt re-run after a lost
+// worker counts again, since the provider may have seen both), unless an
+// attempt may not start: the notification is terminal, a cancel was
 // requested (it is then marked CANCELLED here, so the cancel wins even if its
 // signal never reached the workflow), or it expired. The checks and the
 // update are one statement.
-func BeginAttempt(ctx context.Context, q Querier, id uuid.UUID, attempt int) (Notification, Refusal, error) {
+func BeginAttempt(ctx context.Context, q Querier, id uuid.UUID) (Notification, Refusal, error) {
 	rows, err := q.Query(ctx, `
 		UPDATE notifications
-		SET status = 'PROCESSING', attempts = GREATEST(attempts, $2), next_attempt_at = NULL, updated_at = now()
+		SET status = 'PROCESSING', attempts = attempts + 1, next_attempt_at = NULL, updated_at = now()
 		WHERE id = $1 AND status IN `+nonTerminal+`
 			AND cancel_requested_at IS NULL AND (expires_at IS NULL OR expires_at > now())
-		RETURNING `+notificationColumns, id, attempt)
+		RETURNING `+notificationColumns, id)
 	if err != nil {
 		return Notification{}, Allowed, fmt.Errorf("beginning attempt: %w", err)
 	}

@@ -178,7 +178,7 @@ func TestTerminalStatusNeverChanges(t *testing.T) {
 	_, err := store.CreateNotification(ctx, pool, n)
 	require.NoError(t, err)
 
-	_, refusal, err := store.BeginAttempt(ctx, pool, n.ID, 1)
+	_, refusal, err := store.BeginAttempt(ctx, pool, n.ID)
 	require.NoError(t, err)
 	require.Equal(t, store.Allowed, refusal)
 	code := 200
@@ -190,7 +190,7 @@ func TestTerminalStatusNeverChanges(t *testing.T) {
 	require.Equal(t, notification.StatusDelivered, delivered.Status)
 	require.NotNil(t, delivered.DeliveredAt)
 
-	got, refusal, err := store.BeginAttempt(ctx, pool, n.ID, 2)
+	got, refusal, err := store.BeginAttempt(ctx, pool, n.ID)
 	require.NoError(t, err)
 	require.Equal(t, store.Terminal, refusal, "a terminal notification cannot begin an attempt")
 	require.Equal(t, notification.StatusDelivered, got.Status)
@@ -228,7 +228,7 @@ func TestBeginAttemptMarksProcessing(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, created.Attempts)
 
-	got, refusal, err := store.BeginAttempt(ctx, pool, n.ID, 1)
+	got, refusal, err := store.BeginAttempt(ctx, pool, n.ID)
 	require.NoError(t, err)
 	require.Equal(t, store.Allowed, refusal)
 	require.Equal(t, notification.StatusProcessing, got.Status)
