@@ -79,6 +79,22 @@ const (
 	StatusCancelled  Status = "CANCELLED"
 )
 
+// Statuses lists every status, in lifecycle order.
+var Statuses = []Status{
+	StatusAccepted, StatusQueued, StatusScheduled, StatusProcessing, StatusRetrying,
+	StatusDelivered, StatusFailed, StatusCancelled,
+}
+
+// ValidStatus reports whether s is a known status.
+func ValidStatus(s string) bool {
+	for _, st := range Statuses {
+		if string(st) == s {
+			return true
+		}
+	}
+	return false
+}
+
 // Terminal reports whether s never changes again.
 func (s Status) Terminal() bool {
 	return s == StatusDelivered || s == StatusFailed || s == StatusCancelled

@@ -71,11 +71,33 @@ type NewNotification struct {
 // statement, hence one transaction: a notification never exists without the
 // outbox entry that hands it to the broker. A taken idempotency key is ErrConflict.
 func CreateNotification(ctx context.Context, q Querier, n NewNotification) (Notification, error) {
+	created, replayed, err := AcceptNotification(ctx, q, n)
+	if err != nil {
+		return Notification{}, err
+	}
+	if replayed {
+		return Notification{}, fmt.Errorf("inserting notification: idempotency key taken: %w", ErrConflict)
+	}
+	return created, nil
+}
+
+// AcceptNotification stores n like CreateNotification, except that an
+// idempotency key already taken by a notification with the same
+// RequestFingerprint is not an error: that notification is returned with
+// replayed true, and nothing is written. A key taken with another
+// fingerprint (or none) is ErrConflict.
+//
+// It is safe under concurrency: the unique index on idempotency_key makes
+// simultaneous inserts of one key wait for the first to commit and then
+// insert nothing, so exactly one row (and one outbox row) is created and
+// every caller gets it.
+func AcceptNotification(ctx context.Context, q Querier, n NewNotification) (stored Notification, replayed bool, err error) {
 	rows, err := q.Query(ctx, `
 		WITH n AS (
 			INSERT INTO notifications (id, channel, priority, recipient, subject, content, metadata,
 				idempotency_key, request_fingerprint, scheduled_at, expires_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+			ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 			RETURNING `+notificationColumns+`
 		), o AS (
 			INSERT INTO outbox (notification_id, channel, priority)
@@ -85,16 +107,45 @@ func CreateNotification(ctx context.Context, q Querier, n NewNotification) (Noti
 		n.ID, n.Channel, n.Priority, n.Recipient, n.Subject, n.Content, nullJSON(n.Metadata),
 		n.IdempotencyKey, n.RequestFingerprint, n.ScheduledAt, n.ExpiresAt)
 	if err != nil {
-		return Notification{}, fmt.Errorf("inserting notification: %w", err)
+		return Notification{}, false, fmt.Errorf("inserting notification: %w", err)
 	}
-	created, err := pgx.CollectExactlyOneRow(rows, scanNotification)
-	if isUniqueViolation(err) {
-		return Notification{}, fmt.Errorf("inserting notification: %w", ErrConflict)
-	}
+	created, err := pgx.CollectRows(rows, scanNotification)
 	if err != nil {
-		return Notification{}, fmt.Errorf("inserting notification: %w", err)
+		return Notification{}, false, fmt.Errorf("inserting notification: %w", err)
 	}
-	return created, nil
+	if len(created) == 1 {
+		return created[0], false, nil
+	}
+	if n.IdempotencyKey == nil {
+		return Notification{}, false, errors.New("inserting notification: no row inserted")
+	}
+	// Nothing inserted: the idempotency key is taken. This is a new
+	// statement, so it sees the row whose commit the insert waited for.
+	existing, err := notificationByKey(ctx, q, *n.IdempotencyKey)
+	if err != nil {
+		return Notification{}, false, err
+	}
+	if !sameFingerprint(existing.RequestFingerprint, n.RequestFingerprint) {
+		return Notification{}, false, fmt.Errorf("idempotency key used by notification %s for another request: %w", existing.ID, ErrConflict)
+	}
+	return existing, true, nil
+}
+
+func notificationByKey(ctx context.Context, q Querier, key string) (Notification, error) {
+	rows, err := q.Query(ctx, `SELECT `+notificationColumns+` FROM notifications WHERE idempotency_key = $1`, key)
+	if err != nil {
+		return Notification{}, fmt.Errorf("loading notification by idempotency key: %w", err)
+	}
+	n, err := pgx.CollectExactlyOneRow(rows, scanNotification)
+	if err != nil {
+		return Notification{}, fmt.Errorf("loading notification by idempotency key: %w", err)
+	}
+	return n, nil
+}
+
+// sameFingerprint reports whether two request fingerprints are present and equal.
+func sameFingerprint(a, b *string) bool {
+	return a != nil && b != nil && *a == *b
 }
 
 // GetNotification loads one notification; ErrNotFound when there is none.

@@ -1,0 +1,288 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"dispatch-engine/internal/notification"
+)
+
+// Batch is one row of the batches table.
+type Batch struct {
+	ID                 uuid.UUID `db:"id"`
+	Total              int       `db:"total"`
+	CreatedAt          time.Time `db:"created_at"`
+	IdempotencyKey     *string   `db:"idempotency_key"`
+	RequestFingerprint *string   `db:"request_fingerprint"`
+}
+
+const batchColumns = `id, total, created_at, idempotency_key, request_fingerprint`
+
+// NewBatch is a validated batch request: its notifications in request order.
+type NewBatch struct {
+	ID uuid.UUID
+	// IdempotencyKey and RequestFingerprint identify the batch request as a
+	// whole (the Idempotency-Key header), apart from any item's own key.
+	IdempotencyKey     *string
+	RequestFingerprint *string
+	Notifications      []NewNotification
+}
+
+// KeysTakenError is a batch whose items carry idempotency keys that already
+// belong to stored notifications. It is an ErrConflict.
+type KeysTakenError struct {
+	// Taken maps each such item's index in the batch to the notification
+	// that holds its key.
+	Taken map[int]uuid.UUID
+}
+
+func (e *KeysTakenError) Error() string {
+	idx := make([]int, 0, len(e.Taken))
+	for i := range e.Taken {
+		idx = append(idx, i)
+	}
+	slices.Sort(idx)
+	parts := make([]string, len(idx))
+	for k, i := range idx {
+		parts[k] = strconv.Itoa(i)
+	}
+	return "idempotency keys already taken by items " + strings.Join(parts, ", ")
+}
+
+// Unwrap makes a KeysTakenError an ErrConflict.
+func (e *KeysTakenError) Unwrap() error { return ErrConflict }
+
+// TxStarter begins a transaction: a pool, or a transaction (a savepoint).
+type TxStarter interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// CreateBatch stores a batch row, all its notifications and all their outbox
+// rows in one transaction, the notifications and outbox rows in one
+// statement (arrays unnested into a multi-row insert), and returns them in
+// request order.
+//
+// When b.IdempotencyKey is taken by a batch with the same fingerprint,
+// nothing is written and that batch and its notifications are returned with
+// replayed true; with another fingerprint it is ErrConflict. When any item's
+// own idempotency key is taken, nothing is written and the error is a
+// *KeysTakenError naming every such item. Both hold under concurrency, for
+// the unique indexes make a second writer wait for the first to commit.
+func CreateBatch(ctx context.Context, db TxStarter, b NewBatch) (batch Batch, notes []Notification, replayed bool, err error) {
+	if len(b.Notifications) == 0 {
+		return Batch{}, nil, false, errors.New("creating batch: no notifications")
+	}
+	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `
+			INSERT INTO batches (id, total, idempotency_key, request_fingerprint)
+			VALUES ($1, $2, $3, $4)
+			ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+			RETURNING `+batchColumns,
+			b.ID, len(b.Notifications), b.IdempotencyKey, b.RequestFingerprint)
+		if err != nil {
+			return fmt.Errorf("inserting batch: %w", err)
+		}
+		inserted, err := pgx.CollectRows(rows, pgx.RowToStructByName[Batch])
+		if err != nil {
+			return fmt.Errorf("inserting batch: %w", err)
+		}
+		if len(inserted) == 0 {
+			batch, notes, err = replayBatch(ctx, tx, b)
+			replayed = err == nil
+			return err
+		}
+		batch = inserted[0]
+		notes, err = insertBatchNotifications(ctx, tx, batch.ID, b.Notifications)
+		return err
+	})
+	if err != nil {
+		return Batch{}, nil, false, err
+	}
+	return batch, notes, replayed, nil
+}
+
+// replayBatch returns the stored batch holding b's idempotency key, when it
+// was created by the same request.
+func replayBatch(ctx context.Context, q Querier, b NewBatch) (Batch, []Notification, error) {
+	if b.IdempotencyKey == nil {
+		return Batch{}, nil, errors.New("inserting batch: no row inserted")
+	}
+	rows, err := q.Query(ctx, `SELECT `+batchColumns+` FROM batches WHERE idempotency_key = $1`, *b.IdempotencyKey)
+	if err != nil {
+		return Batch{}, nil, fmt.Errorf("loading batch by idempotency key: %w", err)
+	}
+	existing, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Batch])
+	if err != nil {
+		return Batch{}, nil, fmt.Errorf("loading batch by idempotency key: %w", err)
+	}
+	if !sameFingerprint(existing.RequestFingerprint, b.RequestFingerprint) {
+		return Batch{}, nil, fmt.Errorf("idempotency key used by batch %s for another request: %w", existing.ID, ErrConflict)
+	}
+	// A batch's ids are UUIDv7 made in request order by one process, so id
+	// order is request order.
+	rows, err = q.Query(ctx, `SELECT `+notificationColumns+` FROM notifications WHERE batch_id = $1 ORDER BY id`, existing.ID)
+	if err != nil {
+		return Batch{}, nil, fmt.Errorf("loading batch notifications: %w", err)
+	}
+	notes, err := pgx.CollectRows(rows, scanNotification)
+	if err != nil {
+		return Batch{}, nil, fmt.Errorf("loading batch notifications: %w", err)
+	}
+	return existing, notes, nil
+}
+
+// insertBatchNotifications inserts the notifications and their outbox rows
+// in one statement and returns them in the order given.
+func insertBatchNotifications(ctx context.Context, tx pgx.Tx, batchID uuid.UUID, ns []NewNotification) ([]Notification, error) {
+	var (
+		ids          = make([]uuid.UUID, len(ns))
+		channels     = make([]string, len(ns))
+		priorities   = make([]string, len(ns))
+		recipients   = make([]string, len(ns))
+		subjects     = make([]*string, len(ns))
+		contents     = make([]string, len(ns))
+		metadata     = make([]*string, len(ns))
+		keys         = make([]*string, len(ns))
+		fingerprints = make([]*string, len(ns))
+		scheduled    = make([]*time.Time, len(ns))
+		expires      = make([]*time.Time, len(ns))
+		position     = make(map[uuid.UUID]int, len(ns))
+	)
+	for i, n := range ns {
+		ids[i], channels[i], priorities[i], recipients[i] = n.ID, n.Channel, n.Priority, n.Recipient
+		subjects[i], contents[i], keys[i], fingerprints[i] = n.Subject, n.Content, n.IdempotencyKey, n.RequestFingerprint
+		scheduled[i], expires[i] = n.ScheduledAt, n.ExpiresAt
+		if len(n.Metadata) > 0 {
+			m := string(n.Metadata)
+			metadata[i] = &m
+		}
+		position[n.ID] = i
+	}
+	rows, err := tx.Query(ctx, `
+		WITH n AS (
+			INSERT INTO notifications (id, batch_id, channel, priority, recipient, subject, content, metadata,
+				idempotency_key, request_fingerprint, scheduled_at, expires_at)
+			SELECT u.id, $1, u.channel, u.priority, u.recipient, u.subject, u.content, u.metadata::jsonb,
+				u.idempotency_key, u.request_fingerprint, u.scheduled_at, u.expires_at
+			FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+				$9::text[], $10::text[], $11::timestamptz[], $12::timestamptz[])
+				AS u(id, channel, priority, recipient, subject, content, metadata,
+					idempotency_key, request_fingerprint, scheduled_at, expires_at)
+			ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+			RETURNING `+notificationColumns+`
+		), o AS (
+			INSERT INTO outbox (notification_id, channel, priority)
+			SELECT id, channel, priority FROM n
+		)
+		SELECT `+notificationColumns+` FROM n`,
+		batchID, ids, channels, priorities, recipients, subjects, contents, metadata,
+		keys, fingerprints, scheduled, expires)
+	if err != nil {
+		return nil, fmt.Errorf("inserting batch notifications: %w", err)
+	}
+	inserted, err := pgx.CollectRows(rows, scanNotification)
+	if err != nil {
+		return nil, fmt.Errorf("inserting batch notifications: %w", err)
+	}
+	if len(inserted) < len(ns) {
+		return nil, takenKeys(ctx, tx, batchID, ns)
+	}
+	out := make([]Notification, len(ns))
+	for _, n := range inserted {
+		out[position[n.ID]] = n
+	}
+	return out, nil
+}
+
+// takenKeys names the items whose idempotency key another notification
+// holds; the caller's transaction then rolls back.
+func takenKeys(ctx context.Context, q Querier, batchID uuid.UUID, ns []NewNotification) error {
+	index := make(map[string]int)
+	var keys []string
+	for i, n := range ns {
+		if n.IdempotencyKey != nil {
+			index[*n.IdempotencyKey] = i
+			keys = append(keys, *n.IdempotencyKey)
+		}
+	}
+	rows, err := q.Query(ctx, `
+		SELECT idempotency_key, id FROM notifications
+		WHERE idempotency_key = ANY($1) AND batch_id IS DISTINCT FROM $2`, keys, batchID)
+	if err != nil {
+		return fmt.Errorf("finding taken idempotency keys: %w", err)
+	}
+	taken := &KeysTakenError{Taken: make(map[int]uuid.UUID)}
+	var (
+		key string
+		id  uuid.UUID
+	)
+	_, err = pgx.ForEachRow(rows, []any{&key, &id}, func() error {
+		taken.Taken[index[key]] = id
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("finding taken idempotency keys: %w", err)
+	}
+	if len(taken.Taken) == 0 {
+		return errors.New("inserting batch notifications: fewer rows inserted than given, yet no key is taken")
+	}
+	return fmt.Errorf("inserting batch notifications: %w", taken)
+}
+
+// BatchSummary counts a batch's notifications by status and by channel;
+// every status and every channel is present, zero or not.
+type BatchSummary struct {
+	Batch
+	ByStatus  map[Status]int
+	ByChannel map[string]int
+}
+
+// GetBatchSummary loads a batch and counts its notifications; ErrNotFound
+// when there is no such batch.
+func GetBatchSummary(ctx context.Context, q Querier, id uuid.UUID) (BatchSummary, error) {
+	rows, err := q.Query(ctx, `SELECT `+batchColumns+` FROM batches WHERE id = $1`, id)
+	if err != nil {
+		return BatchSummary{}, fmt.Errorf("loading batch: %w", err)
+	}
+	b, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Batch])
+	if errors.Is(err, pgx.ErrNoRows) {
+		return BatchSummary{}, fmt.Errorf("batch %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return BatchSummary{}, fmt.Errorf("loading batch: %w", err)
+	}
+	s := BatchSummary{Batch: b, ByStatus: make(map[Status]int), ByChannel: make(map[string]int)}
+	for _, st := range notification.Statuses {
+		s.ByStatus[st] = 0
+	}
+	for _, c := range notification.Channels {
+		s.ByChannel[c] = 0
+	}
+	rows, err = q.Query(ctx, `
+		SELECT status, channel, count(*) FROM notifications WHERE batch_id = $1 GROUP BY status, channel`, id)
+	if err != nil {
+		return BatchSummary{}, fmt.Errorf("counting batch notifications: %w", err)
+	}
+	var (
+		status  Status
+		channel string
+		n       int
+	)
+	_, err = pgx.ForEachRow(rows, []any{&status, &channel, &n}, func() error {
+		s.ByStatus[status] += n
+		s.ByChannel[channel] += n
+		return nil
+	})
+	if err != nil {
+		return BatchSummary{}, fmt.Errorf("counting batch notifications: %w", err)
+	}
+	return s, nil
+}
