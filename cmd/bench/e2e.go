@@ -77,7 +77,7 @@ func runEndToEnd(ctx context.Context, o options, api *apiClient, snk *sinkClient
 		errs        []error
 		first, last time.Time
 	)
-	if api.hasBatch {
+	if api.hasBatch && !o.NoBatch {
 		res.Via = "batch"
 		accepted, errs, first, last = submitBatches(ctx, api, reqs, 1000)
 	} else {
@@ -144,8 +144,8 @@ func runEndToEnd(ctx context.Context, o options, api *apiClient, snk *sinkClient
 	}
 	if len(pending) > 0 {
 		res.Stuck = stuckByStatus(ctx, api, pending)
-		res.warnings = append(res.warnings, fmt.Sprintf("%d notification(s) had not reached the sink after %s (by API status: %v), e.g. %s",
-			len(pending), o.Timeout, res.Stuck, pending[0]))
+		res.warnings = append(res.warnings, fmt.Sprintf("%d notification(s) had not reached the sink after %s (by API status: %s), e.g. %s",
+			len(pending), o.Timeout, counts(res.Stuck), pending[0]))
 	}
 	res.History = historyShape(ctx, tc, accepted, records, o.HistorySample)
 	return res, before, after, nil

@@ -31,6 +31,9 @@ type SingleIngest struct {
 	Errors    map[string]int `json:"errors,omitempty"`
 	ReqPerSec float64        `json:"reqPerSec"` // accepted / seconds
 	LatencyMS Latency        `json:"latencyMs"` // of every answered request
+	// APICPUMSPerRequest is the API process's CPU time over the section
+	// divided by the requests sent (0 when the process was not found).
+	APICPUMSPerRequest float64 `json:"apiCpuMsPerRequest"`
 }
 
 // BatchIngest is batch creates, one request at a time.
@@ -47,9 +50,14 @@ type BatchIngest struct {
 // runIngest measures how fast the API takes notifications: single POSTs at
 // o.IngestClients clients for o.IngestDuration, then o.Batches batches of
 // o.BatchSize when the batch endpoint exists.
-func runIngest(ctx context.Context, o options, api *apiClient) (IngestResult, error) {
+func runIngest(ctx context.Context, o options, api *apiClient, procs *processes) (IngestResult, error) {
 	var res IngestResult
+	before := procs.sample()
 	res.Single = ingestSingles(ctx, api, o.IngestClients, o.IngestDuration)
+	after := procs.sample()
+	if b, ok := before["api"]; ok && res.Single.Requests > 0 {
+		res.Single.APICPUMSPerRequest = round3((after["api"] - b) * 1000 / float64(res.Single.Requests))
+	}
 	res.Created = res.Single.Accepted
 	if res.Single.Accepted == 0 {
 		return res, fmt.Errorf("no single POST was accepted (errors by status: %v)", res.Single.Errors)

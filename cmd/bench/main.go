@@ -49,6 +49,7 @@ type options struct {
 	TemporalPid    int
 	Quick          bool
 	SkipIngest     bool
+	NoBatch        bool
 }
 
 func parseFlags() options {
@@ -73,6 +74,7 @@ func parseFlags() options {
 	flag.IntVar(&o.WorkerPid, "worker-pid", 0, "pid of the worker process (default: found in /proc)")
 	flag.IntVar(&o.TemporalPid, "temporal-pid", 0, "pid of the Temporal server (default: found in /proc)")
 	flag.BoolVar(&o.Quick, "quick", false, "a short run (under a minute): n=300, ceiling-n=200, ingest 3s, 3 batches of 500")
+	flag.BoolVar(&o.NoBatch, "no-batch", false, "send the end-to-end notifications as single POSTs even where the batch endpoint exists")
 	flag.BoolVar(&o.SkipIngest, "skip-ingest", false, "leave out the ingest section (it leaves deliveries behind)")
 	flag.Parse()
 
@@ -149,7 +151,7 @@ func run(ctx context.Context, o options) error {
 
 	if !o.SkipIngest {
 		step("ingest: single POSTs at %d clients for %s, then %d batches of %d", o.IngestClients, o.IngestDuration, o.Batches, o.BatchSize)
-		ing, err := runIngest(ctx, o, api)
+		ing, err := runIngest(ctx, o, api, procs)
 		if err != nil {
 			return fmt.Errorf("ingest: %w", err)
 		}
@@ -160,7 +162,13 @@ func run(ctx context.Context, o options) error {
 	}
 
 	printTable(os.Stdout, res)
-	return printJSON(os.Stdout, res)
+	if err := printJSON(os.Stdout, res); err != nil {
+		return err
+	}
+	if e2e.Undelivered > 0 {
+		return fmt.Errorf("%d of %d notifications did not reach the sink within --timeout %s", e2e.Undelivered, e2e.Accepted, o.Timeout)
+	}
+	return nil
 }
 
 // step tells the operator what runs now (on stderr; the results go to stdout).

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"runtime"
@@ -134,13 +135,16 @@ func printTable(out io.Writer, r *Result) {
 	h := e.History
 	row("per notification workflow", "%.1f events, %.1f workflow tasks, %.1f activities, %.1f markers  (%d histories)", h.Events, h.WorkflowTasks, h.Activities, h.Markers, h.Sampled)
 	if len(e.Stuck) > 0 {
-		row("not delivered, by API status", "%v", e.Stuck)
+		row("not delivered, by API status", "%s", counts(e.Stuck))
 	}
 
 	if in := r.Ingest; in != nil {
 		s := in.Single
 		fmt.Fprintf(w, "\nINGEST  (after end to end; what it creates is delivered afterwards)\n")
 		row(fmt.Sprintf("single POST, %d clients, %.1fs", s.Clients, s.Seconds), "%.0f req/s, p50 %.1f ms, p99 %.1f ms  (%d accepted%s)", s.ReqPerSec, s.LatencyMS.P50, s.LatencyMS.P99, s.Accepted, errorsNote(s.Errors))
+		if s.APICPUMSPerRequest > 0 {
+			row("API CPU per single POST", "%.2f ms", s.APICPUMSPerRequest)
+		}
 		if b := in.Batch; b != nil {
 			row(fmt.Sprintf("batch, %d × %d", b.Batches, b.Size), "%.0f notifications/s, p50 %.0f ms per batch  (%d created, %d batches failed)", b.NotificationsPerSec, b.LatencyMS.P50, b.Notifications, b.Failed)
 		}
@@ -179,16 +183,17 @@ func errorsNote(errs map[string]int) string {
 	if len(errs) == 0 {
 		return ", no errors"
 	}
-	keys := make([]string, 0, len(errs))
-	for k := range errs {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
+	return ", errors by status: " + counts(errs)
+}
+
+// counts prints a tally as "A 3, B 1", keys in order.
+func counts(m map[string]int) string {
+	keys := slices.Sorted(maps.Keys(m))
 	parts := make([]string, len(keys))
 	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%d × %s", errs[k], k)
+		parts[i] = fmt.Sprintf("%s %d", k, m[k])
 	}
-	return ", errors: " + strings.Join(parts, ", ")
+	return strings.Join(parts, ", ")
 }
 
 func orDash(s string) string {
