@@ -77,6 +77,7 @@ type stack struct {
 	t        *testing.T
 	env      []string
 	apiURL   string
+	apiKey   string // sent on every /v1 request
 	sink     *sink.Sink
 	api      *proc
 	worker   *proc
@@ -95,11 +96,14 @@ func setup(t *testing.T) *stack {
 	t.Cleanup(sinkSrv.Close)
 
 	apiPort := freePort(t)
+	apiKey := testenv.Name("e2e-api-key-")
 	s := &stack{
 		t:      t,
 		apiURL: "http://127.0.0.1:" + strconv.Itoa(apiPort),
+		apiKey: apiKey,
 		sink:   sk,
 		env: append(os.Environ(),
+			"API_KEYS="+apiKey,
 			"DATABASE_DSN="+dsn,
 			"RABBITMQ_URL="+services.RabbitMQURL,
 			"RABBITMQ_QUEUE_PREFIX="+topo.Prefix,
@@ -187,22 +191,54 @@ func (s *stack) waitReady(url string) {
 	}, 30*time.Second, 100*time.Millisecond, "%s never became ready", url)
 }
 
-// post sends body to path and decodes the JSON answer.
+// post sends body as JSON to path, with the API key, and decodes the JSON answer.
 func (s *stack) post(path string, body any) (int, http.Header, map[string]any) {
 	s.t.Helper()
 	raw, err := json.Marshal(body)
 	require.NoError(s.t, err)
-	resp, err := http.Post(s.apiURL+path, "application/json", bytes.NewReader(raw))
-	require.NoError(s.t, err)
-	return decode(s.t, resp)
+	code, hdr, answer := s.request(http.MethodPost, path, raw, "Content-Type", "application/json")
+	return code, hdr, decodeJSON(s.t, answer)
 }
 
+// get fetches path with the API key and decodes the JSON answer.
 func (s *stack) get(path string) (int, map[string]any) {
 	s.t.Helper()
-	resp, err := http.Get(s.apiURL + path)
+	code, _, answer := s.request(http.MethodGet, path, nil)
+	return code, decodeJSON(s.t, answer)
+}
+
+// request sends any request to the API and returns the raw answer. It
+// carries the API key as a bearer token unless headers (name, value pairs)
+// say otherwise; a header given an empty value is not sent.
+func (s *stack) request(method, path string, body []byte, headers ...string) (int, http.Header, []byte) {
+	s.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, s.apiURL+path, rd)
 	require.NoError(s.t, err)
-	code, _, body := decode(s.t, resp)
-	return code, body
+	req.Header.Set("Authorization", "Bearer "+s.apiKey)
+	for i := 0; i+1 < len(headers); i += 2 {
+		if headers[i+1] == "" {
+			req.Header.Del(headers[i])
+			continue
+		}
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(s.t, err)
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	require.NoError(s.t, err)
+	return resp.StatusCode, resp.Header, raw
+}
+
+func decodeJSON(t *testing.T, raw []byte) map[string]any {
+	t.Helper()
+	var out map[string]any
+	require.NoError(t, json.Unmarshal(raw, &out), "body: %s", raw)
+	return out
 }
 
 func decode(t *testing.T, resp *http.Response) (int, http.Header, map[string]any) {

@@ -1,5 +1,7 @@
 // Command api serves the Dispatch Engine REST API: it stores each accepted
-// notification with its outbox row in one transaction and answers 202.
+// notification with its outbox row in one transaction and answers 202, and
+// signals a notification's workflow when it is cancelled. It refuses to
+// start without API_KEYS.
 package main
 
 import (
@@ -36,6 +38,9 @@ func run() error {
 	cfg, err := config.Load()
 	if err != nil {
 		return err
+	}
+	if len(cfg.APIKeys) == 0 {
+		return errors.New("API_KEYS is empty: set it to one or more API keys (comma separated, at least 16 characters each); /v1/* accepts no request without one")
 	}
 	log, err := logs.New(cfg.LogLevel, cfg.LogFormat, "api")
 	if err != nil {
@@ -75,9 +80,10 @@ func run() error {
 	defer tc.Close()
 
 	srv := httpapi.New(httpapi.Config{
+		APIKeys:           cfg.APIKeys,
 		TemporalUIURL:     cfg.TemporalUIURL,
 		TemporalNamespace: cfg.TemporalNamespace,
-	}, pool, map[string]health.Check{
+	}, pool, tc, map[string]health.Check{
 		"postgres": func(ctx context.Context) error { return pool.Ping(ctx) },
 		"redis":    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 		"rabbitmq": func(context.Context) error { return broker.Ping() },

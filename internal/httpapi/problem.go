@@ -6,6 +6,9 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/utils"
+	"github.com/google/uuid"
+
+	"dispatch-engine/internal/store"
 )
 
 // FieldError names one invalid field and why.
@@ -55,14 +58,18 @@ func (e *problemError) Error() string { return e.Title + ": " + e.Detail }
 
 // Problem types: stable, relative URI references documented in openapi.yaml.
 const (
-	typeValidation  = "/problems/validation-error"
-	typeMalformed   = "/problems/malformed-request"
-	typeNotFound    = "/problems/not-found"
-	typeConflict    = "/problems/conflict"
-	typeTooLarge    = "/problems/payload-too-large"
-	typeUnsupported = "/problems/unsupported-media-type"
-	typeInternal    = "/problems/internal-error"
-	typeHTTP        = "/problems/http-error"
+	typeValidation          = "/problems/validation-error"
+	typeMalformed           = "/problems/malformed-request"
+	typeUnauthorized        = "/problems/unauthorized"
+	typeNotFound            = "/problems/not-found"
+	typeMethodNotAllowed    = "/problems/method-not-allowed"
+	typeConflict            = "/problems/conflict"
+	typeIdempotencyConflict = "/problems/idempotency-key-reused"
+	typeNotCancellable      = "/problems/not-cancellable"
+	typeTooLarge            = "/problems/payload-too-large"
+	typeUnsupported         = "/problems/unsupported-media-type"
+	typeInternal            = "/problems/internal-error"
+	typeHTTP                = "/problems/http-error"
 )
 
 func newProblem(status int, typ, title, detail string) *problemError {
@@ -73,34 +80,90 @@ func malformed(detail string) error {
 	return newProblem(fiber.StatusBadRequest, typeMalformed, "Malformed request", detail)
 }
 
+// explained wraps an error of a known kind (store.ErrNotFound,
+// store.ErrConflict) with what the client may read of it; the error handler
+// picks the status from the kind.
+type explained struct {
+	err    error
+	typ    string
+	detail string
+	fields []FieldError
+}
+
+func (e *explained) Error() string { return e.detail + ": " + e.err.Error() }
+func (e *explained) Unwrap() error { return e.err }
+
+// explain wraps err with a problem type and a detail for the client.
+func explain(err error, typ, detail string, fields ...FieldError) error {
+	return &explained{err: err, typ: typ, detail: detail, fields: fields}
+}
+
 // errorHandler is the one place errors become HTTP answers. A 500 never
 // shows the underlying error to the client; it is logged instead.
 func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
+	p := s.problem(c, err)
+	p.Instance = c.Path()
+	// A body over the server's limit is refused before any middleware ran.
+	if len(c.Response().Header.Peek("X-Request-Id")) == 0 {
+		c.Set("X-Request-Id", uuid.NewString())
+	}
+	if p.Status == fiber.StatusUnauthorized {
+		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="dispatch-engine"`)
+	}
+	c.Set(fiber.HeaderContentType, "application/problem+json")
+	return c.Status(p.Status).JSON(p, "application/problem+json")
+}
+
+func (s *Server) problem(c *fiber.Ctx, err error) Problem {
 	var (
-		p       Problem
 		valErr  *ValidationError
 		probErr *problemError
 		fibErr  *fiber.Error
+		expl    *explained
 	)
+	if errors.As(err, &expl) {
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return Problem{Type: or(expl.typ, typeNotFound), Title: "Not found", Status: fiber.StatusNotFound,
+				Detail: expl.detail, Errors: expl.fields}
+		case errors.Is(err, store.ErrConflict):
+			return Problem{Type: or(expl.typ, typeConflict), Title: "Conflict", Status: fiber.StatusConflict,
+				Detail: expl.detail, Errors: expl.fields}
+		}
+	}
 	switch {
 	case errors.As(err, &valErr):
-		p = Problem{Type: typeValidation, Title: "Validation failed", Status: fiber.StatusUnprocessableEntity,
+		return Problem{Type: typeValidation, Title: "Validation failed", Status: fiber.StatusUnprocessableEntity,
 			Detail: "one or more fields are invalid", Errors: valErr.Fields}
 	case errors.As(err, &probErr):
-		p = probErr.Problem
+		return probErr.Problem
+	case errors.Is(err, errNoAPIKey), errors.Is(err, errInvalidAPIKey):
+		return Problem{Type: typeUnauthorized, Title: "Unauthorized", Status: fiber.StatusUnauthorized, Detail: err.Error()}
+	case errors.Is(err, store.ErrNotFound):
+		return Problem{Type: typeNotFound, Title: "Not found", Status: fiber.StatusNotFound, Detail: "the resource does not exist"}
+	case errors.Is(err, store.ErrConflict):
+		return Problem{Type: typeConflict, Title: "Conflict", Status: fiber.StatusConflict, Detail: "the request conflicts with the resource's state"}
 	case errors.As(err, &fibErr):
-		p = Problem{Type: typeHTTP, Title: utilsStatusMessage(fibErr.Code), Status: fibErr.Code, Detail: fibErr.Message}
+		p := Problem{Type: typeHTTP, Title: utilsStatusMessage(fibErr.Code), Status: fibErr.Code, Detail: fibErr.Message}
 		if fibErr.Code == fiber.StatusRequestEntityTooLarge {
 			p.Type = typeTooLarge
+			p.Detail = "the body is larger than this server accepts"
 		}
+		return p
+	case errors.Is(err, errPanic):
+		// Logged with the stack where it was recovered.
 	default:
 		s.log.Error("request failed", requestFields(c, err)...)
-		p = Problem{Type: typeInternal, Title: "Internal server error", Status: fiber.StatusInternalServerError,
-			Detail: "the request could not be completed; it has been logged"}
 	}
-	p.Instance = c.Path()
-	c.Set(fiber.HeaderContentType, "application/problem+json")
-	return c.Status(p.Status).JSON(p, "application/problem+json")
+	return Problem{Type: typeInternal, Title: "Internal server error", Status: fiber.StatusInternalServerError,
+		Detail: "the request could not be completed; it has been logged"}
+}
+
+func or(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 func utilsStatusMessage(code int) string {

@@ -1,5 +1,7 @@
-// Package httpapi is the REST API: Fiber routes, request validation, the
-// notification resource, RFC 9457 problem answers, health probes and metrics.
+// Package httpapi is the REST API: Fiber routes, API-key authentication,
+// request validation and idempotency, the notification and batch resources,
+// RFC 9457 problem answers, health probes and metrics. openapi.yaml is its
+// contract, and the package's tests hold every answer to it.
 package httpapi
 
 import (
@@ -8,11 +10,11 @@ import (
 	"errors"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/adaptor"
-	"github.com/gofiber/fiber/v2/middleware/recover"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
@@ -25,56 +27,96 @@ import (
 
 // Config configures a Server.
 type Config struct {
+	// APIKeys are the keys accepted on /v1/*. With none, every /v1/* request
+	// is refused (cmd/api refuses to start instead).
+	APIKeys []string
 	// TemporalUIURL and TemporalNamespace build each notification's link to
 	// its workflow in the Temporal Web UI.
 	TemporalUIURL     string
 	TemporalNamespace string
-	// BodyLimit bounds a request body in bytes. Default 4 MiB.
+	// BodyLimit bounds the body of a request other than a batch, in bytes.
+	// Default 2 MiB: the largest valid notification (256 KiB of email
+	// content, even fully \u-escaped) fits.
 	BodyLimit int
+	// BatchBodyLimit bounds the body of POST /v1/notifications/batch, in
+	// bytes. Default 16 MiB: 1,000 sms or push notifications of the largest
+	// size fit; batches of large emails must be split.
+	BatchBodyLimit int
 	// ReadyTimeout bounds each readiness check. Default 2s.
 	ReadyTimeout time.Duration
+	// SignalTimeout bounds sending the cancel signal to a workflow. Default 5s.
+	SignalTimeout time.Duration
+}
+
+// Signaler sends a signal to a Temporal workflow; a client.Client is one.
+type Signaler interface {
+	SignalWorkflow(ctx context.Context, workflowID, runID, signalName string, arg any) error
 }
 
 // Server is the API.
 type Server struct {
-	cfg     Config
-	pool    *pgxpool.Pool
-	metrics *metrics.API
-	log     *zap.Logger
-	app     *fiber.App
+	cfg      Config
+	pool     *pgxpool.Pool
+	signaler Signaler
+	keys     apiKeys
+	metrics  *metrics.API
+	log      *zap.Logger
+	app      *fiber.App
+	routes   routeTable
 }
 
-// New builds the API; checks are the dependencies /readyz probes.
-func New(cfg Config, pool *pgxpool.Pool, checks map[string]health.Check, m *metrics.API, log *zap.Logger) *Server {
+// New builds the API. signaler delivers cancel signals to workflows; checks
+// are the dependencies /readyz probes.
+func New(cfg Config, pool *pgxpool.Pool, signaler Signaler, checks map[string]health.Check, m *metrics.API, log *zap.Logger) *Server {
 	if cfg.BodyLimit <= 0 {
-		cfg.BodyLimit = 4 << 20
+		cfg.BodyLimit = 2 << 20
+	}
+	if cfg.BatchBodyLimit <= 0 {
+		cfg.BatchBodyLimit = 16 << 20
 	}
 	if cfg.ReadyTimeout <= 0 {
 		cfg.ReadyTimeout = 2 * time.Second
 	}
-	s := &Server{cfg: cfg, pool: pool, metrics: m, log: log}
+	if cfg.SignalTimeout <= 0 {
+		cfg.SignalTimeout = 5 * time.Second
+	}
+	s := &Server{cfg: cfg, pool: pool, signaler: signaler, keys: newAPIKeys(cfg.APIKeys), metrics: m, log: log}
 	s.app = fiber.New(fiber.Config{
-		AppName:               "dispatch-engine",
-		BodyLimit:             cfg.BodyLimit,
+		AppName: "dispatch-engine",
+		// The server reads bodies up to the larger limit; each route then
+		// holds its own (limitBody).
+		BodyLimit:             max(cfg.BodyLimit, cfg.BatchBodyLimit),
 		ReadTimeout:           10 * time.Second,
 		WriteTimeout:          10 * time.Second,
 		IdleTimeout:           60 * time.Second,
 		ErrorHandler:          s.errorHandler,
 		DisableStartupMessage: true,
+		// Paths match exactly, as openapi.yaml writes them.
+		CaseSensitive: true,
+		StrictRouting: true,
 	})
-	s.app.Use(recover.New())
-	s.app.Use(s.requestID, s.observe)
+	s.app.Use(s.requestID, s.observe, s.recoverPanic)
 
 	s.app.Get("/livez", adaptor.HTTPHandler(health.Live()))
 	s.app.Get("/readyz", adaptor.HTTPHandler(health.Ready(checks, cfg.ReadyTimeout)))
 	s.app.Get("/metrics", adaptor.HTTPHandler(metrics.Handler(m.Registry)))
 
-	v1 := s.app.Group("/v1")
-	v1.Post("/notifications", s.createNotification)
+	v1 := s.app.Group("/v1", s.authenticate)
+	// Before the routes: GET /v1/notifications/batch must answer 405, not
+	// reach GET /v1/notifications/:id.
+	s.app.Use(s.allowMethods)
+	v1.Get("/notifications", s.listNotifications)
+	v1.Post("/notifications", limitBody(cfg.BodyLimit), s.createNotification)
+	v1.Post("/notifications/batch", limitBody(cfg.BatchBodyLimit), s.createBatch)
 	v1.Get("/notifications/:id", s.getNotification)
+	v1.Get("/notifications/:id/attempts", s.listAttempts)
+	v1.Post("/notifications/:id/cancel", s.cancelNotification)
+	v1.Get("/batches/:batchId", s.getBatch)
+
 	s.app.Use(func(c *fiber.Ctx) error {
 		return newProblem(fiber.StatusNotFound, typeNotFound, "Not found", "no route "+c.Method()+" "+c.Path())
 	})
+	s.routes = newRouteTable(s.app.GetRoutes(true))
 	return s
 }
 
@@ -90,33 +132,36 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.app.ShutdownWith
 
 // Resource is the notification as the API shows it.
 type Resource struct {
-	ID             string          `json:"id"`
-	Status         string          `json:"status"`
-	Channel        string          `json:"channel"`
-	Priority       string          `json:"priority"`
-	Recipient      string          `json:"recipient"`
-	Subject        *string         `json:"subject,omitempty"`
-	Content        string          `json:"content"`
-	Metadata       json.RawMessage `json:"metadata,omitempty"`
-	IdempotencyKey *string         `json:"idempotencyKey,omitempty"`
-	BatchID        *string         `json:"batchId,omitempty"`
-	Attempts       int             `json:"attempts"`
-	LastError      *string         `json:"lastError,omitempty"`
-	FailureReason  *string         `json:"failureReason,omitempty"`
-	NextAttemptAt  *time.Time      `json:"nextAttemptAt,omitempty"`
-	ScheduledAt    *time.Time      `json:"scheduledAt,omitempty"`
-	ExpiresAt      *time.Time      `json:"expiresAt,omitempty"`
-	CreatedAt      time.Time       `json:"createdAt"`
-	UpdatedAt      time.Time       `json:"updatedAt"`
-	DeliveredAt    *time.Time      `json:"deliveredAt,omitempty"`
-	WorkflowID     string          `json:"workflowId"`
-	Links          Links           `json:"links"`
+	ID                string          `json:"id"`
+	Status            string          `json:"status"`
+	Channel           string          `json:"channel"`
+	Priority          string          `json:"priority"`
+	Recipient         string          `json:"recipient"`
+	Subject           *string         `json:"subject,omitempty"`
+	Content           string          `json:"content"`
+	Metadata          json.RawMessage `json:"metadata,omitempty"`
+	IdempotencyKey    *string         `json:"idempotencyKey,omitempty"`
+	BatchID           *string         `json:"batchId,omitempty"`
+	Attempts          int             `json:"attempts"`
+	LastError         *string         `json:"lastError,omitempty"`
+	FailureReason     *string         `json:"failureReason,omitempty"`
+	NextAttemptAt     *time.Time      `json:"nextAttemptAt,omitempty"`
+	ScheduledAt       *time.Time      `json:"scheduledAt,omitempty"`
+	ExpiresAt         *time.Time      `json:"expiresAt,omitempty"`
+	CreatedAt         time.Time       `json:"createdAt"`
+	UpdatedAt         time.Time       `json:"updatedAt"`
+	DeliveredAt       *time.Time      `json:"deliveredAt,omitempty"`
+	CancelRequestedAt *time.Time      `json:"cancelRequestedAt,omitempty"`
+	WorkflowID        string          `json:"workflowId"`
+	Links             Links           `json:"links"`
 }
 
 // Links point at the notification's related pages.
 type Links struct {
 	Self     string `json:"self"`
 	Attempts string `json:"attempts"`
+	// Batch is the batch summary, for a notification created in a batch.
+	Batch string `json:"batch,omitempty"`
 	// Temporal is the workflow's page in the Temporal Web UI.
 	Temporal string `json:"temporal"`
 }
@@ -130,7 +175,8 @@ func (s *Server) resource(n store.Notification) Resource {
 		Attempts: n.Attempts, LastError: n.LastError, FailureReason: n.FailureReason,
 		NextAttemptAt: n.NextAttemptAt, ScheduledAt: n.ScheduledAt, ExpiresAt: n.ExpiresAt,
 		CreatedAt: n.CreatedAt, UpdatedAt: n.UpdatedAt, DeliveredAt: n.DeliveredAt,
-		WorkflowID: wfID,
+		CancelRequestedAt: n.CancelRequestedAt,
+		WorkflowID:        wfID,
 		Links: Links{
 			Self:     "/v1/notifications/" + id,
 			Attempts: "/v1/notifications/" + id + "/attempts",
@@ -140,73 +186,43 @@ func (s *Server) resource(n store.Notification) Resource {
 	if n.BatchID != nil {
 		b := n.BatchID.String()
 		r.BatchID = &b
+		r.Links.Batch = "/v1/batches/" + b
 	}
 	return r
 }
 
-func (s *Server) createNotification(c *fiber.Ctx) error {
-	if err := requireJSON(c); err != nil {
-		return err
+func (s *Server) resources(ns []store.Notification) []Resource {
+	out := make([]Resource, len(ns))
+	for i, n := range ns {
+		out[i] = s.resource(n)
 	}
-	var req CreateRequest
-	if err := decodeStrict(c.Body(), &req); err != nil {
-		return err
-	}
-	nn, verr := req.validate("", time.Now())
-	if verr != nil {
-		return verr
-	}
-	n, err := store.CreateNotification(c.UserContext(), s.pool, nn)
-	if errors.Is(err, store.ErrConflict) {
-		return newProblem(fiber.StatusConflict, typeConflict, "Conflict", "a notification with this idempotencyKey exists")
-	}
-	if err != nil {
-		return err
-	}
-	s.metrics.Accepted.WithLabelValues(n.Channel, n.Priority).Inc()
-	c.Location("/v1/notifications/" + n.ID.String())
-	return c.Status(fiber.StatusAccepted).JSON(s.resource(n))
+	return out
 }
 
-func (s *Server) getNotification(c *fiber.Ctx) error {
-	id, err := uuid.Parse(c.Params("id"))
-	if err != nil {
-		ve := &ValidationError{}
-		ve.add("id", "must be a UUID")
-		return newProblemFromValidation(fiber.StatusBadRequest, ve)
-	}
-	n, err := store.GetNotification(c.UserContext(), s.pool, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return newProblem(fiber.StatusNotFound, typeNotFound, "Not found", "no notification "+id.String())
-	}
-	if err != nil {
-		return err
-	}
-	return c.JSON(s.resource(n))
-}
-
-func newProblemFromValidation(status int, ve *ValidationError) error {
-	p := newProblem(status, typeValidation, "Invalid request", ve.Error())
-	p.Errors = ve.Fields
-	return p
-}
-
-func requireJSON(c *fiber.Ctx) error {
-	ct := string(c.Request().Header.ContentType())
-	if ct == "" || c.Is("json") {
-		return nil
-	}
-	return newProblem(fiber.StatusUnsupportedMediaType, typeUnsupported, "Unsupported media type", "send the body as application/json")
-}
+// maxRequestID bounds a client's X-Request-Id; a longer or non-printable one
+// is replaced, so it can go into logs as is.
+const maxRequestID = 128
 
 func (s *Server) requestID(c *fiber.Ctx) error {
-	id := c.Get("X-Request-Id")
-	if id == "" || len(id) > 128 {
+	id := strings.Clone(c.Get("X-Request-Id"))
+	if !validRequestID(id) {
 		id = uuid.NewString()
 	}
 	c.Locals("request_id", id)
 	c.Set("X-Request-Id", id)
 	return c.Next()
+}
+
+func validRequestID(id string) bool {
+	if id == "" || len(id) > maxRequestID {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x21 || id[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // observe records request count and duration by route template.
@@ -222,13 +238,44 @@ func (s *Server) observe(c *fiber.Ctx) error {
 	if route == "/" || route == "" {
 		route = "unmatched"
 	}
+	// Fiber's strings point into buffers reused by the next request; a
+	// label value outlives this one.
+	method := strings.Clone(c.Method())
 	code := c.Response().StatusCode()
-	s.metrics.HTTPRequests.WithLabelValues(route, c.Method(), strconv.Itoa(code)).Inc()
-	s.metrics.HTTPDuration.WithLabelValues(route, c.Method()).Observe(time.Since(start).Seconds())
+	s.metrics.HTTPRequests.WithLabelValues(route, method, strconv.Itoa(code)).Inc()
+	s.metrics.HTTPDuration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
 	return nil
+}
+
+// errPanic is a request whose handler panicked; the panic is logged where
+// it is recovered.
+var errPanic = errors.New("handler panicked")
+
+// recoverPanic turns a panic into a 500 problem, logged with the request id
+// and the stack; the client sees nothing of it.
+func (s *Server) recoverPanic(c *fiber.Ctx) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic serving request", append(requestFields(c, errPanic), zap.Any("panic", r), zap.StackSkip("stack", 2))...)
+			err = errPanic
+		}
+	}()
+	return c.Next()
+}
+
+// limitBody answers 413 to a body over limit bytes.
+func limitBody(limit int) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		if n := len(c.Request().Body()); n > limit {
+			return newProblem(fiber.StatusRequestEntityTooLarge, typeTooLarge, "Payload too large",
+				"the body is "+strconv.Itoa(n)+" bytes; this endpoint takes at most "+strconv.Itoa(limit))
+		}
+		return c.Next()
+	}
 }
 
 func requestFields(c *fiber.Ctx, err error) []zap.Field {
 	rid, _ := c.Locals("request_id").(string)
-	return []zap.Field{zap.String("request_id", rid), zap.String("method", c.Method()), zap.String("path", c.Path()), zap.Error(err)}
+	return []zap.Field{zap.String("request_id", rid), zap.String("method", strings.Clone(c.Method())),
+		zap.String("path", strings.Clone(c.Path())), zap.Error(err)}
 }

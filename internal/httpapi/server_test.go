@@ -6,16 +6,20 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
-	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"dispatch-engine/internal/health"
 	"dispatch-engine/internal/httpapi"
@@ -28,35 +32,218 @@ const (
 	temporalNamespace = "default"
 )
 
-func newServer(t *testing.T, checks map[string]health.Check) (*httpapi.Server, *pgxpool.Pool) {
-	t.Helper()
-	pool, _ := testenv.Pool(t)
-	srv := httpapi.New(httpapi.Config{TemporalUIURL: temporalUI, TemporalNamespace: temporalNamespace},
-		pool, checks, metrics.NewAPI(), zap.NewNop())
-	return srv, pool
+type checkFn = health.Check
+
+var (
+	up   checkFn = func(context.Context) error { return nil }
+	down checkFn = func(context.Context) error { return errors.New("connection refused") }
+)
+
+// fixture is the API under test on a fresh database, with its collaborators.
+type fixture struct {
+	t        *testing.T
+	srv      *httpapi.Server
+	pool     *pgxpool.Pool
+	queries  *queryRecorder
+	signals  *signalRecorder
+	logs     *observer.ObservedLogs
+	apiKey   string
+	baseURL  string
+	contract *contract
 }
 
-// do sends a request through the app and returns the response and its body.
-func do(t *testing.T, srv *httpapi.Server, method, path, contentType string, body []byte, headers ...string) (*http.Response, []byte) {
+type options struct {
+	cfg      httpapi.Config
+	checks   map[string]health.Check
+	signaler httpapi.Signaler
+}
+
+type option func(*options)
+
+func withChecks(checks map[string]checkFn) option {
+	return func(o *options) { o.checks = checks }
+}
+
+type config = httpapi.Config
+
+func withConfig(change func(*config)) option {
+	return func(o *options) { change(&o.cfg) }
+}
+
+func withSignaler(s httpapi.Signaler) option {
+	return func(o *options) { o.signaler = s }
+}
+
+func setup(t *testing.T, opts ...option) *fixture {
 	t.Helper()
-	req := httptest.NewRequest(method, path, bytes.NewReader(body))
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
+	dsn := testenv.Database(t)
+	queries := &queryRecorder{}
+	pcfg, err := pgxpool.ParseConfig(dsn)
+	require.NoError(t, err)
+	pcfg.ConnConfig.Tracer = queries
+	pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	f := &fixture{t: t, pool: pool, queries: queries, signals: &signalRecorder{},
+		apiKey: "test-key-" + uuid.NewString(), contract: loadContract(t)}
+	o := options{
+		cfg: httpapi.Config{
+			APIKeys:           []string{"another-key-" + uuid.NewString(), f.apiKey},
+			TemporalUIURL:     temporalUI,
+			TemporalNamespace: temporalNamespace,
+		},
+		signaler: f.signals,
 	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	core, logs := observer.New(zap.InfoLevel)
+	f.logs = logs
+	f.srv = httpapi.New(o.cfg, pool, o.signaler, o.checks, metrics.NewAPI(), zap.New(core))
+
+	// A real listener, so requests take the path they take in production
+	// (the server's own body limit included).
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	f.baseURL = "http://" + ln.Addr().String()
+	served := make(chan error, 1)
+	go func() { served <- f.srv.App().Listener(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		require.NoError(t, f.srv.Shutdown(ctx))
+		require.NoError(t, <-served)
+	})
+	return f
+}
+
+// in is the fixture reporting to t, for subtests.
+func (f *fixture) in(t *testing.T) *fixture {
+	c := *f
+	c.t = t
+	return &c
+}
+
+// send sends a request to the server and returns the exchange, without
+// failing the test: it is safe in any goroutine. A body goes as
+// application/json and every request carries the API key as a bearer
+// token, unless headers (name, value pairs) say otherwise; a header given
+// an empty value is not sent.
+func (f *fixture) send(method, path string, body []byte, headers ...string) (*http.Request, *http.Response, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, f.baseURL+path, rd)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Authorization", "Bearer "+f.apiKey)
 	for i := 0; i+1 < len(headers); i += 2 {
+		if headers[i+1] == "" {
+			req.Header.Del(headers[i])
+			continue
+		}
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	resp, err := srv.App().Test(req, -1)
-	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return req, resp, raw, nil
+}
+
+// do sends a request (see send), holds the exchange to the contract, and
+// returns the answer.
+func (f *fixture) do(method, path string, body []byte, headers ...string) (*http.Response, []byte) {
+	f.t.Helper()
+	req, resp, raw, err := f.send(method, path, body, headers...)
+	require.NoError(f.t, err)
+	require.NoError(f.t, f.contract.verify(req, body, resp, raw))
 	return resp, raw
 }
 
-func post(t *testing.T, srv *httpapi.Server, body string) (*http.Response, []byte) {
-	t.Helper()
-	return do(t, srv, http.MethodPost, "/v1/notifications", "application/json", []byte(body))
+func (f *fixture) post(path, body string, headers ...string) (*http.Response, []byte) {
+	f.t.Helper()
+	return f.do(http.MethodPost, path, []byte(body), headers...)
+}
+
+func (f *fixture) get(path string, headers ...string) (*http.Response, []byte) {
+	f.t.Helper()
+	return f.do(http.MethodGet, path, nil, headers...)
+}
+
+// create posts a notification that must be accepted and returns its id.
+func (f *fixture) create(body string) string {
+	f.t.Helper()
+	resp, raw := f.post("/v1/notifications", body)
+	require.Equal(f.t, http.StatusAccepted, resp.StatusCode, "body: %s", raw)
+	return extractID(f.t, raw)
+}
+
+// queryRecorder records the SQL of every statement run on the pool.
+type queryRecorder struct {
+	mu  sync.Mutex
+	sql []string
+}
+
+func (r *queryRecorder) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sql = append(r.sql, data.SQL)
+	return ctx
+}
+
+func (r *queryRecorder) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (r *queryRecorder) reset() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sql = nil
+}
+
+func (r *queryRecorder) all() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.sql)
+}
+
+// signalRecorder plays Temporal for the cancel endpoint: it records each
+// signal and answers err (or panics with panicWith).
+type signalRecorder struct {
+	mu        sync.Mutex
+	calls     []signalCall
+	err       error
+	panicWith any
+}
+
+type signalCall struct {
+	WorkflowID, RunID, Name string
+	Arg                     any
+}
+
+func (r *signalRecorder) SignalWorkflow(_ context.Context, workflowID, runID, signalName string, arg any) error {
+	if r.panicWith != nil {
+		panic(r.panicWith)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, signalCall{WorkflowID: workflowID, RunID: runID, Name: signalName, Arg: arg})
+	return r.err
+}
+
+func (r *signalRecorder) Calls() []signalCall {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.calls)
 }
 
 func count(t *testing.T, pool *pgxpool.Pool, table string) int {
@@ -101,9 +288,10 @@ func fieldNames(p problem) []string {
 }
 
 func TestCreateNotificationAnswers202WithResource(t *testing.T) {
-	srv, pool := newServer(t, nil)
+	f := setup(t)
+	pool := f.pool
 	before := time.Now().Add(-time.Second)
-	resp, body := post(t, srv, `{"channel":"email","recipient":"user@example.com","subject":"Welcome",
+	resp, body := f.post("/v1/notifications", `{"channel":"email","recipient":"user@example.com","subject":"Welcome",
 		"content":"Hello there","priority":"HIGH","metadata":{"campaign":"spring"}}`)
 
 	require.Equal(t, http.StatusAccepted, resp.StatusCode, "body: %s", body)
@@ -154,18 +342,19 @@ func TestCreateNotificationAnswers202WithResource(t *testing.T) {
 }
 
 func TestGetNotificationReturnsTheCreatedResource(t *testing.T) {
-	srv, _ := newServer(t, nil)
-	resp, created := post(t, srv, `{"channel":"push","recipient":"device-token","content":"hi"}`)
+	f := setup(t)
+	resp, created := f.post("/v1/notifications", `{"channel":"push","recipient":"device-token","content":"hi"}`)
 	require.Equal(t, http.StatusAccepted, resp.StatusCode, "body: %s", created)
 
-	resp, got := do(t, srv, http.MethodGet, resp.Header.Get("Location"), "", nil)
+	resp, got := f.get(resp.Header.Get("Location"))
 	require.Equal(t, http.StatusOK, resp.StatusCode, "body: %s", got)
 	require.JSONEq(t, string(created), string(got))
 }
 
 func TestPriorityDefaultsToNormal(t *testing.T) {
-	srv, pool := newServer(t, nil)
-	resp, body := post(t, srv, `{"channel":"sms","recipient":"+14155550123","content":"hi"}`)
+	f := setup(t)
+	pool := f.pool
+	resp, body := f.post("/v1/notifications", `{"channel":"sms","recipient":"+14155550123","content":"hi"}`)
 	require.Equal(t, http.StatusAccepted, resp.StatusCode, "body: %s", body)
 
 	var r struct {
@@ -183,7 +372,8 @@ func TestPriorityDefaultsToNormal(t *testing.T) {
 }
 
 func TestInvalidInputIsRejectedWithProblemNamingTheField(t *testing.T) {
-	srv, pool := newServer(t, nil)
+	f := setup(t)
+	pool := f.pool
 	const sms = `"channel":"sms","recipient":"+14155550123"`
 	past := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
 
@@ -215,10 +405,16 @@ func TestInvalidInputIsRejectedWithProblemNamingTheField(t *testing.T) {
 		{name: "expiresAt not a date-time", body: `{` + sms + `,"content":"hi","expiresAt":"2026-13-45"}`, status: 422, field: "expiresAt"},
 		{name: "expiresAt in the past", body: `{` + sms + `,"content":"hi","expiresAt":"` + past + `"}`, status: 422, field: "expiresAt"},
 		{name: "subject on sms", body: `{` + sms + `,"content":"hi","subject":"s"}`, status: 422, field: "subject"},
+		{name: "NUL in content", body: `{` + sms + `,"content":"a\u0000b"}`, status: 422, field: "content"},
+		{name: "empty idempotencyKey", body: `{` + sms + `,"content":"hi","idempotencyKey":""}`, status: 422, field: "idempotencyKey"},
+		{name: "content of the wrong type", body: `{` + sms + `,"content":["hi"]}`, status: 422, field: "content"},
+		{name: "missing recipient", body: `{"channel":"sms","content":"hi"}`, status: 422, field: "recipient"},
+		{name: "two JSON values", body: `{` + sms + `,"content":"hi"}{}`, status: 400, typ: "/problems/malformed-request"},
+		{name: "null body", body: `null`, status: 400, typ: "/problems/malformed-request"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, body := post(t, srv, tc.body)
+			resp, body := f.in(t).post("/v1/notifications", tc.body)
 			p := requireProblem(t, resp, body, tc.status)
 			if tc.typ != "" {
 				require.Equal(t, tc.typ, p.Type)
@@ -238,9 +434,9 @@ func TestInvalidInputIsRejectedWithProblemNamingTheField(t *testing.T) {
 }
 
 func TestGetUnknownNotificationIs404Problem(t *testing.T) {
-	srv, _ := newServer(t, nil)
+	f := setup(t)
 	id := uuid.NewString()
-	resp, body := do(t, srv, http.MethodGet, "/v1/notifications/"+id, "", nil)
+	resp, body := f.get("/v1/notifications/" + id)
 	p := requireProblem(t, resp, body, http.StatusNotFound)
 	require.Equal(t, "/problems/not-found", p.Type)
 	require.Contains(t, p.Detail, id)
@@ -248,29 +444,27 @@ func TestGetUnknownNotificationIs404Problem(t *testing.T) {
 }
 
 func TestGetMalformedIdIs400Problem(t *testing.T) {
-	srv, _ := newServer(t, nil)
-	resp, body := do(t, srv, http.MethodGet, "/v1/notifications/not-a-uuid", "", nil)
+	f := setup(t)
+	resp, body := f.get("/v1/notifications/not-a-uuid")
 	p := requireProblem(t, resp, body, http.StatusBadRequest)
 	require.Equal(t, []string{"id"}, fieldNames(p))
 }
 
 func TestUnknownRouteIs404Problem(t *testing.T) {
-	srv, _ := newServer(t, nil)
-	resp, body := do(t, srv, http.MethodGet, "/v1/nothing-here", "", nil)
+	f := setup(t)
+	resp, body := f.get("/v1/nothing-here")
 	p := requireProblem(t, resp, body, http.StatusNotFound)
 	require.Equal(t, "/problems/not-found", p.Type)
 	require.Contains(t, p.Detail, "/v1/nothing-here")
 }
 
 func TestReadyzNamesFailingDependency(t *testing.T) {
-	pool, _ := testenv.Pool(t)
-	checks := map[string]health.Check{
-		"postgres": pool.Ping,
+	f := setup(t, withChecks(map[string]checkFn{
+		"postgres": up,
 		"redis":    func(context.Context) error { return errors.New("dial tcp 127.0.0.1:1: connection refused") },
-	}
-	srv := httpapi.New(httpapi.Config{}, pool, checks, metrics.NewAPI(), zap.NewNop())
+	}))
 
-	resp, body := do(t, srv, http.MethodGet, "/readyz", "", nil)
+	resp, body := f.get("/readyz")
 	p := requireProblem(t, resp, body, http.StatusServiceUnavailable)
 	require.Contains(t, p.Detail, "redis")
 	require.NotContains(t, p.Detail, "postgres")
@@ -284,27 +478,44 @@ func TestReadyzNamesFailingDependency(t *testing.T) {
 }
 
 func TestRequestIDIsEchoedOrGenerated(t *testing.T) {
-	srv, _ := newServer(t, nil)
+	f := setup(t)
 
-	resp, _ := do(t, srv, http.MethodGet, "/livez", "", nil, "X-Request-Id", "req-abc-123")
+	resp, _ := f.get("/livez", "X-Request-Id", "req-abc-123")
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Equal(t, "req-abc-123", resp.Header.Get("X-Request-Id"))
 
-	resp, _ = do(t, srv, http.MethodGet, "/livez", "", nil)
+	resp, _ = f.get("/livez")
 	generated := resp.Header.Get("X-Request-Id")
 	_, err := uuid.Parse(generated)
 	require.NoError(t, err, "a generated request id is a UUID, got %q", generated)
 
-	resp, _ = do(t, srv, http.MethodGet, "/livez", "", nil)
+	resp, _ = f.get("/livez")
 	require.NotEqual(t, generated, resp.Header.Get("X-Request-Id"), "each request gets its own id")
 }
 
-func TestUnsupportedMediaType(t *testing.T) {
-	srv, pool := newServer(t, nil)
-	resp, body := do(t, srv, http.MethodPost, "/v1/notifications", "text/plain",
-		[]byte(`{"channel":"sms","recipient":"+14155550123","content":"hi"}`))
-	p := requireProblem(t, resp, body, http.StatusUnsupportedMediaType)
-	require.Equal(t, "/problems/unsupported-media-type", p.Type)
-	require.Zero(t, count(t, pool, "notifications"))
-	require.Zero(t, count(t, pool, "outbox"))
+func TestUnsupportedMediaTypeIs415Problem(t *testing.T) {
+	f := setup(t)
+	const body = `{"channel":"sms","recipient":"+14155550123","content":"hi"}`
+	for _, ct := range []string{"text/plain", "application/xml", "application/json; charset=latin1", "-"} {
+		t.Run(ct, func(t *testing.T) {
+			f := f.in(t)
+			if ct == "-" {
+				ct = "" // no Content-Type at all
+			}
+			resp, raw := f.post("/v1/notifications", body, "Content-Type", ct)
+			p := requireProblem(t, resp, raw, http.StatusUnsupportedMediaType)
+			require.Equal(t, "/problems/unsupported-media-type", p.Type)
+			resp, raw = f.post("/v1/notifications/batch", `{"notifications":[`+body+`]}`, "Content-Type", ct)
+			requireProblem(t, resp, raw, http.StatusUnsupportedMediaType)
+		})
+	}
+	require.Zero(t, count(t, f.pool, "notifications"))
+	require.Zero(t, count(t, f.pool, "outbox"))
+}
+
+func TestJSONContentTypeWithUTF8CharsetIsAccepted(t *testing.T) {
+	f := setup(t)
+	resp, body := f.post("/v1/notifications", `{"channel":"sms","recipient":"+14155550123","content":"hi"}`,
+		"Content-Type", "application/json; charset=UTF-8")
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, "body: %s", body)
 }

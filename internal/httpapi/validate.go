@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/mail"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -48,8 +49,9 @@ var maxContent = map[string]int{
 
 var e164 = regexp.MustCompile(`^\+[1-9][0-9]{1,14}$`)
 
-// decodeStrict decodes exactly one JSON value into v, rejecting unknown
-// fields and trailing data; its errors name the offending field.
+// decodeStrict decodes a request body holding exactly one JSON value into v,
+// rejecting unknown fields and trailing data; its errors name the offending
+// field.
 func decodeStrict(body []byte, v any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return malformed("the request body is empty; a JSON object is expected")
@@ -57,6 +59,9 @@ func decodeStrict(body []byte, v any) error {
 	// encoding/json would silently turn invalid UTF-8 into U+FFFD.
 	if !utf8.Valid(body) {
 		return malformed("the request body is not valid UTF-8")
+	}
+	if bytes.Equal(bytes.TrimSpace(body), []byte("null")) {
+		return malformed("the request body must be a JSON object")
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -67,6 +72,32 @@ func decodeStrict(body []byte, v any) error {
 		return malformed("the request body holds more than one JSON value")
 	}
 	return nil
+}
+
+// decodeItem decodes one item of a batch, already known to be valid JSON,
+// into v; its errors name fields under prefix ("notifications[3]").
+func decodeItem(raw json.RawMessage, v any, prefix string) *ValidationError {
+	ve := &ValidationError{}
+	trimmed := bytes.TrimSpace(raw)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		ve.add(prefix, "must be a JSON object")
+		return ve
+	}
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		return nil
+	}
+	var fieldErr *ValidationError
+	if errors.As(decodeError(trimmed, err), &fieldErr) {
+		for _, f := range fieldErr.Fields {
+			ve.add(prefix+"."+f.Field, "%s", f.Message)
+		}
+		return ve
+	}
+	ve.add(prefix, "is not a valid notification object")
+	return ve
 }
 
 func decodeError(body []byte, err error) error {
@@ -82,7 +113,7 @@ func decodeError(body []byte, err error) error {
 			return malformed("the request body must be a JSON object")
 		}
 		ve := &ValidationError{}
-		ve.add(field, "must be a JSON %s", jsonKind(typeErr.Type.String()))
+		ve.add(jsonPath(field), "must be a JSON %s", jsonKind(typeErr.Type.String()))
 		return ve
 	case errors.As(err, &timeErr):
 		ve := &ValidationError{}
@@ -97,8 +128,26 @@ func decodeError(body []byte, err error) error {
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return malformed("the body is truncated JSON")
 	default:
-		return malformed("the body is not valid JSON: " + err.Error())
+		return malformed("the body is not valid JSON")
 	}
+}
+
+// jsonPath turns encoding/json's field path ("notifications.3") into the
+// API's ("notifications[3]").
+func jsonPath(field string) string {
+	parts := strings.Split(field, ".")
+	var b strings.Builder
+	for i, p := range parts {
+		if _, err := strconv.Atoi(p); err == nil && i > 0 {
+			b.WriteString("[" + p + "]")
+			continue
+		}
+		if i > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(p)
+	}
+	return b.String()
 }
 
 // timeField names the date-time field that failed to parse: encoding/json
@@ -129,6 +178,8 @@ func jsonKind(goType string) string {
 		return "string (RFC 3339 date-time)"
 	case goType == "json.RawMessage":
 		return "object"
+	case strings.HasPrefix(goType, "[]"):
+		return "array"
 	default:
 		return goType
 	}
@@ -183,9 +234,8 @@ func (r CreateRequest) validate(prefix string, now time.Time) (store.NewNotifica
 	}
 
 	if r.IdempotencyKey != nil {
-		k := *r.IdempotencyKey
-		if k == "" || len(k) > maxIdempotencyKey || !utf8.ValidString(k) || strings.ContainsRune(k, 0) {
-			ve.add(field("idempotencyKey"), "must be 1 to %d bytes of valid UTF-8", maxIdempotencyKey)
+		if !validIdempotencyKey(*r.IdempotencyKey) {
+			ve.add(field("idempotencyKey"), "must be 1 to %d bytes of UTF-8 without control characters", maxIdempotencyKey)
 		}
 	}
 	if len(r.Metadata) > 0 && !bytes.Equal(bytes.TrimSpace(r.Metadata), []byte("null")) {

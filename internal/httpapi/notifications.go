@@ -1,0 +1,182 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"mime"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+	"go.temporal.io/api/serviceerror"
+	"go.uber.org/zap"
+
+	"dispatch-engine/internal/notification"
+	"dispatch-engine/internal/store"
+	"dispatch-engine/workflows"
+)
+
+func (s *Server) createNotification(c *fiber.Ctx) error {
+	if err := requireJSON(c); err != nil {
+		return err
+	}
+	var req CreateRequest
+	if err := decodeStrict(c.Body(), &req); err != nil {
+		return err
+	}
+	ve := &ValidationError{}
+	header := idempotencyHeader(c, ve)
+	key := resolveKey(req.IdempotencyKey, header, "idempotencyKey", ve)
+	nn, fieldErr := req.validate("", time.Now())
+	if fieldErr != nil {
+		ve.Fields = append(fieldErr.Fields, ve.Fields...)
+	}
+	if err := ve.orNil(); err != nil {
+		return err
+	}
+	nn.IdempotencyKey = key
+	if key != nil {
+		fp := fingerprint(nn)
+		nn.RequestFingerprint = &fp
+	}
+
+	n, replayed, err := store.AcceptNotification(c.UserContext(), s.pool, nn)
+	if errors.Is(err, store.ErrConflict) {
+		return explain(err, typeIdempotencyConflict,
+			"the idempotency key was already used for a different notification; send a new key for a new notification")
+	}
+	if err != nil {
+		return err
+	}
+	c.Location("/v1/notifications/" + n.ID.String())
+	if replayed {
+		c.Set(headerReplayed, "true")
+		return c.Status(fiber.StatusOK).JSON(s.resource(n))
+	}
+	s.metrics.Accepted.WithLabelValues(n.Channel, n.Priority).Inc()
+	return c.Status(fiber.StatusAccepted).JSON(s.resource(n))
+}
+
+func (s *Server) getNotification(c *fiber.Ctx) error {
+	id, err := pathUUID(c, "id")
+	if err != nil {
+		return err
+	}
+	n, err := store.GetNotification(c.UserContext(), s.pool, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return explain(err, typeNotFound, "no notification "+id.String())
+	}
+	if err != nil {
+		return err
+	}
+	return c.JSON(s.resource(n))
+}
+
+// AttemptView is one delivery attempt as the API shows it.
+type AttemptView struct {
+	Attempt    int       `json:"attempt"`
+	StartedAt  time.Time `json:"startedAt"`
+	DurationMS int       `json:"durationMs"`
+	// StatusCode is the provider's HTTP status; absent when no answer came.
+	StatusCode      *int    `json:"statusCode,omitempty"`
+	Outcome         string  `json:"outcome"`
+	Error           *string `json:"error,omitempty"`
+	ResponseExcerpt *string `json:"responseExcerpt,omitempty"`
+}
+
+func (s *Server) listAttempts(c *fiber.Ctx) error {
+	id, err := pathUUID(c, "id")
+	if err != nil {
+		return err
+	}
+	if _, err := store.GetStatus(c.UserContext(), s.pool, id); errors.Is(err, store.ErrNotFound) {
+		return explain(err, typeNotFound, "no notification "+id.String())
+	} else if err != nil {
+		return err
+	}
+	attempts, err := store.ListAttempts(c.UserContext(), s.pool, id)
+	if err != nil {
+		return err
+	}
+	views := make([]AttemptView, len(attempts))
+	for i, a := range attempts {
+		views[i] = AttemptView{
+			Attempt: a.Attempt, StartedAt: a.StartedAt, DurationMS: a.DurationMS, StatusCode: a.StatusCode,
+			Outcome: a.Outcome, Error: a.Error, ResponseExcerpt: a.ResponseExcerpt,
+		}
+	}
+	return c.JSON(fiber.Map{"data": views})
+}
+
+// cancelNotification records the cancel on the row first (which alone makes
+// it win: no attempt starts once it is set), then signals the workflow so a
+// wait or an in-flight call ends at once.
+func (s *Server) cancelNotification(c *fiber.Ctx) error {
+	id, err := pathUUID(c, "id")
+	if err != nil {
+		return err
+	}
+	n, requested, err := store.RequestCancel(c.UserContext(), s.pool, id)
+	var notCancellable *store.NotCancellableError
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return explain(err, typeNotFound, "no notification "+id.String())
+	case errors.As(err, &notCancellable):
+		return explain(err, typeNotCancellable,
+			"the notification is "+string(notCancellable.Status)+"; only a notification not yet delivered or failed can be cancelled")
+	case err != nil:
+		return err
+	}
+	if !requested {
+		return c.Status(fiber.StatusOK).JSON(s.resource(n))
+	}
+	s.signalCancel(c, n.ID)
+	return c.Status(fiber.StatusAccepted).JSON(s.resource(n))
+}
+
+// signalCancel sends the cancel signal. A workflow not started yet is no
+// error: it will read the row's flag and never start an attempt. Any other
+// failure is logged and the answer stays 202, for the flag holds.
+func (s *Server) signalCancel(c *fiber.Ctx, id uuid.UUID) {
+	wfID := notification.WorkflowID(id.String())
+	ctx, cancel := context.WithTimeout(c.UserContext(), s.cfg.SignalTimeout)
+	defer cancel()
+	err := s.signaler.SignalWorkflow(ctx, wfID, "", workflows.CancelSignal, nil)
+	var notFound *serviceerror.NotFound
+	if err == nil || errors.As(err, &notFound) {
+		return
+	}
+	s.log.Warn("cancel signal not delivered; the notification's cancel flag still stops it",
+		append(requestFields(c, err), zap.String("notification_id", id.String()), zap.String("workflow_id", wfID))...)
+}
+
+// pathUUID parses the path parameter name as a UUID in its canonical
+// 36-character form; anything else is a 400 naming the parameter.
+func pathUUID(c *fiber.Ctx, name string) (uuid.UUID, error) {
+	raw := c.Params(name)
+	id, err := uuid.Parse(raw)
+	if err != nil || len(raw) != 36 {
+		ve := &ValidationError{}
+		ve.add(name, "must be a UUID, e.g. 0195b5f2-7f00-7000-8000-000000000000")
+		return uuid.UUID{}, newProblemFromValidation(fiber.StatusBadRequest, ve)
+	}
+	return id, nil
+}
+
+func newProblemFromValidation(status int, ve *ValidationError) error {
+	p := newProblem(status, typeValidation, "Invalid request", ve.Error())
+	p.Errors = ve.Fields
+	return p
+}
+
+// requireJSON answers 415 unless the body is declared application/json
+// (UTF-8, the only charset JSON has).
+func requireJSON(c *fiber.Ctx) error {
+	mt, params, err := mime.ParseMediaType(string(c.Request().Header.ContentType()))
+	if err == nil && mt == fiber.MIMEApplicationJSON && (params["charset"] == "" || strings.EqualFold(params["charset"], "utf-8")) {
+		return nil
+	}
+	return newProblem(fiber.StatusUnsupportedMediaType, typeUnsupported, "Unsupported media type",
+		"send the body as application/json (UTF-8)")
+}
