@@ -26,10 +26,26 @@ bench: ## Measure the running stack (make run first); BENCH_FLAGS=--quick for a 
 	go run ./cmd/bench $(BENCH_FLAGS)
 
 .PHONY: lint
-lint: ## gofmt, go vet and the module's tidiness
+lint: openapi-lint ## gofmt, go vet, the module's tidiness and the OpenAPI contract
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	go vet ./...
 	go mod tidy -diff
+
+# npm tools pinned in tools/package.json and package-lock.json, installed
+# into tools/node_modules (git-ignored) by npm ci.
+REDOCLY_ENV := REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true
+
+tools/node_modules/.installed: tools/package.json tools/package-lock.json
+	cd tools && npm ci --no-audit --no-fund
+	@touch $@
+
+.PHONY: openapi-lint
+openapi-lint: tools/node_modules/.installed ## Lint openapi.yaml with Redocly CLI (recommended rules, warnings fail)
+	cd tools && $(REDOCLY_ENV) ./node_modules/.bin/redocly lint ../openapi.yaml --config redocly.yaml
+
+.PHONY: postman
+postman: tools/node_modules/.installed ## Generate the Postman collection and environment in postman/ from openapi.yaml
+	cd tools && node postman.js
 
 .PHONY: migrate-up
 migrate-up: ## Apply pending migrations (creates the database if missing)
