@@ -3,12 +3,29 @@
 # Ensures PostgreSQL, Redis and RabbitMQ; builds the pinned Temporal CLI once
 # and starts its dev server (unless one answers already); migrates; starts
 # the sink (unless WEBHOOK_SITE_URL is set), the API and the worker; prints
-# the URLs. Ctrl-C or SIGTERM stops exactly what it started.
+# the URLs and an API key. Ctrl-C or SIGTERM stops exactly what it started.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 started_at=$SECONDS
 load_env
+
+# /v1/* needs an API key. Without API_KEYS, use a development key kept in
+# .data/dev-api-key (made on first run).
+if [ -z "${API_KEYS:-}" ]; then
+  dev_key_file="$ROOT/.data/dev-api-key"
+  if [ ! -s "$dev_key_file" ]; then
+    mkdir -p "$ROOT/.data"
+    (umask 077 && printf 'dev-%s\n' "$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$dev_key_file")
+    log "generated a development API key in .data/dev-api-key"
+  fi
+  API_KEYS="$(cat "$dev_key_file")"
+  api_key_source=".data/dev-api-key"
+else
+  api_key_source="API_KEYS"
+fi
+export API_KEYS
+api_key="${API_KEYS%%,*}"
 
 pids=()
 names=()
@@ -79,12 +96,14 @@ cat >&2 <<MSG
   Dispatch Engine is running (ready in $((SECONDS - started_at))s)
 
   API              http://127.0.0.1:$api_port        (/livez /readyz /metrics /v1/notifications)
+  API key          $api_key   (from $api_key_source)
   Worker metrics   http://127.0.0.1:$metrics_port/metrics
   Temporal Web UI  http://127.0.0.1:${TEMPORAL_UI_PORT:-8233}
   Provider         $WEBHOOK_SITE_URL
 $( [ "$WEBHOOK_SITE_URL" = "http://127.0.0.1:9090/webhook" ] && echo "  Sink stats       http://127.0.0.1:9090/_sink/stats" )
 
-  Try:  curl -s -XPOST localhost:$api_port/v1/notifications -H 'content-type: application/json' \\
+  Try:  curl -s -XPOST localhost:$api_port/v1/notifications -H "Authorization: Bearer $api_key" \\
+          -H 'content-type: application/json' \\
           -d '{"channel":"sms","recipient":"+14155550123","content":"hello","priority":"HIGH"}'
 
   Ctrl-C stops what this command started.
