@@ -51,11 +51,12 @@ type Config struct {
 	// WorkerConcurrency is how many deliveries (and workflow starts) one worker
 	// runs at once per channel.
 	WorkerConcurrency int `env:"WORKER_CONCURRENCY" envDefault:"16"`
-	// DeliveryFastPath runs each notification's first attempt as a local
-	// activity inside the workflow's first task, with its rate-limit slot taken
-	// by the consumer before the workflow starts (the backlog then waits in
-	// RabbitMQ's priority queue). It halves Temporal's work per notification.
-	// Retries always use the per-channel activity task queues.
+	// DeliveryFastPath runs a notification's first attempt as a local
+	// activity inside the workflow's first task when its channel has a
+	// rate-limit slot free at start (the consumer takes it). It halves
+	// Temporal's work per notification. A saturated channel, and every retry,
+	// use the per-channel activity task queues, where the backlog waits in
+	// priority order.
 	DeliveryFastPath bool `env:"DELIVERY_FAST_PATH" envDefault:"true"`
 	// RetryMaxAttempts is the number of delivery attempts before a notification fails.
 	RetryMaxAttempts int `env:"RETRY_MAX_ATTEMPTS" envDefault:"8"`

@@ -49,14 +49,15 @@ type StarterConfig struct {
 	Retry      workflows.RetryPolicy
 	// AttemptTimeout is the Deliver activity's start-to-close timeout.
 	AttemptTimeout time.Duration
-	// FastPath takes the first attempt's rate-limit slot here and has the
-	// workflow run that attempt as a local activity (DELIVERY_FAST_PATH).
+	// FastPath takes the first attempt's rate-limit slot here when one is
+	// free, and has the workflow run that attempt as a local activity
+	// (DELIVERY_FAST_PATH).
 	FastPath bool
 }
 
-// Limiter waits for a channel's next delivery slot.
+// Limiter hands out a channel's delivery slots.
 type Limiter interface {
-	Wait(ctx context.Context, channel string, tick func()) (time.Duration, error)
+	TryTake(ctx context.Context, channel string) bool
 }
 
 // Starter starts the workflow of each queued notification.
@@ -111,20 +112,12 @@ func (s *Starter) Handle(ctx context.Context, d amqp.Delivery) error {
 			return err
 		}
 	}
-	// On the fast path the message waits here, unacked, for its channel's
-	// slot: the backlog stays in RabbitMQ's priority queue, and the first
-	// attempt then runs at once inside the workflow's first task.
-	local := s.cfg.FastPath && !scheduled
-	if local {
-		waited, err := s.limiter.Wait(ctx, n.Channel, nil)
-		if err != nil {
-			return fmt.Errorf("waiting for rate limit: %w", err)
-		}
-		s.metrics.RateLimitWait.WithLabelValues(n.Channel).Observe(waited.Seconds())
-		if waited > 0 {
-			s.metrics.RateLimitWaits.WithLabelValues(n.Channel).Inc()
-		}
-	}
+	// Fast path: when the channel has a rate-limit slot free right now, take
+	// it here and let the workflow run the first attempt at once, inside its
+	// first task. When the channel is saturated, start the workflow normally:
+	// the attempt then waits in the channel's activity task queue, in
+	// priority order, for Temporal's and Redis's limits.
+	local := s.cfg.FastPath && !scheduled && s.limiter.TryTake(ctx, n.Channel)
 	attrs := []temporal.SearchAttributeUpdate{
 		workflows.SearchChannel.ValueSet(n.Channel),
 		workflows.SearchPriority.ValueSet(n.Priority),

@@ -6,22 +6,46 @@ package ratelimit
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 )
 
+// saturationHold is how long a channel counts as saturated after a request
+// had to wait or was refused.
+const saturationHold = time.Second
+
 // Limiter waits for a channel's next delivery slot.
 type Limiter struct {
 	rl     *redis_rate.Limiter
 	prefix string
 	limits map[string]int
+	// saturatedUntil holds, per channel, the UnixNano until which TryTake
+	// refuses without asking Redis: while a backlog drains through Wait,
+	// slots must go to it, in its priority order, not to newcomers.
+	saturatedUntil map[string]*atomic.Int64
 }
 
 // New returns a Limiter on rdb; limits maps a channel to its per-second rate.
 func New(rdb *redis.Client, keyPrefix string, limits map[string]int) *Limiter {
-	return &Limiter{rl: redis_rate.NewLimiter(rdb), prefix: keyPrefix, limits: limits}
+	l := &Limiter{rl: redis_rate.NewLimiter(rdb), prefix: keyPrefix, limits: limits, saturatedUntil: map[string]*atomic.Int64{}}
+	for channel := range limits {
+		l.saturatedUntil[channel] = new(atomic.Int64)
+	}
+	return l
+}
+
+func (l *Limiter) markSaturated(channel string) {
+	if s, ok := l.saturatedUntil[channel]; ok {
+		s.Store(time.Now().Add(saturationHold).UnixNano())
+	}
+}
+
+func (l *Limiter) saturated(channel string) bool {
+	s, ok := l.saturatedUntil[channel]
+	return ok && time.Now().UnixNano() < s.Load()
 }
 
 // Limit is the GCRA limit for rate per second. Its burst is a twentieth of
@@ -34,6 +58,23 @@ func Limit(rate int) redis_rate.Limit {
 	return redis_rate.Limit{Rate: rate, Period: time.Second, Burst: max(2, rate/20)}
 }
 
+// TryTake takes a slot for channel if one is free right now, without
+// waiting. It reports false when the channel is at its limit or was lately
+// (a backlog is draining through Wait), or when Redis cannot be reached
+// (failing closed: the caller then takes the waiting path).
+func (l *Limiter) TryTake(ctx context.Context, channel string) bool {
+	rate, ok := l.limits[channel]
+	if !ok || l.saturated(channel) {
+		return false
+	}
+	res, err := l.rl.Allow(ctx, l.key(channel), Limit(rate))
+	if err != nil || res.Allowed == 0 {
+		l.markSaturated(channel)
+		return false
+	}
+	return true
+}
+
 // Wait blocks until channel may make one more request and returns how long
 // it waited (zero when the first check allowed it). It fails closed: while Redis cannot be reached it keeps waiting
 // instead of letting the request through. tick is called on every pause, so
@@ -44,7 +85,7 @@ func (l *Limiter) Wait(ctx context.Context, channel string, tick func()) (time.D
 		return 0, fmt.Errorf("no rate limit configured for channel %q", channel)
 	}
 	limit := Limit(rate)
-	key := l.prefix + "ratelimit:" + channel
+	key := l.key(channel)
 	start := time.Now()
 	paused := false
 	for {
@@ -60,6 +101,7 @@ func (l *Limiter) Wait(ctx context.Context, channel string, tick func()) (time.D
 			pause = res.RetryAfter
 		}
 		paused = true
+		l.markSaturated(channel)
 		if tick != nil {
 			tick()
 		}
@@ -70,3 +112,5 @@ func (l *Limiter) Wait(ctx context.Context, channel string, tick func()) (time.D
 		}
 	}
 }
+
+func (l *Limiter) key(channel string) string { return l.prefix + "ratelimit:" + channel }

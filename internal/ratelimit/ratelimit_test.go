@@ -62,3 +62,21 @@ func TestUnknownChannelIsAnError(t *testing.T) {
 	_, err := l.Wait(context.Background(), "fax", nil)
 	require.Error(t, err)
 }
+
+func TestTryTakeNeverWaits(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	l := ratelimit.New(rdb, prefix, map[string]int{"push": 1})
+	ctx := context.Background()
+	for i := range ratelimit.Limit(1).Burst {
+		require.True(t, l.TryTake(ctx, "push"), "slot %d is free", i+1)
+	}
+	require.False(t, l.TryTake(ctx, "push"), "the channel is at its limit")
+	require.False(t, l.TryTake(ctx, "fax"), "no slot for an unknown channel")
+}
+
+func TestTryTakeFailsClosedWhileRedisIsDown(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
+	t.Cleanup(func() { _ = rdb.Close() })
+	l := ratelimit.New(rdb, "t:", map[string]int{"sms": 100})
+	require.False(t, l.TryTake(context.Background(), "sms"))
+}
