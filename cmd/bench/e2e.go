@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -32,13 +31,21 @@ type EndToEndResult struct {
 	// FirstDeliveryMS is the first sink arrival − the first createdAt.
 	FirstDeliveryMS float64 `json:"firstDeliveryMs"`
 	// LatencyMS is, per notification, the sink's firstAt − createdAt.
-	LatencyMS      Latency `json:"latencyMs"`
+	LatencyMS Latency `json:"latencyMs"`
+	// Timeline counts arrivals in each tenth of the delivery window (first
+	// createdAt to last arrival): an even spread is a steady rate.
+	Timeline       []int   `json:"timeline"`
 	RatioToCeiling float64 `json:"ratioToCeiling"`
 	// Retried counts our ids the sink saw more than once; Duplicates those
 	// it answered 2xx more than once.
 	Retried    int       `json:"retried"`
 	Duplicates int       `json:"duplicates"`
 	Sink       sinkStats `json:"sink"`
+	// OpenAfterDelivery counts the delivered notifications whose workflow
+	// was still open when the last delivery arrived; AllClosedAfterMS is how
+	// much later the last of them closed (-1: not within the wait).
+	OpenAfterDelivery int     `json:"openAfterDelivery"`
+	AllClosedAfterMS  float64 `json:"allClosedAfterMs"`
 	// History is the average shape of a sample of notification workflows.
 	History HistoryShape `json:"history"`
 	// Stuck counts, by API status, notifications that had not reached the
@@ -46,15 +53,6 @@ type EndToEndResult struct {
 	Stuck map[string]int `json:"stuck,omitempty"`
 
 	warnings []string
-}
-
-// HistoryShape is the average of a sample of workflow histories.
-type HistoryShape struct {
-	Sampled       int     `json:"sampled"`
-	Events        float64 `json:"events"`
-	WorkflowTasks float64 `json:"workflowTasks"`
-	Activities    float64 `json:"activities"`
-	Markers       float64 `json:"markers"`
 }
 
 // runEndToEnd sends o.N notifications through the API and waits for each
@@ -95,10 +93,23 @@ func runEndToEnd(ctx context.Context, o options, api *apiClient, snk *sinkClient
 	step("accepted %d in %.2fs; waiting for the sink (timeout %s)", len(accepted), last.Sub(first).Seconds(), o.Timeout)
 
 	records, pending, err := awaitArrivals(ctx, snk, accepted, first.Add(o.Timeout))
-	after := procs.sample()
 	if err != nil {
 		return res, nil, nil, err
 	}
+	// Each workflow closes one workflow task after its delivery: the cost
+	// window runs until every workflow of the run has closed.
+	byArrival := slices.DeleteFunc(slices.Clone(accepted), func(c created) bool { _, ok := records[c.ID]; return !ok })
+	slices.SortFunc(byArrival, func(a, b created) int { return records[a.ID].FirstAt.Compare(records[b.ID].FirstAt) })
+	wfIDs := make([]string, len(byArrival))
+	for i, c := range byArrival {
+		wfIDs[i] = workflowID(c)
+	}
+	closeBy := time.Now().Add(closeWait)
+	if end := first.Add(o.Timeout); end.Before(closeBy) {
+		closeBy = end
+	}
+	closedAt := awaitClosed(ctx, tc, wfIDs, closeBy)
+	after := procs.sample()
 
 	var (
 		firstAccept, firstArrival, lastArrival time.Time
@@ -128,12 +139,29 @@ func runEndToEnd(ctx context.Context, o options, api *apiClient, snk *sinkClient
 		}
 	}
 	res.Undelivered = len(pending)
+	res.OpenAfterDelivery, res.AllClosedAfterMS = 0, -1
+	var lastClose time.Time
+	for _, id := range wfIDs {
+		at, ok := closedAt[id]
+		if !ok || at.After(lastArrival) {
+			res.OpenAfterDelivery++
+		}
+		if at.After(lastClose) {
+			lastClose = at
+		}
+	}
+	if open := len(wfIDs) - len(closedAt); open > 0 {
+		res.warnings = append(res.warnings, fmt.Sprintf("%d delivered notification(s) still had an open workflow %s after the last delivery; the cost leaves out their closing", open, closeWait))
+	} else if !lastClose.IsZero() {
+		res.AllClosedAfterMS = round3(float64(lastClose.Sub(lastArrival).Microseconds()) / 1000)
+	}
 	if res.Delivered > 0 {
 		elapsed := lastArrival.Sub(firstAccept).Seconds()
 		res.DeliverySeconds = round3(elapsed)
 		res.DeliveredPerSec = round3(float64(res.Delivered) / elapsed)
 		res.FirstDeliveryMS = float64(firstArrival.Sub(firstAccept).Microseconds()) / 1000
 		res.LatencyMS = latencyOf(lat)
+		res.Timeline = timeline(records, firstAccept, lastArrival, 10)
 	}
 	if st, err := snk.stats(ctx); err == nil {
 		res.Sink = st
@@ -147,9 +175,17 @@ func runEndToEnd(ctx context.Context, o options, api *apiClient, snk *sinkClient
 		res.warnings = append(res.warnings, fmt.Sprintf("%d notification(s) had not reached the sink after %s (by API status: %s), e.g. %s",
 			len(pending), o.Timeout, counts(res.Stuck), pending[0]))
 	}
-	res.History = historyShape(ctx, tc, accepted, records, o.HistorySample)
+	res.History = historyShape(ctx, tc, accepted, records, o.HistorySample, historyWait)
 	return res, before, after, nil
 }
+
+const (
+	// closeWait bounds the wait for the run's workflows to close after the
+	// last delivery.
+	closeWait = 2 * time.Minute
+	// historyWait bounds the wait for sampled workflows to close.
+	historyWait = 30 * time.Second
+)
 
 // submitBatches POSTs reqs in batches of up to size, one after the other.
 func submitBatches(ctx context.Context, api *apiClient, reqs []createRequest, size int) (acc []created, errs []error, first, last time.Time) {
@@ -290,54 +326,17 @@ func stuckByStatus(ctx context.Context, api *apiClient, ids []string) map[string
 	return by
 }
 
-// historyShape averages the histories of up to n delivered notifications,
-// spread over the run (so over channels and priorities).
-func historyShape(ctx context.Context, tc client.Client, accepted []created, delivered map[string]sinkRecord, n int) HistoryShape {
-	var ids []string
-	for _, c := range accepted {
-		if _, ok := delivered[c.ID]; ok {
-			ids = append(ids, workflowID(c))
+// timeline counts the records' arrivals (firstAt) in each of n equal slices
+// of [from, to].
+func timeline(records map[string]sinkRecord, from, to time.Time, n int) []int {
+	out := make([]int, n)
+	span := to.Sub(from)
+	for _, rec := range records {
+		i := n - 1
+		if span > 0 {
+			i = min(int(float64(rec.FirstAt.Sub(from))/float64(span)*float64(n)), n-1)
 		}
+		out[max(i, 0)]++
 	}
-	var hs HistoryShape
-	if n <= 0 || len(ids) == 0 {
-		return hs
-	}
-	step := max(len(ids)/n, 1)
-	for i := 0; i < len(ids) && hs.Sampled < n; i += step {
-		// The sink saw the delivery; the workflow may need a moment to close.
-		h, err := closedHistoryOf(ctx, tc, ids[i])
-		if err != nil {
-			continue
-		}
-		hs.Sampled++
-		hs.Events += float64(h.events)
-		hs.WorkflowTasks += float64(h.workflowTasks)
-		hs.Activities += float64(h.activities)
-		hs.Markers += float64(h.markers)
-	}
-	if hs.Sampled > 0 {
-		k := float64(hs.Sampled)
-		hs.Events, hs.WorkflowTasks = round3(hs.Events/k), round3(hs.WorkflowTasks/k)
-		hs.Activities, hs.Markers = round3(hs.Activities/k), round3(hs.Markers/k)
-	}
-	return hs
-}
-
-// closedHistoryOf waits up to 30s for the workflow to close, then reads
-// its history.
-func closedHistoryOf(ctx context.Context, tc client.Client, id string) (history, error) {
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := tc.GetWorkflow(wctx, id, "").Get(wctx, nil); err != nil && wctx.Err() != nil {
-		return history{}, err
-	}
-	return historyOf(ctx, tc, id)
-}
-
-func workflowID(c created) string {
-	if c.WorkflowID != "" {
-		return c.WorkflowID
-	}
-	return "notification-" + strings.ToLower(c.ID)
+	return out
 }

@@ -130,10 +130,21 @@ func printTable(out io.Writer, r *Result) {
 	row("delivered/s ÷ ceiling", "%.2f×", e.RatioToCeiling)
 	row("accepted → delivered p50/p95/p99", "%s", ms(e.LatencyMS))
 	row("first delivery after", "%.0f ms", e.FirstDeliveryMS)
+	if len(e.Timeline) > 0 {
+		row("arrivals per tenth of the window", "%v", e.Timeline)
+	}
 	row("retried / duplicates (ours)", "%d / %d", e.Retried, e.Duplicates)
 	row("sink stats", "delivered %d, requests %d, failed %d, duplicates %d", e.Sink.Delivered, e.Sink.Requests, e.Sink.Failed, e.Sink.Duplicates)
 	h := e.History
-	row("per notification workflow", "%.1f events, %.1f workflow tasks, %.1f activities, %.1f markers  (%d histories)", h.Events, h.WorkflowTasks, h.Activities, h.Markers, h.Sampled)
+	row("per notification workflow", "%.1f events, %.1f workflow tasks, %.1f activities, %.1f markers  (%d closed histories)", h.Events, h.WorkflowTasks, h.Activities, h.Markers, h.Sampled-h.Open)
+	row("  workflow task timeouts", "%.2f per workflow; closed up to %.0f ms after the last activity; %d sampled still open after %s", h.TaskTimeouts, h.CloseLagMaxMS, h.Open, historyWait)
+	if e.OpenAfterDelivery >= 0 {
+		closed := "not within the wait"
+		if e.AllClosedAfterMS >= 0 {
+			closed = fmt.Sprintf("all closed %.1fs later", e.AllClosedAfterMS/1000)
+		}
+		row("workflows open at last delivery", "%d of %d; %s", e.OpenAfterDelivery, e.Delivered, closed)
+	}
 	if len(e.Stuck) > 0 {
 		row("not delivered, by API status", "%s", counts(e.Stuck))
 	}
@@ -152,7 +163,7 @@ func printTable(out io.Writer, r *Result) {
 	}
 
 	k := r.Cost
-	fmt.Fprintf(w, "\nCOST  (during end to end, per 1,000 delivered; peak RSS is VmHWM since the process started)\n")
+	fmt.Fprintf(w, "\nCOST  (end to end: first request until every workflow closed; per 1,000 delivered; peak RSS is VmHWM since the process started)\n")
 	fmt.Fprintf(w, "  process\tpid\tCPU s\tCPU s / 1,000\tpeak RSS MiB\n")
 	for _, p := range k.Processes {
 		fmt.Fprintf(w, "  %s\t%d\t%.2f\t%.2f\t%.0f\n", p.Name, p.PID, p.CPUSeconds, p.CPUSecondsPer1000, p.PeakRSSMB)

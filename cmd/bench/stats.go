@@ -1,13 +1,9 @@
 package main
 
 import (
-	"context"
 	"math"
 	"slices"
 	"time"
-
-	enumspb "go.temporal.io/api/enums/v1"
-	"go.temporal.io/sdk/client"
 )
 
 // Latency is a distribution's percentiles in milliseconds.
@@ -41,34 +37,4 @@ func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
 func percentile(s []time.Duration, p float64) time.Duration {
 	rank := int(math.Ceil(p / 100 * float64(len(s))))
 	return s[max(rank, 1)-1]
-}
-
-// history is the shape of one workflow's history.
-type history struct {
-	events        int
-	workflowTasks int // WorkflowTaskCompleted events
-	activities    int // ActivityTaskScheduled events
-	markers       int // MarkerRecorded events (local activities, side effects)
-}
-
-// historyOf reads a closed workflow's whole history.
-func historyOf(ctx context.Context, tc client.Client, workflowID string) (history, error) {
-	var h history
-	it := tc.GetWorkflowHistory(ctx, workflowID, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
-	for it.HasNext() {
-		ev, err := it.Next()
-		if err != nil {
-			return h, err
-		}
-		h.events++
-		switch ev.GetEventType() {
-		case enumspb.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
-			h.workflowTasks++
-		case enumspb.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-			h.activities++
-		case enumspb.EVENT_TYPE_MARKER_RECORDED:
-			h.markers++
-		}
-	}
-	return h, nil
 }
