@@ -56,8 +56,8 @@ type EndToEndResult struct {
 }
 
 // runEndToEnd sends o.N notifications through the API and waits for each
-// to reach the sink. procs is sampled just before the first request and
-// just after the last arrival is seen.
+// to reach the sink and its workflow to close. procs is sampled just before
+// the first request and once every workflow has closed.
 func runEndToEnd(ctx context.Context, o options, api *apiClient, snk *sinkClient, tc client.Client, procs *processes) (EndToEndResult, procSample, procSample, error) {
 	res := EndToEndResult{Requested: o.N}
 	if err := snk.reset(ctx); err != nil {
@@ -98,12 +98,7 @@ func runEndToEnd(ctx context.Context, o options, api *apiClient, snk *sinkClient
 	}
 	// Each workflow closes one workflow task after its delivery: the cost
 	// window runs until every workflow of the run has closed.
-	byArrival := slices.DeleteFunc(slices.Clone(accepted), func(c created) bool { _, ok := records[c.ID]; return !ok })
-	slices.SortFunc(byArrival, func(a, b created) int { return records[a.ID].FirstAt.Compare(records[b.ID].FirstAt) })
-	wfIDs := make([]string, len(byArrival))
-	for i, c := range byArrival {
-		wfIDs[i] = workflowID(c)
-	}
+	wfIDs := workflowsByArrival(accepted, records)
 	closeBy := time.Now().Add(closeWait)
 	if end := first.Add(o.Timeout); end.Before(closeBy) {
 		closeBy = end
@@ -111,6 +106,28 @@ func runEndToEnd(ctx context.Context, o options, api *apiClient, snk *sinkClient
 	closedAt := awaitClosed(ctx, tc, wfIDs, closeBy)
 	after := procs.sample()
 
+	summarize(&res, accepted, records, wfIDs, closedAt)
+	if st, err := snk.stats(ctx); err == nil {
+		res.Sink = st
+		if st.UniqueIDs > res.Accepted {
+			res.warnings = append(res.warnings, fmt.Sprintf(
+				"the sink saw %d ids since its reset, the run sent %d: other deliveries reached it meanwhile", st.UniqueIDs, res.Accepted))
+		}
+	}
+	if len(pending) > 0 {
+		res.Stuck = stuckByStatus(ctx, api, pending)
+		res.warnings = append(res.warnings, fmt.Sprintf("%d notification(s) had not reached the sink after %s (by API status: %s), e.g. %s",
+			len(pending), o.Timeout, counts(res.Stuck), pending[0]))
+	}
+	res.History = historyShape(ctx, tc, accepted, records, o.HistorySample, historyWait)
+	return res, before, after, nil
+}
+
+// summarize computes the delivery figures: the API's createdAt of each
+// notification against the sink's firstAt of its id, and the workflows'
+// close times against the last arrival.
+func summarize(res *EndToEndResult, accepted []created, records map[string]sinkRecord, wfIDs []string, closedAt map[string]time.Time) {
+	res.AllClosedAfterMS = -1
 	var (
 		firstAccept, firstArrival, lastArrival time.Time
 		lat                                    []time.Duration
@@ -121,6 +138,7 @@ func runEndToEnd(ctx context.Context, o options, api *apiClient, snk *sinkClient
 		}
 		rec, ok := records[c.ID]
 		if !ok {
+			res.Undelivered++
 			continue
 		}
 		res.Delivered++
@@ -138,8 +156,16 @@ func runEndToEnd(ctx context.Context, o options, api *apiClient, snk *sinkClient
 			res.Duplicates++
 		}
 	}
-	res.Undelivered = len(pending)
-	res.OpenAfterDelivery, res.AllClosedAfterMS = 0, -1
+	if res.Delivered == 0 {
+		return
+	}
+	elapsed := lastArrival.Sub(firstAccept).Seconds()
+	res.DeliverySeconds = round3(elapsed)
+	res.DeliveredPerSec = round3(float64(res.Delivered) / elapsed)
+	res.FirstDeliveryMS = round3(float64(firstArrival.Sub(firstAccept).Microseconds()) / 1000)
+	res.LatencyMS = latencyOf(lat)
+	res.Timeline = timeline(records, firstAccept, lastArrival, 10)
+
 	var lastClose time.Time
 	for _, id := range wfIDs {
 		at, ok := closedAt[id]
@@ -152,31 +178,21 @@ func runEndToEnd(ctx context.Context, o options, api *apiClient, snk *sinkClient
 	}
 	if open := len(wfIDs) - len(closedAt); open > 0 {
 		res.warnings = append(res.warnings, fmt.Sprintf("%d delivered notification(s) still had an open workflow %s after the last delivery; the cost leaves out their closing", open, closeWait))
-	} else if !lastClose.IsZero() {
+	} else {
 		res.AllClosedAfterMS = round3(float64(lastClose.Sub(lastArrival).Microseconds()) / 1000)
 	}
-	if res.Delivered > 0 {
-		elapsed := lastArrival.Sub(firstAccept).Seconds()
-		res.DeliverySeconds = round3(elapsed)
-		res.DeliveredPerSec = round3(float64(res.Delivered) / elapsed)
-		res.FirstDeliveryMS = float64(firstArrival.Sub(firstAccept).Microseconds()) / 1000
-		res.LatencyMS = latencyOf(lat)
-		res.Timeline = timeline(records, firstAccept, lastArrival, 10)
+}
+
+// workflowsByArrival returns the workflow ids of the delivered
+// notifications, in the order their deliveries reached the sink.
+func workflowsByArrival(accepted []created, records map[string]sinkRecord) []string {
+	delivered := slices.DeleteFunc(slices.Clone(accepted), func(c created) bool { _, ok := records[c.ID]; return !ok })
+	slices.SortFunc(delivered, func(a, b created) int { return records[a.ID].FirstAt.Compare(records[b.ID].FirstAt) })
+	ids := make([]string, len(delivered))
+	for i, c := range delivered {
+		ids[i] = workflowID(c)
 	}
-	if st, err := snk.stats(ctx); err == nil {
-		res.Sink = st
-		if st.Delivered != res.Delivered {
-			res.warnings = append(res.warnings, fmt.Sprintf(
-				"the sink counts %d deliveries since its reset, the bench found %d of its own: other deliveries reached the sink meanwhile", st.Delivered, res.Delivered))
-		}
-	}
-	if len(pending) > 0 {
-		res.Stuck = stuckByStatus(ctx, api, pending)
-		res.warnings = append(res.warnings, fmt.Sprintf("%d notification(s) had not reached the sink after %s (by API status: %s), e.g. %s",
-			len(pending), o.Timeout, counts(res.Stuck), pending[0]))
-	}
-	res.History = historyShape(ctx, tc, accepted, records, o.HistorySample, historyWait)
-	return res, before, after, nil
+	return ids
 }
 
 const (
@@ -234,7 +250,8 @@ func submitSingles(ctx context.Context, api *apiClient, reqs []createRequest, cl
 // awaitArrivals waits until every accepted id has a 2xx answer recorded by
 // the sink, or until deadline. It polls the cheap /_sink/stats until the
 // sink has delivered at least as many as we sent, then reads the pending
-// ids one by one; ids still missing are read again each second.
+// ids one by one; ids still missing are read again each second, and once
+// more at the deadline.
 func awaitArrivals(ctx context.Context, snk *sinkClient, accepted []created, deadline time.Time) (map[string]sinkRecord, []string, error) {
 	records := make(map[string]sinkRecord, len(accepted))
 	pending := make([]string, len(accepted))
@@ -242,12 +259,13 @@ func awaitArrivals(ctx context.Context, snk *sinkClient, accepted []created, dea
 		pending[i] = c.ID
 	}
 	lastTold := time.Now()
-	for len(pending) > 0 && time.Now().Before(deadline) {
+	for {
 		st, err := snk.stats(ctx)
 		if err != nil {
 			return nil, nil, err
 		}
-		if st.Delivered >= len(accepted) {
+		enough, over := st.Delivered >= len(accepted), time.Now().After(deadline)
+		if enough || over {
 			found, err := readRecords(ctx, snk, pending)
 			if err != nil {
 				return nil, nil, err
@@ -255,15 +273,19 @@ func awaitArrivals(ctx context.Context, snk *sinkClient, accepted []created, dea
 			maps.Copy(records, found)
 			pending = slices.DeleteFunc(pending, func(id string) bool { _, ok := found[id]; return ok })
 		}
-		if len(pending) == 0 {
-			break
+		if len(pending) == 0 || over {
+			return records, pending, nil
 		}
 		if time.Since(lastTold) >= 5*time.Second {
-			step("sink: %d delivered, %d of ours confirmed so far", st.Delivered, len(records))
+			if enough {
+				step("sink: %d of ours confirmed, %d still missing", len(records), len(pending))
+			} else {
+				step("sink: %d of %d delivered", st.Delivered, len(accepted))
+			}
 			lastTold = time.Now()
 		}
 		wait := 250 * time.Millisecond
-		if st.Delivered >= len(accepted) {
+		if enough {
 			wait = time.Second // some of ours are late; others' deliveries filled the count
 		}
 		select {
@@ -272,7 +294,6 @@ func awaitArrivals(ctx context.Context, snk *sinkClient, accepted []created, dea
 		case <-time.After(wait):
 		}
 	}
-	return records, pending, nil
 }
 
 // readRecords reads the sink's record of each id (16 at a time) and returns

@@ -134,11 +134,11 @@ func printTable(out io.Writer, r *Result) {
 		row("arrivals per tenth of the window", "%v", e.Timeline)
 	}
 	row("retried / duplicates (ours)", "%d / %d", e.Retried, e.Duplicates)
-	row("sink stats", "delivered %d, requests %d, failed %d, duplicates %d", e.Sink.Delivered, e.Sink.Requests, e.Sink.Failed, e.Sink.Duplicates)
+	row("sink's own stats", "delivered %d, ids %d, requests %d, failed %d, duplicates %d", e.Sink.Delivered, e.Sink.UniqueIDs, e.Sink.Requests, e.Sink.Failed, e.Sink.Duplicates)
 	h := e.History
 	row("per notification workflow", "%.1f events, %.1f workflow tasks, %.1f activities, %.1f markers  (%d closed histories)", h.Events, h.WorkflowTasks, h.Activities, h.Markers, h.Sampled-h.Open)
 	row("  workflow task timeouts", "%.2f per workflow; closed up to %.0f ms after the last activity; %d sampled still open after %s", h.TaskTimeouts, h.CloseLagMaxMS, h.Open, historyWait)
-	if e.OpenAfterDelivery >= 0 {
+	if e.Delivered > 0 {
 		closed := "not within the wait"
 		if e.AllClosedAfterMS >= 0 {
 			closed = fmt.Sprintf("all closed %.1fs later", e.AllClosedAfterMS/1000)
