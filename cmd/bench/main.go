@@ -67,16 +67,19 @@ func parseFlags() options {
 	flag.StringVar(&o.API, "api", "http://127.0.0.1:"+setting("API_PORT", "8080"), "API base URL")
 	flag.StringVar(&o.Worker, "worker", "http://127.0.0.1:"+setting("WORKER_METRICS_PORT", "8081"), "worker metrics base URL (for /readyz)")
 	flag.StringVar(&o.Sink, "sink", "http://127.0.0.1:9090", "local provider sink base URL (the one make run starts)")
-	flag.StringVar(&o.APIKey, "api-key", defaultAPIKey(), "API key sent as Authorization: Bearer (default: first of API_KEYS, else .data/dev-api-key)")
+	flag.StringVar(&o.APIKey, "api-key", "", "API key sent as Authorization: Bearer (default: the first of API_KEYS, else .data/dev-api-key)")
 	flag.StringVar(&o.Temporal, "temporal", setting("TEMPORAL_ADDRESS", "127.0.0.1:7233"), "Temporal frontend address")
 	flag.StringVar(&o.Namespace, "namespace", setting("TEMPORAL_NAMESPACE", "default"), "Temporal namespace")
 	flag.IntVar(&o.APIPid, "api-pid", 0, "pid of the API process (default: found in /proc)")
 	flag.IntVar(&o.WorkerPid, "worker-pid", 0, "pid of the worker process (default: found in /proc)")
 	flag.IntVar(&o.TemporalPid, "temporal-pid", 0, "pid of the Temporal server (default: found in /proc)")
-	flag.BoolVar(&o.Quick, "quick", false, "a short run (under a minute): n=300, ceiling-n=200, ingest 3s, 3 batches of 500")
+	flag.BoolVar(&o.Quick, "quick", false, "a short run (under a minute on an idle stack): n=300, ceiling-n=200, ingest 3s, 3 batches of 500, timeout 3m")
 	flag.BoolVar(&o.NoBatch, "no-batch", false, "send the end-to-end notifications as single POSTs even where the batch endpoint exists")
 	flag.BoolVar(&o.SkipIngest, "skip-ingest", false, "leave out the ingest section (it leaves deliveries behind)")
 	flag.Parse()
+	if o.APIKey == "" {
+		o.APIKey = defaultAPIKey()
+	}
 
 	if o.Quick {
 		// Quick mode replaces the defaults, not what was set explicitly.
