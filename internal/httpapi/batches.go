@@ -9,6 +9,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
+	"go.uber.org/zap"
 
 	"dispatch-engine/internal/store"
 )
@@ -115,6 +116,7 @@ func (s *Server) createBatch(c *fiber.Ctx) error {
 	for _, n := range notes {
 		s.metrics.Accepted.WithLabelValues(n.Channel, n.Priority).Inc()
 	}
+	s.log.Info("batch accepted", append(requestFields(c, nil), zap.String("batch_id", resp.BatchID), zap.Int("count", len(notes)))...)
 	return c.Status(fiber.StatusAccepted).JSON(resp)
 }
 

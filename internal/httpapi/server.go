@@ -242,8 +242,21 @@ func (s *Server) observe(c *fiber.Ctx) error {
 	// label value outlives this one.
 	method := strings.Clone(c.Method())
 	code := c.Response().StatusCode()
+	elapsed := time.Since(start)
 	s.metrics.HTTPRequests.WithLabelValues(route, method, strconv.Itoa(code)).Inc()
-	s.metrics.HTTPDuration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
+	s.metrics.HTTPDuration.WithLabelValues(route, method).Observe(elapsed.Seconds())
+	// One access line per request; probes and scrapes only at debug.
+	level := zap.InfoLevel
+	if route == "/livez" || route == "/readyz" || route == "/metrics" {
+		level = zap.DebugLevel
+	}
+	if ce := s.log.Check(level, "request"); ce != nil {
+		fields := append(requestFields(c, nil), zap.String("route", route), zap.Int("status", code), zap.Duration("duration", elapsed))
+		if id := c.Params("id"); id != "" {
+			fields = append(fields, zap.String("notification_id", strings.Clone(id)))
+		}
+		ce.Write(fields...)
+	}
 	return nil
 }
 

@@ -1,0 +1,48 @@
+package httpapi_test
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+)
+
+func TestEveryRequestIsLoggedOnceWithItsRequestID(t *testing.T) {
+	f := setup(t)
+	resp, _ := f.post("/v1/notifications", `{"channel":"sms","recipient":"+14155550123","content":"hi"}`, "X-Request-Id", "req-42")
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+
+	lines := f.logs.FilterMessage("request").FilterField(stringField("request_id", "req-42")).All()
+	require.Len(t, lines, 1)
+	ctx := lines[0].ContextMap()
+	require.Equal(t, "/v1/notifications", ctx["route"])
+	require.EqualValues(t, http.StatusAccepted, ctx["status"])
+
+	accepted := f.logs.FilterMessage("notification accepted").FilterField(stringField("request_id", "req-42")).All()
+	require.Len(t, accepted, 1)
+	require.NotEmpty(t, accepted[0].ContextMap()["notification_id"])
+	require.NotEmpty(t, accepted[0].ContextMap()["workflow_id"])
+}
+
+func TestRecipientsAndContentNeverAppearInLogs(t *testing.T) {
+	f := setup(t)
+	resp, _ := f.post("/v1/notifications", `{"channel":"email","recipient":"alice.secret@example.com","subject":"s","content":"the secret content"}`)
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	resp, _ = f.post("/v1/notifications", `{"channel":"sms","recipient":"+14155559876","content":"12"}`)
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+
+	for _, e := range f.logs.All() {
+		for k, v := range e.ContextMap() {
+			s, _ := v.(string)
+			require.NotContains(t, s, "alice.secret", "field %s of %q", k, e.Message)
+			require.NotContains(t, s, "+14155559876", "field %s of %q", k, e.Message)
+			require.NotContains(t, s, "the secret content", "field %s of %q", k, e.Message)
+		}
+	}
+	masked := f.logs.FilterMessage("notification accepted").All()
+	require.Len(t, masked, 2)
+	require.Equal(t, "a•••@example.com", masked[0].ContextMap()["recipient"])
+}
+
+func stringField(key, value string) zap.Field { return zap.String(key, value) }
