@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 
 	"dispatch-engine/internal/sink"
@@ -125,6 +126,9 @@ func setup(t *testing.T) *stack {
 	require.NoError(t, err)
 	t.Cleanup(tc.Close)
 	s.temporal = tc
+	// Workflows the test leaves waiting (a long backoff, a schedule) are
+	// terminated, so a shared Temporal server does not pile them up.
+	t.Cleanup(func() { s.terminateLeftovers() })
 
 	s.api = s.start("api")
 	s.worker = s.start("worker")
@@ -285,4 +289,28 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// terminateLeftovers terminates this stack's workflows that are still running.
+func (s *stack) terminateLeftovers() {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	queue := s.envValue("TEMPORAL_TASK_QUEUE_PREFIX") + "notifications"
+	var token []byte
+	for {
+		page, err := s.temporal.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
+			Query:         fmt.Sprintf("TaskQueue = %q AND ExecutionStatus = 'Running'", queue),
+			NextPageToken: token,
+		})
+		if err != nil {
+			s.t.Logf("listing leftover workflows: %v", err)
+			return
+		}
+		for _, e := range page.GetExecutions() {
+			_ = s.temporal.TerminateWorkflow(ctx, e.GetExecution().GetWorkflowId(), e.GetExecution().GetRunId(), "test finished")
+		}
+		if token = page.GetNextPageToken(); len(token) == 0 {
+			return
+		}
+	}
 }
