@@ -23,6 +23,7 @@ import (
 	"dispatch-engine/internal/httpapi"
 	"dispatch-engine/internal/logs"
 	"dispatch-engine/internal/metrics"
+	"dispatch-engine/internal/outbox"
 	"dispatch-engine/internal/queue"
 	"dispatch-engine/internal/store"
 )
@@ -79,7 +80,14 @@ func run() error {
 	}
 	defer tc.Close()
 
+	// One coalesced NOTIFY after commits wakes the relays at once.
+	waker := outbox.NewWaker(pool, log)
+	wakeCtx, stopWaker := context.WithCancel(context.Background())
+	defer stopWaker()
+	go func() { _ = waker.Run(wakeCtx) }()
+
 	srv := httpapi.New(httpapi.Config{
+		Accepted:          waker.Poke,
 		APIKeys:           cfg.APIKeys,
 		TemporalUIURL:     cfg.TemporalUIURL,
 		TemporalNamespace: cfg.TemporalNamespace,

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat.
@@ -249,4 +250,19 @@ func addrPort(addr string) int {
 	}
 	p, _ := strconv.Atoi(port)
 	return p
+}
+
+// pause stops the named process (SIGSTOP) and returns the function that
+// lets it go on (SIGCONT).
+func (p *processes) pause(name string) (func(), error) {
+	for _, pr := range p.list {
+		if pr.Name == name && pr.PID > 0 {
+			if err := syscall.Kill(pr.PID, syscall.SIGSTOP); err != nil {
+				return nil, fmt.Errorf("pausing the %s (pid %d): %w", name, pr.PID, err)
+			}
+			step("paused the %s (pid %d) for the ingest section", name, pr.PID)
+			return func() { _ = syscall.Kill(pr.PID, syscall.SIGCONT) }, nil
+		}
+	}
+	return nil, fmt.Errorf("no %s process found to pause", name)
 }

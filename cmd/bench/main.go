@@ -49,6 +49,8 @@ type options struct {
 	TemporalPid    int
 	Quick          bool
 	SkipIngest     bool
+	IngestOnly     bool
+	PauseWorker    bool
 	NoBatch        bool
 }
 
@@ -76,6 +78,8 @@ func parseFlags() options {
 	flag.BoolVar(&o.Quick, "quick", false, "a short run (under a minute on an idle stack): n=300, ceiling-n=200, ingest 3s, 3 batches of 500, timeout 3m")
 	flag.BoolVar(&o.NoBatch, "no-batch", false, "send the end-to-end notifications as single POSTs even where the batch endpoint exists")
 	flag.BoolVar(&o.SkipIngest, "skip-ingest", false, "leave out the ingest section (it leaves deliveries behind)")
+	flag.BoolVar(&o.IngestOnly, "ingest-only", false, "run only the ingest section")
+	flag.BoolVar(&o.PauseWorker, "pause-worker", false, "pause the worker (SIGSTOP, then SIGCONT) during the ingest section, so it measures the API and Postgres alone; the notifications wait in the outbox meanwhile")
 	flag.Parse()
 	if o.APIKey == "" {
 		o.APIKey = defaultAPIKey()
@@ -133,26 +137,37 @@ func run(ctx context.Context, o options) error {
 	procs := findProcesses(o)
 	res.Warnings = append(res.Warnings, procs.warnings...)
 
-	step("ceiling: %d BenchCeiling workflows (one no-op activity), %d starters", o.CeilingN, o.Concurrency)
-	ceil, err := runCeiling(ctx, pre.temporal, o)
-	if err != nil {
-		return fmt.Errorf("ceiling: %w", err)
-	}
-	res.Ceiling = ceil
+	var e2e EndToEndResult
+	if !o.IngestOnly {
+		step("ceiling: %d BenchCeiling workflows (one no-op activity), %d starters", o.CeilingN, o.Concurrency)
+		ceil, err := runCeiling(ctx, pre.temporal, o)
+		if err != nil {
+			return fmt.Errorf("ceiling: %w", err)
+		}
+		res.Ceiling = ceil
 
-	step("end to end: %d notifications through %s into the sink", o.N, o.API)
-	e2e, before, after, err := runEndToEnd(ctx, o, api, snk, pre.temporal, procs)
-	if err != nil {
-		return fmt.Errorf("end to end: %w", err)
+		step("end to end: %d notifications through %s into the sink", o.N, o.API)
+		var before, after procSample
+		e2e, before, after, err = runEndToEnd(ctx, o, api, snk, pre.temporal, procs)
+		if err != nil {
+			return fmt.Errorf("end to end: %w", err)
+		}
+		res.EndToEnd = e2e
+		if ceil.PerSec > 0 {
+			res.EndToEnd.RatioToCeiling = round3(e2e.DeliveredPerSec / ceil.PerSec)
+		}
+		res.Cost = costOf(procs, before, after, e2e.Delivered)
+		res.Warnings = append(res.Warnings, e2e.warnings...)
 	}
-	res.EndToEnd = e2e
-	if ceil.PerSec > 0 {
-		res.EndToEnd.RatioToCeiling = round3(e2e.DeliveredPerSec / ceil.PerSec)
-	}
-	res.Cost = costOf(procs, before, after, e2e.Delivered)
-	res.Warnings = append(res.Warnings, e2e.warnings...)
 
-	if !o.SkipIngest {
+	if !o.SkipIngest || o.IngestOnly {
+		if o.PauseWorker {
+			resume, err := procs.pause("worker")
+			if err != nil {
+				return err
+			}
+			defer resume()
+		}
 		step("ingest: single POSTs at %d clients for %s, then %d batches of %d", o.IngestClients, o.IngestDuration, o.Batches, o.BatchSize)
 		ing, err := runIngest(ctx, o, api, procs)
 		if err != nil {

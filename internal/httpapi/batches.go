@@ -116,6 +116,7 @@ func (s *Server) createBatch(c *fiber.Ctx) error {
 	for _, n := range notes {
 		s.metrics.Accepted.WithLabelValues(n.Channel, n.Priority).Inc()
 	}
+	s.accepted()
 	s.log.Info("batch accepted", append(requestFields(c, nil), zap.String("batch_id", resp.BatchID), zap.Int("count", len(notes)))...)
 	return c.Status(fiber.StatusAccepted).JSON(resp)
 }

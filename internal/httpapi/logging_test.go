@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"net/http"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -46,3 +47,20 @@ func TestRecipientsAndContentNeverAppearInLogs(t *testing.T) {
 }
 
 func stringField(key, value string) zap.Field { return zap.String(key, value) }
+
+func TestAcceptingWakesTheOutboxRelay(t *testing.T) {
+	var pokes atomic.Int32
+	f := setup(t, withConfig(func(c *config) { c.Accepted = func() { pokes.Add(1) } }))
+
+	resp, _ := f.post("/v1/notifications", `{"channel":"sms","recipient":"+14155550123","content":"hi"}`)
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	require.EqualValues(t, 1, pokes.Load())
+
+	resp, _ = f.post("/v1/notifications/batch", `{"notifications":[{"channel":"sms","recipient":"+14155550123","content":"a"},{"channel":"push","recipient":"device-token-123","content":"b"}]}`)
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	require.EqualValues(t, 2, pokes.Load(), "one wake-up per accepting request")
+
+	resp, _ = f.post("/v1/notifications", `{"channel":"fax","recipient":"x","content":"y"}`)
+	require.Equal(t, http.StatusUnprocessableEntity, resp.StatusCode)
+	require.EqualValues(t, 2, pokes.Load(), "nothing stored, nothing to wake")
+}

@@ -55,6 +55,7 @@ func (s *Server) createNotification(c *fiber.Ctx) error {
 		return c.Status(fiber.StatusOK).JSON(s.resource(n))
 	}
 	s.metrics.Accepted.WithLabelValues(n.Channel, n.Priority).Inc()
+	s.accepted()
 	s.log.Info("notification accepted", append(requestFields(c, nil),
 		zap.String("notification_id", n.ID.String()), zap.String("workflow_id", notification.WorkflowID(n.ID.String())),
 		zap.String("channel", n.Channel), zap.String("priority", n.Priority),

@@ -27,6 +27,9 @@ import (
 
 // Config configures a Server.
 type Config struct {
+	// Accepted, when set, is called after notifications were committed (the
+	// outbox relay's wake-up).
+	Accepted func()
 	// APIKeys are the keys accepted on /v1/*. With none, every /v1/* request
 	// is refused (cmd/api refuses to start instead).
 	APIKeys []string
@@ -291,4 +294,10 @@ func requestFields(c *fiber.Ctx, err error) []zap.Field {
 	rid, _ := c.Locals("request_id").(string)
 	return []zap.Field{zap.String("request_id", rid), zap.String("method", strings.Clone(c.Method())),
 		zap.String("path", strings.Clone(c.Path())), zap.Error(err)}
+}
+
+func (s *Server) accepted() {
+	if s.cfg.Accepted != nil {
+		s.cfg.Accepted()
+	}
 }

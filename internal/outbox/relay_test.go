@@ -116,7 +116,7 @@ func TestRelayLeavesRowsWhenBrokerUnreachable(t *testing.T) {
 	require.Equal(t, notification.StatusAccepted, status)
 }
 
-func TestRelayWakesOnNotify(t *testing.T) {
+func TestRelayWakesWhenTheWakerPokes(t *testing.T) {
 	pool, _ := testenv.Pool(t)
 	topo := testenv.Topology(t)
 	url := testenv.Shared(t).RabbitMQURL
@@ -151,7 +151,12 @@ func TestRelayWakesOnNotify(t *testing.T) {
 		return err == nil && listening == 1
 	}, 10*time.Second, 20*time.Millisecond, "relay never ran LISTEN outbox")
 
+	waker := outbox.NewWaker(pool, zap.NewNop())
+	wctx, wcancel := context.WithCancel(context.Background())
+	defer wcancel()
+	go func() { _ = waker.Run(wctx) }()
 	n := create(t, pool, notification.Push, notification.High, "device-token")
+	waker.Poke()
 
 	ch := amqpChannel(t)
 	var got amqp.Delivery
