@@ -40,6 +40,7 @@ type SingleIngest struct {
 type BatchIngest struct {
 	Batches             int     `json:"batches"`
 	Size                int     `json:"size"`
+	Clients             int     `json:"clients"`
 	Failed              int     `json:"failed"`
 	Notifications       int     `json:"notifications"`
 	Seconds             float64 `json:"seconds"`
@@ -63,7 +64,7 @@ func runIngest(ctx context.Context, o options, api *apiClient, procs *processes)
 		return res, fmt.Errorf("no single POST was accepted (errors by status: %v)", res.Single.Errors)
 	}
 	if api.hasBatch && o.Batches > 0 && o.BatchSize > 0 {
-		b := ingestBatches(ctx, api, o.Batches, o.BatchSize)
+		b := ingestBatches(ctx, api, o.Batches, o.BatchSize, o.BatchClients)
 		res.Batch = &b
 		res.Created += b.Notifications
 	}
@@ -119,31 +120,49 @@ func ingestSingles(ctx context.Context, api *apiClient, clients int, d time.Dura
 	return res
 }
 
-func ingestBatches(ctx context.Context, api *apiClient, batches, size int) BatchIngest {
+func ingestBatches(ctx context.Context, api *apiClient, batches, size, clients int) BatchIngest {
 	run := uuid.NewString()[:8]
-	res := BatchIngest{Batches: batches, Size: size}
-	var (
-		lat   []time.Duration
-		total time.Duration
-	)
-	for b := range batches {
-		items := make([]createRequest, size)
-		for i := range items {
-			items[i] = notificationFor("batch-"+run, b*size+i)
+	res := BatchIngest{Batches: batches, Size: size, Clients: clients}
+	// The items are built first: building them is not the API's time.
+	bodies := make([][]createRequest, batches)
+	for b := range bodies {
+		bodies[b] = make([]createRequest, size)
+		for i := range bodies[b] {
+			bodies[b][i] = notificationFor("batch-"+run, b*size+i)
 		}
-		t := time.Now()
-		got, _, err := api.createBatch(ctx, items)
-		d := time.Since(t)
-		lat, total = append(lat, d), total+d
-		if err != nil {
-			res.Failed++
-			continue
-		}
-		res.Notifications += len(got)
 	}
-	// The time spent in requests: building the items is not the API's.
-	res.Seconds = round3(total.Seconds())
-	res.NotificationsPerSec = round3(float64(res.Notifications) / total.Seconds())
+	var (
+		mu   sync.Mutex
+		lat  []time.Duration
+		next atomic.Int64
+		wg   sync.WaitGroup
+	)
+	start := time.Now()
+	for range max(clients, 1) {
+		wg.Go(func() {
+			for {
+				b := int(next.Add(1)) - 1
+				if b >= batches {
+					return
+				}
+				t := time.Now()
+				got, _, err := api.createBatch(ctx, bodies[b])
+				d := time.Since(t)
+				mu.Lock()
+				lat = append(lat, d)
+				if err != nil {
+					res.Failed++
+				} else {
+					res.Notifications += len(got)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	res.Seconds = round3(elapsed.Seconds())
+	res.NotificationsPerSec = round3(float64(res.Notifications) / elapsed.Seconds())
 	res.LatencyMS = latencyOf(lat)
 	return res
 }

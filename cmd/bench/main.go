@@ -50,6 +50,7 @@ type options struct {
 	Quick          bool
 	SkipIngest     bool
 	IngestOnly     bool
+	BatchClients   int
 	PauseWorker    bool
 	NoBatch        bool
 }
@@ -78,6 +79,7 @@ func parseFlags() options {
 	flag.BoolVar(&o.Quick, "quick", false, "a short run (under a minute on an idle stack): n=300, ceiling-n=200, ingest 3s, 3 batches of 500, timeout 3m")
 	flag.BoolVar(&o.NoBatch, "no-batch", false, "send the end-to-end notifications as single POSTs even where the batch endpoint exists")
 	flag.BoolVar(&o.SkipIngest, "skip-ingest", false, "leave out the ingest section (it leaves deliveries behind)")
+	flag.IntVar(&o.BatchClients, "batch-clients", 4, "concurrent clients sending the ingest section's batches")
 	flag.BoolVar(&o.IngestOnly, "ingest-only", false, "run only the ingest section")
 	flag.BoolVar(&o.PauseWorker, "pause-worker", false, "pause the worker (SIGSTOP, then SIGCONT) during the ingest section, so it measures the API and Postgres alone; the notifications wait in the outbox meanwhile")
 	flag.Parse()

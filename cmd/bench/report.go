@@ -157,7 +157,7 @@ func printTable(out io.Writer, r *Result) {
 			row("API CPU per single POST", "%.2f ms", s.APICPUMSPerRequest)
 		}
 		if b := in.Batch; b != nil {
-			row(fmt.Sprintf("batch, %d × %d", b.Batches, b.Size), "%.0f notifications/s, p50 %.0f ms per batch  (%d created, %d batches failed)", b.NotificationsPerSec, b.LatencyMS.P50, b.Notifications, b.Failed)
+			row(fmt.Sprintf("batch, %d × %d, %d clients", b.Batches, b.Size, b.Clients), "%.0f notifications/s, p50 %.0f ms per batch  (%d created, %d batches failed)", b.NotificationsPerSec, b.LatencyMS.P50, b.Notifications, b.Failed)
 		}
 		row("left to deliver", "%d notifications, ~%s at the end-to-end rate", in.Created, (time.Duration(in.BacklogETASeconds) * time.Second).String())
 	}
