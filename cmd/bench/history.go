@@ -132,6 +132,13 @@ func historyShape(ctx context.Context, tc client.Client, accepted []created, del
 func awaitClosed(ctx context.Context, tc client.Client, ids []string, deadline time.Time) map[string]time.Time {
 	closed := make(map[string]time.Time, len(ids))
 	poll := func(batch []string) {
+		// The ids to ask about are chosen before the workers write to closed.
+		var pending []string
+		for _, id := range batch {
+			if _, ok := closed[id]; !ok {
+				pending = append(pending, id)
+			}
+		}
 		var (
 			mu   sync.Mutex
 			next = make(chan string)
@@ -153,10 +160,8 @@ func awaitClosed(ctx context.Context, tc client.Client, ids []string, deadline t
 				}
 			})
 		}
-		for _, id := range batch {
-			if _, ok := closed[id]; !ok {
-				next <- id
-			}
+		for _, id := range pending {
+			next <- id
 		}
 		close(next)
 		wg.Wait()
