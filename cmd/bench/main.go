@@ -50,6 +50,7 @@ type options struct {
 	Quick          bool
 	SkipIngest     bool
 	IngestOnly     bool
+	Idle           int
 	BatchClients   int
 	PauseWorker    bool
 	NoBatch        bool
@@ -76,10 +77,11 @@ func parseFlags() options {
 	flag.IntVar(&o.APIPid, "api-pid", 0, "pid of the API process (default: found in /proc)")
 	flag.IntVar(&o.WorkerPid, "worker-pid", 0, "pid of the worker process (default: found in /proc)")
 	flag.IntVar(&o.TemporalPid, "temporal-pid", 0, "pid of the Temporal server (default: found in /proc)")
-	flag.BoolVar(&o.Quick, "quick", false, "a short run (under a minute on an idle stack): n=300, ceiling-n=200, ingest 3s, 3 batches of 500, timeout 3m")
+	flag.BoolVar(&o.Quick, "quick", false, "a short run (under a minute on an idle stack): idle=10, n=300, ceiling-n=200, ingest 3s, 3 batches of 500, timeout 3m")
 	flag.BoolVar(&o.NoBatch, "no-batch", false, "send the end-to-end notifications as single POSTs even where the batch endpoint exists")
 	flag.BoolVar(&o.SkipIngest, "skip-ingest", false, "leave out the ingest section (it leaves deliveries behind)")
 	flag.IntVar(&o.BatchClients, "batch-clients", 4, "concurrent clients sending the ingest section's batches")
+	flag.IntVar(&o.Idle, "idle", 30, "single notifications sent one at a time first, for the latency of one notification on an idle stack (0: skip)")
 	flag.BoolVar(&o.IngestOnly, "ingest-only", false, "run only the ingest section")
 	flag.BoolVar(&o.PauseWorker, "pause-worker", false, "pause the worker (SIGSTOP, then SIGCONT) during the ingest section, so it measures the API and Postgres alone; the notifications wait in the outbox meanwhile")
 	flag.Parse()
@@ -98,6 +100,7 @@ func parseFlags() options {
 			"batches":         func() { o.Batches = 3 },
 			"batch-size":      func() { o.BatchSize = 500 },
 			"timeout":         func() { o.Timeout = 3 * time.Minute },
+			"idle":            func() { o.Idle = 10 },
 		}
 		for name, apply := range quick {
 			if !set[name] {
@@ -140,6 +143,14 @@ func run(ctx context.Context, o options) error {
 	res.Warnings = append(res.Warnings, procs.warnings...)
 
 	var e2e EndToEndResult
+	if o.Idle > 0 && !o.IngestOnly {
+		step("idle: %d single notifications, one at a time", o.Idle)
+		idle, err := runIdle(ctx, api, snk, o.Idle)
+		if err != nil {
+			return fmt.Errorf("idle: %w", err)
+		}
+		res.Idle = &idle
+	}
 	if !o.IngestOnly {
 		step("ceiling: %d BenchCeiling workflows (one no-op activity), %d starters", o.CeilingN, o.Concurrency)
 		ceil, err := runCeiling(ctx, pre.temporal, o)

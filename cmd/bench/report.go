@@ -21,6 +21,7 @@ type Result struct {
 	Machine  Machine        `json:"machine"`
 	Options  PublicOptions  `json:"options"`
 	Ceiling  CeilingResult  `json:"ceiling"`
+	Idle     *IdleResult    `json:"idle,omitempty"`
 	EndToEnd EndToEndResult `json:"endToEnd"`
 	Ingest   *IngestResult  `json:"ingest,omitempty"`
 	Cost     CostResult     `json:"cost"`
@@ -116,6 +117,11 @@ func printTable(out io.Writer, r *Result) {
 	}
 
 	fmt.Fprintf(w, "\nTemporal %s at %s; batch endpoint: %v\n", orDash(r.Machine.TemporalServer), r.Options.Temporal, r.Machine.BatchEndpoint)
+
+	if r.Idle != nil {
+		fmt.Fprintf(w, "\nIDLE  (%d single notifications, one at a time)\n", r.Idle.N)
+		row("accepted → delivered p50/p95/p99", "%s", ms(r.Idle.LatencyMS))
+	}
 
 	c := r.Ceiling
 	fmt.Fprintf(w, "\nCEILING  (BenchCeiling: one no-op activity, SDK defaults; %d workflows, %d starters)\n", c.Workflows, r.Options.Concurrency)
