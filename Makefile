@@ -67,6 +67,10 @@ temporal-cli: ## Build the pinned Temporal CLI into .tools/bin (once)
 temporal: ## Run the Temporal dev server in the foreground (UI on :8233)
 	@scripts/temporal-dev.sh
 
+.PHONY: temporal-postgres
+temporal-postgres: ## Run a Temporal server on PostgreSQL (production-like) in the foreground instead of the dev server
+	@scripts/temporal-postgres.sh
+
 .PHONY: sink
 sink: ## Run the local provider sink on :9090
 	go run ./cmd/sink

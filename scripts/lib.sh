@@ -9,6 +9,13 @@ TEMPORAL_CLI_VERSION="v1.5.1"
 TEMPORAL_BIN="$ROOT/.tools/bin/temporal"
 export TEMPORAL_CLI_VERSION TEMPORAL_BIN
 
+# The Temporal server run on PostgreSQL (make temporal-postgres) is pinned here
+# too: the same server version the CLI's dev server embeds.
+TEMPORAL_SERVER_VERSION="v1.29.1"
+TEMPORAL_SERVER_BIN="$ROOT/.tools/bin/temporal-server"
+TEMPORAL_SQL_TOOL_BIN="$ROOT/.tools/bin/temporal-sql-tool"
+export TEMPORAL_SERVER_VERSION TEMPORAL_SERVER_BIN TEMPORAL_SQL_TOOL_BIN
+
 log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
 
@@ -49,6 +56,33 @@ ensure_temporal_cli() {
   log "building Temporal CLI $TEMPORAL_CLI_VERSION into .tools/bin (first time only, a few minutes)"
   mkdir -p "$ROOT/.tools/bin"
   GOBIN="$ROOT/.tools/bin" go install "github.com/temporalio/cli/cmd/temporal@$TEMPORAL_CLI_VERSION"
+}
+
+# ensure_temporal_server: builds the pinned Temporal server and its SQL schema
+# tool into .tools/bin once, as temporal-server and temporal-sql-tool.
+ensure_temporal_server() {
+  local bin
+  for bin in "$TEMPORAL_SERVER_BIN" "$TEMPORAL_SQL_TOOL_BIN"; do
+    if ! { [ -x "$bin" ] && go version -m "$bin" 2>/dev/null | grep -q "mod[[:space:]]*go.temporal.io/server[[:space:]]*$TEMPORAL_SERVER_VERSION"; }; then
+      log "building Temporal server $TEMPORAL_SERVER_VERSION into .tools/bin (first time only, a few minutes)"
+      local stage="$ROOT/.tools/build-temporal-server"
+      rm -rf "$stage" && mkdir -p "$stage" "$ROOT/.tools/bin"
+      GOBIN="$stage" go install \
+        "go.temporal.io/server/cmd/server@$TEMPORAL_SERVER_VERSION" \
+        "go.temporal.io/server/cmd/tools/sql@$TEMPORAL_SERVER_VERSION"
+      mv "$stage/server" "$TEMPORAL_SERVER_BIN"
+      mv "$stage/sql" "$TEMPORAL_SQL_TOOL_BIN"
+      rm -rf "$stage"
+      return 0
+    fi
+  done
+}
+
+# temporal_server_module_dir: where the Go module cache holds the pinned
+# server's source (schemas and sample configs), downloading it if needed.
+temporal_server_module_dir() {
+  go mod download -json "go.temporal.io/server@$TEMPORAL_SERVER_VERSION" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p'
 }
 
 # temporal_dev_args: the dev server's flags — the search attributes and the
