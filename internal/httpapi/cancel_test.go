@@ -160,3 +160,16 @@ func TestCancelIs202AndLoggedWhenTheSignalFails(t *testing.T) {
 	require.Equal(t, id, logged[0].ContextMap()["notification_id"])
 	require.Equal(t, "notification-"+id, logged[0].ContextMap()["workflow_id"])
 }
+
+func TestCancelBeforeAnyAttemptIsCountedAsCancelled(t *testing.T) {
+	f := setup(t)
+	id := f.create(smsBody) // ACCEPTED: the API cancels it itself
+
+	resp, got := f.cancel(id)
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	require.Equal(t, notification.StatusCancelled, notification.Status(got.Status))
+
+	resp, body := f.get("/metrics")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Regexp(t, `dispatch_notifications_terminal_total\{[^}]*status="cancelled"[^}]*\} 1\n`, string(body))
+}

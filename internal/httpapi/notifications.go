@@ -136,6 +136,11 @@ func (s *Server) cancelNotification(c *fiber.Ctx) error {
 	if !requested {
 		return c.Status(fiber.StatusOK).JSON(s.resource(n))
 	}
+	if n.Status == notification.StatusCancelled {
+		// Cancelled here, before any attempt: the worker will only skip it,
+		// so this process counts the terminal state.
+		s.metrics.Cancelled.WithLabelValues(n.Channel, n.Priority).Inc()
+	}
 	s.signalCancel(c, n.ID)
 	return c.Status(fiber.StatusAccepted).JSON(s.resource(n))
 }

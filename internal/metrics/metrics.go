@@ -25,6 +25,9 @@ type API struct {
 	HTTPRequests *prometheus.CounterVec
 	HTTPDuration *prometheus.HistogramVec
 	Accepted     *prometheus.CounterVec
+	// Cancelled counts notifications the API cancelled itself, before their
+	// workflow started an attempt (the worker counts the others).
+	Cancelled *prometheus.CounterVec
 }
 
 // NewAPI registers the API's metrics.
@@ -45,7 +48,12 @@ func NewAPI() *API {
 			Help: "Notifications accepted by channel and priority.",
 		}, []string{"channel", "priority"}),
 	}
-	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.Accepted)
+	m.Cancelled = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name:        "dispatch_notifications_terminal_total",
+		Help:        "Notifications reaching a terminal status (delivered, failed, cancelled) by channel, priority and reason.",
+		ConstLabels: prometheus.Labels{"status": "cancelled", "reason": ""},
+	}, []string{"channel", "priority"})
+	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.Accepted, m.Cancelled)
 	return m
 }
 
