@@ -26,17 +26,6 @@ type Querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// Store runs the product's queries on a connection pool.
-type Store struct {
-	pool *pgxpool.Pool
-}
-
-// New returns a Store on pool.
-func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
-
-// Pool is the underlying pool, for transactions that span several queries.
-func (s *Store) Pool() *pgxpool.Pool { return s.pool }
-
 // Connect opens a pool on dsn bounded to maxConns connections and checks it.
 func Connect(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
