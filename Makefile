@@ -25,6 +25,14 @@ test: services temporal-cli ## Run all tests (unit, integration, end-to-end) aga
 bench: ## Measure the running stack (make run first); BENCH_FLAGS=--quick for a short run
 	go run ./cmd/bench $(BENCH_FLAGS)
 
+FUZZTIME ?= 10s
+
+.PHONY: fuzz
+fuzz: services ## Fuzz request decoding and validation (single, batch) and the Retry-After parser, FUZZTIME each
+	go test -run '^$$' -fuzz '^FuzzCreateNotification$$' -fuzztime $(FUZZTIME) ./internal/httpapi/
+	go test -run '^$$' -fuzz '^FuzzCreateBatch$$' -fuzztime $(FUZZTIME) ./internal/httpapi/
+	go test -run '^$$' -fuzz '^FuzzParseRetryAfter$$' -fuzztime $(FUZZTIME) ./activities/
+
 .PHONY: lint
 lint: openapi-lint ## gofmt, go vet, the module's tidiness and the OpenAPI contract
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
