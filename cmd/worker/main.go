@@ -32,6 +32,7 @@ import (
 	"dispatch-engine/internal/outbox"
 	"dispatch-engine/internal/queue"
 	"dispatch-engine/internal/ratelimit"
+	"dispatch-engine/internal/reconcile"
 	"dispatch-engine/internal/store"
 	"dispatch-engine/workflows"
 )
@@ -177,8 +178,16 @@ func run() error {
 		}
 	}()
 
+	reconciler := reconcile.New(reconcile.Config{
+		Interval: cfg.RetryScanInterval,
+		Limit:    cfg.RetryScanLimit,
+		After:    cfg.ReconcileAfter,
+		Topology: topology,
+	}, pool, tc, dlqPub, m.Repaired, log)
+
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = relay.Run(ctx) })
+	wg.Go(func() { _ = reconciler.Run(ctx) })
 	wg.Go(func() { _ = consumer.Run(ctx) })
 	log.Info("worker running", zap.String("metrics_addr", probes.Addr), zap.String("webhook_url", cfg.WebhookSiteURL))
 

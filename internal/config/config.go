@@ -66,6 +66,14 @@ type Config struct {
 	RetryBackoffCoefficient float64 `env:"RETRY_BACKOFF_COEFFICIENT" envDefault:"2"`
 	// RetryMaxInterval caps the backoff between two attempts.
 	RetryMaxInterval time.Duration `env:"RETRY_MAX_INTERVAL" envDefault:"10m"`
+	// RetryScanInterval is how often the reconciler looks for notifications
+	// that fell off their path (no outbox row and no running workflow).
+	RetryScanInterval time.Duration `env:"RETRY_SCAN_INTERVAL" envDefault:"5s"`
+	// RetryScanLimit is the most notifications the reconciler checks per scan.
+	RetryScanLimit int `env:"RETRY_SCAN_LIMIT" envDefault:"100"`
+	// ReconcileAfter is how long a notification must sit untouched (past any
+	// scheduled or next-attempt time) before the reconciler checks it.
+	ReconcileAfter time.Duration `env:"RECONCILE_AFTER" envDefault:"2m"`
 	// OutboxPollInterval is how often the relay polls when no LISTEN/NOTIFY wake-up arrives.
 	OutboxPollInterval time.Duration `env:"OUTBOX_POLL_INTERVAL" envDefault:"1s"`
 	// OutboxBatchSize is how many outbox rows the relay publishes per round.
@@ -141,6 +149,7 @@ func (c Config) validate() error {
 		"WORKER_CONCURRENCY": c.WorkerConcurrency,
 		"RETRY_MAX_ATTEMPTS": c.RetryMaxAttempts,
 		"OUTBOX_BATCH_SIZE":  c.OutboxBatchSize,
+		"RETRY_SCAN_LIMIT":   c.RetryScanLimit,
 	}
 	for name, v := range positive {
 		if v <= 0 {
@@ -152,6 +161,8 @@ func (c Config) validate() error {
 		"RETRY_INITIAL_INTERVAL": c.RetryInitialInterval,
 		"RETRY_MAX_INTERVAL":     c.RetryMaxInterval,
 		"OUTBOX_POLL_INTERVAL":   c.OutboxPollInterval,
+		"RETRY_SCAN_INTERVAL":    c.RetryScanInterval,
+		"RECONCILE_AFTER":        c.ReconcileAfter,
 		"SHUTDOWN_TIMEOUT":       c.ShutdownTimeout,
 	}
 	for name, d := range durations {

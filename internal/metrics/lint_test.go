@@ -32,6 +32,7 @@ func TestWorkerMetricsPassTheLinter(t *testing.T) {
 	m.Relayed.Inc()
 	m.WorkflowStarts.WithLabelValues("sms", "started").Inc()
 	m.InFlight.WithLabelValues("sms").Inc()
+	m.Repaired.WithLabelValues("requeued").Inc()
 
 	families, err := m.Registry.Gather()
 	require.NoError(t, err)

@@ -69,6 +69,7 @@ type Worker struct {
 	Relayed         prometheus.Counter
 	WorkflowStarts  *prometheus.CounterVec
 	InFlight        *prometheus.GaugeVec
+	Repaired        *prometheus.CounterVec
 }
 
 // NewWorker registers the worker's metrics.
@@ -106,6 +107,10 @@ func NewWorker() *Worker {
 			Name: "dispatch_consumer_in_flight_messages",
 			Help: "Broker messages being handled by the consumer, by channel.",
 		}, []string{"channel"}),
+		Repaired: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dispatch_reconciler_repaired_total",
+			Help: "Notifications the reconciler put back on their path (requeued) or failed as abandoned, by action.",
+		}, []string{"action"}),
 		Relayed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dispatch_outbox_relayed_total",
 			Help: "Outbox rows published to RabbitMQ and confirmed.",
@@ -116,7 +121,7 @@ func NewWorker() *Worker {
 		}, []string{"channel", "result"}),
 	}
 	m.Registry.MustRegister(m.Terminal, m.Attempts, m.ProviderLatency, m.EndToEnd, m.RateLimitWait, m.RateLimitWaits,
-		m.Relayed, m.WorkflowStarts, m.InFlight)
+		m.Relayed, m.WorkflowStarts, m.InFlight, m.Repaired)
 	return m
 }
 

@@ -1,0 +1,59 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// Stale is a notification the reconciler should check.
+type Stale struct {
+	ID       uuid.UUID `db:"id"`
+	Channel  string    `db:"channel"`
+	Priority string    `db:"priority"`
+	Status   Status    `db:"status"`
+}
+
+// ListStale returns up to limit non-terminal notifications that have no
+// outbox row and have not changed for after, past any scheduled or
+// next-attempt time: the ones that may have fallen off their path.
+func ListStale(ctx context.Context, q Querier, after time.Duration, limit int) ([]Stale, error) {
+	rows, err := q.Query(ctx, `
+		SELECT n.id, n.channel, n.priority, n.status FROM notifications n
+		WHERE n.status IN `+nonTerminal+`
+			AND n.updated_at < now() - $1::interval
+			AND (n.next_attempt_at IS NULL OR n.next_attempt_at < now() - $1::interval)
+			AND (n.scheduled_at IS NULL OR n.scheduled_at < now() - $1::interval)
+			AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.notification_id = n.id)
+		ORDER BY n.updated_at
+		LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("listing stale notifications: %w", err)
+	}
+	stale, err := pgx.CollectRows(rows, pgx.RowToStructByName[Stale])
+	if err != nil {
+		return nil, fmt.Errorf("listing stale notifications: %w", err)
+	}
+	return stale, nil
+}
+
+// Requeue puts a non-terminal notification back on its path: a new outbox
+// row (the relay publishes it, the consumer starts its workflow), and
+// updated_at refreshed so the next scan leaves it alone meanwhile. It
+// reports false when the notification became terminal.
+func Requeue(ctx context.Context, q Querier, id uuid.UUID) (bool, error) {
+	tag, err := q.Exec(ctx, `
+		WITH n AS (
+			UPDATE notifications SET updated_at = now()
+			WHERE id = $1 AND status IN `+nonTerminal+`
+			RETURNING id, channel, priority
+		)
+		INSERT INTO outbox (notification_id, channel, priority) SELECT id, channel, priority FROM n`, id)
+	if err != nil {
+		return false, fmt.Errorf("requeueing notification: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
