@@ -1,6 +1,7 @@
 package config
 
 import (
+	"maps"
 	"os"
 	"reflect"
 	"regexp"
@@ -11,8 +12,24 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestEnvExampleDocumentsEveryVariable keeps .env.example and Config in step:
-// every variable is listed, with its default.
+// requireSameVariables fails unless listed (variable → default, as a file
+// shows them) names exactly Config's variables, each with its default.
+func requireSameVariables(t *testing.T, where string, listed map[string]string) {
+	t.Helper()
+	listed = maps.Clone(listed)
+	typ := reflect.TypeFor[Config]()
+	for i := range typ.NumField() {
+		field := typ.Field(i)
+		name, _, _ := strings.Cut(field.Tag.Get("env"), ",")
+		value, ok := listed[name]
+		require.True(t, ok, "%s lacks %s", where, name)
+		require.Equal(t, field.Tag.Get("envDefault"), value, "%s gives %s another default", where, name)
+		delete(listed, name)
+	}
+	require.Empty(t, listed, "%s lists variables Config does not read", where)
+}
+
+// TestEnvExampleDocumentsEveryVariable keeps .env.example and Config in step.
 func TestEnvExampleDocumentsEveryVariable(t *testing.T) {
 	f, err := os.Open("../../.env.example")
 	require.NoError(t, err)
@@ -22,22 +39,11 @@ func TestEnvExampleDocumentsEveryVariable(t *testing.T) {
 	// The example, taken as the whole environment, is a valid configuration.
 	_, err = Parse(example)
 	require.NoError(t, err)
-
-	typ := reflect.TypeFor[Config]()
-	for i := range typ.NumField() {
-		field := typ.Field(i)
-		name, _, _ := strings.Cut(field.Tag.Get("env"), ",")
-		value, ok := example[name]
-		require.True(t, ok, ".env.example lacks %s", name)
-		require.Equal(t, field.Tag.Get("envDefault"), value, ".env.example's %s differs from the default", name)
-		delete(example, name)
-	}
-	require.Empty(t, example, ".env.example lists variables Config does not read")
+	requireSameVariables(t, ".env.example", example)
 }
 
 // TestConfigurationDocListsEveryVariable keeps docs/CONFIGURATION.md in step
-// with Config: every variable has a row with its default, and no row names
-// a variable Config does not read.
+// with Config.
 func TestConfigurationDocListsEveryVariable(t *testing.T) {
 	raw, err := os.ReadFile("../../docs/CONFIGURATION.md")
 	require.NoError(t, err)
@@ -46,14 +52,5 @@ func TestConfigurationDocListsEveryVariable(t *testing.T) {
 	for _, m := range row.FindAllStringSubmatch(string(raw), -1) {
 		documented[m[1]] = m[3]
 	}
-	typ := reflect.TypeFor[Config]()
-	for i := range typ.NumField() {
-		f := typ.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
-		def, ok := documented[name]
-		require.True(t, ok, "docs/CONFIGURATION.md lacks %s", name)
-		require.Equal(t, f.Tag.Get("envDefault"), def, "docs/CONFIGURATION.md gives %s another default", name)
-		delete(documented, name)
-	}
-	require.Empty(t, documented, "docs/CONFIGURATION.md lists variables Config does not read")
+	requireSameVariables(t, "docs/CONFIGURATION.md", documented)
 }
