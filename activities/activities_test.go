@@ -13,7 +13,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
-	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/testsuite"
@@ -317,21 +316,9 @@ func TestFailPublishesToDeadLetterQueueAndMarksFailed(t *testing.T) {
 	require.NoError(t, val.Get(&status))
 	require.Equal(t, "FAILED", status)
 
-	conn, err := amqp.Dial(testenv.Shared(t).RabbitMQURL)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = conn.Close() })
-	ch, err := conn.Channel()
-	require.NoError(t, err)
+	ch := testenv.Channel(t)
 	dlq := topo.DeadLetterQueue(notification.SMS)
-	var msg amqp.Delivery
-	require.Eventually(t, func() bool {
-		m, ok, err := ch.Get(dlq, true)
-		if err != nil || !ok {
-			return false
-		}
-		msg = m
-		return true
-	}, 5*time.Second, 20*time.Millisecond, "no message in %s", dlq)
+	msg := testenv.NextMessage(t, ch, dlq, 5*time.Second, "no message in "+dlq)
 
 	require.Equal(t, n.ID.String(), msg.MessageId)
 	require.Equal(t, "exhausted", msg.Headers["x-reason"])

@@ -47,17 +47,6 @@ func newPublisher(t *testing.T, url string, topo queue.Topology) *queue.Publishe
 	return pub
 }
 
-// amqpChannel opens a channel on the test broker, closed at cleanup.
-func amqpChannel(t *testing.T) *amqp.Channel {
-	t.Helper()
-	conn, err := amqp.Dial(testenv.Shared(t).RabbitMQURL)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = conn.Close() })
-	ch, err := conn.Channel()
-	require.NoError(t, err)
-	return ch
-}
-
 func TestRelayPublishesAndDeletesOutboxRows(t *testing.T) {
 	ctx := context.Background()
 	pool, _ := testenv.Pool(t)
@@ -76,7 +65,7 @@ func TestRelayPublishesAndDeletesOutboxRows(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 3, n)
 
-	ch := amqpChannel(t)
+	ch := testenv.Channel(t)
 	for _, c := range created {
 		d, ok, err := ch.Get(topo.Queue(c.Channel), true)
 		require.NoError(t, err)
@@ -158,16 +147,7 @@ func TestRelayWakesWhenTheWakerPokes(t *testing.T) {
 	n := create(t, pool, notification.Push, notification.High, "device-token")
 	waker.Poke()
 
-	ch := amqpChannel(t)
-	var got amqp.Delivery
-	require.Eventually(t, func() bool {
-		d, ok, err := ch.Get(topo.Queue(notification.Push), true)
-		if err != nil || !ok {
-			return false
-		}
-		got = d
-		return true
-	}, 5*time.Second, 20*time.Millisecond, "the relay did not wake on NOTIFY")
+	got := testenv.NextMessage(t, testenv.Channel(t), topo.Queue(notification.Push), 5*time.Second, "the relay did not wake on NOTIFY")
 	require.Equal(t, n.ID.String(), got.MessageId)
 
 	stop()

@@ -72,17 +72,6 @@ func publish(t *testing.T, topo queue.Topology, body string) {
 	}))
 }
 
-// amqpChannel opens a channel on the test broker, closed at cleanup.
-func amqpChannel(t *testing.T) *amqp.Channel {
-	t.Helper()
-	conn, err := amqp.Dial(testenv.Shared(t).RabbitMQURL)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = conn.Close() })
-	ch, err := conn.Channel()
-	require.NoError(t, err)
-	return ch
-}
-
 // inspect reports a queue's ready messages and consumers.
 func inspect(t *testing.T, ch *amqp.Channel, name string) amqp.Queue {
 	t.Helper()
@@ -100,16 +89,8 @@ func TestPoisonMessageGoesToDeadLetterQueueWithReason(t *testing.T) {
 	})
 	publish(t, topo, "not json")
 
-	ch := amqpChannel(t)
-	var dead amqp.Delivery
-	require.Eventually(t, func() bool {
-		d, ok, err := ch.Get(topo.DeadLetterQueue(notification.SMS), true)
-		if err != nil || !ok {
-			return false
-		}
-		dead = d
-		return true
-	}, 10*time.Second, 20*time.Millisecond, "message never reached the dead-letter queue")
+	ch := testenv.Channel(t)
+	dead := testenv.NextMessage(t, ch, topo.DeadLetterQueue(notification.SMS), 10*time.Second, "message never reached the dead-letter queue")
 	require.Equal(t, "unparseable", dead.Headers["x-reason"])
 	require.Equal(t, "not json", string(dead.Body))
 	require.Equal(t, "m-1", dead.MessageId)
@@ -140,7 +121,7 @@ func TestFailedHandlerRequeuesMessage(t *testing.T) {
 
 	require.Equal(t, int32(2), handled.Load(), "handled once failing, once succeeding, then acked")
 	require.True(t, redelivered.Load(), "the second delivery is the requeued message")
-	ch := amqpChannel(t)
+	ch := testenv.Channel(t)
 	require.Zero(t, inspect(t, ch, topo.Queue(notification.SMS)).Messages)
 	require.Zero(t, inspect(t, ch, topo.DeadLetterQueue(notification.SMS)).Messages)
 }
@@ -175,7 +156,7 @@ func TestConsumerStopsCleanlyOnContextCancel(t *testing.T) {
 
 	require.Equal(t, int32(1), handled.Load())
 	require.True(t, ctxLiveAtEnd.Load(), "the in-flight handler's context is not cancelled by shutdown")
-	ch := amqpChannel(t)
+	ch := testenv.Channel(t)
 	q := inspect(t, ch, topo.Queue(notification.SMS))
 	require.Zero(t, q.Messages, "the in-flight message was acked, not requeued")
 	require.Zero(t, q.Consumers, "the consumer is gone")
