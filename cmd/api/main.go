@@ -26,6 +26,7 @@ import (
 	"dispatch-engine/internal/outbox"
 	"dispatch-engine/internal/queue"
 	"dispatch-engine/internal/store"
+	"dispatch-engine/internal/version"
 )
 
 func main() {
@@ -48,6 +49,7 @@ func run() error {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+	log.Info("starting", zap.String("version", version.String()))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

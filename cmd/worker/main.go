@@ -34,6 +34,7 @@ import (
 	"dispatch-engine/internal/ratelimit"
 	"dispatch-engine/internal/reconcile"
 	"dispatch-engine/internal/store"
+	"dispatch-engine/internal/version"
 	"dispatch-engine/workflows"
 )
 
@@ -58,6 +59,7 @@ func run() error {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+	log.Info("starting", zap.String("version", version.String()))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
