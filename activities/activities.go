@@ -43,6 +43,9 @@ type Activities struct {
 	Log        *zap.Logger
 	// SigningKey, when set, signs every delivery (Standard Webhooks).
 	SigningKey []byte
+	// SlotWait, when set, bounds one attempt's wait for a rate-limit slot;
+	// it is bounded anyway to end limiterGiveUp before the attempt's deadline.
+	SlotWait time.Duration
 }
 
 // excerptLimit bounds the response body kept with an attempt.
@@ -62,21 +65,35 @@ type Payload struct {
 	Attempt   int             `json:"attempt"`
 }
 
-// Deliver makes one delivery attempt: it marks the notification PROCESSING
-// (or finds it terminal and skips), waits for the channel's rate limit (not
-// an attempt), POSTs the notification to the provider with a stable
-// webhook-id, classifies the answer, and records the attempt with its status
-// change in one statement. A provider failure is a result, not an error:
-// errors are left for infrastructure trouble, which the workflow treats as a
-// failed attempt.
+// Deliver makes one delivery attempt: it waits for the channel's rate limit
+// (not an attempt: nothing is sent meanwhile), marks the notification
+// PROCESSING (or finds it terminal and skips), POSTs the notification to the
+// provider with a stable webhook-id, classifies the answer, and records the
+// attempt with its status change in one statement. A provider failure is a
+// result, not an error. When Redis (the limiter fails closed) or PostgreSQL
+// cannot be reached before the attempt begins, nothing was sent and nothing
+// counted: Deliver answers a NotAttempted error, which the workflow retries
+// without spending an attempt. Other errors are infrastructure trouble after
+// the attempt began, which the workflow counts as a failed attempt.
 func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (workflows.DeliverResult, error) {
 	id, err := uuid.Parse(in.NotificationID)
 	if err != nil {
 		return workflows.DeliverResult{}, temporal.NewNonRetryableApplicationError("bad notification id", "BadInput", err)
 	}
+	// Inputs scheduled before the channel travelled with them wait after
+	// BeginAttempt, as they did then.
+	waitFirst := !in.Prepaid && in.Channel != ""
+	if waitFirst {
+		if err := a.waitForSlot(ctx, in.Channel); err != nil {
+			return workflows.DeliverResult{}, err
+		}
+	}
 	n, refusal, err := store.BeginAttempt(ctx, a.Pool, id)
 	if err != nil {
-		return workflows.DeliverResult{}, err
+		if ctx.Err() != nil {
+			return workflows.DeliverResult{}, ctx.Err()
+		}
+		return workflows.DeliverResult{}, notAttempted(err)
 	}
 	log := a.Log.With(zap.String("notification_id", in.NotificationID), zap.String("workflow_id", notification.WorkflowID(in.NotificationID)),
 		zap.String("channel", n.Channel), zap.Int("attempt", n.Attempts))
@@ -89,7 +106,7 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 		return workflows.DeliverResult{Outcome: workflows.OutcomeExpired, Error: "expired before delivery"}, nil
 	}
 
-	if !in.Prepaid {
+	if !in.Prepaid && !waitFirst {
 		if err := a.waitForSlot(ctx, n.Channel); err != nil {
 			return workflows.DeliverResult{}, err
 		}
@@ -127,8 +144,9 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 		transition.Status = notification.StatusRetrying
 		transition.NextAttemptAt = &next
 	}
-	// The attempt happened; record it even if the workflow is being cancelled.
-	if err := store.FinishAttempt(context.WithoutCancel(ctx), a.Pool, attempt, transition); err != nil {
+	// The attempt happened; record it even if the workflow is being
+	// cancelled, retrying while PostgreSQL is unreachable.
+	if err := a.finishAttempt(ctx, attempt, transition); err != nil {
 		return workflows.DeliverResult{}, err
 	}
 	if ctx.Err() != nil {
@@ -145,18 +163,72 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 	return res, nil
 }
 
+// limiterGiveUp is how long before the attempt's deadline a wait for the
+// rate limit gives up, so it ends as NotAttempted, not as a timed-out attempt.
+const limiterGiveUp = 2 * time.Second
+
 // waitForSlot waits for the channel's rate limit (not an attempt: nothing
-// is sent meanwhile), heartbeating so a cancel still gets through.
+// is sent meanwhile), heartbeating so a cancel still gets through. While
+// Redis is unreachable the limiter keeps waiting (it fails closed); a wait
+// that outlasts the attempt's time ends as NotAttempted.
 func (a *Activities) waitForSlot(ctx context.Context, channel string) error {
-	waited, err := a.Limiter.Wait(ctx, channel, func() { activity.RecordHeartbeat(ctx) })
+	waitCtx := ctx
+	if deadline, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		waitCtx, cancel = context.WithDeadline(ctx, deadline.Add(-limiterGiveUp))
+		defer cancel()
+	}
+	if a.SlotWait > 0 {
+		var cancel context.CancelFunc
+		waitCtx, cancel = context.WithTimeout(waitCtx, a.SlotWait)
+		defer cancel()
+	}
+	waited, err := a.Limiter.Wait(waitCtx, channel, func() { activity.RecordHeartbeat(ctx) })
 	if err != nil {
-		return fmt.Errorf("waiting for rate limit: %w", err)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return notAttempted(fmt.Errorf("waiting %s for the rate limit: %w", waited.Round(time.Millisecond), err))
 	}
 	a.Metrics.RateLimitWait.WithLabelValues(channel).Observe(waited.Seconds())
 	if waited > 0 {
 		a.Metrics.RateLimitWaits.WithLabelValues(channel).Inc()
 	}
 	return nil
+}
+
+// notAttempted marks err as trouble before the attempt began: nothing was
+// sent and the attempt was not counted.
+func notAttempted(err error) error {
+	return temporal.NewApplicationErrorWithCause("not attempted: "+err.Error(), workflows.ErrNotAttempted, err)
+}
+
+// finishAttempt records the attempt, retrying with backoff while the
+// database is unreachable, until shortly before the activity's deadline
+// (the cancel signal does not stop it: the attempt happened).
+func (a *Activities) finishAttempt(ctx context.Context, attempt store.Attempt, t store.Transition) error {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(30 * time.Second)
+	}
+	rctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline.Add(-500*time.Millisecond))
+	defer cancel()
+	pause := 100 * time.Millisecond
+	for {
+		err := store.FinishAttempt(rctx, a.Pool, attempt, t)
+		if err == nil {
+			return nil
+		}
+		a.Log.Warn("recording the attempt failed; retrying", zap.String("notification_id", attempt.NotificationID.String()),
+			zap.Int("attempt", attempt.Attempt), zap.Error(err))
+		activity.RecordHeartbeat(ctx)
+		select {
+		case <-rctx.Done():
+			return err
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 2*time.Second)
+	}
 }
 
 // post sends the notification and classifies the provider's answer.

@@ -13,8 +13,10 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 	"go.uber.org/zap"
 
@@ -248,6 +250,58 @@ func TestDeliverRecordsRetryWithNextAttemptAt(t *testing.T) {
 	require.Equal(t, string(workflows.OutcomeRetry), rows[0].Outcome)
 	require.NotNil(t, rows[0].ResponseExcerpt)
 	require.Equal(t, "busy", *rows[0].ResponseExcerpt)
+}
+
+// deliverError runs the Deliver activity and returns its error.
+func deliverError(t *testing.T, acts *activities.Activities, in workflows.DeliverInput) error {
+	t.Helper()
+	var suite testsuite.WorkflowTestSuite
+	env := suite.NewTestActivityEnvironment()
+	env.RegisterActivityWithOptions(acts.Deliver, activity.RegisterOptions{Name: workflows.DeliverActivity})
+	_, err := env.ExecuteActivity(workflows.DeliverActivity, in)
+	require.Error(t, err)
+	return err
+}
+
+func requireNotAttempted(t *testing.T, err error) {
+	t.Helper()
+	var appErr *temporal.ApplicationError
+	require.ErrorAs(t, err, &appErr)
+	require.Equal(t, workflows.ErrNotAttempted, appErr.Type(), "error: %v", err)
+}
+
+func TestDeliverWhileRedisIsDownSendsNothingAndSpendsNoAttempt(t *testing.T) {
+	p := newProvider(t, func(w http.ResponseWriter) { w.WriteHeader(http.StatusOK) })
+	acts := newActivities(t, p.url)
+	// A Redis that is not there: the limiter fails closed and keeps waiting.
+	acts.Limiter = ratelimit.New(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1}), "down:",
+		map[string]int{notification.SMS: 1000})
+	acts.SlotWait = time.Second
+	n := createNotification(t, acts.Pool)
+
+	err := deliverError(t, acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: n.Channel})
+
+	requireNotAttempted(t, err)
+	require.Zero(t, p.calls.Load(), "nothing reached the provider")
+	got := load(t, acts.Pool, n.ID)
+	require.Equal(t, 0, got.Attempts, "no attempt spent")
+	require.Equal(t, n.Status, got.Status, "the status is untouched")
+	require.Empty(t, attempts(t, acts.Pool, n.ID))
+}
+
+func TestDeliverWhilePostgresIsDownSendsNothing(t *testing.T) {
+	p := newProvider(t, func(w http.ResponseWriter) { w.WriteHeader(http.StatusOK) })
+	acts := newActivities(t, p.url)
+	n := createNotification(t, acts.Pool)
+	down, err := pgxpool.New(context.Background(), "postgres://postgres@127.0.0.1:1/none?sslmode=disable&connect_timeout=2")
+	require.NoError(t, err)
+	t.Cleanup(down.Close)
+	acts.Pool = down
+
+	err = deliverError(t, acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: n.Channel})
+
+	requireNotAttempted(t, err)
+	require.Zero(t, p.calls.Load(), "nothing reached the provider")
 }
 
 func TestDeliverSkipsTerminalNotification(t *testing.T) {

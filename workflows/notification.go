@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"errors"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -56,15 +57,19 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 1},
 	})
 	var last DeliverResult
+	// unattempted counts the attempts that could not begin (NotAttempted):
+	// they are made again after a wait, and spend nothing.
+	unattempted := 0
 	for attempt := 1; attempt <= in.Retry.MaxAttempts; attempt++ {
 		if r.expired(ctx, 0) {
 			return r.fail(ctx, ReasonExpired, attempt-1, last)
 		}
 		r.view.Attempts, r.view.NextAttemptAt = attempt, nil
 		last = DeliverResult{}
-		req := DeliverInput{NotificationID: in.NotificationID, Attempt: attempt, Retry: in.Retry}
+		req := DeliverInput{NotificationID: in.NotificationID, Attempt: attempt, Retry: in.Retry, Channel: in.Channel}
 		var future workflow.Future
-		if attempt == 1 && in.FirstAttemptLocal {
+		// The prepaid slot serves the first try only.
+		if attempt == 1 && in.FirstAttemptLocal && unattempted == 0 {
 			req.Prepaid = true
 			future = workflow.ExecuteLocalActivity(localCtx, DeliverActivity, req)
 		} else {
@@ -73,6 +78,24 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 		err := future.Get(work, &last)
 		if r.view.CancelRequested {
 			return r.cancel(ctx, attempt)
+		}
+		if err != nil && isNotAttempted(err) {
+			// Nothing was sent: Redis or PostgreSQL was unreachable before
+			// the attempt began. Wait, then make the same attempt again; an
+			// outage spends no attempt and does not end in FAILED.
+			unattempted++
+			wait := min(Backoff(r.wfID, unattempted, in.Retry, 0), maxUnattemptedWait)
+			if r.expired(ctx, wait) {
+				return r.fail(ctx, ReasonExpired, attempt-1, last)
+			}
+			workflow.GetLogger(ctx).Warn("delivery attempt could not begin; trying again", "attempt", attempt, "error", err)
+			r.view.LastError = err.Error()
+			_ = workflow.Sleep(work, wait)
+			if r.view.CancelRequested {
+				return r.cancel(ctx, attempt-1)
+			}
+			attempt--
+			continue
 		}
 		if err != nil {
 			// The attempt did not report back (worker lost, timeout, activity
@@ -111,6 +134,16 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 		r.view.Status = "PROCESSING"
 	}
 	return r.fail(ctx, ReasonExhausted, in.Retry.MaxAttempts, last)
+}
+
+// maxUnattemptedWait caps the wait before an attempt that could not begin
+// is made again: the outage may end any moment.
+const maxUnattemptedWait = 30 * time.Second
+
+// isNotAttempted reports whether a Deliver error says nothing was sent.
+func isNotAttempted(err error) bool {
+	var appErr *temporal.ApplicationError
+	return errors.As(err, &appErr) && appErr.Type() == ErrNotAttempted
 }
 
 // run is one workflow execution's state.

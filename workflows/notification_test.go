@@ -182,7 +182,7 @@ func TestDeliveredOnFirstAttempt(t *testing.T) {
 	require.Equal(t, workflows.NotificationResult{Status: "DELIVERED", Attempts: 1}, res)
 	ins, _ := f.deliverCalls()
 	require.Len(t, ins, 1)
-	require.Equal(t, workflows.DeliverInput{NotificationID: testNotificationID, Attempt: 1, Retry: testPolicy}, ins[0])
+	require.Equal(t, workflows.DeliverInput{NotificationID: testNotificationID, Attempt: 1, Retry: testPolicy, Channel: "sms"}, ins[0])
 	require.Empty(t, f.failCalls())
 	env.AssertExpectations(t)
 }
@@ -269,6 +269,66 @@ func TestActivityErrorCountsAsFailedAttempt(t *testing.T) {
 	// workflow's backoff separates them.
 	require.Equal(t, []int{1, 2}, attemptNumbers(ins))
 	require.Equal(t, workflows.Backoff(testWorkflowID, 1, testPolicy, 0), at[1].Sub(at[0]))
+	require.Empty(t, f.failCalls())
+}
+
+func notAttempted() deliverStep {
+	return deliverStep{err: temporal.NewApplicationError("not attempted: redis unreachable", workflows.ErrNotAttempted)}
+}
+
+func TestAttemptThatCouldNotBeginIsMadeAgainWithoutCounting(t *testing.T) {
+	env, f := newEnv(t, notAttempted(), notAttempted(), notAttempted(), delivered())
+
+	res := run(t, env, testInput(testPolicy))
+
+	require.Equal(t, workflows.NotificationResult{Status: "DELIVERED", Attempts: 1}, res)
+	ins, at := f.deliverCalls()
+	require.Equal(t, []int{1, 1, 1, 1}, attemptNumbers(ins), "the same attempt, made again")
+	for n := 1; n < len(at); n++ {
+		require.Equal(t, workflows.Backoff(testWorkflowID, n, testPolicy, 0), at[n].Sub(at[n-1]), "wait after try %d", n)
+	}
+	require.Empty(t, f.failCalls())
+}
+
+func TestOutageLongerThanEveryAttemptDoesNotFail(t *testing.T) {
+	steps := make([]deliverStep, 0, 3*testPolicy.MaxAttempts+1)
+	for range 3 * testPolicy.MaxAttempts {
+		steps = append(steps, notAttempted())
+	}
+	env, f := newEnv(t, append(steps, delivered())...)
+
+	res := run(t, env, testInput(testPolicy))
+
+	require.Equal(t, workflows.NotificationResult{Status: "DELIVERED", Attempts: 1}, res)
+	ins, at := f.deliverCalls()
+	require.Len(t, ins, 3*testPolicy.MaxAttempts+1)
+	for n := 1; n < len(at); n++ {
+		require.LessOrEqual(t, at[n].Sub(at[n-1]), 30*time.Second, "the wait is capped")
+	}
+	require.Empty(t, f.failCalls())
+}
+
+func TestFastPathAttemptThatCouldNotBeginRetriesThroughTheTaskQueue(t *testing.T) {
+	env, f := newEnv(t, notAttempted(), delivered())
+	in := testInput(testPolicy)
+	in.FirstAttemptLocal = true
+
+	res := run(t, env, in)
+
+	require.Equal(t, workflows.NotificationResult{Status: "DELIVERED", Attempts: 1}, res)
+	ins, _ := f.deliverCalls()
+	require.Equal(t, []bool{true, false}, f.local)
+	require.False(t, ins[1].Prepaid, "the prepaid slot served the first try only")
+}
+
+func TestCancelWhileAnAttemptCannotBeginStops(t *testing.T) {
+	env, f := newEnv(t, notAttempted())
+	env.RegisterDelayedCallback(func() { env.SignalWorkflow(workflows.CancelSignal, nil) }, 10*time.Second)
+
+	res := run(t, env, testInput(testPolicy))
+
+	require.Equal(t, "CANCELLED", res.Status)
+	require.Equal(t, 0, res.Attempts)
 	require.Empty(t, f.failCalls())
 }
 

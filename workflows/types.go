@@ -93,7 +93,16 @@ type DeliverInput struct {
 	Retry RetryPolicy
 	// Prepaid: the rate-limit slot was taken before the workflow started.
 	Prepaid bool `json:",omitempty"`
+	// Channel lets the activity wait for the rate limit before it touches
+	// the row.
+	Channel string `json:",omitempty"`
 }
+
+// ErrNotAttempted is the type of the Deliver error that says nothing was
+// sent and no attempt counted: Redis or PostgreSQL could not be reached
+// before the attempt began. The workflow waits and makes the same attempt
+// again.
+const ErrNotAttempted = "NotAttempted"
 
 // DeliverResult is what one attempt found.
 type DeliverResult struct {
