@@ -84,11 +84,16 @@ sink: ## Run the local provider sink on :9090
 	go run ./cmd/sink
 
 .PHONY: docker-up
-docker-up: ## Start the dependencies with Docker Compose (needs a Docker engine)
-	docker compose up -d
+docker-up: ## Build the image and start the whole stack with Docker Compose until healthy (needs a Docker engine)
+	@docker compose version >/dev/null 2>&1 || { echo "make docker-up needs Docker with the compose plugin (docker compose); without Docker, use make run" >&2; exit 1; }
+	@docker info >/dev/null 2>&1 || { echo "make docker-up needs a running Docker engine (docker info failed); without one, use make run" >&2; exit 1; }
+	COMMIT=$$(git rev-parse --short HEAD 2>/dev/null || echo unknown) VERSION=$$(git describe --tags --always --dirty 2>/dev/null || echo dev) \
+	  docker compose up -d --build --wait
+	@echo "API http://127.0.0.1:8080 (key: API_KEYS in .env, else local-compose-key-change-me), sink :9090,"
+	@echo "Temporal UI :8233, Grafana :3000, Prometheus :9091, RabbitMQ UI :15672 (guest/guest)"
 
 .PHONY: docker-down
-docker-down: ## Stop the Docker Compose stack
+docker-down: ## Stop the Docker Compose stack (keeps its data volumes; docker compose down -v drops them)
 	docker compose down
 
 .PHONY: docker-logs
