@@ -34,10 +34,18 @@ fuzz: services ## Fuzz request decoding and validation (single, batch) and the R
 	go test -run '^$$' -fuzz '^FuzzParseRetryAfter$$' -fuzztime $(FUZZTIME) ./activities/
 
 .PHONY: lint
-lint: openapi-lint ## gofmt, go vet, the module's tidiness and the OpenAPI contract
+lint: openapi-lint lint-deploy ## gofmt, go vet, the module's tidiness, the OpenAPI contract and the deployment files
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	go vet ./...
 	go mod tidy -diff
+
+# The deployment files, checked offline by tools/deploylint, a Go module of
+# its own (pinned in its go.mod) so the product's go.mod stays lean: the
+# Compose Specification loader, BuildKit's Dockerfile rules, Prometheus's
+# config loader, kustomize and the Kubernetes API types.
+.PHONY: lint-deploy
+lint-deploy: ## Check docker-compose.yml, the Dockerfile, prometheus.yml and deploy/k8s offline
+	cd tools/deploylint && go vet ./... && go mod tidy -diff && go run . -root ../..
 
 # npm tools pinned in tools/package.json and package-lock.json, installed
 # into tools/node_modules (git-ignored) by npm ci.
