@@ -93,6 +93,8 @@ func run() error {
 		APIKeys:           cfg.APIKeys,
 		TemporalUIURL:     cfg.TemporalUIURL,
 		TemporalNamespace: cfg.TemporalNamespace,
+		// One request per pooled connection; the rest wait briefly, then 503.
+		MaxInFlight: int(cfg.DatabaseMaxConns),
 	}, pool, tc, map[string]health.Check{
 		"postgres": func(ctx context.Context) error { return pool.Ping(ctx) },
 		"redis":    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },

@@ -69,6 +69,8 @@ const (
 	typeTooLarge            = "/problems/payload-too-large"
 	typeUnsupported         = "/problems/unsupported-media-type"
 	typeInternal            = "/problems/internal-error"
+	typeUnavailable         = "/problems/service-unavailable"
+	typeHeadersTooLarge     = "/problems/headers-too-large"
 	typeHTTP                = "/problems/http-error"
 )
 
@@ -110,6 +112,9 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 	if p.Status == fiber.StatusUnauthorized {
 		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="dispatch-engine"`)
 	}
+	if p.Status == fiber.StatusServiceUnavailable {
+		c.Set(fiber.HeaderRetryAfter, retryAfterSeconds)
+	}
 	c.Set(fiber.HeaderContentType, "application/problem+json")
 	return c.Status(p.Status).JSON(p, "application/problem+json")
 }
@@ -143,11 +148,22 @@ func (s *Server) problem(c *fiber.Ctx, err error) Problem {
 		return Problem{Type: typeNotFound, Title: "Not found", Status: fiber.StatusNotFound, Detail: "the resource does not exist"}
 	case errors.Is(err, store.ErrConflict):
 		return Problem{Type: typeConflict, Title: "Conflict", Status: fiber.StatusConflict, Detail: "the request conflicts with the resource's state"}
+	case errors.Is(err, errOverloaded):
+		return Problem{Type: typeUnavailable, Title: "Service unavailable", Status: fiber.StatusServiceUnavailable,
+			Detail: "the server is at capacity; retry after the given delay"}
+	case store.Unavailable(err):
+		s.log.Warn("database unavailable", requestFields(c, err)...)
+		return Problem{Type: typeUnavailable, Title: "Service unavailable", Status: fiber.StatusServiceUnavailable,
+			Detail: "the database cannot be reached; nothing was changed by this request unless a retry finds it; retry after the given delay"}
 	case errors.As(err, &fibErr):
 		p := Problem{Type: typeHTTP, Title: utilsStatusMessage(fibErr.Code), Status: fibErr.Code, Detail: fibErr.Message}
-		if fibErr.Code == fiber.StatusRequestEntityTooLarge {
+		switch fibErr.Code {
+		case fiber.StatusRequestEntityTooLarge:
 			p.Type = typeTooLarge
 			p.Detail = "the body is larger than this server accepts"
+		case fiber.StatusRequestHeaderFieldsTooLarge:
+			p.Type = typeHeadersTooLarge
+			p.Detail = "the request line and headers are larger than this server accepts"
 		}
 		return p
 	case errors.Is(err, errPanic):

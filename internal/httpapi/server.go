@@ -49,6 +49,24 @@ type Config struct {
 	ReadyTimeout time.Duration
 	// SignalTimeout bounds sending the cancel signal to a workflow. Default 5s.
 	SignalTimeout time.Duration
+	// MaxInFlight bounds the /v1 requests working on the database at once;
+	// set it to the pool's size, so the pool never queues. Default 20.
+	MaxInFlight int
+	// AdmitWait is how long a request waits for its turn when MaxInFlight
+	// are working before it is refused with 503 and Retry-After, instead of
+	// queueing without bound. Default 2s.
+	AdmitWait time.Duration
+	// RequestTimeout bounds each /v1 request's work (a database that stopped
+	// answering yields 503, not a hung request). Default 10s.
+	RequestTimeout time.Duration
+	// MaxHeaderBytes bounds the request line and headers; larger requests
+	// are refused with 431. Default 16 KiB.
+	MaxHeaderBytes int
+	// ReadTimeout bounds reading one request, so a slow client cannot hold
+	// a connection. Default 10s.
+	ReadTimeout time.Duration
+	// IdleTimeout closes a kept-alive connection with no request. Default 60s.
+	IdleTimeout time.Duration
 }
 
 // Signaler sends a signal to a Temporal workflow; a client.Client is one.
@@ -66,6 +84,8 @@ type Server struct {
 	log      *zap.Logger
 	app      *fiber.App
 	routes   routeTable
+	// slots holds a token per /v1 request working on the database.
+	slots chan struct{}
 }
 
 // New builds the API. signaler delivers cancel signals to workflows; checks
@@ -83,15 +103,38 @@ func New(cfg Config, pool *pgxpool.Pool, signaler Signaler, checks map[string]he
 	if cfg.SignalTimeout <= 0 {
 		cfg.SignalTimeout = 5 * time.Second
 	}
-	s := &Server{cfg: cfg, pool: pool, signaler: signaler, keys: newAPIKeys(cfg.APIKeys), metrics: m, log: log}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 20
+	}
+	if cfg.AdmitWait <= 0 {
+		cfg.AdmitWait = 2 * time.Second
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 10 * time.Second
+	}
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = 16 << 10
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = 10 * time.Second
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 60 * time.Second
+	}
+	s := &Server{cfg: cfg, pool: pool, signaler: signaler, keys: newAPIKeys(cfg.APIKeys), metrics: m, log: log,
+		slots: make(chan struct{}, cfg.MaxInFlight)}
 	s.app = fiber.New(fiber.Config{
 		AppName: "dispatch-engine",
 		// The server reads bodies up to the larger limit; each route then
 		// holds its own (limitBody).
-		BodyLimit:             max(cfg.BodyLimit, cfg.BatchBodyLimit),
-		ReadTimeout:           10 * time.Second,
+		BodyLimit: max(cfg.BodyLimit, cfg.BatchBodyLimit),
+		// The read buffer bounds the request line and headers (431 beyond).
+		ReadBufferSize: cfg.MaxHeaderBytes,
+		// A client that sends its request slowly, or idles on a kept-alive
+		// connection, is cut off rather than holding a connection.
+		ReadTimeout:           cfg.ReadTimeout,
 		WriteTimeout:          10 * time.Second,
-		IdleTimeout:           60 * time.Second,
+		IdleTimeout:           cfg.IdleTimeout,
 		ErrorHandler:          s.errorHandler,
 		DisableStartupMessage: true,
 		// Paths match exactly, as openapi.yaml writes them.
@@ -104,7 +147,7 @@ func New(cfg Config, pool *pgxpool.Pool, signaler Signaler, checks map[string]he
 	s.app.Get("/readyz", adaptor.HTTPHandler(health.Ready(checks, cfg.ReadyTimeout)))
 	s.app.Get("/metrics", adaptor.HTTPHandler(metrics.Handler(m.Registry)))
 
-	v1 := s.app.Group("/v1", s.authenticate)
+	v1 := s.app.Group("/v1", s.authenticate, s.admit)
 	// Before the routes: GET /v1/notifications/batch must answer 405, not
 	// reach GET /v1/notifications/:id.
 	s.app.Use(s.allowMethods)

@@ -53,6 +53,8 @@ type fixture struct {
 }
 
 type options struct {
+	// dsn, when set, is the database instead of a fresh one.
+	dsn      string
 	cfg      httpapi.Config
 	checks   map[string]health.Check
 	signaler httpapi.Signaler
@@ -74,9 +76,21 @@ func withSignaler(s httpapi.Signaler) option {
 	return func(o *options) { o.signaler = s }
 }
 
+// withDSN points the API at dsn instead of a fresh database.
+func withDSN(dsn string) option {
+	return func(o *options) { o.dsn = dsn }
+}
+
 func setup(t *testing.T, opts ...option) *fixture {
 	t.Helper()
-	dsn := testenv.Database(t)
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	dsn := o.dsn
+	if dsn == "" {
+		dsn = testenv.Database(t)
+	}
 	queries := &queryRecorder{}
 	pcfg, err := pgxpool.ParseConfig(dsn)
 	require.NoError(t, err)
@@ -86,7 +100,7 @@ func setup(t *testing.T, opts ...option) *fixture {
 	t.Cleanup(pool.Close)
 	f := &fixture{t: t, pool: pool, queries: queries, signals: &signalRecorder{},
 		apiKey: "test-key-" + uuid.NewString(), contract: loadContract(t)}
-	o := options{
+	o = options{
 		cfg: httpapi.Config{
 			APIKeys:           []string{"another-key-" + uuid.NewString(), f.apiKey},
 			TemporalUIURL:     temporalUI,
