@@ -14,7 +14,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-
 func TestDatabaseUnreachableIs503ProblemWithRetryAfter(t *testing.T) {
 	// Nothing listens on port 1: every connection is refused, as while
 	// PostgreSQL restarts.
