@@ -27,6 +27,9 @@ type Config struct {
 	// HangFirst holds the first N requests of each webhook-id open until the
 	// caller gives up (a provider that never answers).
 	HangFirst int `json:"hangFirst"`
+	// Hang holds every request open until the caller gives up (a provider
+	// that stopped answering), while set.
+	Hang bool `json:"hang"`
 	// Latency delays every answer.
 	Latency time.Duration `json:"latency"`
 	// RetryAfter, when set, goes with failed answers as a Retry-After header
@@ -56,6 +59,12 @@ type Stats struct {
 	UniqueIDs int `json:"uniqueIds"`
 	// Duplicates counts ids answered 2xx more than once.
 	Duplicates int `json:"duplicates"`
+	// Mismatched counts requests whose body's id differs from their
+	// webhook-id (a retry must carry the same webhook-id).
+	Mismatched int `json:"mismatched"`
+	// InFlight is the requests being handled now; MaxInFlight the most at once.
+	InFlight    int `json:"inFlight"`
+	MaxInFlight int `json:"maxInFlight"`
 }
 
 // Sink is the provider's HTTP handler.
@@ -93,8 +102,22 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.Header.Get("webhook-id")
+	var payload struct {
+		ID string `json:"id"`
+	}
+	_ = json.Unmarshal(body, &payload)
 
 	s.mu.Lock()
+	s.stats.InFlight++
+	s.stats.MaxInFlight = max(s.stats.MaxInFlight, s.stats.InFlight)
+	defer func() {
+		s.mu.Lock()
+		s.stats.InFlight--
+		s.mu.Unlock()
+	}()
+	if payload.ID != id {
+		s.stats.Mismatched++
+	}
 	cfg := s.cfg
 	rec := s.records[id]
 	if rec == nil {
@@ -108,7 +131,7 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec.Headers = r.Header.Clone()
 	n := rec.Requests
 	s.stats.Requests++
-	hang := n <= cfg.HangFirst
+	hang := cfg.Hang || n <= cfg.HangFirst
 	fail := !hang && (n <= cfg.HangFirst+cfg.FailFirst || (cfg.FailRate > 0 && rand.Float64() < cfg.FailRate))
 	if hang {
 		s.stats.Hung++
