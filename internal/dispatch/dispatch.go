@@ -185,6 +185,10 @@ func NewWorkers(tc client.Client, cfg WorkerConfig, acts *activities.Activities)
 		// Deliver is registered here only to run as a local activity (the
 		// fast path's first attempt); this worker polls no activity tasks.
 		LocalActivityWorkerOnly: true,
+		// First attempts run here: bound them like the channels' workers, so
+		// a provider that hangs holds at most this many calls, however many
+		// notifications arrive meanwhile.
+		MaxConcurrentLocalActivityExecutionSize: cfg.Concurrency,
 	})
 	wf.RegisterWorkflowWithOptions(workflows.Notification, workflowRegisterOptions())
 	registerActivities(wf, acts)
