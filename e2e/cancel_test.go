@@ -58,7 +58,7 @@ func TestCancelDuringProviderCallAbortsIt(t *testing.T) {
 
 func TestCancelBeforeTheWorkflowStartsWins(t *testing.T) {
 	s := setup(t)
-	s.worker.kill9()
+	s.worker.Kill()
 
 	_, _, created := s.post("/v1/notifications", smsRequest("cancelled while queued"))
 	id := created["id"].(string)

@@ -33,7 +33,7 @@ func (s *stack) envValue(name string) string {
 // restartWorker restarts the worker with extra settings.
 func (s *stack) restartWorker(env ...string) {
 	s.t.Helper()
-	s.worker.stop()
+	s.worker.Stop()
 	s.env = append(s.env, env...)
 	s.worker = s.start("worker")
 	s.waitReady("http://127.0.0.1:" + s.envValue("WORKER_METRICS_PORT") + "/readyz")

@@ -9,15 +9,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -136,63 +133,16 @@ func setup(t *testing.T) *stack {
 	return s
 }
 
-// proc is a running binary whose output is kept for the test log.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	out  *lockedBuffer
-	done chan struct{}
-}
+type proc = testenv.Process
 
 func (s *stack) start(name string) *proc {
 	s.t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, name))
-	cmd.Env = s.env
-	out := &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	require.NoError(s.t, cmd.Start())
-	p := &proc{name: name, cmd: cmd, out: out, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.done) }()
-	s.t.Cleanup(func() {
-		p.stop()
-		if s.t.Failed() {
-			s.t.Logf("--- %s output ---\n%s", name, out.String())
-		}
-	})
-	return p
-}
-
-// kill9 kills the process without letting it clean up.
-func (p *proc) kill9() {
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
-}
-
-// stop asks the process to shut down gracefully.
-func (p *proc) stop() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		p.kill9()
-	}
+	return testenv.StartProcess(s.t, name, filepath.Join(binDir, name), s.env)
 }
 
 func (s *stack) waitReady(url string) {
 	s.t.Helper()
-	require.Eventually(s.t, func() bool {
-		resp, err := http.Get(url)
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, 30*time.Second, 100*time.Millisecond, "%s never became ready", url)
+	testenv.WaitReady(s.t, url, 30*time.Second)
 }
 
 // post sends body as JSON to path, with the API key, and decodes the JSON answer.
@@ -266,30 +216,7 @@ func (s *stack) waitStatus(id, status string, within time.Duration) map[string]a
 	return last
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+func freePort(t *testing.T) int { return testenv.FreePort(t) }
 
 // terminateLeftovers terminates this stack's workflows that are still running.
 func (s *stack) terminateLeftovers() {

@@ -65,7 +65,7 @@ func TestNotificationTravelsTheWholePipeline(t *testing.T) {
 
 func TestNotificationAcceptedWhileWorkerIsDownIsDeliveredOnceItStarts(t *testing.T) {
 	s := setup(t)
-	s.worker.kill9()
+	s.worker.Kill()
 
 	code, _, created := s.post("/v1/notifications", smsRequest("held in the outbox"))
 	require.Equal(t, http.StatusAccepted, code)
@@ -96,7 +96,7 @@ func TestWorkerKilledDuringDeliveryStillDeliversExactlyOnce(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the first attempt never reached the sink")
 	}
-	s.worker.kill9()
+	s.worker.Kill()
 	s.worker = s.start("worker")
 
 	got := s.waitStatus(id, "DELIVERED", 60*time.Second)

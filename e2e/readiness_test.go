@@ -39,7 +39,7 @@ func TestReadinessNamesRedisWhileItIsDownAndRecovers(t *testing.T) {
 	s := setup(t)
 	port := freePort(t)
 	redis := startRedis(t, port)
-	s.api.stop()
+	s.api.Stop()
 	s.env = append(s.env, "REDIS_URL=redis://127.0.0.1:"+strconv.Itoa(port)+"/0")
 	s.api = s.start("api")
 	s.waitReady(s.apiURL + "/readyz")

@@ -53,9 +53,9 @@ func TestSIGTERMDuringABurstLosesNothing(t *testing.T) {
 		})
 	}
 	require.Eventually(t, func() bool { return sent.Load() >= 40 }, 30*time.Second, 5*time.Millisecond)
-	s.worker.stop() // SIGTERM mid-burst: stops consuming, finishes in-flight work
+	s.worker.Stop() // SIGTERM mid-burst: stops consuming, finishes in-flight work
 	require.Eventually(t, func() bool { return sent.Load() >= 100 }, 30*time.Second, 5*time.Millisecond)
-	s.api.stop() // SIGTERM: in-flight requests finish; later ones fail at the client
+	s.api.Stop() // SIGTERM: in-flight requests finish; later ones fail at the client
 	wg.Wait()
 
 	s.api = s.start("api")
