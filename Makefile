@@ -33,10 +33,15 @@ fuzz: services ## Fuzz request decoding and validation (single, batch) and the R
 	go test -run '^$$' -fuzz '^FuzzCreateBatch$$' -fuzztime $(FUZZTIME) ./internal/httpapi/
 	go test -run '^$$' -fuzz '^FuzzParseRetryAfter$$' -fuzztime $(FUZZTIME) ./activities/
 
+.PHONY: chaos
+chaos: services temporal-cli ## Fault suite: kill and restart the parts under a stream of notifications, check nothing accepted is lost (own services on ports 55432, 56379, 55672, 57233)
+	TEMPORAL_CLI=$(TEMPORAL_CLI) go test -tags chaos -count=1 -v -timeout 30m ./e2e/chaos/
+
 .PHONY: lint
 lint: openapi-lint lint-deploy ## gofmt, go vet, the module's tidiness, the OpenAPI contract and the deployment files
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	go vet ./...
+	go vet -tags chaos ./e2e/chaos/
 	go mod tidy -diff
 
 # The deployment files, checked offline by tools/deploylint, a Go module of

@@ -1,0 +1,193 @@
+//go:build chaos
+
+package chaos
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"dispatch-engine/internal/notification"
+	"dispatch-engine/internal/sink"
+)
+
+// faultAt is how many notifications are sent before the fault strikes.
+const faultAt = 100
+
+// quiesceWithin bounds the wait for quiet after the stream; the reconciler
+// (RECONCILE_AFTER=20s here) is part of the cure, so it is generous.
+const quiesceWithin = 4 * time.Minute
+
+// scenario streams notifications, runs fault once faultAt were sent
+// (while the stream goes on), waits for quiet and checks the promise. It
+// returns the stream and the stack for scenario-specific checks.
+func scenario(t *testing.T, name string, fault func(s *stack), extraEnv ...string) (*stack, *stream, result) {
+	s := newStack(t, extraEnv...)
+	st := &stream{}
+	sent := make(chan struct{})
+	go func() { defer close(sent); st.run(s) }()
+	require.Eventually(t, func() bool { return st.sent.Load() >= faultAt }, time.Minute, 5*time.Millisecond,
+		"the stream never reached %d notifications", faultAt)
+	fault(s)
+	st.recovered.Store(true)
+	<-sent
+
+	ids := st.ids()
+	require.NotEmpty(t, ids, "nothing was accepted")
+	took := s.waitQuiet(ids, quiesceWithin)
+	r := s.check(name, st, ids)
+	r.Quiescence = took
+	record(r)
+	t.Logf("%+v", r)
+	return s, st, r
+}
+
+// check holds the promise for every accepted id and fills in the report line.
+func (s *stack) check(name string, st *stream, ids []string) result {
+	t := s.t
+	t.Helper()
+	ctx := context.Background()
+	r := result{Scenario: name, Sent: int(st.sent.Load()), Accepted: len(ids), ClientErrs: int(st.clientErrs.Load()),
+		AcceptedAfter: int(st.acceptedAfter.Load())}
+	st.mu.Lock()
+	codes := st.codes
+	st.mu.Unlock()
+	r.Refused = codes[http.StatusServiceUnavailable]
+	for code, n := range codes {
+		require.True(t, code/100 == 2 || code == http.StatusServiceUnavailable,
+			"the API answered %d %d times: only 2xx and 503 are allowed under faults", code, n)
+	}
+
+	rows, err := s.pool.Query(ctx, `SELECT id::text, status, COALESCE(failure_reason, '') FROM notifications WHERE id = ANY($1::uuid[])`, ids)
+	require.NoError(t, err)
+	seen := map[string]bool{}
+	for rows.Next() {
+		var id, status, reason string
+		require.NoError(t, rows.Scan(&id, &status, &reason))
+		seen[id] = true
+		switch notification.Status(status) {
+		case notification.StatusDelivered:
+			r.Delivered++
+			rec, ok := s.sink.Record(id)
+			if !ok || rec.Delivered == 0 {
+				r.Lost++
+				t.Errorf("%s is DELIVERED but the provider never answered it 2xx", id)
+			}
+		case notification.StatusFailed:
+			r.Failed++
+			if reason == "" {
+				t.Errorf("%s FAILED without a reason", id)
+			}
+		case notification.StatusCancelled:
+			r.Cancelled++
+		default:
+			r.Lost++
+			t.Errorf("%s is still %s", id, status)
+		}
+		if rec, ok := s.sink.Record(id); ok && rec.Delivered > 1 {
+			r.Duplicates++
+		}
+	}
+	require.NoError(t, rows.Err())
+	for _, id := range ids {
+		if !seen[id] {
+			r.Lost++
+			t.Errorf("%s was accepted but is not stored", id)
+		}
+	}
+	stats := s.sink.Stats()
+	require.Zero(t, stats.Mismatched, "every request carried its notification's id as webhook-id")
+	r.MaxFlight = stats.MaxInFlight
+	require.Zero(t, r.Lost, "lost notifications")
+
+	var outbox int
+	require.NoError(t, s.pool.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&outbox))
+	require.Zero(t, outbox, "outbox empty")
+	main, dead, err := s.queues.Depths(ctx, notification.Channels)
+	require.NoError(t, err)
+	for ch, n := range main {
+		require.Zero(t, n, "queue %s drained", ch)
+	}
+	deadTotal := 0
+	for _, n := range dead {
+		deadTotal += n
+	}
+	require.GreaterOrEqual(t, deadTotal, r.Failed, "every FAILED notification is in a dead-letter queue")
+	return r
+}
+
+func TestWorkerKilledMidStream(t *testing.T) {
+	scenario(t, "kill -9 worker", func(s *stack) {
+		s.worker.Kill()
+		time.Sleep(2 * time.Second) // the outage
+		s.worker = s.start("worker")
+	})
+}
+
+func TestAPIKilledMidStream(t *testing.T) {
+	_, _, r := scenario(t, "kill -9 api", func(s *stack) {
+		s.api.Kill()
+		time.Sleep(2 * time.Second) // the outage
+		s.restartAPI()
+	})
+	require.Positive(t, r.ClientErrs, "requests sent while the API was down got no answer")
+	require.Positive(t, r.AcceptedAfter, "the restarted API accepts again")
+}
+
+func TestRabbitMQRestartedMidStream(t *testing.T) {
+	scenario(t, "restart rabbitmq", func(s *stack) {
+		require.NoError(t, services("stop", "rabbitmq"))
+		time.Sleep(2 * time.Second) // the outage
+		require.NoError(t, services("start", "rabbitmq"))
+	})
+}
+
+func TestPostgresRestartedMidStream(t *testing.T) {
+	_, _, r := scenario(t, "restart postgres", func(s *stack) {
+		require.NoError(t, services("stop", "postgres"))
+		time.Sleep(3 * time.Second) // the outage
+		require.NoError(t, services("start", "postgres"))
+	})
+	require.Positive(t, r.Refused, "the API answered 503 while PostgreSQL was down")
+	require.Positive(t, r.AcceptedAfter, "the API accepts again once PostgreSQL is back")
+}
+
+func TestRedisStoppedForTenSeconds(t *testing.T) {
+	s, _, r := scenario(t, "stop redis 10s", func(s *stack) {
+		require.NoError(t, services("stop", "redis"))
+		time.Sleep(10 * time.Second) // the outage
+		require.NoError(t, services("start", "redis"))
+	})
+	// The limiter fails closed: deliveries waited, and none spent an
+	// attempt on the outage.
+	require.Zero(t, r.Failed)
+	var burned int
+	require.NoError(t, s.pool.QueryRow(context.Background(),
+		`SELECT count(*) FROM notifications WHERE status = 'DELIVERED' AND attempts > 1`).Scan(&burned))
+	require.Zero(t, burned, "notifications that needed more than one attempt")
+}
+
+func TestTemporalRestartedMidStream(t *testing.T) {
+	scenario(t, "restart temporal", func(s *stack) {
+		require.NoError(t, services("stop", "temporal"))
+		time.Sleep(2 * time.Second) // the outage
+		require.NoError(t, services("start", "temporal"))
+	})
+}
+
+func TestProviderHangs(t *testing.T) {
+	s, _, _ := scenario(t, "provider hangs 8s", func(s *stack) {
+		s.sink.SetConfig(sink.Config{Hang: true})
+		time.Sleep(8 * time.Second) // the outage: calls time out (WEBHOOK_TIMEOUT=2s)
+		s.sink.SetConfig(sink.Config{})
+	})
+	stats := s.sink.Stats()
+	require.Positive(t, stats.Hung, "calls were held")
+	// Provider calls in flight are bounded by the workers' concurrency (one
+	// activity worker per channel and the workflow worker's local
+	// activities), not by the backlog.
+	require.LessOrEqual(t, stats.MaxInFlight, (len(notification.Channels)+1)*workerConcurrency)
+}
