@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -191,7 +192,7 @@ func run() error {
 	wg.Go(func() { _ = relay.Run(ctx) })
 	wg.Go(func() { _ = reconciler.Run(ctx) })
 	wg.Go(func() { _ = consumer.Run(ctx) })
-	log.Info("worker running", zap.String("metrics_addr", probes.Addr), zap.String("webhook_url", cfg.WebhookSiteURL))
+	log.Info("worker running", zap.String("metrics_addr", probes.Addr), zap.String("webhook_url", redactURL(cfg.WebhookSiteURL)))
 
 	<-ctx.Done()
 	// Drain in order: stop taking messages, then let in-flight activities
@@ -248,4 +249,13 @@ func healthServer(cfg config.Config, m *metrics.Worker, checks map[string]health
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
 	}
+}
+
+// redactURL hides a password in u (a provider URL may carry credentials).
+func redactURL(u string) string {
+	parsed, err := url.Parse(u)
+	if err != nil {
+		return "(unparseable)"
+	}
+	return parsed.Redacted()
 }

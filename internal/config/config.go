@@ -139,8 +139,9 @@ func (c Config) validate() error {
 		"WEBHOOK_SITE_URL": c.WebhookSiteURL,
 		"TEMPORAL_UI_URL":  c.TemporalUIURL,
 	} {
+		// The value is not echoed: these URLs may carry passwords.
 		if u, err := url.Parse(raw); err != nil || u.Scheme == "" || u.Host == "" {
-			bad(name, "%q is not an absolute URL", raw)
+			bad(name, "is not an absolute URL (scheme://[user:password@]host[:port]/...)")
 		}
 	}
 	positive := map[string]int{

@@ -45,3 +45,23 @@ func TestMalformedValueNamesTheVariable(t *testing.T) {
 		})
 	}
 }
+
+func TestErrorsNeverEchoSecrets(t *testing.T) {
+	const secret = "hunter2-a-very-private-value"
+	cases := map[string]map[string]string{
+		"DATABASE_DSN":           {"DATABASE_DSN": "postgres//dispatch:" + secret + "@db/dispatch"},
+		"RABBITMQ_URL":           {"RABBITMQ_URL": "amqp//guest:" + secret + "@mq/"},
+		"REDIS_URL":              {"REDIS_URL": "redis//:" + secret + "@cache:6379/0"},
+		"WEBHOOK_SITE_URL":       {"WEBHOOK_SITE_URL": "provider//hook:" + secret + "@example/hook"},
+		"WEBHOOK_SIGNING_SECRET": {"WEBHOOK_SIGNING_SECRET": "whsec_" + secret + "!"},
+		"API_KEYS":               {"API_KEYS": "short," + secret},
+	}
+	for variable, environ := range cases {
+		t.Run(variable, func(t *testing.T) {
+			_, err := Parse(environ)
+			require.Error(t, err)
+			require.Contains(t, err.Error(), variable)
+			require.NotContains(t, err.Error(), "hunter2")
+		})
+	}
+}

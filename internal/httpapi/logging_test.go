@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"fmt"
 	"net/http"
 	"sync/atomic"
 	"testing"
@@ -44,6 +45,31 @@ func TestRecipientsAndContentNeverAppearInLogs(t *testing.T) {
 	masked := f.logs.FilterMessage("notification accepted").All()
 	require.Len(t, masked, 2)
 	require.Equal(t, "a•••@example.com", masked[0].ContextMap()["recipient"])
+}
+
+func TestAPIKeysNeverAppearInLogsOrAnswers(t *testing.T) {
+	f := setup(t)
+	const wrongKey = "wrong-key-0123456789abcdef"
+	resp, raw := f.post("/v1/notifications", smsBody)
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	resp, raw2 := f.post("/v1/notifications", smsBody, "Authorization", "Bearer "+wrongKey)
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	resp, raw3 := f.get("/v1/notifications", "Authorization", "", "X-API-Key", wrongKey)
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+
+	for _, body := range [][]byte{raw, raw2, raw3} {
+		require.NotContains(t, string(body), f.apiKey)
+		require.NotContains(t, string(body), wrongKey)
+	}
+	require.NotEmpty(t, f.logs.All())
+	for _, e := range f.logs.All() {
+		require.NotContains(t, e.Message, f.apiKey)
+		for k, v := range e.ContextMap() {
+			s := fmt.Sprint(v)
+			require.NotContains(t, s, f.apiKey, "field %s of %q", k, e.Message)
+			require.NotContains(t, s, wrongKey, "field %s of %q", k, e.Message)
+		}
+	}
 }
 
 func stringField(key, value string) zap.Field { return zap.String(key, value) }
