@@ -54,6 +54,35 @@ spawn() {
   names+=("$name")
 }
 
+# supervise NAME COMMAND...: like spawn, but starts the process again when it
+# dies unasked (a crash, a kill -9), as a process manager would; a process
+# that keeps dying within seconds of its start is given up after 5 tries,
+# which stops everything.
+supervise() {
+  local name=$1; shift
+  (
+    child=""
+    trap '[ -n "$child" ] && kill -TERM "$child" 2>/dev/null; wait "$child" 2>/dev/null; exit 0' TERM INT
+    quick=0
+    while true; do
+      started=$SECONDS
+      "$@" &
+      child=$!
+      status=0
+      wait "$child" || status=$?
+      if [ $((SECONDS - started)) -lt 5 ]; then quick=$((quick + 1)); else quick=0; fi
+      if [ "$quick" -ge 5 ]; then
+        log "$name keeps exiting (status $status); giving up"
+        exit "$status"
+      fi
+      log "$name exited (status $status); starting it again"
+      sleep 1
+    done
+  ) &
+  pids+=("$!")
+  names+=("$name")
+}
+
 http_ok() { curl -fs -o /dev/null --max-time 2 "$1" 2>/dev/null; }
 
 "$ROOT/scripts/services.sh"
@@ -86,8 +115,8 @@ fi
 export LOG_FORMAT="${LOG_FORMAT:-console}"
 api_port="${API_PORT:-8080}"
 metrics_port="${WORKER_METRICS_PORT:-8081}"
-spawn api "$ROOT/bin/api"
-spawn worker "$ROOT/bin/worker"
+supervise api "$ROOT/bin/api"
+supervise worker "$ROOT/bin/worker"
 wait_for "API" 60 http_ok "http://127.0.0.1:$api_port/readyz"
 wait_for "worker" 60 http_ok "http://127.0.0.1:$metrics_port/readyz"
 
@@ -110,7 +139,8 @@ $( [ "$WEBHOOK_SITE_URL" = "http://127.0.0.1:9090/webhook" ] && echo "  Sink sta
 
 MSG
 
-# Exit (and stop everything) as soon as any process we started dies.
+# Exit (and stop everything) as soon as the sink or Temporal dies, or the api
+# or the worker keeps dying.
 set +e
 wait -n "${pids[@]}"
 status=$?
