@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"dispatch-engine/internal/config"
+	"dispatch-engine/internal/dispatch"
 	"dispatch-engine/internal/health"
 	"dispatch-engine/internal/httpapi"
 	"dispatch-engine/internal/logs"
@@ -72,10 +73,16 @@ func run() error {
 	defer broker.Close()
 
 	// Lazy: the API starts (and reports not ready) while Temporal is down.
+	conn, creds, err := dispatch.Connection(cfg)
+	if err != nil {
+		return err
+	}
 	tc, err := client.NewLazyClient(client.Options{
-		HostPort:  cfg.TemporalAddress,
-		Namespace: cfg.TemporalNamespace,
-		Logger:    logs.Temporal(log),
+		HostPort:          cfg.TemporalAddress,
+		Namespace:         cfg.TemporalNamespace,
+		Logger:            logs.Temporal(log),
+		ConnectionOptions: conn,
+		Credentials:       creds,
 	})
 	if err != nil {
 		return fmt.Errorf("creating temporal client: %w", err)

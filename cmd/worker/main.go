@@ -217,13 +217,19 @@ func stopWorkers(workers []worker.Worker) {
 // dialTemporal connects to Temporal, retrying until it answers or ctx ends,
 // so the worker can start before the Temporal server does.
 func dialTemporal(ctx context.Context, cfg config.Config, mh client.MetricsHandler, log *zap.Logger) (client.Client, error) {
+	conn, creds, err := dispatch.Connection(cfg)
+	if err != nil {
+		return nil, err
+	}
 	backoff := 200 * time.Millisecond
 	for {
 		tc, err := client.DialContext(ctx, client.Options{
-			HostPort:       cfg.TemporalAddress,
-			Namespace:      cfg.TemporalNamespace,
-			Logger:         logs.Temporal(log),
-			MetricsHandler: mh,
+			HostPort:          cfg.TemporalAddress,
+			Namespace:         cfg.TemporalNamespace,
+			Logger:            logs.Temporal(log),
+			MetricsHandler:    mh,
+			ConnectionOptions: conn,
+			Credentials:       creds,
 		})
 		if err == nil {
 			return tc, nil

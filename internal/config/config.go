@@ -101,6 +101,19 @@ type Config struct {
 	TemporalTaskQueuePrefix string `env:"TEMPORAL_TASK_QUEUE_PREFIX"`
 	// TemporalUIURL is the Temporal Web UI base URL used in notification links.
 	TemporalUIURL string `env:"TEMPORAL_UI_URL" envDefault:"http://127.0.0.1:8233"`
+	// TemporalTLS connects to Temporal over TLS (system roots unless
+	// TEMPORAL_TLS_CA). Implied by a client certificate, a CA or an API key.
+	TemporalTLS bool `env:"TEMPORAL_TLS" envDefault:"false"`
+	// TemporalTLSCert and TemporalTLSKey are the files of a client
+	// certificate and its key (mTLS, as Temporal Cloud's mTLS namespaces ask).
+	TemporalTLSCert string `env:"TEMPORAL_TLS_CERT"`
+	TemporalTLSKey  string `env:"TEMPORAL_TLS_KEY"`
+	// TemporalTLSCA is a file of CA certificates that sign the server's.
+	TemporalTLSCA string `env:"TEMPORAL_TLS_CA"`
+	// TemporalTLSServerName overrides the name checked in the server's certificate.
+	TemporalTLSServerName string `env:"TEMPORAL_TLS_SERVER_NAME"`
+	// TemporalAPIKey authenticates to Temporal Cloud with an API key (over TLS).
+	TemporalAPIKey string `env:"TEMPORAL_API_KEY"`
 }
 
 // Load reads the .env file in the working directory, if there is one, then
@@ -209,6 +222,9 @@ func (c Config) validate() error {
 	}
 	if c.TemporalNamespace == "" {
 		bad("TEMPORAL_NAMESPACE", "must not be empty")
+	}
+	if (c.TemporalTLSCert == "") != (c.TemporalTLSKey == "") {
+		bad("TEMPORAL_TLS_CERT", "and TEMPORAL_TLS_KEY go together: set both or neither")
 	}
 	return errors.Join(errs...)
 }
