@@ -44,7 +44,8 @@ type Activities struct {
 	// SigningKey, when set, signs every delivery (Standard Webhooks).
 	SigningKey []byte
 	// SlotWait, when set, bounds one attempt's wait for a rate-limit slot;
-	// it is bounded anyway to end limiterGiveUp before the attempt's deadline.
+	// it is bounded anyway to leave the provider call (HTTP.Timeout) and
+	// callMargin before the attempt's deadline.
 	SlotWait time.Duration
 }
 
@@ -163,9 +164,11 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 	return res, nil
 }
 
-// limiterGiveUp is how long before the attempt's deadline a wait for the
-// rate limit gives up, so it ends as NotAttempted, not as a timed-out attempt.
-const limiterGiveUp = 2 * time.Second
+// callMargin is kept free beyond the provider call's timeout at the end of
+// an attempt: a wait for the rate limit gives up early enough that a slot it
+// gets still leaves the whole call and its recording inside the attempt's
+// deadline, so a long wait ends as NotAttempted, never as a timed-out attempt.
+const callMargin = 2 * time.Second
 
 // waitForSlot waits for the channel's rate limit (not an attempt: nothing
 // is sent meanwhile), heartbeating so a cancel still gets through. While
@@ -175,7 +178,7 @@ func (a *Activities) waitForSlot(ctx context.Context, channel string) error {
 	waitCtx := ctx
 	if deadline, ok := ctx.Deadline(); ok {
 		var cancel context.CancelFunc
-		waitCtx, cancel = context.WithDeadline(ctx, deadline.Add(-limiterGiveUp))
+		waitCtx, cancel = context.WithDeadline(ctx, deadline.Add(-(a.HTTP.Timeout + callMargin)))
 		defer cancel()
 	}
 	if a.SlotWait > 0 {
