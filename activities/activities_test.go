@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 	"go.uber.org/zap"
@@ -145,13 +146,18 @@ var deliverPolicy = workflows.RetryPolicy{
 	MaxInterval:        2 * time.Second,
 }
 
-// deliver runs the Deliver activity in a test activity environment.
-func deliver(t *testing.T, acts *activities.Activities, in workflows.DeliverInput) workflows.DeliverResult {
-	t.Helper()
+// execute runs the Deliver activity in a test activity environment.
+func execute(acts *activities.Activities, in workflows.DeliverInput) (converter.EncodedValue, error) {
 	var suite testsuite.WorkflowTestSuite
 	env := suite.NewTestActivityEnvironment()
 	env.RegisterActivityWithOptions(acts.Deliver, activity.RegisterOptions{Name: workflows.DeliverActivity})
-	val, err := env.ExecuteActivity(workflows.DeliverActivity, in)
+	return env.ExecuteActivity(workflows.DeliverActivity, in)
+}
+
+// deliver runs the Deliver activity, which must succeed, and returns its result.
+func deliver(t *testing.T, acts *activities.Activities, in workflows.DeliverInput) workflows.DeliverResult {
+	t.Helper()
+	val, err := execute(acts, in)
 	require.NoError(t, err)
 	var res workflows.DeliverResult
 	require.NoError(t, val.Get(&res))
@@ -252,13 +258,10 @@ func TestDeliverRecordsRetryWithNextAttemptAt(t *testing.T) {
 	require.Equal(t, "busy", *rows[0].ResponseExcerpt)
 }
 
-// deliverError runs the Deliver activity and returns its error.
+// deliverError runs the Deliver activity, which must fail, and returns its error.
 func deliverError(t *testing.T, acts *activities.Activities, in workflows.DeliverInput) error {
 	t.Helper()
-	var suite testsuite.WorkflowTestSuite
-	env := suite.NewTestActivityEnvironment()
-	env.RegisterActivityWithOptions(acts.Deliver, activity.RegisterOptions{Name: workflows.DeliverActivity})
-	_, err := env.ExecuteActivity(workflows.DeliverActivity, in)
+	_, err := execute(acts, in)
 	require.Error(t, err)
 	return err
 }

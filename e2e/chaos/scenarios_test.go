@@ -119,6 +119,17 @@ func (s *stack) check(name string, st *stream, ids []string) result {
 	return r
 }
 
+// restart is the fault that stops one of the suite's services, keeps it
+// down for outage (on purpose: the outage is the scenario), and starts it
+// again.
+func restart(t *testing.T, service string, outage time.Duration) func(*stack) {
+	return func(*stack) {
+		require.NoError(t, services("stop", service))
+		time.Sleep(outage)
+		require.NoError(t, services("start", service))
+	}
+}
+
 func TestWorkerKilledMidStream(t *testing.T) {
 	scenario(t, "kill -9 worker", func(s *stack) {
 		s.worker.Kill()
@@ -138,29 +149,17 @@ func TestAPIKilledMidStream(t *testing.T) {
 }
 
 func TestRabbitMQRestartedMidStream(t *testing.T) {
-	scenario(t, "restart rabbitmq", func(s *stack) {
-		require.NoError(t, services("stop", "rabbitmq"))
-		time.Sleep(2 * time.Second) // the outage
-		require.NoError(t, services("start", "rabbitmq"))
-	})
+	scenario(t, "restart rabbitmq", restart(t, "rabbitmq", 2*time.Second))
 }
 
 func TestPostgresRestartedMidStream(t *testing.T) {
-	_, _, r := scenario(t, "restart postgres", func(s *stack) {
-		require.NoError(t, services("stop", "postgres"))
-		time.Sleep(3 * time.Second) // the outage
-		require.NoError(t, services("start", "postgres"))
-	})
+	_, _, r := scenario(t, "restart postgres", restart(t, "postgres", 3*time.Second))
 	require.Positive(t, r.Refused, "the API answered 503 while PostgreSQL was down")
 	require.Positive(t, r.AcceptedAfter, "the API accepts again once PostgreSQL is back")
 }
 
 func TestRedisStoppedForTenSeconds(t *testing.T) {
-	s, _, r := scenario(t, "stop redis 10s", func(s *stack) {
-		require.NoError(t, services("stop", "redis"))
-		time.Sleep(10 * time.Second) // the outage
-		require.NoError(t, services("start", "redis"))
-	})
+	s, _, r := scenario(t, "stop redis 10s", restart(t, "redis", 10*time.Second))
 	// The limiter fails closed: deliveries waited, and none spent an
 	// attempt on the outage.
 	require.Zero(t, r.Failed)
@@ -171,11 +170,7 @@ func TestRedisStoppedForTenSeconds(t *testing.T) {
 }
 
 func TestTemporalRestartedMidStream(t *testing.T) {
-	scenario(t, "restart temporal", func(s *stack) {
-		require.NoError(t, services("stop", "temporal"))
-		time.Sleep(2 * time.Second) // the outage
-		require.NoError(t, services("start", "temporal"))
-	})
+	scenario(t, "restart temporal", restart(t, "temporal", 2*time.Second))
 }
 
 func TestProviderHangs(t *testing.T) {

@@ -91,36 +91,16 @@ type Server struct {
 // New builds the API. signaler delivers cancel signals to workflows; checks
 // are the dependencies /readyz probes.
 func New(cfg Config, pool *pgxpool.Pool, signaler Signaler, checks map[string]health.Check, m *metrics.API, log *zap.Logger) *Server {
-	if cfg.BodyLimit <= 0 {
-		cfg.BodyLimit = 2 << 20
-	}
-	if cfg.BatchBodyLimit <= 0 {
-		cfg.BatchBodyLimit = 16 << 20
-	}
-	if cfg.ReadyTimeout <= 0 {
-		cfg.ReadyTimeout = 2 * time.Second
-	}
-	if cfg.SignalTimeout <= 0 {
-		cfg.SignalTimeout = 5 * time.Second
-	}
-	if cfg.MaxInFlight <= 0 {
-		cfg.MaxInFlight = 20
-	}
-	if cfg.AdmitWait <= 0 {
-		cfg.AdmitWait = 2 * time.Second
-	}
-	if cfg.RequestTimeout <= 0 {
-		cfg.RequestTimeout = 10 * time.Second
-	}
-	if cfg.MaxHeaderBytes <= 0 {
-		cfg.MaxHeaderBytes = 16 << 10
-	}
-	if cfg.ReadTimeout <= 0 {
-		cfg.ReadTimeout = 10 * time.Second
-	}
-	if cfg.IdleTimeout <= 0 {
-		cfg.IdleTimeout = 60 * time.Second
-	}
+	orDefault(&cfg.BodyLimit, 2<<20)
+	orDefault(&cfg.BatchBodyLimit, 16<<20)
+	orDefault(&cfg.ReadyTimeout, 2*time.Second)
+	orDefault(&cfg.SignalTimeout, 5*time.Second)
+	orDefault(&cfg.MaxInFlight, 20)
+	orDefault(&cfg.AdmitWait, 2*time.Second)
+	orDefault(&cfg.RequestTimeout, 10*time.Second)
+	orDefault(&cfg.MaxHeaderBytes, 16<<10)
+	orDefault(&cfg.ReadTimeout, 10*time.Second)
+	orDefault(&cfg.IdleTimeout, 60*time.Second)
 	s := &Server{cfg: cfg, pool: pool, signaler: signaler, keys: newAPIKeys(cfg.APIKeys), metrics: m, log: log,
 		slots: make(chan struct{}, cfg.MaxInFlight)}
 	s.app = fiber.New(fiber.Config{
@@ -164,6 +144,13 @@ func New(cfg Config, pool *pgxpool.Pool, signaler Signaler, checks map[string]he
 	})
 	s.routes = newRouteTable(s.app.GetRoutes(true))
 	return s
+}
+
+// orDefault sets *v to def when it is zero or negative (unset).
+func orDefault[T int | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
 }
 
 // App is the Fiber app, for tests (app.Test) and for serving.
