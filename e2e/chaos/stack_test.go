@@ -130,9 +130,10 @@ func (s *stack) restartAPI() {
 type stream struct {
 	sent       atomic.Int64 // notifications sent (a batch counts its items)
 	clientErrs atomic.Int64 // requests with no answer
-	// recovered is set once the fault is over; acceptedAfter counts the
-	// notifications accepted from requests sent after that.
-	recovered     atomic.Bool
+	// recoveredAt is when the fault was over (unix nanoseconds, 0 before);
+	// acceptedAfter counts the notifications accepted from requests sent
+	// after that.
+	recoveredAt   atomic.Int64
 	acceptedAfter atomic.Int64
 	mu            sync.Mutex
 	accepted      []string
@@ -140,7 +141,8 @@ type stream struct {
 }
 
 const (
-	streamSize = 500                   // notifications per scenario
+	streamSize = 500                   // notifications per scenario, at least
+	streamTail = 2 * time.Second       // the stream goes on this long after the fault
 	sendEvery  = 50 * time.Millisecond // per sender: ~60 notifications/s in all, so a stream lasts ~5s
 	senders    = 2
 	batchEvery = 8 // every eighth request of a sender is a batch
@@ -167,7 +169,18 @@ func item(n int) map[string]any {
 	return m
 }
 
-// run sends streamSize notifications and returns when all were sent.
+// recover marks the fault as over.
+func (st *stream) recover() { st.recoveredAt.Store(time.Now().UnixNano()) }
+
+// finished reports whether the stream has sent streamSize notifications and
+// gone on for streamTail after the fault, so every scenario also shows new
+// work accepted and delivered once the fault is over.
+func (st *stream) finished() bool {
+	at := st.recoveredAt.Load()
+	return st.sent.Load() >= streamSize && at != 0 && time.Since(time.Unix(0, at)) >= streamTail
+}
+
+// run sends notifications until finished.
 func (st *stream) run(s *stack) {
 	st.codes = map[int]int{}
 	var next atomic.Int64
@@ -182,11 +195,10 @@ func (st *stream) run(s *stack) {
 				if k%batchEvery == batchEvery-1 {
 					size = batchSize
 				}
-				first := int(next.Add(int64(size))) - size
-				if first >= streamSize {
+				if st.finished() {
 					return
 				}
-				size = min(size, streamSize-first)
+				first := int(next.Add(int64(size))) - size
 				st.send(s, w, first, size)
 			}
 		})
@@ -208,7 +220,7 @@ func (st *stream) send(s *stack, _ int, first, size int) {
 	}
 	raw, _ := json.Marshal(body)
 	st.sent.Add(int64(size))
-	late := st.recovered.Load()
+	late := st.recoveredAt.Load() != 0
 	req, _ := http.NewRequest(http.MethodPost, s.apiURL+path, bytes.NewReader(raw))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+s.apiKey)
