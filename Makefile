@@ -49,8 +49,9 @@ lint: openapi-lint lint-deploy ## gofmt, go vet, the module's tidiness, the Open
 # Compose Specification loader, BuildKit's Dockerfile rules, Prometheus's
 # config loader, kustomize and the Kubernetes API types.
 .PHONY: lint-deploy
-lint-deploy: ## Check docker-compose.yml, the Dockerfile, prometheus.yml and deploy/k8s offline
+lint-deploy: tools/node_modules/.installed ## Check docker-compose.yml, the Dockerfile, prometheus.yml and deploy/k8s offline
 	cd tools/deploylint && go vet ./... && go mod tidy -diff && go run . -root ../..
+	cd tools && node k8s-schema.mjs ../deploy/k8s/*.yaml
 
 # npm tools pinned in tools/package.json and package-lock.json, installed
 # into tools/node_modules (git-ignored) by npm ci.
