@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 	"go.uber.org/zap"
@@ -93,7 +92,7 @@ func run() error {
 	defer tc.Close()
 	if err := dispatch.EnsureSearchAttributes(ctx, tc, cfg.TemporalNamespace); err != nil {
 		log.Warn("could not register search attributes yet; retrying in the background", zap.Error(err))
-		go ensureSearchAttributes(ctx, tc, cfg.TemporalNamespace, log)
+		go dispatch.RegisterSearchAttributes(ctx, tc, cfg.TemporalNamespace, log)
 	}
 
 	topology := queue.Topology{Prefix: cfg.RabbitMQQueuePrefix}
@@ -214,33 +213,6 @@ func stopWorkers(workers []worker.Worker) {
 		wg.Go(w.Stop)
 	}
 	wg.Wait()
-}
-
-// ensureSearchAttributes retries registering the search attributes with
-// backoff until it succeeds, ctx ends, or the namespace refuses the operator
-// call (Temporal Cloud: register them there by hand). Until then workflow
-// starts are refused, and their messages wait in the queue.
-func ensureSearchAttributes(ctx context.Context, tc client.Client, namespace string, log *zap.Logger) {
-	backoff := time.Second
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		err := dispatch.EnsureSearchAttributes(ctx, tc, namespace)
-		var denied *serviceerror.PermissionDenied
-		switch {
-		case err == nil:
-			log.Info("search attributes registered")
-			return
-		case errors.As(err, &denied):
-			log.Error("may not register search attributes; register them on the namespace by hand (docs/DEPLOYMENT.md)", zap.Error(err))
-			return
-		}
-		log.Warn("could not register search attributes yet; retrying", zap.Error(err), zap.Duration("backoff", backoff))
-		backoff = min(2*backoff, 30*time.Second)
-	}
 }
 
 // dialTemporal connects to Temporal, retrying until it answers or ctx ends,

@@ -238,3 +238,30 @@ func EnsureSearchAttributes(ctx context.Context, tc client.Client, namespace str
 	}
 	return nil
 }
+
+// RegisterSearchAttributes calls EnsureSearchAttributes until it succeeds,
+// with backoff (1s doubling to 30s), until ctx ends or the namespace refuses
+// the operator call (Temporal Cloud: register them there by hand). Until
+// then workflow starts are refused and their messages wait in the queue.
+func RegisterSearchAttributes(ctx context.Context, tc client.Client, namespace string, log *zap.Logger) error {
+	backoff := time.Second
+	for {
+		err := EnsureSearchAttributes(ctx, tc, namespace)
+		var denied *serviceerror.PermissionDenied
+		switch {
+		case err == nil:
+			log.Info("search attributes registered")
+			return nil
+		case errors.As(err, &denied):
+			log.Error("may not register search attributes; register them on the namespace by hand", zap.Error(err))
+			return err
+		}
+		log.Warn("could not register search attributes yet; retrying", zap.Error(err), zap.Duration("backoff", backoff))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}

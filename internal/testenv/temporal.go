@@ -31,16 +31,9 @@ func StartTemporal(ctx context.Context) (*Temporal, error) {
 		_ = conn.Close()
 		return &Temporal{Address: addr, Namespace: "default"}, nil
 	}
-	cli := os.Getenv("TEMPORAL_CLI")
-	if cli == "" {
-		root, err := RepoRoot()
-		if err != nil {
-			return nil, err
-		}
-		cli = filepath.Join(root, ".tools", "bin", "temporal")
-	}
-	if _, err := os.Stat(cli); err != nil {
-		return nil, fmt.Errorf("no Temporal server at %s and no Temporal CLI at %s: run `make temporal-cli` (or make test, which does)", addr, cli)
+	cli, err := TemporalCLI()
+	if err != nil {
+		return nil, fmt.Errorf("no Temporal server at %s: %w", addr, err)
 	}
 	server, err := testsuite.StartDevServer(ctx, testsuite.DevServerOptions{
 		ExistingPath:  cli,
@@ -66,6 +59,22 @@ func StartTemporal(ctx context.Context) (*Temporal, error) {
 		return nil, fmt.Errorf("starting Temporal dev server: %w", err)
 	}
 	return &Temporal{Address: server.FrontendHostPort(), Namespace: "default", server: server}, nil
+}
+
+// TemporalCLI is the pinned Temporal CLI: TEMPORAL_CLI, or .tools/bin/temporal.
+func TemporalCLI() (string, error) {
+	cli := os.Getenv("TEMPORAL_CLI")
+	if cli == "" {
+		root, err := RepoRoot()
+		if err != nil {
+			return "", err
+		}
+		cli = filepath.Join(root, ".tools", "bin", "temporal")
+	}
+	if _, err := os.Stat(cli); err != nil {
+		return "", fmt.Errorf("no Temporal CLI at %s: run `make temporal-cli` (or make test, which does)", cli)
+	}
+	return cli, nil
 }
 
 // Stop stops the dev server if this process started it.
