@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -124,7 +125,7 @@ func New(cfg Config, pool *pgxpool.Pool, signaler Signaler, checks map[string]he
 	s.app.Use(s.requestID, s.observe, s.recoverPanic)
 
 	s.app.Get("/livez", adaptor.HTTPHandler(health.Live()))
-	s.app.Get("/readyz", adaptor.HTTPHandler(health.Ready(checks, cfg.ReadyTimeout)))
+	s.app.Get("/readyz", adaptor.HTTPHandler(detached(health.Ready(checks, cfg.ReadyTimeout))))
 	s.app.Get("/metrics", adaptor.HTTPHandler(metrics.Handler(m.Registry)))
 
 	v1 := s.app.Group("/v1", s.authenticate, s.admit)
@@ -151,6 +152,16 @@ func orDefault[T int | time.Duration](v *T, def T) {
 	if *v <= 0 {
 		*v = def
 	}
+}
+
+// detached serves next with a request context that never reports done. The
+// adaptor's request context is fasthttp's RequestCtx, whose Done races with
+// the server's shutdown (a data race inside fasthttp) as soon as a context
+// is derived from it; the readiness checks are bounded by their own timeout.
+func detached(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, r.WithContext(context.WithoutCancel(r.Context())))
+	})
 }
 
 // App is the Fiber app, for tests (app.Test) and for serving.
