@@ -66,6 +66,26 @@ type Payload struct {
 	Attempt   int             `json:"attempt"`
 }
 
+// payloadOf is the body sent to the provider (and to the dead-letter queue)
+// for attempt of n.
+func payloadOf(n store.Notification, attempt int) Payload {
+	return Payload{
+		ID: n.ID.String(), Channel: n.Channel, Priority: n.Priority, Recipient: n.Recipient,
+		Subject: n.Subject, Content: n.Content, Metadata: n.Metadata, BatchID: n.BatchID,
+		CreatedAt: n.CreatedAt, Attempt: attempt,
+	}
+}
+
+// parseID reads an activity input's notification id; a bad one is a bug
+// that no retry mends.
+func parseID(s string) (uuid.UUID, error) {
+	id, err := uuid.Parse(s)
+	if err != nil {
+		return uuid.UUID{}, temporal.NewNonRetryableApplicationError("bad notification id", "BadInput", err)
+	}
+	return id, nil
+}
+
 // Deliver makes one delivery attempt: it waits for the channel's rate limit
 // (not an attempt: nothing is sent meanwhile), marks the notification
 // PROCESSING (or finds it terminal and skips), POSTs the notification to the
@@ -77,9 +97,9 @@ type Payload struct {
 // without spending an attempt. Other errors are infrastructure trouble after
 // the attempt began, which the workflow counts as a failed attempt.
 func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (workflows.DeliverResult, error) {
-	id, err := uuid.Parse(in.NotificationID)
+	id, err := parseID(in.NotificationID)
 	if err != nil {
-		return workflows.DeliverResult{}, temporal.NewNonRetryableApplicationError("bad notification id", "BadInput", err)
+		return workflows.DeliverResult{}, err
 	}
 	// Inputs scheduled before the channel travelled with them wait after
 	// BeginAttempt, as they did then.
@@ -236,11 +256,7 @@ func (a *Activities) finishAttempt(ctx context.Context, attempt store.Attempt, t
 
 // post sends the notification and classifies the provider's answer.
 func (a *Activities) post(ctx context.Context, n store.Notification, attempt int) (workflows.DeliverResult, string) {
-	body, err := json.Marshal(Payload{
-		ID: n.ID.String(), Channel: n.Channel, Priority: n.Priority, Recipient: n.Recipient,
-		Subject: n.Subject, Content: n.Content, Metadata: n.Metadata, BatchID: n.BatchID,
-		CreatedAt: n.CreatedAt, Attempt: attempt,
-	})
+	body, err := json.Marshal(payloadOf(n, attempt))
 	if err != nil {
 		return workflows.DeliverResult{Outcome: workflows.OutcomePermanent, Error: "encoding payload: " + err.Error()}, ""
 	}
@@ -344,9 +360,9 @@ func classifyNetError(err error) string {
 // confirms, headers saying why), then marks it FAILED. A crash between the two
 // repeats the publish: the DLQ is at-least-once too.
 func (a *Activities) Fail(ctx context.Context, in workflows.FailInput) (string, error) {
-	id, err := uuid.Parse(in.NotificationID)
+	id, err := parseID(in.NotificationID)
 	if err != nil {
-		return "", temporal.NewNonRetryableApplicationError("bad notification id", "BadInput", err)
+		return "", err
 	}
 	n, err := store.GetNotification(ctx, a.Pool, id)
 	if err != nil {
@@ -355,11 +371,7 @@ func (a *Activities) Fail(ctx context.Context, in workflows.FailInput) (string, 
 	if n.Status.Terminal() {
 		return string(n.Status), nil
 	}
-	body, err := json.Marshal(Payload{
-		ID: n.ID.String(), Channel: n.Channel, Priority: n.Priority, Recipient: n.Recipient,
-		Subject: n.Subject, Content: n.Content, Metadata: n.Metadata, BatchID: n.BatchID,
-		CreatedAt: n.CreatedAt, Attempt: in.Attempts,
-	})
+	body, err := json.Marshal(payloadOf(n, in.Attempts))
 	if err != nil {
 		return "", err
 	}
@@ -398,9 +410,9 @@ func (a *Activities) Fail(ctx context.Context, in workflows.FailInput) (string, 
 // cancel signal, and returns the status it ends with: one that became
 // terminal first (delivered just before the cancel) stands.
 func (a *Activities) Cancel(ctx context.Context, in workflows.CancelInput) (string, error) {
-	id, err := uuid.Parse(in.NotificationID)
+	id, err := parseID(in.NotificationID)
 	if err != nil {
-		return "", temporal.NewNonRetryableApplicationError("bad notification id", "BadInput", err)
+		return "", err
 	}
 	n, err := store.GetNotification(ctx, a.Pool, id)
 	if err != nil {

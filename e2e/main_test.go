@@ -173,13 +173,7 @@ func (s *stack) request(method, path string, body []byte, headers ...string) (in
 	req, err := http.NewRequest(method, s.apiURL+path, rd)
 	require.NoError(s.t, err)
 	req.Header.Set("Authorization", "Bearer "+s.apiKey)
-	for i := 0; i+1 < len(headers); i += 2 {
-		if headers[i+1] == "" {
-			req.Header.Del(headers[i])
-			continue
-		}
-		req.Header.Set(headers[i], headers[i+1])
-	}
+	testenv.SetHeaders(req, headers...)
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(s.t, err)
 	defer resp.Body.Close()

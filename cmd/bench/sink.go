@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"dispatch-engine/internal/sink"
 )
 
 // sinkClient reads the local provider sink's control API (/_sink/).
@@ -22,17 +24,11 @@ func newSinkClient(base string) *sinkClient {
 	return &sinkClient{base: strings.TrimRight(base, "/"), http: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
 }
 
-// sinkStats mirrors the sink's GET /_sink/stats.
-type sinkStats struct {
-	Requests   int `json:"requests"`
-	Delivered  int `json:"delivered"`
-	Failed     int `json:"failed"`
-	Hung       int `json:"hung"`
-	UniqueIDs  int `json:"uniqueIds"`
-	Duplicates int `json:"duplicates"`
-}
+// sinkStats is the sink's GET /_sink/stats.
+type sinkStats = sink.Stats
 
-// sinkRecord is the part of GET /_sink/deliveries/{id} the bench uses.
+// sinkRecord is the part of GET /_sink/deliveries/{id} the bench uses (not
+// sink.Record: the bench keeps thousands and needs no bodies or headers).
 type sinkRecord struct {
 	ID        string    `json:"id"`
 	Requests  int       `json:"requests"`

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -122,11 +121,7 @@ func (s *Server) createBatch(c *fiber.Ctx) error {
 }
 
 func takenFields(e *store.KeysTakenError) []FieldError {
-	idx := make([]int, 0, len(e.Taken))
-	for i := range e.Taken {
-		idx = append(idx, i)
-	}
-	slices.Sort(idx)
+	idx := e.Items()
 	fields := make([]FieldError, len(idx))
 	for k, i := range idx {
 		fields[k] = FieldError{

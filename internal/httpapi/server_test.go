@@ -156,13 +156,7 @@ func (f *fixture) send(method, path string, body []byte, headers ...string) (*ht
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Authorization", "Bearer "+f.apiKey)
-	for i := 0; i+1 < len(headers); i += 2 {
-		if headers[i+1] == "" {
-			req.Header.Del(headers[i])
-			continue
-		}
-		req.Header.Set(headers[i], headers[i+1])
-	}
+	testenv.SetHeaders(req, headers...)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, nil, nil, err

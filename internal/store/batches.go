@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -44,12 +45,13 @@ type KeysTakenError struct {
 	Taken map[int]uuid.UUID
 }
 
+// Items returns the indexes of the items whose keys are taken, in order.
+func (e *KeysTakenError) Items() []int {
+	return slices.Sorted(maps.Keys(e.Taken))
+}
+
 func (e *KeysTakenError) Error() string {
-	idx := make([]int, 0, len(e.Taken))
-	for i := range e.Taken {
-		idx = append(idx, i)
-	}
-	slices.Sort(idx)
+	idx := e.Items()
 	parts := make([]string, len(idx))
 	for k, i := range idx {
 		parts[k] = strconv.Itoa(i)

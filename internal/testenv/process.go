@@ -105,3 +105,15 @@ func (b *lockedBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// SetHeaders sets headers given as name, value pairs on req; a pair with an
+// empty value removes the header instead.
+func SetHeaders(req *http.Request, pairs ...string) {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if pairs[i+1] == "" {
+			req.Header.Del(pairs[i])
+			continue
+		}
+		req.Header.Set(pairs[i], pairs[i+1])
+	}
+}
