@@ -74,7 +74,7 @@ mq_env() {
   export RABBITMQ_NODENAME="$MQ_NODE" RABBITMQ_NODE_PORT="$MQ_PORT" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
     RABBITMQ_DIST_PORT=$((MQ_PORT - 10000)) RABBITMQ_MNESIA_BASE="$base/mnesia" RABBITMQ_LOG_BASE="$base/log" \
     RABBITMQ_ENABLED_PLUGINS_FILE="$base/enabled_plugins" RABBITMQ_PID_FILE="$(pidfile rabbitmq)" \
-    RABBITMQ_CONFIG_FILE="$base/rabbitmq"
+    RABBITMQ_CONFIG_FILE="$base/rabbitmq" # none there: the machine's rabbitmq.conf (its ports) is not read
 }
 
 start_rabbitmq() {
@@ -110,10 +110,6 @@ stop() {
     sleep 0.1
   done
   rm -f "$(pidfile "$svc")"
-  if [ "$svc" = rabbitmq ] && [ "$sig" = KILL ]; then
-    # The node's Erlang helpers (epmd registration, port processes) go with it.
-    sleep 0.5
-  fi
 }
 
 start() {

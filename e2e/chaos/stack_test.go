@@ -185,7 +185,7 @@ func (st *stream) run(s *stack) {
 	st.codes = map[int]int{}
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for w := range senders {
+	for range senders {
 		wg.Go(func() {
 			tick := time.NewTicker(sendEvery)
 			defer tick.Stop()
@@ -199,14 +199,14 @@ func (st *stream) run(s *stack) {
 					return
 				}
 				first := int(next.Add(int64(size))) - size
-				st.send(s, w, first, size)
+				st.send(s, first, size)
 			}
 		})
 	}
 	wg.Wait()
 }
 
-func (st *stream) send(s *stack, _ int, first, size int) {
+func (st *stream) send(s *stack, first, size int) {
 	var body any
 	path := "/v1/notifications"
 	if size == 1 {
