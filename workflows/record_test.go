@@ -79,6 +79,8 @@ func TestRecordHistories(t *testing.T) {
 		}, steps: []deliverStep{delivered()}},
 		{name: "fast_path_delivered", in: local, steps: []deliverStep{delivered()}},
 		{name: "fast_path_retry_then_delivered", in: local, steps: []deliverStep{retry(503, 0), delivered()}},
+		{name: "not_attempted_then_delivered", in: same, steps: []deliverStep{notAttempted(), notAttempted(), delivered()}},
+		{name: "fast_path_cancel_during_attempt", in: local, block: true, cancel: true, cancelAfter: 1},
 		{name: "expired_before_first_attempt", in: func(in workflows.NotificationInput) workflows.NotificationInput {
 			at := time.Now().Add(-time.Second)
 			in.ExpiresAt = &at
