@@ -35,6 +35,19 @@ type Config struct {
 	// RetryAfter, when set, goes with failed answers as a Retry-After header
 	// (whole seconds).
 	RetryAfter time.Duration `json:"retryAfter"`
+	// Reply, when set, is the body of every 2xx answer instead of the JSON
+	// acknowledgement (any bytes: a binary reply, NUL bytes), with
+	// ReplyContentType.
+	Reply            []byte `json:"reply,omitempty"`
+	ReplyContentType string `json:"replyContentType,omitempty"`
+	// RedirectTo, when set, answers every request with RedirectStatus
+	// (default 307) and this Location instead of taking it.
+	RedirectTo     string `json:"redirectTo,omitempty"`
+	RedirectStatus int    `json:"redirectStatus,omitempty"`
+	// StallAfterStatus answers 200 at once, then holds the rest of the reply
+	// until the caller gives up: the provider took the notification, and
+	// the caller learns it just as its call may be aborted.
+	StallAfterStatus bool `json:"stallAfterStatus,omitempty"`
 }
 
 // Record is what arrived for one webhook-id.
@@ -74,7 +87,9 @@ type Sink struct {
 	records map[string]*Record
 	stats   Stats
 	arrived chan string
-	log     func(format string, args ...any)
+	// arrivals is when each request arrived, in order.
+	arrivals []time.Time
+	log      func(format string, args ...any)
 }
 
 // New returns a Sink answering per cfg; logf, when not nil, logs each webhook.
@@ -127,6 +142,7 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rec.Requests++
 	rec.LastAt = time.Now()
+	s.arrivals = append(s.arrivals, rec.LastAt)
 	rec.Body = json.RawMessage(body)
 	rec.Headers = r.Header.Clone()
 	n := rec.Requests
@@ -150,6 +166,19 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if cfg.RedirectTo != "" {
+		status := cfg.RedirectStatus
+		if status == 0 {
+			status = http.StatusTemporaryRedirect
+		}
+		s.mu.Lock()
+		s.stats.Failed++
+		s.mu.Unlock()
+		s.logf("webhook %s attempt %d: redirecting (%d)", id, n, status)
+		w.Header().Set("Location", cfg.RedirectTo)
+		w.WriteHeader(status)
+		return
+	}
 	if fail {
 		s.mu.Lock()
 		s.stats.Failed++
@@ -170,8 +199,37 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Unlock()
 	s.logf("webhook %s attempt %d: delivered (%d bytes)", id, n, len(body))
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write([]byte(`{"status":"received"}`))
+	if cfg.Reply != nil {
+		if cfg.ReplyContentType != "" {
+			w.Header().Set("Content-Type", cfg.ReplyContentType)
+		}
+		_, _ = w.Write(cfg.Reply)
+	} else {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"received"}`))
+	}
+	if cfg.StallAfterStatus {
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+		<-r.Context().Done()
+	}
+}
+
+// MaxInWindow is the most requests that arrived within any window of the
+// given length (a sliding window over every arrival since the last Reset):
+// what a provider with a per-second limit would have seen at worst.
+func (s *Sink) MaxInWindow(window time.Duration) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	best, lo := 0, 0
+	for hi, at := range s.arrivals {
+		for at.Sub(s.arrivals[lo]) >= window {
+			lo++
+		}
+		best = max(best, hi-lo+1)
+	}
+	return best
 }
 
 // Arrivals returns a channel that receives the webhook-id of every request
@@ -231,6 +289,7 @@ func (s *Sink) Reset() {
 	defer s.mu.Unlock()
 	s.records = map[string]*Record{}
 	s.stats = Stats{}
+	s.arrivals = nil
 }
 
 func (s *Sink) control(w http.ResponseWriter, r *http.Request) {
