@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -44,37 +45,28 @@ type Activities struct {
 	// SigningKey, when set, signs every delivery (Standard Webhooks).
 	SigningKey []byte
 	// SlotWait, when set, bounds one attempt's wait for a rate-limit slot;
-	// it is bounded anyway to leave the provider call (HTTP.Timeout) and
-	// callMargin before the attempt's deadline.
+	// it is bounded anyway to leave the provider call (HTTP.Timeout), its
+	// recording and callMargin before the attempt's deadline.
 	SlotWait time.Duration
+	// FastPathCalls bounds the fast path's provider calls in flight in this
+	// worker (its capacity, WORKER_CONCURRENCY): a fast-path attempt that
+	// finds it full sends nothing and defers to the channel's activity task
+	// queue, so a slow or hanging provider holds a bounded number of calls
+	// and no attempt queues inside the worker. Nil defers every one.
+	FastPathCalls chan struct{}
+	// RecordPatience bounds how long an attempt that was made keeps trying
+	// to record itself while PostgreSQL is unreachable before it hands the
+	// record to the workflow (DeliverResult.Unrecorded). Defaults to
+	// DefaultRecordPatience.
+	RecordPatience time.Duration
 }
 
 // excerptLimit bounds the response body kept with an attempt.
 const excerptLimit = 512
 
-// Payload is the JSON body POSTed to the provider.
-type Payload struct {
-	ID        string          `json:"id"`
-	Channel   string          `json:"channel"`
-	Priority  string          `json:"priority"`
-	Recipient string          `json:"recipient"`
-	Subject   *string         `json:"subject,omitempty"`
-	Content   string          `json:"content"`
-	Metadata  json.RawMessage `json:"metadata,omitempty"`
-	BatchID   *uuid.UUID      `json:"batchId,omitempty"`
-	CreatedAt time.Time       `json:"createdAt"`
-	Attempt   int             `json:"attempt"`
-}
-
-// payloadOf is the body sent to the provider (and to the dead-letter queue)
-// for attempt of n.
-func payloadOf(n store.Notification, attempt int) Payload {
-	return Payload{
-		ID: n.ID.String(), Channel: n.Channel, Priority: n.Priority, Recipient: n.Recipient,
-		Subject: n.Subject, Content: n.Content, Metadata: n.Metadata, BatchID: n.BatchID,
-		CreatedAt: n.CreatedAt, Attempt: attempt,
-	}
-}
+// Payload is the JSON body POSTed to the provider (and the body of a
+// dead-letter message).
+type Payload = notification.Payload
 
 // parseID reads an activity input's notification id; a bad one is a bug
 // that no retry mends.
@@ -86,30 +78,63 @@ func parseID(s string) (uuid.UUID, error) {
 	return id, nil
 }
 
-// Deliver makes one delivery attempt: it waits for the channel's rate limit
-// (not an attempt: nothing is sent meanwhile), marks the notification
-// PROCESSING (or finds it terminal and skips), POSTs the notification to the
-// provider with a stable webhook-id, classifies the answer, and records the
-// attempt with its status change in one statement. A provider failure is a
-// result, not an error. When Redis (the limiter fails closed) or PostgreSQL
-// cannot be reached before the attempt begins, nothing was sent and nothing
-// counted: Deliver answers a NotAttempted error, which the workflow retries
-// without spending an attempt. Other errors are infrastructure trouble after
-// the attempt began, which the workflow counts as a failed attempt.
+// Deliver makes one delivery attempt: it marks the notification PROCESSING
+// (or finds it terminal or expired and sends nothing), takes the channel's
+// rate-limit slot just before the send (waiting for it is not an attempt),
+// POSTs the notification to the provider with a stable webhook-id, classifies
+// the answer, and records the attempt with its status change in one
+// statement. A provider failure is a result, not an error.
+//
+// Every call to PostgreSQL or Redis is bounded (callTimeout, and the
+// limiter's own), and the activity heartbeats from start to end, so a
+// dependency that hangs rather than refuses costs time, not attempts: when
+// Redis (the limiter fails closed) or PostgreSQL cannot be reached before the
+// send, nothing was sent and nothing counted, and Deliver answers a
+// NotAttempted error, which the workflow retries without spending an
+// attempt. Once the send was made, recording it retries for RecordPatience;
+// past that the result carries the record (Unrecorded) for the workflow to
+// store, so bookkeeping never turns a made attempt into another send.
+//
+// The fast path's attempt (in.FastPath, a local activity) only takes a slot
+// that is free right now and only while fewer than cap(FastPathCalls) such
+// calls are in flight; otherwise it sends nothing and answers
+// OutcomeDeferred, and the workflow makes the attempt through the channel's
+// activity task queue, where the backlog waits in priority order.
 func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (workflows.DeliverResult, error) {
 	id, err := parseID(in.NotificationID)
 	if err != nil {
 		return workflows.DeliverResult{}, err
 	}
-	// Inputs scheduled before the channel travelled with them wait after
-	// BeginAttempt, as they did then.
-	waitFirst := !in.Prepaid && in.Channel != ""
-	if waitFirst {
-		if err := a.waitForSlot(ctx, in.Channel); err != nil {
-			return workflows.DeliverResult{}, err
+	defer keepAlive(ctx)()
+	channel := in.Channel
+	if channel == "" { // scheduled by a worker from before the channel travelled with it
+		if channel, err = a.channelOf(ctx, id); err != nil {
+			return workflows.DeliverResult{}, notAttempted(err)
 		}
 	}
-	n, refusal, err := store.BeginAttempt(ctx, a.Pool, id)
+
+	// The slot first: waiting for it (or finding none free on the fast path)
+	// touches nothing, so it spends nothing.
+	var slotAt time.Time
+	if in.FastPath {
+		select {
+		case a.FastPathCalls <- struct{}{}:
+			defer func() { <-a.FastPathCalls }()
+		default:
+			return deferred("every fast-path call of this worker is busy"), nil
+		}
+		if !a.Limiter.TryTake(ctx, channel) {
+			return deferred("no rate-limit slot free"), nil
+		}
+		slotAt = time.Now()
+	} else {
+		if err := a.waitForSlot(ctx, channel); err != nil {
+			return workflows.DeliverResult{}, err
+		}
+		slotAt = time.Now()
+	}
+
+	n, refusal, err := a.begin(ctx, id, in)
 	if err != nil {
 		if ctx.Err() != nil {
 			return workflows.DeliverResult{}, ctx.Err()
@@ -117,7 +142,7 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 		return workflows.DeliverResult{}, notAttempted(err)
 	}
 	log := a.Log.With(zap.String("notification_id", in.NotificationID), zap.String("workflow_id", notification.WorkflowID(in.NotificationID)),
-		zap.String("channel", n.Channel), zap.Int("attempt", n.Attempts))
+		zap.String("channel", n.Channel), zap.Int("attempt", in.Attempt))
 	switch refusal {
 	case store.Terminal:
 		log.Info("notification already terminal; nothing sent", zap.String("status", string(n.Status)))
@@ -125,28 +150,35 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 	case store.Expired:
 		log.Warn("notification expired before the attempt; nothing sent")
 		return workflows.DeliverResult{Outcome: workflows.OutcomeExpired, Error: "expired before delivery"}, nil
+	case store.Begun:
+		// The fast path's attempt began in a workflow task that was lost
+		// with its worker (this is that task, retried): the provider may
+		// have seen it. It counts as made, like an activity lost with its
+		// worker; the next attempt goes through the queue after a backoff.
+		log.Warn("the first attempt began in a lost workflow task; counting it as made")
+		return workflows.DeliverResult{Outcome: workflows.OutcomeRetry, Error: "the attempt was lost with its worker"}, nil
 	}
-
-	if !in.Prepaid && !waitFirst {
-		if err := a.waitForSlot(ctx, n.Channel); err != nil {
+	// A slot taken well before the send (the database was slow to begin
+	// the attempt) is not spent on it: a fresh one is, just before.
+	if time.Since(slotAt) > slotFreshness {
+		if in.FastPath {
+			if !a.Limiter.TryTake(ctx, channel) {
+				return deferred("no rate-limit slot free"), nil
+			}
+		} else if err := a.waitForSlot(ctx, channel); err != nil {
 			return workflows.DeliverResult{}, err
 		}
 	}
 
 	started := time.Now()
-	res, excerpt := a.post(ctx, n, n.Attempts)
+	res, excerpt := a.post(ctx, n, in.Attempt)
 	elapsed := time.Since(started)
 	a.Metrics.ProviderLatency.WithLabelValues(n.Channel).Observe(elapsed.Seconds())
-	if ctx.Err() != nil {
-		// Cancelled mid-call: the call was aborted. Record it as it happened;
-		// the workflow marks the notification CANCELLED.
-		res = workflows.DeliverResult{Outcome: workflows.OutcomeCancelled, Error: "cancelled during the provider call"}
-	}
 	a.Metrics.Attempts.WithLabelValues(n.Channel, string(res.Outcome)).Inc()
 
 	attempt := store.Attempt{
 		NotificationID:  id,
-		Attempt:         n.Attempts,
+		Attempt:         in.Attempt,
 		StartedAt:       started,
 		DurationMS:      int(elapsed.Milliseconds()),
 		Outcome:         string(res.Outcome),
@@ -165,23 +197,81 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 		transition.Status = notification.StatusRetrying
 		transition.NextAttemptAt = &next
 	}
-	// The attempt happened; record it even if the workflow is being
+	// The attempt happened: record it even if the workflow is being
 	// cancelled, retrying while PostgreSQL is unreachable.
 	if err := a.finishAttempt(ctx, attempt, transition); err != nil {
-		return workflows.DeliverResult{}, err
-	}
-	if ctx.Err() != nil {
-		log.Info("attempt cancelled during the provider call")
-		return workflows.DeliverResult{}, ctx.Err()
+		log.Error("could not record the attempt; the workflow records it", zap.Error(err))
+		res.Unrecorded = unrecorded(attempt, transition, elapsed)
 	}
 	if res.Outcome == workflows.OutcomeDelivered {
 		a.Metrics.Terminal.WithLabelValues("delivered", n.Channel, n.Priority, "").Inc()
 		a.Metrics.EndToEnd.WithLabelValues(n.Channel, n.Priority).Observe(time.Since(n.CreatedAt).Seconds())
-		log.Info("delivered", zap.Int("status_code", res.StatusCode), zap.Duration("duration", elapsed))
+		log.Debug("delivered", zap.Int("status_code", res.StatusCode), zap.Duration("duration", elapsed))
 	} else {
 		log.Warn("delivery attempt failed", zap.String("outcome", string(res.Outcome)), zap.Int("status_code", res.StatusCode), zap.String("error", res.Error))
 	}
+	if ctx.Err() != nil && res.Unrecorded == nil {
+		// Temporal cancelled the activity (the cancel signal): the workflow
+		// marks the notification CANCELLED, or finds it DELIVERED.
+		return workflows.DeliverResult{}, ctx.Err()
+	}
 	return res, nil
+}
+
+// deferred is the fast path's answer when it may not send now.
+func deferred(why string) workflows.DeliverResult {
+	return workflows.DeliverResult{Outcome: workflows.OutcomeDeferred, Error: why}
+}
+
+// slotFreshness is how long a rate-limit slot may precede its send: one
+// taken earlier (a slow database between the two) is replaced by a fresh
+// one, so sends cannot bunch up past the limit.
+const slotFreshness = 250 * time.Millisecond
+
+// channelOf reads a notification's channel, bounded by callTimeout.
+func (a *Activities) channelOf(ctx context.Context, id uuid.UUID) (string, error) {
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	n, err := store.GetNotification(cctx, a.Pool, id)
+	return n.Channel, err
+}
+
+// callTimeout bounds each call to PostgreSQL inside an attempt, so a
+// database that hangs (a partition, not a refusal) fails the call in time.
+const callTimeout = 2 * time.Second
+
+// heartbeatEvery paces the heartbeats of an attempt; the workflow's
+// heartbeat timeout is 3s.
+const heartbeatEvery = time.Second
+
+// keepAlive heartbeats until the returned stop is called: whatever the
+// attempt waits on (PostgreSQL, Redis, the provider), a lost worker is
+// noticed within the heartbeat timeout and a live one is never taken for
+// lost, and a cancel reaches ctx. Heartbeats of a local activity are no-ops.
+func keepAlive(ctx context.Context) (stop func()) {
+	activity.RecordHeartbeat(ctx)
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(heartbeatEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				activity.RecordHeartbeat(ctx)
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+// begin is store.BeginAttempt bounded by callTimeout. The fast path's
+// attempt begins only a notification no attempt began for yet.
+func (a *Activities) begin(ctx context.Context, id uuid.UUID, in workflows.DeliverInput) (store.Notification, store.Refusal, error) {
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	return store.BeginAttempt(cctx, a.Pool, id, in.Attempt, in.FastPath)
 }
 
 // callMargin is kept free beyond the provider call's timeout at the end of
@@ -191,14 +281,14 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 const callMargin = 2 * time.Second
 
 // waitForSlot waits for the channel's rate limit (not an attempt: nothing
-// is sent meanwhile), heartbeating so a cancel still gets through. While
-// Redis is unreachable the limiter keeps waiting (it fails closed); a wait
-// that outlasts the attempt's time ends as NotAttempted.
+// is sent meanwhile). While Redis is unreachable or hangs the limiter keeps
+// waiting (it fails closed, each check bounded); a wait that outlasts the
+// attempt's time ends as NotAttempted.
 func (a *Activities) waitForSlot(ctx context.Context, channel string) error {
 	waitCtx := ctx
 	if deadline, ok := ctx.Deadline(); ok {
 		var cancel context.CancelFunc
-		waitCtx, cancel = context.WithDeadline(ctx, deadline.Add(-(a.HTTP.Timeout + callMargin)))
+		waitCtx, cancel = context.WithDeadline(ctx, deadline.Add(-(a.HTTP.Timeout + callMargin + a.recordPatience())))
 		defer cancel()
 	}
 	if a.SlotWait > 0 {
@@ -206,7 +296,7 @@ func (a *Activities) waitForSlot(ctx context.Context, channel string) error {
 		waitCtx, cancel = context.WithTimeout(waitCtx, a.SlotWait)
 		defer cancel()
 	}
-	waited, err := a.Limiter.Wait(waitCtx, channel, func() { activity.RecordHeartbeat(ctx) })
+	waited, err := a.Limiter.Wait(waitCtx, channel, nil)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -226,25 +316,46 @@ func notAttempted(err error) error {
 	return temporal.NewApplicationErrorWithCause("not attempted: "+err.Error(), workflows.ErrNotAttempted, err)
 }
 
-// finishAttempt records the attempt, retrying with backoff while the
-// database is unreachable, until shortly before the activity's deadline
-// (the cancel signal does not stop it: the attempt happened).
-func (a *Activities) finishAttempt(ctx context.Context, attempt store.Attempt, t store.Transition) error {
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		deadline = time.Now().Add(30 * time.Second)
+// DefaultRecordPatience is RecordPatience's default.
+const DefaultRecordPatience = 30 * time.Second
+
+func (a *Activities) recordPatience() time.Duration {
+	if a.RecordPatience > 0 {
+		return a.RecordPatience
 	}
-	rctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline.Add(-500*time.Millisecond))
+	return DefaultRecordPatience
+}
+
+// finishAttempt records the attempt, each try bounded by callTimeout,
+// retrying with backoff while the database is unreachable, for
+// RecordPatience and never past the activity's deadline (the cancel signal
+// does not stop it: the attempt happened). A reply the database refuses as
+// data is recorded without it.
+func (a *Activities) finishAttempt(ctx context.Context, attempt store.Attempt, t store.Transition) error {
+	deadline := time.Now().Add(a.recordPatience())
+	if d, ok := ctx.Deadline(); ok && d.Add(-500*time.Millisecond).Before(deadline) {
+		deadline = d.Add(-500 * time.Millisecond)
+	}
+	rctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 	defer cancel()
 	pause := 100 * time.Millisecond
 	for {
-		err := store.FinishAttempt(rctx, a.Pool, attempt, t)
+		cctx, cancelCall := context.WithTimeout(rctx, callTimeout)
+		err := store.FinishAttempt(cctx, a.Pool, attempt, t)
+		cancelCall()
 		if err == nil {
 			return nil
 		}
+		if store.DataError(err) && attempt.ResponseExcerpt != nil {
+			// Whatever in the reply the column refused, the attempt matters
+			// more than its excerpt.
+			a.Log.Warn("the provider's reply cannot be stored; recording the attempt without it",
+				zap.String("notification_id", attempt.NotificationID.String()), zap.Int("attempt", attempt.Attempt), zap.Error(err))
+			attempt.ResponseExcerpt = nil
+			continue
+		}
 		a.Log.Warn("recording the attempt failed; retrying", zap.String("notification_id", attempt.NotificationID.String()),
 			zap.Int("attempt", attempt.Attempt), zap.Error(err))
-		activity.RecordHeartbeat(ctx)
 		select {
 		case <-rctx.Done():
 			return err
@@ -254,13 +365,63 @@ func (a *Activities) finishAttempt(ctx context.Context, attempt store.Attempt, t
 	}
 }
 
-// post sends the notification and classifies the provider's answer.
+// unrecorded is the record the workflow stores when finishAttempt could not.
+func unrecorded(a store.Attempt, t store.Transition, elapsed time.Duration) *workflows.AttemptRecord {
+	r := &workflows.AttemptRecord{
+		NotificationID: a.NotificationID.String(),
+		Attempt:        a.Attempt,
+		StartedAt:      a.StartedAt,
+		Duration:       elapsed,
+		Outcome:        workflows.Outcome(a.Outcome),
+		Status:         string(t.Status),
+		NextAttemptAt:  t.NextAttemptAt,
+	}
+	if a.StatusCode != nil {
+		r.StatusCode = *a.StatusCode
+	}
+	if a.Error != nil {
+		r.Error = *a.Error
+	}
+	return r
+}
+
+// RecordAttempt stores an attempt that Deliver made but could not record;
+// the workflow retries it until PostgreSQL takes it.
+func (a *Activities) RecordAttempt(ctx context.Context, r workflows.AttemptRecord) error {
+	id, err := parseID(r.NotificationID)
+	if err != nil {
+		return err
+	}
+	attempt := store.Attempt{
+		NotificationID: id,
+		Attempt:        r.Attempt,
+		StartedAt:      r.StartedAt,
+		DurationMS:     int(r.Duration.Milliseconds()),
+		Outcome:        string(r.Outcome),
+		Error:          nonEmpty(r.Error),
+	}
+	if r.StatusCode != 0 {
+		attempt.StatusCode = &r.StatusCode
+	}
+	return store.FinishAttempt(ctx, a.Pool, attempt, store.Transition{
+		Status: notification.Status(r.Status), LastError: nonEmpty(r.Error), NextAttemptAt: r.NextAttemptAt,
+	})
+}
+
+// post sends the notification and classifies the provider's answer. While
+// the call lasts longer than cancelPoll it also watches the row for a cancel
+// request, so a cancel aborts the call even before its signal reaches the
+// workflow (a fast-path attempt runs inside a workflow task, which takes the
+// signal only when the task ends). A 2xx is a delivery, whatever happens to
+// ctx after it arrived.
 func (a *Activities) post(ctx context.Context, n store.Notification, attempt int) (workflows.DeliverResult, string) {
-	body, err := json.Marshal(payloadOf(n, attempt))
+	body, err := json.Marshal(n.Payload(attempt))
 	if err != nil {
 		return workflows.DeliverResult{Outcome: workflows.OutcomePermanent, Error: "encoding payload: " + err.Error()}, ""
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.WebhookURL, bytes.NewReader(body))
+	callCtx, cancelCall := context.WithCancelCause(ctx)
+	defer cancelCall(nil)
+	req, err := http.NewRequestWithContext(callCtx, http.MethodPost, a.WebhookURL, bytes.NewReader(body))
 	if err != nil {
 		return workflows.DeliverResult{Outcome: workflows.OutcomePermanent, Error: "building request: " + err.Error()}, ""
 	}
@@ -274,25 +435,17 @@ func (a *Activities) post(ctx context.Context, n store.Notification, attempt int
 		req.Header.Set("webhook-signature", Sign(a.SigningKey, n.ID.String(), ts, body))
 	}
 
-	// Heartbeat while the call is in flight: a lost worker is noticed within
-	// the heartbeat timeout, and a cancel reaches ctx (aborting the call).
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				activity.RecordHeartbeat(ctx)
-			}
-		}
-	}()
+	done := make(chan struct{})
+	defer close(done)
+	go a.watchCancel(callCtx, n.ID, done, cancelCall)
 
 	resp, err := a.HTTP.Do(req)
 	if err != nil {
+		if callCtx.Err() != nil {
+			// Aborted by a cancel (through Temporal or on the row); the
+			// provider may have seen the request, but it did not answer.
+			return workflows.DeliverResult{Outcome: workflows.OutcomeCancelled, Error: "cancelled during the provider call"}, ""
+		}
 		return workflows.DeliverResult{Outcome: workflows.OutcomeRetry, Error: classifyNetError(err)}, ""
 	}
 	defer resp.Body.Close()
@@ -301,18 +454,79 @@ func (a *Activities) post(ctx context.Context, n store.Notification, attempt int
 	res := workflows.DeliverResult{StatusCode: resp.StatusCode, Outcome: Classify(resp.StatusCode)}
 	if res.Outcome != workflows.OutcomeDelivered {
 		res.Error = fmt.Sprintf("provider answered %d", resp.StatusCode)
+		if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+			res.Error += " (a redirect; not followed)"
+		}
 		res.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	}
-	return res, strings.ToValidUTF8(string(raw), "")
+	return res, Excerpt(raw)
 }
 
-// Classify maps a provider status code to an outcome: 2xx delivered; 408,
-// 425, 429 and 5xx retry; any other status permanent.
+// cancelPoll is how often a provider call still in flight checks the row for
+// a cancel request; calls that answer sooner never check.
+const cancelPoll = 500 * time.Millisecond
+
+// watchCancel polls the notification's cancel request every cancelPoll until
+// done, and aborts the call when one is found.
+func (a *Activities) watchCancel(ctx context.Context, id uuid.UUID, done <-chan struct{}, abort context.CancelCauseFunc) {
+	t := time.NewTicker(cancelPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		requested, err := store.CancelRequested(cctx, a.Pool, id)
+		cancel()
+		if err == nil && requested {
+			abort(errCancelRequested)
+			return
+		}
+	}
+}
+
+var errCancelRequested = errors.New("cancel requested")
+
+// Excerpt is the part of a provider's reply kept with the attempt: at most
+// excerptLimit bytes, cut on a character boundary, as text a database column
+// holds (a binary or UTF-16 reply, NUL bytes included, is stored safely).
+func Excerpt(raw []byte) string {
+	s := store.SafeText(string(raw))
+	if len(s) <= excerptLimit {
+		return s
+	}
+	cut := excerptLimit
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
+}
+
+// NewHTTPClient is the client that calls providers: each call bounded by
+// timeout, up to idleConns kept-alive connections, and redirects never
+// followed (Standard Webhooks: a 3xx is a failed attempt, and following one
+// would send the body and its signature elsewhere, or turn the POST into a
+// GET whose 2xx from another host looks like a delivery).
+func NewHTTPClient(timeout time.Duration, idleConns int) *http.Client {
+	return &http.Client{
+		Timeout:       timeout,
+		Transport:     &http.Transport{MaxIdleConnsPerHost: idleConns, IdleConnTimeout: 90 * time.Second},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// Classify maps a provider status code to an outcome: 2xx delivered; 3xx
+// (a redirect, never followed), 408, 425, 429 and 5xx retry; any other
+// status permanent.
 func Classify(code int) workflows.Outcome {
 	switch {
 	case code >= 200 && code < 300:
 		return workflows.OutcomeDelivered
-	case code == http.StatusRequestTimeout, code == http.StatusTooEarly, code == http.StatusTooManyRequests, code >= 500:
+	case code >= 300 && code < 400, code == http.StatusRequestTimeout, code == http.StatusTooEarly, code == http.StatusTooManyRequests, code >= 500:
 		return workflows.OutcomeRetry
 	default:
 		return workflows.OutcomePermanent
@@ -371,7 +585,7 @@ func (a *Activities) Fail(ctx context.Context, in workflows.FailInput) (string, 
 	if n.Status.Terminal() {
 		return string(n.Status), nil
 	}
-	body, err := json.Marshal(payloadOf(n, in.Attempts))
+	body, err := json.Marshal(n.Payload(in.Attempts))
 	if err != nil {
 		return "", err
 	}

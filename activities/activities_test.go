@@ -116,12 +116,13 @@ func newActivities(t *testing.T, webhookURL string) *activities.Activities {
 	pool, _ := testenv.Pool(t)
 	rdb, prefix := testenv.Redis(t)
 	return &activities.Activities{
-		Pool:       pool,
-		HTTP:       &http.Client{Timeout: 10 * time.Second},
-		WebhookURL: webhookURL,
-		Limiter:    ratelimit.New(rdb, prefix, map[string]int{notification.SMS: 1000, notification.Email: 1000, notification.Push: 1000}),
-		Metrics:    metrics.NewWorker(),
-		Log:        zap.NewNop(),
+		Pool:          pool,
+		HTTP:          activities.NewHTTPClient(10*time.Second, 4),
+		WebhookURL:    webhookURL,
+		Limiter:       ratelimit.New(rdb, prefix, map[string]int{notification.SMS: 1000, notification.Email: 1000, notification.Push: 1000}),
+		Metrics:       metrics.NewWorker(),
+		Log:           zap.NewNop(),
+		FastPathCalls: make(chan struct{}, 4),
 	}
 }
 

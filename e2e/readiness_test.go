@@ -32,7 +32,7 @@ func readiness(t *testing.T, url string) (int, map[string]any) {
 	return resp.StatusCode, body
 }
 
-func TestReadinessNamesRedisWhileItIsDownAndRecovers(t *testing.T) {
+func TestAPIStaysReadyWhileRedisIsDownAndReportsIt(t *testing.T) {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redis-server is needed to stop and start a Redis of the test's own: %v", err)
 	}
@@ -40,25 +40,53 @@ func TestReadinessNamesRedisWhileItIsDownAndRecovers(t *testing.T) {
 	port := freePort(t)
 	redis := startRedis(t, port)
 	s.api.Stop()
+	s.worker.Stop()
 	s.env = append(s.env, "REDIS_URL=redis://127.0.0.1:"+strconv.Itoa(port)+"/0")
 	s.api = s.start("api")
+	s.worker = s.start("worker")
+	workerReady := "http://127.0.0.1:" + s.envValue("WORKER_METRICS_PORT") + "/readyz"
 	s.waitReady(s.apiURL + "/readyz")
+	s.waitReady(workerReady)
 
 	require.NoError(t, redis.Process.Kill())
 	_ = redis.Wait()
+	for _, url := range []string{s.apiURL + "/readyz", workerReady} {
+		var body map[string]any
+		require.Eventually(t, func() bool {
+			var code int
+			code, body = readiness(t, url)
+			return code == http.StatusOK && body["status"] == "degraded"
+		}, 10*time.Second, 100*time.Millisecond, "%s: Redis is reported, not required; last %v", url, func() any { return body })
+		checks, _ := body["checks"].(map[string]any)
+		require.Equal(t, "unavailable", checks["redis"])
+		require.Equal(t, "ok", checks["postgres"])
+	}
+	// Accepting goes on.
+	code, _, _ := s.post("/v1/notifications", map[string]any{"channel": "sms", "recipient": "+14155550100", "content": "still accepting"})
+	require.Equal(t, http.StatusAccepted, code)
+
+	startRedis(t, port)
+	require.Eventually(t, func() bool {
+		code, body := readiness(t, s.apiURL+"/readyz")
+		return code == http.StatusOK && body["status"] == "ok"
+	}, 15*time.Second, 100*time.Millisecond, "/readyz never reported Redis back")
+}
+
+func TestAPIIsNotReadyWhilePostgresDoesNotAnswer(t *testing.T) {
+	s := setup(t)
+	proxy := s.proxyPostgres("api")
+	s.waitReady(s.apiURL + "/readyz")
+
+	proxy.Partition()
 	var body map[string]any
 	require.Eventually(t, func() bool {
 		var code int
 		code, body = readiness(t, s.apiURL+"/readyz")
 		return code == http.StatusServiceUnavailable
-	}, 10*time.Second, 100*time.Millisecond)
-	require.Contains(t, body["detail"], "redis")
-	checks, _ := body["checks"].(map[string]any)
-	require.Equal(t, "ok", checks["postgres"])
+	}, 15*time.Second, 100*time.Millisecond, "a database that hangs makes the API unready")
+	require.Equal(t, "unavailable: postgres", body["detail"])
+	require.NotContains(t, body["checks"], "127.0.0.1", "no addresses in the answer")
 
-	startRedis(t, port)
-	require.Eventually(t, func() bool {
-		code, _ := readiness(t, s.apiURL+"/readyz")
-		return code == http.StatusOK
-	}, 15*time.Second, 100*time.Millisecond, "/readyz never recovered after Redis came back")
+	proxy.Heal()
+	s.waitReady(s.apiURL + "/readyz")
 }

@@ -34,7 +34,7 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 		cancelWork()
 	})
 
-	if in.ScheduledAt != nil {
+	if in.ScheduledAt != nil && in.Resume == nil {
 		if wait := in.ScheduledAt.Sub(workflow.Now(ctx)); wait > 0 {
 			r.view.Status = "SCHEDULED"
 			_ = workflow.Sleep(work, wait)
@@ -57,10 +57,17 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 1},
 	})
 	var last DeliverResult
-	// unattempted counts the attempts that could not begin (NotAttempted):
-	// they are made again after a wait, and spend nothing.
-	unattempted := 0
-	for attempt := 1; attempt <= in.Retry.MaxAttempts; attempt++ {
+	// waits counts the attempts that could not begin (NotAttempted): they
+	// are made again after a wait, and spend nothing. waitsHere counts this
+	// run's, which bound its history.
+	first, waits, waitsHere := 1, 0, 0
+	if in.Resume != nil {
+		first, waits, r.view.LastError = in.Resume.Attempt, in.Resume.Waits, in.Resume.LastError
+	}
+	// deferred: the fast path sent nothing; the attempt goes through the
+	// channel's activity task queue.
+	deferred := false
+	for attempt := first; attempt <= in.Retry.MaxAttempts; attempt++ {
 		if r.expired(ctx, 0) {
 			return r.fail(ctx, ReasonExpired, attempt-1, last)
 		}
@@ -68,14 +75,18 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 		last = DeliverResult{}
 		req := DeliverInput{NotificationID: in.NotificationID, Attempt: attempt, Retry: in.Retry, Channel: in.Channel}
 		var future workflow.Future
-		// The prepaid slot serves the first try only.
-		if attempt == 1 && in.FirstAttemptLocal && unattempted == 0 {
-			req.Prepaid = true
+		if attempt == 1 && in.FirstAttemptLocal && waits == 0 && !deferred {
+			req.FastPath = true
 			future = workflow.ExecuteLocalActivity(localCtx, DeliverActivity, req)
 		} else {
 			future = workflow.ExecuteActivity(deliverCtx, DeliverActivity, req)
 		}
 		err := future.Get(work, &last)
+		if err == nil && last.Unrecorded != nil {
+			if err := r.record(ctx, *last.Unrecorded); err != nil {
+				return NotificationResult{}, err
+			}
+		}
 		if r.view.CancelRequested {
 			return r.cancel(ctx, attempt)
 		}
@@ -83,8 +94,9 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 			// Nothing was sent: Redis or PostgreSQL was unreachable before
 			// the attempt began. Wait, then make the same attempt again; an
 			// outage spends no attempt and does not end in FAILED.
-			unattempted++
-			wait := min(Backoff(r.wfID, unattempted, in.Retry, 0), maxUnattemptedWait)
+			waits++
+			waitsHere++
+			wait := min(Backoff(r.wfID, waits, in.Retry, 0), maxUnattemptedWait)
 			if r.expired(ctx, wait) {
 				return r.fail(ctx, ReasonExpired, attempt-1, last)
 			}
@@ -94,6 +106,9 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 			if r.view.CancelRequested {
 				return r.cancel(ctx, attempt-1)
 			}
+			if waitsHere >= r.maxWaitsPerRun() || workflow.GetInfo(ctx).GetContinueAsNewSuggested() {
+				return r.continueAsNew(ctx, Resume{Attempt: attempt, Waits: waits, LastError: r.view.LastError})
+			}
 			attempt--
 			continue
 		}
@@ -102,6 +117,11 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 			// error): it counts as a retryable failure.
 			workflow.GetLogger(ctx).Warn("delivery attempt did not complete", "attempt", attempt, "error", err)
 			last = DeliverResult{Outcome: OutcomeRetry, Error: err.Error()}
+		}
+		if last.Outcome == OutcomeDeferred {
+			deferred = true
+			attempt--
+			continue
 		}
 		r.view.LastError = last.Error
 		switch last.Outcome {
@@ -113,6 +133,10 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 			return r.fail(ctx, ReasonPermanent, attempt, last)
 		case OutcomeExpired:
 			return r.fail(ctx, ReasonExpired, attempt-1, last)
+		case OutcomeCancelled:
+			// Deliver saw the cancel request before its signal arrived.
+			r.view.CancelRequested = true
+			return r.cancel(ctx, attempt)
 		}
 		if attempt == in.Retry.MaxAttempts {
 			break
@@ -158,33 +182,75 @@ func (r *run) expired(ctx workflow.Context, wait time.Duration) bool {
 	return r.in.ExpiresAt != nil && !workflow.Now(ctx).Add(wait).Before(*r.in.ExpiresAt)
 }
 
-// bookkeeping returns options for the activities that must reach a terminal
-// state: they retry until they succeed, and run on ctx, which the cancel
-// signal does not cancel.
-func (r *run) bookkeeping(ctx workflow.Context) workflow.Context {
-	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		TaskQueue:           r.in.ActivityTaskQueue,
+// continueAsNew ends this run and starts the next one where it stands.
+// The cancel signal is not lost: the request is on the row too, and the next
+// attempt's Deliver finds it.
+func (r *run) continueAsNew(ctx workflow.Context, resume Resume) (NotificationResult, error) {
+	in := r.in
+	in.Resume, in.FirstAttemptLocal = &resume, false
+	return NotificationResult{}, workflow.NewContinueAsNewError(ctx, NotificationWorkflow, in)
+}
+
+func (r *run) maxWaitsPerRun() int {
+	if r.in.MaxWaitsPerRun > 0 {
+		return r.in.MaxWaitsPerRun
+	}
+	return DefaultMaxWaitsPerRun
+}
+
+// bookkeepingChange versions where Fail and Cancel run: local activities in
+// the workflow's own task now, activities on the channel's rate-limited
+// delivery task queue before (where a cancel or a FAILED mark waited behind
+// the whole backlog and spent rate slots). Histories from before keep the
+// activity.
+const bookkeepingChange = "bookkeeping-local"
+
+// bookkeep runs one of the activities that must reach a terminal state:
+// they retry until they succeed, and run on ctx, which the cancel signal
+// does not cancel.
+func (r *run) bookkeep(ctx workflow.Context, name string, arg, result any) error {
+	if workflow.GetVersion(ctx, bookkeepingChange, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		return workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+			TaskQueue:           r.in.ActivityTaskQueue,
+			StartToCloseTimeout: 30 * time.Second,
+			RetryPolicy:         bookkeepingRetry,
+		}), name, arg).Get(ctx, result)
+	}
+	return r.local(ctx, name, arg, result)
+}
+
+// local runs a bookkeeping activity as a local activity: no task queue, no
+// rate limit, no extra workflow task.
+func (r *run) local(ctx workflow.Context, name string, arg, result any) error {
+	return workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
 		StartToCloseTimeout: 30 * time.Second,
-		RetryPolicy: &temporal.RetryPolicy{
-			InitialInterval:    time.Second,
-			BackoffCoefficient: 2,
-			MaximumInterval:    time.Minute,
-		},
-	})
+		RetryPolicy:         bookkeepingRetry,
+	}), name, arg).Get(ctx, result)
+}
+
+var bookkeepingRetry = &temporal.RetryPolicy{
+	InitialInterval:    time.Second,
+	BackoffCoefficient: 2,
+	MaximumInterval:    time.Minute,
+}
+
+// record stores an attempt Deliver made but could not record.
+func (r *run) record(ctx workflow.Context, a AttemptRecord) error {
+	return r.local(ctx, RecordAttemptActivity, a, nil)
 }
 
 // fail dead-letters the notification and marks it FAILED. If the row became
 // terminal meanwhile (say, cancelled), that status stands and is reported.
 func (r *run) fail(ctx workflow.Context, reason string, attempts int, last DeliverResult) (NotificationResult, error) {
 	var status string
-	err := workflow.ExecuteActivity(r.bookkeeping(ctx), FailActivity, FailInput{
+	err := r.bookkeep(ctx, FailActivity, FailInput{
 		NotificationID: r.in.NotificationID,
 		Channel:        r.in.Channel,
 		Reason:         reason,
 		Attempts:       attempts,
 		LastStatusCode: last.StatusCode,
 		LastError:      last.Error,
-	}).Get(ctx, &status)
+	}, &status)
 	if err != nil {
 		return NotificationResult{}, err
 	}
@@ -195,10 +261,10 @@ func (r *run) fail(ctx workflow.Context, reason string, attempts int, last Deliv
 // whose status then stands).
 func (r *run) cancel(ctx workflow.Context, attempts int) (NotificationResult, error) {
 	var status string
-	err := workflow.ExecuteActivity(r.bookkeeping(ctx), CancelActivity, CancelInput{
+	err := r.bookkeep(ctx, CancelActivity, CancelInput{
 		NotificationID: r.in.NotificationID,
 		Attempts:       attempts,
-	}).Get(ctx, &status)
+	}, &status)
 	if err != nil {
 		return NotificationResult{}, err
 	}

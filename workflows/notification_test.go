@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 	"go.temporal.io/sdk/workflow"
@@ -67,6 +68,10 @@ type fakes struct {
 	deliverAt   []time.Time
 	failIn      []workflows.FailInput
 	failAttempt int
+	recorded    []workflows.AttemptRecord
+	// bookLocal says, per Fail or Cancel call, whether it ran as a local
+	// activity.
+	bookLocal []bool
 }
 
 func (f *fakes) deliver(ctx context.Context, in workflows.DeliverInput) (workflows.DeliverResult, error) {
@@ -97,17 +102,26 @@ func (f *fakes) deliver(ctx context.Context, in workflows.DeliverInput) (workflo
 	return step.res, step.err
 }
 
-func (f *fakes) fail(_ context.Context, in workflows.FailInput) (string, error) {
+func (f *fakes) fail(ctx context.Context, in workflows.FailInput) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.failIn = append(f.failIn, in)
+	f.bookLocal = append(f.bookLocal, activity.GetInfo(ctx).IsLocalActivity)
 	return "FAILED", nil
 }
 
-func (f *fakes) cancel(_ context.Context, in workflows.CancelInput) (string, error) {
+func (f *fakes) record(_ context.Context, r workflows.AttemptRecord) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.recorded = append(f.recorded, r)
+	return nil
+}
+
+func (f *fakes) cancel(ctx context.Context, in workflows.CancelInput) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.cancelIn = append(f.cancelIn, in)
+	f.bookLocal = append(f.bookLocal, activity.GetInfo(ctx).IsLocalActivity)
 	f.cancelAt = append(f.cancelAt, f.env.Now())
 	return "CANCELLED", nil
 }
@@ -137,6 +151,7 @@ func newEnv(t *testing.T, steps ...deliverStep) (*testsuite.TestWorkflowEnvironm
 	env.RegisterActivityWithOptions(f.deliver, activity.RegisterOptions{Name: workflows.DeliverActivity})
 	env.RegisterActivityWithOptions(f.fail, activity.RegisterOptions{Name: workflows.FailActivity})
 	env.RegisterActivityWithOptions(f.cancel, activity.RegisterOptions{Name: workflows.CancelActivity})
+	env.RegisterActivityWithOptions(f.record, activity.RegisterOptions{Name: workflows.RecordAttemptActivity})
 	env.SetStartTime(testStart)
 	return env, f
 }
@@ -318,7 +333,7 @@ func TestFastPathAttemptThatCouldNotBeginRetriesThroughTheTaskQueue(t *testing.T
 	require.Equal(t, workflows.NotificationResult{Status: "DELIVERED", Attempts: 1}, res)
 	ins, _ := f.deliverCalls()
 	require.Equal(t, []bool{true, false}, f.local)
-	require.False(t, ins[1].Prepaid, "the prepaid slot served the first try only")
+	require.False(t, ins[1].FastPath, "only the first try is the fast path's")
 }
 
 func TestCancelWhileAnAttemptCannotBeginStops(t *testing.T) {
@@ -478,7 +493,7 @@ func TestFastPathRunsTheFirstAttemptAsALocalActivity(t *testing.T) {
 	require.Equal(t, workflows.NotificationResult{Status: "DELIVERED", Attempts: 1}, res)
 	ins, _ := f.deliverCalls()
 	require.Len(t, ins, 1)
-	require.True(t, ins[0].Prepaid, "the consumer took the rate-limit slot")
+	require.True(t, ins[0].FastPath, "the attempt takes a free slot itself, or defers")
 	require.Equal(t, []bool{true}, f.local)
 }
 
@@ -493,6 +508,97 @@ func TestFastPathRetriesGoThroughTheActivityTaskQueue(t *testing.T) {
 	ins, _ := f.deliverCalls()
 	require.Len(t, ins, 2)
 	require.Equal(t, []bool{true, false}, f.local, "only the first attempt is local")
-	require.True(t, ins[0].Prepaid)
-	require.False(t, ins[1].Prepaid, "a retry waits for its own rate-limit slot")
+	require.True(t, ins[0].FastPath)
+	require.False(t, ins[1].FastPath, "a retry waits for its slot in the task queue")
+}
+
+func TestDeferredFastPathAttemptGoesThroughTheTaskQueueAtOnce(t *testing.T) {
+	env, f := newEnv(t, deliverStep{res: workflows.DeliverResult{Outcome: workflows.OutcomeDeferred, Error: "no rate-limit slot free"}}, delivered())
+	in := testInput(testPolicy)
+	in.FirstAttemptLocal = true
+
+	res := run(t, env, in)
+
+	require.Equal(t, workflows.NotificationResult{Status: "DELIVERED", Attempts: 1}, res, "a deferred attempt spends nothing")
+	ins, at := f.deliverCalls()
+	require.Equal(t, []bool{true, false}, f.local)
+	require.Equal(t, []int{1, 1}, attemptNumbers(ins), "the same attempt, made through the queue")
+	require.False(t, ins[1].FastPath)
+	require.Equal(t, at[0], at[1], "no backoff: the queue paces it")
+}
+
+func TestCancelSeenByTheAttemptCancels(t *testing.T) {
+	env, f := newEnv(t, deliverStep{res: workflows.DeliverResult{Outcome: workflows.OutcomeCancelled, Error: "cancelled during the provider call"}})
+
+	res := run(t, env, testInput(testPolicy))
+
+	require.Equal(t, workflows.NotificationResult{Status: "CANCELLED", Attempts: 1}, res)
+	ins, _ := f.deliverCalls()
+	require.Len(t, ins, 1, "no attempt after the cancel")
+	require.Len(t, f.cancelIn, 1)
+	require.Empty(t, f.failCalls())
+}
+
+func TestAttemptTheActivityCouldNotRecordIsRecordedByTheWorkflow(t *testing.T) {
+	rec := workflows.AttemptRecord{NotificationID: testNotificationID, Attempt: 1, StartedAt: testStart, Duration: time.Second,
+		Outcome: workflows.OutcomeDelivered, StatusCode: 200, Status: "DELIVERED"}
+	env, f := newEnv(t, deliverStep{res: workflows.DeliverResult{Outcome: workflows.OutcomeDelivered, StatusCode: 200, Unrecorded: &rec}})
+
+	res := run(t, env, testInput(testPolicy))
+
+	require.Equal(t, workflows.NotificationResult{Status: "DELIVERED", Attempts: 1}, res)
+	ins, _ := f.deliverCalls()
+	require.Len(t, ins, 1, "a made attempt is never made again for its bookkeeping")
+	require.Equal(t, []workflows.AttemptRecord{rec}, f.recorded)
+}
+
+func TestBookkeepingRunsAsLocalActivities(t *testing.T) {
+	env, f := newEnv(t, deliverStep{res: workflows.DeliverResult{Outcome: workflows.OutcomePermanent, StatusCode: 400}})
+
+	res := run(t, env, testInput(testPolicy))
+
+	require.Equal(t, "FAILED", res.Status)
+	require.Equal(t, []bool{true}, f.bookLocal, "Fail runs in the workflow's task, not on the rate-limited delivery queue")
+
+	env, f = newEnv(t, retry(503, time.Hour))
+	env.RegisterDelayedCallback(func() { env.SignalWorkflow(workflows.CancelSignal, nil) }, time.Minute)
+	res = run(t, env, testInput(testPolicy))
+	require.Equal(t, "CANCELLED", res.Status)
+	require.Equal(t, []bool{true}, f.bookLocal, "so does Cancel")
+}
+
+func TestLongOutageContinuesAsNew(t *testing.T) {
+	env, f := newEnv(t, notAttempted())
+	in := testInput(testPolicy)
+	in.FirstAttemptLocal = true
+	in.MaxWaitsPerRun = 4
+
+	env.ExecuteWorkflow(workflows.NotificationWorkflow, in)
+
+	require.True(t, env.IsWorkflowCompleted())
+	var can *workflow.ContinueAsNewError
+	require.ErrorAs(t, env.GetWorkflowError(), &can)
+	var next workflows.NotificationInput
+	require.NoError(t, converter.GetDefaultDataConverter().FromPayloads(can.Input, &next))
+	require.NotNil(t, next.Resume)
+	require.Equal(t, workflows.Resume{Attempt: 1, Waits: 4, LastError: next.Resume.LastError}, *next.Resume)
+	require.Contains(t, next.Resume.LastError, "not attempted")
+	require.False(t, next.FirstAttemptLocal, "the next run does not take the fast path")
+	ins, _ := f.deliverCalls()
+	require.Len(t, ins, 4)
+	require.Empty(t, f.failCalls())
+}
+
+func TestContinuedRunPicksUpWhereItStood(t *testing.T) {
+	env, f := newEnv(t, notAttempted(), retry(503, 0), delivered())
+	in := testInput(testPolicy)
+	in.Resume = &workflows.Resume{Attempt: 2, Waits: 7, LastError: "not attempted: redis unreachable"}
+
+	res := run(t, env, in)
+
+	require.Equal(t, workflows.NotificationResult{Status: "DELIVERED", Attempts: 3}, res)
+	ins, at := f.deliverCalls()
+	require.Equal(t, []int{2, 2, 3}, attemptNumbers(ins))
+	require.Equal(t, min(workflows.Backoff(testWorkflowID, 8, testPolicy, 0), 30*time.Second), at[1].Sub(at[0]),
+		"the waits' backoff goes on from the last run's")
 }

@@ -12,6 +12,9 @@ const (
 	DeliverActivity      = "Deliver"
 	FailActivity         = "Fail"
 	CancelActivity       = "Cancel"
+	// RecordAttemptActivity records an attempt that Deliver made but could
+	// not record (PostgreSQL unreachable for longer than it could wait).
+	RecordAttemptActivity = "RecordAttempt"
 	// CancelSignal asks the workflow to stop: it ends a wait at once, aborts
 	// an in-flight provider call, and marks the notification CANCELLED.
 	CancelSignal = "cancel"
@@ -56,11 +59,34 @@ type NotificationInput struct {
 	ScheduledAt *time.Time `json:",omitempty"`
 	// ExpiresAt: no attempt starts after it; the notification fails as expired.
 	ExpiresAt *time.Time `json:",omitempty"`
-	// FirstAttemptLocal: the starter already took the first attempt's
-	// rate-limit slot, so the first attempt runs as a local activity inside
-	// the workflow's first task (no activity task, no second workflow task).
-	// Retries always go through the channel's activity task queue.
+	// FirstAttemptLocal: the fast path. The first attempt runs as a local
+	// activity inside the workflow's first task (no activity task, no second
+	// workflow task); it takes its rate-limit slot just before the send, and
+	// when none is free, or the worker's fast-path calls are all busy, it
+	// sends nothing (OutcomeDeferred) and the attempt goes through the
+	// channel's activity task queue instead. Retries always go there.
 	FirstAttemptLocal bool `json:",omitempty"`
+	// Resume carries a run's progress into the next one after a
+	// continue-as-new; nil on the first run.
+	Resume *Resume `json:",omitempty"`
+	// MaxWaitsPerRun bounds how many attempts that could not begin one run
+	// waits for before it continues as new, so a long outage does not grow
+	// the history toward Temporal's limit. Zero means DefaultMaxWaitsPerRun.
+	MaxWaitsPerRun int `json:",omitempty"`
+}
+
+// DefaultMaxWaitsPerRun is MaxWaitsPerRun's default: about 2,000 history
+// events, well inside the point where Temporal suggests continuing as new.
+const DefaultMaxWaitsPerRun = 200
+
+// Resume is where a continued run picks up.
+type Resume struct {
+	// Attempt is the attempt to make next (it was not made yet).
+	Attempt int
+	// Waits counts the attempts that could not begin so far, across runs;
+	// it drives the backoff between them.
+	Waits     int
+	LastError string `json:",omitempty"`
 }
 
 // Outcome classifies one delivery attempt.
@@ -81,8 +107,15 @@ const (
 	// nothing was sent.
 	OutcomeExpired Outcome = "expired"
 	// OutcomeCancelled: a cancel aborted the provider call (recorded on the
-	// attempt; the activity itself ends cancelled).
+	// attempt). When the cancel came through Temporal the activity itself
+	// ends cancelled; when Deliver saw the request on the row first, it
+	// answers this outcome.
 	OutcomeCancelled Outcome = "cancelled"
+	// OutcomeDeferred: a fast-path attempt found no free rate-limit slot, or
+	// every fast-path call of the worker busy; nothing was sent and nothing
+	// counted, and the workflow makes the attempt through the channel's
+	// activity task queue at once.
+	OutcomeDeferred Outcome = "deferred"
 )
 
 // DeliverInput asks for one delivery attempt.
@@ -91,10 +124,13 @@ type DeliverInput struct {
 	Attempt        int
 	// Retry lets the activity record when the next attempt will run.
 	Retry RetryPolicy
-	// Prepaid: the rate-limit slot was taken before the workflow started.
-	Prepaid bool `json:",omitempty"`
-	// Channel lets the activity wait for the rate limit before it touches
-	// the row.
+	// FastPath: this is the fast path's first attempt, run as a local
+	// activity; it takes a slot only if one is free right now (see
+	// NotificationInput.FirstAttemptLocal). The wire name is the one older
+	// workers wrote, when the slot was taken before the workflow started
+	// ("prepaid"); either way the slot is now taken just before the send.
+	FastPath bool `json:"Prepaid,omitempty"`
+	// Channel names the rate limit the attempt waits for.
 	Channel string `json:",omitempty"`
 }
 
@@ -113,6 +149,28 @@ type DeliverResult struct {
 	Error      string
 	// Status is the notification's status when Outcome is OutcomeSkipped.
 	Status string
+	// Unrecorded, when set, is an attempt that was made but could not be
+	// recorded (PostgreSQL unreachable): the workflow records it with the
+	// RecordAttempt activity, so bookkeeping never turns a made attempt into
+	// another send.
+	Unrecorded *AttemptRecord `json:",omitempty"`
+}
+
+// AttemptRecord is one attempt as the attempt log keeps it (without the
+// provider's reply: histories carry no content), with the status change it
+// causes.
+type AttemptRecord struct {
+	NotificationID string
+	Attempt        int
+	StartedAt      time.Time
+	Duration       time.Duration
+	Outcome        Outcome
+	StatusCode     int    `json:",omitempty"`
+	Error          string `json:",omitempty"`
+	// Status is the notification's status after the attempt (PROCESSING,
+	// RETRYING or DELIVERED); NextAttemptAt goes with RETRYING.
+	Status        string
+	NextAttemptAt *time.Time `json:",omitempty"`
 }
 
 // Failure reasons, carried to the DLQ's x-reason header and the

@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"syscall"
 
-	"github.com/redis/go-redis/v9"
 	"go.temporal.io/sdk/client"
 	"go.uber.org/zap"
 
@@ -26,6 +25,7 @@ import (
 	"dispatch-engine/internal/metrics"
 	"dispatch-engine/internal/outbox"
 	"dispatch-engine/internal/queue"
+	"dispatch-engine/internal/ratelimit"
 	"dispatch-engine/internal/store"
 	"dispatch-engine/internal/version"
 )
@@ -61,11 +61,10 @@ func run() error {
 	}
 	defer pool.Close()
 
-	ropts, err := redis.ParseURL(cfg.RedisURL)
+	rdb, err := ratelimit.NewClient(cfg.RedisURL)
 	if err != nil {
 		return fmt.Errorf("parsing REDIS_URL: %w", err)
 	}
-	rdb := redis.NewClient(ropts)
 	defer rdb.Close()
 
 	// The API only checks RabbitMQ for readiness; the outbox relay publishes.
@@ -102,14 +101,17 @@ func run() error {
 		TemporalNamespace: cfg.TemporalNamespace,
 		// One request per pooled connection; the rest wait briefly, then 503.
 		MaxInFlight: int(cfg.DatabaseMaxConns),
-	}, pool, tc, map[string]health.Check{
-		"postgres": func(ctx context.Context) error { return pool.Ping(ctx) },
-		"redis":    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
-		"rabbitmq": func(context.Context) error { return broker.Ping() },
-		"temporal": func(ctx context.Context) error {
+	}, pool, tc, []health.Dependency{
+		// Accepting needs PostgreSQL alone (the outbox holds what the
+		// broker cannot take yet; a cancel is kept on the row when its
+		// signal cannot be sent): the rest is reported, not required.
+		{Name: "postgres", Required: true, Check: func(ctx context.Context) error { return pool.Ping(ctx) }},
+		{Name: "redis", Check: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
+		{Name: "rabbitmq", Check: broker.Ping},
+		{Name: "temporal", Check: func(ctx context.Context) error {
 			_, err := tc.CheckHealth(ctx, &client.CheckHealthRequest{})
 			return err
-		},
+		}},
 	}, metrics.NewAPI(), log)
 
 	addr := net.JoinHostPort("", strconv.Itoa(cfg.APIPort))

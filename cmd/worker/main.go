@@ -18,7 +18,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 	"go.uber.org/zap"
@@ -71,11 +70,10 @@ func run() error {
 	}
 	defer pool.Close()
 
-	ropts, err := redis.ParseURL(cfg.RedisURL)
+	rdb, err := ratelimit.NewClient(cfg.RedisURL)
 	if err != nil {
 		return fmt.Errorf("parsing REDIS_URL: %w", err)
 	}
-	rdb := redis.NewClient(ropts)
 	defer rdb.Close()
 
 	m := metrics.NewWorker()
@@ -115,11 +113,8 @@ func run() error {
 	}
 	limiter := ratelimit.New(rdb, cfg.RedisKeyPrefix, cfg.RateLimits())
 	acts := &activities.Activities{
-		Pool: pool,
-		HTTP: &http.Client{
-			Timeout:   cfg.WebhookTimeout,
-			Transport: &http.Transport{MaxIdleConnsPerHost: cfg.WorkerConcurrency * len(notification.Channels), IdleConnTimeout: 90 * time.Second},
-		},
+		Pool:       pool,
+		HTTP:       activities.NewHTTPClient(cfg.WebhookTimeout, (len(notification.Channels)+1)*cfg.WorkerConcurrency),
 		WebhookURL: cfg.WebhookSiteURL,
 		Limiter:    limiter,
 		DLQ:        dlqPub,
@@ -127,6 +122,8 @@ func run() error {
 		Metrics:    m,
 		Log:        log,
 		SigningKey: signingKey,
+		// The fast path's calls are bounded like a channel's worker.
+		FastPathCalls: make(chan struct{}, cfg.WorkerConcurrency),
 	}
 	taskQueues := dispatch.TaskQueues{Prefix: cfg.TemporalTaskQueuePrefix}
 	workers := dispatch.NewWorkers(tc, dispatch.WorkerConfig{
@@ -167,14 +164,18 @@ func run() error {
 		Relayed:      m.Relayed,
 	}, pool, relayPub, log)
 
-	probes := healthServer(cfg, m, map[string]health.Check{
-		"postgres": func(ctx context.Context) error { return pool.Ping(ctx) },
-		"redis":    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
-		"rabbitmq": func(context.Context) error { return relayPub.Ping() },
-		"temporal": func(ctx context.Context) error {
+	probes := healthServer(cfg, m, log, []health.Dependency{
+		// Without PostgreSQL or Temporal the worker does nothing useful.
+		// Without RabbitMQ running workflows still deliver, and without
+		// Redis deliveries wait while everything else goes on: reported,
+		// not required.
+		{Name: "postgres", Required: true, Check: func(ctx context.Context) error { return pool.Ping(ctx) }},
+		{Name: "temporal", Required: true, Check: func(ctx context.Context) error {
 			_, err := tc.CheckHealth(ctx, &client.CheckHealthRequest{})
 			return err
-		},
+		}},
+		{Name: "redis", Check: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
+		{Name: "rabbitmq", Check: relayPub.Ping},
 	})
 	go func() {
 		if err := probes.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -246,11 +247,11 @@ func dialTemporal(ctx context.Context, cfg config.Config, mh client.MetricsHandl
 }
 
 // healthServer serves the worker's /metrics, /livez and /readyz.
-func healthServer(cfg config.Config, m *metrics.Worker, checks map[string]health.Check) *http.Server {
+func healthServer(cfg config.Config, m *metrics.Worker, log *zap.Logger, deps []health.Dependency) *http.Server {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metrics.Handler(m.Registry))
 	mux.Handle("GET /livez", health.Live())
-	mux.Handle("GET /readyz", health.Ready(checks, 2*time.Second))
+	mux.Handle("GET /readyz", health.Ready(deps, 2*time.Second, health.Reporter(m.DependencyUp, log)))
 	return &http.Server{
 		Addr:              net.JoinHostPort("", strconv.Itoa(cfg.WorkerMetricsPort)),
 		Handler:           mux,

@@ -49,15 +49,16 @@ type StarterConfig struct {
 	Retry      workflows.RetryPolicy
 	// AttemptTimeout is the Deliver activity's start-to-close timeout.
 	AttemptTimeout time.Duration
-	// FastPath takes the first attempt's rate-limit slot here when one is
-	// free, and has the workflow run that attempt as a local activity
-	// (DELIVERY_FAST_PATH).
+	// FastPath has the workflow run the first attempt as a local activity,
+	// inside its first task, unless the channel is saturated
+	// (DELIVERY_FAST_PATH). The attempt takes its rate-limit slot itself,
+	// just before the send.
 	FastPath bool
 }
 
-// Limiter hands out a channel's delivery slots.
+// Limiter tells whether a channel's slots are all taken lately.
 type Limiter interface {
-	TryTake(ctx context.Context, channel string) bool
+	Saturated(channel string) bool
 }
 
 // Starter starts the workflow of each queued notification.
@@ -112,12 +113,15 @@ func (s *Starter) Handle(ctx context.Context, d amqp.Delivery) error {
 			return err
 		}
 	}
-	// Fast path: when the channel has a rate-limit slot free right now, take
-	// it here and let the workflow run the first attempt at once, inside its
-	// first task. When the channel is saturated, start the workflow normally:
-	// the attempt then waits in the channel's activity task queue, in
-	// priority order, for Temporal's and Redis's limits.
-	local := s.cfg.FastPath && !scheduled && s.limiter.TryTake(ctx, n.Channel)
+	// Fast path: unless the channel was saturated lately, let the workflow
+	// run the first attempt at once, inside its first task; that attempt
+	// takes a slot only if one is free when it sends, and otherwise defers
+	// to the queue. When the channel is saturated, start the workflow
+	// normally: the attempt then waits in the channel's activity task queue,
+	// in priority order, for Temporal's and Redis's limits. No slot is taken
+	// here: one paid long before its send (a backlog of workflow tasks,
+	// a retried task) could burst past the limit.
+	local := s.cfg.FastPath && !scheduled && !s.limiter.Saturated(n.Channel)
 	attrs := []temporal.SearchAttributeUpdate{
 		workflows.SearchChannel.ValueSet(n.Channel),
 		workflows.SearchPriority.ValueSet(n.Priority),
@@ -182,13 +186,13 @@ func NewWorkers(tc client.Client, cfg WorkerConfig, acts *activities.Activities)
 	wf := worker.New(tc, cfg.TaskQueues.Workflows(), worker.Options{
 		WorkerStopTimeout:      cfg.StopTimeout,
 		DisableEagerActivities: true,
-		// Deliver is registered here only to run as a local activity (the
-		// fast path's first attempt); this worker polls no activity tasks.
+		// The activities are registered here only to run as local
+		// activities (the fast path's first attempt, and the bookkeeping:
+		// Fail, Cancel, RecordAttempt); this worker polls no activity tasks.
+		// The fast path's provider calls are bounded by the activities'
+		// FastPathCalls, which defers rather than queues, so the local
+		// activity slots (the SDK's default) never hold bookkeeping back.
 		LocalActivityWorkerOnly: true,
-		// First attempts run here: bound them like the channels' workers, so
-		// a provider that hangs holds at most this many calls, however many
-		// notifications arrive meanwhile.
-		MaxConcurrentLocalActivityExecutionSize: cfg.Concurrency,
 	})
 	wf.RegisterWorkflowWithOptions(workflows.Notification, workflowRegisterOptions())
 	registerActivities(wf, acts)

@@ -17,4 +17,5 @@ func registerActivities(w worker.Worker, acts *activities.Activities) {
 	w.RegisterActivityWithOptions(acts.Deliver, activity.RegisterOptions{Name: workflows.DeliverActivity})
 	w.RegisterActivityWithOptions(acts.Fail, activity.RegisterOptions{Name: workflows.FailActivity})
 	w.RegisterActivityWithOptions(acts.Cancel, activity.RegisterOptions{Name: workflows.CancelActivity})
+	w.RegisterActivityWithOptions(acts.RecordAttempt, activity.RegisterOptions{Name: workflows.RecordAttemptActivity})
 }

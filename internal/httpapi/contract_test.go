@@ -158,7 +158,7 @@ func (c *contract) verifyProblem(resp *http.Response, body []byte) error {
 }
 
 func TestResponsesFollowTheOpenAPIContract(t *testing.T) {
-	f := setup(t, withChecks(map[string]checkFn{"postgres": up, "redis": down}))
+	f := setup(t, withChecks(map[string]checkFn{"postgres": down, "redis": up}))
 
 	_, body := f.post("/v1/notifications",
 		`{"channel":"email","recipient":"user@example.com","subject":"Hi","content":"hello","metadata":{"k":"v"}}`)

@@ -89,9 +89,9 @@ type Server struct {
 	slots chan struct{}
 }
 
-// New builds the API. signaler delivers cancel signals to workflows; checks
-// are the dependencies /readyz probes.
-func New(cfg Config, pool *pgxpool.Pool, signaler Signaler, checks map[string]health.Check, m *metrics.API, log *zap.Logger) *Server {
+// New builds the API. signaler delivers cancel signals to workflows; deps
+// are the dependencies /readyz probes (ready while the required ones are up).
+func New(cfg Config, pool *pgxpool.Pool, signaler Signaler, deps []health.Dependency, m *metrics.API, log *zap.Logger) *Server {
 	orDefault(&cfg.BodyLimit, 2<<20)
 	orDefault(&cfg.BatchBodyLimit, 16<<20)
 	orDefault(&cfg.ReadyTimeout, 2*time.Second)
@@ -125,7 +125,7 @@ func New(cfg Config, pool *pgxpool.Pool, signaler Signaler, checks map[string]he
 	s.app.Use(s.requestID, s.observe, s.recoverPanic)
 
 	s.app.Get("/livez", adaptor.HTTPHandler(health.Live()))
-	s.app.Get("/readyz", adaptor.HTTPHandler(detached(health.Ready(checks, cfg.ReadyTimeout))))
+	s.app.Get("/readyz", adaptor.HTTPHandler(detached(health.Ready(deps, cfg.ReadyTimeout, health.Reporter(m.DependencyUp, log)))))
 	s.app.Get("/metrics", adaptor.HTTPHandler(metrics.Handler(m.Registry)))
 
 	v1 := s.app.Group("/v1", s.authenticate, s.admit)

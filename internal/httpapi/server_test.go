@@ -56,14 +56,20 @@ type options struct {
 	// dsn, when set, is the database instead of a fresh one.
 	dsn      string
 	cfg      httpapi.Config
-	checks   map[string]health.Check
+	checks   []health.Dependency
 	signaler httpapi.Signaler
 }
 
 type option func(*options)
 
+// withChecks makes these the dependencies /readyz probes; postgres is the
+// one the API requires, as in cmd/api.
 func withChecks(checks map[string]checkFn) option {
-	return func(o *options) { o.checks = checks }
+	return func(o *options) {
+		for name, check := range checks {
+			o.checks = append(o.checks, health.Dependency{Name: name, Check: check, Required: name == "postgres"})
+		}
+	}
 }
 
 type config = httpapi.Config
@@ -466,23 +472,52 @@ func TestUnknownRouteIs404Problem(t *testing.T) {
 	require.Contains(t, p.Detail, "/v1/nothing-here")
 }
 
-func TestReadyzNamesFailingDependency(t *testing.T) {
+func TestReadyzFailsOnlyForWhatTheAPINeeds(t *testing.T) {
+	const secret = "dial tcp db-7.internal:5432: password authentication failed for user dispatch"
 	f := setup(t, withChecks(map[string]checkFn{
-		"postgres": up,
-		"redis":    func(context.Context) error { return errors.New("dial tcp 127.0.0.1:1: connection refused") },
+		"postgres": func(context.Context) error { return errors.New(secret) },
+		"redis":    up,
 	}))
 
 	resp, body := f.get("/readyz")
 	p := requireProblem(t, resp, body, http.StatusServiceUnavailable)
-	require.Contains(t, p.Detail, "redis")
-	require.NotContains(t, p.Detail, "postgres")
+	require.Contains(t, p.Detail, "postgres")
+	require.NotContains(t, p.Detail, "redis")
 
 	var states struct {
 		Checks map[string]string `json:"checks"`
 	}
 	require.NoError(t, json.Unmarshal(body, &states))
-	require.Equal(t, "ok", states.Checks["postgres"])
-	require.Contains(t, states.Checks["redis"], "connection refused")
+	require.Equal(t, map[string]string{"postgres": "unavailable", "redis": "ok"}, states.Checks)
+	require.NotContains(t, string(body), "db-7", "a dependency's error (hosts, users) is logged, never answered")
+	require.NotContains(t, string(body), "password")
+	logged := f.logs.FilterMessage("readiness check failed").All()
+	require.NotEmpty(t, logged)
+	require.Equal(t, "postgres", logged[0].ContextMap()["dependency"])
+}
+
+func TestReadyzStaysReadyWhileADependencyItDoesNotNeedIsDown(t *testing.T) {
+	f := setup(t, withChecks(map[string]checkFn{
+		"postgres": up,
+		"redis":    func(context.Context) error { return errors.New("dial tcp 127.0.0.1:1: connection refused") },
+		"rabbitmq": down,
+		"temporal": down,
+	}))
+
+	resp, body := f.get("/readyz")
+	require.Equal(t, http.StatusOK, resp.StatusCode, "the API accepts with PostgreSQL alone: body %s", body)
+	var ready struct {
+		Status string            `json:"status"`
+		Checks map[string]string `json:"checks"`
+	}
+	require.NoError(t, json.Unmarshal(body, &ready))
+	require.Equal(t, "degraded", ready.Status)
+	require.Equal(t, map[string]string{"postgres": "ok", "redis": "unavailable", "rabbitmq": "unavailable", "temporal": "unavailable"}, ready.Checks)
+	require.NotContains(t, string(body), "refused")
+
+	_, metrics := f.get("/metrics")
+	require.Contains(t, string(metrics), `dispatch_dependency_up{dependency="redis"} 0`)
+	require.Contains(t, string(metrics), `dispatch_dependency_up{dependency="postgres"} 1`)
 }
 
 func TestRequestIDIsEchoedOrGenerated(t *testing.T) {

@@ -13,6 +13,16 @@ import (
 // latencyBuckets resolve 10 ms to 1 h, for end-to-end delivery latency.
 var latencyBuckets = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600}
 
+// newDependencyUp is dispatch_dependency_up: each dependency's state at the
+// last readiness check, reported whether or not the process needs it to be
+// ready.
+func newDependencyUp() *prometheus.GaugeVec {
+	return prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "dispatch_dependency_up",
+		Help: "1 when the dependency answered the last readiness check, 0 when it did not.",
+	}, []string{"dependency"})
+}
+
 func newRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -27,7 +37,8 @@ type API struct {
 	Accepted     *prometheus.CounterVec
 	// Cancelled counts notifications the API cancelled itself, before their
 	// workflow started an attempt (the worker counts the others).
-	Cancelled *prometheus.CounterVec
+	Cancelled    *prometheus.CounterVec
+	DependencyUp *prometheus.GaugeVec
 }
 
 // NewAPI registers the API's metrics.
@@ -47,13 +58,14 @@ func NewAPI() *API {
 			Name: "dispatch_notifications_accepted_total",
 			Help: "Notifications accepted by channel and priority.",
 		}, []string{"channel", "priority"}),
+		DependencyUp: newDependencyUp(),
 	}
 	m.Cancelled = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name:        "dispatch_notifications_terminal_total",
 		Help:        "Notifications reaching a terminal status (delivered, failed, cancelled) by channel, priority and reason.",
 		ConstLabels: prometheus.Labels{"status": "cancelled", "reason": ""},
 	}, []string{"channel", "priority"})
-	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.Accepted, m.Cancelled)
+	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.Accepted, m.Cancelled, m.DependencyUp)
 	return m
 }
 
@@ -70,6 +82,7 @@ type Worker struct {
 	WorkflowStarts  *prometheus.CounterVec
 	InFlight        *prometheus.GaugeVec
 	Repaired        *prometheus.CounterVec
+	DependencyUp    *prometheus.GaugeVec
 }
 
 // NewWorker registers the worker's metrics.
@@ -119,9 +132,10 @@ func NewWorker() *Worker {
 			Name: "dispatch_workflow_starts_total",
 			Help: "Workflow starts by the consumer, by channel and result (started, duplicate, skipped, poison).",
 		}, []string{"channel", "result"}),
+		DependencyUp: newDependencyUp(),
 	}
 	m.Registry.MustRegister(m.Terminal, m.Attempts, m.ProviderLatency, m.EndToEnd, m.RateLimitWait, m.RateLimitWaits,
-		m.Relayed, m.WorkflowStarts, m.InFlight, m.Repaired)
+		m.Relayed, m.WorkflowStarts, m.InFlight, m.Repaired, m.DependencyUp)
 	return m
 }
 

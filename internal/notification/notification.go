@@ -3,7 +3,13 @@
 // carries a notification from the outbox to the workflow starter.
 package notification
 
-import "strings"
+import (
+	"encoding/json"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
 
 // Channel is a delivery channel.
 type Channel = string
@@ -135,4 +141,19 @@ func MaskRecipient(channel, recipient string) string {
 		}
 		return string(r[:4]) + "…" + string(r[len(r)-4:])
 	}
+}
+
+// Payload is the JSON body a provider receives for one attempt, and the
+// body of a notification's dead-letter message.
+type Payload struct {
+	ID        string          `json:"id"`
+	Channel   string          `json:"channel"`
+	Priority  string          `json:"priority"`
+	Recipient string          `json:"recipient"`
+	Subject   *string         `json:"subject,omitempty"`
+	Content   string          `json:"content"`
+	Metadata  json.RawMessage `json:"metadata,omitempty"`
+	BatchID   *uuid.UUID      `json:"batchId,omitempty"`
+	CreatedAt time.Time       `json:"createdAt"`
+	Attempt   int             `json:"attempt"`
 }

@@ -3,39 +3,38 @@ package queue
 import (
 	"context"
 	"fmt"
+
+	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 // Depths returns the ready messages of each channel's queue and dead-letter
 // queue (passive declares: nothing is created).
 func (p *Publisher) Depths(ctx context.Context, channels []string) (main, dead map[string]int, err error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if ctx.Err() != nil {
-		return nil, nil, ctx.Err()
-	}
-	if _, err := p.channel(); err != nil {
-		return nil, nil, err
-	}
-	// A passive declare of a missing queue closes the channel it runs on, so
-	// inspection gets a channel of its own.
-	ch, err := p.conn.Channel()
+	err = p.do(ctx, func(_ context.Context, conn *amqp.Connection, _ *amqp.Channel) error {
+		// A passive declare of a missing queue closes the channel it runs
+		// on, so inspection gets a channel of its own.
+		ch, err := conn.Channel()
+		if err != nil {
+			return fmt.Errorf("opening rabbitmq channel: %w", err)
+		}
+		defer ch.Close()
+		main, dead = make(map[string]int, len(channels)), make(map[string]int, len(channels))
+		for _, c := range channels {
+			q, err := ch.QueueDeclarePassive(p.topology.Queue(c), true, false, false, false, nil)
+			if err != nil {
+				return fmt.Errorf("inspecting %s: %w", p.topology.Queue(c), err)
+			}
+			main[c] = q.Messages
+			d, err := ch.QueueDeclarePassive(p.topology.DeadLetterQueue(c), true, false, false, false, nil)
+			if err != nil {
+				return fmt.Errorf("inspecting %s: %w", p.topology.DeadLetterQueue(c), err)
+			}
+			dead[c] = d.Messages
+		}
+		return nil
+	})
 	if err != nil {
-		p.reset()
-		return nil, nil, fmt.Errorf("opening rabbitmq channel: %w", err)
-	}
-	defer ch.Close()
-	main, dead = make(map[string]int, len(channels)), make(map[string]int, len(channels))
-	for _, c := range channels {
-		q, err := ch.QueueDeclarePassive(p.topology.Queue(c), true, false, false, false, nil)
-		if err != nil {
-			return nil, nil, fmt.Errorf("inspecting %s: %w", p.topology.Queue(c), err)
-		}
-		main[c] = q.Messages
-		d, err := ch.QueueDeclarePassive(p.topology.DeadLetterQueue(c), true, false, false, false, nil)
-		if err != nil {
-			return nil, nil, fmt.Errorf("inspecting %s: %w", p.topology.DeadLetterQueue(c), err)
-		}
-		dead[c] = d.Messages
+		return nil, nil, err
 	}
 	return main, dead, nil
 }

@@ -13,6 +13,30 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// checkTimeout bounds one call to Redis: a Redis that hangs (a partition,
+// not a refusal) fails the check within it, and the caller waits and tries
+// again, as it does while Redis refuses. The client must honour context
+// deadlines (NewClient's does).
+const checkTimeout = time.Second
+
+// NewClient returns a Redis client for url (REDIS_URL) whose every call
+// honours its context's deadline (go-redis otherwise waits out its own
+// socket timeouts, 3 s and more, whatever the caller's deadline), with short
+// dial and socket timeouts, so a Redis that stops answering fails calls in
+// about a second instead of holding them.
+func NewClient(url string) (*redis.Client, error) {
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, err
+	}
+	opts.ContextTimeoutEnabled = true
+	opts.DialTimeout = 2 * time.Second
+	opts.ReadTimeout = checkTimeout
+	opts.WriteTimeout = checkTimeout
+	opts.PoolTimeout = 2 * checkTimeout
+	return redis.NewClient(opts), nil
+}
+
 // saturationHold is how long a channel counts as saturated after a request
 // had to wait or was refused.
 const saturationHold = time.Second
@@ -43,7 +67,9 @@ func (l *Limiter) markSaturated(channel string) {
 	}
 }
 
-func (l *Limiter) saturated(channel string) bool {
+// Saturated reports whether channel had to wait or was refused a slot in
+// the last second, in this process: a backlog is draining through Wait.
+func (l *Limiter) Saturated(channel string) bool {
 	s, ok := l.saturatedUntil[channel]
 	return ok && time.Now().UnixNano() < s.Load()
 }
@@ -64,10 +90,10 @@ func Limit(rate int) redis_rate.Limit {
 // (failing closed: the caller then takes the waiting path).
 func (l *Limiter) TryTake(ctx context.Context, channel string) bool {
 	rate, ok := l.limits[channel]
-	if !ok || l.saturated(channel) {
+	if !ok || l.Saturated(channel) {
 		return false
 	}
-	res, err := l.rl.Allow(ctx, l.key(channel), Limit(rate))
+	res, err := l.allow(ctx, l.key(channel), Limit(rate))
 	if err != nil || res.Allowed == 0 {
 		l.markSaturated(channel)
 		return false
@@ -76,9 +102,10 @@ func (l *Limiter) TryTake(ctx context.Context, channel string) bool {
 }
 
 // Wait blocks until channel may make one more request and returns how long
-// it waited (zero when the first check allowed it). It fails closed: while Redis cannot be reached it keeps waiting
-// instead of letting the request through. tick is called on every pause, so
-// a caller can heartbeat; Wait returns early only when ctx ends.
+// it waited (zero when the first check allowed it). It fails closed: while
+// Redis cannot be reached or does not answer (each check is bounded by
+// checkTimeout) it keeps waiting instead of letting the request through.
+// tick is called on every pause; Wait returns early only when ctx ends.
 func (l *Limiter) Wait(ctx context.Context, channel string, tick func()) (time.Duration, error) {
 	rate, ok := l.limits[channel]
 	if !ok {
@@ -90,7 +117,7 @@ func (l *Limiter) Wait(ctx context.Context, channel string, tick func()) (time.D
 	paused := false
 	for {
 		pause := 500 * time.Millisecond // Redis unreachable: fail closed, retry soon
-		res, err := l.rl.Allow(ctx, key, limit)
+		res, err := l.allow(ctx, key, limit)
 		if err == nil {
 			if res.Allowed > 0 {
 				if !paused {
@@ -111,6 +138,13 @@ func (l *Limiter) Wait(ctx context.Context, channel string, tick func()) (time.D
 		case <-time.After(pause):
 		}
 	}
+}
+
+// allow asks Redis for one slot, bounded by checkTimeout.
+func (l *Limiter) allow(ctx context.Context, key string, limit redis_rate.Limit) (*redis_rate.Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	return l.rl.Allow(ctx, key, limit)
 }
 
 func (l *Limiter) key(channel string) string { return l.prefix + "ratelimit:" + channel }

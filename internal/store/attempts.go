@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+
+	"dispatch-engine/internal/notification"
 )
 
 // Refusal says why an attempt may not start.
@@ -21,22 +24,30 @@ const (
 	Terminal
 	// Expired: expiresAt has passed.
 	Expired
+	// Begun: an attempt asked to be the first found one begun already.
+	Begun
 )
 
-// BeginAttempt marks a notification PROCESSING, counts one more attempt and
-// returns it (n.Attempts numbers this attempt: an attempt re-run after a lost
-// worker counts again, since the provider may have seen both), unless an
-// attempt may not start: the notification is terminal, a cancel was
-// requested (it is then marked CANCELLED here, so the cancel wins even if its
-// signal never reached the workflow), or it expired. The checks and the
-// update are one statement.
-func BeginAttempt(ctx context.Context, q Querier, id uuid.UUID) (Notification, Refusal, error) {
+// BeginAttempt marks a notification PROCESSING for the given attempt and
+// returns it, unless an attempt may not start: the notification is
+// terminal, a cancel was requested (it is then marked CANCELLED here, so the
+// cancel wins even if its signal never reached the workflow), or it
+// expired. The checks and the update are one statement.
+//
+// The notification's attempts become at least attempt (the workflow numbers
+// them): beginning the same attempt again (it could not be made, or the
+// first try's answer was lost with its connection) counts it once, and an
+// attempt lost with its worker still counts, since the provider may have
+// seen it. With first set it begins only a notification no attempt began
+// for yet (ACCEPTED, QUEUED), and refuses with Begun otherwise.
+func BeginAttempt(ctx context.Context, q Querier, id uuid.UUID, attempt int, first bool) (Notification, Refusal, error) {
 	rows, err := q.Query(ctx, `
 		UPDATE notifications
-		SET status = 'PROCESSING', attempts = attempts + 1, next_attempt_at = NULL, updated_at = now()
+		SET status = 'PROCESSING', attempts = GREATEST(attempts, $2), next_attempt_at = NULL, updated_at = now()
 		WHERE id = $1 AND status IN `+nonTerminal+`
 			AND cancel_requested_at IS NULL AND (expires_at IS NULL OR expires_at > now())
-		RETURNING `+notificationColumns, id)
+			AND (NOT $3 OR status IN ('ACCEPTED', 'QUEUED'))
+		RETURNING `+notificationColumns, id, attempt, first)
 	if err != nil {
 		return Notification{}, Allowed, fmt.Errorf("beginning attempt: %w", err)
 	}
@@ -57,6 +68,8 @@ func BeginAttempt(ctx context.Context, q Querier, id uuid.UUID) (Notification, R
 		status, err := MarkCancelled(ctx, q, id)
 		n.Status = status
 		return n, Terminal, err
+	case first && n.Status != notification.StatusAccepted && n.Status != notification.StatusQueued:
+		return n, Begun, nil
 	default:
 		return n, Expired, nil
 	}
@@ -107,10 +120,14 @@ type Transition struct {
 }
 
 // FinishAttempt records an attempt and applies the status change it caused,
-// in one statement. The change applies only while the notification is not
-// terminal, so a late or repeated attempt never moves it backwards; the
-// attempt row is kept either way, as it happened.
+// in one statement: the notification's attempts become at least a.Attempt,
+// as BeginAttempt does (the workflow's RecordAttempt, too, goes through
+// here). The change applies only while the notification is not terminal, so a late or
+// repeated attempt never moves it backwards; the attempt row is kept either
+// way, as it happened. Text that a PostgreSQL text column cannot hold (NUL,
+// invalid UTF-8: a binary reply) is replaced first (SafeText).
 func FinishAttempt(ctx context.Context, q Querier, a Attempt, t Transition) error {
+	a.Error, a.ResponseExcerpt, t.LastError = safeTextPtr(a.Error), safeTextPtr(a.ResponseExcerpt), safeTextPtr(t.LastError)
 	_, err := q.Exec(ctx, `
 		WITH a AS (
 			INSERT INTO delivery_attempts (notification_id, attempt, started_at, duration_ms,
@@ -119,7 +136,7 @@ func FinishAttempt(ctx context.Context, q Querier, a Attempt, t Transition) erro
 			ON CONFLICT (notification_id, attempt) DO NOTHING
 		)
 		UPDATE notifications
-		SET status = $9, last_error = COALESCE($10, last_error), failure_reason = $11,
+		SET status = $9, attempts = GREATEST(attempts, $2), last_error = COALESCE($10, last_error), failure_reason = $11,
 			next_attempt_at = $12, updated_at = now(),
 			delivered_at = CASE WHEN $9 = 'DELIVERED' THEN now() ELSE delivered_at END
 		WHERE id = $1 AND status IN `+nonTerminal,
@@ -129,6 +146,39 @@ func FinishAttempt(ctx context.Context, q Querier, a Attempt, t Transition) erro
 		return fmt.Errorf("recording attempt %d: %w", a.Attempt, err)
 	}
 	return nil
+}
+
+// SafeText returns s as a PostgreSQL text value can hold it: invalid UTF-8
+// and NUL (which text rejects: "invalid byte sequence for encoding UTF8:
+// 0x00") become U+FFFD. A provider may answer anything, binary included.
+func SafeText(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if strings.IndexByte(s, 0) < 0 {
+		return s
+	}
+	return strings.ReplaceAll(s, "\x00", "\uFFFD")
+}
+
+func safeTextPtr(s *string) *string {
+	if s == nil {
+		return nil
+	}
+	v := SafeText(*s)
+	return &v
+}
+
+// CancelRequested reports whether a cancel was requested for the
+// notification (it may not have reached its workflow yet).
+func CancelRequested(ctx context.Context, q Querier, id uuid.UUID) (bool, error) {
+	var requested bool
+	err := q.QueryRow(ctx, `SELECT cancel_requested_at IS NOT NULL FROM notifications WHERE id = $1`, id).Scan(&requested)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, ErrNotFound
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading the cancel request: %w", err)
+	}
+	return requested, nil
 }
 
 // MarkFailed moves a non-terminal notification to FAILED with reason and

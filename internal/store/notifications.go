@@ -48,6 +48,16 @@ const notificationColumns = `id, batch_id, channel, priority, recipient, subject
 // nonTerminal is the SQL list of statuses a notification can still leave.
 const nonTerminal = `('ACCEPTED', 'QUEUED', 'SCHEDULED', 'PROCESSING', 'RETRYING')`
 
+// Payload is the body sent to the provider for attempt of n (and to the
+// dead-letter queue).
+func (n Notification) Payload(attempt int) notification.Payload {
+	return notification.Payload{
+		ID: n.ID.String(), Channel: n.Channel, Priority: n.Priority, Recipient: n.Recipient,
+		Subject: n.Subject, Content: n.Content, Metadata: n.Metadata, BatchID: n.BatchID,
+		CreatedAt: n.CreatedAt, Attempt: attempt,
+	}
+}
+
 func scanNotification(row pgx.CollectableRow) (Notification, error) {
 	return pgx.RowToStructByName[Notification](row)
 }

@@ -61,6 +61,14 @@ func isUniqueViolation(err error) bool {
 	return errors.As(err, &pgErr) && pgErr.Code == "23505"
 }
 
+// DataError reports whether PostgreSQL refused a value itself (SQLSTATE
+// class 22, data exception: an invalid byte sequence, a value too long), so
+// trying the same statement again cannot succeed.
+func DataError(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "22")
+}
+
 // Unavailable reports whether err says the database could not be reached or
 // could not serve the request (refused or lost connection, a server shutting
 // down or starting, no free connection slot, a timeout), as opposed to a

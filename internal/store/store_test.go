@@ -178,7 +178,7 @@ func TestTerminalStatusNeverChanges(t *testing.T) {
 	_, err := store.CreateNotification(ctx, pool, n)
 	require.NoError(t, err)
 
-	_, refusal, err := store.BeginAttempt(ctx, pool, n.ID)
+	_, refusal, err := store.BeginAttempt(ctx, pool, n.ID, 1, false)
 	require.NoError(t, err)
 	require.Equal(t, store.Allowed, refusal)
 	code := 200
@@ -190,7 +190,7 @@ func TestTerminalStatusNeverChanges(t *testing.T) {
 	require.Equal(t, notification.StatusDelivered, delivered.Status)
 	require.NotNil(t, delivered.DeliveredAt)
 
-	got, refusal, err := store.BeginAttempt(ctx, pool, n.ID)
+	got, refusal, err := store.BeginAttempt(ctx, pool, n.ID, 2, false)
 	require.NoError(t, err)
 	require.Equal(t, store.Terminal, refusal, "a terminal notification cannot begin an attempt")
 	require.Equal(t, notification.StatusDelivered, got.Status)
@@ -228,7 +228,7 @@ func TestBeginAttemptMarksProcessing(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, created.Attempts)
 
-	got, refusal, err := store.BeginAttempt(ctx, pool, n.ID)
+	got, refusal, err := store.BeginAttempt(ctx, pool, n.ID, 1, true)
 	require.NoError(t, err)
 	require.Equal(t, store.Allowed, refusal)
 	require.Equal(t, notification.StatusProcessing, got.Status)
@@ -238,6 +238,49 @@ func TestBeginAttemptMarksProcessing(t *testing.T) {
 	status, err := store.GetStatus(ctx, pool, n.ID)
 	require.NoError(t, err)
 	require.Equal(t, notification.StatusProcessing, status)
+
+	// Beginning the same attempt again (it could not be made, or the answer
+	// to the first begin was lost) counts it once.
+	again, refusal, err := store.BeginAttempt(ctx, pool, n.ID, 1, false)
+	require.NoError(t, err)
+	require.Equal(t, store.Allowed, refusal)
+	require.Equal(t, 1, again.Attempts)
+
+	// The fast path's attempt begins only a notification nothing began for:
+	// a second one is a retried workflow task whose first try was lost.
+	_, refusal, err = store.BeginAttempt(ctx, pool, n.ID, 1, true)
+	require.NoError(t, err)
+	require.Equal(t, store.Begun, refusal)
+
+	// The next attempt counts on.
+	next, refusal, err := store.BeginAttempt(ctx, pool, n.ID, 2, false)
+	require.NoError(t, err)
+	require.Equal(t, store.Allowed, refusal)
+	require.Equal(t, 2, next.Attempts)
+}
+
+func TestFinishAttemptStoresTextATextColumnRefuses(t *testing.T) {
+	ctx := context.Background()
+	pool, _ := testenv.Pool(t)
+	n := newSMS()
+	_, err := store.CreateNotification(ctx, pool, n)
+	require.NoError(t, err)
+
+	// A binary reply: NUL bytes and invalid UTF-8, which PostgreSQL's text
+	// rejects ("invalid byte sequence for encoding UTF8: 0x00").
+	reply := "ok\x00\x01\xff\xfe{\"id\":1}"
+	errText := "network: \x00"
+	code := 200
+	require.NoError(t, store.FinishAttempt(ctx, pool,
+		store.Attempt{NotificationID: n.ID, Attempt: 1, StartedAt: time.Now(), DurationMS: 5, StatusCode: &code,
+			Outcome: "delivered", ResponseExcerpt: &reply, Error: &errText},
+		store.Transition{Status: notification.StatusDelivered}))
+
+	rows, err := store.ListAttempts(ctx, pool, n.ID)
+	require.NoError(t, err)
+	require.Len(t, rows, 1)
+	require.Equal(t, "ok\uFFFD\x01\uFFFD{\"id\":1}", *rows[0].ResponseExcerpt)
+	require.Equal(t, "network: \uFFFD", *rows[0].Error)
 }
 
 func latestMigration(t *testing.T) uint {

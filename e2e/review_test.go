@@ -1,0 +1,242 @@
+package e2e
+
+// The defects a review of the delivery core found, each reproduced through
+// the public API against the running binaries.
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"dispatch-engine/internal/sink"
+	"dispatch-engine/internal/testenv"
+	"dispatch-engine/workflows"
+)
+
+// throughProxy restarts the named processes ("api", "worker") with the
+// service in variable (DATABASE_DSN, REDIS_URL, RABBITMQ_URL) reached
+// through a proxy the test can partition, and returns the proxy.
+func (s *stack) throughProxy(variable string, names ...string) *testenv.Proxy {
+	s.t.Helper()
+	u, err := url.Parse(s.envValue(variable))
+	require.NoError(s.t, err)
+	proxy := testenv.NewProxy(s.t, u.Host)
+	u.Host = proxy.Addr()
+	env := append(append([]string(nil), s.env...), variable+"="+u.String())
+	for _, name := range names {
+		p := &s.worker
+		if name == "api" {
+			p = &s.api
+		}
+		(*p).Stop()
+		*p = testenv.StartProcess(s.t, name, filepath.Join(binDir, name), env)
+	}
+	// Healed first at cleanup, so the processes stop without waiting on it.
+	s.t.Cleanup(proxy.Heal)
+	s.waitReady(s.apiURL + "/livez")
+	return proxy
+}
+
+// proxyPostgres is throughProxy for the database.
+func (s *stack) proxyPostgres(names ...string) *testenv.Proxy {
+	return s.throughProxy("DATABASE_DSN", names...)
+}
+
+// scheduledSMS is an sms notification due in a few seconds: its workflow is
+// running (waiting on its timer) before a fault strikes its first attempt.
+func scheduledSMS(content string, in time.Duration) map[string]any {
+	m := smsRequest(content)
+	m["scheduledAt"] = time.Now().Add(in).UTC().Format(time.RFC3339Nano)
+	return m
+}
+
+func TestProviderReplyWithNULBytesIsDeliveredOnce(t *testing.T) {
+	s := setup(t)
+	s.sink.SetConfig(sink.Config{Reply: []byte("\x00\x00\xffbinary\x00reply"), ReplyContentType: "application/octet-stream"})
+
+	_, _, created := s.post("/v1/notifications", smsRequest("a provider that answers in binary"))
+	id := created["id"].(string)
+
+	got := s.waitStatus(id, "DELIVERED", 30*time.Second)
+	require.EqualValues(t, 1, got["attempts"])
+	rec, _ := s.sink.Record(id)
+	require.Equal(t, 1, rec.Requests, "sent once: recording a reply never turns into a resend")
+	code, list := s.get("/v1/notifications/" + id + "/attempts")
+	require.Equal(t, http.StatusOK, code)
+	attempts, _ := list["data"].([]any)
+	require.Len(t, attempts, 1)
+	first, _ := attempts[0].(map[string]any)
+	require.Equal(t, "delivered", first["outcome"])
+	require.Equal(t, "\uFFFD\uFFFD\uFFFDbinary\uFFFDreply", first["responseExcerpt"])
+}
+
+// hangDuring partitions proxy for outage (the outage is the scenario).
+func hangDuring(proxy *testenv.Proxy, outage time.Duration) {
+	proxy.Partition()
+	time.Sleep(outage)
+	proxy.Heal()
+}
+
+func TestHungDatabaseSpendsNoAttempt(t *testing.T) {
+	s := setup(t)
+	s.env = append(s.env, "RETRY_MAX_ATTEMPTS=2")
+	proxy := s.proxyPostgres("worker")
+
+	_, _, created := s.post("/v1/notifications", scheduledSMS("due while the database hangs", 2*time.Second))
+	id := created["id"].(string)
+	s.waitStatus(id, "SCHEDULED", 30*time.Second)
+	// The database stops answering (not refusing) for longer than the whole
+	// retry schedule, over the first attempt.
+	hangDuring(proxy, 12*time.Second)
+
+	got := s.waitStatus(id, "DELIVERED", 60*time.Second)
+	require.EqualValues(t, 1, got["attempts"], "the outage spent no attempt")
+	rec, _ := s.sink.Record(id)
+	require.Equal(t, 1, rec.Requests)
+	s.requireWorkflowResult(id, "DELIVERED", 1)
+}
+
+func TestHungRedisSpendsNoAttempt(t *testing.T) {
+	s := setup(t)
+	s.env = append(s.env, "RETRY_MAX_ATTEMPTS=2")
+	proxy := s.throughProxy("REDIS_URL", "worker")
+
+	_, _, created := s.post("/v1/notifications", scheduledSMS("due while Redis hangs", 2*time.Second))
+	id := created["id"].(string)
+	s.waitStatus(id, "SCHEDULED", 30*time.Second)
+	hangDuring(proxy, 12*time.Second)
+
+	got := s.waitStatus(id, "DELIVERED", 60*time.Second)
+	require.EqualValues(t, 1, got["attempts"], "the outage spent no attempt")
+	rec, _ := s.sink.Record(id)
+	require.Equal(t, 1, rec.Requests)
+	s.requireWorkflowResult(id, "DELIVERED", 1)
+}
+
+func TestRedirectIsNotADelivery(t *testing.T) {
+	s := setup(t)
+	elsewhere := sink.New(sink.Config{}, nil)
+	other := httptest.NewServer(elsewhere)
+	t.Cleanup(other.Close)
+	s.sink.SetConfig(sink.Config{RedirectTo: other.URL + "/webhook", RedirectStatus: http.StatusFound})
+
+	_, _, created := s.post("/v1/notifications", smsRequest("redirected"))
+	id := created["id"].(string)
+
+	got := s.waitStatus(id, "RETRYING", 30*time.Second)
+	require.Contains(t, got["lastError"], "redirect")
+	require.Zero(t, elsewhere.Stats().Requests, "the body and its signature never went to the redirect's target")
+
+	// Once the provider answers for itself, it is delivered.
+	s.sink.SetConfig(sink.Config{})
+	s.waitStatus(id, "DELIVERED", 30*time.Second)
+}
+
+func TestCancelReachesAFastPathCallWithoutWaitingForTheWorkflowTask(t *testing.T) {
+	s := setup(t)
+	// A provider slower than the workflow task's heartbeat (8 s), which is
+	// when a signal reaches a task running a local activity.
+	s.sink.SetConfig(sink.Config{Latency: 20 * time.Second})
+	s.restartWorker("WEBHOOK_TIMEOUT=30s")
+	arrivals := s.sink.Arrivals(4)
+
+	_, _, created := s.post("/v1/notifications", smsRequest("cancel me on the fast path"))
+	id := created["id"].(string)
+	select {
+	case <-arrivals:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the attempt never reached the provider")
+	}
+	code, _, _ := s.post("/v1/notifications/"+id+"/cancel", nil)
+	require.Equal(t, http.StatusAccepted, code)
+
+	s.waitStatus(id, "CANCELLED", 30*time.Second)
+	rows := s.attempts(id)
+	require.Len(t, rows, 1)
+	require.Equal(t, "cancelled", rows[0].Outcome)
+	var tookMS int
+	require.NoError(t, s.db().QueryRow(context.Background(),
+		`SELECT duration_ms FROM delivery_attempts WHERE notification_id = $1`, id).Scan(&tookMS))
+	require.Less(t, tookMS, 4000, "the cancel aborted the call at once, not at the workflow task's heartbeat")
+}
+
+func TestTwoXXArrivingAsTheAttemptIsCancelledIsDelivered(t *testing.T) {
+	s := setup(t)
+	// The provider answers 200 at once and then holds the rest of its reply,
+	// so the cancel reaches the attempt after it learnt of the delivery.
+	s.sink.SetConfig(sink.Config{StallAfterStatus: true})
+	s.restartWorker("DELIVERY_FAST_PATH=false")
+	arrivals := s.sink.Arrivals(4)
+
+	_, _, created := s.post("/v1/notifications", smsRequest("taken as it is cancelled"))
+	id := created["id"].(string)
+	select {
+	case <-arrivals:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the attempt never reached the provider")
+	}
+	code, _, _ := s.post("/v1/notifications/"+id+"/cancel", nil)
+	require.Equal(t, http.StatusAccepted, code)
+
+	var got map[string]any
+	require.Eventually(t, func() bool {
+		_, got = s.get("/v1/notifications/" + id)
+		return got["status"] == "DELIVERED" || got["status"] == "CANCELLED"
+	}, 30*time.Second, 50*time.Millisecond)
+	require.Equal(t, "DELIVERED", got["status"], "the provider answered 2xx: it is a delivery")
+}
+
+func TestCancelAndFailDoNotWaitBehindTheBacklog(t *testing.T) {
+	s := setup(t)
+	// A slow channel with a backlog of LOW notifications.
+	s.restartWorker("RATE_LIMIT_SMS=2", "DELIVERY_FAST_PATH=false")
+	const backlog = 30
+	items := make([]map[string]any, backlog)
+	for i := range items {
+		items[i] = map[string]any{"channel": "sms", "recipient": "+14155550199", "content": "backlog", "priority": "LOW"}
+	}
+	code, _, _ := s.post("/v1/notifications/batch", map[string]any{"notifications": items})
+	require.Equal(t, http.StatusAccepted, code)
+	// One more LOW notification, scheduled, then cancelled: its Cancel must
+	// not queue behind the backlog on the rate-limited queue.
+	_, _, created := s.post("/v1/notifications", map[string]any{
+		"channel": "sms", "recipient": "+14155550198", "content": "cancel me", "priority": "LOW",
+		"scheduledAt": time.Now().Add(time.Hour).UTC().Format(time.RFC3339Nano),
+	})
+	id := created["id"].(string)
+	s.waitStatus(id, "SCHEDULED", 30*time.Second)
+	code, _, _ = s.post("/v1/notifications/"+id+"/cancel", nil)
+	require.Equal(t, http.StatusAccepted, code)
+
+	s.waitStatus(id, "CANCELLED", 60*time.Second)
+	delivered := s.sink.Stats().Delivered
+	require.Less(t, delivered, backlog/2, "cancelled while most of the backlog still waits (%d of %d delivered)", delivered, backlog)
+}
+
+// requireWorkflowResult waits for the notification's workflow and checks
+// what it ended with, as the Temporal UI shows it: a workflow that counted
+// attempts it never made would end with more, on the failing path.
+func (s *stack) requireWorkflowResult(id, status string, attempts int) {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var res workflows.NotificationResult
+	require.NoError(s.t, s.temporal.GetWorkflow(ctx, "notification-"+id, "").Get(ctx, &res))
+	require.Equal(s.t, workflows.NotificationResult{Status: status, Attempts: attempts}, res)
+}
+
+// db opens a connection to the stack's database for the test's own queries.
+func (s *stack) db() *pgx.Conn {
+	s.t.Helper()
+	conn, err := pgx.Connect(context.Background(), s.envValue("DATABASE_DSN"))
+	require.NoError(s.t, err)
+	s.t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	return conn
+}
