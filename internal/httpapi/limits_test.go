@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -107,4 +108,45 @@ func TestSlowClientIsCutOff(t *testing.T) {
 	if len(answer) > 0 {
 		require.True(t, strings.HasPrefix(string(answer), "HTTP/1.1 408"), "answer: %q", answer)
 	}
+}
+
+// rawRequest sends a request line and headers announcing a body of
+// contentLength bytes, sends none of it, and returns what the server
+// answers meanwhile (within a few seconds).
+func rawRequest(t *testing.T, f *fixture, path string, contentLength int, headers ...string) string {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(f.baseURL, "http://"))
+	require.NoError(t, err)
+	defer conn.Close()
+	req := "POST " + path + " HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(contentLength) + "\r\n"
+	for i := 0; i+1 < len(headers); i += 2 {
+		req += headers[i] + ": " + headers[i+1] + "\r\n"
+	}
+	_, err = conn.Write([]byte(req + "\r\n"))
+	require.NoError(t, err)
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(3*time.Second)))
+	answer, err := io.ReadAll(conn)
+	var netErr net.Error
+	if errors.As(err, &netErr) && netErr.Timeout() {
+		t.Fatalf("the server waited for the body instead of answering from the headers (got %q)", answer)
+	}
+	return string(answer)
+}
+
+func TestAnonymousUploadIsRefusedBeforeItsBodyIsRead(t *testing.T) {
+	f := setup(t)
+	for _, headers := range [][]string{nil, {"Authorization", "Bearer not-a-key-of-ours-at-all"}} {
+		answer := rawRequest(t, f, "/v1/notifications/batch", 16<<20, headers...)
+		require.True(t, strings.HasPrefix(answer, "HTTP/1.1 401"), "answer: %q", answer)
+		require.Contains(t, answer, "/problems/unauthorized")
+	}
+}
+
+func TestBodyOverTheRouteLimitIsRefusedBeforeItIsRead(t *testing.T) {
+	f := setup(t)
+	// A single notification may not be as large as a batch.
+	answer := rawRequest(t, f, "/v1/notifications", 3<<20, "Authorization", "Bearer "+f.apiKey)
+	require.True(t, strings.HasPrefix(answer, "HTTP/1.1 413"), "answer: %q", answer)
+	require.Contains(t, answer, "/problems/payload-too-large")
+	require.Contains(t, answer, "at most 2097152 bytes")
 }

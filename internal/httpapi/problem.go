@@ -3,6 +3,8 @@ package httpapi
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/utils"
@@ -159,8 +161,16 @@ func (s *Server) problem(c *fiber.Ctx, err error) Problem {
 		p := Problem{Type: typeHTTP, Title: utilsStatusMessage(fibErr.Code), Status: fibErr.Code, Detail: fibErr.Message}
 		switch fibErr.Code {
 		case fiber.StatusRequestEntityTooLarge:
+			path := c.Path()
+			if strings.HasPrefix(path, "/v1/") {
+				if _, err := s.authorized(c); err != nil {
+					// The key is checked before the body is read: without
+					// one, the answer is that, whatever the body.
+					return s.problem(c, err)
+				}
+			}
 			p.Type = typeTooLarge
-			p.Detail = "the body is larger than this server accepts"
+			p.Detail = "the body is larger than this endpoint takes: at most " + strconv.Itoa(s.routeBodyLimit(path)) + " bytes"
 		case fiber.StatusRequestHeaderFieldsTooLarge:
 			p.Type = typeHeadersTooLarge
 			p.Detail = "the request line and headers are larger than this server accepts"

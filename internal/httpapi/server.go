@@ -18,6 +18,7 @@ import (
 	"github.com/gofiber/fiber/v2/middleware/adaptor"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
 	"dispatch-engine/internal/health"
@@ -106,8 +107,8 @@ func New(cfg Config, pool *pgxpool.Pool, signaler Signaler, deps []health.Depend
 		slots: make(chan struct{}, cfg.MaxInFlight)}
 	s.app = fiber.New(fiber.Config{
 		AppName: "dispatch-engine",
-		// The server reads bodies up to the larger limit; each route then
-		// holds its own (limitBody).
+		// The largest any request may send; each request's own limit is set
+		// from its headers before its body is read (bodyLimit).
 		BodyLimit: max(cfg.BodyLimit, cfg.BatchBodyLimit),
 		// The read buffer bounds the request line and headers (431 beyond).
 		ReadBufferSize: cfg.MaxHeaderBytes,
@@ -122,6 +123,12 @@ func New(cfg Config, pool *pgxpool.Pool, signaler Signaler, deps []health.Depend
 		CaseSensitive: true,
 		StrictRouting: true,
 	})
+	// Authenticate and apply the route's limit before the body is read: a
+	// body over it is refused (413, or 401 without an accepted key) from its
+	// Content-Length, or once the limit is read, never buffered whole.
+	s.app.Server().HeaderReceived = func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+		return fasthttp.RequestConfig{MaxRequestBodySize: s.bodyLimit(h)}
+	}
 	s.app.Use(s.requestID, s.observe, s.recoverPanic)
 
 	s.app.Get("/livez", adaptor.HTTPHandler(health.Live()))
@@ -133,8 +140,8 @@ func New(cfg Config, pool *pgxpool.Pool, signaler Signaler, deps []health.Depend
 	// reach GET /v1/notifications/:id.
 	s.app.Use(s.allowMethods)
 	v1.Get("/notifications", s.listNotifications)
-	v1.Post("/notifications", limitBody(cfg.BodyLimit), s.createNotification)
-	v1.Post("/notifications/batch", limitBody(cfg.BatchBodyLimit), s.createBatch)
+	v1.Post("/notifications", s.createNotification)
+	v1.Post("/notifications/batch", s.createBatch)
 	v1.Get("/notifications/:id", s.getNotification)
 	v1.Get("/notifications/:id/attempts", s.listAttempts)
 	v1.Post("/notifications/:id/cancel", s.cancelNotification)
@@ -318,17 +325,6 @@ func (s *Server) recoverPanic(c *fiber.Ctx) (err error) {
 		}
 	}()
 	return c.Next()
-}
-
-// limitBody answers 413 to a body over limit bytes.
-func limitBody(limit int) fiber.Handler {
-	return func(c *fiber.Ctx) error {
-		if n := len(c.Request().Body()); n > limit {
-			return newProblem(fiber.StatusRequestEntityTooLarge, typeTooLarge, "Payload too large",
-				"the body is "+strconv.Itoa(n)+" bytes; this endpoint takes at most "+strconv.Itoa(limit))
-		}
-		return c.Next()
-	}
 }
 
 func requestFields(c *fiber.Ctx, err error) []zap.Field {
