@@ -19,14 +19,12 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
-	amqp "github.com/rabbitmq/amqp091-go"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 	"go.uber.org/zap"
 
 	"dispatch-engine/internal/metrics"
 	"dispatch-engine/internal/notification"
-	"dispatch-engine/internal/queue"
 	"dispatch-engine/internal/ratelimit"
 	"dispatch-engine/internal/store"
 	"dispatch-engine/workflows"
@@ -38,9 +36,10 @@ type Activities struct {
 	HTTP       *http.Client
 	WebhookURL string
 	Limiter    *ratelimit.Limiter
-	DLQ        *queue.Publisher
-	Topology   queue.Topology
-	Metrics    *metrics.Worker
+	// OutboxWritten, when set, wakes the outbox relay after Fail wrote a
+	// dead-letter record (its polling finds the record otherwise).
+	OutboxWritten func()
+	Metrics       *metrics.Worker
 	Log        *zap.Logger
 	// SigningKey, when set, signs every delivery (Standard Webhooks).
 	SigningKey []byte
@@ -570,54 +569,34 @@ func classifyNetError(err error) string {
 	}
 }
 
-// Fail publishes the notification to its channel's dead-letter queue (with
-// confirms, headers saying why), then marks it FAILED. A crash between the two
-// repeats the publish: the DLQ is at-least-once too.
+// Fail marks the notification FAILED and, in the same statement, writes
+// its dead-letter record to the outbox, which the relay publishes to the
+// channel's dead-letter queue: a notification is dead-lettered exactly when
+// it failed, and one that became terminal meanwhile (delivered, cancelled)
+// keeps that status, which Fail returns.
 func (a *Activities) Fail(ctx context.Context, in workflows.FailInput) (string, error) {
 	id, err := parseID(in.NotificationID)
 	if err != nil {
 		return "", err
 	}
-	n, err := store.GetNotification(ctx, a.Pool, id)
-	if err != nil {
-		return "", err
-	}
-	if n.Status.Terminal() {
-		return string(n.Status), nil
-	}
-	body, err := json.Marshal(n.Payload(in.Attempts))
-	if err != nil {
-		return "", err
-	}
-	err = a.DLQ.Publish(ctx, queue.Outgoing{
-		Exchange:   a.Topology.DeadLetterExchange(),
-		RoutingKey: n.Channel,
-		Body:       body,
-		MessageID:  n.ID.String(),
-		Headers: amqp.Table{
-			"x-reason":      in.Reason,
-			"x-attempts":    int32(in.Attempts),
-			"x-last-status": int32(in.LastStatusCode),
-			"x-last-error":  in.LastError,
-			"x-failed-at":   time.Now().UTC().Format(time.RFC3339Nano),
-			"x-source":      "workflow",
-		},
+	n, err := store.Fail(ctx, a.Pool, id, notification.DeadLetter{
+		Reason: in.Reason, Source: notification.SourceWorkflow, Attempts: in.Attempts,
+		LastStatus: in.LastStatusCode, LastError: in.LastError, FailedAt: time.Now(),
 	})
 	if err != nil {
 		return "", err
 	}
-	status, err := store.MarkFailed(ctx, a.Pool, id, in.Reason, in.LastError)
-	if err != nil {
-		return "", err
+	if n.Status != notification.StatusFailed || n.FailureReason == nil || *n.FailureReason != in.Reason {
+		return string(n.Status), nil
 	}
-	if status != notification.StatusFailed {
-		return string(status), nil
+	if a.OutboxWritten != nil {
+		a.OutboxWritten()
 	}
 	a.Metrics.Terminal.WithLabelValues("failed", n.Channel, n.Priority, in.Reason).Inc()
 	a.Log.Warn("notification failed and dead-lettered", zap.String("notification_id", in.NotificationID),
 		zap.String("workflow_id", notification.WorkflowID(in.NotificationID)), zap.String("channel", n.Channel),
 		zap.String("reason", in.Reason), zap.Int("attempt", in.Attempts))
-	return string(status), nil
+	return string(n.Status), nil
 }
 
 // Cancel marks the notification CANCELLED after the workflow stopped on a

@@ -24,6 +24,7 @@ import (
 	"dispatch-engine/activities"
 	"dispatch-engine/internal/metrics"
 	"dispatch-engine/internal/notification"
+	"dispatch-engine/internal/outbox"
 	"dispatch-engine/internal/queue"
 	"dispatch-engine/internal/ratelimit"
 	"dispatch-engine/internal/store"
@@ -350,18 +351,37 @@ func TestDeliverPermanentOn4xx(t *testing.T) {
 	require.Equal(t, string(workflows.OutcomePermanent), rows[0].Outcome)
 }
 
-func TestFailPublishesToDeadLetterQueueAndMarksFailed(t *testing.T) {
-	acts := newActivities(t, "http://127.0.0.1:0/unused")
-	topo := testenv.Topology(t)
-	pub := queue.NewPublisher(testenv.Shared(t).RabbitMQURL, topo)
-	t.Cleanup(func() { _ = pub.Close() })
-	acts.DLQ, acts.Topology = pub, topo
-	n := createNotification(t, acts.Pool)
-
+// executeFail runs the Fail activity and returns the status it reports.
+func executeFail(t *testing.T, acts *activities.Activities, in workflows.FailInput) string {
+	t.Helper()
 	var suite testsuite.WorkflowTestSuite
 	env := suite.NewTestActivityEnvironment()
 	env.RegisterActivityWithOptions(acts.Fail, activity.RegisterOptions{Name: workflows.FailActivity})
-	val, err := env.ExecuteActivity(workflows.FailActivity, workflows.FailInput{
+	val, err := env.ExecuteActivity(workflows.FailActivity, in)
+	require.NoError(t, err)
+	var status string
+	require.NoError(t, val.Get(&status))
+	return status
+}
+
+// relayAll publishes the outbox as the worker's relay does.
+func relayAll(t *testing.T, acts *activities.Activities, topo queue.Topology) {
+	t.Helper()
+	pub := queue.NewPublisher(testenv.Shared(t).RabbitMQURL, topo)
+	t.Cleanup(func() { _ = pub.Close() })
+	relay := outbox.NewRelay(outbox.Config{Topology: topo}, acts.Pool, pub, zap.NewNop())
+	_, err := relay.RelayOnce(context.Background())
+	require.NoError(t, err)
+}
+
+func TestFailMarksFailedAndDeadLettersThroughTheOutbox(t *testing.T) {
+	acts := newActivities(t, "http://127.0.0.1:0/unused")
+	woken := 0
+	acts.OutboxWritten = func() { woken++ }
+	topo := testenv.Topology(t)
+	n := createNotification(t, acts.Pool)
+
+	status := executeFail(t, acts, workflows.FailInput{
 		NotificationID: n.ID.String(),
 		Channel:        notification.SMS,
 		Reason:         workflows.ReasonExhausted,
@@ -369,26 +389,8 @@ func TestFailPublishesToDeadLetterQueueAndMarksFailed(t *testing.T) {
 		LastStatusCode: 503,
 		LastError:      "provider answered 503",
 	})
-	require.NoError(t, err)
-	var status string
-	require.NoError(t, val.Get(&status))
 	require.Equal(t, "FAILED", status)
-
-	ch := testenv.Channel(t)
-	dlq := topo.DeadLetterQueue(notification.SMS)
-	msg := testenv.NextMessage(t, ch, dlq, 5*time.Second, "no message in "+dlq)
-
-	require.Equal(t, n.ID.String(), msg.MessageId)
-	require.Equal(t, "exhausted", msg.Headers["x-reason"])
-	require.Equal(t, int32(3), msg.Headers["x-attempts"])
-	require.Equal(t, int32(503), msg.Headers["x-last-status"])
-	require.Equal(t, "provider answered 503", msg.Headers["x-last-error"])
-	var body activities.Payload
-	require.NoError(t, json.Unmarshal(msg.Body, &body), "body %s", msg.Body)
-	require.Equal(t, n.ID.String(), body.ID)
-	require.Equal(t, "your code is 123456", body.Content)
-	require.Equal(t, 3, body.Attempt)
-
+	require.Equal(t, 1, woken, "the relay is woken")
 	got := load(t, acts.Pool, n.ID)
 	require.Equal(t, notification.StatusFailed, got.Status)
 	require.NotNil(t, got.FailureReason)
@@ -396,8 +398,43 @@ func TestFailPublishesToDeadLetterQueueAndMarksFailed(t *testing.T) {
 	require.NotNil(t, got.LastError)
 	require.Equal(t, "provider answered 503", *got.LastError)
 
+	relayAll(t, acts, topo)
+	ch := testenv.Channel(t)
+	dlq := topo.DeadLetterQueue(notification.SMS)
+	msg := testenv.NextMessage(t, ch, dlq, 5*time.Second, "no message in "+dlq)
+
+	require.Equal(t, n.ID.String(), msg.MessageId)
+	require.Equal(t, "exhausted", msg.Headers[queue.HeaderReason])
+	require.Equal(t, "workflow", msg.Headers[queue.HeaderSource])
+	require.Equal(t, int32(3), msg.Headers[queue.HeaderAttempts])
+	require.Equal(t, int32(503), msg.Headers[queue.HeaderLastStatus])
+	require.Equal(t, "provider answered 503", msg.Headers[queue.HeaderLastError])
+	require.NotEmpty(t, msg.Headers[queue.HeaderFailedAt])
+	var body activities.Payload
+	require.NoError(t, json.Unmarshal(msg.Body, &body), "body %s", msg.Body)
+	require.Equal(t, n.ID.String(), body.ID)
+	require.Equal(t, "your code is 123456", body.Content)
+	require.Equal(t, 3, body.Attempt)
+
 	// Only one message: the queue is empty now.
 	_, ok, err := ch.Get(dlq, true)
 	require.NoError(t, err)
 	require.False(t, ok, "unexpected second message in %s", dlq)
+}
+
+func TestFailOfANotificationCancelledMeanwhileDeadLettersNothing(t *testing.T) {
+	acts := newActivities(t, "http://127.0.0.1:0/unused")
+	topo := testenv.Topology(t)
+	n := createNotification(t, acts.Pool)
+	_, _, err := store.RequestCancel(context.Background(), acts.Pool, n.ID)
+	require.NoError(t, err)
+
+	status := executeFail(t, acts, workflows.FailInput{NotificationID: n.ID.String(), Channel: notification.SMS, Reason: workflows.ReasonExhausted, Attempts: 3})
+
+	require.Equal(t, "CANCELLED", status, "the status that stands is reported")
+	relayAll(t, acts, topo)
+	ch := testenv.Channel(t)
+	_, ok, err := ch.Get(topo.DeadLetterQueue(notification.SMS), true)
+	require.NoError(t, err)
+	require.False(t, ok, "a cancelled notification has no dead-letter message")
 }

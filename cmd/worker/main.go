@@ -107,6 +107,13 @@ func run() error {
 		},
 	)
 
+	relay := outbox.NewRelay(outbox.Config{
+		BatchSize:    cfg.OutboxBatchSize,
+		PollInterval: cfg.OutboxPollInterval,
+		Topology:     topology,
+		Relayed:      m.Relayed,
+	}, pool, relayPub, log)
+
 	var signingKey []byte
 	if cfg.WebhookSigningSecret != "" {
 		signingKey, _ = config.DecodeSigningSecret(cfg.WebhookSigningSecret) // validated by config.Load
@@ -117,11 +124,11 @@ func run() error {
 		HTTP:       activities.NewHTTPClient(cfg.WebhookTimeout, (len(notification.Channels)+1)*cfg.WorkerConcurrency),
 		WebhookURL: cfg.WebhookSiteURL,
 		Limiter:    limiter,
-		DLQ:        dlqPub,
-		Topology:   topology,
-		Metrics:    m,
-		Log:        log,
-		SigningKey: signingKey,
+		// Fail's dead-letter records go out through the outbox at once.
+		OutboxWritten: relay.Wake,
+		Metrics:       m,
+		Log:           log,
+		SigningKey:    signingKey,
 		// The fast path's calls are bounded like a channel's worker.
 		FastPathCalls: make(chan struct{}, cfg.WorkerConcurrency),
 	}
@@ -157,12 +164,6 @@ func run() error {
 		Concurrency: cfg.WorkerConcurrency,
 		InFlight:    m.InFlight,
 	}, starter.Handle, dlqPub, log)
-	relay := outbox.NewRelay(outbox.Config{
-		BatchSize:    cfg.OutboxBatchSize,
-		PollInterval: cfg.OutboxPollInterval,
-		Topology:     topology,
-		Relayed:      m.Relayed,
-	}, pool, relayPub, log)
 
 	probes := healthServer(cfg, m, log, []health.Dependency{
 		// Without PostgreSQL or Temporal the worker does nothing useful.
@@ -187,8 +188,10 @@ func run() error {
 		Interval: cfg.RetryScanInterval,
 		Limit:    cfg.RetryScanLimit,
 		After:    cfg.ReconcileAfter,
-		Topology: topology,
-	}, pool, tc, dlqPub, m.Repaired, log)
+	}, pool, tc, func(ctx context.Context) (map[string]int, error) {
+		main, _, err := inspector.Depths(ctx, notification.Channels)
+		return main, err
+	}, m.Repaired, relay.Wake, log)
 
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = relay.Run(ctx) })

@@ -157,3 +157,27 @@ type Payload struct {
 	CreatedAt time.Time       `json:"createdAt"`
 	Attempt   int             `json:"attempt"`
 }
+
+// DeadLetter is why a notification (or a message naming none) was given
+// up: what every dead-letter message says, whoever wrote it. The broker
+// headers it becomes are queue.DeadLetterHeaders.
+type DeadLetter struct {
+	// Reason is exhausted, permanent, expired (the workflow), abandoned
+	// (the reconciler), unparseable or unknown-id (the consumer).
+	Reason string `json:"reason"`
+	// Source is who gave up: workflow, reconciler or consumer.
+	Source string `json:"source"`
+	// Attempts is how many delivery attempts were made.
+	Attempts   int    `json:"attempts"`
+	LastStatus int    `json:"lastStatus,omitempty"`
+	LastError  string `json:"lastError,omitempty"`
+	// FailedAt is when it was given up.
+	FailedAt time.Time `json:"failedAt"`
+}
+
+// The writers of dead-letter messages (DeadLetter.Source).
+const (
+	SourceWorkflow   = "workflow"
+	SourceReconciler = "reconciler"
+	SourceConsumer   = "consumer"
+)

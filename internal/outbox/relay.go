@@ -41,6 +41,7 @@ type Relay struct {
 	pool *pgxpool.Pool
 	pub  *queue.Publisher
 	log  *zap.Logger
+	wake chan struct{}
 }
 
 // NewRelay returns a Relay.
@@ -51,13 +52,21 @@ func NewRelay(cfg Config, pool *pgxpool.Pool, pub *queue.Publisher, log *zap.Log
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = time.Second
 	}
-	return &Relay{cfg: cfg, pool: pool, pub: pub, log: log}
+	return &Relay{cfg: cfg, pool: pool, pub: pub, log: log, wake: make(chan struct{}, 1)}
+}
+
+// Wake has the relay look for rows now rather than at its next poll (a
+// process that wrote outbox rows itself calls it).
+func (r *Relay) Wake() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
 }
 
 // Run relays until ctx ends. It wakes on LISTEN outbox and on a timer.
 func (r *Relay) Run(ctx context.Context) error {
-	wake := make(chan struct{}, 1)
-	go r.listen(ctx, wake)
+	go r.listen(ctx)
 	ticker := time.NewTicker(r.cfg.PollInterval)
 	defer ticker.Stop()
 	backoff := 100 * time.Millisecond
@@ -83,7 +92,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-wake:
+		case <-r.wake:
 		case <-ticker.C:
 		}
 	}
@@ -94,6 +103,9 @@ type row struct {
 	NotificationID uuid.UUID `db:"notification_id"`
 	Channel        string    `db:"channel"`
 	Priority       string    `db:"priority"`
+	// DeadLetter, when set, makes the row the notification's dead-letter
+	// message instead of its delivery message.
+	DeadLetter *notification.DeadLetter `db:"dead_letter"`
 }
 
 // RelayOnce publishes up to BatchSize rows and returns how many. The rows
@@ -107,7 +119,7 @@ func (r *Relay) RelayOnce(ctx context.Context) (int, error) {
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 
 	rows, err := tx.Query(ctx, `
-		SELECT id, notification_id, channel, priority FROM outbox
+		SELECT id, notification_id, channel, priority, dead_letter FROM outbox
 		ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, r.cfg.BatchSize)
 	if err != nil {
 		return 0, fmt.Errorf("claiming outbox rows: %w", err)
@@ -122,8 +134,22 @@ func (r *Relay) RelayOnce(ctx context.Context) (int, error) {
 
 	msgs := make([]queue.Outgoing, len(claimed))
 	ids := make([]int64, len(claimed))
-	notificationIDs := make([]uuid.UUID, len(claimed))
+	var queued, dead []uuid.UUID
+	for _, c := range claimed {
+		if c.DeadLetter != nil {
+			dead = append(dead, c.NotificationID)
+		}
+	}
+	payloads, err := r.payloads(ctx, tx, dead, claimed)
+	if err != nil {
+		return 0, err
+	}
 	for i, c := range claimed {
+		ids[i] = c.ID
+		if c.DeadLetter != nil {
+			msgs[i] = r.cfg.Topology.DeadLetterMessage(c.Channel, c.NotificationID.String(), payloads[c.NotificationID], *c.DeadLetter)
+			continue
+		}
 		body, err := json.Marshal(notification.Message{ID: c.NotificationID.String(), Channel: c.Channel, Priority: c.Priority})
 		if err != nil {
 			return 0, fmt.Errorf("encoding message: %w", err)
@@ -135,8 +161,7 @@ func (r *Relay) RelayOnce(ctx context.Context) (int, error) {
 			Priority:   notification.BrokerPriority(c.Priority),
 			MessageID:  c.NotificationID.String(),
 		}
-		ids[i] = c.ID
-		notificationIDs[i] = c.NotificationID
+		queued = append(queued, c.NotificationID)
 	}
 	if err := r.pub.Publish(ctx, msgs...); err != nil {
 		return 0, err
@@ -144,8 +169,10 @@ func (r *Relay) RelayOnce(ctx context.Context) (int, error) {
 	if _, err := tx.Exec(ctx, `DELETE FROM outbox WHERE id = ANY($1)`, ids); err != nil {
 		return 0, fmt.Errorf("deleting relayed outbox rows: %w", err)
 	}
-	if err := store.MarkQueued(ctx, tx, notificationIDs); err != nil {
-		return 0, err
+	if len(queued) > 0 {
+		if err := store.MarkQueued(ctx, tx, queued); err != nil {
+			return 0, err
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, fmt.Errorf("committing relay transaction: %w", err)
@@ -153,16 +180,45 @@ func (r *Relay) RelayOnce(ctx context.Context) (int, error) {
 	if r.cfg.Relayed != nil {
 		r.cfg.Relayed.Add(float64(len(claimed)))
 	}
-	r.log.Debug("relayed outbox rows", zap.Int("count", len(claimed)))
+	r.log.Debug("relayed outbox rows", zap.Int("count", len(claimed)), zap.Int("dead_letters", len(dead)))
 	return len(claimed), nil
+}
+
+// payloads builds the dead-letter bodies of the dead notifications: the
+// payload a provider would get, with the attempts made. A row that is gone
+// gets the bare delivery message.
+func (r *Relay) payloads(ctx context.Context, q store.Querier, dead []uuid.UUID, claimed []row) (map[uuid.UUID][]byte, error) {
+	if len(dead) == 0 {
+		return nil, nil
+	}
+	found, err := store.GetNotifications(ctx, q, dead)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[uuid.UUID][]byte, len(dead))
+	for _, c := range claimed {
+		if c.DeadLetter == nil {
+			continue
+		}
+		var v any = notification.Message{ID: c.NotificationID.String(), Channel: c.Channel, Priority: c.Priority}
+		if n, ok := found[c.NotificationID]; ok {
+			v = n.Payload(c.DeadLetter.Attempts)
+		}
+		body, err := json.Marshal(v)
+		if err != nil {
+			return nil, fmt.Errorf("encoding dead-letter body: %w", err)
+		}
+		out[c.NotificationID] = body
+	}
+	return out, nil
 }
 
 // listen holds a connection in LISTEN outbox and signals wake on every
 // notification, reconnecting with backoff when the connection drops.
-func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
+func (r *Relay) listen(ctx context.Context) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		err := r.listenOnce(ctx, wake)
+		err := r.listenOnce(ctx)
 		if ctx.Err() != nil {
 			return
 		}
@@ -176,7 +232,7 @@ func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
 	}
 }
 
-func (r *Relay) listenOnce(ctx context.Context, wake chan<- struct{}) error {
+func (r *Relay) listenOnce(ctx context.Context) error {
 	pooled, err := r.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("acquiring listen connection: %w", err)
@@ -191,9 +247,6 @@ func (r *Relay) listenOnce(ctx context.Context, wake chan<- struct{}) error {
 		if _, err := conn.WaitForNotification(ctx); err != nil {
 			return err
 		}
-		select {
-		case wake <- struct{}{}:
-		default:
-		}
+		r.Wake()
 	}
 }

@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap"
+
+	"dispatch-engine/internal/notification"
 )
 
 // PoisonError marks a message that can never be handled (unparseable, unknown
@@ -175,21 +176,10 @@ func (c *Consumer) handle(ctx, stop context.Context, channel string, d amqp.Deli
 // deadLetter publishes the message to the channel's DLQ (with confirms) and
 // acks it only then: a message is never dropped silently.
 func (c *Consumer) deadLetter(ctx context.Context, channel string, d amqp.Delivery, poison *PoisonError) {
-	headers := amqp.Table{
-		"x-reason":    poison.Reason,
-		"x-error":     truncate(poison.Error(), 512),
-		"x-failed-at": time.Now().UTC().Format(time.RFC3339Nano),
-		"x-source":    "consumer",
-		"x-attempts":  strconv.Itoa(0),
-	}
-	err := c.dlq.Publish(ctx, Outgoing{
-		Exchange:   c.cfg.Topology.DeadLetterExchange(),
-		RoutingKey: channel,
-		Body:       d.Body,
-		MessageID:  d.MessageId,
-		Headers:    headers,
+	msg := c.cfg.Topology.DeadLetterMessage(channel, d.MessageId, d.Body, notification.DeadLetter{
+		Reason: poison.Reason, Source: notification.SourceConsumer, LastError: poison.Error(), FailedAt: time.Now(),
 	})
-	if err != nil {
+	if err := c.dlq.Publish(ctx, msg); err != nil {
 		c.log.Error("dead-lettering poison message failed; requeueing", zap.String("message_id", d.MessageId), zap.String("channel", channel), zap.Error(err))
 		_ = d.Nack(false, true)
 		return

@@ -2,28 +2,29 @@
 // them back: the cure for "stuck" deliveries. A notification that is not
 // terminal, has no outbox row and has sat untouched is checked against
 // Temporal: with no workflow it is requeued through the outbox (a lost broker
-// message, a start that never happened); with a workflow that ended without
-// finishing it (terminated by an operator, say) it is dead-lettered and
-// marked FAILED with reason "abandoned".
+// message, a start that never happened), but only while its channel's queue
+// is empty, for until then its message may simply be waiting in a backlog;
+// with a workflow that ended without finishing it (terminated by an
+// operator, say) it is marked FAILED with reason "abandoned" and
+// dead-lettered in the same statement, unless it became terminal meanwhile.
+// Sweeps page through the candidates with a cursor, so the oldest (waiting
+// on a running workflow) never starve the others.
 package reconcile
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
-	amqp "github.com/rabbitmq/amqp091-go"
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 	"go.uber.org/zap"
 
 	"dispatch-engine/internal/notification"
-	"dispatch-engine/internal/queue"
 	"dispatch-engine/internal/store"
 )
 
@@ -42,22 +43,30 @@ type Config struct {
 	Limit int
 	// After is how long a notification must sit untouched (RECONCILE_AFTER). Default 2m.
 	After time.Duration
-	// Topology names the dead-letter exchange.
-	Topology queue.Topology
 }
+
+// QueueDepths reports the messages waiting in each channel's queue.
+type QueueDepths func(ctx context.Context) (map[string]int, error)
 
 // Reconciler scans for notifications that fell off their path.
 type Reconciler struct {
 	cfg      Config
 	pool     *pgxpool.Pool
 	temporal client.Client
-	dlq      *queue.Publisher
+	depths   QueueDepths
 	repaired *prometheus.CounterVec
 	log      *zap.Logger
+	// wrote, when set, is called after a repair wrote outbox rows.
+	wrote func()
+	// cursor is where the sweep stands; it wraps to the start when a scan
+	// reaches the end.
+	cursor store.StaleCursor
 }
 
-// New returns a Reconciler; repaired counts what it did, by action.
-func New(cfg Config, pool *pgxpool.Pool, tc client.Client, dlq *queue.Publisher, repaired *prometheus.CounterVec, log *zap.Logger) *Reconciler {
+// New returns a Reconciler; depths tells whether a channel's queue holds
+// messages, repaired counts what it did, by action, and wrote (optional) is
+// called after it wrote outbox rows (the relay's wake-up).
+func New(cfg Config, pool *pgxpool.Pool, tc client.Client, depths QueueDepths, repaired *prometheus.CounterVec, wrote func(), log *zap.Logger) *Reconciler {
 	if cfg.Interval <= 0 {
 		cfg.Interval = 5 * time.Second
 	}
@@ -67,7 +76,7 @@ func New(cfg Config, pool *pgxpool.Pool, tc client.Client, dlq *queue.Publisher,
 	if cfg.After <= 0 {
 		cfg.After = 2 * time.Minute
 	}
-	return &Reconciler{cfg: cfg, pool: pool, temporal: tc, dlq: dlq, repaired: repaired, log: log}
+	return &Reconciler{cfg: cfg, pool: pool, temporal: tc, depths: depths, repaired: repaired, wrote: wrote, log: log}
 }
 
 // Run scans every Interval until ctx ends.
@@ -103,13 +112,31 @@ func (r *Reconciler) Scan(ctx context.Context) (int, error) {
 	}
 	defer func() { _, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, int64(lockKey)) }()
 
-	stale, err := store.ListStale(ctx, conn, r.cfg.After, r.cfg.Limit)
+	stale, err := store.ListStale(ctx, conn, r.cfg.After, r.cfg.Limit, r.cursor)
 	if err != nil {
 		return 0, err
 	}
+	if len(stale) < r.cfg.Limit {
+		r.cursor = store.StaleCursor{} // the end: the next sweep starts over
+	} else {
+		r.cursor = stale[len(stale)-1].Cursor()
+	}
+	if len(stale) == 0 {
+		return 0, nil
+	}
+	// A message may wait in a backlog for longer than After: a notification
+	// without a workflow is requeued only when its channel's queue is empty
+	// (its message cannot be there), else it would be sent twice. Unknown
+	// depths requeue nothing this sweep.
+	depths, err := r.depths(ctx)
+	if err != nil {
+		r.log.Warn("reconciler cannot see the queues; requeueing nothing this sweep", zap.Error(err))
+		depths = nil
+	}
 	repaired := 0
 	for _, n := range stale {
-		action, err := r.check(ctx, n)
+		waiting, known := depths[n.Channel]
+		action, err := r.check(ctx, n, known && waiting == 0)
 		if err != nil {
 			return repaired, err
 		}
@@ -121,17 +148,24 @@ func (r *Reconciler) Scan(ctx context.Context) (int, error) {
 				zap.String("status", string(n.Status)), zap.String("action", action))
 		}
 	}
+	if repaired > 0 && r.wrote != nil {
+		r.wrote()
+	}
 	return repaired, nil
 }
 
 // check looks at one stale notification's workflow and repairs what needs
-// it; it returns the action taken, or "" when the workflow is running.
-func (r *Reconciler) check(ctx context.Context, n store.Stale) (string, error) {
+// it; it returns the action taken, or "" when the workflow is running or
+// nothing may be done yet. mayRequeue says the channel's queue is empty.
+func (r *Reconciler) check(ctx context.Context, n store.Stale, mayRequeue bool) (string, error) {
 	wfID := notification.WorkflowID(n.ID.String())
 	desc, err := r.temporal.DescribeWorkflowExecution(ctx, wfID, "")
 	var notFound *serviceerror.NotFound
 	switch {
 	case errors.As(err, &notFound):
+		if !mayRequeue {
+			return "", nil
+		}
 		ok, err := store.Requeue(ctx, r.pool, n.ID)
 		if err != nil || !ok {
 			return "", err
@@ -140,32 +174,19 @@ func (r *Reconciler) check(ctx context.Context, n store.Stale) (string, error) {
 	case err != nil:
 		return "", fmt.Errorf("describing %s: %w", wfID, err)
 	}
-	if desc.GetWorkflowExecutionInfo().GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
+	status := desc.GetWorkflowExecutionInfo().GetStatus()
+	if status == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
 		return "", nil
 	}
-	// The workflow is over but the notification is not: dead-letter it,
-	// then mark it FAILED, as the workflow itself would have.
-	body, err := json.Marshal(notification.Message{ID: n.ID.String(), Channel: n.Channel, Priority: n.Priority})
-	if err != nil {
-		return "", err
-	}
-	err = r.dlq.Publish(ctx, queue.Outgoing{
-		Exchange:   r.cfg.Topology.DeadLetterExchange(),
-		RoutingKey: n.Channel,
-		Body:       body,
-		MessageID:  n.ID.String(),
-		Headers: amqp.Table{
-			"x-reason":          ReasonAbandoned,
-			"x-workflow-status": desc.GetWorkflowExecutionInfo().GetStatus().String(),
-			"x-failed-at":       time.Now().UTC().Format(time.RFC3339Nano),
-			"x-source":          "reconciler",
-		},
+	// The workflow is over but the notification is not: fail it and
+	// dead-letter it, as the workflow itself would have, in one statement
+	// that does nothing if it became terminal meanwhile (this snapshot may
+	// be stale: delivered just now, say).
+	failed, err := store.Fail(ctx, r.pool, n.ID, notification.DeadLetter{
+		Reason: ReasonAbandoned, Source: notification.SourceReconciler, Attempts: n.Attempts,
+		LastError: "the workflow ended (" + status.String() + ") before the notification did", FailedAt: time.Now(),
 	})
-	if err != nil {
-		return "", err
-	}
-	status, err := store.MarkFailed(ctx, r.pool, n.ID, ReasonAbandoned, "the workflow ended ("+desc.GetWorkflowExecutionInfo().GetStatus().String()+") before the notification did")
-	if err != nil || status != notification.StatusFailed {
+	if err != nil || failed.Status != notification.StatusFailed || failed.FailureReason == nil || *failed.FailureReason != ReasonAbandoned {
 		return "", err
 	}
 	return "abandoned", nil

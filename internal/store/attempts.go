@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -181,28 +182,44 @@ func CancelRequested(ctx context.Context, q Querier, id uuid.UUID) (bool, error)
 	return requested, nil
 }
 
-// MarkFailed moves a non-terminal notification to FAILED with reason and
-// returns the status it ends with (an already terminal status stands).
-func MarkFailed(ctx context.Context, q Querier, id uuid.UUID, reason, lastError string) (Status, error) {
-	var status Status
-	err := q.QueryRow(ctx, `
+// Fail moves a non-terminal notification to FAILED with d's reason (its
+// attempts at least d.Attempts) and, in the same statement, writes d to the
+// outbox, from which the relay publishes the notification's dead-letter
+// message. It returns the notification as it ends: one already terminal
+// (delivered, cancelled) stands, and then nothing is written, so a
+// notification is dead-lettered exactly when it failed.
+func Fail(ctx context.Context, q Querier, id uuid.UUID, d notification.DeadLetter) (Notification, error) {
+	d.LastError = SafeText(d.LastError) // jsonb refuses \u0000 too
+	record, err := json.Marshal(d)
+	if err != nil {
+		return Notification{}, fmt.Errorf("encoding the dead-letter record: %w", err)
+	}
+	rows, err := q.Query(ctx, `
 		WITH u AS (
 			UPDATE notifications
 			SET status = 'FAILED', failure_reason = $2, last_error = COALESCE(NULLIF($3, ''), last_error),
-				next_attempt_at = NULL, updated_at = now()
+				attempts = GREATEST(attempts, $4), next_attempt_at = NULL, updated_at = now()
 			WHERE id = $1 AND status IN `+nonTerminal+`
-			RETURNING status
+			RETURNING `+notificationColumns+`
+		), o AS (
+			INSERT INTO outbox (notification_id, channel, priority, dead_letter)
+			SELECT id, channel, priority, $5 FROM u
 		)
-		SELECT status FROM u
+		SELECT `+notificationColumns+` FROM u
 		UNION ALL
-		SELECT status FROM notifications WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM u)`, id, reason, lastError).Scan(&status)
+		SELECT `+notificationColumns+` FROM notifications WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM u)`,
+		id, d.Reason, d.LastError, d.Attempts, record)
+	if err != nil {
+		return Notification{}, fmt.Errorf("marking notification failed: %w", err)
+	}
+	n, err := pgx.CollectExactlyOneRow(rows, scanNotification)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", ErrNotFound
+		return Notification{}, ErrNotFound
 	}
 	if err != nil {
-		return "", fmt.Errorf("marking notification failed: %w", err)
+		return Notification{}, fmt.Errorf("marking notification failed: %w", err)
 	}
-	return status, nil
+	return n, nil
 }
 
 // MarkScheduled moves a notification that is waiting for its scheduledAt

@@ -174,6 +174,24 @@ func GetNotification(ctx context.Context, q Querier, id uuid.UUID) (Notification
 	return n, nil
 }
 
+// GetNotifications loads the notifications with these ids, by id; the ones
+// that do not exist are missing from the map.
+func GetNotifications(ctx context.Context, q Querier, ids []uuid.UUID) (map[uuid.UUID]Notification, error) {
+	rows, err := q.Query(ctx, `SELECT `+notificationColumns+` FROM notifications WHERE id = ANY($1)`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("loading notifications: %w", err)
+	}
+	list, err := pgx.CollectRows(rows, scanNotification)
+	if err != nil {
+		return nil, fmt.Errorf("loading notifications: %w", err)
+	}
+	out := make(map[uuid.UUID]Notification, len(list))
+	for _, n := range list {
+		out[n.ID] = n
+	}
+	return out, nil
+}
+
 // GetStatus loads only a notification's status; ErrNotFound when there is none.
 func GetStatus(ctx context.Context, q Querier, id uuid.UUID) (Status, error) {
 	var s Status

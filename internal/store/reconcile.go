@@ -11,25 +11,38 @@ import (
 
 // Stale is a notification the reconciler should check.
 type Stale struct {
-	ID       uuid.UUID `db:"id"`
-	Channel  string    `db:"channel"`
-	Priority string    `db:"priority"`
-	Status   Status    `db:"status"`
+	ID        uuid.UUID `db:"id"`
+	Channel   string    `db:"channel"`
+	Priority  string    `db:"priority"`
+	Status    Status    `db:"status"`
+	Attempts  int       `db:"attempts"`
+	UpdatedAt time.Time `db:"updated_at"`
 }
 
-// ListStale returns up to limit non-terminal notifications that have no
-// outbox row and have not changed for after, past any scheduled or
-// next-attempt time: the ones that may have fallen off their path.
-func ListStale(ctx context.Context, q Querier, after time.Duration, limit int) ([]Stale, error) {
+// StaleCursor is where a reconciler's sweep stands: the (updated_at, id) of
+// the last notification it looked at. The zero value starts at the oldest.
+type StaleCursor struct {
+	UpdatedAt time.Time
+	ID        uuid.UUID
+}
+
+// ListStale returns up to limit non-terminal notifications past from (in
+// (updated_at, id) order) that have no outbox row and have not changed for
+// after, past any scheduled or next-attempt time: the ones that may have
+// fallen off their path. Paging on with the last one's cursor, a sweep
+// reaches every such notification, however many of the oldest are only
+// waiting (a running workflow) and stay stale.
+func ListStale(ctx context.Context, q Querier, after time.Duration, limit int, from StaleCursor) ([]Stale, error) {
 	rows, err := q.Query(ctx, `
-		SELECT n.id, n.channel, n.priority, n.status FROM notifications n
+		SELECT n.id, n.channel, n.priority, n.status, n.attempts, n.updated_at FROM notifications n
 		WHERE n.status IN `+nonTerminal+`
 			AND n.updated_at < now() - $1::interval
+			AND (n.updated_at, n.id) > ($3, $4)
 			AND (n.next_attempt_at IS NULL OR n.next_attempt_at < now() - $1::interval)
 			AND (n.scheduled_at IS NULL OR n.scheduled_at < now() - $1::interval)
 			AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.notification_id = n.id)
-		ORDER BY n.updated_at
-		LIMIT $2`, after, limit)
+		ORDER BY n.updated_at, n.id
+		LIMIT $2`, after, limit, from.UpdatedAt, from.ID)
 	if err != nil {
 		return nil, fmt.Errorf("listing stale notifications: %w", err)
 	}
@@ -39,6 +52,9 @@ func ListStale(ctx context.Context, q Querier, after time.Duration, limit int) (
 	}
 	return stale, nil
 }
+
+// Cursor is where a sweep stands after s.
+func (s Stale) Cursor() StaleCursor { return StaleCursor{UpdatedAt: s.UpdatedAt, ID: s.ID} }
 
 // Requeue puts a non-terminal notification back on its path: a new outbox
 // row (the relay publishes it, the consumer starts its workflow), and

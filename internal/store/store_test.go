@@ -200,9 +200,10 @@ func TestTerminalStatusNeverChanges(t *testing.T) {
 	require.NoError(t, store.FinishAttempt(ctx, pool,
 		store.Attempt{NotificationID: n.ID, Attempt: 2, StartedAt: time.Now(), DurationMS: 5, Outcome: "retryable", Error: &late},
 		store.Transition{Status: notification.StatusRetrying, LastError: &late, NextAttemptAt: &retryAt}))
-	status, err := store.MarkFailed(ctx, pool, n.ID, "expired", "too late")
+	failed, err := store.Fail(ctx, pool, n.ID, notification.DeadLetter{Reason: "expired", Source: notification.SourceWorkflow, LastError: "too late"})
 	require.NoError(t, err)
-	require.Equal(t, notification.StatusDelivered, status, "MarkFailed reports the status that stands")
+	require.Equal(t, notification.StatusDelivered, failed.Status, "Fail reports the status that stands")
+	require.Equal(t, 0, count(t, pool, `SELECT count(*) FROM outbox WHERE dead_letter IS NOT NULL`), "and dead-letters nothing")
 
 	final, err := store.GetNotification(ctx, pool, n.ID)
 	require.NoError(t, err)
