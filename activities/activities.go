@@ -40,7 +40,7 @@ type Activities struct {
 	// dead-letter record (its polling finds the record otherwise).
 	OutboxWritten func()
 	Metrics       *metrics.Worker
-	Log        *zap.Logger
+	Log           *zap.Logger
 	// SigningKey, when set, signs every delivery (Standard Webhooks).
 	SigningKey []byte
 	// SlotWait, when set, bounds one attempt's wait for a rate-limit slot;
