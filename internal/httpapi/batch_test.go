@@ -3,9 +3,11 @@ package httpapi_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/uuid"
@@ -255,5 +257,34 @@ func TestBatchOfEveryChannelKeepsItsOrderAcross1000Items(t *testing.T) {
 	_, answer := f.createBatch(b.String())
 	for i, n := range answer.Notifications {
 		require.Equal(t, strconv.Itoa(i), n.Content)
+	}
+}
+
+func TestConcurrentBatchesSharingItemKeysInAnotherOrderNeverDeadlock(t *testing.T) {
+	f := setup(t)
+	item := func(key string) string {
+		return `{"channel":"sms","recipient":"+14155550123","content":"x","idempotencyKey":"` + key + `"}`
+	}
+	for round := range 10 {
+		keys := make([]string, 20)
+		for i := range keys {
+			keys[i] = fmt.Sprintf("round-%d-key-%02d", round, i)
+		}
+		forward, backward := make([]string, len(keys)), make([]string, len(keys))
+		for i, k := range keys {
+			forward[i], backward[len(keys)-1-i] = item(k), item(k)
+		}
+		var wg sync.WaitGroup
+		codes := make([]int, 2)
+		for i, items := range [][]string{forward, backward} {
+			wg.Go(func() {
+				resp, _ := f.post("/v1/notifications/batch", `{"notifications":[`+strings.Join(items, ",")+`]}`)
+				codes[i] = resp.StatusCode
+			})
+		}
+		wg.Wait()
+		// One batch takes the keys; the other finds them taken. Taking
+		// them in another order must not deadlock the two (a 500).
+		require.ElementsMatch(t, []int{http.StatusAccepted, http.StatusConflict}, codes, "round %d", round)
 	}
 }

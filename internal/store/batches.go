@@ -178,6 +178,10 @@ func insertBatchNotifications(ctx context.Context, tx pgx.Tx, batchID uuid.UUID,
 				$9::text[], $10::text[], $11::timestamptz[], $12::timestamptz[])
 				AS u(id, channel, priority, recipient, subject, content, metadata,
 					idempotency_key, request_fingerprint, scheduled_at, expires_at)
+			-- Keys are taken in one order whatever the request's: two
+			-- batches sharing keys in other orders wait for each other
+			-- instead of deadlocking on the unique index.
+			ORDER BY u.idempotency_key
 			ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 			RETURNING `+notificationColumns+`
 		), o AS (
