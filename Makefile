@@ -103,7 +103,7 @@ docker-up: ## Build the image and start the whole stack with Docker Compose unti
 	@docker info >/dev/null 2>&1 || { echo "make docker-up needs a running Docker engine (docker info failed); without one, use make run" >&2; exit 1; }
 	COMMIT=$$(git rev-parse --short HEAD 2>/dev/null || echo unknown) VERSION=$$(git describe --tags --always --dirty 2>/dev/null || echo dev) \
 	  docker compose up -d --build --wait
-	@echo "API http://127.0.0.1:8080 (key: API_KEYS in .env, else local-compose-key-change-me), sink :9090,"
+	@echo "API http://127.0.0.1:8080 (key: API_KEYS in .env, else local-compose-development-key), sink :9090,"
 	@echo "Temporal UI :8233, Grafana :3000, Prometheus :9091, RabbitMQ UI :15672 (guest/guest)"
 
 .PHONY: docker-down

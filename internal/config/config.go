@@ -205,6 +205,11 @@ func (c Config) validate() error {
 			bad("API_KEYS", "every key must be at least 16 characters")
 			break
 		}
+		if placeholder(k) {
+			// The key is not echoed; the placeholder's marker is.
+			bad("API_KEYS", "a key still holds the placeholder %q of a template (deploy/k8s/secret.yaml): set real, random keys", placeholderMarker)
+			break
+		}
 	}
 	for name, port := range map[string]int{"API_PORT": c.APIPort, "WORKER_METRICS_PORT": c.WorkerMetricsPort} {
 		if port < 0 || port > 65535 {
@@ -227,6 +232,14 @@ func (c Config) validate() error {
 		bad("TEMPORAL_TLS_CERT", "and TEMPORAL_TLS_KEY go together: set both or neither")
 	}
 	return errors.Join(errs...)
+}
+
+// placeholderMarker marks a value a template ships for the operator to
+// replace (deploy/k8s/secret.yaml); a key holding it is published, not secret.
+const placeholderMarker = "change-me"
+
+func placeholder(v string) bool {
+	return strings.Contains(strings.ToLower(v), placeholderMarker)
 }
 
 // nameVariables rewrites env's parse errors, which name struct fields, to name

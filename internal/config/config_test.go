@@ -1,6 +1,9 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
+	"regexp"
 	"testing"
 	"time"
 
@@ -64,4 +67,18 @@ func TestErrorsNeverEchoSecrets(t *testing.T) {
 			require.NotContains(t, err.Error(), "hunter2")
 		})
 	}
+}
+
+func TestTheDeploymentTemplatesPlaceholderKeyIsRefused(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "..", "deploy", "k8s", "secret.yaml"))
+	require.NoError(t, err)
+	m := regexp.MustCompile(`(?m)^\s*API_KEYS:\s*(\S+)\s*$`).FindSubmatch(raw)
+	require.NotNil(t, m, "deploy/k8s/secret.yaml sets API_KEYS")
+	key := string(m[1])
+	require.GreaterOrEqual(t, len(key), 16, "long enough to pass the length rule on its own")
+
+	_, err = Parse(map[string]string{"API_KEYS": "a-real-random-key-0123456789," + key})
+	require.Error(t, err, "a key copied from the template is published, not secret")
+	require.Contains(t, err.Error(), "API_KEYS")
+	require.NotContains(t, err.Error(), key)
 }

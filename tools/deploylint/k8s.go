@@ -52,8 +52,10 @@ func checkKubernetes(_ context.Context, root string) ([]string, error) {
 
 // projectRules: references resolve (envFrom, selectors, the autoscaler's
 // target), every long-running container has probes, requests and limits,
-// runs as non-root on a read-only root filesystem, and the pods' grace
-// period outlasts SHUTDOWN_TIMEOUT.
+// runs as non-root on a read-only root filesystem and pauses in a preStop
+// hook (so it leaves its Service's endpoints before it stops taking
+// connections), and the pods' grace period outlasts that pause and
+// SHUTDOWN_TIMEOUT.
 func projectRules(objects []runtime.Object) []string {
 	var (
 		findings    []string
@@ -74,6 +76,7 @@ func projectRules(objects []runtime.Object) []string {
 	}
 	shutdown := 30 * time.Second // the config default
 	checkPod := func(what string, spec corev1.PodSpec, serving bool) {
+		var stopping time.Duration // the longest preStop pause
 		for _, c := range spec.Containers {
 			for _, from := range c.EnvFrom {
 				if from.ConfigMapRef != nil && configMaps[from.ConfigMapRef.Name] == nil {
@@ -109,14 +112,21 @@ func projectRules(objects []runtime.Object) []string {
 			if serving && (c.LivenessProbe == nil || c.ReadinessProbe == nil) {
 				bad("%s: container %s needs liveness and readiness probes", what, c.Name)
 			}
+			if serving {
+				pause := preStopPause(c)
+				if pause == 0 {
+					bad("%s: container %s needs a preStop sleep, so it leaves its Service's endpoints before it stops", what, c.Name)
+				}
+				stopping = max(stopping, pause)
+			}
 		}
 		if serving {
 			grace := int64(30) // the Kubernetes default
 			if spec.TerminationGracePeriodSeconds != nil {
 				grace = *spec.TerminationGracePeriodSeconds
 			}
-			if time.Duration(grace)*time.Second <= shutdown {
-				bad("%s: terminationGracePeriodSeconds %d does not outlast SHUTDOWN_TIMEOUT %s", what, grace, shutdown)
+			if time.Duration(grace)*time.Second <= stopping+shutdown {
+				bad("%s: terminationGracePeriodSeconds %d does not outlast the preStop pause %s and SHUTDOWN_TIMEOUT %s", what, grace, stopping, shutdown)
 			}
 		}
 	}
@@ -153,6 +163,14 @@ func projectRules(objects []runtime.Object) []string {
 		}
 	}
 	return findings
+}
+
+// preStopPause is the container's preStop sleep, zero without one.
+func preStopPause(c corev1.Container) time.Duration {
+	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Sleep == nil {
+		return 0
+	}
+	return time.Duration(c.Lifecycle.PreStop.Sleep.Seconds) * time.Second
 }
 
 func namesPort(spec corev1.PodSpec, name string) bool {
