@@ -161,8 +161,9 @@ func run() error {
 		URL:         cfg.RabbitMQURL,
 		Topology:    topology,
 		Channels:    notification.Channels,
-		Concurrency: cfg.WorkerConcurrency,
-		InFlight:    m.InFlight,
+		Concurrency:  cfg.WorkerConcurrency,
+		InFlight:     m.InFlight,
+		DrainTimeout: cfg.ShutdownTimeout,
 	}, starter.Handle, dlqPub, log)
 
 	probes := healthServer(cfg, m, log, []health.Dependency{
@@ -200,11 +201,15 @@ func run() error {
 	log.Info("worker running", zap.String("metrics_addr", probes.Addr), zap.String("webhook_url", redactURL(cfg.WebhookSiteURL)))
 
 	<-ctx.Done()
-	// Drain in order: stop taking messages, then let in-flight activities
-	// finish (bounded by SHUTDOWN_TIMEOUT), then close connections.
-	log.Info("shutting down: stopping consumers, then finishing in-flight activities", zap.Duration("timeout", cfg.ShutdownTimeout))
-	wg.Wait()
-	stopWorkers(workers)
+	// Drain: consuming stops at once; the messages taken and the
+	// activities in flight then finish side by side, each bounded by
+	// SHUTDOWN_TIMEOUT (what is left is requeued, or retried by Temporal);
+	// then the connections close.
+	log.Info("shutting down: stopping consumers, then finishing in-flight messages and activities", zap.Duration("timeout", cfg.ShutdownTimeout))
+	var draining sync.WaitGroup
+	draining.Go(wg.Wait)
+	draining.Go(func() { stopWorkers(workers) })
+	draining.Wait()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = probes.Shutdown(sctx)

@@ -42,6 +42,13 @@ type ConsumerConfig struct {
 	// RequeueDelay is the pause before a failed message is requeued, so a
 	// down dependency is not hammered. Default 1s.
 	RequeueDelay time.Duration
+	// HandleTimeout bounds the handling of one message: a dependency that
+	// hangs fails it (requeued) instead of holding it. Default 30s.
+	HandleTimeout time.Duration
+	// DrainTimeout bounds how long messages already taken may finish once
+	// Run's context ends (SHUTDOWN_TIMEOUT); what is still running then is
+	// cancelled and requeued. Default 30s.
+	DrainTimeout time.Duration
 	// InFlight, when set, counts the messages being handled, by channel.
 	InFlight *prometheus.GaugeVec
 }
@@ -62,6 +69,12 @@ func NewConsumer(cfg ConsumerConfig, handler Handler, dlq *Publisher, log *zap.L
 	}
 	if cfg.RequeueDelay <= 0 {
 		cfg.RequeueDelay = time.Second
+	}
+	if cfg.HandleTimeout <= 0 {
+		cfg.HandleTimeout = 30 * time.Second
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 30 * time.Second
 	}
 	return &Consumer{cfg: cfg, handler: handler, dlq: dlq, log: log}
 }
@@ -95,10 +108,29 @@ func (c *Consumer) session(ctx context.Context) error {
 	defer conn.Close()
 
 	// sctx stops consuming; a message already taken is still handled to the
-	// end on work, which shutdown does not cancel, and then acked.
+	// end on work, which shutdown cancels only DrainTimeout later, and then
+	// acked (or requeued, when cut short).
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	work := context.WithoutCancel(ctx)
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	drained := make(chan struct{})
+	defer close(drained)
+	go func() {
+		select {
+		case <-drained:
+			return
+		case <-ctx.Done():
+		}
+		t := time.NewTimer(c.cfg.DrainTimeout)
+		defer t.Stop()
+		select {
+		case <-drained:
+		case <-t.C:
+			c.log.Warn("shutdown: messages still being handled after the drain timeout are requeued", zap.Duration("timeout", c.cfg.DrainTimeout))
+			cancelWork()
+		}
+	}()
 	var wg sync.WaitGroup
 	errs := make(chan error, len(c.cfg.Channels)+1)
 	go func() {
@@ -154,7 +186,9 @@ func (c *Consumer) handle(ctx, stop context.Context, channel string, d amqp.Deli
 		g.Inc()
 		defer g.Dec()
 	}
-	err := c.handler(ctx, d)
+	hctx, cancel := context.WithTimeout(ctx, c.cfg.HandleTimeout)
+	err := c.handler(hctx, d)
+	cancel()
 	var poison *PoisonError
 	switch {
 	case err == nil:
@@ -162,7 +196,7 @@ func (c *Consumer) handle(ctx, stop context.Context, channel string, d amqp.Deli
 	case errors.As(err, &poison):
 		c.deadLetter(ctx, channel, d, poison)
 	default:
-		if stop.Err() == nil {
+		if stop.Err() == nil && ctx.Err() == nil {
 			c.log.Warn("handling message failed; requeueing", zap.String("message_id", d.MessageId), zap.String("channel", channel), zap.Error(err))
 			select {
 			case <-stop.Done():

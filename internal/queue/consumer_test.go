@@ -161,3 +161,64 @@ func TestConsumerStopsCleanlyOnContextCancel(t *testing.T) {
 	require.Zero(t, q.Messages, "the in-flight message was acked, not requeued")
 	require.Zero(t, q.Consumers, "the consumer is gone")
 }
+
+func TestShutdownDrainIsBoundedAndRequeuesWhatIsLeft(t *testing.T) {
+	topo := testenv.Topology(t)
+	url := testenv.Shared(t).RabbitMQURL
+	dlq := queue.NewPublisher(url, topo)
+	t.Cleanup(func() { _ = dlq.Close() })
+	started := make(chan struct{}, 1)
+	c := queue.NewConsumer(queue.ConsumerConfig{
+		URL: url, Topology: topo, Channels: []string{notification.SMS}, Concurrency: 1,
+		RequeueDelay: 10 * time.Millisecond, DrainTimeout: 500 * time.Millisecond,
+	}, func(ctx context.Context, _ amqp.Delivery) error {
+		started <- struct{}{}
+		<-ctx.Done() // a dependency that never answers
+		return ctx.Err()
+	}, dlq, zap.NewNop())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	publish(t, topo, `{"id":"x"}`)
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("handler never received the message")
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return: the drain is not bounded")
+	}
+	ch := testenv.Channel(t)
+	require.Equal(t, 1, inspect(t, ch, topo.Queue(notification.SMS)).Messages, "the message cut short is back in the queue")
+}
+
+func TestHandlingOfOneMessageIsBounded(t *testing.T) {
+	topo := testenv.Topology(t)
+	url := testenv.Shared(t).RabbitMQURL
+	dlq := queue.NewPublisher(url, topo)
+	t.Cleanup(func() { _ = dlq.Close() })
+	var calls atomic.Int32
+	c := queue.NewConsumer(queue.ConsumerConfig{
+		URL: url, Topology: topo, Channels: []string{notification.SMS}, Concurrency: 1,
+		RequeueDelay: 10 * time.Millisecond, HandleTimeout: 200 * time.Millisecond,
+	}, func(ctx context.Context, _ amqp.Delivery) error {
+		if calls.Add(1) == 1 {
+			<-ctx.Done() // the first try hangs
+			return ctx.Err()
+		}
+		return nil
+	}, dlq, zap.NewNop())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	publish(t, topo, `{"id":"x"}`)
+
+	require.Eventually(t, func() bool { return calls.Load() >= 2 }, 10*time.Second, 10*time.Millisecond,
+		"a hung try is given up and the message handled again")
+}

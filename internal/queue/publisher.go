@@ -46,10 +46,22 @@ type Publisher struct {
 	ch   *amqp.Channel
 }
 
+// PublisherOption changes a Publisher's defaults.
+type PublisherOption func(*Publisher)
+
+// WithCallTimeout sets the bound of each call (DefaultCallTimeout).
+func WithCallTimeout(d time.Duration) PublisherOption {
+	return func(p *Publisher) { p.timeout = d }
+}
+
 // NewPublisher returns a Publisher for the broker at url; it declares
 // topology on every (re)connect.
-func NewPublisher(url string, topology Topology) *Publisher {
-	return &Publisher{url: url, topology: topology, timeout: DefaultCallTimeout, lock: make(chan struct{}, 1)}
+func NewPublisher(url string, topology Topology, opts ...PublisherOption) *Publisher {
+	p := &Publisher{url: url, topology: topology, timeout: DefaultCallTimeout, lock: make(chan struct{}, 1)}
+	for _, opt := range opts {
+		opt(p)
+	}
+	return p
 }
 
 // Publish sends msgs and returns nil only when the broker confirmed every one.
