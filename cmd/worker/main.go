@@ -158,9 +158,9 @@ func run() error {
 		FastPath:       cfg.DeliveryFastPath,
 	}, pool, tc, limiter, m, log)
 	consumer := queue.NewConsumer(queue.ConsumerConfig{
-		URL:         cfg.RabbitMQURL,
-		Topology:    topology,
-		Channels:    notification.Channels,
+		URL:          cfg.RabbitMQURL,
+		Topology:     topology,
+		Channels:     notification.Channels,
 		Concurrency:  cfg.WorkerConcurrency,
 		InFlight:     m.InFlight,
 		DrainTimeout: cfg.ShutdownTimeout,
