@@ -81,6 +81,13 @@ func TestRecordHistories(t *testing.T) {
 		{name: "fast_path_retry_then_delivered", in: local, steps: []deliverStep{retry(503, 0), delivered()}},
 		{name: "not_attempted_then_delivered", in: same, steps: []deliverStep{notAttempted(), notAttempted(), delivered()}},
 		{name: "fast_path_cancel_during_attempt", in: local, block: true, cancel: true, cancelAfter: 1},
+		{name: "not_attempted_continue_as_new", in: func(in workflows.NotificationInput) workflows.NotificationInput {
+			in.MaxWaitsPerRun = 2
+			return in
+		}, steps: []deliverStep{notAttempted(), notAttempted(), delivered()}},
+		{name: "fast_path_deferred_then_delivered", in: local, steps: []deliverStep{
+			{res: workflows.DeliverResult{Outcome: workflows.OutcomeDeferred, Error: "no rate-limit slot free"}}, delivered()}},
+		{name: "permanent_failure_local_bookkeeping", in: same, steps: []deliverStep{{res: workflows.DeliverResult{Outcome: workflows.OutcomePermanent, StatusCode: 400, Error: "provider answered 400"}}}},
 		{name: "expired_before_first_attempt", in: func(in workflows.NotificationInput) workflows.NotificationInput {
 			at := time.Now().Add(-time.Second)
 			in.ExpiresAt = &at
@@ -133,6 +140,8 @@ func record(t *testing.T, tc client.Client, sc scenario, policy workflows.RetryP
 	id := "notification-" + sc.name + "-" + queue
 	run, err := tc.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{ID: id, TaskQueue: queue}, workflows.NotificationWorkflow, in)
 	require.NoError(t, err)
+	// The first run's history: Get follows a continue-as-new to the last.
+	firstRun := run.GetRunID()
 	if sc.cancel {
 		for n := range called {
 			if n >= sc.cancelAfter {
@@ -156,7 +165,7 @@ func record(t *testing.T, tc client.Client, sc scenario, policy workflows.RetryP
 	require.NoError(t, run.Get(context.Background(), &res))
 
 	var events []*historypb.HistoryEvent
-	iter := tc.GetWorkflowHistory(context.Background(), id, run.GetRunID(), false, 0)
+	iter := tc.GetWorkflowHistory(context.Background(), id, firstRun, false, 0)
 	for iter.HasNext() {
 		ev, err := iter.Next()
 		require.NoError(t, err)
