@@ -112,21 +112,13 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 		}
 	}
 
-	// The slot first: waiting for it (or finding none free on the fast path)
-	// touches nothing, so it spends nothing.
+	// An attempt through the queue waits for its slot first: the wait (for
+	// as long as Redis is unreachable, say) touches nothing and spends
+	// nothing. The fast path begins first, so that a retried workflow task
+	// re-running it always finds it begun; its slot, if one is free, is
+	// then taken just before the send.
 	var slotAt time.Time
-	if in.FastPath {
-		select {
-		case a.FastPathCalls <- struct{}{}:
-			defer func() { <-a.FastPathCalls }()
-		default:
-			return deferred("every fast-path call of this worker is busy"), nil
-		}
-		if !a.Limiter.TryTake(ctx, channel) {
-			return deferred("no rate-limit slot free"), nil
-		}
-		slotAt = time.Now()
-	} else {
+	if !in.FastPath {
 		if err := a.waitForSlot(ctx, channel); err != nil {
 			return workflows.DeliverResult{}, err
 		}
@@ -157,14 +149,22 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 		log.Warn("the first attempt began in a lost workflow task; counting it as made")
 		return workflows.DeliverResult{Outcome: workflows.OutcomeRetry, Error: "the attempt was lost with its worker"}, nil
 	}
-	// A slot taken well before the send (the database was slow to begin
-	// the attempt) is not spent on it: a fresh one is, just before.
-	if time.Since(slotAt) > slotFreshness {
-		if in.FastPath {
-			if !a.Limiter.TryTake(ctx, channel) {
-				return deferred("no rate-limit slot free"), nil
-			}
-		} else if err := a.waitForSlot(ctx, channel); err != nil {
+
+	switch {
+	case in.FastPath:
+		select {
+		case a.FastPathCalls <- struct{}{}:
+			defer func() { <-a.FastPathCalls }()
+		default:
+			return deferred("every fast-path call of this worker is busy"), nil
+		}
+		if !a.Limiter.TryTake(ctx, channel) {
+			return deferred("no rate-limit slot free"), nil
+		}
+	case time.Since(slotAt) > slotFreshness:
+		// The database was slow to begin the attempt: a slot taken that
+		// long before the send is not spent on it; a fresh one is.
+		if err := a.waitForSlot(ctx, channel); err != nil {
 			return workflows.DeliverResult{}, err
 		}
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
+	enumspb "go.temporal.io/api/enums/v1"
 
 	"dispatch-engine/internal/sink"
 	"dispatch-engine/internal/testenv"
@@ -239,4 +240,61 @@ func (s *stack) db() *pgx.Conn {
 	require.NoError(s.t, err)
 	s.t.Cleanup(func() { _ = conn.Close(context.Background()) })
 	return conn
+}
+
+func TestRetriedWorkflowTaskSendsNothingWithoutASlot(t *testing.T) {
+	s := setup(t)
+	redis := s.throughProxy("REDIS_URL", "worker")
+	// The provider holds the first request: the fast path's attempt is in
+	// flight, inside its workflow task, when the worker dies.
+	s.sink.SetConfig(sink.Config{HangFirst: 1})
+	arrivals := s.sink.Arrivals(16)
+	_, _, created := s.post("/v1/notifications", smsRequest("lost with its worker"))
+	id := created["id"].(string)
+	select {
+	case <-arrivals:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the first attempt never reached the provider")
+	}
+	// No slot can be had from now on: the limiter fails closed.
+	redis.Partition()
+	s.worker.Kill()
+	s.worker = testenv.StartProcess(t, "worker", filepath.Join(binDir, "worker"), append(append([]string(nil), s.env...),
+		"REDIS_URL=redis://"+redis.Addr()+"/0"))
+
+	// The workflow task is retried on the new worker (after its timeout):
+	// either it sends again (without a slot, Redis being unreachable), or
+	// it counts the lost attempt and schedules the next one, which waits
+	// for a slot.
+	wfID := "notification-" + id
+	require.Eventually(t, func() bool {
+		if rec, _ := s.sink.Record(id); rec.Requests > 1 {
+			return true
+		}
+		return s.scheduledActivities(wfID) > 0
+	}, 60*time.Second, 200*time.Millisecond)
+	rec, _ := s.sink.Record(id)
+	require.Equal(t, 1, rec.Requests, "nothing was sent without a rate-limit slot")
+
+	redis.Heal()
+	got := s.waitStatus(id, "DELIVERED", 60*time.Second)
+	require.EqualValues(t, 2, got["attempts"], "the attempt lost with its worker counts")
+}
+
+// scheduledActivities counts the activities a workflow scheduled (local
+// activities are markers, not these).
+func (s *stack) scheduledActivities(wfID string) int {
+	s.t.Helper()
+	n := 0
+	iter := s.temporal.GetWorkflowHistory(context.Background(), wfID, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	for iter.HasNext() {
+		ev, err := iter.Next()
+		if err != nil {
+			return n
+		}
+		if ev.GetEventType() == enumspb.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED {
+			n++
+		}
+	}
+	return n
 }

@@ -4,13 +4,18 @@ package chaos
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/api/workflowservice/v1"
 
 	"dispatch-engine/internal/notification"
+	"dispatch-engine/internal/ratelimit"
 	"dispatch-engine/internal/sink"
 )
 
@@ -27,6 +32,7 @@ const quiesceWithin = 4 * time.Minute
 func scenario(t *testing.T, name string, fault func(s *stack), extraEnv ...string) (*stack, *stream, result) {
 	s := newStack(t, extraEnv...)
 	st := &stream{}
+	s.stream = st
 	sent := make(chan struct{})
 	go func() { defer close(sent); st.run(s) }()
 	require.Eventually(t, func() bool { return st.sent.Load() >= faultAt }, time.Minute, 5*time.Millisecond,
@@ -157,15 +163,126 @@ func TestPostgresRestartedMidStream(t *testing.T) {
 	require.Positive(t, r.Refused, "the API answered 503 while PostgreSQL was down")
 }
 
+// burned counts the delivered notifications that used more than one
+// attempt, as the rows say and as their workflows counted (an attempt the
+// workflow counted may never show on the row: a timed-out activity that
+// went on to deliver).
+func (s *stack) burned() int {
+	s.t.Helper()
+	var rows int
+	require.NoError(s.t, s.pool.QueryRow(context.Background(),
+		`SELECT count(*) FROM notifications WHERE status = 'DELIVERED' AND attempts > 1`).Scan(&rows))
+	resp, err := s.temporal.CountWorkflow(context.Background(), &workflowservice.CountWorkflowExecutionsRequest{
+		Query: fmt.Sprintf("TaskQueue = %q AND NotificationStatus = 'DELIVERED' AND NotificationAttempts > 1", s.taskQ),
+	})
+	require.NoError(s.t, err)
+	return max(rows, int(resp.GetCount()))
+}
+
 func TestRedisStoppedForTenSeconds(t *testing.T) {
 	s, _, r := scenario(t, "stop redis 10s", restart(t, "redis", 10*time.Second))
 	// The limiter fails closed: deliveries waited, and none spent an
 	// attempt on the outage.
 	require.Zero(t, r.Failed)
-	var burned int
-	require.NoError(t, s.pool.QueryRow(context.Background(),
-		`SELECT count(*) FROM notifications WHERE status = 'DELIVERED' AND attempts > 1`).Scan(&burned))
-	require.Zero(t, burned, "notifications that needed more than one attempt")
+	require.Zero(t, s.burned(), "notifications that needed more than one attempt")
+}
+
+// partition is the fault that makes a service unreachable silently
+// (connections hang, nothing is refused) for outage, then heals it.
+func partition(service string, outage time.Duration) func(*stack) {
+	return func(s *stack) {
+		s.proxies[service].Partition()
+		time.Sleep(outage) // the outage is the scenario
+		s.proxies[service].Heal()
+	}
+}
+
+// partitionScenario partitions service for 15 s under the stream: nothing
+// fails, nothing spends an attempt, nothing reaches the provider twice.
+func partitionScenario(t *testing.T, service string) {
+	s, _, r := scenario(t, "partition "+service+" 15s", partition(service, 15*time.Second))
+	require.Zero(t, r.Failed, "a partition fails nothing")
+	require.Zero(t, s.burned(), "no delivered notification used more than one attempt")
+	require.Zero(t, r.Duplicates, "the provider answered no notification twice")
+}
+
+func TestPostgresPartitionedForFifteenSeconds(t *testing.T) { partitionScenario(t, "postgres") }
+
+func TestRedisPartitionedForFifteenSeconds(t *testing.T) { partitionScenario(t, "redis") }
+
+func TestRabbitMQPartitionedForFifteenSeconds(t *testing.T) { partitionScenario(t, "rabbitmq") }
+
+// slowLimit is the per-channel rate of the slow-provider scenario: twice
+// what the stream sends each channel (~20/s), so while the provider is fast
+// every notification takes the fast path. windowAllowance is what arrival
+// jitter may add to a window at the provider: a slot is taken at most
+// slotFreshness (250 ms) before its send, and the request then crosses the
+// loopback and the sink's scheduling.
+const (
+	slowLimit       = 40
+	windowAllowance = 3
+)
+
+func TestSlowProviderAtTheRateLimit(t *testing.T) {
+	s, _, r := scenario(t, "slow provider, 40/s", func(s *stack) {
+		// Replies slower than the worker's calls can cover (16 fast-path
+		// calls of 1.5 s: under 11/s, for 60/s arriving): attempts pile up
+		// behind them, and go out together once the provider is fast.
+		s.sink.SetConfig(sink.Config{Latency: 1500 * time.Millisecond})
+		time.Sleep(4 * time.Second)
+		// A worker lost mid-call: its workflow tasks are retried on the
+		// next one, which runs their fast-path attempts again.
+		s.worker.Kill()
+		s.worker = s.start("worker")
+		time.Sleep(4 * time.Second)
+		// Then fast again, with a backlog waiting.
+		s.sink.SetConfig(sink.Config{})
+	}, "RATE_LIMIT_PER_SEC="+strconv.Itoa(slowLimit), "WEBHOOK_TIMEOUT=5s")
+
+	// GCRA admits at most the rate plus its burst in any second.
+	bound := slowLimit + ratelimit.Limit(slowLimit).Burst + windowAllowance
+	for _, ch := range channels {
+		got := s.sink.MaxInWindow(time.Second, ch)
+		t.Logf("%s: at most %d requests in any second at the provider (bound %d)", ch, got, bound)
+		require.LessOrEqual(t, got, bound, "%s: a 1-second window at the provider held more than the limit allows", ch)
+	}
+	require.Zero(t, r.Failed)
+}
+
+func TestOddProviders(t *testing.T) {
+	elsewhere := sink.New(sink.Config{}, nil)
+	target := httptest.NewServer(elsewhere)
+	t.Cleanup(target.Close)
+	var cancelled []string
+	s, _, r := scenario(t, "odd providers", func(s *stack) {
+		// A binary reply with NUL bytes (protobuf, UTF-16...).
+		s.sink.SetConfig(sink.Config{Reply: []byte("\x08\x96\x01\x00\x00\xff\xfe\x00r\x00e\x00p"), ReplyContentType: "application/x-protobuf"})
+		time.Sleep(2 * time.Second)
+		// Redirects elsewhere: never followed, retried.
+		s.sink.SetConfig(sink.Config{RedirectTo: target.URL + "/webhook", RedirectStatus: http.StatusFound})
+		time.Sleep(2 * time.Second)
+		// 2xx at once, then a reply that never ends, while notifications
+		// in flight are cancelled.
+		s.sink.SetConfig(sink.Config{StallAfterStatus: true})
+		time.Sleep(time.Second)
+		cancelled = s.stream.latest(20)
+		for _, id := range cancelled {
+			s.cancel(id)
+		}
+		time.Sleep(time.Second)
+		s.sink.SetConfig(sink.Config{})
+	}, "WEBHOOK_TIMEOUT=2s")
+
+	require.Zero(t, elsewhere.Stats().Requests, "a redirect's target never got a request")
+	require.Zero(t, r.Failed)
+	require.Zero(t, r.Duplicates, "no reply turned into a resend")
+	for _, id := range cancelled {
+		var status string
+		require.NoError(t, s.pool.QueryRow(context.Background(), `SELECT status FROM notifications WHERE id = $1`, id).Scan(&status))
+		if rec, ok := s.sink.Record(id); ok && rec.Delivered > 0 {
+			require.Equal(t, "DELIVERED", status, "%s: the provider answered 2xx before the cancel reached it", id)
+		}
+	}
 }
 
 func TestTemporalRestartedMidStream(t *testing.T) {

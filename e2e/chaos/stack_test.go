@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -47,6 +48,13 @@ type stack struct {
 	queues   *queue.Publisher
 	temporal client.Client
 	taskQ    string
+	// proxies stand between the api and worker and each service (postgres,
+	// redis, rabbitmq), so a scenario can partition one silently. The
+	// suite's own checks go to the services directly.
+	proxies map[string]*testenv.Proxy
+	// stream is the scenario's client side, for faults that act on what it
+	// got accepted.
+	stream *stream
 }
 
 func newStack(t *testing.T, extraEnv ...string) *stack {
@@ -70,12 +78,23 @@ func newStack(t *testing.T, extraEnv ...string) *stack {
 		topology: topo,
 		taskQ:    taskPrefix + "notifications",
 	}
+	s.proxies = map[string]*testenv.Proxy{}
+	via := func(service, raw string) string {
+		u, err := url.Parse(raw)
+		require.NoError(t, err)
+		p := testenv.NewProxy(t, u.Host)
+		s.proxies[service] = p
+		// Healed before the processes stop at cleanup.
+		t.Cleanup(p.Heal)
+		u.Host = p.Addr()
+		return u.String()
+	}
 	s.env = append(os.Environ(),
 		"API_KEYS="+s.apiKey,
-		"DATABASE_DSN="+dsn,
-		"RABBITMQ_URL="+services.RabbitMQURL,
+		"DATABASE_DSN="+via("postgres", dsn),
+		"RABBITMQ_URL="+via("rabbitmq", services.RabbitMQURL),
 		"RABBITMQ_QUEUE_PREFIX="+topo.Prefix,
-		"REDIS_URL="+services.RedisURL,
+		"REDIS_URL="+via("redis", services.RedisURL),
 		"REDIS_KEY_PREFIX="+keyPrefix,
 		"WEBHOOK_SITE_URL="+sinkSrv.URL+"/webhook",
 		"TEMPORAL_ADDRESS=127.0.0.1:"+strconv.Itoa(temporalPort),
@@ -253,6 +272,25 @@ func (st *stream) send(s *stack, first, size int) {
 	}
 	for _, n := range answer.Notifications {
 		st.accepted = append(st.accepted, n.ID)
+	}
+}
+
+// latest returns the n notifications accepted last.
+func (st *stream) latest(n int) []string {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return append([]string(nil), st.accepted[max(0, len(st.accepted)-n):]...)
+}
+
+// cancel asks the API to cancel id; any answer is fine (it may be
+// delivered already).
+func (s *stack) cancel(id string) {
+	req, err := http.NewRequest(http.MethodPost, s.apiURL+"/v1/notifications/"+id+"/cancel", nil)
+	require.NoError(s.t, err)
+	req.Header.Set("Authorization", "Bearer "+s.apiKey)
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err == nil {
+		resp.Body.Close()
 	}
 }
 

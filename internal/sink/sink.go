@@ -80,6 +80,12 @@ type Stats struct {
 	MaxInFlight int `json:"maxInFlight"`
 }
 
+// arrival is one request's arrival.
+type arrival struct {
+	at      time.Time
+	channel string
+}
+
 // Sink is the provider's HTTP handler.
 type Sink struct {
 	mu      sync.Mutex
@@ -87,8 +93,8 @@ type Sink struct {
 	records map[string]*Record
 	stats   Stats
 	arrived chan string
-	// arrivals is when each request arrived, in order.
-	arrivals []time.Time
+	// arrivals is when each request arrived, in order, with its channel.
+	arrivals []arrival
 	log      func(format string, args ...any)
 }
 
@@ -118,7 +124,8 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	id := r.Header.Get("webhook-id")
 	var payload struct {
-		ID string `json:"id"`
+		ID      string `json:"id"`
+		Channel string `json:"channel"`
 	}
 	_ = json.Unmarshal(body, &payload)
 
@@ -142,7 +149,7 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rec.Requests++
 	rec.LastAt = time.Now()
-	s.arrivals = append(s.arrivals, rec.LastAt)
+	s.arrivals = append(s.arrivals, arrival{at: rec.LastAt, channel: payload.Channel})
 	rec.Body = json.RawMessage(body)
 	rec.Headers = r.Header.Clone()
 	n := rec.Requests
@@ -216,15 +223,22 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// MaxInWindow is the most requests that arrived within any window of the
-// given length (a sliding window over every arrival since the last Reset):
-// what a provider with a per-second limit would have seen at worst.
-func (s *Sink) MaxInWindow(window time.Duration) int {
+// MaxInWindow is the most requests for channel ("" for any) that arrived
+// within any window of the given length (a sliding window over every
+// arrival since the last Reset): what a provider with a per-second limit
+// would have seen at worst.
+func (s *Sink) MaxInWindow(window time.Duration, channel string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var times []time.Time
+	for _, a := range s.arrivals {
+		if channel == "" || a.channel == channel {
+			times = append(times, a.at)
+		}
+	}
 	best, lo := 0, 0
-	for hi, at := range s.arrivals {
-		for at.Sub(s.arrivals[lo]) >= window {
+	for hi, at := range times {
+		for at.Sub(times[lo]) >= window {
 			lo++
 		}
 		best = max(best, hi-lo+1)

@@ -2,8 +2,10 @@ package sink_test
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -78,4 +80,45 @@ func TestSinkHangsEveryRequestWhileToldToAndReportsTheMostInFlight(t *testing.T)
 	require.Equal(t, 3, st.MaxInFlight)
 	require.Equal(t, 3, st.Hung)
 	require.Equal(t, 1, st.Delivered)
+}
+
+func TestMaxInWindowCountsTheBusiestWindowPerChannel(t *testing.T) {
+	s := sink.New(sink.Config{}, nil)
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	send := func(n int, channel string) {
+		for i := range n {
+			id := channel + "-" + strconv.Itoa(i) + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+			_, err := post(t, context.Background(), srv.URL, id, `{"id":"`+id+`","channel":"`+channel+`"}`)
+			require.NoError(t, err)
+		}
+	}
+	send(5, "sms")
+	send(2, "push")
+
+	require.Equal(t, 5, s.MaxInWindow(time.Minute, "sms"))
+	require.Equal(t, 2, s.MaxInWindow(time.Minute, "push"))
+	require.Equal(t, 7, s.MaxInWindow(time.Minute, ""))
+	require.Equal(t, 1, s.MaxInWindow(time.Nanosecond, "sms"), "a window too short for two")
+	s.Reset()
+	require.Zero(t, s.MaxInWindow(time.Minute, ""))
+}
+
+func TestSinkAnswersWhatItIsTold(t *testing.T) {
+	s := sink.New(sink.Config{Reply: []byte("\x00bin"), ReplyContentType: "application/octet-stream"}, nil)
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	resp, err := http.Post(srv.URL+"/webhook", "application/json", strings.NewReader(`{"id":"a"}`))
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, "\x00bin", string(body))
+
+	s.SetConfig(sink.Config{RedirectTo: "http://elsewhere.invalid/hook"})
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err = client.Post(srv.URL+"/webhook", "application/json", strings.NewReader(`{"id":"b"}`))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusTemporaryRedirect, resp.StatusCode)
+	require.Equal(t, "http://elsewhere.invalid/hook", resp.Header.Get("Location"))
 }
