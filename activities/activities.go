@@ -205,7 +205,7 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 	if res.Outcome == workflows.OutcomeDelivered {
 		a.Metrics.Terminal.WithLabelValues("delivered", n.Channel, n.Priority, "").Inc()
 		a.Metrics.EndToEnd.WithLabelValues(n.Channel, n.Priority).Observe(time.Since(n.CreatedAt).Seconds())
-		log.Debug("delivered", zap.Int("status_code", res.StatusCode), zap.Duration("duration", elapsed))
+		log.Info("delivered", zap.Int("status_code", res.StatusCode), zap.Duration("duration", elapsed))
 	} else {
 		log.Warn("delivery attempt failed", zap.String("outcome", string(res.Outcome)), zap.Int("status_code", res.StatusCode), zap.String("error", res.Error))
 	}

@@ -247,6 +247,8 @@ func TestSlowProviderAtTheRateLimit(t *testing.T) {
 		require.LessOrEqual(t, got, bound, "%s: a 1-second window at the provider held more than the limit allows", ch)
 	}
 	require.Zero(t, r.Failed)
+	require.LessOrEqual(t, r.Duplicates, (len(channels)+1)*workerConcurrency,
+		"only calls in flight when the worker died went twice")
 }
 
 func TestOddProviders(t *testing.T) {

@@ -80,13 +80,16 @@ type Config struct {
 	OutboxBatchSize int `env:"OUTBOX_BATCH_SIZE" envDefault:"200"`
 	// APIKeys are the keys accepted on /v1/* (comma separated), sent as
 	// "Authorization: Bearer <key>" or "X-API-Key: <key>". The API refuses to
-	// start without one.
+	// start without one, and refuses a key that still holds a template's
+	// placeholder ("change-me").
 	APIKeys []string `env:"API_KEYS"`
 	// APIPort is the API's HTTP port.
 	APIPort int `env:"API_PORT" envDefault:"8080"`
 	// WorkerMetricsPort serves the worker's /metrics, /livez and /readyz.
 	WorkerMetricsPort int `env:"WORKER_METRICS_PORT" envDefault:"8081"`
-	// ShutdownTimeout bounds a graceful stop (in-flight requests and activities).
+	// ShutdownTimeout bounds a graceful stop: the API's in-flight requests;
+	// the worker's messages being handled and activities in flight (side by
+	// side; what is left is requeued or retried).
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"30s"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `env:"LOG_LEVEL" envDefault:"info"`
