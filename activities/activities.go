@@ -246,8 +246,11 @@ const heartbeatEvery = time.Second
 // keepAlive heartbeats until the returned stop is called: whatever the
 // attempt waits on (PostgreSQL, Redis, the provider), a lost worker is
 // noticed within the heartbeat timeout and a live one is never taken for
-// lost, and a cancel reaches ctx. Heartbeats of a local activity are no-ops.
+// lost, and a cancel reaches ctx. A local activity has no heartbeats.
 func keepAlive(ctx context.Context) (stop func()) {
+	if activity.GetInfo(ctx).IsLocalActivity {
+		return func() {}
+	}
 	activity.RecordHeartbeat(ctx)
 	done := make(chan struct{})
 	go func() {
