@@ -251,7 +251,8 @@ func keepAlive(ctx context.Context) (stop func()) {
 	if activity.GetInfo(ctx).IsLocalActivity {
 		return func() {}
 	}
-	activity.RecordHeartbeat(ctx)
+	// The first heartbeat after heartbeatEvery: the timeout counts from the
+	// start, and an attempt that ends sooner (nearly all) sends none.
 	done := make(chan struct{})
 	go func() {
 		t := time.NewTicker(heartbeatEvery)
