@@ -194,7 +194,7 @@ func TestTwoXXArrivingAsTheAttemptIsCancelledIsDelivered(t *testing.T) {
 	require.Equal(t, "DELIVERED", got["status"], "the provider answered 2xx: it is a delivery")
 }
 
-func TestCancelAndFailDoNotWaitBehindTheBacklog(t *testing.T) {
+func TestCancelDoesNotWaitBehindTheBacklog(t *testing.T) {
 	s := setup(t)
 	// A slow channel with a backlog of LOW notifications.
 	s.restartWorker("RATE_LIMIT_SMS=2", "DELIVERY_FAST_PATH=false")
