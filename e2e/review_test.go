@@ -4,11 +4,18 @@ package e2e
 // the public API against the running binaries.
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -297,4 +304,56 @@ func (s *stack) scheduledActivities(wfID string) int {
 		}
 	}
 	return n
+}
+
+func TestUploadsAreLimitedBeforeTheirBodyIsRead(t *testing.T) {
+	s := setup(t)
+	// send announces a body of length bytes and sends none of it: the
+	// answer must come from the headers alone.
+	send := func(path string, length int, auth string) string {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(s.apiURL, "http://"))
+		require.NoError(t, err)
+		defer conn.Close()
+		req := "POST " + path + " HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(length) + "\r\n"
+		if auth != "" {
+			req += "Authorization: Bearer " + auth + "\r\n"
+		}
+		_, err = conn.Write([]byte(req + "\r\n"))
+		require.NoError(t, err)
+		require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
+		line, err := bufio.NewReader(conn).ReadString('\n')
+		require.NoError(t, err, "the API waited for a body it will not take")
+		return line
+	}
+	require.True(t, strings.HasPrefix(send("/v1/notifications/batch", 16<<20, ""), "HTTP/1.1 401"), "anonymous: refused before the body")
+	require.True(t, strings.HasPrefix(send("/v1/notifications", 3<<20, s.apiKey), "HTTP/1.1 413"), "over the route's limit: refused before the body")
+}
+
+func TestConcurrentBatchesWithTheSameKeysInOtherOrdersAreNeverA500(t *testing.T) {
+	s := setup(t)
+	for round := range 20 {
+		var forward, backward []map[string]any
+		for i := range 50 {
+			key := "k-" + strconv.Itoa(round) + "-" + strconv.Itoa(i)
+			item := map[string]any{"channel": "push", "recipient": "device-token-1", "content": "x", "idempotencyKey": key}
+			forward = append(forward, item)
+			backward = append([]map[string]any{item}, backward...)
+		}
+		codes := make([]int, 2)
+		var wg sync.WaitGroup
+		for i, items := range [][]map[string]any{forward, backward} {
+			wg.Go(func() {
+				raw, _ := json.Marshal(map[string]any{"notifications": items})
+				req, _ := http.NewRequest(http.MethodPost, s.apiURL+"/v1/notifications/batch", bytes.NewReader(raw))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Authorization", "Bearer "+s.apiKey)
+				if resp, err := http.DefaultClient.Do(req); err == nil {
+					codes[i] = resp.StatusCode
+					resp.Body.Close()
+				}
+			})
+		}
+		wg.Wait()
+		require.ElementsMatch(t, []int{http.StatusAccepted, http.StatusConflict}, codes, "round %d", round)
+	}
 }
