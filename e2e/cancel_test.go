@@ -35,14 +35,7 @@ func TestCancelDuringBackoffStopsFurtherAttempts(t *testing.T) {
 func TestCancelDuringProviderCallAbortsIt(t *testing.T) {
 	s := setup(t)
 	s.sink.SetConfig(sink.Config{HangFirst: 1})
-	arrivals := s.sink.Arrivals(4)
-
-	_, _, created := s.post("/v1/notifications", smsRequest("cancel me mid-call"))
-	id := created["id"].(string)
-	s.awaitArrival(arrivals)
-
-	code, _, _ := s.post("/v1/notifications/"+id+"/cancel", nil)
-	require.Equal(t, http.StatusAccepted, code)
+	id := s.cancelInFlight("cancel me mid-call")
 	s.waitStatus(id, "CANCELLED", 15*time.Second)
 	rec, _ := s.sink.Record(id)
 	require.Equal(t, 1, rec.Requests)

@@ -62,6 +62,19 @@ func (s *stack) awaitArrival(arrivals <-chan string) {
 	}
 }
 
+// cancelInFlight sends an sms notification and cancels it once its attempt
+// has reached the provider; it returns the notification's id.
+func (s *stack) cancelInFlight(content string) string {
+	s.t.Helper()
+	arrivals := s.sink.Arrivals(4)
+	_, _, created := s.post("/v1/notifications", smsRequest(content))
+	id := created["id"].(string)
+	s.awaitArrival(arrivals)
+	code, _, _ := s.post("/v1/notifications/"+id+"/cancel", nil)
+	require.Equal(s.t, http.StatusAccepted, code)
+	return id
+}
+
 // proxyPostgres is throughProxy for the database.
 func (s *stack) proxyPostgres(names ...string) *testenv.Proxy {
 	return s.throughProxy("DATABASE_DSN", names...)
@@ -147,13 +160,7 @@ func TestCancelReachesAFastPathCallWithoutWaitingForTheWorkflowTask(t *testing.T
 	// when a signal reaches a task running a local activity.
 	s.sink.SetConfig(sink.Config{Latency: 20 * time.Second})
 	s.restartWorker("WEBHOOK_TIMEOUT=30s")
-	arrivals := s.sink.Arrivals(4)
-
-	_, _, created := s.post("/v1/notifications", smsRequest("cancel me on the fast path"))
-	id := created["id"].(string)
-	s.awaitArrival(arrivals)
-	code, _, _ := s.post("/v1/notifications/"+id+"/cancel", nil)
-	require.Equal(t, http.StatusAccepted, code)
+	id := s.cancelInFlight("cancel me on the fast path")
 
 	s.waitStatus(id, "CANCELLED", 30*time.Second)
 	rows := s.attempts(id)
@@ -171,13 +178,7 @@ func TestTwoXXArrivingAsTheAttemptIsCancelledIsDelivered(t *testing.T) {
 	// so the cancel reaches the attempt after it learnt of the delivery.
 	s.sink.SetConfig(sink.Config{StallAfterStatus: true})
 	s.restartWorker("DELIVERY_FAST_PATH=false")
-	arrivals := s.sink.Arrivals(4)
-
-	_, _, created := s.post("/v1/notifications", smsRequest("taken as it is cancelled"))
-	id := created["id"].(string)
-	s.awaitArrival(arrivals)
-	code, _, _ := s.post("/v1/notifications/"+id+"/cancel", nil)
-	require.Equal(t, http.StatusAccepted, code)
+	id := s.cancelInFlight("taken as it is cancelled")
 
 	var got map[string]any
 	require.Eventually(t, func() bool {
