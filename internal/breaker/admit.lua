@@ -1,0 +1,35 @@
+-- Admit one send through a provider's breaker.
+-- KEYS[1] the breaker's hash; ARGV: openFor (ms), halfOpenProbes.
+-- Returns {allowed (0|1), state after, state before, wait (ms)}.
+local key = KEYS[1]
+local openFor = tonumber(ARGV[1])
+local maxProbes = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local s = redis.call('HMGET', key, 'state', 'until', 'probes', 'hsince')
+local state = tonumber(s[1]) or 0
+local before = state
+if state == 0 then
+  return {1, 0, 0, 0}
+end
+local probes = tonumber(s[3]) or 0
+local hsince = tonumber(s[4]) or now
+if state == 2 then
+  local untilv = tonumber(s[2]) or 0
+  if now < untilv then
+    return {0, 2, 2, untilv - now}
+  end
+  state, probes, hsince = 1, 0, now
+  redis.call('HSET', key, 'state', 1, 'probes', 0, 'hsince', now, 'changed', now)
+end
+-- Half-open: a bounded number of probes at once. A probe that never
+-- reported (its worker died) is given up after openFor.
+if now - hsince >= openFor then
+  probes, hsince = 0, now
+  redis.call('HSET', key, 'probes', 0, 'hsince', now)
+end
+if probes >= maxProbes then
+  return {0, 1, before, math.max(1, openFor - (now - hsince))}
+end
+redis.call('HSET', key, 'probes', probes + 1)
+return {1, 1, before, 0}
