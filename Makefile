@@ -34,7 +34,7 @@ FUZZTIME ?= 20000x
 fuzz: services ## Fuzz request decoding and validation (single, batch) and the Retry-After parser, FUZZTIME each
 	go test -run '^$$' -fuzz '^FuzzCreateNotification$$' -fuzztime $(FUZZTIME) ./internal/httpapi/
 	go test -run '^$$' -fuzz '^FuzzCreateBatch$$' -fuzztime $(FUZZTIME) ./internal/httpapi/
-	go test -run '^$$' -fuzz '^FuzzParseRetryAfter$$' -fuzztime $(FUZZTIME) ./activities/
+	go test -run '^$$' -fuzz '^FuzzParseRetryAfter$$' -fuzztime $(FUZZTIME) ./internal/provider/
 
 .PHONY: chaos
 chaos: services temporal-cli ## Fault suite: kill and restart the parts under a stream of notifications, check nothing accepted is lost (own services on ports 55432, 56379, 55672, 57233)

@@ -1,6 +1,8 @@
 // Command sink is a local provider for development, tests and benchmarks:
 // it accepts webhooks on any path, remembers them per webhook-id, and can be
-// told to fail or hang. Its control API lives under /_sink/.
+// told to fail or hang. Its control API lives under /_sink/. Beside it an
+// SMTP server (-smtp-addr) records the emails it is sent, listed at
+// GET /_sink/mail.
 package main
 
 import (
@@ -8,9 +10,11 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -21,24 +25,63 @@ func main() {
 	var (
 		addr  = flag.String("addr", envOr("SINK_ADDR", "127.0.0.1:9090"), "listen address (SINK_ADDR)")
 		quiet = flag.Bool("quiet", false, "do not log each webhook")
-		cfg   sink.Config
+		// Looked up rather than envOr: an empty SINK_SMTP_ADDR disables it too.
+		smtpAddr = flag.String("smtp-addr", envOrUnset("SINK_SMTP_ADDR", "127.0.0.1:2525"), "SMTP listen address, empty to disable (SINK_SMTP_ADDR)")
+		cfg      sink.Config
 	)
 	flag.Float64Var(&cfg.FailRate, "fail-rate", 0, "share of requests (0..1) answered with -fail-status")
 	flag.IntVar(&cfg.FailFirst, "fail-first", 0, "answer the first N requests of each webhook-id with -fail-status")
 	flag.IntVar(&cfg.FailStatus, "fail-status", http.StatusServiceUnavailable, "status code of failed answers")
 	flag.IntVar(&cfg.HangFirst, "hang-first", 0, "never answer the first N requests of each webhook-id")
 	flag.DurationVar(&cfg.Latency, "latency", 0, "delay every answer by this much")
+	receiptsURL := flag.String("receipts-url", "", "send a signed receipt for every webhook taken on -receipts-paths to this base URL + the path's first segment (e.g. http://127.0.0.1:8080/v1/receipts/)")
+	receiptsPaths := flag.String("receipts-paths", "", "comma-separated paths that send receipts (e.g. /push)")
+	receiptsSecret := flag.String("receipts-secret", os.Getenv("SINK_RECEIPTS_SECRET"), "Standard Webhooks secret signing the receipts (SINK_RECEIPTS_SECRET)")
 	flag.Parse()
 
 	logf := log.Printf
 	if *quiet {
 		logf = nil
 	}
-	srv := &http.Server{Addr: *addr, Handler: sink.New(cfg, logf), ReadHeaderTimeout: 5 * time.Second}
+	webhooks := sink.New(cfg, logf)
+	if *receiptsURL != "" {
+		for _, path := range strings.Split(*receiptsPaths, ",") {
+			if path = strings.TrimSpace(path); path != "" {
+				pc := cfg
+				pc.Receipts = &sink.Receipts{URL: *receiptsURL, Secret: *receiptsSecret}
+				webhooks.SetPathConfig(path, pc)
+			}
+		}
+	}
+	var handler http.Handler = webhooks
+	var mailSink *sink.Mail
+	if *smtpAddr != "" {
+		l, err := net.Listen("tcp", *smtpAddr)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "sink:", err)
+			os.Exit(1)
+		}
+		mailSink = sink.NewMail(sink.MailConfig{})
+		mux := http.NewServeMux()
+		mux.Handle("/_sink/mail", mailSink.Handler())
+		mux.Handle("/", handler)
+		handler = mux
+		go func() {
+			if err := mailSink.Serve(l); err != nil {
+				fmt.Fprintln(os.Stderr, "sink smtp:", err)
+				os.Exit(1)
+			}
+		}()
+		log.Printf("sink SMTP listening on %s", l.Addr())
+	}
+	srv := &http.Server{Addr: *addr, Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 		<-sig
+		if mailSink != nil {
+			_ = mailSink.Close()
+		}
 		_ = srv.Close()
 	}()
 	log.Printf("sink listening on http://%s (webhooks on any path, control on /_sink/)", *addr)
@@ -50,6 +93,14 @@ func main() {
 
 func envOr(name, def string) string {
 	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// envOrUnset is name's value when it is set, even to "", else def.
+func envOrUnset(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
 		return v
 	}
 	return def

@@ -33,8 +33,18 @@ type Config struct {
 	RedisURL string `env:"REDIS_URL" envDefault:"redis://127.0.0.1:6379/0"`
 	// RedisKeyPrefix is put before every Redis key.
 	RedisKeyPrefix string `env:"REDIS_KEY_PREFIX" envDefault:"dispatch:"`
-	// WebhookSiteURL is the provider endpoint every channel delivers to.
+	// WebhookSiteURL is the provider endpoint every channel delivers to,
+	// unless the providers file gives the channel a route.
 	WebhookSiteURL string `env:"WEBHOOK_SITE_URL" envDefault:"http://127.0.0.1:9090/webhook"`
+	// ProvidersFile is a YAML file of providers (webhook, smtp, twilio),
+	// each channel's route in failover order, and the breakers
+	// (docs/PROVIDERS.md). Empty: one webhook provider at WEBHOOK_SITE_URL
+	// serves every channel.
+	ProvidersFile string `env:"PROVIDERS_FILE"`
+	// ReceiptsBaseURL is the API's public base URL, where providers send
+	// their receipts (POST {base}/v1/receipts/{provider}); a twilio
+	// provider that awaits receipts names it as its StatusCallback.
+	ReceiptsBaseURL string `env:"RECEIPTS_BASE_URL" envDefault:"http://127.0.0.1:8080"`
 	// WebhookTimeout bounds one provider call; it stays below the activity's
 	// start-to-close timeout.
 	WebhookTimeout time.Duration `env:"WEBHOOK_TIMEOUT" envDefault:"10s"`
@@ -149,11 +159,12 @@ func (c Config) validate() error {
 		errs = append(errs, fmt.Errorf("invalid %s: %s", name, fmt.Sprintf(format, args...)))
 	}
 	for name, raw := range map[string]string{
-		"DATABASE_DSN":     c.DatabaseDSN,
-		"RABBITMQ_URL":     c.RabbitMQURL,
-		"REDIS_URL":        c.RedisURL,
-		"WEBHOOK_SITE_URL": c.WebhookSiteURL,
-		"TEMPORAL_UI_URL":  c.TemporalUIURL,
+		"DATABASE_DSN":      c.DatabaseDSN,
+		"RABBITMQ_URL":      c.RabbitMQURL,
+		"REDIS_URL":         c.RedisURL,
+		"WEBHOOK_SITE_URL":  c.WebhookSiteURL,
+		"TEMPORAL_UI_URL":   c.TemporalUIURL,
+		"RECEIPTS_BASE_URL": c.ReceiptsBaseURL,
 	} {
 		// The value is not echoed: these URLs may carry passwords.
 		if u, err := url.Parse(raw); err != nil || u.Scheme == "" || u.Host == "" {

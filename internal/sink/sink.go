@@ -6,6 +6,7 @@
 package sink
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 	"math/rand/v2"
@@ -14,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 )
 
 // Config says how the sink answers. The zero value accepts everything.
@@ -48,6 +51,24 @@ type Config struct {
 	// until the caller gives up: the provider took the notification, and
 	// the caller learns it just as its call may be aborted.
 	StallAfterStatus bool `json:"stallAfterStatus,omitempty"`
+	// Receipts, when set, makes the sink report on every webhook it took,
+	// as a provider with delivery receipts does.
+	Receipts *Receipts `json:"receipts,omitempty"`
+}
+
+// Receipts says how the sink sends receipts: a signed POST of
+// {"webhookId","status","reason"} to URL + the request's path (its first
+// segment names the provider: /sms-primary → {URL}sms-primary).
+type Receipts struct {
+	// URL is the receipts endpoint's base, e.g. http://127.0.0.1:8080/v1/receipts/.
+	URL string `json:"url"`
+	// Secret signs each receipt (Standard Webhooks, "whsec_" + base64).
+	Secret string `json:"secret"`
+	// Status is what the receipt reports: delivered (default) or failed.
+	Status string `json:"status,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	// Delay is how long after the answer the receipt is sent.
+	Delay time.Duration `json:"delay,omitempty"`
 }
 
 // Record is what arrived for one webhook-id.
@@ -61,6 +82,10 @@ type Record struct {
 	LastAt    time.Time       `json:"lastAt"`
 	Body      json.RawMessage `json:"body"`
 	Headers   http.Header     `json:"headers"`
+	// Paths counts the requests by path (by provider, when each plays one).
+	Paths map[string]int `json:"paths"`
+	// Receipts counts the receipts sent and the answers they got.
+	Receipts []int `json:"receipts,omitempty"`
 }
 
 // Stats sums up everything received.
@@ -88,8 +113,12 @@ type arrival struct {
 
 // Sink is the provider's HTTP handler.
 type Sink struct {
-	mu      sync.Mutex
-	cfg     Config
+	mu  sync.Mutex
+	cfg Config
+	// paths holds the configs of paths told apart (PUT /_sink/config/{path}),
+	// so one sink plays several providers.
+	paths   map[string]Config
+	byPath  map[string]*Stats
 	records map[string]*Record
 	stats   Stats
 	arrived chan string
@@ -103,11 +132,13 @@ func New(cfg Config, logf func(format string, args ...any)) *Sink {
 	if cfg.FailStatus == 0 {
 		cfg.FailStatus = http.StatusServiceUnavailable
 	}
-	return &Sink{cfg: cfg, records: map[string]*Record{}, log: logf}
+	return &Sink{cfg: cfg, records: map[string]*Record{}, paths: map[string]Config{}, byPath: map[string]*Stats{}, log: logf}
 }
 
 // ServeHTTP takes webhooks on any path; /_sink/ is the control API:
-// GET /_sink/stats, GET /_sink/deliveries/{id}, PUT /_sink/config, DELETE /_sink/deliveries.
+// GET /_sink/stats, GET /_sink/stats/{path}, GET /_sink/deliveries/{id},
+// PUT /_sink/config, PUT /_sink/config/{path} (one path's answers: one sink
+// plays several providers), DELETE /_sink/deliveries.
 func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(r.URL.Path, "/_sink/") {
 		s.control(w, r)
@@ -140,13 +171,23 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if payload.ID != id {
 		s.stats.Mismatched++
 	}
-	cfg := s.cfg
+	cfg, own := s.paths[r.URL.Path]
+	if !own {
+		cfg = s.cfg
+	}
+	ps := s.byPath[r.URL.Path]
+	if ps == nil {
+		ps = &Stats{}
+		s.byPath[r.URL.Path] = ps
+	}
+	ps.Requests++
 	rec := s.records[id]
 	if rec == nil {
-		rec = &Record{ID: id, FirstAt: time.Now()}
+		rec = &Record{ID: id, FirstAt: time.Now(), Paths: map[string]int{}}
 		s.records[id] = rec
 		s.stats.UniqueIDs++
 	}
+	rec.Paths[r.URL.Path]++
 	rec.Requests++
 	rec.LastAt = time.Now()
 	s.arrivals = append(s.arrivals, arrival{at: rec.LastAt, channel: payload.Channel})
@@ -189,6 +230,7 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if fail {
 		s.mu.Lock()
 		s.stats.Failed++
+		ps.Failed++
 		s.mu.Unlock()
 		s.logf("webhook %s attempt %d: answering %d", id, n, cfg.FailStatus)
 		if cfg.RetryAfter > 0 {
@@ -201,6 +243,7 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	rec.Delivered++
 	s.stats.Delivered++
+	ps.Delivered++
 	if rec.Delivered == 2 {
 		s.stats.Duplicates++
 	}
@@ -214,6 +257,9 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"received"}`))
+	}
+	if cfg.Receipts != nil {
+		go s.sendReceipt(*cfg.Receipts, r.URL.Path, id)
 	}
 	if cfg.StallAfterStatus {
 		if f, ok := w.(http.Flusher); ok {
@@ -280,6 +326,27 @@ func (s *Sink) Record(id string) (Record, bool) {
 	return *rec, true
 }
 
+// PathStats returns the totals of requests to path.
+func (s *Sink) PathStats(path string) Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ps := s.byPath[path]; ps != nil {
+		return *ps
+	}
+	return Stats{}
+}
+
+// SetPathConfig makes requests to path answer per cfg (the others keep
+// the sink's config).
+func (s *Sink) SetPathConfig(path string, cfg Config) {
+	if cfg.FailStatus == 0 {
+		cfg.FailStatus = http.StatusServiceUnavailable
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.paths[path] = cfg
+}
+
 // Stats returns the totals.
 func (s *Sink) Stats() Stats {
 	s.mu.Lock()
@@ -303,6 +370,7 @@ func (s *Sink) Reset() {
 	defer s.mu.Unlock()
 	s.records = map[string]*Record{}
 	s.stats = Stats{}
+	s.byPath = map[string]*Stats{}
 	s.arrivals = nil
 }
 
@@ -325,6 +393,16 @@ func (s *Sink) control(w http.ResponseWriter, r *http.Request) {
 		}
 		s.SetConfig(cfg)
 		w.WriteHeader(http.StatusNoContent)
+	case r.Method == http.MethodPut && strings.HasPrefix(path, "config/"):
+		var cfg Config
+		if err := json.NewDecoder(r.Body).Decode(&cfg); err != nil {
+			http.Error(w, `{"error":"config must be JSON"}`, http.StatusBadRequest)
+			return
+		}
+		s.SetPathConfig("/"+strings.TrimPrefix(path, "config/"), cfg)
+		w.WriteHeader(http.StatusNoContent)
+	case r.Method == http.MethodGet && strings.HasPrefix(path, "stats/"):
+		_ = json.NewEncoder(w).Encode(s.PathStats("/" + strings.TrimPrefix(path, "stats/")))
 	case r.Method == http.MethodDelete && path == "deliveries":
 		s.Reset()
 		w.WriteHeader(http.StatusNoContent)
@@ -345,3 +423,52 @@ func (s *Sink) logf(format string, args ...any) {
 		s.log(format, args...)
 	}
 }
+
+// sendReceipt reports on a webhook the sink took, signed as Standard
+// Webhooks under rc.Secret, to rc.URL + the first segment of path.
+func (s *Sink) sendReceipt(rc Receipts, path, id string) {
+	if rc.Delay > 0 {
+		time.Sleep(rc.Delay) // the provider's own pace, not a test's wait
+	}
+	status := rc.Status
+	if status == "" {
+		status = "delivered"
+	}
+	body, _ := json.Marshal(map[string]string{"webhookId": id, "status": status, "reason": rc.Reason})
+	code := 0
+	defer func() {
+		s.mu.Lock()
+		if rec := s.records[id]; rec != nil {
+			rec.Receipts = append(rec.Receipts, code)
+		}
+		s.mu.Unlock()
+		s.logf("receipt for %s (%s): %d", id, status, code)
+	}()
+	wh, err := standardwebhooks.NewWebhook(rc.Secret)
+	if err != nil {
+		return
+	}
+	msgID := "rcpt_" + id + "_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	now := time.Now()
+	sig, err := wh.Sign(msgID, now, body)
+	if err != nil {
+		return
+	}
+	provider, _, _ := strings.Cut(strings.TrimPrefix(path, "/"), "/")
+	req, err := http.NewRequest(http.MethodPost, rc.URL+provider, bytes.NewReader(body))
+	if err != nil {
+		return
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("webhook-id", msgID)
+	req.Header.Set("webhook-timestamp", strconv.FormatInt(now.Unix(), 10))
+	req.Header.Set("webhook-signature", sig)
+	resp, err := receiptClient.Do(req)
+	if err != nil {
+		return
+	}
+	_ = resp.Body.Close()
+	code = resp.StatusCode
+}
+
+var receiptClient = &http.Client{Timeout: 10 * time.Second}

@@ -1,0 +1,474 @@
+package provider_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"dispatch-engine/internal/provider"
+	"dispatch-engine/internal/sink"
+	"dispatch-engine/workflows"
+)
+
+const smtpArrivalWait = 5 * time.Second
+
+// smtpStartMail serves a sink.Mail on a free 127.0.0.1 port and returns it with its port.
+func smtpStartMail(t *testing.T, cfg sink.MailConfig) (*sink.Mail, int) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	m := sink.NewMail(cfg)
+	done := make(chan error, 1)
+	go func() { done <- m.Serve(l) }()
+	t.Cleanup(func() {
+		require.NoError(t, m.Close())
+		require.NoError(t, <-done)
+	})
+	return m, l.Addr().(*net.TCPAddr).Port
+}
+
+func smtpNew(t *testing.T, cfg provider.SMTPConfig) *provider.SMTP {
+	t.Helper()
+	if cfg.Host == "" {
+		cfg.Host = "127.0.0.1"
+	}
+	if cfg.From == "" {
+		cfg.From = "Dispatch <noreply@example.com>"
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	s, err := provider.NewSMTP(cfg)
+	require.NoError(t, err)
+	return s
+}
+
+func smtpMessage(id string, attempt int) provider.Message {
+	return provider.Message{
+		NotificationID: id,
+		Attempt:        attempt,
+		Channel:        "email",
+		Recipient:      "user@example.com",
+		Subject:        "Your order shipped",
+		Content:        "It left the warehouse today.",
+	}
+}
+
+func smtpArrival(t *testing.T, ch <-chan string) string {
+	t.Helper()
+	select {
+	case id := <-ch:
+		return id
+	case <-time.After(smtpArrivalWait):
+		t.Fatal("no message arrived at the mail sink")
+		return ""
+	}
+}
+
+func TestSMTPSendArrivesWithHeaders(t *testing.T) {
+	mail, port := smtpStartMail(t, sink.MailConfig{})
+	arrivals := mail.Arrivals(4)
+	s := smtpNew(t, provider.SMTPConfig{Port: port, MessageIDDomain: "mail.example.com"})
+
+	res := s.Send(context.Background(), smtpMessage("0b7e4d2c-9a51-4f0e-8d7c-1f2a3b4c5d6e", 3))
+
+	want := "<0b7e4d2c-9a51-4f0e-8d7c-1f2a3b4c5d6e@mail.example.com>"
+	require.Equal(t, workflows.OutcomeDelivered, res.Outcome, res.Error)
+	require.Equal(t, 250, res.StatusCode)
+	require.Equal(t, want, res.MessageID)
+	require.Empty(t, res.Error)
+	require.False(t, res.ProviderFault)
+	require.Equal(t, want, smtpArrival(t, arrivals))
+
+	got := mail.ByMessageID(want)
+	require.Len(t, got, 1)
+	msg := got[0]
+	require.Equal(t, "noreply@example.com", msg.From)
+	require.Equal(t, []string{"user@example.com"}, msg.To)
+	from, err := msg.Header.AddressList("From")
+	require.NoError(t, err)
+	require.Equal(t, "Dispatch", from[0].Name)
+	require.Equal(t, "noreply@example.com", from[0].Address)
+	require.Contains(t, msg.Header.Get("To"), "user@example.com")
+	require.Equal(t, "Your order shipped", msg.Header.Get("Subject"))
+	require.Equal(t, "0b7e4d2c-9a51-4f0e-8d7c-1f2a3b4c5d6e", msg.Header.Get("X-Dispatch-Notification-Id"))
+	require.Equal(t, "3", msg.Header.Get("X-Dispatch-Attempt"))
+	require.Contains(t, msg.Header.Get("Content-Type"), "text/plain")
+	require.Equal(t, "It left the warehouse today.", strings.TrimSpace(msg.Body))
+}
+
+func TestSMTPMessageIDDefaultsToTheDomainOfFrom(t *testing.T) {
+	mail, port := smtpStartMail(t, sink.MailConfig{})
+	arrivals := mail.Arrivals(1)
+	s := smtpNew(t, provider.SMTPConfig{Port: port, From: "Dispatch <noreply@notify.example.com>"})
+
+	res := s.Send(context.Background(), smtpMessage("n-1", 1))
+
+	require.Equal(t, workflows.OutcomeDelivered, res.Outcome, res.Error)
+	require.Equal(t, "<n-1@notify.example.com>", res.MessageID)
+	require.Equal(t, provider.MessageID("n-1", "notify.example.com"), smtpArrival(t, arrivals))
+}
+
+func TestSMTPRetrySendsTheSameMessageID(t *testing.T) {
+	mail, port := smtpStartMail(t, sink.MailConfig{})
+	arrivals := mail.Arrivals(4)
+	s := smtpNew(t, provider.SMTPConfig{Port: port})
+
+	first := s.Send(context.Background(), smtpMessage("n-retry", 1))
+	second := s.Send(context.Background(), smtpMessage("n-retry", 2))
+
+	require.Equal(t, workflows.OutcomeDelivered, first.Outcome, first.Error)
+	require.Equal(t, workflows.OutcomeDelivered, second.Outcome, second.Error)
+	require.Equal(t, first.MessageID, second.MessageID)
+	require.Equal(t, first.MessageID, smtpArrival(t, arrivals))
+	require.Equal(t, first.MessageID, smtpArrival(t, arrivals))
+	got := mail.ByMessageID("<n-retry@example.com>")
+	require.Len(t, got, 2)
+	require.Equal(t, "1", got[0].Header.Get("X-Dispatch-Attempt"))
+	require.Equal(t, "2", got[1].Header.Get("X-Dispatch-Attempt"))
+}
+
+func TestSMTP4xxIsRetryable(t *testing.T) {
+	mail, port := smtpStartMail(t, sink.MailConfig{})
+	mail.FailNext(1, 451, "greylisted, try again later")
+	s := smtpNew(t, provider.SMTPConfig{Port: port})
+
+	res := s.Send(context.Background(), smtpMessage("n-451", 1))
+
+	require.Equal(t, workflows.OutcomeRetry, res.Outcome)
+	require.Equal(t, 451, res.StatusCode)
+	require.True(t, res.ProviderFault)
+	require.Contains(t, res.Error, "greylisted")
+	require.Empty(t, mail.Messages())
+
+	// The refusal was for one DATA only; the retry is taken.
+	retry := s.Send(context.Background(), smtpMessage("n-451", 2))
+	require.Equal(t, workflows.OutcomeDelivered, retry.Outcome, retry.Error)
+}
+
+func TestSMTP5xxIsPermanent(t *testing.T) {
+	mail, port := smtpStartMail(t, sink.MailConfig{})
+	mail.FailNext(1, 550, "mailbox unavailable")
+	s := smtpNew(t, provider.SMTPConfig{Port: port})
+
+	res := s.Send(context.Background(), smtpMessage("n-550", 1))
+
+	require.Equal(t, workflows.OutcomePermanent, res.Outcome)
+	require.Equal(t, 550, res.StatusCode)
+	require.False(t, res.ProviderFault)
+	require.Contains(t, res.Error, "mailbox unavailable")
+	require.Equal(t, "<n-550@example.com>", res.MessageID)
+}
+
+func TestSMTPAuthAndStartTLS(t *testing.T) {
+	serverTLS, clientTLS := smtpSelfSignedTLS(t)
+	const password = "s3cret-Passw0rd"
+	mail, port := smtpStartMail(t, sink.MailConfig{Username: "dispatch", Password: password, TLSConfig: serverTLS})
+	arrivals := mail.Arrivals(1)
+
+	t.Run("delivers", func(t *testing.T) {
+		s := smtpNew(t, provider.SMTPConfig{Port: port, StartTLS: true, TLSConfig: clientTLS, Username: "dispatch", Password: password})
+		res := s.Send(context.Background(), smtpMessage("n-auth", 1))
+		require.Equal(t, workflows.OutcomeDelivered, res.Outcome, res.Error)
+		require.Equal(t, "<n-auth@example.com>", smtpArrival(t, arrivals))
+	})
+
+	t.Run("wrong password is the provider's fault", func(t *testing.T) {
+		const wrong = "not-the-Passw0rd"
+		s := smtpNew(t, provider.SMTPConfig{Port: port, StartTLS: true, TLSConfig: clientTLS, Username: "dispatch", Password: wrong})
+		res := s.Send(context.Background(), smtpMessage("n-auth-bad", 1))
+		require.Equal(t, workflows.OutcomeRetry, res.Outcome)
+		require.Equal(t, 535, res.StatusCode)
+		require.True(t, res.ProviderFault)
+		require.NotContains(t, res.Error, wrong)
+		require.NotContains(t, res.Error, password)
+	})
+
+	t.Run("no credentials is the provider's fault", func(t *testing.T) {
+		s := smtpNew(t, provider.SMTPConfig{Port: port, StartTLS: true, TLSConfig: clientTLS})
+		res := s.Send(context.Background(), smtpMessage("n-auth-none", 1))
+		require.Equal(t, workflows.OutcomeRetry, res.Outcome)
+		require.Equal(t, 530, res.StatusCode)
+		require.True(t, res.ProviderFault)
+	})
+
+	t.Run("an untrusted certificate is a network failure", func(t *testing.T) {
+		s := smtpNew(t, provider.SMTPConfig{Port: port, StartTLS: true, Username: "dispatch", Password: password})
+		res := s.Send(context.Background(), smtpMessage("n-untrusted", 1))
+		require.Equal(t, workflows.OutcomeRetry, res.Outcome)
+		require.Zero(t, res.StatusCode)
+		require.True(t, res.ProviderFault)
+		require.True(t, strings.HasPrefix(res.Error, "network: "), res.Error)
+		require.NotContains(t, res.Error, password)
+	})
+
+	require.Len(t, mail.Messages(), 1)
+}
+
+func TestSMTPStartTLSRequiredButNotOfferedIsProviderFault(t *testing.T) {
+	_, port := smtpStartMail(t, sink.MailConfig{})
+	s := smtpNew(t, provider.SMTPConfig{Port: port, StartTLS: true})
+
+	res := s.Send(context.Background(), smtpMessage("n-notls", 1))
+
+	require.Equal(t, workflows.OutcomeRetry, res.Outcome)
+	require.True(t, res.ProviderFault)
+	require.True(t, strings.HasPrefix(res.Error, "network: "), res.Error)
+	require.Contains(t, res.Error, "STARTTLS")
+}
+
+func TestSMTPPlainAuthWithoutTLSOnLoopback(t *testing.T) {
+	mail, port := smtpStartMail(t, sink.MailConfig{Username: "dispatch", Password: "local-pass"})
+	arrivals := mail.Arrivals(1)
+	s := smtpNew(t, provider.SMTPConfig{Port: port, Username: "dispatch", Password: "local-pass"})
+
+	res := s.Send(context.Background(), smtpMessage("n-local-auth", 1))
+
+	require.Equal(t, workflows.OutcomeDelivered, res.Outcome, res.Error)
+	require.Equal(t, "<n-local-auth@example.com>", smtpArrival(t, arrivals))
+}
+
+func TestSMTPUnreachableIsRetryableProviderFault(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := l.Addr().(*net.TCPAddr).Port
+	require.NoError(t, l.Close())
+	s := smtpNew(t, provider.SMTPConfig{Port: port})
+
+	res := s.Send(context.Background(), smtpMessage("n-closed", 1))
+
+	require.Equal(t, workflows.OutcomeRetry, res.Outcome)
+	require.Zero(t, res.StatusCode)
+	require.True(t, res.ProviderFault)
+	require.True(t, strings.HasPrefix(res.Error, "network: "), res.Error)
+}
+
+func TestSMTPRefusalOnConnectIsProviderFault(t *testing.T) {
+	port := smtpScriptedServer(t, map[string]string{"": "554 5.3.2 Service not available"})
+	s := smtpNew(t, provider.SMTPConfig{Port: port})
+
+	res := s.Send(context.Background(), smtpMessage("n-554", 1))
+
+	require.Equal(t, workflows.OutcomeRetry, res.Outcome)
+	require.Equal(t, 554, res.StatusCode)
+	require.True(t, res.ProviderFault)
+}
+
+func TestSMTPRejectedSenderIsProviderFault(t *testing.T) {
+	port := smtpScriptedServer(t, map[string]string{"MAIL": "553 5.7.1 Sender address rejected"})
+	s := smtpNew(t, provider.SMTPConfig{Port: port})
+
+	res := s.Send(context.Background(), smtpMessage("n-553", 1))
+
+	require.Equal(t, workflows.OutcomeRetry, res.Outcome)
+	require.Equal(t, 553, res.StatusCode)
+	require.True(t, res.ProviderFault)
+}
+
+func TestSMTPRejectedRecipientIsPermanent(t *testing.T) {
+	port := smtpScriptedServer(t, map[string]string{"RCPT": "550 5.1.1 No such user"})
+	s := smtpNew(t, provider.SMTPConfig{Port: port})
+
+	res := s.Send(context.Background(), smtpMessage("n-rcpt", 1))
+
+	require.Equal(t, workflows.OutcomePermanent, res.Outcome)
+	require.Equal(t, 550, res.StatusCode)
+	require.False(t, res.ProviderFault)
+	require.Contains(t, res.Error, "No such user")
+}
+
+func TestSMTPCancelledContextAbortsTheExchange(t *testing.T) {
+	accepted := smtpSilentServer(t)
+	s := smtpNew(t, provider.SMTPConfig{Port: accepted.port, Timeout: time.Minute})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-accepted.conns
+		cancel()
+	}()
+
+	res := s.Send(ctx, smtpMessage("n-cancel", 1))
+
+	require.Equal(t, workflows.OutcomeRetry, res.Outcome)
+	require.True(t, strings.HasPrefix(res.Error, "cancelled: "), res.Error)
+	require.False(t, res.ProviderFault)
+}
+
+func TestSMTPSilentServerTimesOut(t *testing.T) {
+	accepted := smtpSilentServer(t)
+	s := smtpNew(t, provider.SMTPConfig{Port: accepted.port, Timeout: 300 * time.Millisecond})
+
+	res := s.Send(context.Background(), smtpMessage("n-timeout", 1))
+
+	require.Equal(t, workflows.OutcomeRetry, res.Outcome)
+	require.Zero(t, res.StatusCode)
+	require.True(t, res.ProviderFault)
+	require.True(t, strings.HasPrefix(res.Error, "timeout: "), res.Error)
+}
+
+func TestSMTPInvalidRecipientIsPermanent(t *testing.T) {
+	s := smtpNew(t, provider.SMTPConfig{Port: 2525})
+	m := smtpMessage("n-bad-rcpt", 1)
+	m.Recipient = "not an address"
+
+	res := s.Send(context.Background(), m)
+
+	require.Equal(t, workflows.OutcomePermanent, res.Outcome)
+	require.False(t, res.ProviderFault)
+}
+
+func TestNewSMTPValidates(t *testing.T) {
+	for name, cfg := range map[string]provider.SMTPConfig{
+		"no host":          {From: "noreply@example.com"},
+		"from not address": {Host: "127.0.0.1", From: "nobody"},
+		"bad port":         {Host: "127.0.0.1", From: "noreply@example.com", Port: 70000},
+		"bad domain":       {Host: "127.0.0.1", From: "noreply@example.com", MessageIDDomain: "a b"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := provider.NewSMTP(cfg)
+			require.Error(t, err)
+		})
+	}
+	_, err := provider.NewSMTP(provider.SMTPConfig{Host: "smtp.example.com", From: "Dispatch <noreply@example.com>", StartTLS: true})
+	require.NoError(t, err)
+}
+
+// smtpSelfSignedTLS returns a server config with a fresh certificate for
+// 127.0.0.1 and localhost, and a client config trusting only it.
+func smtpSelfSignedTLS(t *testing.T) (server, client *tls.Config) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "localhost"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	cert, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	server = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12}
+	client = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return server, client
+}
+
+// smtpScriptedServer is an SMTP server that answers each command verb with
+// replies[verb] ("" is the greeting), and 250 (354 to DATA) otherwise: a
+// server refusing at a step the mail sink cannot be told to refuse at.
+func smtpScriptedServer(t *testing.T, replies map[string]string) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = l.Close() })
+	reply := func(verb, def string) string {
+		if r, ok := replies[verb]; ok {
+			return r
+		}
+		return def
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(smtpArrivalWait))
+				r := bufio.NewReader(c)
+				say := func(line string) bool {
+					_, err := c.Write([]byte(line + "\r\n"))
+					return err == nil
+				}
+				if greeting := reply("", "220 localhost ESMTP"); !say(greeting) {
+					return
+				}
+				inData := false
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					line = strings.TrimRight(line, "\r\n")
+					if inData {
+						if line == "." {
+							inData = false
+							say(reply(".", "250 2.0.0 queued"))
+						}
+						continue
+					}
+					verb := strings.ToUpper(strings.Fields(line + " x")[0])
+					switch verb {
+					case "QUIT":
+						say("221 bye")
+						return
+					case "DATA":
+						resp := reply("DATA", "354 go ahead")
+						inData = strings.HasPrefix(resp, "354")
+						say(resp)
+					default:
+						say(reply(verb, "250 ok"))
+					}
+				}
+			}()
+		}
+	}()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+type smtpSilent struct {
+	port  int
+	conns <-chan struct{}
+}
+
+// smtpSilentServer accepts connections and never says anything: a provider
+// that stopped answering. conns receives once per accepted connection.
+func smtpSilentServer(t *testing.T) smtpSilent {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	conns := make(chan struct{}, 8)
+	var open []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			open = append(open, c)
+			select {
+			case conns <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		_ = l.Close()
+		<-done
+		for _, c := range open {
+			_ = c.Close()
+		}
+	})
+	return smtpSilent{port: l.Addr().(*net.TCPAddr).Port, conns: conns}
+}
