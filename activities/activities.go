@@ -4,18 +4,12 @@
 package activities
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
-	"strconv"
-	"strings"
+	"slices"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -23,8 +17,10 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.uber.org/zap"
 
+	"dispatch-engine/internal/breaker"
 	"dispatch-engine/internal/metrics"
 	"dispatch-engine/internal/notification"
+	"dispatch-engine/internal/provider"
 	"dispatch-engine/internal/ratelimit"
 	"dispatch-engine/internal/store"
 	"dispatch-engine/workflows"
@@ -32,17 +28,18 @@ import (
 
 // Activities carries what the activities need.
 type Activities struct {
-	Pool       *pgxpool.Pool
-	HTTP       *http.Client
-	WebhookURL string
-	Limiter    *ratelimit.Limiter
+	Pool *pgxpool.Pool
+	// Providers are the providers and each channel's route.
+	Providers *provider.Set
+	// Breakers are the providers' breakers; nil without a providers file
+	// (the one default provider has none).
+	Breakers *breaker.Breakers
+	Limiter  *ratelimit.Limiter
 	// OutboxWritten, when set, wakes the outbox relay after Fail wrote a
 	// dead-letter record (its polling finds the record otherwise).
 	OutboxWritten func()
 	Metrics       *metrics.Worker
 	Log           *zap.Logger
-	// SigningKey, when set, signs every delivery (Standard Webhooks).
-	SigningKey []byte
 	// SlotWait, when set, bounds one attempt's wait for a rate-limit slot;
 	// it is bounded anyway to leave the provider call (HTTP.Timeout), its
 	// recording and callMargin before the attempt's deadline.
@@ -59,9 +56,6 @@ type Activities struct {
 	// DefaultRecordPatience.
 	RecordPatience time.Duration
 }
-
-// excerptLimit bounds the response body kept with an attempt.
-const excerptLimit = 512
 
 // Payload is the JSON body POSTed to the provider (and the body of a
 // dead-letter message).
@@ -111,6 +105,29 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 			return workflows.DeliverResult{}, notAttempted(err)
 		}
 	}
+	route := a.Providers.Route(channel)
+	candidates := candidates(route, in.After, in.Exclude)
+	if len(candidates) == 0 {
+		return workflows.DeliverResult{Outcome: workflows.OutcomePermanent, RouteExhausted: true,
+			Error: "every provider on the route reported it undelivered"}, nil
+	}
+
+	// The provider first: when every breaker is open the attempt waits
+	// (in the workflow, on a timer) having touched nothing.
+	p, ticket, wait, err := a.choose(ctx, candidates)
+	if err != nil {
+		return workflows.DeliverResult{}, notAttempted(err)
+	}
+	if p == nil {
+		return workflows.DeliverResult{Outcome: workflows.OutcomeUnavailable, RetryAfter: wait,
+			Error: "every provider of " + channel + " has its breaker open"}, nil
+	}
+	sent := false
+	defer func() {
+		if !sent {
+			a.release(ctx, ticket)
+		}
+	}()
 
 	// An attempt through the queue waits for its slot first: the wait (for
 	// as long as Redis is unreachable, say) touches nothing and spends
@@ -133,7 +150,7 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 		return workflows.DeliverResult{}, notAttempted(err)
 	}
 	log := a.Log.With(zap.String("notification_id", in.NotificationID), zap.String("workflow_id", notification.WorkflowID(in.NotificationID)),
-		zap.String("channel", n.Channel), zap.Int("attempt", in.Attempt))
+		zap.String("channel", n.Channel), zap.Int("attempt", in.Attempt), zap.String("provider", p.Name))
 	switch refusal {
 	case store.Terminal:
 		log.Info("notification already terminal; nothing sent", zap.String("status", string(n.Status)))
@@ -161,28 +178,54 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 		if !a.Limiter.TryTake(ctx, channel) {
 			return deferred("no rate-limit slot free"), nil
 		}
-	case time.Since(slotAt) > slotFreshness:
-		// The database was slow to begin the attempt: a slot taken that
-		// long before the send is not spent on it; a fresh one is.
-		if err := a.waitForSlot(ctx, channel); err != nil {
-			return workflows.DeliverResult{}, err
+		if p.RatePerSec > 0 && !a.Limiter.TryTake(ctx, provider.ProviderLimitKey(p.Name)) {
+			return deferred("no rate-limit slot of " + p.Name + " free"), nil
+		}
+	default:
+		if time.Since(slotAt) > slotFreshness {
+			// The database was slow to begin the attempt: a slot taken that
+			// long before the send is not spent on it; a fresh one is.
+			if err := a.waitForSlot(ctx, channel); err != nil {
+				return workflows.DeliverResult{}, err
+			}
+		}
+		if p.RatePerSec > 0 {
+			if err := a.waitForSlot(ctx, provider.ProviderLimitKey(p.Name)); err != nil {
+				return workflows.DeliverResult{}, err
+			}
 		}
 	}
 
 	started := time.Now()
-	res, excerpt := a.post(ctx, n, in.Attempt)
+	sent = true
+	sr := a.send(ctx, p, n, in.Attempt)
 	elapsed := time.Since(started)
-	a.Metrics.ProviderLatency.WithLabelValues(n.Channel).Observe(elapsed.Seconds())
-	a.Metrics.Attempts.WithLabelValues(n.Channel, string(res.Outcome)).Inc()
+	if ticket != nil && sr.Outcome != workflows.OutcomeCancelled {
+		a.report(ctx, *ticket, sr.ProviderFault, elapsed, log)
+	} else {
+		a.release(ctx, ticket)
+	}
+	if sr.ProviderFault && sr.Outcome == workflows.OutcomePermanent && len(route) > 1 {
+		// Our credentials refused (401, 403): another provider may take it.
+		sr.Outcome = workflows.OutcomeRetry
+	}
+	res := workflows.DeliverResult{Outcome: sr.Outcome, StatusCode: sr.StatusCode, RetryAfter: sr.RetryAfter, Error: sr.Error, Provider: p.Name}
+	if res.Outcome == workflows.OutcomeDelivered && p.AwaitReceipt > 0 {
+		res.Outcome, res.AwaitReceipt, res.OnNoReceipt = workflows.OutcomeSent, p.AwaitReceipt, p.OnNoReceipt
+	}
+	a.Metrics.ProviderLatency.WithLabelValues(n.Channel, p.Name).Observe(elapsed.Seconds())
+	a.Metrics.Attempts.WithLabelValues(n.Channel, string(res.Outcome), p.Name).Inc()
 
 	attempt := store.Attempt{
-		NotificationID:  id,
-		Attempt:         in.Attempt,
-		StartedAt:       started,
-		DurationMS:      int(elapsed.Milliseconds()),
-		Outcome:         string(res.Outcome),
-		ResponseExcerpt: nonEmpty(excerpt),
-		Error:           nonEmpty(res.Error),
+		NotificationID:    id,
+		Attempt:           in.Attempt,
+		StartedAt:         started,
+		DurationMS:        int(elapsed.Milliseconds()),
+		Outcome:           string(res.Outcome),
+		ResponseExcerpt:   nonEmpty(sr.Excerpt),
+		Error:             nonEmpty(res.Error),
+		Provider:          &p.Name,
+		ProviderMessageID: nonEmpty(sr.MessageID),
 	}
 	if res.StatusCode != 0 {
 		attempt.StatusCode = &res.StatusCode
@@ -191,10 +234,15 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 	switch {
 	case res.Outcome == workflows.OutcomeDelivered:
 		transition.Status = notification.StatusDelivered
-	case res.Outcome == workflows.OutcomeRetry && in.Attempt < in.Retry.MaxAttempts:
-		next := time.Now().Add(workflows.Backoff(notification.WorkflowID(in.NotificationID), in.Attempt, in.Retry, res.RetryAfter))
-		transition.Status = notification.StatusRetrying
-		transition.NextAttemptAt = &next
+	case res.Outcome == workflows.OutcomeSent:
+		transition.Status = notification.StatusSent
+	case res.Outcome == workflows.OutcomeRetry:
+		res.Alternatives = a.alternatives(ctx, candidates, p)
+		if in.Attempt < in.Retry.MaxAttempts && res.Alternatives == 0 {
+			next := time.Now().Add(workflows.Backoff(notification.WorkflowID(in.NotificationID), in.Attempt, in.Retry, res.RetryAfter))
+			transition.Status = notification.StatusRetrying
+			transition.NextAttemptAt = &next
+		}
 	}
 	// The attempt happened: record it even if the workflow is being
 	// cancelled, retrying while PostgreSQL is unreachable.
@@ -202,11 +250,14 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 		log.Error("could not record the attempt; the workflow records it", zap.Error(err))
 		res.Unrecorded = unrecorded(attempt, transition, elapsed)
 	}
-	if res.Outcome == workflows.OutcomeDelivered {
+	switch res.Outcome {
+	case workflows.OutcomeDelivered:
 		a.Metrics.Terminal.WithLabelValues("delivered", n.Channel, n.Priority, "").Inc()
 		a.Metrics.EndToEnd.WithLabelValues(n.Channel, n.Priority).Observe(time.Since(n.CreatedAt).Seconds())
-		log.Info("delivered", zap.Int("status_code", res.StatusCode), zap.Duration("duration", elapsed))
-	} else {
+		log.Debug("delivered", zap.Int("status_code", res.StatusCode), zap.Duration("duration", elapsed))
+	case workflows.OutcomeSent:
+		log.Debug("sent; awaiting the receipt", zap.Int("status_code", res.StatusCode), zap.Duration("duration", elapsed))
+	default:
 		log.Warn("delivery attempt failed", zap.String("outcome", string(res.Outcome)), zap.Int("status_code", res.StatusCode), zap.String("error", res.Error))
 	}
 	if ctx.Err() != nil && res.Unrecorded == nil {
@@ -215,6 +266,77 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 		return workflows.DeliverResult{}, ctx.Err()
 	}
 	return res, nil
+}
+
+// candidates is the route in the order this attempt tries it: starting
+// after the provider the previous attempt failed at, without the excluded.
+func candidates(route []*provider.Provider, after string, exclude []string) []*provider.Provider {
+	start := 0
+	for i, p := range route {
+		if p.Name == after {
+			start = i + 1
+		}
+	}
+	out := make([]*provider.Provider, 0, len(route))
+	for i := range route {
+		p := route[(start+i)%len(route)]
+		if !slices.Contains(exclude, p.Name) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// choose picks the first candidate whose breaker admits a send. Without
+// breakers (no providers file) that is the first. When none admits, p is
+// nil and wait is how long until the first may.
+func (a *Activities) choose(ctx context.Context, cands []*provider.Provider) (p *provider.Provider, t *breaker.Ticket, wait time.Duration, err error) {
+	if a.Breakers == nil {
+		return cands[0], nil, 0, nil
+	}
+	wait = -1
+	for _, c := range cands {
+		ticket, ok, w, err := a.Breakers.Admit(ctx, c.Name)
+		if err != nil {
+			return nil, nil, 0, err
+		}
+		if ok {
+			return c, &ticket, 0, nil
+		}
+		if wait < 0 || w < wait {
+			wait = w
+		}
+	}
+	return nil, nil, wait, nil
+}
+
+// alternatives counts the candidates other than p whose breakers admit.
+func (a *Activities) alternatives(ctx context.Context, cands []*provider.Provider, p *provider.Provider) int {
+	n := 0
+	for _, c := range cands {
+		if c != p && (a.Breakers == nil || a.Breakers.Admits(ctx, c.Name)) {
+			n++
+		}
+	}
+	return n
+}
+
+// report tells the provider's breaker how the send went; the breaker is
+// best effort (a Redis that does not answer leaves it as it was).
+func (a *Activities) report(ctx context.Context, t breaker.Ticket, failure bool, elapsed time.Duration, log *zap.Logger) {
+	if err := a.Breakers.Report(context.WithoutCancel(ctx), t, true, failure, elapsed); err != nil {
+		log.Warn("could not report to the provider's breaker", zap.Error(err))
+	}
+}
+
+// release gives back a half-open breaker's probe place that sent nothing.
+func (a *Activities) release(ctx context.Context, t *breaker.Ticket) {
+	if t == nil || !t.Probe {
+		return
+	}
+	if err := a.Breakers.Report(context.WithoutCancel(ctx), *t, false, false, 0); err != nil {
+		a.Log.Warn("could not release a breaker probe", zap.String("provider", t.Provider), zap.Error(err))
+	}
 }
 
 // deferred is the fast path's answer when it may not send now.
@@ -291,7 +413,7 @@ func (a *Activities) waitForSlot(ctx context.Context, channel string) error {
 	waitCtx := ctx
 	if deadline, ok := ctx.Deadline(); ok {
 		var cancel context.CancelFunc
-		waitCtx, cancel = context.WithDeadline(ctx, deadline.Add(-(a.HTTP.Timeout + callMargin + a.recordPatience())))
+		waitCtx, cancel = context.WithDeadline(ctx, deadline.Add(-(a.Providers.MaxTimeout() + callMargin + a.recordPatience())))
 		defer cancel()
 	}
 	if a.SlotWait > 0 {
@@ -379,6 +501,12 @@ func unrecorded(a store.Attempt, t store.Transition, elapsed time.Duration) *wor
 		Status:         string(t.Status),
 		NextAttemptAt:  t.NextAttemptAt,
 	}
+	if a.Provider != nil {
+		r.Provider = *a.Provider
+	}
+	if a.ProviderMessageID != nil {
+		r.ProviderMessageID = *a.ProviderMessageID
+	}
 	if a.StatusCode != nil {
 		r.StatusCode = *a.StatusCode
 	}
@@ -396,12 +524,14 @@ func (a *Activities) RecordAttempt(ctx context.Context, r workflows.AttemptRecor
 		return err
 	}
 	attempt := store.Attempt{
-		NotificationID: id,
-		Attempt:        r.Attempt,
-		StartedAt:      r.StartedAt,
-		DurationMS:     int(r.Duration.Milliseconds()),
-		Outcome:        string(r.Outcome),
-		Error:          nonEmpty(r.Error),
+		NotificationID:    id,
+		Attempt:           r.Attempt,
+		StartedAt:         r.StartedAt,
+		DurationMS:        int(r.Duration.Milliseconds()),
+		Outcome:           string(r.Outcome),
+		Error:             nonEmpty(r.Error),
+		Provider:          nonEmpty(r.Provider),
+		ProviderMessageID: nonEmpty(r.ProviderMessageID),
 	}
 	if r.StatusCode != 0 {
 		attempt.StatusCode = &r.StatusCode
@@ -411,58 +541,35 @@ func (a *Activities) RecordAttempt(ctx context.Context, r workflows.AttemptRecor
 	})
 }
 
-// post sends the notification and classifies the provider's answer. While
-// the call lasts longer than cancelPoll it also watches the row for a cancel
-// request, so a cancel aborts the call even before its signal reaches the
-// workflow (a fast-path attempt runs inside a workflow task, which takes the
-// signal only when the task ends). A 2xx is a delivery, whatever happens to
-// ctx after it arrived.
-func (a *Activities) post(ctx context.Context, n store.Notification, attempt int) (workflows.DeliverResult, string) {
+// send sends the attempt to p. While the call lasts longer than
+// cancelPoll it also watches the row for a cancel request, so a cancel
+// aborts the call even before its signal reaches the workflow (a fast-path
+// attempt runs inside a workflow task, which takes the signal only when the
+// task ends). A delivery is a delivery, whatever happens to ctx after the
+// provider took it.
+func (a *Activities) send(ctx context.Context, p *provider.Provider, n store.Notification, attempt int) provider.Result {
 	body, err := json.Marshal(n.Payload(attempt))
 	if err != nil {
-		return workflows.DeliverResult{Outcome: workflows.OutcomePermanent, Error: "encoding payload: " + err.Error()}, ""
+		return provider.Result{Outcome: workflows.OutcomePermanent, Error: "encoding payload: " + err.Error()}
 	}
 	callCtx, cancelCall := context.WithCancelCause(ctx)
 	defer cancelCall(nil)
-	req, err := http.NewRequestWithContext(callCtx, http.MethodPost, a.WebhookURL, bytes.NewReader(body))
-	if err != nil {
-		return workflows.DeliverResult{Outcome: workflows.OutcomePermanent, Error: "building request: " + err.Error()}, ""
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "dispatch-engine")
-	// webhook-id is the same on every attempt, so a receiver can drop duplicates.
-	req.Header.Set("webhook-id", n.ID.String())
-	ts := time.Now()
-	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts.Unix(), 10))
-	if a.SigningKey != nil {
-		req.Header.Set("webhook-signature", Sign(a.SigningKey, n.ID.String(), ts, body))
-	}
-
 	done := make(chan struct{})
 	defer close(done)
 	go a.watchCancel(callCtx, n.ID, done, cancelCall)
 
-	resp, err := a.HTTP.Do(req)
-	if err != nil {
-		if callCtx.Err() != nil {
-			// Aborted by a cancel (through Temporal or on the row); the
-			// provider may have seen the request, but it did not answer.
-			return workflows.DeliverResult{Outcome: workflows.OutcomeCancelled, Error: "cancelled during the provider call"}, ""
-		}
-		return workflows.DeliverResult{Outcome: workflows.OutcomeRetry, Error: classifyNetError(err)}, ""
+	m := provider.Message{NotificationID: n.ID.String(), Attempt: attempt, Channel: n.Channel, Recipient: n.Recipient,
+		Content: n.Content, Payload: body}
+	if n.Subject != nil {
+		m.Subject = *n.Subject
 	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(io.LimitReader(resp.Body, excerptLimit))
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20)) // let the connection be reused
-	res := workflows.DeliverResult{StatusCode: resp.StatusCode, Outcome: Classify(resp.StatusCode)}
-	if res.Outcome != workflows.OutcomeDelivered {
-		res.Error = fmt.Sprintf("provider answered %d", resp.StatusCode)
-		if resp.StatusCode >= 300 && resp.StatusCode < 400 {
-			res.Error += " (a redirect; not followed)"
-		}
-		res.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	res := p.Sender.Send(callCtx, m)
+	if res.Outcome != workflows.OutcomeDelivered && callCtx.Err() != nil {
+		// Aborted by a cancel (through Temporal or on the row); the
+		// provider may have seen the request, but it did not answer.
+		return provider.Result{Outcome: workflows.OutcomeCancelled, Error: "cancelled during the provider call"}
 	}
-	return res, Excerpt(raw)
+	return res
 }
 
 // cancelPoll is how often a provider call still in flight checks the row for
@@ -493,85 +600,6 @@ func (a *Activities) watchCancel(ctx context.Context, id uuid.UUID, done <-chan 
 }
 
 var errCancelRequested = errors.New("cancel requested")
-
-// Excerpt is the part of a provider's reply kept with the attempt: at most
-// excerptLimit bytes, cut on a character boundary, as text a database column
-// holds (a binary or UTF-16 reply, NUL bytes included, is stored safely).
-func Excerpt(raw []byte) string {
-	s := store.SafeText(string(raw))
-	if len(s) <= excerptLimit {
-		return s
-	}
-	cut := excerptLimit
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut]
-}
-
-// NewHTTPClient is the client that calls providers: each call bounded by
-// timeout, up to idleConns kept-alive connections, and redirects never
-// followed (Standard Webhooks: a 3xx is a failed attempt, and following one
-// would send the body and its signature elsewhere, or turn the POST into a
-// GET whose 2xx from another host looks like a delivery).
-func NewHTTPClient(timeout time.Duration, idleConns int) *http.Client {
-	return &http.Client{
-		Timeout:       timeout,
-		Transport:     &http.Transport{MaxIdleConnsPerHost: idleConns, IdleConnTimeout: 90 * time.Second},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-}
-
-// Classify maps a provider status code to an outcome: 2xx delivered; 3xx
-// (a redirect, never followed), 408, 425, 429 and 5xx retry; any other
-// status permanent.
-func Classify(code int) workflows.Outcome {
-	switch {
-	case code >= 200 && code < 300:
-		return workflows.OutcomeDelivered
-	case code >= 300 && code < 400, code == http.StatusRequestTimeout, code == http.StatusTooEarly, code == http.StatusTooManyRequests, code >= 500:
-		return workflows.OutcomeRetry
-	default:
-		return workflows.OutcomePermanent
-	}
-}
-
-// maxRetryAfter bounds what a provider can ask for.
-const maxRetryAfter = 24 * time.Hour
-
-// ParseRetryAfter reads a Retry-After header, in seconds or as an HTTP date;
-// it returns zero when absent or unreadable, and never more than a day.
-func ParseRetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	var d time.Duration
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if secs <= 0 {
-			return 0
-		}
-		if secs > int64(maxRetryAfter/time.Second) {
-			return maxRetryAfter
-		}
-		d = time.Duration(secs) * time.Second
-	} else if t, err := http.ParseTime(v); err == nil {
-		d = t.Sub(now)
-	}
-	return min(max(d, 0), maxRetryAfter)
-}
-
-func classifyNetError(err error) string {
-	var netErr net.Error
-	switch {
-	case errors.Is(err, context.Canceled):
-		return "cancelled: " + err.Error()
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
-		return "timeout: " + err.Error()
-	default:
-		return "network: " + err.Error()
-	}
-}
 
 // Fail marks the notification FAILED and, in the same statement, writes
 // its dead-letter record to the outbox, which the relay publishes to the
@@ -625,6 +653,30 @@ func (a *Activities) Cancel(ctx context.Context, in workflows.CancelInput) (stri
 			zap.String("workflow_id", notification.WorkflowID(in.NotificationID)), zap.String("channel", n.Channel),
 			zap.Int("attempt", in.Attempts))
 	}
+	return string(status), nil
+}
+
+// SettleReceipt records a provider's receipt (or its absence) on the
+// attempt and moves the SENT notification to in.Next, and returns the
+// status it ends with: one no longer SENT (cancelled meanwhile) stands.
+func (a *Activities) SettleReceipt(ctx context.Context, in workflows.SettleInput) (string, error) {
+	id, err := parseID(in.NotificationID)
+	if err != nil {
+		return "", err
+	}
+	status, err := store.SettleReceipt(ctx, a.Pool, id, in.Attempt, in.Receipt, in.Reason, notification.Status(in.Next))
+	if err != nil {
+		return "", err
+	}
+	if status == notification.StatusDelivered && in.Next == string(notification.StatusDelivered) {
+		n, err := store.GetNotification(ctx, a.Pool, id)
+		if err == nil {
+			a.Metrics.Terminal.WithLabelValues("delivered", n.Channel, n.Priority, "").Inc()
+			a.Metrics.EndToEnd.WithLabelValues(n.Channel, n.Priority).Observe(time.Since(n.CreatedAt).Seconds())
+		}
+	}
+	a.Log.Info("receipt settled", zap.String("notification_id", in.NotificationID), zap.Int("attempt", in.Attempt),
+		zap.String("receipt", in.Receipt), zap.String("status", string(status)))
 	return string(status), nil
 }
 

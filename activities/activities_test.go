@@ -25,6 +25,7 @@ import (
 	"dispatch-engine/internal/metrics"
 	"dispatch-engine/internal/notification"
 	"dispatch-engine/internal/outbox"
+	"dispatch-engine/internal/provider"
 	"dispatch-engine/internal/queue"
 	"dispatch-engine/internal/ratelimit"
 	"dispatch-engine/internal/store"
@@ -53,7 +54,7 @@ func TestClassify(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(strconv.Itoa(tt.code), func(t *testing.T) {
-			require.Equal(t, tt.want, activities.Classify(tt.code))
+			require.Equal(t, tt.want, provider.Classify(tt.code))
 		})
 	}
 }
@@ -78,7 +79,7 @@ func TestParseRetryAfter(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			require.Equal(t, tt.want, activities.ParseRetryAfter(tt.header, now))
+			require.Equal(t, tt.want, provider.ParseRetryAfter(tt.header, now))
 		})
 	}
 }
@@ -89,16 +90,16 @@ type providerRequest struct {
 	body   []byte
 }
 
-// provider is the webhook endpoint, answering with respond.
-type provider struct {
+// fakeProvider is the webhook endpoint, answering with respond.
+type fakeProvider struct {
 	url      string
 	requests chan providerRequest
 	calls    atomic.Int32
 }
 
-func newProvider(t *testing.T, respond func(w http.ResponseWriter)) *provider {
+func newProvider(t *testing.T, respond func(w http.ResponseWriter)) *fakeProvider {
 	t.Helper()
-	p := &provider{requests: make(chan providerRequest, 16)}
+	p := &fakeProvider{requests: make(chan providerRequest, 16)}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.calls.Add(1)
 		body, _ := io.ReadAll(r.Body)
@@ -116,15 +117,15 @@ func newActivities(t *testing.T, webhookURL string) *activities.Activities {
 	t.Helper()
 	pool, _ := testenv.Pool(t)
 	rdb, prefix := testenv.Redis(t)
-	return &activities.Activities{
+	acts := &activities.Activities{
 		Pool:          pool,
-		HTTP:          activities.NewHTTPClient(10*time.Second, 4),
-		WebhookURL:    webhookURL,
 		Limiter:       ratelimit.New(rdb, prefix, map[string]int{notification.SMS: 1000, notification.Email: 1000, notification.Push: 1000}),
 		Metrics:       metrics.NewWorker(),
 		Log:           zap.NewNop(),
 		FastPathCalls: make(chan struct{}, 4),
 	}
+	useProvider(t, acts, webhookURL)
+	return acts
 }
 
 func createNotification(t *testing.T, pool *pgxpool.Pool) store.Notification {
@@ -190,7 +191,7 @@ func TestDeliverRecordsAttemptAndMarksDelivered(t *testing.T) {
 
 	res := deliver(t, acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy})
 
-	require.Equal(t, workflows.DeliverResult{Outcome: workflows.OutcomeDelivered, StatusCode: 200}, res)
+	require.Equal(t, workflows.DeliverResult{Outcome: workflows.OutcomeDelivered, StatusCode: 200, Provider: "default"}, res)
 
 	require.EqualValues(t, 1, p.calls.Load())
 	req := <-p.requests
@@ -437,4 +438,12 @@ func TestFailOfANotificationCancelledMeanwhileDeadLettersNothing(t *testing.T) {
 	_, ok, err := ch.Get(topo.DeadLetterQueue(notification.SMS), true)
 	require.NoError(t, err)
 	require.False(t, ok, "a cancelled notification has no dead-letter message")
+}
+
+// useProvider makes acts deliver every channel to the webhook at url.
+func useProvider(t *testing.T, acts *activities.Activities, url string) {
+	t.Helper()
+	providers, err := provider.NewSet(nil, provider.Defaults{WebhookURL: url, Timeout: 10 * time.Second, IdleConns: 4})
+	require.NoError(t, err)
+	acts.Providers = providers
 }

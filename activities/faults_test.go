@@ -18,6 +18,7 @@ import (
 
 	"dispatch-engine/activities"
 	"dispatch-engine/internal/notification"
+	"dispatch-engine/internal/provider"
 	"dispatch-engine/internal/ratelimit"
 	"dispatch-engine/internal/store"
 	"dispatch-engine/internal/testenv"
@@ -72,7 +73,7 @@ func TestDeliverStoresAReplyWithNULBytesAndSendsOnce(t *testing.T) {
 	require.Equal(t, 1, got.Attempts)
 	rows := attempts(t, acts.Pool, n.ID)
 	require.Len(t, rows, 1)
-	require.Equal(t, activities.Excerpt(reply), *rows[0].ResponseExcerpt)
+	require.Equal(t, provider.Excerpt(reply), *rows[0].ResponseExcerpt)
 	require.Equal(t, "\uFFFD\x01binary\uFFFD reply\uFFFD", *rows[0].ResponseExcerpt)
 }
 
@@ -126,7 +127,7 @@ func TestAttemptMadeButNotRecordableIsHandedToTheWorkflow(t *testing.T) {
 		proxy.Partition()
 		w.WriteHeader(http.StatusOK)
 	})
-	acts.WebhookURL = p.url
+	useProvider(t, acts, p.url)
 	acts.RecordPatience = 3 * time.Second
 
 	res, took, err := executeTimed(acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: n.Channel})
@@ -231,14 +232,14 @@ func TestCancelRequestAbortsACallInFlight(t *testing.T) {
 	acts := newActivities(t, "")
 	n := createNotification(t, acts.Pool)
 	arrived := make(chan struct{})
-	acts.WebhookURL = newRawProvider(t, func(w http.ResponseWriter, r *http.Request) {
+	useProvider(t, acts, newRawProvider(t, func(w http.ResponseWriter, r *http.Request) {
 		close(arrived)
 		select { // a slow provider; the call is aborted long before
 		case <-r.Context().Done():
 		case <-time.After(10 * time.Second):
 		}
 		w.WriteHeader(http.StatusOK)
-	})
+	}))
 	go func() {
 		<-arrived
 		_, _, _ = store.RequestCancel(context.Background(), acts.Pool, n.ID)
@@ -265,7 +266,7 @@ func TestTwoXXThatArrivesAsTheCallIsAbortedIsADelivery(t *testing.T) {
 		_, _, _ = store.RequestCancel(context.Background(), acts.Pool, n.ID)
 		<-r.Context().Done()
 	})
-	acts.WebhookURL = srv
+	useProvider(t, acts, srv)
 
 	res := deliver(t, acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: n.Channel})
 

@@ -94,6 +94,7 @@ temporal_dev_args() {
     --search-attribute NotificationPriority=Keyword \
     --search-attribute NotificationAttempts=Int \
     --search-attribute NotificationBatchId=Keyword \
+    --search-attribute NotificationProvider=Keyword \
     --dynamic-config-value matching.useNewMatcher=true \
     --dynamic-config-value matching.numTaskqueueReadPartitions=1 \
     --dynamic-config-value matching.numTaskqueueWritePartitions=1 \

@@ -67,13 +67,19 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 	// deferred: the fast path sent nothing; the attempt goes through the
 	// channel's activity task queue.
 	deferred := false
+	// after is the provider the last attempt failed at (the next one starts
+	// after it on the route), hops the failovers made in a row without a
+	// backoff, excluded the providers whose receipt said undelivered.
+	after, hops := "", 0
+	var excluded []string
 	for attempt := first; attempt <= in.Retry.MaxAttempts; attempt++ {
 		if r.expired(ctx, 0) {
 			return r.fail(ctx, ReasonExpired, attempt-1, last)
 		}
 		r.view.Attempts, r.view.NextAttemptAt = attempt, nil
 		last = DeliverResult{}
-		req := DeliverInput{NotificationID: in.NotificationID, Attempt: attempt, Retry: in.Retry, Channel: in.Channel}
+		req := DeliverInput{NotificationID: in.NotificationID, Attempt: attempt, Retry: in.Retry, Channel: in.Channel,
+			After: after, Exclude: excluded}
 		var future workflow.Future
 		if attempt == 1 && in.FirstAttemptLocal && waits == 0 && !deferred {
 			req.FastPath = true
@@ -90,13 +96,22 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 		if r.view.CancelRequested {
 			return r.cancel(ctx, attempt)
 		}
-		if err != nil && isNotAttempted(err) {
+		unavailable := err == nil && last.Outcome == OutcomeUnavailable
+		if err != nil && isNotAttempted(err) || unavailable {
 			// Nothing was sent: Redis or PostgreSQL was unreachable before
-			// the attempt began. Wait, then make the same attempt again; an
-			// outage spends no attempt and does not end in FAILED.
+			// the attempt began, or every provider's breaker is open. Wait,
+			// then make the same attempt again; an outage spends no attempt
+			// and does not end in FAILED.
 			waits++
 			waitsHere++
 			wait := min(Backoff(r.wfID, waits, in.Retry, 0), maxUnattemptedWait)
+			if unavailable {
+				// Until a breaker may half-open, spread a little so the
+				// waiting notifications do not all ask at once.
+				spread := time.Duration(jitterFraction(r.wfID, waits) * float64(last.RetryAfter/5))
+				wait = min(max(last.RetryAfter+spread, minUnavailableWait), maxUnattemptedWait)
+				err = errors.New(last.Error)
+			}
 			if r.expired(ctx, wait) {
 				return r.fail(ctx, ReasonExpired, attempt-1, last)
 			}
@@ -124,12 +139,36 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 			continue
 		}
 		r.view.LastError = last.Error
+		if last.Provider != "" {
+			r.provider = last.Provider
+		}
 		switch last.Outcome {
 		case OutcomeDelivered:
 			return r.finish(ctx, "DELIVERED", attempt)
+		case OutcomeSent:
+			switch verdict, err := r.awaitReceipt(ctx, work, attempt, last); {
+			case err != nil:
+				return NotificationResult{}, err
+			case verdict == receiptCancelled:
+				return r.cancel(ctx, attempt)
+			case verdict == receiptFailed:
+				last = DeliverResult{Outcome: OutcomePermanent, Provider: last.Provider, Error: r.view.LastError}
+				return r.fail(ctx, ReasonNoReceipt, attempt, last)
+			case verdict != receiptUndelivered:
+				return r.finish(ctx, verdict, attempt)
+			}
+			// Undelivered: the next attempt goes to the next provider at once.
+			excluded, after, hops = append(excluded, last.Provider), last.Provider, 0
+			if attempt == in.Retry.MaxAttempts {
+				return r.fail(ctx, ReasonUndelivered, attempt, DeliverResult{Error: r.view.LastError})
+			}
+			continue
 		case OutcomeSkipped:
 			return r.finish(ctx, last.Status, attempt-1)
 		case OutcomePermanent:
+			if last.RouteExhausted {
+				return r.fail(ctx, ReasonUndelivered, attempt-1, last)
+			}
 			return r.fail(ctx, ReasonPermanent, attempt, last)
 		case OutcomeExpired:
 			return r.fail(ctx, ReasonExpired, attempt-1, last)
@@ -141,6 +180,14 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 		if attempt == in.Retry.MaxAttempts {
 			break
 		}
+		after = last.Provider
+		if last.Alternatives > hops {
+			// Another provider on the route admits sends: go there now
+			// rather than wait; a round of the route ends in a backoff.
+			hops++
+			continue
+		}
+		hops = 0
 		wait := Backoff(r.wfID, attempt, in.Retry, last.RetryAfter)
 		if r.expired(ctx, wait) {
 			// No attempt could start before expiresAt: fail now, not later.
@@ -164,6 +211,9 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 // is made again: the outage may end any moment.
 const maxUnattemptedWait = 30 * time.Second
 
+// minUnavailableWait is the shortest wait for a breaker to admit again.
+const minUnavailableWait = 200 * time.Millisecond
+
 // isNotAttempted reports whether a Deliver error says nothing was sent.
 func isNotAttempted(err error) bool {
 	var appErr *temporal.ApplicationError
@@ -175,6 +225,79 @@ type run struct {
 	in   NotificationInput
 	wfID string
 	view StatusView
+	// provider is the provider of the latest attempt.
+	provider string
+}
+
+// What waiting for a receipt came to, besides a terminal status.
+const (
+	receiptUndelivered = "undelivered"
+	receiptFailed      = "failed"
+	receiptCancelled   = "cancelled"
+)
+
+// awaitReceipt waits for the receipt of the attempt the provider took
+// (SENT), racing a durable timer of last.AwaitReceipt, and records what it
+// learnt. It answers the status the notification ends with (DELIVERED, or
+// one that became terminal meanwhile), or receiptUndelivered (fail over),
+// receiptFailed (silence means failure) or receiptCancelled. Receipts from
+// other providers (late ones, for an earlier attempt) are dropped.
+func (r *run) awaitReceipt(ctx, work workflow.Context, attempt int, last DeliverResult) (string, error) {
+	r.view.Status = "SENT"
+	if err := r.upsert(ctx, "SENT", attempt); err != nil {
+		return "", err
+	}
+	// The timer is cancelled by the cancel signal (work), which ends the wait.
+	timerCtx, cancelTimer := workflow.WithCancel(work)
+	defer cancelTimer()
+	timer := workflow.NewTimer(timerCtx, last.AwaitReceipt)
+	receipts := workflow.GetSignalChannel(ctx, ReceiptSignal)
+	var got *Receipt
+	for got == nil {
+		timedOut := false
+		sel := workflow.NewSelector(ctx)
+		sel.AddReceive(receipts, func(c workflow.ReceiveChannel, _ bool) {
+			var rc Receipt
+			c.Receive(ctx, &rc)
+			if rc.Provider == last.Provider {
+				got = &rc
+			}
+		})
+		sel.AddFuture(timer, func(workflow.Future) { timedOut = true })
+		sel.Select(ctx)
+		if r.view.CancelRequested {
+			return receiptCancelled, nil
+		}
+		if timedOut {
+			break
+		}
+	}
+	settle := SettleInput{NotificationID: r.in.NotificationID, Attempt: attempt, Next: "DELIVERED"}
+	verdict := "DELIVERED"
+	switch {
+	case got == nil && last.OnNoReceipt == "failed":
+		settle.Receipt, settle.Next, verdict = "none", "SENT", receiptFailed
+		r.view.LastError = "no receipt within " + last.AwaitReceipt.String()
+	case got == nil:
+		settle.Receipt = "none"
+	case got.Status == "delivered":
+		settle.Receipt = "delivered"
+	default:
+		settle.Receipt, settle.Reason, settle.Next, verdict = "failed", got.Reason, "PROCESSING", receiptUndelivered
+		r.view.LastError = "receipt from " + last.Provider + ": " + got.Status
+		if got.Reason != "" {
+			r.view.LastError += " (" + got.Reason + ")"
+		}
+	}
+	var status string
+	if err := r.local(ctx, SettleReceiptActivity, settle, &status); err != nil {
+		return "", err
+	}
+	if status != settle.Next && (status == "DELIVERED" || status == "FAILED" || status == "CANCELLED") {
+		return status, nil // terminal meanwhile: it stands
+	}
+	r.view.Status = "PROCESSING"
+	return verdict, nil
 }
 
 // expired reports whether expiresAt is passed, or will be after wait.
@@ -282,8 +405,12 @@ func (r *run) finish(ctx workflow.Context, status string, attempts int) (Notific
 }
 
 func (r *run) upsert(ctx workflow.Context, status string, attempts int) error {
-	return workflow.UpsertTypedSearchAttributes(ctx,
+	updates := []temporal.SearchAttributeUpdate{
 		SearchStatus.ValueSet(status),
 		SearchAttempts.ValueSet(int64(attempts)),
-	)
+	}
+	if r.provider != "" {
+		updates = append(updates, SearchProvider.ValueSet(r.provider))
+	}
+	return workflow.UpsertTypedSearchAttributes(ctx, updates...)
 }

@@ -20,6 +20,11 @@ const (
 	CancelSignal = "cancel"
 	// StatusQuery answers the workflow's current state (a StatusView).
 	StatusQuery = "status"
+	// ReceiptSignal brings a provider's receipt (a Receipt) to a workflow
+	// waiting for it.
+	ReceiptSignal = "receipt"
+	// SettleReceiptActivity records a receipt and moves the notification on.
+	SettleReceiptActivity = "SettleReceipt"
 )
 
 // Search attributes set on every notification workflow, so the Temporal Web
@@ -31,6 +36,8 @@ var (
 	SearchPriority = temporal.NewSearchAttributeKeyKeyword("NotificationPriority")
 	SearchAttempts = temporal.NewSearchAttributeKeyInt64("NotificationAttempts")
 	SearchBatchID  = temporal.NewSearchAttributeKeyKeyword("NotificationBatchId")
+	// SearchProvider is the provider of the latest attempt.
+	SearchProvider = temporal.NewSearchAttributeKeyKeyword("NotificationProvider")
 )
 
 // RetryPolicy shapes the attempts of one notification. It travels in the
@@ -116,6 +123,13 @@ const (
 	// counted, and the workflow makes the attempt through the channel's
 	// activity task queue at once.
 	OutcomeDeferred Outcome = "deferred"
+	// OutcomeSent: the provider took it (2xx) and its receipt is awaited
+	// (DeliverResult.AwaitReceipt); the notification is SENT.
+	OutcomeSent Outcome = "sent"
+	// OutcomeUnavailable: every provider on the channel's route has its
+	// breaker open; nothing was sent and nothing counted. RetryAfter is when
+	// one may admit again.
+	OutcomeUnavailable Outcome = "unavailable"
 )
 
 // DeliverInput asks for one delivery attempt.
@@ -132,6 +146,12 @@ type DeliverInput struct {
 	FastPath bool `json:"Prepaid,omitempty"`
 	// Channel names the rate limit the attempt waits for.
 	Channel string `json:",omitempty"`
+	// After is the provider the previous attempt failed at: this attempt
+	// tries the route's providers starting with the one after it.
+	After string `json:",omitempty"`
+	// Exclude names providers whose receipt reported this notification
+	// undelivered; the attempt goes to none of them.
+	Exclude []string `json:",omitempty"`
 }
 
 // ErrNotAttempted is the type of the Deliver error that says nothing was
@@ -154,6 +174,40 @@ type DeliverResult struct {
 	// RecordAttempt activity, so bookkeeping never turns a made attempt into
 	// another send.
 	Unrecorded *AttemptRecord `json:",omitempty"`
+	// Provider is who the attempt went to.
+	Provider string `json:",omitempty"`
+	// Alternatives counts the other providers on the route whose breakers
+	// admit sends, after a failure that was the provider's: the workflow
+	// then makes the next attempt at once, at the next of them, instead of
+	// waiting out a backoff (once per provider in a row).
+	Alternatives int `json:",omitempty"`
+	// AwaitReceipt and OnNoReceipt go with OutcomeSent: how long to wait
+	// for the receipt, and what silence means (delivered or failed).
+	AwaitReceipt time.Duration `json:",omitempty"`
+	OnNoReceipt  string        `json:",omitempty"`
+	// RouteExhausted: every provider on the route reported the
+	// notification undelivered; nothing was sent.
+	RouteExhausted bool `json:",omitempty"`
+}
+
+// Receipt is a provider's report on a message it took, signalled by the
+// API (ReceiptSignal). The workflow takes the one from the provider it
+// waits on and drops the rest.
+type Receipt struct {
+	Provider string
+	// Status is delivered or failed.
+	Status string
+	Reason string `json:",omitempty"`
+}
+
+// SettleInput records a receipt (delivered, failed or none) on attempt and
+// moves a SENT notification to Next.
+type SettleInput struct {
+	NotificationID string
+	Attempt        int
+	Receipt        string
+	Reason         string `json:",omitempty"`
+	Next           string
 }
 
 // AttemptRecord is one attempt as the attempt log keeps it (without the
@@ -171,6 +225,10 @@ type AttemptRecord struct {
 	// RETRYING or DELIVERED); NextAttemptAt goes with RETRYING.
 	Status        string
 	NextAttemptAt *time.Time `json:",omitempty"`
+	// Provider and ProviderMessageID: who took the attempt, and its id
+	// for the message there.
+	Provider          string `json:",omitempty"`
+	ProviderMessageID string `json:",omitempty"`
 }
 
 // Failure reasons, carried to the DLQ's x-reason header and the
@@ -179,6 +237,11 @@ const (
 	ReasonExhausted = "exhausted"
 	ReasonPermanent = "permanent"
 	ReasonExpired   = "expired"
+	// ReasonUndelivered: every provider on the route reported it undelivered.
+	ReasonUndelivered = "undelivered"
+	// ReasonNoReceipt: no receipt came in time from a provider whose
+	// silence means failure (onNoReceipt: failed).
+	ReasonNoReceipt = "no-receipt"
 )
 
 // CancelInput marks a notification CANCELLED.

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -18,11 +19,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 	"go.uber.org/zap"
 
 	"dispatch-engine/activities"
+	"dispatch-engine/internal/breaker"
 	"dispatch-engine/internal/config"
 	"dispatch-engine/internal/dispatch"
 	"dispatch-engine/internal/health"
@@ -30,6 +33,7 @@ import (
 	"dispatch-engine/internal/metrics"
 	"dispatch-engine/internal/notification"
 	"dispatch-engine/internal/outbox"
+	"dispatch-engine/internal/provider"
 	"dispatch-engine/internal/queue"
 	"dispatch-engine/internal/ratelimit"
 	"dispatch-engine/internal/reconcile"
@@ -114,21 +118,22 @@ func run() error {
 		Relayed:      m.Relayed,
 	}, pool, relayPub, log)
 
-	var signingKey []byte
-	if cfg.WebhookSigningSecret != "" {
-		signingKey, _ = config.DecodeSigningSecret(cfg.WebhookSigningSecret) // validated by config.Load
+	providers, err := provider.FromConfig(cfg, (len(notification.Channels)+1)*cfg.WorkerConcurrency)
+	if err != nil {
+		return err
 	}
-	limiter := ratelimit.New(rdb, cfg.RedisKeyPrefix, cfg.RateLimits())
+	limits := cfg.RateLimits()
+	maps.Copy(limits, providers.Rates())
+	limiter := ratelimit.New(rdb, cfg.RedisKeyPrefix, limits)
 	acts := &activities.Activities{
-		Pool:       pool,
-		HTTP:       activities.NewHTTPClient(cfg.WebhookTimeout, (len(notification.Channels)+1)*cfg.WorkerConcurrency),
-		WebhookURL: cfg.WebhookSiteURL,
-		Limiter:    limiter,
+		Pool:      pool,
+		Providers: providers,
+		Breakers:  newBreakers(providers, rdb, cfg.RedisKeyPrefix, m, log),
+		Limiter:   limiter,
 		// Fail's dead-letter records go out through the outbox at once.
 		OutboxWritten: relay.Wake,
 		Metrics:       m,
 		Log:           log,
-		SigningKey:    signingKey,
 		// The fast path's calls are bounded like a channel's worker.
 		FastPathCalls: make(chan struct{}, cfg.WorkerConcurrency),
 	}
@@ -154,7 +159,7 @@ func run() error {
 			BackoffCoefficient: cfg.RetryBackoffCoefficient,
 			MaxInterval:        cfg.RetryMaxInterval,
 		},
-		AttemptTimeout: cfg.WebhookTimeout + limiterHeadroom,
+		AttemptTimeout: providers.MaxTimeout() + limiterHeadroom,
 		FastPath:       cfg.DeliveryFastPath,
 	}, pool, tc, limiter, m, log)
 	consumer := queue.NewConsumer(queue.ConsumerConfig{
@@ -274,4 +279,23 @@ func redactURL(u string) string {
 		return "(unparseable)"
 	}
 	return parsed.Redacted()
+}
+
+// newBreakers returns the providers' breakers, nil without a providers file;
+// each transition is logged once, by the worker that made it.
+func newBreakers(providers *provider.Set, rdb *redis.Client, prefix string, m *metrics.Worker, log *zap.Logger) *breaker.Breakers {
+	if !providers.Explicit {
+		return nil
+	}
+	b := breaker.New(rdb, prefix, providers.BreakerSettings())
+	b.OnState = func(name string, s breaker.State) { m.BreakerState.WithLabelValues(name).Set(float64(s)) }
+	b.OnChange = func(c breaker.Change) {
+		m.BreakerChanges.WithLabelValues(c.Provider, c.To.String()).Inc()
+		log.Warn("provider breaker "+c.To.String(), zap.String("provider", c.Provider),
+			zap.String("from", c.From.String()), zap.String("to", c.To.String()))
+	}
+	for _, p := range providers.All() {
+		m.BreakerState.WithLabelValues(p.Name).Set(0)
+	}
+	return b
 }

@@ -222,6 +222,7 @@ func EnsureSearchAttributes(ctx context.Context, tc client.Client, namespace str
 		workflows.SearchPriority.GetName(): enumspb.INDEXED_VALUE_TYPE_KEYWORD,
 		workflows.SearchAttempts.GetName(): enumspb.INDEXED_VALUE_TYPE_INT,
 		workflows.SearchBatchID.GetName():  enumspb.INDEXED_VALUE_TYPE_KEYWORD,
+		workflows.SearchProvider.GetName(): enumspb.INDEXED_VALUE_TYPE_KEYWORD,
 	}
 	existing, err := tc.OperatorService().ListSearchAttributes(ctx, &operatorservice.ListSearchAttributesRequest{Namespace: namespace})
 	if err != nil {

@@ -18,4 +18,5 @@ func registerActivities(w worker.Worker, acts *activities.Activities) {
 	w.RegisterActivityWithOptions(acts.Fail, activity.RegisterOptions{Name: workflows.FailActivity})
 	w.RegisterActivityWithOptions(acts.Cancel, activity.RegisterOptions{Name: workflows.CancelActivity})
 	w.RegisterActivityWithOptions(acts.RecordAttempt, activity.RegisterOptions{Name: workflows.RecordAttemptActivity})
+	w.RegisterActivityWithOptions(acts.SettleReceipt, activity.RegisterOptions{Name: workflows.SettleReceiptActivity})
 }

@@ -61,7 +61,7 @@ func TestSearchAttributesAreRegisteredOnceTemporalAnswers(t *testing.T) {
 	}
 	list, err := tc.OperatorService().ListSearchAttributes(ctx, &operatorservice.ListSearchAttributesRequest{Namespace: "default"})
 	require.NoError(t, err)
-	for _, name := range []string{"NotificationStatus", "NotificationChannel", "NotificationPriority", "NotificationAttempts", "NotificationBatchId"} {
+	for _, name := range []string{"NotificationStatus", "NotificationChannel", "NotificationPriority", "NotificationAttempts", "NotificationBatchId", "NotificationProvider"} {
 		require.Contains(t, list.GetCustomAttributes(), name)
 	}
 }

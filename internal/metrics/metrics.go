@@ -83,6 +83,11 @@ type Worker struct {
 	InFlight        *prometheus.GaugeVec
 	Repaired        *prometheus.CounterVec
 	DependencyUp    *prometheus.GaugeVec
+	// BreakerState is each provider's breaker as this worker last saw it:
+	// 0 closed, 1 half-open, 2 open.
+	BreakerState *prometheus.GaugeVec
+	// BreakerChanges counts the transitions this worker made.
+	BreakerChanges *prometheus.CounterVec
 }
 
 // NewWorker registers the worker's metrics.
@@ -95,13 +100,13 @@ func NewWorker() *Worker {
 		}, []string{"status", "channel", "priority", "reason"}),
 		Attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dispatch_delivery_attempts_total",
-			Help: "Delivery attempts by channel and outcome class.",
-		}, []string{"channel", "outcome"}),
+			Help: "Delivery attempts by channel, outcome class and provider.",
+		}, []string{"channel", "outcome", "provider"}),
 		ProviderLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "dispatch_provider_request_duration_seconds",
-			Help:    "Provider webhook response time by channel.",
+			Help:    "Provider response time by channel and provider.",
 			Buckets: prometheus.DefBuckets,
-		}, []string{"channel"}),
+		}, []string{"channel", "provider"}),
 		EndToEnd: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "dispatch_delivery_latency_seconds",
 			Help:    "Time from acceptance to delivery by channel and priority.",
@@ -133,9 +138,17 @@ func NewWorker() *Worker {
 			Help: "Workflow starts by the consumer, by channel and result (started, duplicate, skipped, poison).",
 		}, []string{"channel", "result"}),
 		DependencyUp: newDependencyUp(),
+		BreakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dispatch_provider_breaker_state",
+			Help: "A provider's circuit breaker (shared by every worker, kept in Redis) as this process last saw it: 0 closed, 1 half-open, 2 open.",
+		}, []string{"provider"}),
+		BreakerChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dispatch_provider_breaker_transitions_total",
+			Help: "Breaker transitions this process made, by provider and the state entered.",
+		}, []string{"provider", "to"}),
 	}
 	m.Registry.MustRegister(m.Terminal, m.Attempts, m.ProviderLatency, m.EndToEnd, m.RateLimitWait, m.RateLimitWaits,
-		m.Relayed, m.WorkflowStarts, m.InFlight, m.Repaired, m.DependencyUp)
+		m.Relayed, m.WorkflowStarts, m.InFlight, m.Repaired, m.DependencyUp, m.BreakerState, m.BreakerChanges)
 	return m
 }
 

@@ -69,8 +69,9 @@ func TemporalPriorityKey(p Priority) int {
 }
 
 // Status is a notification's place in its lifecycle:
-// ACCEPTED → QUEUED → PROCESSING → DELIVERED | FAILED | CANCELLED,
-// with SCHEDULED and RETRYING while the workflow waits.
+// ACCEPTED → QUEUED → PROCESSING → [SENT →] DELIVERED | FAILED | CANCELLED,
+// with SCHEDULED and RETRYING while the workflow waits, and SENT while a
+// provider's receipt is awaited.
 type Status string
 
 // The statuses of a notification.
@@ -80,15 +81,17 @@ const (
 	StatusScheduled  Status = "SCHEDULED"
 	StatusProcessing Status = "PROCESSING"
 	StatusRetrying   Status = "RETRYING"
-	StatusDelivered  Status = "DELIVERED"
-	StatusFailed     Status = "FAILED"
-	StatusCancelled  Status = "CANCELLED"
+	// StatusSent: the provider took it and its receipt is awaited.
+	StatusSent      Status = "SENT"
+	StatusDelivered Status = "DELIVERED"
+	StatusFailed    Status = "FAILED"
+	StatusCancelled Status = "CANCELLED"
 )
 
 // Statuses lists every status, in lifecycle order.
 var Statuses = []Status{
 	StatusAccepted, StatusQueued, StatusScheduled, StatusProcessing, StatusRetrying,
-	StatusDelivered, StatusFailed, StatusCancelled,
+	StatusSent, StatusDelivered, StatusFailed, StatusCancelled,
 }
 
 // ValidStatus reports whether s is a known status.

@@ -110,6 +110,14 @@ type Attempt struct {
 	Outcome         string    `db:"outcome"`
 	Error           *string   `db:"error"`
 	ResponseExcerpt *string   `db:"response_excerpt"`
+	// Provider is who the attempt went to; ProviderMessageID the
+	// provider's id for the message. Receipt, ReceiptReason and ReceiptAt
+	// are what the provider reported later.
+	Provider          *string    `db:"provider"`
+	ProviderMessageID *string    `db:"provider_message_id"`
+	Receipt           *string    `db:"receipt"`
+	ReceiptReason     *string    `db:"receipt_reason"`
+	ReceiptAt         *time.Time `db:"receipt_at"`
 }
 
 // Transition is the status change that closes an attempt.
@@ -132,17 +140,17 @@ func FinishAttempt(ctx context.Context, q Querier, a Attempt, t Transition) erro
 	_, err := q.Exec(ctx, `
 		WITH a AS (
 			INSERT INTO delivery_attempts (notification_id, attempt, started_at, duration_ms,
-				status_code, outcome, error, response_excerpt)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+				status_code, outcome, error, response_excerpt, provider, provider_message_id)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $13, $14)
 			ON CONFLICT (notification_id, attempt) DO NOTHING
 		)
 		UPDATE notifications
 		SET status = $9, attempts = GREATEST(attempts, $2), last_error = COALESCE($10, last_error), failure_reason = $11,
-			next_attempt_at = $12, updated_at = now(),
+			next_attempt_at = $12, updated_at = now(), provider = COALESCE($13, provider),
 			delivered_at = CASE WHEN $9 = 'DELIVERED' THEN now() ELSE delivered_at END
 		WHERE id = $1 AND status IN `+nonTerminal,
 		a.NotificationID, a.Attempt, a.StartedAt, a.DurationMS, a.StatusCode, a.Outcome, a.Error,
-		a.ResponseExcerpt, t.Status, t.LastError, t.FailureReason, t.NextAttemptAt)
+		a.ResponseExcerpt, t.Status, t.LastError, t.FailureReason, t.NextAttemptAt, a.Provider, safeTextPtr(a.ProviderMessageID))
 	if err != nil {
 		return fmt.Errorf("recording attempt %d: %w", a.Attempt, err)
 	}
@@ -237,7 +245,8 @@ func MarkScheduled(ctx context.Context, q Querier, id uuid.UUID) error {
 // ListAttempts returns a notification's attempts in order.
 func ListAttempts(ctx context.Context, q Querier, id uuid.UUID) ([]Attempt, error) {
 	rows, err := q.Query(ctx, `
-		SELECT notification_id, attempt, started_at, duration_ms, status_code, outcome, error, response_excerpt
+		SELECT notification_id, attempt, started_at, duration_ms, status_code, outcome, error, response_excerpt,
+			provider, provider_message_id, receipt, receipt_reason, receipt_at
 		FROM delivery_attempts WHERE notification_id = $1 ORDER BY attempt`, id)
 	if err != nil {
 		return nil, fmt.Errorf("listing attempts: %w", err)

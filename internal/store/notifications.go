@@ -39,14 +39,19 @@ type Notification struct {
 	UpdatedAt          time.Time       `db:"updated_at"`
 	DeliveredAt        *time.Time      `db:"delivered_at"`
 	CancelRequestedAt  *time.Time      `db:"cancel_requested_at"`
+	// Provider is the provider of the latest attempt; Receipt what its
+	// receipt reported (delivered, failed, none), when one was awaited.
+	Provider *string `db:"provider"`
+	Receipt  *string `db:"receipt"`
 }
 
 const notificationColumns = `id, batch_id, channel, priority, recipient, subject, content, metadata,
 	idempotency_key, request_fingerprint, status, attempts, last_error, failure_reason,
-	next_attempt_at, scheduled_at, expires_at, created_at, updated_at, delivered_at, cancel_requested_at`
+	next_attempt_at, scheduled_at, expires_at, created_at, updated_at, delivered_at, cancel_requested_at,
+	provider, receipt`
 
 // nonTerminal is the SQL list of statuses a notification can still leave.
-const nonTerminal = `('ACCEPTED', 'QUEUED', 'SCHEDULED', 'PROCESSING', 'RETRYING')`
+const nonTerminal = `('ACCEPTED', 'QUEUED', 'SCHEDULED', 'PROCESSING', 'RETRYING', 'SENT')`
 
 // Payload is the body sent to the provider for attempt of n (and to the
 // dead-letter queue).

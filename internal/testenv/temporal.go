@@ -45,6 +45,7 @@ func StartTemporal(ctx context.Context) (*Temporal, error) {
 			temporal.NewSearchAttributeKeyKeyword("NotificationPriority").ValueSet(""),
 			temporal.NewSearchAttributeKeyInt64("NotificationAttempts").ValueSet(0),
 			temporal.NewSearchAttributeKeyKeyword("NotificationBatchId").ValueSet(""),
+			temporal.NewSearchAttributeKeyKeyword("NotificationProvider").ValueSet(""),
 		),
 		ExtraArgs: []string{
 			"--dynamic-config-value", "matching.useNewMatcher=true",
