@@ -77,12 +77,20 @@ type stack struct {
 	apiURL   string
 	apiKey   string // sent on every /v1 request
 	sink     *sink.Sink
+	sinkURL  string
 	api      *proc
 	worker   *proc
 	temporal client.Client
 }
 
 func setup(t *testing.T) *stack {
+	t.Helper()
+	return setupWith(t, nil)
+}
+
+// setupWith is setup with prepare run before the processes start (to add
+// to their environment, write a providers file).
+func setupWith(t *testing.T, prepare func(s *stack)) *stack {
 	t.Helper()
 	services := testenv.Shared(t)
 	dsn := testenv.Database(t)
@@ -96,10 +104,11 @@ func setup(t *testing.T) *stack {
 	apiPort := freePort(t)
 	apiKey := testenv.Name("e2e-api-key-")
 	s := &stack{
-		t:      t,
-		apiURL: "http://127.0.0.1:" + strconv.Itoa(apiPort),
-		apiKey: apiKey,
-		sink:   sk,
+		t:       t,
+		apiURL:  "http://127.0.0.1:" + strconv.Itoa(apiPort),
+		apiKey:  apiKey,
+		sink:    sk,
+		sinkURL: sinkSrv.URL,
 		env: append(os.Environ(),
 			"API_KEYS="+apiKey,
 			"DATABASE_DSN="+dsn,
@@ -127,6 +136,9 @@ func setup(t *testing.T) *stack {
 	// terminated, so a shared Temporal server does not pile them up.
 	t.Cleanup(func() { s.terminateLeftovers() })
 
+	if prepare != nil {
+		prepare(s)
+	}
 	s.api = s.start("api")
 	s.worker = s.start("worker")
 	s.waitReady(s.apiURL + "/readyz")

@@ -104,9 +104,21 @@ fi
 log "migrating the database"
 "$ROOT/bin/migrate" up
 
+# The example providers file routes sms, email and push to providers the
+# sink plays (docs/PROVIDERS.md); its push provider sends receipts, signed
+# with a development secret kept in .data.
+if [ -z "${PROVIDERS_FILE+set}" ] && [ -z "${WEBHOOK_SITE_URL:-}" ]; then
+  export PROVIDERS_FILE="$ROOT/deploy/providers.example.yaml"
+  secret_file="$ROOT/.data/dev-push-provider-secret"
+  [ -s "$secret_file" ] || printf 'whsec_%s\n' "$(head -c 32 /dev/urandom | base64 | tr -d '\n')" >"$secret_file"
+  export PUSH_PROVIDER_SECRET="$(cat "$secret_file")"
+fi
+
 if [ -z "${WEBHOOK_SITE_URL:-}" ]; then
   export WEBHOOK_SITE_URL="http://127.0.0.1:9090/webhook"
-  spawn sink "$ROOT/bin/sink" -addr 127.0.0.1:9090
+  spawn sink "$ROOT/bin/sink" -addr 127.0.0.1:9090 -smtp-addr 127.0.0.1:2525 \
+    -receipts-url "${RECEIPTS_BASE_URL:-http://127.0.0.1:${API_PORT:-8080}}/v1/receipts/" -receipts-paths /push \
+    -receipts-secret "${PUSH_PROVIDER_SECRET:-}"
   wait_for "sink" 20 port_open 127.0.0.1 9090
 else
   log "delivering to WEBHOOK_SITE_URL=$WEBHOOK_SITE_URL (no local sink)"
@@ -129,7 +141,8 @@ cat >&2 <<MSG
   Worker metrics   http://127.0.0.1:$metrics_port/metrics
   Temporal Web UI  http://127.0.0.1:${TEMPORAL_UI_PORT:-8233}
   Provider         $WEBHOOK_SITE_URL
-$( [ "$WEBHOOK_SITE_URL" = "http://127.0.0.1:9090/webhook" ] && echo "  Sink stats       http://127.0.0.1:9090/_sink/stats" )
+  Providers file   ${PROVIDERS_FILE:-(none: WEBHOOK_SITE_URL serves every channel)}
+$( [ "$WEBHOOK_SITE_URL" = "http://127.0.0.1:9090/webhook" ] && echo "  Sink stats       http://127.0.0.1:9090/_sink/stats   (emails: /_sink/mail, SMTP on 127.0.0.1:2525)" )
 
   Try:  curl -s -XPOST localhost:$api_port/v1/notifications -H "Authorization: Bearer $api_key" \\
           -H 'content-type: application/json' \\

@@ -12,11 +12,13 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"go.temporal.io/sdk/client"
 	"go.uber.org/zap"
 
+	"dispatch-engine/internal/breaker"
 	"dispatch-engine/internal/config"
 	"dispatch-engine/internal/dispatch"
 	"dispatch-engine/internal/health"
@@ -24,6 +26,7 @@ import (
 	"dispatch-engine/internal/logs"
 	"dispatch-engine/internal/metrics"
 	"dispatch-engine/internal/outbox"
+	"dispatch-engine/internal/provider"
 	"dispatch-engine/internal/queue"
 	"dispatch-engine/internal/ratelimit"
 	"dispatch-engine/internal/store"
@@ -94,7 +97,20 @@ func run() error {
 	defer stopWaker()
 	go func() { _ = waker.Run(wakeCtx) }()
 
+	// The providers: who may send receipts, and what GET /v1/providers shows.
+	providers, err := provider.FromConfig(cfg, 1)
+	if err != nil {
+		return err
+	}
+	var breakers *breaker.Breakers
+	if providers.Explicit {
+		breakers = breaker.New(rdb, cfg.RedisKeyPrefix, providers.BreakerSettings())
+	}
+
 	srv := httpapi.New(httpapi.Config{
+		Providers:         providers,
+		Breakers:          breakers,
+		ReceiptsBaseURL:   strings.TrimRight(cfg.ReceiptsBaseURL, "/"),
 		Accepted:          waker.Poke,
 		APIKeys:           cfg.APIKeys,
 		TemporalUIURL:     cfg.TemporalUIURL,

@@ -88,6 +88,14 @@ type AttemptView struct {
 	Outcome         string  `json:"outcome"`
 	Error           *string `json:"error,omitempty"`
 	ResponseExcerpt *string `json:"responseExcerpt,omitempty"`
+	// Provider is who the attempt went to; ProviderMessageID its id for
+	// the message there; Receipt, ReceiptReason and ReceiptAt what it
+	// reported later.
+	Provider          *string    `json:"provider,omitempty"`
+	ProviderMessageID *string    `json:"providerMessageId,omitempty"`
+	Receipt           *string    `json:"receipt,omitempty"`
+	ReceiptReason     *string    `json:"receiptReason,omitempty"`
+	ReceiptAt         *time.Time `json:"receiptAt,omitempty"`
 }
 
 func (s *Server) listAttempts(c *fiber.Ctx) error {
@@ -109,6 +117,8 @@ func (s *Server) listAttempts(c *fiber.Ctx) error {
 		views[i] = AttemptView{
 			Attempt: a.Attempt, StartedAt: a.StartedAt, DurationMS: a.DurationMS, StatusCode: a.StatusCode,
 			Outcome: a.Outcome, Error: a.Error, ResponseExcerpt: a.ResponseExcerpt,
+			Provider: a.Provider, ProviderMessageID: a.ProviderMessageID, Receipt: a.Receipt, ReceiptReason: a.ReceiptReason,
+			ReceiptAt: a.ReceiptAt,
 		}
 	}
 	return c.JSON(fiber.Map{"data": views})

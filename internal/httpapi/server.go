@@ -21,9 +21,11 @@ import (
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
+	"dispatch-engine/internal/breaker"
 	"dispatch-engine/internal/health"
 	"dispatch-engine/internal/metrics"
 	"dispatch-engine/internal/notification"
+	"dispatch-engine/internal/provider"
 	"dispatch-engine/internal/store"
 )
 
@@ -69,6 +71,13 @@ type Config struct {
 	ReadTimeout time.Duration
 	// IdleTimeout closes a kept-alive connection with no request. Default 60s.
 	IdleTimeout time.Duration
+	// Providers are the providers (GET /v1/providers, and who may send
+	// receipts); Breakers their breakers, nil without a providers file.
+	Providers *provider.Set
+	Breakers  *breaker.Breakers
+	// ReceiptsBaseURL is the API's public base URL, the one providers were
+	// given (Twilio signs the full URL it calls).
+	ReceiptsBaseURL string
 }
 
 // Signaler sends a signal to a Temporal workflow; a client.Client is one.
@@ -135,6 +144,9 @@ func New(cfg Config, pool *pgxpool.Pool, signaler Signaler, deps []health.Depend
 	s.app.Get("/readyz", adaptor.HTTPHandler(detached(health.Ready(deps, cfg.ReadyTimeout, health.Reporter(m.DependencyUp, log)))))
 	s.app.Get("/metrics", adaptor.HTTPHandler(metrics.Handler(m.Registry)))
 
+	// Providers authenticate their receipts by their own scheme, not an API
+	// key: this route comes before the group's authentication.
+	s.app.Post("/v1/receipts/:provider", s.admit, s.receipt)
 	v1 := s.app.Group("/v1", s.authenticate, s.admit)
 	// Before the routes: GET /v1/notifications/batch must answer 405, not
 	// reach GET /v1/notifications/:id.
@@ -146,6 +158,7 @@ func New(cfg Config, pool *pgxpool.Pool, signaler Signaler, deps []health.Depend
 	v1.Get("/notifications/:id/attempts", s.listAttempts)
 	v1.Post("/notifications/:id/cancel", s.cancelNotification)
 	v1.Get("/batches/:batchId", s.getBatch)
+	v1.Get("/providers", s.listProviders)
 
 	s.app.Use(func(c *fiber.Ctx) error {
 		return newProblem(fiber.StatusNotFound, typeNotFound, "Not found", "no route "+c.Method()+" "+c.Path())
@@ -203,8 +216,12 @@ type Resource struct {
 	UpdatedAt         time.Time       `json:"updatedAt"`
 	DeliveredAt       *time.Time      `json:"deliveredAt,omitempty"`
 	CancelRequestedAt *time.Time      `json:"cancelRequestedAt,omitempty"`
-	WorkflowID        string          `json:"workflowId"`
-	Links             Links           `json:"links"`
+	// Provider is who took the latest attempt; Receipt what that
+	// provider's receipt said (delivered, failed, none) where one was awaited.
+	Provider   *string `json:"provider,omitempty"`
+	Receipt    *string `json:"receipt,omitempty"`
+	WorkflowID string  `json:"workflowId"`
+	Links      Links   `json:"links"`
 }
 
 // Links point at the notification's related pages.
@@ -227,6 +244,8 @@ func (s *Server) resource(n store.Notification) Resource {
 		NextAttemptAt: n.NextAttemptAt, ScheduledAt: n.ScheduledAt, ExpiresAt: n.ExpiresAt,
 		CreatedAt: n.CreatedAt, UpdatedAt: n.UpdatedAt, DeliveredAt: n.DeliveredAt,
 		CancelRequestedAt: n.CancelRequestedAt,
+		Provider:          n.Provider,
+		Receipt:           n.Receipt,
 		WorkflowID:        wfID,
 		Links: Links{
 			Self:     "/v1/notifications/" + id,

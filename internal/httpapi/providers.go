@@ -1,0 +1,234 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+	"go.temporal.io/api/serviceerror"
+	"go.uber.org/zap"
+
+	"dispatch-engine/internal/breaker"
+	"dispatch-engine/internal/notification"
+	"dispatch-engine/internal/provider"
+	"dispatch-engine/internal/store"
+	"dispatch-engine/workflows"
+)
+
+// ProviderView is one provider as GET /v1/providers shows it: never a
+// credential.
+type ProviderView struct {
+	Name           string       `json:"name"`
+	Kind           string       `json:"kind"`
+	Target         string       `json:"target"`
+	Channels       []string     `json:"channels"`
+	TimeoutMS      int64        `json:"timeoutMs"`
+	RatePerSec     *int         `json:"ratePerSec,omitempty"`
+	AwaitReceiptMS *int64       `json:"awaitReceiptMs,omitempty"`
+	Breaker        *BreakerView `json:"breaker"`
+}
+
+// BreakerView is a provider's breaker and its recent record.
+type BreakerView struct {
+	State               string     `json:"state"`
+	ConsecutiveFailures int        `json:"consecutiveFailures"`
+	OpenUntil           *time.Time `json:"openUntil,omitempty"`
+	ChangedAt           *time.Time `json:"changedAt,omitempty"`
+	RecentRequests      int        `json:"recentRequests"`
+	SuccessRatio        *float64   `json:"successRatio"`
+	AverageLatencyMS    *int64     `json:"averageLatencyMs"`
+}
+
+func (s *Server) listProviders(c *fiber.Ctx) error {
+	views := []ProviderView{}
+	for _, p := range s.cfg.Providers.All() {
+		v := ProviderView{Name: p.Name, Kind: p.Kind, Target: p.Target, Channels: s.cfg.Providers.Channels(p.Name),
+			TimeoutMS: p.Timeout.Milliseconds()}
+		if v.Channels == nil {
+			v.Channels = []string{}
+		}
+		if p.RatePerSec > 0 {
+			v.RatePerSec = &p.RatePerSec
+		}
+		if p.AwaitReceipt > 0 {
+			ms := p.AwaitReceipt.Milliseconds()
+			v.AwaitReceiptMS = &ms
+		}
+		if s.cfg.Breakers != nil {
+			st, err := s.cfg.Breakers.Status(c.UserContext(), p.Name)
+			if err != nil {
+				return s.unavailable(c, err, "the breakers' state (Redis) cannot be read")
+			}
+			v.Breaker = breakerView(st)
+		}
+		views = append(views, v)
+	}
+	return c.JSON(fiber.Map{"data": views})
+}
+
+func breakerView(st breaker.Status) *BreakerView {
+	v := &BreakerView{State: st.State.String(), ConsecutiveFailures: st.ConsecutiveFailures, OpenUntil: st.OpenUntil,
+		ChangedAt: st.ChangedAt, RecentRequests: st.Requests, SuccessRatio: st.SuccessRatio()}
+	if st.Requests > 0 {
+		ms := st.AverageLatency.Milliseconds()
+		v.AverageLatencyMS = &ms
+	}
+	return v
+}
+
+// ReceiptRequest is a webhook provider's receipt.
+type ReceiptRequest struct {
+	WebhookID string `json:"webhookId"`
+	Status    string `json:"status"`
+	Reason    string `json:"reason,omitempty"`
+}
+
+// receiptTolerance is how old (or early) a signed receipt may be.
+const receiptTolerance = 5 * time.Minute
+
+// receipt takes a provider's report on a message it took. The provider
+// authenticates with its own scheme, not an API key: a webhook provider
+// signs with Standard Webhooks headers under its secret, Twilio with
+// X-Twilio-Signature under its auth token. The receipt reaches the
+// notification's workflow as a signal, also while the attempt is still
+// being recorded (a provider may report at once), and the workflow takes
+// it when it waits for that provider's receipt; one for a terminal
+// notification changes nothing (200, applied false).
+func (s *Server) receipt(c *fiber.Ctx) error {
+	name := c.Params("provider")
+	p, ok := s.cfg.Providers.Get(name)
+	if !ok {
+		return newProblem(fiber.StatusNotFound, typeNotFound, "Not found", "no provider "+name)
+	}
+	var (
+		target  store.ReceiptTarget
+		receipt workflows.Receipt
+		err     error
+	)
+	switch {
+	case p.Kind == provider.KindWebhook && p.ReceiptKey != nil:
+		target, receipt, err = s.webhookReceipt(c, p)
+	case p.Kind == provider.KindTwilio:
+		var final bool
+		target, receipt, final, err = s.twilioReceipt(c, p)
+		if err == nil && !final {
+			return c.JSON(fiber.Map{"applied": false, "detail": "not a final status"})
+		}
+	default:
+		return newProblem(fiber.StatusNotFound, typeNotFound, "Not found", "provider "+name+" takes no receipts")
+	}
+	if err != nil {
+		return err
+	}
+	receipt.Provider = p.Name
+	id := target.NotificationID.String()
+	if target.Status.Terminal() {
+		return c.JSON(fiber.Map{"applied": false, "notificationId": id, "status": target.Status,
+			"detail": "the notification awaits no receipt; nothing changed"})
+	}
+	ctx, cancel := context.WithTimeout(c.UserContext(), s.cfg.SignalTimeout)
+	defer cancel()
+	err = s.signaler.SignalWorkflow(ctx, notification.WorkflowID(id), "", workflows.ReceiptSignal, receipt)
+	var notFound *serviceerror.NotFound
+	switch {
+	case errors.As(err, &notFound):
+		return c.JSON(fiber.Map{"applied": false, "notificationId": id, "status": target.Status,
+			"detail": "the notification's workflow is not running; nothing changed"})
+	case err != nil:
+		return s.unavailable(c, err, "the receipt could not reach the notification's workflow; send it again")
+	}
+	s.log.Info("receipt taken", append(requestFields(c, nil), zap.String("notification_id", id),
+		zap.String("provider", p.Name), zap.String("receipt", receipt.Status), zap.Int("attempt", target.Attempt))...)
+	return c.Status(fiber.StatusAccepted).JSON(fiber.Map{"applied": true, "notificationId": id, "status": target.Status})
+}
+
+func (s *Server) webhookReceipt(c *fiber.Ctx, p *provider.Provider) (store.ReceiptTarget, workflows.Receipt, error) {
+	wh, err := standardwebhooks.NewWebhookRaw(p.ReceiptKey)
+	if err != nil {
+		return store.ReceiptTarget{}, workflows.Receipt{}, err
+	}
+	h := http.Header{}
+	for _, k := range []string{"webhook-id", "webhook-timestamp", "webhook-signature"} {
+		h.Set(k, c.Get(k))
+	}
+	if err := wh.Verify(c.Body(), h); err != nil {
+		return store.ReceiptTarget{}, workflows.Receipt{}, newProblem(fiber.StatusUnauthorized, typeUnauthorized, "Unauthorized",
+			"the receipt's Standard Webhooks signature (webhook-id, webhook-timestamp, webhook-signature under the provider's secret) does not verify")
+	}
+	var req ReceiptRequest
+	if err := decodeStrict(c.Body(), &req); err != nil {
+		return store.ReceiptTarget{}, workflows.Receipt{}, err
+	}
+	ve := &ValidationError{}
+	id, perr := uuid.Parse(req.WebhookID)
+	if perr != nil {
+		ve.add("webhookId", "must be the webhook-id of the delivery (the notification id)")
+	}
+	status := receiptStatus(req.Status)
+	if status == "" {
+		ve.add("status", `must be "delivered" or "failed" (also "undelivered", "bounced")`)
+	}
+	if err := ve.orNil(); err != nil {
+		return store.ReceiptTarget{}, workflows.Receipt{}, err
+	}
+	target, err := store.FindReceiptTarget(c.UserContext(), s.pool, p.Name, &id, "")
+	if errors.Is(err, store.ErrNotFound) {
+		// A provider may report before its answer was recorded: the
+		// workflow takes the receipt when it starts waiting.
+		var st notification.Status
+		st, err = store.GetStatus(c.UserContext(), s.pool, id)
+		target = store.ReceiptTarget{NotificationID: id, Status: st}
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		return target, workflows.Receipt{}, explain(err, typeNotFound, "no notification "+id.String())
+	}
+	return target, workflows.Receipt{Status: status, Reason: req.Reason}, err
+}
+
+// receiptStatus maps what a receipt says to delivered or failed; "" when
+// it says neither.
+func receiptStatus(s string) string {
+	switch s {
+	case provider.ReceiptDelivered:
+		return provider.ReceiptDelivered
+	case provider.ReceiptFailed, "undelivered", "bounced", "rejected":
+		return provider.ReceiptFailed
+	}
+	return ""
+}
+
+func (s *Server) twilioReceipt(c *fiber.Ctx, p *provider.Provider) (store.ReceiptTarget, workflows.Receipt, bool, error) {
+	form := url.Values{}
+	c.Request().PostArgs().VisitAll(func(k, v []byte) { form.Add(string(k), string(v)) })
+	// Twilio signs the URL it was given: the public base, not this host.
+	fullURL := s.cfg.ReceiptsBaseURL + c.OriginalURL()
+	if !provider.ValidTwilioSignature(p.ReceiptToken, fullURL, form, c.Get("X-Twilio-Signature")) {
+		return store.ReceiptTarget{}, workflows.Receipt{}, false, newProblem(fiber.StatusUnauthorized, typeUnauthorized, "Unauthorized",
+			"the X-Twilio-Signature does not verify under the provider's auth token")
+	}
+	sid, status, reason, final := provider.TwilioReceipt(form)
+	if sid == "" {
+		ve := &ValidationError{}
+		ve.add("MessageSid", "is required")
+		return store.ReceiptTarget{}, workflows.Receipt{}, false, newProblemFromValidation(fiber.StatusUnprocessableEntity, ve)
+	}
+	if !final {
+		return store.ReceiptTarget{}, workflows.Receipt{}, false, nil
+	}
+	target, err := store.FindReceiptTarget(c.UserContext(), s.pool, p.Name, nil, sid)
+	if errors.Is(err, store.ErrNotFound) {
+		return target, workflows.Receipt{}, true, explain(err, typeNotFound, "no message "+sid+" was sent through provider "+p.Name)
+	}
+	return target, workflows.Receipt{Status: status, Reason: reason}, true, err
+}
+
+// unavailable logs err and answers 503 with Retry-After.
+func (s *Server) unavailable(c *fiber.Ctx, err error, detail string) error {
+	s.log.Warn("dependency unavailable", requestFields(c, err)...)
+	return newProblem(fiber.StatusServiceUnavailable, typeUnavailable, "Service unavailable", detail)
+}
