@@ -22,7 +22,7 @@ test: services temporal-cli ## Run all tests (unit, integration, end-to-end) aga
 	TEMPORAL_CLI=$(TEMPORAL_CLI) go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: bench
-bench: ## Measure the running stack (make run first); BENCH_FLAGS=--quick for a short run
+bench: ## Measure the running stack (PROVIDERS_FILE= make run first); BENCH_FLAGS=--quick for a short run
 	go run ./cmd/bench $(BENCH_FLAGS)
 
 # A count of executions, not a duration: a duration-based -fuzztime races the

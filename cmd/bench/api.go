@@ -197,3 +197,25 @@ func (a *apiClient) probeBatch(ctx context.Context) error {
 	}
 	return nil
 }
+
+// routedElsewhere names the providers of the API's providers file, if it
+// has one (GET /v1/providers lists more than the "default" webhook
+// provider): their deliveries do not all reach the sink the bench counts.
+func (a *apiClient) routedElsewhere(ctx context.Context) ([]string, error) {
+	var page struct {
+		Data []struct {
+			Name string `json:"name"`
+		} `json:"data"`
+	}
+	status, err := a.do(ctx, http.MethodGet, "/v1/providers", nil, &page)
+	if err != nil || status == http.StatusNotFound {
+		return nil, err // an API from before providers: every channel goes to the sink
+	}
+	var names []string
+	for _, p := range page.Data {
+		if p.Name != "default" {
+			names = append(names, p.Name)
+		}
+	}
+	return names, nil
+}
