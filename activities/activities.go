@@ -254,9 +254,9 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 	case workflows.OutcomeDelivered:
 		a.Metrics.Terminal.WithLabelValues("delivered", n.Channel, n.Priority, "").Inc()
 		a.Metrics.EndToEnd.WithLabelValues(n.Channel, n.Priority).Observe(time.Since(n.CreatedAt).Seconds())
-		log.Debug("delivered", zap.Int("status_code", res.StatusCode), zap.Duration("duration", elapsed))
+		log.Info("delivered", zap.Int("status_code", res.StatusCode), zap.Duration("duration", elapsed))
 	case workflows.OutcomeSent:
-		log.Debug("sent; awaiting the receipt", zap.Int("status_code", res.StatusCode), zap.Duration("duration", elapsed))
+		log.Info("sent; awaiting the receipt", zap.Int("status_code", res.StatusCode), zap.Duration("duration", elapsed))
 	default:
 		log.Warn("delivery attempt failed", zap.String("outcome", string(res.Outcome)), zap.Int("status_code", res.StatusCode), zap.String("error", res.Error))
 	}

@@ -24,8 +24,10 @@ func TestWorkerMetricsPassTheLinter(t *testing.T) {
 	tagged.Gauge("temporal_worker_task_slots_available").Update(4)
 
 	m.Terminal.WithLabelValues("delivered", "sms", "HIGH", "").Inc()
-	m.Attempts.WithLabelValues("sms", "delivered").Inc()
-	m.ProviderLatency.WithLabelValues("sms").Observe(0.01)
+	m.Attempts.WithLabelValues("sms", "delivered", "default").Inc()
+	m.ProviderLatency.WithLabelValues("sms", "default").Observe(0.01)
+	m.BreakerState.WithLabelValues("sms-primary").Set(2)
+	m.BreakerChanges.WithLabelValues("sms-primary", "open").Inc()
 	m.EndToEnd.WithLabelValues("sms", "HIGH").Observe(0.05)
 	m.RateLimitWait.WithLabelValues("sms").Observe(0.001)
 	m.RateLimitWaits.WithLabelValues("sms").Inc()
