@@ -340,3 +340,25 @@ func TestConcurrentBatchesWithTheSameKeysInOtherOrdersAreNeverA500(t *testing.T)
 		require.ElementsMatch(t, []int{http.StatusAccepted, http.StatusConflict}, codes, "round %d", round)
 	}
 }
+
+// TestCancelOfAScheduledNotificationBeforeItsWorkflowStartedStopsIt: the
+// consumer marked a scheduled notification SCHEDULED but had not started
+// its workflow when the cancel came (the window between the two, widened
+// here by a stopped worker): the cancel's signal found no workflow. The
+// workflow, once started, must still stop at once, not sleep until
+// scheduledAt.
+func TestCancelOfAScheduledNotificationBeforeItsWorkflowStartedStopsIt(t *testing.T) {
+	s := setup(t)
+	s.worker.Stop()
+	_, _, created := s.post("/v1/notifications", map[string]any{
+		"channel": "sms", "recipient": "+14155550198", "content": "cancel me", "priority": "NORMAL",
+		"scheduledAt": time.Now().Add(time.Hour).UTC().Format(time.RFC3339Nano),
+	})
+	id := created["id"].(string)
+	s.exec(`UPDATE notifications SET status = 'SCHEDULED' WHERE id = $1`, id) // as the consumer does before the start
+	code, _, _ := s.post("/v1/notifications/"+id+"/cancel", nil)
+	require.Equal(t, http.StatusAccepted, code)
+
+	s.worker = s.start("worker")
+	s.waitStatus(id, "CANCELLED", 30*time.Second)
+}

@@ -162,7 +162,30 @@ func (s *Starter) Handle(ctx context.Context, d amqp.Delivery) error {
 		return fmt.Errorf("starting workflow %s: %w", wfID, err)
 	}
 	s.metrics.WorkflowStarts.WithLabelValues(n.Channel, "started").Inc()
+	if scheduled {
+		// A cancel that came before the workflow existed found no workflow
+		// to signal; the flag on the row stops an attempt, but a scheduled
+		// workflow would sleep until scheduledAt before one. The API writes
+		// the flag before it signals, so reading it after the start catches
+		// every cancel whose signal the workflow missed.
+		if err := s.cancelIfRequested(ctx, id, wfID); err != nil {
+			return err
+		}
+	}
 	s.log.Debug("workflow started", zap.String("notification_id", id.String()), zap.String("workflow_id", wfID), zap.String("channel", n.Channel))
+	return nil
+}
+
+// cancelIfRequested signals the cancel to a just-started workflow whose
+// notification has a cancel request.
+func (s *Starter) cancelIfRequested(ctx context.Context, id uuid.UUID, wfID string) error {
+	requested, err := store.CancelRequested(ctx, s.pool, id)
+	if err != nil || !requested {
+		return err
+	}
+	if err := s.temporal.SignalWorkflow(ctx, wfID, "", workflows.CancelSignal, nil); err != nil {
+		return fmt.Errorf("signalling the cancel requested before workflow %s started: %w", wfID, err)
+	}
 	return nil
 }
 
