@@ -65,9 +65,9 @@ func preflight(ctx context.Context, o options, api *apiClient, snk *sinkClient) 
 		tc.Close()
 		return nil, err
 	}
-	if names, err := api.routedElsewhere(ctx); err == nil && len(names) > 0 {
+	if names, err := api.routedElsewhere(ctx, o.Sink); err == nil && len(names) > 0 {
 		tc.Close()
-		return nil, fmt.Errorf("the stack routes through a providers file (%v; make run uses deploy/providers.example.yaml), so not every delivery reaches the sink the bench counts: start it with `PROVIDERS_FILE= make run`", names)
+		return nil, fmt.Errorf("the stack routes channels to providers other than the sink (%v; make run uses deploy/providers.example.yaml), so not every delivery reaches the sink the bench counts: start it with `PROVIDERS_FILE= make run`, or a providers file of webhook providers at the sink", names)
 	}
 	if !api.hasBatch {
 		res.warnings = append(res.warnings, "the API has no POST /v1/notifications/batch: end to end uses single POSTs and ingest measures no batches")
