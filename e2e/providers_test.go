@@ -30,7 +30,7 @@ func withProviders(yaml string, env ...string) func(s *stack) {
 		path := filepath.Join(s.t.TempDir(), "providers.yaml")
 		yaml = strings.NewReplacer("{sink}", s.sinkURL, "{api}", s.apiURL).Replace(yaml)
 		require.NoError(s.t, os.WriteFile(path, []byte(yaml), 0o600))
-		s.env = append(s.env, "PROVIDERS_FILE="+path, "RECEIPTS_BASE_URL="+s.apiURL)
+		s.env = append(s.env, "PROVIDERS_FILE="+path, "RECEIPTS_BASE_URL="+s.apiURL, "TEST_RECEIPT_SECRET="+receiptSecret)
 		s.env = append(s.env, env...)
 	}
 }
@@ -172,12 +172,12 @@ providers:
   - name: push-primary
     kind: webhook
     url: {sink}/push-primary
-    secret: ` + receiptSecret + `
+    secret: ${TEST_RECEIPT_SECRET}
     awaitReceipt: 30s
   - name: push-backup
     kind: webhook
     url: {sink}/push-backup
-    secret: ` + receiptSecret + `
+    secret: ${TEST_RECEIPT_SECRET}
     awaitReceipt: 30s
 routes:
   push: [push-primary, push-backup]
@@ -333,7 +333,7 @@ routes:
 	msgs := fake.Messages()
 	require.Len(t, msgs, 1)
 	require.Equal(t, "+15550100", msgs[0].To)
-	require.Equal(t, s.apiURL+"/v1/receipts/tw", msgs[0].StatusCallback)
+	require.Equal(t, s.apiURL+"/v1/receipts/tw?notification="+id, msgs[0].StatusCallback)
 
 	fake.SetConfig(sink.TwilioFakeConfig{AccountSID: "AC0123456789abcdef0123456789abcdef", AuthToken: "twilio-test-token", Final: "undelivered"})
 	id = s.send("sms", "twilio 2")

@@ -222,6 +222,15 @@ func (s *Server) twilioReceipt(c *fiber.Ctx, p *provider.Provider) (store.Receip
 	}
 	target, err := store.FindReceiptTarget(c.UserContext(), s.pool, p.Name, nil, sid)
 	if errors.Is(err, store.ErrNotFound) {
+		// Before the attempt's SID was recorded: the callback URL names
+		// the notification (signed with the rest).
+		if id, perr := uuid.Parse(c.Query(provider.TwilioCallbackParam)); perr == nil {
+			var st notification.Status
+			st, err = store.GetStatus(c.UserContext(), s.pool, id)
+			target = store.ReceiptTarget{NotificationID: id, Status: st}
+		}
+	}
+	if errors.Is(err, store.ErrNotFound) {
 		return target, workflows.Receipt{}, true, explain(err, typeNotFound, "no message "+sid+" was sent through provider "+p.Name)
 	}
 	return target, workflows.Receipt{Status: status, Reason: reason}, true, err

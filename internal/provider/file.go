@@ -24,7 +24,8 @@ type File struct {
 
 // Spec declares one provider. Which settings apply depends on Kind.
 // String settings may reference the environment as ${VAR}; a reference to
-// an unset variable is an error.
+// an unset variable is an error. Credentials (secret, password, authToken)
+// must be such references: the file never holds one.
 type Spec struct {
 	Name string `yaml:"name"`
 	Kind string `yaml:"kind"`
@@ -234,6 +235,10 @@ func yamlError(err error) error {
 	return errors.New(msg)
 }
 
+// credentialKeys are the settings that hold credentials: only ${VAR}
+// references are taken there.
+var credentialKeys = map[string]bool{"secret": true, "password": true, "authToken": true}
+
 // envRef is a ${VAR} reference.
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
@@ -272,6 +277,10 @@ func (f *File) validate(lines map[string]int, lookup func(string) (string, bool)
 			v   *string
 		}{{"url", &p.URL}, {"secret", &p.Secret}, {"host", &p.Host}, {"from", &p.From}, {"username", &p.Username},
 			{"password", &p.Password}, {"accountSid", &p.AccountSID}, {"authToken", &p.AuthToken}, {"messageIdDomain", &p.MessageIDDomain}} {
+			if credentialKeys[s.key] && *s.v != "" && !envRef.MatchString(*s.v) {
+				// A file is read, copied and committed; a secret in it leaks.
+				at(p.lineOf(s.key), field+"."+s.key, "must reference the environment (${VAR}), not hold the credential itself")
+			}
 			v, err := expand(*s.v, lookup)
 			if err != nil {
 				at(p.lineOf(s.key), field+"."+s.key, "%v", err)

@@ -79,6 +79,7 @@ func TestProvidersFileErrorsNameTheFileLineAndField(t *testing.T) {
 		{"unknown route provider", "providers:\n  - name: a\n    kind: webhook\n    url: http://x\nroutes:\n  sms: [a, b]\n", `p.yaml:5: routes.sms: names "b", which is not a declared provider`},
 		{"bad duration", "providers:\n  - name: a\n    kind: webhook\n    url: http://x\n    timeout: soon\n", "p.yaml:5"},
 		{"duplicate name", "providers:\n  - name: a\n    kind: webhook\n    url: http://x\n  - name: a\n    kind: webhook\n    url: http://y\n", `p.yaml:5: providers[1].name: "a" is declared twice`},
+		{"inline credential", "providers:\n  - name: a\n    kind: webhook\n    url: http://x\n    secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n", "p.yaml:5: providers[0].secret: must reference the environment"},
 		{"receipts from smtp", "providers:\n  - name: m\n    kind: smtp\n    host: h\n    from: a@example.com\n    awaitReceipt: 5s\n", "p.yaml:6: providers[0].awaitReceipt: is not supported for kind smtp"},
 	}
 	for _, tt := range tests {

@@ -176,7 +176,10 @@ func (t *Twilio) Send(ctx context.Context, m Message) Result {
 	form.Set(t.fromParam, t.cfg.From)
 	form.Set("Body", m.Content)
 	if t.cfg.StatusCallback != "" {
-		form.Set("StatusCallback", t.cfg.StatusCallback)
+		// The notification's id rides in the callback URL (which the
+		// signature covers), so a callback that comes before the attempt
+		// and its SID were recorded still finds its notification.
+		form.Set("StatusCallback", t.cfg.StatusCallback+"?"+url.Values{TwilioCallbackParam: {m.NotificationID}}.Encode())
 	}
 
 	cctx, cancel := context.WithTimeout(ctx, t.cfg.Timeout)
@@ -321,6 +324,10 @@ func twilioSIDChars(s string) bool {
 func twilioIsMessagingService(from string) bool {
 	return len(from) == 34 && strings.HasPrefix(from, "MG") && twilioSIDChars(from)
 }
+
+// TwilioCallbackParam is the StatusCallback URL's query parameter naming
+// the notification.
+const TwilioCallbackParam = "notification"
 
 // TwilioSignature computes X-Twilio-Signature for a form POST to fullURL:
 // the base64 HMAC-SHA1, keyed by the auth token, of the URL exactly as
