@@ -201,6 +201,9 @@ func run() error {
 
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = relay.Run(ctx) })
+	if acts.Breakers != nil {
+		wg.Go(func() { _ = acts.Breakers.Run(ctx) })
+	}
 	wg.Go(func() { _ = reconciler.Run(ctx) })
 	wg.Go(func() { _ = consumer.Run(ctx) })
 	log.Info("worker running", zap.String("metrics_addr", probes.Addr), zap.String("webhook_url", redactURL(cfg.WebhookSiteURL)))

@@ -1,23 +1,24 @@
 -- Admit one send through a provider's breaker.
 -- KEYS[1] the breaker's hash; ARGV: openFor (ms), halfOpenProbes.
--- Returns {allowed (0|1), state after, state before, wait (ms)}.
+-- Returns {allowed (0|1), state after, state before, wait (ms), consecutive failures}.
 local key = KEYS[1]
 local openFor = tonumber(ARGV[1])
 local maxProbes = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local s = redis.call('HMGET', key, 'state', 'until', 'probes', 'hsince')
+local s = redis.call('HMGET', key, 'state', 'until', 'probes', 'hsince', 'fails')
 local state = tonumber(s[1]) or 0
 local before = state
+local fails = tonumber(s[5]) or 0
 if state == 0 then
-  return {1, 0, 0, 0}
+  return {1, 0, 0, 0, fails}
 end
 local probes = tonumber(s[3]) or 0
 local hsince = tonumber(s[4]) or now
 if state == 2 then
   local untilv = tonumber(s[2]) or 0
   if now < untilv then
-    return {0, 2, 2, untilv - now}
+    return {0, 2, 2, untilv - now, fails}
   end
   state, probes, hsince = 1, 0, now
   redis.call('HSET', key, 'state', 1, 'probes', 0, 'hsince', now, 'changed', now)
@@ -29,7 +30,7 @@ if now - hsince >= openFor then
   redis.call('HSET', key, 'probes', 0, 'hsince', now)
 end
 if probes >= maxProbes then
-  return {0, 1, before, math.max(1, openFor - (now - hsince))}
+  return {0, 1, before, math.max(1, openFor - (now - hsince)), fails}
 end
 redis.call('HSET', key, 'probes', probes + 1)
-return {1, 1, before, 0}
+return {1, 1, before, 0, fails}

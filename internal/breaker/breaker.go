@@ -12,8 +12,10 @@ package breaker
 import (
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -101,6 +103,11 @@ type Breakers struct {
 	rdb      *redis.Client
 	prefix   string
 	settings map[string]Settings
+	// tallies holds, per provider, the sends that went well while its
+	// breaker was closed and clean, until Run adds them to the shared
+	// counts: such a send changes no state, so it costs no call of its own.
+	mu      sync.Mutex
+	tallies map[string]*tally
 	// OnChange, when set, is called on every transition this process made,
 	// and OnState on every state this process saw.
 	OnChange func(Change)
@@ -114,7 +121,67 @@ func New(rdb *redis.Client, keyPrefix string, settings map[string]Settings) *Bre
 	for name, v := range settings {
 		s[name] = v.withDefaults()
 	}
-	return &Breakers{rdb: rdb, prefix: keyPrefix, settings: s}
+	return &Breakers{rdb: rdb, prefix: keyPrefix, settings: s, tallies: map[string]*tally{}}
+}
+
+// tally counts sends and their latency.
+type tally struct {
+	requests  int64
+	latencyMS int64
+}
+
+// FlushEvery is how often Run adds this process's tallies to the shared
+// counts behind FailureRatio and Status.
+const FlushEvery = time.Second
+
+// Run adds this process's tallies of successful sends to the shared counts
+// every FlushEvery until ctx ends, then once more.
+func (b *Breakers) Run(ctx context.Context) error {
+	t := time.NewTicker(FlushEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), callTimeout)
+			defer cancel()
+			_ = b.Flush(fctx)
+			return nil
+		case <-t.C:
+			_ = b.Flush(ctx)
+		}
+	}
+}
+
+// Flush adds this process's tallies to the shared counts now; a tally
+// Redis did not take is kept for the next flush.
+func (b *Breakers) Flush(ctx context.Context) error {
+	b.mu.Lock()
+	tallies := b.tallies
+	b.tallies = map[string]*tally{}
+	b.mu.Unlock()
+	var errs []error
+	for provider, t := range tallies {
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		err := flushScript.Run(cctx, b.rdb, []string{b.key(provider)}, t.requests, t.latencyMS, b.settings[provider].Window.Milliseconds()).Err()
+		cancel()
+		if err != nil {
+			b.add(provider, t.requests, t.latencyMS)
+			errs = append(errs, fmt.Errorf("breaker of %s: %w", provider, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (b *Breakers) add(provider string, requests, latencyMS int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t := b.tallies[provider]
+	if t == nil {
+		t = &tally{}
+		b.tallies[provider] = t
+	}
+	t.requests += requests
+	t.latencyMS += latencyMS
 }
 
 // Ticket is an admission; it goes back with the report.
@@ -122,6 +189,9 @@ type Ticket struct {
 	Provider string
 	// Probe: admitted by a half-open breaker.
 	Probe bool
+	// clean: admitted by a closed breaker with no failure since the last
+	// success, where a success changes nothing but the counts.
+	clean bool
 }
 
 //go:embed admit.lua
@@ -130,9 +200,13 @@ var admitSource string
 //go:embed report.lua
 var reportSource string
 
+//go:embed flush.lua
+var flushSource string
+
 var (
 	admitScript  = redis.NewScript(admitSource)
 	reportScript = redis.NewScript(reportSource)
+	flushScript  = redis.NewScript(flushSource)
 )
 
 // callTimeout bounds one script call.
@@ -157,18 +231,25 @@ func (b *Breakers) Admit(ctx context.Context, provider string) (t Ticket, ok boo
 	}
 	allowed, state, from := res[0] == 1, State(res[1]), State(res[2])
 	b.seen(provider, from, state)
-	return Ticket{Provider: provider, Probe: allowed && state == HalfOpen}, allowed, time.Duration(res[3]) * time.Millisecond, nil
+	t = Ticket{Provider: provider, Probe: allowed && state == HalfOpen, clean: allowed && state == Closed && res[4] == 0}
+	return t, allowed, time.Duration(res[3]) * time.Millisecond, nil
 }
 
 // Report tells the breaker how an admitted send went: failure is the
 // provider's fault (timeouts, connection errors, 5xx, refused
 // credentials); anything else, a message the provider refused included,
 // is a success for the breaker. sent is false when nothing was sent after
-// all (the probe's place is given back).
+// all (the probe's place is given back). A success through a clean closed
+// breaker changes no state: it is tallied here and counted by Run, so the
+// common case costs one Redis call per send (the admission), not two.
 func (b *Breakers) Report(ctx context.Context, t Ticket, sent, failure bool, latency time.Duration) error {
 	s, known := b.settings[t.Provider]
 	if !known {
 		return fmt.Errorf("no breaker for provider %q", t.Provider)
+	}
+	if sent && !failure && t.clean {
+		b.add(t.Provider, 1, latency.Milliseconds())
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()

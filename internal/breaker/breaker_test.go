@@ -65,18 +65,46 @@ func TestASuccessResetsTheConsecutiveCount(t *testing.T) {
 	require.InDelta(t, 1.0/3, *st.SuccessRatio(), 0.01)
 }
 
+func succeed(t *testing.T, b *breaker.Breakers, latency time.Duration) {
+	t.Helper()
+	ticket, ok, _, err := b.Admit(context.Background(), "p")
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.NoError(t, b.Report(context.Background(), ticket, true, false, latency))
+}
+
 func TestAFailureRatioInTheWindowOpensIt(t *testing.T) {
 	w, _, _ := newBreakers(t, breaker.Settings{FailureThreshold: 100, FailureRatio: 0.5, MinRequests: 4, OpenFor: time.Minute})
 	ctx := context.Background()
-	for i := range 4 {
-		ticket, ok, _, err := w.Admit(ctx, "p")
-		require.NoError(t, err)
-		require.True(t, ok, "request %d", i)
-		require.NoError(t, w.Report(ctx, ticket, true, i%2 == 1, time.Millisecond))
-	}
+	succeed(t, w, time.Millisecond)
+	succeed(t, w, time.Millisecond)
+	require.NoError(t, w.Flush(ctx)) // as Run does every second
+	fail(t, w)
 	_, ok, _, err := w.Admit(ctx, "p")
 	require.NoError(t, err)
+	require.True(t, ok, "1 of 3 failed: below the ratio, and below minRequests")
+	fail(t, w)
+	_, ok, _, err = w.Admit(ctx, "p")
+	require.NoError(t, err)
 	require.False(t, ok, "half of 4 failed")
+}
+
+func TestSuccessesThroughACleanBreakerAreCountedWhenFlushed(t *testing.T) {
+	w1, w2, _ := newBreakers(t, breaker.Settings{})
+	ctx := context.Background()
+	succeed(t, w1, 10*time.Millisecond)
+	succeed(t, w1, 30*time.Millisecond)
+	succeed(t, w2, 20*time.Millisecond)
+	st, err := w1.Status(ctx, "p")
+	require.NoError(t, err)
+	require.Zero(t, st.Requests, "no call of their own")
+	require.NoError(t, w1.Flush(ctx))
+	require.NoError(t, w2.Flush(ctx))
+	st, err = w2.Status(ctx, "p")
+	require.NoError(t, err)
+	require.Equal(t, 3, st.Requests)
+	require.Equal(t, 20*time.Millisecond, st.AverageLatency)
+	require.Equal(t, 1.0, *st.SuccessRatio())
 }
 
 func TestHalfOpenAdmitsBoundedProbesThenClosesOnSuccess(t *testing.T) {
