@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -303,4 +305,48 @@ func TestProviderHangs(t *testing.T) {
 	// activity worker per channel and the workflow worker's local
 	// activities), not by the backlog.
 	require.LessOrEqual(t, stats.MaxInFlight, (len(notification.Channels)+1)*workerConcurrency)
+}
+
+// failoverRoutes routes every channel through a primary and a backup
+// webhook provider played by the sink.
+const failoverRoutes = `
+providers:
+  - {name: sms-primary, kind: webhook, url: "${CHAOS_SINK_URL}/sms-primary"}
+  - {name: sms-backup, kind: webhook, url: "${CHAOS_SINK_URL}/sms-backup"}
+  - {name: email-primary, kind: webhook, url: "${CHAOS_SINK_URL}/email-primary"}
+  - {name: email-backup, kind: webhook, url: "${CHAOS_SINK_URL}/email-backup"}
+  - {name: push-primary, kind: webhook, url: "${CHAOS_SINK_URL}/push-primary"}
+  - {name: push-backup, kind: webhook, url: "${CHAOS_SINK_URL}/push-backup"}
+routes:
+  sms: [sms-primary, sms-backup]
+  email: [email-primary, email-backup]
+  push: [push-primary, push-backup]
+breaker:
+  failureThreshold: 3
+  openFor: 3s
+`
+
+// TestPrimaryProvidersHangMidStream: every channel's primary provider
+// stops answering for 8 s under the stream. Nothing is lost or failed: the
+// attempts that timed out fail over at once, and the backups take the
+// traffic once the breakers open.
+func TestPrimaryProvidersHangMidStream(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "providers.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(failoverRoutes), 0o600))
+	primaries := []string{"/sms-primary", "/email-primary", "/push-primary"}
+	s, _, r := scenario(t, "primary providers hang 8s", func(s *stack) {
+		for _, p := range primaries {
+			s.sink.SetPathConfig(p, sink.Config{Hang: true})
+		}
+		time.Sleep(8 * time.Second) // the outage: calls time out (WEBHOOK_TIMEOUT=2s)
+		for _, p := range primaries {
+			s.sink.SetPathConfig(p, sink.Config{})
+		}
+	}, "PROVIDERS_FILE="+path)
+	require.Zero(t, r.Failed)
+	var backups int
+	require.NoError(t, s.pool.QueryRow(context.Background(),
+		`SELECT count(*) FROM notifications WHERE status = 'DELIVERED' AND provider LIKE '%-backup'`).Scan(&backups))
+	t.Logf("%d notifications delivered by a backup", backups)
+	require.Positive(t, backups, "the backups took traffic while the primaries hung")
 }

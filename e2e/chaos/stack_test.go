@@ -97,6 +97,8 @@ func newStack(t *testing.T, extraEnv ...string) *stack {
 		"REDIS_URL="+via("redis", services.RedisURL),
 		"REDIS_KEY_PREFIX="+keyPrefix,
 		"WEBHOOK_SITE_URL="+sinkSrv.URL+"/webhook",
+		// A providers file may name the sink's paths as ${CHAOS_SINK_URL}/...
+		"CHAOS_SINK_URL="+sinkSrv.URL,
 		"TEMPORAL_ADDRESS=127.0.0.1:"+strconv.Itoa(temporalPort),
 		"TEMPORAL_NAMESPACE=default",
 		"TEMPORAL_TASK_QUEUE_PREFIX="+taskPrefix,
