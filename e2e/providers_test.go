@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -17,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"dispatch-engine/internal/sink"
+	"dispatch-engine/internal/testenv"
 )
 
 // receiptSecret signs the receipt-taking providers' deliveries and receipts.
@@ -249,12 +249,7 @@ func TestReceiptsDecideDelivery(t *testing.T) {
 // TestEmailArrivesThroughARealSMTPServer: an smtp provider sends the email
 // to a real SMTP server, which receives it with the right headers.
 func TestEmailArrivesThroughARealSMTPServer(t *testing.T) {
-	mail := sink.NewMail(sink.MailConfig{})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	go func() { _ = mail.Serve(l) }()
-	t.Cleanup(func() { _ = mail.Close() })
-	port := l.Addr().(*net.TCPAddr).Port
+	mail, port := testenv.MailServer(t, sink.MailConfig{})
 	arrivals := mail.Arrivals(4)
 
 	s := setupWith(t, withProviders(`

@@ -162,7 +162,10 @@ func (b *Breakers) Flush(ctx context.Context) error {
 	var errs []error
 	for provider, t := range tallies {
 		cctx, cancel := context.WithTimeout(ctx, callTimeout)
-		err := flushScript.Run(cctx, b.rdb, []string{b.key(provider)}, t.requests, t.latencyMS, b.settings[provider].Window.Milliseconds()).Err()
+		st := b.settings[provider]
+		err := reportScript.Run(cctx, b.rdb, []string{b.key(provider)}, 1, 0, 0, t.latencyMS, st.FailureThreshold,
+			strconv.FormatFloat(st.FailureRatio, 'f', -1, 64), st.MinRequests, st.Window.Milliseconds(), st.OpenFor.Milliseconds(),
+			t.requests, 1).Err()
 		cancel()
 		if err != nil {
 			b.add(provider, t.requests, t.latencyMS)
@@ -200,13 +203,9 @@ var admitSource string
 //go:embed report.lua
 var reportSource string
 
-//go:embed flush.lua
-var flushSource string
-
 var (
 	admitScript  = redis.NewScript(admitSource)
 	reportScript = redis.NewScript(reportSource)
-	flushScript  = redis.NewScript(flushSource)
 )
 
 // callTimeout bounds one script call.
@@ -256,7 +255,7 @@ func (b *Breakers) Report(ctx context.Context, t Ticket, sent, failure bool, lat
 	res, err := reportScript.Run(ctx, b.rdb, []string{b.key(t.Provider)},
 		flag(sent), flag(failure), flag(t.Probe), latency.Milliseconds(),
 		s.FailureThreshold, strconv.FormatFloat(s.FailureRatio, 'f', -1, 64), s.MinRequests,
-		s.Window.Milliseconds(), s.OpenFor.Milliseconds()).Int64Slice()
+		s.Window.Milliseconds(), s.OpenFor.Milliseconds(), 1, 0).Int64Slice()
 	if err != nil {
 		return fmt.Errorf("breaker of %s: %w", t.Provider, err)
 	}

@@ -1,6 +1,11 @@
 -- Report how an admitted send went.
 -- KEYS[1] the breaker's hash; ARGV: sent, failure, probe (0|1), latency (ms),
--- failureThreshold, failureRatio, minRequests, window (ms), openFor (ms).
+-- failureThreshold, failureRatio, minRequests, window (ms), openFor (ms),
+-- count, tally (0|1).
+-- With tally set it adds a worker's tally of count sends that went well
+-- through a clean closed breaker (latency their sum) to the window's counts,
+-- and leaves the state and the consecutive failures alone: those sends were
+-- reported as they happened by not being failures.
 -- Returns {state after, state before}.
 local key = KEYS[1]
 local sent = ARGV[1] == '1'
@@ -12,6 +17,8 @@ local ratio = tonumber(ARGV[6])
 local minReq = tonumber(ARGV[7])
 local window = tonumber(ARGV[8])
 local openFor = tonumber(ARGV[9])
+local count = tonumber(ARGV[10]) or 1
+local tally = ARGV[11] == '1'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local s = redis.call('HMGET', key, 'state', 'fails', 'probes', 'wstart', 'wreq', 'wfail', 'wlat')
@@ -32,8 +39,12 @@ if now - wstart >= window then
   end
   wstart, wreq, wfail, wlat = now, 0, 0, 0
 end
-wreq = wreq + 1
+wreq = wreq + count
 wlat = wlat + latency
+if tally then
+  redis.call('HSET', key, 'wstart', wstart, 'wreq', wreq, 'wlat', wlat)
+  return {state, before}
+end
 local fails = tonumber(s[2]) or 0
 if failure then
   wfail = wfail + 1

@@ -3,13 +3,6 @@ package provider_test
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
 	"net"
 	"strings"
 	"testing"
@@ -19,25 +12,11 @@ import (
 
 	"dispatch-engine/internal/provider"
 	"dispatch-engine/internal/sink"
+	"dispatch-engine/internal/testenv"
 	"dispatch-engine/workflows"
 )
 
 const smtpArrivalWait = 5 * time.Second
-
-// smtpStartMail serves a sink.Mail on a free 127.0.0.1 port and returns it with its port.
-func smtpStartMail(t *testing.T, cfg sink.MailConfig) (*sink.Mail, int) {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	m := sink.NewMail(cfg)
-	done := make(chan error, 1)
-	go func() { done <- m.Serve(l) }()
-	t.Cleanup(func() {
-		require.NoError(t, m.Close())
-		require.NoError(t, <-done)
-	})
-	return m, l.Addr().(*net.TCPAddr).Port
-}
 
 func smtpNew(t *testing.T, cfg provider.SMTPConfig) *provider.SMTP {
 	t.Helper()
@@ -78,7 +57,7 @@ func smtpArrival(t *testing.T, ch <-chan string) string {
 }
 
 func TestSMTPSendArrivesWithHeaders(t *testing.T) {
-	mail, port := smtpStartMail(t, sink.MailConfig{})
+	mail, port := testenv.MailServer(t, sink.MailConfig{})
 	arrivals := mail.Arrivals(4)
 	s := smtpNew(t, provider.SMTPConfig{Port: port, MessageIDDomain: "mail.example.com"})
 
@@ -110,7 +89,7 @@ func TestSMTPSendArrivesWithHeaders(t *testing.T) {
 }
 
 func TestSMTPMessageIDDefaultsToTheDomainOfFrom(t *testing.T) {
-	mail, port := smtpStartMail(t, sink.MailConfig{})
+	mail, port := testenv.MailServer(t, sink.MailConfig{})
 	arrivals := mail.Arrivals(1)
 	s := smtpNew(t, provider.SMTPConfig{Port: port, From: "Dispatch <noreply@notify.example.com>"})
 
@@ -122,7 +101,7 @@ func TestSMTPMessageIDDefaultsToTheDomainOfFrom(t *testing.T) {
 }
 
 func TestSMTPRetrySendsTheSameMessageID(t *testing.T) {
-	mail, port := smtpStartMail(t, sink.MailConfig{})
+	mail, port := testenv.MailServer(t, sink.MailConfig{})
 	arrivals := mail.Arrivals(4)
 	s := smtpNew(t, provider.SMTPConfig{Port: port})
 
@@ -141,7 +120,7 @@ func TestSMTPRetrySendsTheSameMessageID(t *testing.T) {
 }
 
 func TestSMTP4xxIsRetryable(t *testing.T) {
-	mail, port := smtpStartMail(t, sink.MailConfig{})
+	mail, port := testenv.MailServer(t, sink.MailConfig{})
 	mail.FailNext(1, 451, "greylisted, try again later")
 	s := smtpNew(t, provider.SMTPConfig{Port: port})
 
@@ -159,7 +138,7 @@ func TestSMTP4xxIsRetryable(t *testing.T) {
 }
 
 func TestSMTP5xxIsPermanent(t *testing.T) {
-	mail, port := smtpStartMail(t, sink.MailConfig{})
+	mail, port := testenv.MailServer(t, sink.MailConfig{})
 	mail.FailNext(1, 550, "mailbox unavailable")
 	s := smtpNew(t, provider.SMTPConfig{Port: port})
 
@@ -173,9 +152,9 @@ func TestSMTP5xxIsPermanent(t *testing.T) {
 }
 
 func TestSMTPAuthAndStartTLS(t *testing.T) {
-	serverTLS, clientTLS := smtpSelfSignedTLS(t)
+	serverTLS, clientTLS := testenv.SelfSignedTLS(t)
 	const password = "s3cret-Passw0rd"
-	mail, port := smtpStartMail(t, sink.MailConfig{Username: "dispatch", Password: password, TLSConfig: serverTLS})
+	mail, port := testenv.MailServer(t, sink.MailConfig{Username: "dispatch", Password: password, TLSConfig: serverTLS})
 	arrivals := mail.Arrivals(1)
 
 	t.Run("delivers", func(t *testing.T) {
@@ -218,7 +197,7 @@ func TestSMTPAuthAndStartTLS(t *testing.T) {
 }
 
 func TestSMTPStartTLSRequiredButNotOfferedIsProviderFault(t *testing.T) {
-	_, port := smtpStartMail(t, sink.MailConfig{})
+	_, port := testenv.MailServer(t, sink.MailConfig{})
 	s := smtpNew(t, provider.SMTPConfig{Port: port, StartTLS: true})
 
 	res := s.Send(context.Background(), smtpMessage("n-notls", 1))
@@ -230,7 +209,7 @@ func TestSMTPStartTLSRequiredButNotOfferedIsProviderFault(t *testing.T) {
 }
 
 func TestSMTPPlainAuthWithoutTLSOnLoopback(t *testing.T) {
-	mail, port := smtpStartMail(t, sink.MailConfig{Username: "dispatch", Password: "local-pass"})
+	mail, port := testenv.MailServer(t, sink.MailConfig{Username: "dispatch", Password: "local-pass"})
 	arrivals := mail.Arrivals(1)
 	s := smtpNew(t, provider.SMTPConfig{Port: port, Username: "dispatch", Password: "local-pass"})
 
@@ -342,33 +321,6 @@ func TestNewSMTPValidates(t *testing.T) {
 	}
 	_, err := provider.NewSMTP(provider.SMTPConfig{Host: "smtp.example.com", From: "Dispatch <noreply@example.com>", StartTLS: true})
 	require.NoError(t, err)
-}
-
-// smtpSelfSignedTLS returns a server config with a fresh certificate for
-// 127.0.0.1 and localhost, and a client config trusting only it.
-func smtpSelfSignedTLS(t *testing.T) (server, client *tls.Config) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	cert, err := x509.ParseCertificate(der)
-	require.NoError(t, err)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	server = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12}
-	client = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	return server, client
 }
 
 // smtpScriptedServer is an SMTP server that answers each command verb with

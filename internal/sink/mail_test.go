@@ -1,18 +1,13 @@
 package sink_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -22,22 +17,15 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"dispatch-engine/internal/sink"
+	"dispatch-engine/internal/testenv"
 )
 
 const mailArrivalWait = 5 * time.Second
 
 func mailServe(t *testing.T, cfg sink.MailConfig) (*sink.Mail, string) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	m := sink.NewMail(cfg)
-	done := make(chan error, 1)
-	go func() { done <- m.Serve(l) }()
-	t.Cleanup(func() {
-		require.NoError(t, m.Close())
-		require.NoError(t, <-done)
-	})
-	return m, l.Addr().String()
+	m, port := testenv.MailServer(t, cfg)
+	return m, "127.0.0.1:" + strconv.Itoa(port)
 }
 
 const mailRaw = "From: Dispatch <noreply@example.com>\r\n" +
@@ -215,26 +203,7 @@ func TestMailServeReturnsNilAfterClose(t *testing.T) {
 }
 
 func mailTestCert(t *testing.T) (server, client *tls.Config) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	cert, err := x509.ParseCertificate(der)
-	require.NoError(t, err)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	server = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12}
-	client = &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+	server, client = testenv.SelfSignedTLS(t)
+	client.ServerName = "127.0.0.1"
 	return server, client
 }
