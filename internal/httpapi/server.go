@@ -112,6 +112,9 @@ func New(cfg Config, pool *pgxpool.Pool, signaler Signaler, deps []health.Depend
 	orDefault(&cfg.MaxHeaderBytes, 16<<10)
 	orDefault(&cfg.ReadTimeout, 10*time.Second)
 	orDefault(&cfg.IdleTimeout, 60*time.Second)
+	if cfg.Providers == nil { // no providers file: the default webhook provider alone
+		cfg.Providers, _ = provider.NewSet(nil, provider.Defaults{})
+	}
 	s := &Server{cfg: cfg, pool: pool, signaler: signaler, keys: newAPIKeys(cfg.APIKeys), metrics: m, log: log,
 		slots: make(chan struct{}, cfg.MaxInFlight)}
 	s.app = fiber.New(fiber.Config{
