@@ -43,6 +43,8 @@ type scenario struct {
 	// once the workflow is waiting on its first timer).
 	cancelAfter int
 	cancel      bool
+	// receipt is signalled once the workflow waits for a receipt (SENT).
+	receipt *workflows.Receipt
 }
 
 func TestRecordHistories(t *testing.T) {
@@ -88,6 +90,19 @@ func TestRecordHistories(t *testing.T) {
 		{name: "fast_path_deferred_then_delivered", in: local, steps: []deliverStep{
 			{res: workflows.DeliverResult{Outcome: workflows.OutcomeDeferred, Error: "no rate-limit slot free"}}, delivered()}},
 		{name: "permanent_failure_local_bookkeeping", in: same, steps: []deliverStep{{res: workflows.DeliverResult{Outcome: workflows.OutcomePermanent, StatusCode: 400, Error: "provider answered 400"}}}},
+		{name: "failover_then_delivered", in: same, steps: []deliverStep{
+			{res: workflows.DeliverResult{Outcome: workflows.OutcomeRetry, StatusCode: 502, Error: "provider answered 502", Provider: "a", Alternatives: 1}},
+			{res: workflows.DeliverResult{Outcome: workflows.OutcomeDelivered, StatusCode: 200, Provider: "b"}}}},
+		{name: "every_breaker_open_then_delivered", in: local, steps: []deliverStep{
+			{res: workflows.DeliverResult{Outcome: workflows.OutcomeUnavailable, RetryAfter: 300 * time.Millisecond, Error: "every provider of sms has its breaker open"}},
+			{res: workflows.DeliverResult{Outcome: workflows.OutcomeDelivered, StatusCode: 200, Provider: "a"}}}},
+		{name: "receipt_delivered", in: local, steps: []deliverStep{
+			{res: workflows.DeliverResult{Outcome: workflows.OutcomeSent, StatusCode: 200, Provider: "a", AwaitReceipt: time.Minute, OnNoReceipt: "delivered"}}},
+			receipt: &workflows.Receipt{Provider: "a", Status: "delivered"}},
+		{name: "receipt_failed_then_next_provider", in: local, steps: []deliverStep{
+			{res: workflows.DeliverResult{Outcome: workflows.OutcomeSent, StatusCode: 200, Provider: "a", AwaitReceipt: time.Minute, OnNoReceipt: "delivered"}},
+			{res: workflows.DeliverResult{Outcome: workflows.OutcomeDelivered, StatusCode: 200, Provider: "b"}}},
+			receipt: &workflows.Receipt{Provider: "a", Status: "failed", Reason: "unreachable"}},
 		{name: "expired_before_first_attempt", in: func(in workflows.NotificationInput) workflows.NotificationInput {
 			at := time.Now().Add(-time.Second)
 			in.ExpiresAt = &at
@@ -131,6 +146,8 @@ func record(t *testing.T, tc client.Client, sc scenario, policy workflows.RetryP
 		activity.RegisterOptions{Name: workflows.FailActivity})
 	w.RegisterActivityWithOptions(func(context.Context, workflows.CancelInput) (string, error) { return "CANCELLED", nil },
 		activity.RegisterOptions{Name: workflows.CancelActivity})
+	w.RegisterActivityWithOptions(func(_ context.Context, in workflows.SettleInput) (string, error) { return in.Next, nil },
+		activity.RegisterOptions{Name: workflows.SettleReceiptActivity})
 	require.NoError(t, w.Start())
 	defer w.Stop()
 
@@ -160,6 +177,14 @@ func record(t *testing.T, tc client.Client, sc scenario, policy workflows.RetryP
 			}, 10*time.Second, 20*time.Millisecond)
 		}
 		require.NoError(t, tc.SignalWorkflow(context.Background(), id, "", workflows.CancelSignal, nil))
+	}
+	if sc.receipt != nil {
+		require.Eventually(t, func() bool {
+			v, err := tc.QueryWorkflow(context.Background(), id, "", workflows.StatusQuery)
+			var view workflows.StatusView
+			return err == nil && v.Get(&view) == nil && view.Status == "SENT"
+		}, 10*time.Second, 20*time.Millisecond)
+		require.NoError(t, tc.SignalWorkflow(context.Background(), id, "", workflows.ReceiptSignal, *sc.receipt))
 	}
 	var res workflows.NotificationResult
 	require.NoError(t, run.Get(context.Background(), &res))
