@@ -104,19 +104,21 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 			// and does not end in FAILED.
 			waits++
 			waitsHere++
-			wait := min(Backoff(r.wfID, waits, in.Retry, 0), maxUnattemptedWait)
+			var wait time.Duration
+			var why string
 			if unavailable {
 				// Until a breaker may half-open, spread a little so the
 				// waiting notifications do not all ask at once.
 				spread := time.Duration(jitterFraction(r.wfID, waits) * float64(last.RetryAfter/5))
-				wait = min(max(last.RetryAfter+spread, minUnavailableWait), maxUnattemptedWait)
-				err = errors.New(last.Error)
+				wait, why = min(max(last.RetryAfter+spread, minUnavailableWait), maxUnattemptedWait), last.Error
+			} else {
+				wait, why = min(Backoff(r.wfID, waits, in.Retry, 0), maxUnattemptedWait), err.Error()
 			}
 			if r.expired(ctx, wait) {
 				return r.fail(ctx, ReasonExpired, attempt-1, last)
 			}
-			workflow.GetLogger(ctx).Warn("delivery attempt could not begin; trying again", "attempt", attempt, "error", err)
-			r.view.LastError = err.Error()
+			workflow.GetLogger(ctx).Warn("delivery attempt could not begin; trying again", "attempt", attempt, "error", why)
+			r.view.LastError = why
 			_ = workflow.Sleep(work, wait)
 			if r.view.CancelRequested {
 				return r.cancel(ctx, attempt-1)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/testsuite"
 
 	"dispatch-engine/workflows"
 )
@@ -82,17 +83,15 @@ func TestEveryBreakerOpenWaitsWithoutSpendingAnAttempt(t *testing.T) {
 }
 
 // receiptEnv is newEnv with SettleReceipt registered.
-func receiptEnv(t *testing.T, steps ...deliverStep) (*fakes, *settled, func(workflows.NotificationInput) workflows.NotificationResult) {
+func receiptEnv(t *testing.T, steps ...deliverStep) (*testsuite.TestWorkflowEnvironment, *fakes, *settled) {
 	env, f := newEnv(t, steps...)
 	s := &settled{}
 	env.RegisterActivityWithOptions(s.settle, activity.RegisterOptions{Name: workflows.SettleReceiptActivity})
-	return f, s, func(in workflows.NotificationInput) workflows.NotificationResult { return run(t, env, in) }
+	return env, f, s
 }
 
 func TestReceiptDeliveredMakesItDelivered(t *testing.T) {
-	env, f := newEnv(t, sentTo("a", time.Minute, "delivered"))
-	s := &settled{}
-	env.RegisterActivityWithOptions(s.settle, activity.RegisterOptions{Name: workflows.SettleReceiptActivity})
+	env, f, s := receiptEnv(t, sentTo("a", time.Minute, "delivered"))
 	env.RegisterDelayedCallback(func() {
 		env.SignalWorkflow(workflows.ReceiptSignal, workflows.Receipt{Provider: "other", Status: "failed"})
 		env.SignalWorkflow(workflows.ReceiptSignal, workflows.Receipt{Provider: "a", Status: "delivered"})
@@ -107,9 +106,7 @@ func TestReceiptDeliveredMakesItDelivered(t *testing.T) {
 }
 
 func TestFailedReceiptFailsOverToTheNextProvider(t *testing.T) {
-	env, f := newEnv(t, sentTo("a", time.Minute, "delivered"), deliverStep{res: workflows.DeliverResult{Outcome: workflows.OutcomeDelivered, Provider: "b"}})
-	s := &settled{}
-	env.RegisterActivityWithOptions(s.settle, activity.RegisterOptions{Name: workflows.SettleReceiptActivity})
+	env, f, s := receiptEnv(t, sentTo("a", time.Minute, "delivered"), deliverStep{res: workflows.DeliverResult{Outcome: workflows.OutcomeDelivered, Provider: "b"}})
 	env.RegisterDelayedCallback(func() {
 		env.SignalWorkflow(workflows.ReceiptSignal, workflows.Receipt{Provider: "a", Status: "failed", Reason: "unreachable handset"})
 	}, 5*time.Second)
@@ -126,15 +123,15 @@ func TestFailedReceiptFailsOverToTheNextProvider(t *testing.T) {
 
 func TestNoReceiptInTimeFollowsTheProvidersSetting(t *testing.T) {
 	t.Run("delivered", func(t *testing.T) {
-		f, s, run := receiptEnv(t, sentTo("a", 30*time.Second, "delivered"))
-		res := run(testInput(testPolicy))
+		env, f, s := receiptEnv(t, sentTo("a", 30*time.Second, "delivered"))
+		res := run(t, env, testInput(testPolicy))
 		require.Equal(t, "DELIVERED", res.Status)
 		require.Equal(t, "none", s.calls()[0].Receipt)
 		require.Empty(t, f.failCalls())
 	})
 	t.Run("failed", func(t *testing.T) {
-		f, s, run := receiptEnv(t, sentTo("a", 30*time.Second, "failed"))
-		res := run(testInput(testPolicy))
+		env, f, s := receiptEnv(t, sentTo("a", 30*time.Second, "failed"))
+		res := run(t, env, testInput(testPolicy))
 		require.Equal(t, "FAILED", res.Status)
 		require.Equal(t, "none", s.calls()[0].Receipt)
 		require.Equal(t, workflows.ReasonNoReceipt, f.failCalls()[0].Reason)
@@ -142,9 +139,9 @@ func TestNoReceiptInTimeFollowsTheProvidersSetting(t *testing.T) {
 }
 
 func TestEveryProviderUndeliveredFails(t *testing.T) {
-	f, _, run := receiptEnv(t, deliverStep{res: workflows.DeliverResult{Outcome: workflows.OutcomePermanent, RouteExhausted: true,
+	env, f, _ := receiptEnv(t, deliverStep{res: workflows.DeliverResult{Outcome: workflows.OutcomePermanent, RouteExhausted: true,
 		Error: "every provider on the route reported it undelivered"}})
-	res := run(testInput(testPolicy))
+	res := run(t, env, testInput(testPolicy))
 	require.Equal(t, "FAILED", res.Status)
 	require.Equal(t, workflows.ReasonUndelivered, f.failCalls()[0].Reason)
 }

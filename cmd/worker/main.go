@@ -297,8 +297,5 @@ func newBreakers(providers *provider.Set, rdb *redis.Client, prefix string, m *m
 		log.Warn("provider breaker "+c.To.String(), zap.String("provider", c.Provider),
 			zap.String("from", c.From.String()), zap.String("to", c.To.String()))
 	}
-	for _, p := range providers.All() {
-		m.BreakerState.WithLabelValues(p.Name).Set(0)
-	}
 	return b
 }

@@ -329,12 +329,15 @@ func (b *Breakers) Status(ctx context.Context, provider string) (Status, error) 
 	}
 	nowMs := now.Val().UnixMilli()
 	st := Status{State: State(n(0)), ConsecutiveFailures: int(n(1))}
-	req, fail, lat := n(4), n(5), n(6)
-	if nowMs-n(3) < 2*s.Window.Milliseconds() { // the previous window is recent
-		req, fail, lat = req+n(7), fail+n(8), lat+n(9)
-	}
-	if nowMs-n(3) >= 2*s.Window.Milliseconds() && n(3) != 0 { // nothing recent at all
-		req, fail, lat = 0, 0, 0
+	// The counts of the last one to two windows: the current one's and
+	// the one before; a current window that has ended (no send since) is
+	// the one before, and anything older is not recent.
+	var req, fail, lat int64
+	switch age, window := nowMs-n(3), s.Window.Milliseconds(); {
+	case age < window:
+		req, fail, lat = n(4)+n(7), n(5)+n(8), n(6)+n(9)
+	case age < 2*window:
+		req, fail, lat = n(4), n(5), n(6)
 	}
 	st.Requests, st.Failures = int(req), int(fail)
 	if req > 0 {

@@ -44,6 +44,8 @@ type Set struct {
 	providers map[string]*Provider
 	order     []string
 	routes    map[string][]*Provider
+	// maxTimeout is the longest provider timeout (MaxTimeout).
+	maxTimeout time.Duration
 }
 
 // Defaults are the settings a provider takes from the environment.
@@ -66,10 +68,13 @@ type Defaults struct {
 // NewSet builds the providers of f (nil: no providers file).
 func NewSet(f *File, d Defaults) (*Set, error) {
 	s := &Set{providers: map[string]*Provider{}, routes: map[string][]*Provider{}}
+	hook, err := NewWebhook(d.WebhookURL, NewHTTPClient(d.Timeout, d.IdleConns), d.SigningKey)
+	if err != nil {
+		return nil, fmt.Errorf("WEBHOOK_SIGNING_SECRET: %w", err)
+	}
 	def := &Provider{
 		Name: DefaultName, Kind: KindWebhook, Target: redactURL(d.WebhookURL), Timeout: d.Timeout,
-		Sender:     &Webhook{URL: d.WebhookURL, HTTP: NewHTTPClient(d.Timeout, d.IdleConns), Key: d.SigningKey},
-		ReceiptKey: d.SigningKey,
+		Sender: hook, ReceiptKey: d.SigningKey,
 	}
 	if f == nil {
 		s.add(def)
@@ -109,6 +114,7 @@ func NewSet(f *File, d Defaults) (*Set, error) {
 func (s *Set) add(p *Provider) {
 	s.providers[p.Name] = p
 	s.order = append(s.order, p.Name)
+	s.maxTimeout = max(s.maxTimeout, p.Timeout)
 }
 
 func build(spec Spec, defaults BreakerSpec, d Defaults) (*Provider, error) {
@@ -134,8 +140,11 @@ func build(spec Spec, defaults BreakerSpec, d Defaults) (*Provider, error) {
 		if p.AwaitReceipt > 0 && key == nil {
 			return nil, errors.New("awaitReceipt needs a secret (or WEBHOOK_SIGNING_SECRET) to authenticate the receipts")
 		}
-		p.Target, p.ReceiptKey = redactURL(spec.URL), key
-		p.Sender = &Webhook{URL: spec.URL, HTTP: NewHTTPClient(p.Timeout, d.IdleConns), Key: key}
+		hook, err := NewWebhook(spec.URL, NewHTTPClient(p.Timeout, d.IdleConns), key)
+		if err != nil {
+			return nil, err
+		}
+		p.Target, p.ReceiptKey, p.Sender = redactURL(spec.URL), key, hook
 	case KindSMTP:
 		port := spec.Port
 		smtp, err := NewSMTP(SMTPConfig{
@@ -272,13 +281,7 @@ func ProviderLimitKey(name string) string { return "provider:" + name }
 
 // MaxTimeout is the longest send timeout of any provider: an attempt's
 // deadline must leave room for it.
-func (s *Set) MaxTimeout() time.Duration {
-	var d time.Duration
-	for _, p := range s.providers {
-		d = max(d, p.Timeout)
-	}
-	return d
-}
+func (s *Set) MaxTimeout() time.Duration { return s.maxTimeout }
 
 // FromConfig builds the process's providers: PROVIDERS_FILE's when set,
 // else the default webhook provider at WEBHOOK_SITE_URL. idleConns bounds

@@ -392,12 +392,6 @@ func twilioURLForms(fullURL string) []string {
 	return append(forms, alt.String())
 }
 
-// Receipt statuses TwilioReceipt reports.
-const (
-	TwilioReceiptDelivered = "delivered"
-	TwilioReceiptFailed    = "failed"
-)
-
 // TwilioReceipt maps a status callback's form to a receipt. final reports
 // whether the status is final: delivered and read (reported as delivered),
 // undelivered, failed and canceled (reported as failed). queued, accepted,
@@ -421,9 +415,9 @@ func TwilioReceipt(form url.Values) (messageSID, status, reason string, final bo
 	}
 	switch raw {
 	case "delivered", "read":
-		return messageSID, TwilioReceiptDelivered, reason, true
+		return messageSID, ReceiptDelivered, reason, true
 	case "undelivered", "failed", "canceled":
-		return messageSID, TwilioReceiptFailed, reason, true
+		return messageSID, ReceiptFailed, reason, true
 	default:
 		return messageSID, "", reason, false
 	}

@@ -3,9 +3,6 @@ package provider
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +13,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
 	"dispatch-engine/internal/store"
 	"dispatch-engine/workflows"
 )
@@ -24,10 +23,23 @@ import (
 // of a notification carries the same webhook-id (its id), so a receiver
 // can drop duplicates, and is signed when the provider has a secret.
 type Webhook struct {
-	URL  string
-	HTTP *http.Client
-	// Key signs every delivery; nil sends unsigned ones.
-	Key []byte
+	url    string
+	http   *http.Client
+	signer *standardwebhooks.Webhook // nil: deliveries are not signed
+}
+
+// NewWebhook returns the sender POSTing to url through client, signing
+// with key (nil: unsigned).
+func NewWebhook(url string, client *http.Client, key []byte) (*Webhook, error) {
+	w := &Webhook{url: url, http: client}
+	if key != nil {
+		signer, err := standardwebhooks.NewWebhookRaw(key)
+		if err != nil {
+			return nil, fmt.Errorf("signing key: %w", err)
+		}
+		w.signer = signer
+	}
+	return w, nil
 }
 
 // excerptLimit bounds the reply kept with an attempt.
@@ -38,7 +50,7 @@ const excerptLimit = 512
 // are our credentials refused, retried elsewhere; any other status
 // permanent. Connection errors and timeouts retry.
 func (w *Webhook) Send(ctx context.Context, m Message) Result {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(m.Payload))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.url, bytes.NewReader(m.Payload))
 	if err != nil {
 		return Result{Outcome: workflows.OutcomePermanent, Error: "building request: " + err.Error()}
 	}
@@ -47,10 +59,14 @@ func (w *Webhook) Send(ctx context.Context, m Message) Result {
 	req.Header.Set("webhook-id", m.NotificationID)
 	ts := time.Now()
 	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts.Unix(), 10))
-	if w.Key != nil {
-		req.Header.Set("webhook-signature", Sign(w.Key, m.NotificationID, ts, m.Payload))
+	if w.signer != nil {
+		sig, err := w.signer.Sign(m.NotificationID, ts, m.Payload)
+		if err != nil {
+			return Result{Outcome: workflows.OutcomePermanent, Error: "signing: " + err.Error()}
+		}
+		req.Header.Set("webhook-signature", sig)
 	}
-	resp, err := w.HTTP.Do(req)
+	resp, err := w.http.Do(req)
 	if err != nil {
 		return Result{Outcome: workflows.OutcomeRetry, Error: NetError(err), ProviderFault: true}
 	}
@@ -93,15 +109,6 @@ func ProviderFault(code int) bool {
 		return true
 	}
 	return Classify(code) == workflows.OutcomeRetry
-}
-
-// Sign computes the Standard Webhooks signature header value:
-// "v1," + base64(HMAC-SHA256(key, id + "." + timestamp + "." + body)).
-func Sign(key []byte, id string, ts time.Time, body []byte) string {
-	mac := hmac.New(sha256.New, key)
-	mac.Write([]byte(id + "." + strconv.FormatInt(ts.Unix(), 10) + "."))
-	mac.Write(body)
-	return "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
 }
 
 // maxRetryAfter bounds what a provider can ask for.
