@@ -246,12 +246,17 @@ func TestRateLimitHoldsAndHighPriorityOvertakesLowBacklog(t *testing.T) {
 	for len(order) < 70 {
 		select {
 		case id := <-arrivals:
+			// When the provider saw it, as the sink recorded it (not when
+			// this goroutine got round to reading the channel).
+			rec, ok := s.sink.Record(id)
+			require.True(t, ok)
 			order = append(order, id)
-			times = append(times, time.Now())
+			times = append(times, rec.FirstAt)
 		case <-deadline:
 			t.Fatalf("only %d of 70 arrived", len(order))
 		}
 	}
+	slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
 
 	// The limit holds: no one-second window above twice the limit, and the
 	// average rate from first to last arrival within 5% of it.
