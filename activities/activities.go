@@ -238,8 +238,8 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 		transition.Status = notification.StatusSent
 	case res.Outcome == workflows.OutcomeRetry:
 		res.Alternatives = a.alternatives(ctx, candidates, p)
-		if in.Attempt < in.Retry.MaxAttempts && res.Alternatives == 0 {
-			next := time.Now().Add(workflows.Backoff(notification.WorkflowID(in.NotificationID), in.Attempt, in.Retry, res.RetryAfter))
+		if in.Attempt < in.AttemptBase+in.Retry.MaxAttempts && res.Alternatives == 0 {
+			next := time.Now().Add(workflows.Backoff(notification.WorkflowID(in.NotificationID), in.Attempt-in.AttemptBase, in.Retry, res.RetryAfter))
 			transition.Status = notification.StatusRetrying
 			transition.NextAttemptAt = &next
 		}

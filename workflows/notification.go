@@ -60,7 +60,10 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 	// waits counts the attempts that could not begin (NotAttempted): they
 	// are made again after a wait, and spend nothing. waitsHere counts this
 	// run's, which bound its history.
-	first, waits, waitsHere := 1, 0, 0
+	// A retried notification (AttemptBase > 0) gets a fresh budget of
+	// attempts, numbered on after the ones made before.
+	firstAttempt, lastAttempt := in.AttemptBase+1, in.AttemptBase+in.Retry.MaxAttempts
+	first, waits, waitsHere := firstAttempt, 0, 0
 	if in.Resume != nil {
 		first, waits, r.view.LastError = in.Resume.Attempt, in.Resume.Waits, in.Resume.LastError
 	}
@@ -72,16 +75,16 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 	// backoff, excluded the providers whose receipt said undelivered.
 	after, hops := "", 0
 	var excluded []string
-	for attempt := first; attempt <= in.Retry.MaxAttempts; attempt++ {
+	for attempt := first; attempt <= lastAttempt; attempt++ {
 		if r.expired(ctx, 0) {
 			return r.fail(ctx, ReasonExpired, attempt-1, last)
 		}
 		r.view.Attempts, r.view.NextAttemptAt = attempt, nil
 		last = DeliverResult{}
 		req := DeliverInput{NotificationID: in.NotificationID, Attempt: attempt, Retry: in.Retry, Channel: in.Channel,
-			After: after, Exclude: excluded}
+			After: after, Exclude: excluded, AttemptBase: in.AttemptBase}
 		var future workflow.Future
-		if attempt == 1 && in.FirstAttemptLocal && waits == 0 && !deferred {
+		if attempt == firstAttempt && in.FirstAttemptLocal && waits == 0 && !deferred {
 			req.FastPath = true
 			future = workflow.ExecuteLocalActivity(localCtx, DeliverActivity, req)
 		} else {
@@ -161,7 +164,7 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 			}
 			// Undelivered: the next attempt goes to the next provider at once.
 			excluded, after, hops = append(excluded, last.Provider), last.Provider, 0
-			if attempt == in.Retry.MaxAttempts {
+			if attempt == lastAttempt {
 				return r.fail(ctx, ReasonUndelivered, attempt, DeliverResult{Error: r.view.LastError})
 			}
 			continue
@@ -179,7 +182,7 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 			r.view.CancelRequested = true
 			return r.cancel(ctx, attempt)
 		}
-		if attempt == in.Retry.MaxAttempts {
+		if attempt == lastAttempt {
 			break
 		}
 		after = last.Provider
@@ -190,7 +193,7 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 			continue
 		}
 		hops = 0
-		wait := Backoff(r.wfID, attempt, in.Retry, last.RetryAfter)
+		wait := Backoff(r.wfID, attempt-in.AttemptBase, in.Retry, last.RetryAfter)
 		if r.expired(ctx, wait) {
 			// No attempt could start before expiresAt: fail now, not later.
 			return r.fail(ctx, ReasonExpired, attempt, last)
@@ -206,7 +209,7 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 		}
 		r.view.Status = "PROCESSING"
 	}
-	return r.fail(ctx, ReasonExhausted, in.Retry.MaxAttempts, last)
+	return r.fail(ctx, ReasonExhausted, lastAttempt, last)
 }
 
 // maxUnattemptedWait caps the wait before an attempt that could not begin

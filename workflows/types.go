@@ -80,6 +80,13 @@ type NotificationInput struct {
 	// waits for before it continues as new, so a long outage does not grow
 	// the history toward Temporal's limit. Zero means DefaultMaxWaitsPerRun.
 	MaxWaitsPerRun int `json:",omitempty"`
+	// AttemptBase is the attempts made before this generation of the
+	// notification (an explicit retry starts a new run with a fresh budget):
+	// this run makes attempts AttemptBase+1 to AttemptBase+Retry.MaxAttempts.
+	AttemptBase int `json:",omitempty"`
+	// Generation counts the notification's explicit retries; each is a new
+	// run of the same workflow id.
+	Generation int `json:",omitempty"`
 }
 
 // DefaultMaxWaitsPerRun is MaxWaitsPerRun's default: about 2,000 history
@@ -152,6 +159,9 @@ type DeliverInput struct {
 	// Exclude names providers whose receipt reported this notification
 	// undelivered; the attempt goes to none of them.
 	Exclude []string `json:",omitempty"`
+	// AttemptBase is NotificationInput.AttemptBase: the attempts of earlier
+	// generations, before this run's budget.
+	AttemptBase int `json:",omitempty"`
 }
 
 // ErrNotAttempted is the type of the Deliver error that says nothing was

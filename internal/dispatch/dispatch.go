@@ -18,6 +18,7 @@ import (
 	"go.temporal.io/api/operatorservice/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/worker"
 	"go.uber.org/zap"
@@ -126,22 +127,33 @@ func (s *Starter) Handle(ctx context.Context, d amqp.Delivery) error {
 		workflows.SearchChannel.ValueSet(n.Channel),
 		workflows.SearchPriority.ValueSet(n.Priority),
 		workflows.SearchStatus.ValueSet(status),
-		workflows.SearchAttempts.ValueSet(0),
+		workflows.SearchAttempts.ValueSet(int64(n.AttemptBase)),
 	}
 	if n.BatchID != nil {
 		attrs = append(attrs, workflows.SearchBatchID.ValueSet(n.BatchID.String()))
 	}
+	// The first generation's workflow id is never reused, so a redelivered
+	// message starts nothing twice. A retried notification (generation > 0)
+	// is a new run of the same id, started once its previous run closed; the
+	// memo says which generation a run is.
+	reuse, memo := enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE, map[string]any(nil)
+	if n.Generation > 0 {
+		reuse, memo = enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE, map[string]any{generationMemo: n.Generation}
+	}
 	_, err = s.temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID:                                       wfID,
 		TaskQueue:                                s.cfg.TaskQueues.Workflows(),
-		WorkflowIDReusePolicy:                    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
+		WorkflowIDReusePolicy:                    reuse,
+		Memo:                                     memo,
 		WorkflowExecutionErrorWhenAlreadyStarted: true,
 		// The worker lives in this process: the first workflow task runs here
 		// without a round trip through the task queue.
 		EnableEagerStart:      true,
 		Priority:              temporal.Priority{PriorityKey: notification.TemporalPriorityKey(n.Priority)},
 		TypedSearchAttributes: temporal.NewSearchAttributes(attrs...),
-		StaticSummary:         fmt.Sprintf("%s to %s (%s)", n.Channel, notification.MaskRecipient(n.Channel, n.Recipient), n.Priority),
+		// No recipient, not even masked: an erased notification leaves
+		// nothing of its person in Temporal, whose histories carry ids only.
+		StaticSummary: fmt.Sprintf("%s notification (%s)", n.Channel, n.Priority),
 	}, workflows.NotificationWorkflow, workflows.NotificationInput{
 		NotificationID:    id.String(),
 		Channel:           n.Channel,
@@ -152,9 +164,25 @@ func (s *Starter) Handle(ctx context.Context, d amqp.Delivery) error {
 		ScheduledAt:       n.ScheduledAt,
 		ExpiresAt:         n.ExpiresAt,
 		FirstAttemptLocal: local,
+		AttemptBase:       n.AttemptBase,
+		Generation:        n.Generation,
 	})
 	var already *serviceerror.WorkflowExecutionAlreadyStarted
 	switch {
+	case errors.As(err, &already) && n.Generation > 0:
+		// Either this generation's run started already (a redelivered
+		// message), or the previous generation's run has marked the
+		// notification FAILED or CANCELLED but not closed yet: then the
+		// message is handled again after the consumer's pause.
+		running, derr := s.runningGeneration(ctx, wfID)
+		if derr != nil {
+			return derr
+		}
+		if running < n.Generation {
+			return fmt.Errorf("workflow %s: the run of generation %d is still closing; generation %d starts after it", wfID, running, n.Generation)
+		}
+		s.metrics.WorkflowStarts.WithLabelValues(n.Channel, "duplicate").Inc()
+		return nil
 	case errors.As(err, &already):
 		s.metrics.WorkflowStarts.WithLabelValues(n.Channel, "duplicate").Inc()
 		return nil
@@ -174,6 +202,27 @@ func (s *Starter) Handle(ctx context.Context, d amqp.Delivery) error {
 	}
 	s.log.Debug("workflow started", zap.String("notification_id", id.String()), zap.String("workflow_id", wfID), zap.String("channel", n.Channel))
 	return nil
+}
+
+// generationMemo is the memo field naming a retried run's generation.
+const generationMemo = "generation"
+
+// runningGeneration answers the generation of the open run of wfID (0 for
+// a first run, which carries no memo).
+func (s *Starter) runningGeneration(ctx context.Context, wfID string) (int, error) {
+	d, err := s.temporal.DescribeWorkflowExecution(ctx, wfID, "")
+	if err != nil {
+		return 0, fmt.Errorf("describing workflow %s: %w", wfID, err)
+	}
+	field, ok := d.GetWorkflowExecutionInfo().GetMemo().GetFields()[generationMemo]
+	if !ok {
+		return 0, nil
+	}
+	var g int
+	if err := converter.GetDefaultDataConverter().FromPayload(field, &g); err != nil {
+		return 0, fmt.Errorf("reading the generation of workflow %s: %w", wfID, err)
+	}
+	return g, nil
 }
 
 // cancelIfRequested signals the cancel to a just-started workflow whose

@@ -138,16 +138,23 @@ type Transition struct {
 func FinishAttempt(ctx context.Context, q Querier, a Attempt, t Transition) error {
 	a.Error, a.ResponseExcerpt, t.LastError = safeTextPtr(a.Error), safeTextPtr(a.ResponseExcerpt), safeTextPtr(t.LastError)
 	_, err := q.Exec(ctx, `
-		WITH a AS (
+		WITH n AS (
+			-- Locked first: an erasure committing meanwhile is seen, and its
+			-- person's words never reach the attempt log after it.
+			SELECT erased_at IS NOT NULL AS erased FROM notifications WHERE id = $1 FOR UPDATE
+		), a AS (
 			INSERT INTO delivery_attempts (notification_id, attempt, started_at, duration_ms,
 				status_code, outcome, error, response_excerpt, provider, provider_message_id)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $13, $14)
+			SELECT $1, $2, $3, $4, $5, $6, CASE WHEN erased THEN NULL ELSE $7 END,
+				CASE WHEN erased THEN NULL ELSE $8 END, $13, $14 FROM n
 			ON CONFLICT (notification_id, attempt) DO NOTHING
 		)
 		UPDATE notifications
-		SET status = $9, attempts = GREATEST(attempts, $2), last_error = COALESCE($10, last_error), failure_reason = $11,
+		SET status = $9, attempts = GREATEST(attempts, $2),
+			last_error = CASE WHEN erased_at IS NULL THEN COALESCE($10, last_error) END, failure_reason = $11,
 			next_attempt_at = $12, updated_at = now(), provider = COALESCE($13, provider),
 			delivered_at = CASE WHEN $9 = 'DELIVERED' THEN now() ELSE delivered_at END
+		FROM n -- read (and locked) before the update, by either side
 		WHERE id = $1 AND status IN `+nonTerminal,
 		a.NotificationID, a.Attempt, a.StartedAt, a.DurationMS, a.StatusCode, a.Outcome, a.Error,
 		a.ResponseExcerpt, t.Status, t.LastError, t.FailureReason, t.NextAttemptAt, a.Provider, safeTextPtr(a.ProviderMessageID))

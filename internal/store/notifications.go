@@ -43,12 +43,19 @@ type Notification struct {
 	// receipt reported (delivered, failed, none), when one was awaited.
 	Provider *string `db:"provider"`
 	Receipt  *string `db:"receipt"`
+	// Generation counts the notification's explicit retries (each a new run
+	// of its workflow); AttemptBase is the attempts made before the current
+	// generation, whose budget starts after them. ErasedAt marks a
+	// notification whose recipient and content were erased.
+	Generation  int        `db:"generation"`
+	AttemptBase int        `db:"attempt_base"`
+	ErasedAt    *time.Time `db:"erased_at"`
 }
 
 const notificationColumns = `id, batch_id, channel, priority, recipient, subject, content, metadata,
 	idempotency_key, request_fingerprint, status, attempts, last_error, failure_reason,
 	next_attempt_at, scheduled_at, expires_at, created_at, updated_at, delivered_at, cancel_requested_at,
-	provider, receipt`
+	provider, receipt, generation, attempt_base, erased_at`
 
 // nonTerminal is the SQL list of statuses a notification can still leave.
 const nonTerminal = `('ACCEPTED', 'QUEUED', 'SCHEDULED', 'PROCESSING', 'RETRYING', 'SENT')`
