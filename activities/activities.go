@@ -55,6 +55,9 @@ type Activities struct {
 	// record to the workflow (DeliverResult.Unrecorded). Defaults to
 	// DefaultRecordPatience.
 	RecordPatience time.Duration
+	// Temporal signals the workflows an operation cancels (OperationStep);
+	// nil sends no signal (their cancel flags still stop them).
+	Temporal Signaler
 }
 
 // Payload is the JSON body POSTed to the provider (and the body of a

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/google/uuid"
 	"go.temporal.io/sdk/client"
 	"go.uber.org/zap"
 
@@ -108,9 +109,12 @@ func run() error {
 	}
 
 	srv := httpapi.New(httpapi.Config{
-		Providers:         providers,
-		Breakers:          breakers,
-		ReceiptsBaseURL:   strings.TrimRight(cfg.ReceiptsBaseURL, "/"),
+		Providers:       providers,
+		Breakers:        breakers,
+		ReceiptsBaseURL: strings.TrimRight(cfg.ReceiptsBaseURL, "/"),
+		Operations: func(ctx context.Context, id uuid.UUID, summary string) error {
+			return dispatch.StartOperation(ctx, tc, dispatch.TaskQueues{Prefix: cfg.TemporalTaskQueuePrefix}, id, summary)
+		},
 		Accepted:          waker.Poke,
 		APIKeys:           cfg.APIKeys,
 		TemporalUIURL:     cfg.TemporalUIURL,

@@ -136,6 +136,7 @@ func run() error {
 		Log:           log,
 		// The fast path's calls are bounded like a channel's worker.
 		FastPathCalls: make(chan struct{}, cfg.WorkerConcurrency),
+		Temporal:      tc,
 	}
 	taskQueues := dispatch.TaskQueues{Prefix: cfg.TemporalTaskQueuePrefix}
 	workers := dispatch.NewWorkers(tc, dispatch.WorkerConfig{
@@ -205,6 +206,7 @@ func run() error {
 		wg.Go(func() { _ = acts.Breakers.Run(ctx) })
 	}
 	wg.Go(func() { _ = reconciler.Run(ctx) })
+	wg.Go(func() { dispatch.ResumeOperations(ctx, pool, tc, taskQueues, 30*time.Second, time.Minute, log) })
 	wg.Go(func() { _ = consumer.Run(ctx) })
 	log.Info("worker running", zap.String("metrics_addr", probes.Addr), zap.String("webhook_url", redactURL(cfg.WebhookSiteURL)))
 

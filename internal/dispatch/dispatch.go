@@ -40,6 +40,9 @@ type TaskQueues struct {
 // Workflows is the task queue of the notification workflows.
 func (t TaskQueues) Workflows() string { return t.Prefix + "notifications" }
 
+// Operations is the task queue of the operation workflows and their steps.
+func (t TaskQueues) Operations() string { return t.Prefix + "operations" }
+
 // Deliver is the activity task queue of one channel (deliver-sms, ...): the
 // backlog of each channel waits in Temporal, in priority order.
 func (t TaskQueues) Deliver(channel string) string { return t.Prefix + "deliver-" + channel }
@@ -268,7 +271,13 @@ func NewWorkers(tc client.Client, cfg WorkerConfig, acts *activities.Activities)
 	})
 	wf.RegisterWorkflowWithOptions(workflows.Notification, workflowRegisterOptions())
 	registerActivities(wf, acts)
-	workers := []worker.Worker{wf}
+	ops := worker.New(tc, cfg.TaskQueues.Operations(), worker.Options{
+		WorkerStopTimeout: cfg.StopTimeout,
+		// A step paces itself; a few at once keep several operations going.
+		MaxConcurrentActivityExecutionSize: 4,
+	})
+	registerOperations(ops, acts)
+	workers := []worker.Worker{wf, ops}
 	for _, channel := range notification.Channels {
 		w := worker.New(tc, cfg.TaskQueues.Deliver(channel), worker.Options{
 			MaxConcurrentActivityExecutionSize: cfg.Concurrency,

@@ -20,3 +20,9 @@ func registerActivities(w worker.Worker, acts *activities.Activities) {
 	w.RegisterActivityWithOptions(acts.RecordAttempt, activity.RegisterOptions{Name: workflows.RecordAttemptActivity})
 	w.RegisterActivityWithOptions(acts.SettleReceipt, activity.RegisterOptions{Name: workflows.SettleReceiptActivity})
 }
+
+// registerOperations registers the operation workflow and its step.
+func registerOperations(w worker.Worker, acts *activities.Activities) {
+	w.RegisterWorkflowWithOptions(workflows.Operation, workflow.RegisterOptions{Name: workflows.OperationWorkflow})
+	w.RegisterActivityWithOptions(acts.OperationStep, activity.RegisterOptions{Name: workflows.OperationStepActivity})
+}

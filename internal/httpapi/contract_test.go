@@ -204,7 +204,7 @@ func TestContractCheckCatchesAnAnswerThatDrifts(t *testing.T) {
 		return c.verify(req, nil, resp, []byte(body))
 	}
 	good := `{"id":"` + id + `","status":"QUEUED","channel":"sms","priority":"HIGH","recipient":"+14155550123",
-		"content":"hi","attempts":0,"createdAt":"2026-01-02T15:04:05Z","updatedAt":"2026-01-02T15:04:05Z",
+		"content":"hi","attempts":0,"retries":0,"createdAt":"2026-01-02T15:04:05Z","updatedAt":"2026-01-02T15:04:05Z",
 		"workflowId":"notification-` + id + `","links":{"self":"s","attempts":"a","temporal":"t"}}`
 	require.NoError(t, answer(http.StatusOK, good))
 

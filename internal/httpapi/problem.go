@@ -68,6 +68,7 @@ const (
 	typeConflict            = "/problems/conflict"
 	typeIdempotencyConflict = "/problems/idempotency-key-reused"
 	typeNotCancellable      = "/problems/not-cancellable"
+	typeNotRetryable        = "/problems/not-retryable"
 	typeTooLarge            = "/problems/payload-too-large"
 	typeUnsupported         = "/problems/unsupported-media-type"
 	typeInternal            = "/problems/internal-error"

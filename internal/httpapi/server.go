@@ -78,7 +78,14 @@ type Config struct {
 	// ReceiptsBaseURL is the API's public base URL, the one providers were
 	// given (Twilio signs the full URL it calls).
 	ReceiptsBaseURL string
+	// Operations starts the workflow of a stored operation; nil refuses
+	// POST /v1/operations with 503. A start that fails is left to the
+	// worker, which starts the workflows of idle RUNNING operations.
+	Operations OperationStarter
 }
+
+// OperationStarter starts an operation's workflow.
+type OperationStarter func(ctx context.Context, id uuid.UUID, summary string) error
 
 // Signaler sends a signal to a Temporal workflow; a client.Client is one.
 type Signaler interface {
@@ -160,6 +167,11 @@ func New(cfg Config, pool *pgxpool.Pool, signaler Signaler, deps []health.Depend
 	v1.Get("/notifications/:id", s.getNotification)
 	v1.Get("/notifications/:id/attempts", s.listAttempts)
 	v1.Post("/notifications/:id/cancel", s.cancelNotification)
+	v1.Post("/notifications/:id/retry", s.retryNotification)
+	v1.Get("/operations", s.listOperations)
+	v1.Post("/operations", s.createOperation)
+	v1.Get("/operations/:id", s.getOperation)
+	v1.Post("/operations/:id/cancel", s.cancelOperation)
 	v1.Get("/batches/:batchId", s.getBatch)
 	v1.Get("/providers", s.listProviders)
 
@@ -221,10 +233,15 @@ type Resource struct {
 	CancelRequestedAt *time.Time      `json:"cancelRequestedAt,omitempty"`
 	// Provider is who took the latest attempt; Receipt what that
 	// provider's receipt said (delivered, failed, none) where one was awaited.
-	Provider   *string `json:"provider,omitempty"`
-	Receipt    *string `json:"receipt,omitempty"`
-	WorkflowID string  `json:"workflowId"`
-	Links      Links   `json:"links"`
+	Provider *string `json:"provider,omitempty"`
+	Receipt  *string `json:"receipt,omitempty"`
+	// Retries counts the explicit retries (POST .../retry, a retry
+	// operation); each was a new run of the workflow. ErasedAt marks a
+	// notification whose recipient and content were erased.
+	Retries    int        `json:"retries"`
+	ErasedAt   *time.Time `json:"erasedAt,omitempty"`
+	WorkflowID string     `json:"workflowId"`
+	Links      Links      `json:"links"`
 }
 
 // Links point at the notification's related pages.
@@ -249,6 +266,8 @@ func (s *Server) resource(n store.Notification) Resource {
 		CancelRequestedAt: n.CancelRequestedAt,
 		Provider:          n.Provider,
 		Receipt:           n.Receipt,
+		Retries:           n.Generation,
+		ErasedAt:          n.ErasedAt,
 		WorkflowID:        wfID,
 		Links: Links{
 			Self:     "/v1/notifications/" + id,

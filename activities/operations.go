@@ -1,0 +1,103 @@
+package activities
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+	"go.uber.org/zap"
+
+	"dispatch-engine/internal/notification"
+	"dispatch-engine/internal/store"
+	"dispatch-engine/workflows"
+)
+
+// Signaler sends a signal to a workflow; a Temporal client is one.
+type Signaler interface {
+	SignalWorkflow(ctx context.Context, workflowID, runID, signalName string, arg any) error
+}
+
+// Operation steps are bounded in time, so the workflow sees progress and a
+// lost worker's step is taken up again soon (the heartbeat timeout).
+const (
+	operationStepTime = 10 * time.Second
+	maxOperationPage  = 500
+)
+
+// OperationStep does pages of an operation for up to operationStepTime, at
+// no more than its maxPerSecond notifications a second: each page is one
+// transaction (store.RunPage) that acts on its notifications and moves the
+// cursor and the counts, so a step that is retried after a crash goes on
+// from the last committed page and does no item twice. After a page
+// commits, the workflows of the notifications it cancelled while they
+// waited or delivered hear the cancel signal; the cancel flag on their rows
+// already stops them (a signal lost to a crash costs only promptness).
+func (a *Activities) OperationStep(ctx context.Context, in workflows.OperationStepInput) (workflows.OperationStepResult, error) {
+	id, err := uuid.Parse(in.OperationID)
+	if err != nil {
+		return workflows.OperationStepResult{}, temporal.NewNonRetryableApplicationError("bad operation id", "BadInput", err)
+	}
+	op, err := store.GetOperation(ctx, a.Pool, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return workflows.OperationStepResult{}, temporal.NewNonRetryableApplicationError("no operation "+in.OperationID, "NotFound", err)
+	}
+	if err != nil {
+		return workflows.OperationStepResult{}, err
+	}
+	perSecond := max(op.MaxPerSecond, 1)
+	limit := min(perSecond, maxOperationPage)
+	log := a.Log.With(zap.String("operation_id", in.OperationID), zap.String("action", op.Action))
+	var res workflows.OperationStepResult
+	deadline := time.Now().Add(operationStepTime)
+	for time.Now().Before(deadline) {
+		started := time.Now()
+		page, err := store.RunPage(ctx, a.Pool, id, limit)
+		if err != nil {
+			return res, err
+		}
+		if page.Done {
+			res.Done, res.Status = true, page.Status
+			log.Info("operation finished", zap.String("status", page.Status))
+			return res, nil
+		}
+		res.Processed += page.Items
+		for _, it := range page.Cancelled {
+			a.Metrics.Terminal.WithLabelValues("cancelled", it.Channel, it.Priority, "").Inc()
+		}
+		a.signalCancels(ctx, page.Signal, log)
+		activity.RecordHeartbeat(ctx, res.Processed)
+		// The pace: a page of n takes at least n/perSecond seconds.
+		pause := time.Duration(float64(page.Items)/float64(perSecond)*float64(time.Second)) - time.Since(started)
+		if pause > 0 {
+			select {
+			case <-ctx.Done():
+				return res, ctx.Err()
+			case <-time.After(pause):
+			}
+		}
+	}
+	return res, nil
+}
+
+// signalCancels sends the cancel signal to the workflows of ids; a
+// workflow that is gone or not started yet needs none (the flag stops it).
+func (a *Activities) signalCancels(ctx context.Context, ids []uuid.UUID, log *zap.Logger) {
+	if a.Temporal == nil {
+		return
+	}
+	for _, id := range ids {
+		wfID := notification.WorkflowID(id.String())
+		sctx, cancel := context.WithTimeout(ctx, callTimeout)
+		err := a.Temporal.SignalWorkflow(sctx, wfID, "", workflows.CancelSignal, nil)
+		cancel()
+		var notFound *serviceerror.NotFound
+		if err != nil && !errors.As(err, &notFound) {
+			log.Warn("cancel signal not delivered; the notification's cancel flag still stops it",
+				zap.String("notification_id", id.String()), zap.Error(err))
+		}
+	}
+}
