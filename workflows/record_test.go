@@ -103,6 +103,10 @@ func TestRecordHistories(t *testing.T) {
 			{res: workflows.DeliverResult{Outcome: workflows.OutcomeSent, StatusCode: 200, Provider: "a", AwaitReceipt: time.Minute, OnNoReceipt: "delivered"}},
 			{res: workflows.DeliverResult{Outcome: workflows.OutcomeDelivered, StatusCode: 200, Provider: "b"}}},
 			receipt: &workflows.Receipt{Provider: "a", Status: "failed", Reason: "unreachable"}},
+		{name: "retried_generation_retry_then_delivered", in: func(in workflows.NotificationInput) workflows.NotificationInput {
+			in.AttemptBase, in.Generation, in.FirstAttemptLocal = 3, 1, true
+			return in
+		}, steps: []deliverStep{retry(503, 0), delivered()}},
 		{name: "expired_before_first_attempt", in: func(in workflows.NotificationInput) workflows.NotificationInput {
 			at := time.Now().Add(-time.Second)
 			in.ExpiresAt = &at
