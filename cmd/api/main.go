@@ -21,6 +21,7 @@ import (
 
 	"dispatch-engine/internal/breaker"
 	"dispatch-engine/internal/config"
+	"dispatch-engine/internal/deadletter"
 	"dispatch-engine/internal/dispatch"
 	"dispatch-engine/internal/health"
 	"dispatch-engine/internal/httpapi"
@@ -74,6 +75,10 @@ func run() error {
 	// The API only checks RabbitMQ for readiness; the outbox relay publishes.
 	broker := queue.NewPublisher(cfg.RabbitMQURL, queue.Topology{Prefix: cfg.RabbitMQQueuePrefix})
 	defer broker.Close()
+	// /v1/dead-letters visits the DLQs through a publisher of its own: a
+	// peek or a purge holds it while it runs, readiness checks must not wait.
+	deadLetters := queue.NewPublisher(cfg.RabbitMQURL, queue.Topology{Prefix: cfg.RabbitMQQueuePrefix})
+	defer deadLetters.Close()
 
 	// Lazy: the API starts (and reports not ready) while Temporal is down.
 	conn, creds, err := dispatch.Connection(cfg)
@@ -115,6 +120,7 @@ func run() error {
 		Operations: func(ctx context.Context, id uuid.UUID, summary string) error {
 			return dispatch.StartOperation(ctx, tc, dispatch.TaskQueues{Prefix: cfg.TemporalTaskQueuePrefix}, id, summary)
 		},
+		DeadLetters:       deadletter.NewQueues(pool, deadLetters),
 		Accepted:          waker.Poke,
 		APIKeys:           cfg.APIKeys,
 		TemporalUIURL:     cfg.TemporalUIURL,

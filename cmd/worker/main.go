@@ -27,6 +27,7 @@ import (
 	"dispatch-engine/activities"
 	"dispatch-engine/internal/breaker"
 	"dispatch-engine/internal/config"
+	"dispatch-engine/internal/deadletter"
 	"dispatch-engine/internal/dispatch"
 	"dispatch-engine/internal/health"
 	"dispatch-engine/internal/logs"
@@ -200,12 +201,19 @@ func run() error {
 		return main, err
 	}, m.Repaired, relay.Wake, log)
 
+	// Its own publisher: a sweep holds it while it visits a DLQ, and may
+	// take longer than a publish.
+	sweeper := queue.NewPublisher(cfg.RabbitMQURL, topology, queue.WithCallTimeout(time.Minute))
+	defer sweeper.Close()
+	pruner := deadletter.NewPruner(pool, sweeper, m.DeadLettersRetired, log)
+
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = relay.Run(ctx) })
 	if acts.Breakers != nil {
 		wg.Go(func() { _ = acts.Breakers.Run(ctx) })
 	}
 	wg.Go(func() { _ = reconciler.Run(ctx) })
+	wg.Go(func() { _ = pruner.Run(ctx) })
 	wg.Go(func() { dispatch.ResumeOperations(ctx, pool, tc, taskQueues, 30*time.Second, time.Minute, log) })
 	wg.Go(func() { _ = consumer.Run(ctx) })
 	log.Info("worker running", zap.String("metrics_addr", probes.Addr), zap.String("webhook_url", redactURL(cfg.WebhookSiteURL)))

@@ -82,6 +82,9 @@ type Config struct {
 	// POST /v1/operations with 503. A start that fails is left to the
 	// worker, which starts the workflows of idle RUNNING operations.
 	Operations OperationStarter
+	// DeadLetters lists the dead-letter queues and purges their poison
+	// messages (/v1/dead-letters); without it those routes answer 503.
+	DeadLetters DeadLetterQueues
 }
 
 // OperationStarter starts an operation's workflow.
@@ -174,6 +177,8 @@ func New(cfg Config, pool *pgxpool.Pool, signaler Signaler, deps []health.Depend
 	v1.Post("/operations/:id/cancel", s.cancelOperation)
 	v1.Get("/batches/:batchId", s.getBatch)
 	v1.Get("/providers", s.listProviders)
+	v1.Get("/dead-letters/:channel", s.listDeadLetters)
+	v1.Post("/dead-letters/:channel/purge", s.purgeDeadLetters)
 
 	s.app.Use(func(c *fiber.Ctx) error {
 		return newProblem(fiber.StatusNotFound, typeNotFound, "Not found", "no route "+c.Method()+" "+c.Path())

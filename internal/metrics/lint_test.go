@@ -35,6 +35,7 @@ func TestWorkerMetricsPassTheLinter(t *testing.T) {
 	m.WorkflowStarts.WithLabelValues("sms", "started").Inc()
 	m.InFlight.WithLabelValues("sms").Inc()
 	m.Repaired.WithLabelValues("requeued").Inc()
+	m.DeadLettersRetired.WithLabelValues("sms").Inc()
 
 	families, err := m.Registry.Gather()
 	require.NoError(t, err)

@@ -88,6 +88,9 @@ type Worker struct {
 	BreakerState *prometheus.GaugeVec
 	// BreakerChanges counts the transitions this worker made.
 	BreakerChanges *prometheus.CounterVec
+	// DeadLettersRetired counts the dead-letter messages the pruner took out
+	// of a DLQ because their notification was retried or erased.
+	DeadLettersRetired *prometheus.CounterVec
 }
 
 // NewWorker registers the worker's metrics.
@@ -146,9 +149,14 @@ func NewWorker() *Worker {
 			Name: "dispatch_provider_breaker_transitions_total",
 			Help: "Breaker transitions this process made, by provider and the state entered.",
 		}, []string{"provider", "to"}),
+		DeadLettersRetired: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dispatch_dead_letters_retired_total",
+			Help: "Dead-letter messages removed from a channel's DLQ because their notification was retried or erased.",
+		}, []string{"channel"}),
 	}
 	m.Registry.MustRegister(m.Terminal, m.Attempts, m.ProviderLatency, m.EndToEnd, m.RateLimitWait, m.RateLimitWaits,
-		m.Relayed, m.WorkflowStarts, m.InFlight, m.Repaired, m.DependencyUp, m.BreakerState, m.BreakerChanges)
+		m.Relayed, m.WorkflowStarts, m.InFlight, m.Repaired, m.DependencyUp, m.BreakerState, m.BreakerChanges,
+		m.DeadLettersRetired)
 	return m
 }
 

@@ -163,7 +163,7 @@ type Payload struct {
 
 // DeadLetter is why a notification (or a message naming none) was given
 // up: what every dead-letter message says, whoever wrote it. The broker
-// headers it becomes are queue.DeadLetterHeaders.
+// headers it becomes are queue.Header* (queue.Topology.DeadLetterMessage).
 type DeadLetter struct {
 	// Reason is exhausted, permanent, expired (the workflow), abandoned
 	// (the reconciler), unparseable or unknown-id (the consumer).
@@ -176,6 +176,11 @@ type DeadLetter struct {
 	LastError  string `json:"lastError,omitempty"`
 	// FailedAt is when it was given up.
 	FailedAt time.Time `json:"failedAt"`
+	// Generation is the notification's generation (notifications.generation,
+	// raised by each retry) when it failed: a retry or an erasure retires
+	// the dead-letter messages of the generations before it. 0 for a
+	// message naming no notification.
+	Generation int `json:"generation,omitempty"`
 }
 
 // The writers of dead-letter messages (DeadLetter.Source).

@@ -152,3 +152,26 @@ func TestRelayWakesWhenTheWakerPokes(t *testing.T) {
 
 	stop()
 }
+
+func TestRelayPublishesADeadLetterOfTheGenerationThatFailed(t *testing.T) {
+	ctx := context.Background()
+	pool, _ := testenv.Pool(t)
+	topo := testenv.Topology(t)
+	n := create(t, pool, notification.SMS, notification.High, "+14155550123")
+	relay := outbox.NewRelay(outbox.Config{Topology: topo}, pool, newPublisher(t, testenv.Shared(t).RabbitMQURL, topo), zap.NewNop())
+	_, err := relay.RelayOnce(ctx) // its delivery message
+	require.NoError(t, err)
+
+	_, err = pool.Exec(ctx, `UPDATE notifications SET generation = 1 WHERE id = $1`, n.ID) // retried once
+	require.NoError(t, err)
+	_, err = store.Fail(ctx, pool, n.ID, notification.DeadLetter{Reason: "exhausted", Source: notification.SourceWorkflow, Attempts: 2, FailedAt: time.Now()})
+	require.NoError(t, err)
+	relayed, err := relay.RelayOnce(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, relayed)
+
+	msg := testenv.NextMessage(t, testenv.Channel(t), topo.DeadLetterQueue(notification.SMS), 5*time.Second, "no dead letter")
+	require.Equal(t, n.ID.String(), msg.MessageId)
+	require.Equal(t, int32(1), msg.Headers[queue.HeaderGeneration])
+	require.Equal(t, int32(2), msg.Headers[queue.HeaderAttempts])
+}

@@ -16,6 +16,10 @@ const (
 	HeaderLastStatus = "x-last-status"
 	HeaderLastError  = "x-last-error"
 	HeaderFailedAt   = "x-failed-at"
+	// HeaderGeneration is the notification's generation (int32) when it
+	// failed, on the messages that name a notification; a message without
+	// it (written before it existed) is of generation 0.
+	HeaderGeneration = "x-generation"
 )
 
 // maxHeaderError bounds the error text carried in a header.
@@ -37,6 +41,9 @@ func (t Topology) DeadLetterMessage(channel, messageID string, body []byte, d no
 	}
 	if d.LastError != "" {
 		headers[HeaderLastError] = truncate(d.LastError, maxHeaderError)
+	}
+	if d.Source != notification.SourceConsumer {
+		headers[HeaderGeneration] = int32(d.Generation)
 	}
 	return Outgoing{Exchange: t.DeadLetterExchange(), RoutingKey: channel, Body: body, MessageID: messageID, Headers: headers}
 }

@@ -202,7 +202,10 @@ func CancelRequested(ctx context.Context, q Querier, id uuid.UUID) (bool, error)
 // outbox, from which the relay publishes the notification's dead-letter
 // message. It returns the notification as it ends: one already terminal
 // (delivered, cancelled) stands, and then nothing is written, so a
-// notification is dead-lettered exactly when it failed.
+// notification is dead-lettered exactly when it failed. The record carries
+// the row's generation as this statement finds it, not d.Generation: the
+// message is of the generation that failed, which is what a later retry or
+// erasure retires.
 func Fail(ctx context.Context, q Querier, id uuid.UUID, d notification.DeadLetter) (Notification, error) {
 	d.LastError = SafeText(d.LastError) // jsonb refuses \u0000 too
 	record, err := json.Marshal(d)
@@ -218,7 +221,7 @@ func Fail(ctx context.Context, q Querier, id uuid.UUID, d notification.DeadLette
 			RETURNING `+notificationColumns+`
 		), o AS (
 			INSERT INTO outbox (notification_id, channel, priority, dead_letter)
-			SELECT id, channel, priority, $5 FROM u
+			SELECT id, channel, priority, jsonb_set($5::jsonb, '{generation}', to_jsonb(generation)) FROM u
 		)
 		SELECT `+notificationColumns+` FROM u
 		UNION ALL

@@ -291,3 +291,35 @@ func latestMigration(t *testing.T) uint {
 	require.Positive(t, v)
 	return v
 }
+
+func TestFailRecordsTheGenerationTheRowHasAsItFails(t *testing.T) {
+	ctx := context.Background()
+	pool, _ := testenv.Pool(t)
+	first, retried := newSMS(), newSMS()
+	for _, n := range []store.NewNotification{first, retried} {
+		_, err := store.CreateNotification(ctx, pool, n)
+		require.NoError(t, err)
+	}
+	_, err := pool.Exec(ctx, `UPDATE notifications SET generation = 2 WHERE id = $1`, retried.ID)
+	require.NoError(t, err)
+
+	for id, want := range map[uuid.UUID]int{first.ID: 0, retried.ID: 2} {
+		failed, err := store.Fail(ctx, pool, id, notification.DeadLetter{
+			Reason: "exhausted", Source: notification.SourceWorkflow, Attempts: 3, Generation: 9, // not the caller's to say
+		})
+		require.NoError(t, err)
+		require.Equal(t, notification.StatusFailed, failed.Status)
+		require.Equal(t, want, failed.Generation)
+
+		var (
+			record  notification.DeadLetter
+			written bool
+		)
+		require.NoError(t, pool.QueryRow(ctx, `SELECT dead_letter, dead_letter ? 'generation' FROM outbox WHERE notification_id = $1 AND dead_letter IS NOT NULL`, id).
+			Scan(&record, &written))
+		require.True(t, written, "generation 0 is written too")
+		require.Equal(t, want, record.Generation)
+		require.Equal(t, "exhausted", record.Reason)
+		require.Equal(t, 3, record.Attempts)
+	}
+}

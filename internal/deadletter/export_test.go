@@ -1,0 +1,4 @@
+package deadletter
+
+// LockKey is the advisory lock, for tests that hold it.
+const LockKey = lockKey
