@@ -60,3 +60,25 @@ func TestReconcilerFailsANotificationWhoseWorkflowWasTerminated(t *testing.T) {
 	require.Equal(t, "abandoned", msg.Headers["x-reason"])
 	require.Equal(t, "reconciler", msg.Headers["x-source"])
 }
+
+// TestReconcilerRequeuesARetriedNotificationWhoseMessageWasLost: a retried
+// notification was relayed but its message vanished; its workflow's only
+// run is the earlier generation's, which ended. That run is not this
+// generation's: the reconciler requeues it (it would be "abandoned" if the
+// ended run were taken for its own).
+func TestReconcilerRequeuesARetriedNotificationWhoseMessageWasLost(t *testing.T) {
+	s := setup(t)
+	s.sink.SetConfig(sink.Config{FailRate: 1, FailStatus: http.StatusBadRequest})
+	_, _, created := s.post("/v1/notifications", smsRequest("retried, then lost on the way"))
+	id := created["id"].(string)
+	s.waitStatus(id, "FAILED", 30*time.Second)
+	s.sink.SetConfig(sink.Config{})
+
+	s.restartWorker("RETRY_SCAN_INTERVAL=200ms", "RECONCILE_AFTER=1s")
+	s.exec(`UPDATE notifications SET status = 'QUEUED', generation = 1, attempt_base = attempts, failure_reason = NULL,
+		updated_at = now() - interval '1 minute' WHERE id = $1`, id)
+
+	got := s.waitStatus(id, "DELIVERED", 30*time.Second)
+	require.EqualValues(t, 1, got["retries"])
+	require.Len(t, s.runs("notification-"+id), 2)
+}

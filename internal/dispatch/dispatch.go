@@ -17,6 +17,7 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/operatorservice/v1"
 	"go.temporal.io/api/serviceerror"
+	workflowpb "go.temporal.io/api/workflow/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
@@ -217,13 +218,19 @@ func (s *Starter) runningGeneration(ctx context.Context, wfID string) (int, erro
 	if err != nil {
 		return 0, fmt.Errorf("describing workflow %s: %w", wfID, err)
 	}
-	field, ok := d.GetWorkflowExecutionInfo().GetMemo().GetFields()[generationMemo]
+	return RunGeneration(d.GetWorkflowExecutionInfo())
+}
+
+// RunGeneration answers which generation of its notification a workflow
+// run delivers (0 for a first run, which carries no memo).
+func RunGeneration(info *workflowpb.WorkflowExecutionInfo) (int, error) {
+	field, ok := info.GetMemo().GetFields()[generationMemo]
 	if !ok {
 		return 0, nil
 	}
 	var g int
 	if err := converter.GetDefaultDataConverter().FromPayload(field, &g); err != nil {
-		return 0, fmt.Errorf("reading the generation of workflow %s: %w", wfID, err)
+		return 0, fmt.Errorf("reading the generation of workflow %s: %w", info.GetExecution().GetWorkflowId(), err)
 	}
 	return g, nil
 }

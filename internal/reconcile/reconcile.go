@@ -24,6 +24,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.uber.org/zap"
 
+	"dispatch-engine/internal/dispatch"
 	"dispatch-engine/internal/notification"
 	"dispatch-engine/internal/store"
 )
@@ -154,6 +155,19 @@ func (r *Reconciler) Scan(ctx context.Context) (int, error) {
 	return repaired, nil
 }
 
+// requeue hands a notification without a workflow back to the outbox,
+// when its channel's queue is empty (mayRequeue).
+func (r *Reconciler) requeue(ctx context.Context, n store.Stale, mayRequeue bool) (string, error) {
+	if !mayRequeue {
+		return "", nil
+	}
+	ok, err := store.Requeue(ctx, r.pool, n.ID)
+	if err != nil || !ok {
+		return "", err
+	}
+	return "requeued", nil
+}
+
 // check looks at one stale notification's workflow and repairs what needs
 // it; it returns the action taken, or "" when the workflow is running or
 // nothing may be done yet. mayRequeue says the channel's queue is empty.
@@ -163,20 +177,20 @@ func (r *Reconciler) check(ctx context.Context, n store.Stale, mayRequeue bool) 
 	var notFound *serviceerror.NotFound
 	switch {
 	case errors.As(err, &notFound):
-		if !mayRequeue {
-			return "", nil
-		}
-		ok, err := store.Requeue(ctx, r.pool, n.ID)
-		if err != nil || !ok {
-			return "", err
-		}
-		return "requeued", nil
+		return r.requeue(ctx, n, mayRequeue)
 	case err != nil:
 		return "", fmt.Errorf("describing %s: %w", wfID, err)
 	}
 	status := desc.GetWorkflowExecutionInfo().GetStatus()
 	if status == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
 		return "", nil
+	}
+	if generation, err := dispatch.RunGeneration(desc.GetWorkflowExecutionInfo()); err != nil {
+		return "", err
+	} else if generation < n.Generation {
+		// The run that ended delivered an earlier generation: this one's
+		// has not started, as if there were no workflow.
+		return r.requeue(ctx, n, mayRequeue)
 	}
 	// The workflow is over but the notification is not: fail it and
 	// dead-letter it, as the workflow itself would have, in one statement

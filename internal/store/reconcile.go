@@ -17,6 +17,9 @@ type Stale struct {
 	Status    Status    `db:"status"`
 	Attempts  int       `db:"attempts"`
 	UpdatedAt time.Time `db:"updated_at"`
+	// Generation is the notification's; its workflow's run of an earlier
+	// generation is not the one that should be delivering it.
+	Generation int `db:"generation"`
 }
 
 // StaleCursor is where a reconciler's sweep stands: the (updated_at, id) of
@@ -34,7 +37,7 @@ type StaleCursor struct {
 // waiting (a running workflow) and stay stale.
 func ListStale(ctx context.Context, q Querier, after time.Duration, limit int, from StaleCursor) ([]Stale, error) {
 	rows, err := q.Query(ctx, `
-		SELECT n.id, n.channel, n.priority, n.status, n.attempts, n.updated_at FROM notifications n
+		SELECT n.id, n.channel, n.priority, n.status, n.attempts, n.updated_at, n.generation FROM notifications n
 		WHERE n.status IN `+nonTerminal+`
 			AND n.updated_at < now() - $1::interval
 			AND (n.updated_at, n.id) > ($3, $4)
