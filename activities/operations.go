@@ -56,6 +56,15 @@ func (a *Activities) OperationStep(ctx context.Context, in workflows.OperationSt
 	for time.Now().Before(deadline) {
 		started := time.Now()
 		page, err := store.RunPage(ctx, a.Pool, id, limit)
+		if err != nil && store.DataError(err) {
+			// The database refuses the page itself: no retry mends it.
+			log.Error("operation failed", zap.Error(err))
+			if ferr := store.FailOperation(ctx, a.Pool, id, err.Error()); ferr != nil {
+				return res, ferr
+			}
+			res.Done, res.Status = true, store.OperationFailed
+			return res, nil
+		}
 		if err != nil {
 			return res, err
 		}
@@ -65,6 +74,8 @@ func (a *Activities) OperationStep(ctx context.Context, in workflows.OperationSt
 			return res, nil
 		}
 		res.Processed += page.Items
+		a.Metrics.OperationNotifications.WithLabelValues(op.Action, "succeeded").Add(float64(page.Succeeded))
+		a.Metrics.OperationNotifications.WithLabelValues(op.Action, "skipped").Add(float64(page.Items - page.Succeeded))
 		for _, it := range page.Cancelled {
 			a.Metrics.Terminal.WithLabelValues("cancelled", it.Channel, it.Priority, "").Inc()
 		}

@@ -140,6 +140,8 @@ func (r OperationRequest) validate(ve *ValidationError) (store.OperationFilter, 
 			ve.add(p.name, "must be an RFC 3339 date-time, e.g. 2026-01-02T15:04:05Z")
 			continue
 		}
+		// In UTC: one instant, however it was spelled, has one fingerprint.
+		t = t.UTC()
 		*p.dst = &t
 	}
 	if f.CreatedFrom != nil && f.CreatedTo != nil && !f.CreatedTo.After(*f.CreatedFrom) {

@@ -215,13 +215,17 @@ func Fail(ctx context.Context, q Querier, id uuid.UUID, d notification.DeadLette
 	rows, err := q.Query(ctx, `
 		WITH u AS (
 			UPDATE notifications
-			SET status = 'FAILED', failure_reason = $2, last_error = COALESCE(NULLIF($3, ''), last_error),
+			SET status = 'FAILED', failure_reason = $2,
+				last_error = CASE WHEN erased_at IS NULL THEN COALESCE(NULLIF($3, ''), last_error) END,
 				attempts = GREATEST(attempts, $4), next_attempt_at = NULL, updated_at = now()
 			WHERE id = $1 AND status IN `+nonTerminal+`
 			RETURNING `+notificationColumns+`
 		), o AS (
 			INSERT INTO outbox (notification_id, channel, priority, dead_letter)
-			SELECT id, channel, priority, jsonb_set($5::jsonb, '{generation}', to_jsonb(generation)) FROM u
+			-- An erased notification's record keeps no error text (the
+			-- provider's may repeat the recipient).
+			SELECT id, channel, priority, jsonb_set(CASE WHEN erased_at IS NULL THEN $5::jsonb ELSE $5::jsonb - 'lastError' END,
+				'{generation}', to_jsonb(generation)) FROM u
 		)
 		SELECT `+notificationColumns+` FROM u
 		UNION ALL

@@ -246,12 +246,14 @@ func RequestOperationCancel(ctx context.Context, q Querier, id uuid.UUID) (op Op
 	return op, false, err
 }
 
-// FailOperation ends a RUNNING operation FAILED with why (an operation its
-// workflow could not start, say).
+// FailOperation ends a RUNNING operation FAILED with why (a page the
+// database refuses, which no retry mends); like a finished one, it forgets
+// the recipient it was given.
 func FailOperation(ctx context.Context, q Querier, id uuid.UUID, why string) error {
 	_, err := q.Exec(ctx, `
-		UPDATE operations SET status = 'FAILED', error = $2, finished_at = now(), updated_at = now()
-		WHERE id = $1 AND status = 'RUNNING'`, id, SafeText(why))
+		UPDATE operations SET status = 'FAILED', error = $2, finished_at = now(), updated_at = now(),
+			filter = CASE WHEN filter ? 'recipient' THEN jsonb_set(filter, '{recipient}', to_jsonb($3::text)) ELSE filter END
+		WHERE id = $1 AND status = 'RUNNING'`, id, SafeText(why), Erased)
 	if err != nil {
 		return fmt.Errorf("failing operation: %w", err)
 	}

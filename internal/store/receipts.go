@@ -53,15 +53,20 @@ func FindReceiptTarget(ctx context.Context, q Querier, provider string, id *uuid
 func SettleReceipt(ctx context.Context, q Querier, id uuid.UUID, attempt int, receipt, reason string, next Status) (Status, error) {
 	var status Status
 	err := q.QueryRow(ctx, `
-		WITH a AS (
-			UPDATE delivery_attempts SET receipt = $3, receipt_reason = NULLIF($4, ''), receipt_at = now()
-			WHERE notification_id = $1 AND attempt = $2 AND receipt IS NULL
+		WITH n AS (
+			-- Locked first: an erasure committing meanwhile is seen, and the
+			-- receipt's reason (which may name the recipient) is not kept.
+			SELECT erased_at IS NOT NULL AS erased FROM notifications WHERE id = $1 FOR UPDATE
+		), a AS (
+			UPDATE delivery_attempts SET receipt = $3, receipt_at = now(),
+				receipt_reason = CASE WHEN n.erased THEN NULL ELSE NULLIF($4, '') END
+			FROM n WHERE notification_id = $1 AND attempt = $2 AND receipt IS NULL
 		), u AS (
 			UPDATE notifications
 			SET status = $5, receipt = $3, updated_at = now(),
-				last_error = CASE WHEN $5 = 'DELIVERED' THEN last_error ELSE COALESCE(NULLIF($4, ''), last_error) END,
+				last_error = CASE WHEN n.erased THEN NULL WHEN $5 = 'DELIVERED' THEN last_error ELSE COALESCE(NULLIF($4, ''), last_error) END,
 				delivered_at = CASE WHEN $5 = 'DELIVERED' THEN now() ELSE delivered_at END
-			WHERE id = $1 AND status = 'SENT' AND attempts = $2
+			FROM n WHERE id = $1 AND status = 'SENT' AND attempts = $2
 			RETURNING status
 		)
 		SELECT status FROM u
