@@ -38,6 +38,7 @@ import (
 	"dispatch-engine/internal/queue"
 	"dispatch-engine/internal/ratelimit"
 	"dispatch-engine/internal/reconcile"
+	"dispatch-engine/internal/retention"
 	"dispatch-engine/internal/store"
 	"dispatch-engine/internal/version"
 	"dispatch-engine/workflows"
@@ -200,6 +201,11 @@ func run() error {
 		main, _, err := inspector.Depths(ctx, notification.Channels)
 		return main, err
 	}, m.Repaired, relay.Wake, log)
+	// Off unless RETENTION_PERIOD is set: Run then returns at once.
+	retainer := retention.New(retention.Config{
+		Period:    cfg.RetentionPeriod,
+		BatchSize: cfg.RetentionBatchSize,
+	}, pool, m.RetentionDeleted, log)
 
 	// Its own publisher: a sweep holds it while it visits a DLQ, and may
 	// take longer than a publish.
@@ -213,6 +219,7 @@ func run() error {
 		wg.Go(func() { _ = acts.Breakers.Run(ctx) })
 	}
 	wg.Go(func() { _ = reconciler.Run(ctx) })
+	wg.Go(func() { _ = retainer.Run(ctx) })
 	wg.Go(func() { _ = pruner.Run(ctx) })
 	wg.Go(func() { dispatch.ResumeOperations(ctx, pool, tc, taskQueues, 30*time.Second, time.Minute, log) })
 	wg.Go(func() { _ = consumer.Run(ctx) })

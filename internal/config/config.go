@@ -88,6 +88,15 @@ type Config struct {
 	OutboxPollInterval time.Duration `env:"OUTBOX_POLL_INTERVAL" envDefault:"1s"`
 	// OutboxBatchSize is how many outbox rows the relay publishes per round.
 	OutboxBatchSize int `env:"OUTBOX_BATCH_SIZE" envDefault:"200"`
+	// RetentionPeriod is how long terminal notifications (DELIVERED, FAILED,
+	// CANCELLED) are kept, counted from their creation; the worker deletes
+	// older ones with their attempts and outbox rows, and emptied batches
+	// (docs/RETENTION.md). A Go duration ("720h" is 30 days); empty or 0
+	// keeps everything.
+	RetentionPeriod time.Duration `env:"RETENTION_PERIOD"`
+	// RetentionBatchSize is how many notifications one retention statement
+	// (one transaction) deletes.
+	RetentionBatchSize int `env:"RETENTION_BATCH_SIZE" envDefault:"500"`
 	// APIKeys are the keys accepted on /v1/* (comma separated), sent as
 	// "Authorization: Bearer <key>" or "X-API-Key: <key>". The API refuses to
 	// start without one, and refuses a key that still holds a template's
@@ -172,12 +181,13 @@ func (c Config) validate() error {
 		}
 	}
 	positive := map[string]int{
-		"DATABASE_MAX_CONNS": int(c.DatabaseMaxConns),
-		"RATE_LIMIT_PER_SEC": c.RateLimitPerSec,
-		"WORKER_CONCURRENCY": c.WorkerConcurrency,
-		"RETRY_MAX_ATTEMPTS": c.RetryMaxAttempts,
-		"OUTBOX_BATCH_SIZE":  c.OutboxBatchSize,
-		"RETRY_SCAN_LIMIT":   c.RetryScanLimit,
+		"DATABASE_MAX_CONNS":   int(c.DatabaseMaxConns),
+		"RATE_LIMIT_PER_SEC":   c.RateLimitPerSec,
+		"WORKER_CONCURRENCY":   c.WorkerConcurrency,
+		"RETRY_MAX_ATTEMPTS":   c.RetryMaxAttempts,
+		"OUTBOX_BATCH_SIZE":    c.OutboxBatchSize,
+		"RETRY_SCAN_LIMIT":     c.RetryScanLimit,
+		"RETENTION_BATCH_SIZE": c.RetentionBatchSize,
 	}
 	for name, v := range positive {
 		if v <= 0 {
@@ -197,6 +207,9 @@ func (c Config) validate() error {
 		if d <= 0 {
 			bad(name, "%s must be greater than 0", d)
 		}
+	}
+	if c.RetentionPeriod < 0 {
+		bad("RETENTION_PERIOD", "%s must not be negative (empty or 0 keeps every notification)", c.RetentionPeriod)
 	}
 	if c.RetryMaxInterval < c.RetryInitialInterval {
 		bad("RETRY_MAX_INTERVAL", "%s is below RETRY_INITIAL_INTERVAL %s", c.RetryMaxInterval, c.RetryInitialInterval)

@@ -82,3 +82,42 @@ func TestTheDeploymentTemplatesPlaceholderKeyIsRefused(t *testing.T) {
 	require.Contains(t, err.Error(), "API_KEYS")
 	require.NotContains(t, err.Error(), key)
 }
+
+func TestRetentionIsOffByDefault(t *testing.T) {
+	cfg, err := Parse(map[string]string{})
+	require.NoError(t, err)
+	require.Zero(t, cfg.RetentionPeriod)
+	require.Equal(t, 500, cfg.RetentionBatchSize)
+	for _, off := range []string{"", "0", "0s"} {
+		cfg, err := Parse(map[string]string{"RETENTION_PERIOD": off})
+		require.NoError(t, err, "%q", off)
+		require.Zero(t, cfg.RetentionPeriod, "%q", off)
+	}
+}
+
+func TestRetentionPeriodIsAGoDuration(t *testing.T) {
+	cfg, err := Parse(map[string]string{"RETENTION_PERIOD": "720h", "RETENTION_BATCH_SIZE": "1000"})
+	require.NoError(t, err)
+	require.Equal(t, 30*24*time.Hour, cfg.RetentionPeriod)
+	require.Equal(t, 1000, cfg.RetentionBatchSize)
+}
+
+func TestBadRetentionValuesAreRefusedByName(t *testing.T) {
+	cases := map[string]map[string]string{
+		"negative period":     {"RETENTION_PERIOD": "-1h"},
+		"period without unit": {"RETENTION_PERIOD": "720"},
+		"period in days":      {"RETENTION_PERIOD": "30d"},
+		"zero batch size":     {"RETENTION_BATCH_SIZE": "0"},
+		"negative batch size": {"RETENTION_BATCH_SIZE": "-5"},
+		"batch size a word":   {"RETENTION_BATCH_SIZE": "many"},
+	}
+	for name, environ := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := Parse(environ)
+			require.Error(t, err)
+			for variable := range environ {
+				require.Contains(t, err.Error(), variable)
+			}
+		})
+	}
+}

@@ -36,6 +36,8 @@ func TestWorkerMetricsPassTheLinter(t *testing.T) {
 	m.InFlight.WithLabelValues("sms").Inc()
 	m.Repaired.WithLabelValues("requeued").Inc()
 	m.DeadLettersRetired.WithLabelValues("sms").Inc()
+	m.RetentionDeleted.WithLabelValues("notifications").Inc()
+	m.OperationNotifications.WithLabelValues("retry", "succeeded").Inc()
 
 	families, err := m.Registry.Gather()
 	require.NoError(t, err)

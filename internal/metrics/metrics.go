@@ -91,6 +91,12 @@ type Worker struct {
 	// DeadLettersRetired counts the dead-letter messages the pruner took out
 	// of a DLQ because their notification was retried or erased.
 	DeadLettersRetired *prometheus.CounterVec
+	// RetentionDeleted counts the rows retention deleted (RETENTION_PERIOD),
+	// by table: notifications, delivery_attempts, outbox, batches.
+	RetentionDeleted *prometheus.CounterVec
+	// OperationNotifications counts the notifications operations visited,
+	// by action and result (succeeded, skipped).
+	OperationNotifications *prometheus.CounterVec
 }
 
 // NewWorker registers the worker's metrics.
@@ -153,10 +159,18 @@ func NewWorker() *Worker {
 			Name: "dispatch_dead_letters_retired_total",
 			Help: "Dead-letter messages removed from a channel's DLQ because their notification was retried or erased.",
 		}, []string{"channel"}),
+		RetentionDeleted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dispatch_retention_deleted_total",
+			Help: "Rows deleted by retention (terminal notifications older than RETENTION_PERIOD, their attempts and outbox rows, emptied batches), by table.",
+		}, []string{"table"}),
+		OperationNotifications: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dispatch_operation_notifications_total",
+			Help: "Notifications visited by operations (POST /v1/operations), by action and result (succeeded, skipped).",
+		}, []string{"action", "result"}),
 	}
 	m.Registry.MustRegister(m.Terminal, m.Attempts, m.ProviderLatency, m.EndToEnd, m.RateLimitWait, m.RateLimitWaits,
 		m.Relayed, m.WorkflowStarts, m.InFlight, m.Repaired, m.DependencyUp, m.BreakerState, m.BreakerChanges,
-		m.DeadLettersRetired)
+		m.DeadLettersRetired, m.RetentionDeleted, m.OperationNotifications)
 	return m
 }
 
