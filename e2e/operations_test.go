@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
@@ -326,4 +327,24 @@ func historyText(t *testing.T, ev *historypb.HistoryEvent) string {
 	}
 	walk(tree)
 	return b.String()
+}
+
+// TestOperationStoredWithoutItsWorkflowIsStartedByTheWorker: the API
+// stored an operation and died before starting its workflow. The worker
+// finds it idle and starts it; it runs to the end.
+func TestOperationStoredWithoutItsWorkflowIsStartedByTheWorker(t *testing.T) {
+	s := setup(t)
+	s.sink.SetConfig(sink.Config{FailRate: 1, FailStatus: http.StatusBadRequest})
+	_, _, created := s.post("/v1/notifications", smsRequest("failed, then retried by a resumed operation"))
+	id := created["id"].(string)
+	s.waitStatus(id, "FAILED", 30*time.Second)
+	s.sink.SetConfig(sink.Config{})
+
+	opID := uuid.Must(uuid.NewV7()).String()
+	s.exec(`INSERT INTO operations (id, action, filter, max_per_second, matched, created_at, updated_at)
+		VALUES ($1, 'retry', '{"status":"FAILED"}', 100, 1, now(), now() - interval '2 minutes')`, opID)
+
+	done := s.waitOperation(opID, "COMPLETED", 90*time.Second)
+	require.EqualValues(t, 1, done["succeeded"])
+	s.waitStatus(id, "DELIVERED", 30*time.Second)
 }

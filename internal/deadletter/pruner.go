@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"dispatch-engine/internal/notification"
+	"dispatch-engine/internal/periodic"
 	"dispatch-engine/internal/queue"
 )
 
@@ -62,24 +63,15 @@ func (p *Pruner) Run(ctx context.Context) error {
 	if interval <= 0 {
 		interval = defaultInterval
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+	periodic.Run(ctx, interval, p.log, "pruning dead letters", func(ctx context.Context) error {
 		for {
 			_, loaded, err := p.round(ctx)
-			if err != nil && ctx.Err() == nil {
-				p.log.Warn("pruning dead letters failed; trying again next interval", zap.Error(err))
-			}
 			if err != nil || loaded < maxRetirements {
-				break
+				return err
 			}
 		}
-	}
+	})
+	return nil
 }
 
 // PruneOnce runs one round and returns how many messages it removed.

@@ -11,6 +11,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.uber.org/zap"
 
+	"dispatch-engine/internal/periodic"
 	"dispatch-engine/internal/store"
 	"dispatch-engine/workflows"
 )
@@ -45,22 +46,14 @@ func StartOperation(ctx context.Context, tc WorkflowStarter, tq TaskQueues, id u
 // crashed between storing it and starting its workflow, or whose workflow
 // was terminated. A running workflow is found and left alone.
 func ResumeOperations(ctx context.Context, pool *pgxpool.Pool, tc WorkflowStarter, tq TaskQueues, interval, idle time.Duration, log *zap.Logger) {
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
+	resume := func(ctx context.Context) error {
 		ids, err := store.StaleOperations(ctx, pool, idle)
-		if err != nil && ctx.Err() == nil {
-			log.Warn("could not list idle operations", zap.Error(err))
-		}
 		for _, id := range ids {
 			if err := StartOperation(ctx, tc, tq, id, "operation "+id.String()+" (resumed)"); err != nil {
 				log.Warn("could not resume an operation", zap.String("operation_id", id.String()), zap.Error(err))
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+		return err
 	}
+	periodic.Run(ctx, interval, log, "resuming idle operations", resume)
 }

@@ -26,6 +26,7 @@ import (
 
 	"dispatch-engine/internal/dispatch"
 	"dispatch-engine/internal/notification"
+	"dispatch-engine/internal/periodic"
 	"dispatch-engine/internal/store"
 )
 
@@ -82,18 +83,11 @@ func New(cfg Config, pool *pgxpool.Pool, tc client.Client, depths QueueDepths, r
 
 // Run scans every Interval until ctx ends.
 func (r *Reconciler) Run(ctx context.Context) error {
-	t := time.NewTicker(r.cfg.Interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		if _, err := r.Scan(ctx); err != nil && ctx.Err() == nil {
-			r.log.Warn("reconciler scan failed; trying again next interval", zap.Error(err))
-		}
-	}
+	periodic.Run(ctx, r.cfg.Interval, r.log, "reconciler scan", func(ctx context.Context) error {
+		_, err := r.Scan(ctx)
+		return err
+	})
+	return nil
 }
 
 // Scan runs one sweep, if no other reconciler is sweeping, and returns how

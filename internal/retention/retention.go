@@ -45,6 +45,7 @@ import (
 	"go.uber.org/zap"
 
 	"dispatch-engine/internal/notification"
+	"dispatch-engine/internal/periodic"
 )
 
 // lockKey is the advisory lock each batch's transaction takes.
@@ -139,18 +140,11 @@ func (p *Purger) Run(ctx context.Context) error {
 	}
 	p.log.Info("retention on: deleting terminal notifications older than the period",
 		zap.Duration("period", p.cfg.Period), zap.Int("batch_size", p.cfg.BatchSize), zap.Duration("interval", p.cfg.Interval))
-	t := time.NewTicker(p.cfg.Interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		if _, err := p.Round(ctx); err != nil && ctx.Err() == nil {
-			p.log.Warn("retention round failed; trying again next interval", zap.Error(err))
-		}
-	}
+	periodic.Run(ctx, p.cfg.Interval, p.log, "retention round", func(ctx context.Context) error {
+		_, err := p.Round(ctx)
+		return err
+	})
+	return nil
 }
 
 // Round deletes, batch by batch, every terminal notification created before

@@ -47,31 +47,12 @@ func ListNotifications(ctx context.Context, q Querier, f ListFilter) ([]Notifica
 	}
 	// Only the predicates in use are written, so each combination gets its
 	// own plan and the planner can pick the index that matches it.
-	var (
-		where []string
-		args  []any
-	)
+	var args []any
+	where := OperationFilter{Status: f.Status, Channel: f.Channel, Priority: f.Priority, BatchID: f.BatchID,
+		CreatedFrom: f.CreatedFrom, CreatedTo: f.CreatedTo}.where(&args)
 	arg := func(v any) string {
 		args = append(args, v)
 		return "$" + strconv.Itoa(len(args))
-	}
-	if f.Status != nil {
-		where = append(where, "status = "+arg(string(*f.Status)))
-	}
-	if f.Channel != nil {
-		where = append(where, "channel = "+arg(*f.Channel))
-	}
-	if f.Priority != nil {
-		where = append(where, "priority = "+arg(*f.Priority))
-	}
-	if f.BatchID != nil {
-		where = append(where, "batch_id = "+arg(*f.BatchID))
-	}
-	if f.CreatedFrom != nil {
-		where = append(where, "created_at >= "+arg(*f.CreatedFrom))
-	}
-	if f.CreatedTo != nil {
-		where = append(where, "created_at < "+arg(*f.CreatedTo))
 	}
 	if f.After != nil {
 		where = append(where, "(created_at, id) < ("+arg(f.After.CreatedAt)+", "+arg(f.After.ID)+")")

@@ -54,7 +54,8 @@ type OperationFilter struct {
 }
 
 // where writes f as SQL predicates over notifications, adding its values
-// to args.
+// to args; only the predicates in use are written (ListNotifications uses
+// it too).
 func (f OperationFilter) where(args *[]any) []string {
 	arg := func(v any) string {
 		*args = append(*args, v)
