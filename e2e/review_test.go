@@ -337,7 +337,7 @@ func TestConcurrentBatchesWithTheSameKeysInOtherOrdersAreNeverA500(t *testing.T)
 			})
 		}
 		wg.Wait()
-		require.ElementsMatch(t, []int{http.StatusAccepted, http.StatusConflict}, codes, "round %d", round)
+		require.ElementsMatch(t, []int{http.StatusAccepted, http.StatusUnprocessableEntity}, codes, "round %d", round)
 	}
 }
 

@@ -191,12 +191,12 @@ func TestBatchRetriedWithTheSameIdempotencyKeyReplaysTheFirstAnswer(t *testing.T
 
 	// The same key for other items is a conflict.
 	resp, raw := f.post("/v1/notifications/batch", batchOf(4), "Idempotency-Key", "batch-1")
-	p := requireProblem(t, resp, raw, http.StatusConflict)
+	p := requireProblem(t, resp, raw, http.StatusUnprocessableEntity)
 	require.Equal(t, "/problems/idempotency-key-reused", p.Type)
 	require.Equal(t, 3, count(t, f.pool, "notifications"))
 }
 
-func TestBatchWithAnItemKeyAlreadyTakenIs409NamingEachItemAndStoresNothing(t *testing.T) {
+func TestBatchWithAnItemKeyAlreadyTakenIs422NamingEachItemAndStoresNothing(t *testing.T) {
 	f := setup(t)
 	taken := f.create(`{"channel":"sms","recipient":"+14155550123","content":"x","idempotencyKey":"taken-1"}`)
 	_, earlier := f.createBatch(`{"notifications":[{"channel":"sms","recipient":"+14155550123","content":"y","idempotencyKey":"taken-2"}]}`)
@@ -206,7 +206,7 @@ func TestBatchWithAnItemKeyAlreadyTakenIs409NamingEachItemAndStoresNothing(t *te
 		{"channel":"sms","recipient":"+14155550123","content":"x","idempotencyKey":"taken-1"},
 		{"channel":"sms","recipient":"+14155550123","content":"no key"},
 		{"channel":"sms","recipient":"+14155550123","content":"other","idempotencyKey":"taken-2"}]}`)
-	p := requireProblem(t, resp, body, http.StatusConflict)
+	p := requireProblem(t, resp, body, http.StatusUnprocessableEntity)
 	require.Equal(t, "/problems/idempotency-key-reused", p.Type)
 	require.Equal(t, []string{"notifications[1].idempotencyKey", "notifications[3].idempotencyKey"}, fieldNames(p))
 	require.Contains(t, p.Errors[0].Message, taken)
@@ -225,7 +225,7 @@ func TestBatchItemKeyIsTheNotificationsKey(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode, "body: %s", body)
 	require.Equal(t, b.Notifications[0].ID, extractID(t, body))
 	resp, body = f.post("/v1/notifications", `{"channel":"push","recipient":"tok","content":"other","idempotencyKey":"shared"}`)
-	requireProblem(t, resp, body, http.StatusConflict)
+	requireProblem(t, resp, body, http.StatusUnprocessableEntity)
 }
 
 func TestBatchIsStoredWithOneInsertStatementNotOnePerNotification(t *testing.T) {
@@ -285,6 +285,6 @@ func TestConcurrentBatchesSharingItemKeysInAnotherOrderNeverDeadlock(t *testing.
 		wg.Wait()
 		// One batch takes the keys; the other finds them taken. Taking
 		// them in another order must not deadlock the two (a 500).
-		require.ElementsMatch(t, []int{http.StatusAccepted, http.StatusConflict}, codes, "round %d", round)
+		require.ElementsMatch(t, []int{http.StatusAccepted, http.StatusUnprocessableEntity}, codes, "round %d", round)
 	}
 }

@@ -92,7 +92,15 @@ func (s *Server) createBatch(c *fiber.Ctx) error {
 		fp := batchFingerprint(items)
 		nb.RequestFingerprint = &fp
 	}
-	batch, notes, replayed, err := store.CreateBatch(c.UserContext(), s.pool, nb)
+	var (
+		batch    store.Batch
+		notes    []store.Notification
+		replayed bool
+	)
+	err := s.withKey(c, "batch", key, func(db store.DB) (err error) {
+		batch, notes, replayed, err = store.CreateBatch(c.UserContext(), db, nb)
+		return err
+	})
 	var taken *store.KeysTakenError
 	switch {
 	case errors.As(err, &taken):

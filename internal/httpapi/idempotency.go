@@ -17,6 +17,37 @@ import (
 // headerIdempotencyKey is the Idempotency-Key request header.
 const headerIdempotencyKey = "Idempotency-Key"
 
+// withKey runs fn on the pool, or, when the request carries an idempotency
+// key, in a transaction holding that key's lock (store.TryLockKey): a
+// request whose key another request holds right now is answered 409
+// /problems/idempotency-key-in-use with Retry-After, as
+// draft-ietf-httpapi-idempotency-key-header asks, instead of waiting for it.
+// fn's error is returned as is; the transaction commits when fn succeeds.
+func (s *Server) withKey(c *fiber.Ctx, scope string, key *string, fn func(db store.DB) error) error {
+	if key == nil {
+		return fn(s.pool)
+	}
+	ctx := c.UserContext()
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	ok, err := store.TryLockKey(ctx, tx, scope, *key)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		c.Set(fiber.HeaderRetryAfter, "1")
+		return newProblem(fiber.StatusConflict, typeIdempotencyInUse, "Idempotency key in use",
+			"a request with this idempotency key is still being processed; repeat it once that one is answered")
+	}
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
 // headerReplayed marks an answer that repeats the one given to an earlier
 // request with the same idempotency key.
 const headerReplayed = "Idempotent-Replayed"

@@ -1,12 +1,15 @@
 package httpapi_test
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"dispatch-engine/internal/store"
 )
 
 func TestRepeatWithSameKeyAndContentReplaysTheOriginalWith200(t *testing.T) {
@@ -58,7 +61,7 @@ func TestIdempotencyKeyInHeaderActsLikeTheBodyField(t *testing.T) {
 	require.Equal(t, 1, count(t, f.pool, "notifications"))
 }
 
-func TestSameKeyWithDifferentContentIs409Problem(t *testing.T) {
+func TestSameKeyWithDifferentContentIs422Problem(t *testing.T) {
 	f := setup(t)
 	resp, _ := f.post("/v1/notifications", `{"channel":"sms","recipient":"+14155550123","content":"first","idempotencyKey":"k-409"}`)
 	require.Equal(t, http.StatusAccepted, resp.StatusCode)
@@ -69,7 +72,7 @@ func TestSameKeyWithDifferentContentIs409Problem(t *testing.T) {
 		`{"channel":"sms","recipient":"+14155550199","content":"first","idempotencyKey":"k-409"}`,
 	} {
 		resp, body := f.post("/v1/notifications", other)
-		p := requireProblem(t, resp, body, http.StatusConflict)
+		p := requireProblem(t, resp, body, http.StatusUnprocessableEntity)
 		require.Equal(t, "/problems/idempotency-key-reused", p.Type)
 		require.NotContains(t, p.Detail, "sha256", "the fingerprint is not shown")
 	}
@@ -125,13 +128,53 @@ func TestEightSimultaneousIdenticalRequestsCreateOneNotification(t *testing.T) {
 		require.NoError(t, e.err)
 		require.NoError(t, f.contract.verify(e.req, []byte(body), e.resp, e.raw))
 		codes[e.resp.StatusCode]++
+		if e.resp.StatusCode == http.StatusConflict {
+			// Still being processed by the first: the draft's 409.
+			p := requireProblem(t, e.resp, e.raw, http.StatusConflict)
+			require.Equal(t, "/problems/idempotency-key-in-use", p.Type)
+			require.Equal(t, "1", e.resp.Header.Get("Retry-After"))
+			continue
+		}
 		got := extractID(t, e.raw)
 		if id == "" {
 			id = got
 		}
 		require.Equal(t, id, got, "every client gets the same notification")
 	}
-	require.Equal(t, map[int]int{http.StatusAccepted: 1, http.StatusOK: clients - 1}, codes)
+	require.Equal(t, 1, codes[http.StatusAccepted], "one request creates it: %v", codes)
+	require.Equal(t, clients-1, codes[http.StatusOK]+codes[http.StatusConflict], "the others replay it or find it in progress: %v", codes)
 	require.Equal(t, 1, count(t, f.pool, "notifications"))
 	require.Equal(t, 1, count(t, f.pool, "outbox"))
+}
+
+// TestARepeatWhileTheFirstIsStillBeingProcessedIs409: another request holds
+// the key (here, a transaction holding its lock, as the first request's
+// does until it commits); the repeat does nothing and says to come back.
+func TestARepeatWhileTheFirstIsStillBeingProcessedIs409(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	for _, c := range []struct{ scope, path, body string }{
+		{"notification", "/v1/notifications", `{"channel":"sms","recipient":"+14155550123","content":"once","idempotencyKey":"busy-1"}`},
+		{"batch", "/v1/notifications/batch", `{"notifications":[{"channel":"sms","recipient":"+14155550123","content":"once"}]}`},
+	} {
+		tx, err := f.pool.Begin(ctx)
+		require.NoError(t, err)
+		held, err := store.TryLockKey(ctx, tx, c.scope, "busy-1")
+		require.NoError(t, err)
+		require.True(t, held)
+
+		resp, body := f.post(c.path, c.body, "Idempotency-Key", "busy-1")
+		p := requireProblem(t, resp, body, http.StatusConflict)
+		require.Equal(t, "/problems/idempotency-key-in-use", p.Type)
+		require.Equal(t, "1", resp.Header.Get("Retry-After"))
+		require.Zero(t, count(t, f.pool, "notifications"), "nothing was done")
+
+		require.NoError(t, tx.Rollback(ctx)) // the first request ends
+		resp, body = f.post(c.path, c.body, "Idempotency-Key", "busy-1")
+		require.Equal(t, http.StatusAccepted, resp.StatusCode, "%s", body)
+		resp, body = f.post(c.path, c.body, "Idempotency-Key", "busy-1")
+		require.Equal(t, http.StatusOK, resp.StatusCode, "then replayed: %s", body)
+		_, err = f.pool.Exec(ctx, `TRUNCATE notifications, outbox, batches CASCADE`)
+		require.NoError(t, err)
+	}
 }

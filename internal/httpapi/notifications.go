@@ -41,7 +41,14 @@ func (s *Server) createNotification(c *fiber.Ctx) error {
 		nn.RequestFingerprint = &fp
 	}
 
-	n, replayed, err := store.AcceptNotification(c.UserContext(), s.pool, nn)
+	var (
+		n        store.Notification
+		replayed bool
+	)
+	err := s.withKey(c, "notification", key, func(db store.DB) (err error) {
+		n, replayed, err = store.AcceptNotification(c.UserContext(), db, nn)
+		return err
+	})
 	if errors.Is(err, store.ErrConflict) {
 		return explain(err, typeIdempotencyConflict,
 			"the idempotency key was already used for a different notification; send a new key for a new notification")

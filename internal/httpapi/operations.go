@@ -31,7 +31,14 @@ func (s *Server) retryNotification(c *fiber.Ctx) error {
 	if err := ve.orNil(); err != nil {
 		return err
 	}
-	n, replayed, err := store.RetryNotification(c.UserContext(), s.pool, id, key)
+	var (
+		n        store.Notification
+		replayed bool
+	)
+	err = s.withKey(c, "retry", key, func(db store.DB) (err error) {
+		n, replayed, err = store.RetryNotification(c.UserContext(), db, id, key)
+		return err
+	})
 	var notRetryable *store.NotRetryableError
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -267,7 +274,14 @@ func (s *Server) createOperation(c *fiber.Ctx) error {
 		}{req.Action, filter, pace})
 		no.RequestFingerprint = &fp
 	}
-	op, replayed, err := store.CreateOperation(c.UserContext(), s.pool, no)
+	var (
+		op       store.Operation
+		replayed bool
+	)
+	err = s.withKey(c, "operation", key, func(db store.DB) (err error) {
+		op, replayed, err = store.CreateOperation(c.UserContext(), db, no)
+		return err
+	})
 	if errors.Is(err, store.ErrConflict) {
 		return explain(err, typeIdempotencyConflict,
 			"the idempotency key was already used for a different operation; send a new key for a new operation")

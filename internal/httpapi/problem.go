@@ -67,6 +67,7 @@ const (
 	typeMethodNotAllowed    = "/problems/method-not-allowed"
 	typeConflict            = "/problems/conflict"
 	typeIdempotencyConflict = "/problems/idempotency-key-reused"
+	typeIdempotencyInUse    = "/problems/idempotency-key-in-use"
 	typeNotCancellable      = "/problems/not-cancellable"
 	typeNotRetryable        = "/problems/not-retryable"
 	typeTooLarge            = "/problems/payload-too-large"
@@ -133,6 +134,11 @@ func (s *Server) problem(c *fiber.Ctx, err error) Problem {
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			return Problem{Type: or(expl.typ, typeNotFound), Title: "Not found", Status: fiber.StatusNotFound,
+				Detail: expl.detail, Errors: expl.fields}
+		case errors.Is(err, store.ErrConflict) && expl.typ == typeIdempotencyConflict:
+			// A key reused for another request: 422, as
+			// draft-ietf-httpapi-idempotency-key-header asks.
+			return Problem{Type: expl.typ, Title: "Idempotency key reused", Status: fiber.StatusUnprocessableEntity,
 				Detail: expl.detail, Errors: expl.fields}
 		case errors.Is(err, store.ErrConflict):
 			return Problem{Type: or(expl.typ, typeConflict), Title: "Conflict", Status: fiber.StatusConflict,
