@@ -22,7 +22,6 @@ import (
 	"dispatch-engine/internal/breaker"
 	"dispatch-engine/internal/config"
 	"dispatch-engine/internal/deadletter"
-	"dispatch-engine/internal/dispatch"
 	"dispatch-engine/internal/health"
 	"dispatch-engine/internal/httpapi"
 	"dispatch-engine/internal/logs"
@@ -33,6 +32,7 @@ import (
 	"dispatch-engine/internal/ratelimit"
 	"dispatch-engine/internal/store"
 	"dispatch-engine/internal/version"
+	"dispatch-engine/internal/wfclient"
 )
 
 func main() {
@@ -81,7 +81,7 @@ func run() error {
 	defer deadLetters.Close()
 
 	// Lazy: the API starts (and reports not ready) while Temporal is down.
-	conn, creds, err := dispatch.Connection(cfg)
+	conn, creds, err := wfclient.Connection(cfg)
 	if err != nil {
 		return err
 	}
@@ -118,7 +118,7 @@ func run() error {
 		Breakers:        breakers,
 		ReceiptsBaseURL: strings.TrimRight(cfg.ReceiptsBaseURL, "/"),
 		Operations: func(ctx context.Context, id uuid.UUID, summary string) error {
-			return dispatch.StartOperation(ctx, tc, dispatch.TaskQueues{Prefix: cfg.TemporalTaskQueuePrefix}, id, summary)
+			return wfclient.StartOperation(ctx, tc, wfclient.TaskQueues{Prefix: cfg.TemporalTaskQueuePrefix}, id, summary)
 		},
 		DeadLetters:       deadletter.NewQueues(pool, deadLetters),
 		Accepted:          waker.Poke,

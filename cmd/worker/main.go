@@ -41,6 +41,7 @@ import (
 	"dispatch-engine/internal/retention"
 	"dispatch-engine/internal/store"
 	"dispatch-engine/internal/version"
+	"dispatch-engine/internal/wfclient"
 	"dispatch-engine/workflows"
 )
 
@@ -140,7 +141,7 @@ func run() error {
 		FastPathCalls: make(chan struct{}, cfg.WorkerConcurrency),
 		Temporal:      tc,
 	}
-	taskQueues := dispatch.TaskQueues{Prefix: cfg.TemporalTaskQueuePrefix}
+	taskQueues := wfclient.TaskQueues{Prefix: cfg.TemporalTaskQueuePrefix}
 	workers := dispatch.NewWorkers(tc, dispatch.WorkerConfig{
 		TaskQueues:  taskQueues,
 		Concurrency: cfg.WorkerConcurrency,
@@ -252,7 +253,7 @@ func stopWorkers(workers []worker.Worker) {
 // dialTemporal connects to Temporal, retrying until it answers or ctx ends,
 // so the worker can start before the Temporal server does.
 func dialTemporal(ctx context.Context, cfg config.Config, mh client.MetricsHandler, log *zap.Logger) (client.Client, error) {
-	conn, creds, err := dispatch.Connection(cfg)
+	conn, creds, err := wfclient.Connection(cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -17,9 +17,7 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/operatorservice/v1"
 	"go.temporal.io/api/serviceerror"
-	workflowpb "go.temporal.io/api/workflow/v1"
 	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/worker"
 	"go.uber.org/zap"
@@ -29,28 +27,13 @@ import (
 	"dispatch-engine/internal/notification"
 	"dispatch-engine/internal/queue"
 	"dispatch-engine/internal/store"
+	"dispatch-engine/internal/wfclient"
 	"dispatch-engine/workflows"
 )
 
-// TaskQueues names the Temporal task queues. Prefix
-// (TEMPORAL_TASK_QUEUE_PREFIX) lets deployments share a namespace.
-type TaskQueues struct {
-	Prefix string
-}
-
-// Workflows is the task queue of the notification workflows.
-func (t TaskQueues) Workflows() string { return t.Prefix + "notifications" }
-
-// Operations is the task queue of the operation workflows and their steps.
-func (t TaskQueues) Operations() string { return t.Prefix + "operations" }
-
-// Deliver is the activity task queue of one channel (deliver-sms, ...): the
-// backlog of each channel waits in Temporal, in priority order.
-func (t TaskQueues) Deliver(channel string) string { return t.Prefix + "deliver-" + channel }
-
 // StarterConfig configures a Starter.
 type StarterConfig struct {
-	TaskQueues TaskQueues
+	TaskQueues wfclient.TaskQueues
 	Retry      workflows.RetryPolicy
 	// AttemptTimeout is the Deliver activity's start-to-close timeout.
 	AttemptTimeout time.Duration
@@ -142,7 +125,7 @@ func (s *Starter) Handle(ctx context.Context, d amqp.Delivery) error {
 	// memo says which generation a run is.
 	reuse, memo := enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE, map[string]any(nil)
 	if n.Generation > 0 {
-		reuse, memo = enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE, map[string]any{generationMemo: n.Generation}
+		reuse, memo = enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE, map[string]any{wfclient.GenerationMemo: n.Generation}
 	}
 	_, err = s.temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID:                                       wfID,
@@ -208,9 +191,6 @@ func (s *Starter) Handle(ctx context.Context, d amqp.Delivery) error {
 	return nil
 }
 
-// generationMemo is the memo field naming a retried run's generation.
-const generationMemo = "generation"
-
 // runningGeneration answers the generation of the open run of wfID (0 for
 // a first run, which carries no memo).
 func (s *Starter) runningGeneration(ctx context.Context, wfID string) (int, error) {
@@ -218,22 +198,9 @@ func (s *Starter) runningGeneration(ctx context.Context, wfID string) (int, erro
 	if err != nil {
 		return 0, fmt.Errorf("describing workflow %s: %w", wfID, err)
 	}
-	return RunGeneration(d.GetWorkflowExecutionInfo())
+	return wfclient.RunGeneration(d.GetWorkflowExecutionInfo())
 }
 
-// RunGeneration answers which generation of its notification a workflow
-// run delivers (0 for a first run, which carries no memo).
-func RunGeneration(info *workflowpb.WorkflowExecutionInfo) (int, error) {
-	field, ok := info.GetMemo().GetFields()[generationMemo]
-	if !ok {
-		return 0, nil
-	}
-	var g int
-	if err := converter.GetDefaultDataConverter().FromPayload(field, &g); err != nil {
-		return 0, fmt.Errorf("reading the generation of workflow %s: %w", info.GetExecution().GetWorkflowId(), err)
-	}
-	return g, nil
-}
 
 // cancelIfRequested signals the cancel to a just-started workflow whose
 // notification has a cancel request.
@@ -250,7 +217,7 @@ func (s *Starter) cancelIfRequested(ctx context.Context, id uuid.UUID, wfID stri
 
 // WorkerConfig configures the Temporal workers.
 type WorkerConfig struct {
-	TaskQueues TaskQueues
+	TaskQueues wfclient.TaskQueues
 	// Concurrency is the most deliveries run at once per channel.
 	Concurrency int
 	// StopTimeout bounds how long in-flight activities may finish on stop.

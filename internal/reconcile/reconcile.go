@@ -24,7 +24,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.uber.org/zap"
 
-	"dispatch-engine/internal/dispatch"
+	"dispatch-engine/internal/wfclient"
 	"dispatch-engine/internal/notification"
 	"dispatch-engine/internal/periodic"
 	"dispatch-engine/internal/store"
@@ -179,7 +179,7 @@ func (r *Reconciler) check(ctx context.Context, n store.Stale, mayRequeue bool) 
 	if status == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
 		return "", nil
 	}
-	if generation, err := dispatch.RunGeneration(desc.GetWorkflowExecutionInfo()); err != nil {
+	if generation, err := wfclient.RunGeneration(desc.GetWorkflowExecutionInfo()); err != nil {
 		return "", err
 	} else if generation < n.Generation {
 		// The run that ended delivered an earlier generation: this one's

@@ -1,4 +1,4 @@
-package dispatch
+package wfclient
 
 import (
 	"crypto/tls"

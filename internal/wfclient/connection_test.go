@@ -1,4 +1,4 @@
-package dispatch_test
+package wfclient_test
 
 import (
 	"context"
@@ -21,7 +21,7 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"dispatch-engine/internal/config"
-	"dispatch-engine/internal/dispatch"
+	"dispatch-engine/internal/wfclient"
 	"dispatch-engine/internal/testenv"
 )
 
@@ -123,14 +123,14 @@ func mtlsFrontend(t *testing.T, p pki, backend string) string {
 }
 
 func TestPlainConnectionByDefault(t *testing.T) {
-	opts, creds, err := dispatch.Connection(config.Config{})
+	opts, creds, err := wfclient.Connection(config.Config{})
 	require.NoError(t, err)
 	require.Nil(t, opts.TLS)
 	require.Nil(t, creds)
 }
 
 func TestAPIKeyGoesOverTLS(t *testing.T) {
-	opts, creds, err := dispatch.Connection(config.Config{TemporalAPIKey: "a-cloud-api-key"})
+	opts, creds, err := wfclient.Connection(config.Config{TemporalAPIKey: "a-cloud-api-key"})
 	require.NoError(t, err)
 	require.NotNil(t, opts.TLS, "an API key is never sent in the clear")
 	require.NotNil(t, creds)
@@ -139,7 +139,7 @@ func TestAPIKeyGoesOverTLS(t *testing.T) {
 func TestUnreadableCAIsAnErrorNamingTheVariable(t *testing.T) {
 	bad := filepath.Join(t.TempDir(), "ca.pem")
 	require.NoError(t, os.WriteFile(bad, []byte("not a certificate"), 0o600))
-	_, _, err := dispatch.Connection(config.Config{TemporalTLSCA: bad})
+	_, _, err := wfclient.Connection(config.Config{TemporalTLSCA: bad})
 	require.ErrorContains(t, err, "TEMPORAL_TLS_CA")
 }
 
@@ -152,7 +152,7 @@ func TestMutualTLSReachesTemporalThroughATLSFrontend(t *testing.T) {
 	addr := mtlsFrontend(t, p, temporal.Address)
 
 	dial := func(cfg config.Config) error {
-		opts, creds, err := dispatch.Connection(cfg)
+		opts, creds, err := wfclient.Connection(cfg)
 		require.NoError(t, err)
 		dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		defer cancel()
