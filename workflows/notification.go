@@ -84,7 +84,7 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 		req := DeliverInput{NotificationID: in.NotificationID, Attempt: attempt, Retry: in.Retry, Channel: in.Channel,
 			After: after, Exclude: excluded, AttemptBase: in.AttemptBase}
 		var future workflow.Future
-		if attempt == firstAttempt && in.FirstAttemptLocal && waits == 0 && !deferred {
+		if attempt == firstAttempt && in.FastPath && waits == 0 && !deferred {
 			req.FastPath = true
 			future = workflow.ExecuteLocalActivity(localCtx, DeliverActivity, req)
 		} else {
@@ -315,7 +315,7 @@ func (r *run) expired(ctx workflow.Context, wait time.Duration) bool {
 // attempt's Deliver finds it.
 func (r *run) continueAsNew(ctx workflow.Context, resume Resume) (NotificationResult, error) {
 	in := r.in
-	in.Resume, in.FirstAttemptLocal = &resume, false
+	in.Resume, in.FastPath = &resume, false
 	return NotificationResult{}, workflow.NewContinueAsNewError(ctx, NotificationWorkflow, in)
 }
 

@@ -326,7 +326,7 @@ func TestOutageLongerThanEveryAttemptDoesNotFail(t *testing.T) {
 func TestFastPathAttemptThatCouldNotBeginRetriesThroughTheTaskQueue(t *testing.T) {
 	env, f := newEnv(t, notAttempted(), delivered())
 	in := testInput(testPolicy)
-	in.FirstAttemptLocal = true
+	in.FastPath = true
 
 	res := run(t, env, in)
 
@@ -486,7 +486,7 @@ func TestStatusQueryShowsTheWaitForTheNextAttempt(t *testing.T) {
 func TestFastPathRunsTheFirstAttemptAsALocalActivity(t *testing.T) {
 	env, f := newEnv(t, delivered())
 	in := testInput(testPolicy)
-	in.FirstAttemptLocal = true
+	in.FastPath = true
 
 	res := run(t, env, in)
 
@@ -500,7 +500,7 @@ func TestFastPathRunsTheFirstAttemptAsALocalActivity(t *testing.T) {
 func TestFastPathRetriesGoThroughTheActivityTaskQueue(t *testing.T) {
 	env, f := newEnv(t, retry(503, 0), delivered())
 	in := testInput(testPolicy)
-	in.FirstAttemptLocal = true
+	in.FastPath = true
 
 	res := run(t, env, in)
 
@@ -515,7 +515,7 @@ func TestFastPathRetriesGoThroughTheActivityTaskQueue(t *testing.T) {
 func TestDeferredFastPathAttemptGoesThroughTheTaskQueueAtOnce(t *testing.T) {
 	env, f := newEnv(t, deliverStep{res: workflows.DeliverResult{Outcome: workflows.OutcomeDeferred, Error: "no rate-limit slot free"}}, delivered())
 	in := testInput(testPolicy)
-	in.FirstAttemptLocal = true
+	in.FastPath = true
 
 	res := run(t, env, in)
 
@@ -570,7 +570,7 @@ func TestBookkeepingRunsAsLocalActivities(t *testing.T) {
 func TestLongOutageContinuesAsNew(t *testing.T) {
 	env, f := newEnv(t, notAttempted())
 	in := testInput(testPolicy)
-	in.FirstAttemptLocal = true
+	in.FastPath = true
 	in.MaxWaitsPerRun = 4
 
 	env.ExecuteWorkflow(workflows.NotificationWorkflow, in)
@@ -583,7 +583,7 @@ func TestLongOutageContinuesAsNew(t *testing.T) {
 	require.NotNil(t, next.Resume)
 	require.Equal(t, workflows.Resume{Attempt: 1, Waits: 4, LastError: next.Resume.LastError}, *next.Resume)
 	require.Contains(t, next.Resume.LastError, "not attempted")
-	require.False(t, next.FirstAttemptLocal, "the next run does not take the fast path")
+	require.False(t, next.FastPath, "the next run does not take the fast path")
 	ins, _ := f.deliverCalls()
 	require.Len(t, ins, 4)
 	require.Empty(t, f.failCalls())

@@ -41,7 +41,7 @@ func TestRetriedGenerationGetsAFreshBudgetNumberedOn(t *testing.T) {
 func TestRetriedGenerationTakesTheFastPathOnItsFirstAttempt(t *testing.T) {
 	env, f := newEnv(t, delivered())
 	in := testInput(testPolicy)
-	in.AttemptBase, in.Generation, in.FirstAttemptLocal = 2, 1, true
+	in.AttemptBase, in.Generation, in.FastPath = 2, 1, true
 
 	res := run(t, env, in)
 

@@ -59,7 +59,7 @@ func TestRecordHistories(t *testing.T) {
 	fast := workflows.RetryPolicy{MaxAttempts: 3, InitialInterval: 100 * time.Millisecond, BackoffCoefficient: 2, MaxInterval: time.Second}
 	same := func(in workflows.NotificationInput) workflows.NotificationInput { return in }
 	local := func(in workflows.NotificationInput) workflows.NotificationInput {
-		in.FirstAttemptLocal = true
+		in.FastPath = true
 		return in
 	}
 	scenarios := []scenario{
@@ -104,7 +104,7 @@ func TestRecordHistories(t *testing.T) {
 			{res: workflows.DeliverResult{Outcome: workflows.OutcomeDelivered, StatusCode: 200, Provider: "b"}}},
 			receipt: &workflows.Receipt{Provider: "a", Status: "failed", Reason: "unreachable"}},
 		{name: "retried_generation_retry_then_delivered", in: func(in workflows.NotificationInput) workflows.NotificationInput {
-			in.AttemptBase, in.Generation, in.FirstAttemptLocal = 3, 1, true
+			in.AttemptBase, in.Generation, in.FastPath = 3, 1, true
 			return in
 		}, steps: []deliverStep{retry(503, 0), delivered()}},
 		{name: "expired_before_first_attempt", in: func(in workflows.NotificationInput) workflows.NotificationInput {

@@ -66,13 +66,14 @@ type NotificationInput struct {
 	ScheduledAt *time.Time `json:",omitempty"`
 	// ExpiresAt: no attempt starts after it; the notification fails as expired.
 	ExpiresAt *time.Time `json:",omitempty"`
-	// FirstAttemptLocal: the fast path. The first attempt runs as a local
+	// FastPath: the first attempt runs as a local
 	// activity inside the workflow's first task (no activity task, no second
 	// workflow task); it takes its rate-limit slot just before the send, and
 	// when none is free, or the worker's fast-path calls are all busy, it
 	// sends nothing (OutcomeDeferred) and the attempt goes through the
-	// channel's activity task queue instead. Retries always go there.
-	FirstAttemptLocal bool `json:",omitempty"`
+	// channel's activity task queue instead. Retries always go there. The
+	// wire name is the one earlier workers wrote, so their histories replay.
+	FastPath bool `json:"FirstAttemptLocal,omitempty"`
 	// Resume carries a run's progress into the next one after a
 	// continue-as-new; nil on the first run.
 	Resume *Resume `json:",omitempty"`

@@ -109,7 +109,7 @@ func (s *Starter) Handle(ctx context.Context, d amqp.Delivery) error {
 	// in priority order, for Temporal's and Redis's limits. No slot is taken
 	// here: one paid long before its send (a backlog of workflow tasks,
 	// a retried task) could burst past the limit.
-	local := s.cfg.FastPath && !scheduled && !s.limiter.Saturated(n.Channel)
+	fastPath := s.cfg.FastPath && !scheduled && !s.limiter.Saturated(n.Channel)
 	attrs := []temporal.SearchAttributeUpdate{
 		workflows.SearchChannel.ValueSet(n.Channel),
 		workflows.SearchPriority.ValueSet(n.Priority),
@@ -150,7 +150,7 @@ func (s *Starter) Handle(ctx context.Context, d amqp.Delivery) error {
 		AttemptTimeout:    s.cfg.AttemptTimeout,
 		ScheduledAt:       n.ScheduledAt,
 		ExpiresAt:         n.ExpiresAt,
-		FirstAttemptLocal: local,
+		FastPath:          fastPath,
 		AttemptBase:       n.AttemptBase,
 		Generation:        n.Generation,
 	})
@@ -200,7 +200,6 @@ func (s *Starter) runningGeneration(ctx context.Context, wfID string) (int, erro
 	}
 	return wfclient.RunGeneration(d.GetWorkflowExecutionInfo())
 }
-
 
 // cancelIfRequested signals the cancel to a just-started workflow whose
 // notification has a cancel request.

@@ -24,10 +24,10 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.uber.org/zap"
 
-	"dispatch-engine/internal/wfclient"
 	"dispatch-engine/internal/notification"
 	"dispatch-engine/internal/periodic"
 	"dispatch-engine/internal/store"
+	"dispatch-engine/internal/wfclient"
 )
 
 // ReasonAbandoned is the failure reason of a notification whose workflow

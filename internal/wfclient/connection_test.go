@@ -21,8 +21,8 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"dispatch-engine/internal/config"
-	"dispatch-engine/internal/wfclient"
 	"dispatch-engine/internal/testenv"
+	"dispatch-engine/internal/wfclient"
 )
 
 // pki is a CA with a server certificate for 127.0.0.1 and a client
