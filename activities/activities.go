@@ -157,7 +157,7 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 	switch refusal {
 	case store.Terminal:
 		log.Info("notification already terminal; nothing sent", zap.String("status", string(n.Status)))
-		return workflows.DeliverResult{Outcome: workflows.OutcomeSkipped, Status: string(n.Status)}, nil
+		return workflows.DeliverResult{Outcome: workflows.OutcomeSkipped, Status: workflows.Status(n.Status)}, nil
 	case store.Expired:
 		log.Warn("notification expired before the attempt; nothing sent")
 		return workflows.DeliverResult{Outcome: workflows.OutcomeExpired, Error: "expired before delivery"}, nil
@@ -671,7 +671,7 @@ func (a *Activities) SettleReceipt(ctx context.Context, in workflows.SettleInput
 	if err != nil {
 		return "", err
 	}
-	if status == notification.StatusDelivered && in.Next == string(notification.StatusDelivered) {
+	if status == notification.StatusDelivered && in.Next == workflows.StatusDelivered {
 		n, err := store.GetNotification(ctx, a.Pool, id)
 		if err == nil {
 			a.Metrics.Terminal.WithLabelValues("delivered", n.Channel, n.Priority, "").Inc()

@@ -224,7 +224,7 @@ func (s *stack) requireWorkflowResult(id, status string, attempts int) {
 	defer cancel()
 	var res workflows.NotificationResult
 	require.NoError(s.t, s.temporal.GetWorkflow(ctx, "notification-"+id, "").Get(ctx, &res))
-	require.Equal(s.t, workflows.NotificationResult{Status: status, Attempts: attempts}, res)
+	require.Equal(s.t, workflows.NotificationResult{Status: workflows.Status(status), Attempts: attempts}, res)
 }
 
 // db opens a connection to the stack's database for the test's own queries.

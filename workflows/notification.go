@@ -20,7 +20,7 @@ const heartbeatTimeout = 3 * time.Second
 // backoff, so every attempt is visible and recorded, and the waits are
 // durable timers.
 func Notification(ctx workflow.Context, in NotificationInput) (NotificationResult, error) {
-	r := &run{in: in, wfID: workflow.GetInfo(ctx).WorkflowExecution.ID, view: StatusView{Status: "PROCESSING"}}
+	r := &run{in: in, wfID: workflow.GetInfo(ctx).WorkflowExecution.ID, view: StatusView{Status: StatusProcessing}}
 	if err := workflow.SetQueryHandler(ctx, StatusQuery, func() (StatusView, error) { return r.view, nil }); err != nil {
 		return NotificationResult{}, err
 	}
@@ -36,12 +36,12 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 
 	if in.ScheduledAt != nil && in.Resume == nil {
 		if wait := in.ScheduledAt.Sub(workflow.Now(ctx)); wait > 0 {
-			r.view.Status = "SCHEDULED"
+			r.view.Status = StatusScheduled
 			_ = workflow.Sleep(work, wait)
 			if r.view.CancelRequested {
 				return r.cancel(ctx, 0)
 			}
-			r.view.Status = "PROCESSING"
+			r.view.Status = StatusProcessing
 		}
 	}
 
@@ -149,7 +149,7 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 		}
 		switch last.Outcome {
 		case OutcomeDelivered:
-			return r.finish(ctx, "DELIVERED", attempt)
+			return r.finish(ctx, StatusDelivered, attempt)
 		case OutcomeSent:
 			switch verdict, err := r.awaitReceipt(ctx, work, attempt, last); {
 			case err != nil:
@@ -160,7 +160,7 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 				last = DeliverResult{Outcome: OutcomePermanent, Provider: last.Provider, Error: r.view.LastError}
 				return r.fail(ctx, ReasonNoReceipt, attempt, last)
 			case verdict != receiptUndelivered:
-				return r.finish(ctx, verdict, attempt)
+				return r.finish(ctx, Status(verdict), attempt)
 			}
 			// Undelivered: the next attempt goes to the next provider at once.
 			excluded, after, hops = append(excluded, last.Provider), last.Provider, 0
@@ -199,15 +199,15 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 			return r.fail(ctx, ReasonExpired, attempt, last)
 		}
 		next := workflow.Now(ctx).Add(wait)
-		r.view.Status, r.view.NextAttemptAt = "RETRYING", &next
-		if err := r.upsert(ctx, "RETRYING", attempt); err != nil {
+		r.view.Status, r.view.NextAttemptAt = StatusRetrying, &next
+		if err := r.upsert(ctx, StatusRetrying, attempt); err != nil {
 			return NotificationResult{}, err
 		}
 		_ = workflow.Sleep(work, wait)
 		if r.view.CancelRequested {
 			return r.cancel(ctx, attempt)
 		}
-		r.view.Status = "PROCESSING"
+		r.view.Status = StatusProcessing
 	}
 	return r.fail(ctx, ReasonExhausted, lastAttempt, last)
 }
@@ -237,7 +237,7 @@ type run struct {
 // What waiting for a receipt came to, besides a terminal status.
 const (
 	receiptUndelivered = "undelivered"
-	receiptFailed      = "failed"
+	receiptFailed      = "failed-no-receipt"
 	receiptCancelled   = "cancelled"
 )
 
@@ -248,8 +248,8 @@ const (
 // receiptFailed (silence means failure) or receiptCancelled. Receipts from
 // other providers (late ones, for an earlier attempt) are dropped.
 func (r *run) awaitReceipt(ctx, work workflow.Context, attempt int, last DeliverResult) (string, error) {
-	r.view.Status = "SENT"
-	if err := r.upsert(ctx, "SENT", attempt); err != nil {
+	r.view.Status = StatusSent
+	if err := r.upsert(ctx, StatusSent, attempt); err != nil {
 		return "", err
 	}
 	// The timer is cancelled by the cancel signal (work), which ends the wait.
@@ -277,31 +277,31 @@ func (r *run) awaitReceipt(ctx, work workflow.Context, attempt int, last Deliver
 			break
 		}
 	}
-	settle := SettleInput{NotificationID: r.in.NotificationID, Attempt: attempt, Next: "DELIVERED"}
-	verdict := "DELIVERED"
+	settle := SettleInput{NotificationID: r.in.NotificationID, Attempt: attempt, Next: StatusDelivered}
+	verdict := string(StatusDelivered)
 	switch {
-	case got == nil && last.OnNoReceipt == "failed":
-		settle.Receipt, settle.Next, verdict = "none", "SENT", receiptFailed
+	case got == nil && last.OnNoReceipt == ReceiptFailed:
+		settle.Receipt, settle.Next, verdict = ReceiptNone, StatusSent, receiptFailed
 		r.view.LastError = "no receipt within " + last.AwaitReceipt.String()
 	case got == nil:
-		settle.Receipt = "none"
-	case got.Status == "delivered":
-		settle.Receipt = "delivered"
+		settle.Receipt = ReceiptNone
+	case got.Status == ReceiptDelivered:
+		settle.Receipt = ReceiptDelivered
 	default:
-		settle.Receipt, settle.Reason, settle.Next, verdict = "failed", got.Reason, "PROCESSING", receiptUndelivered
+		settle.Receipt, settle.Reason, settle.Next, verdict = ReceiptFailed, got.Reason, StatusProcessing, receiptUndelivered
 		r.view.LastError = "receipt from " + last.Provider + ": " + got.Status
 		if got.Reason != "" {
 			r.view.LastError += " (" + got.Reason + ")"
 		}
 	}
-	var status string
+	var status Status
 	if err := r.local(ctx, SettleReceiptActivity, settle, &status); err != nil {
 		return "", err
 	}
-	if status != settle.Next && (status == "DELIVERED" || status == "FAILED" || status == "CANCELLED") {
-		return status, nil // terminal meanwhile: it stands
+	if status != settle.Next && status.Terminal() {
+		return string(status), nil // terminal meanwhile: it stands
 	}
-	r.view.Status = "PROCESSING"
+	r.view.Status = StatusProcessing
 	return verdict, nil
 }
 
@@ -370,7 +370,7 @@ func (r *run) record(ctx workflow.Context, a AttemptRecord) error {
 // fail dead-letters the notification and marks it FAILED. If the row became
 // terminal meanwhile (say, cancelled), that status stands and is reported.
 func (r *run) fail(ctx workflow.Context, reason string, attempts int, last DeliverResult) (NotificationResult, error) {
-	var status string
+	var status Status
 	err := r.bookkeep(ctx, FailActivity, FailInput{
 		NotificationID: r.in.NotificationID,
 		Channel:        r.in.Channel,
@@ -388,7 +388,7 @@ func (r *run) fail(ctx workflow.Context, reason string, attempts int, last Deliv
 // cancel marks the notification CANCELLED (unless it is already terminal,
 // whose status then stands).
 func (r *run) cancel(ctx workflow.Context, attempts int) (NotificationResult, error) {
-	var status string
+	var status Status
 	err := r.bookkeep(ctx, CancelActivity, CancelInput{
 		NotificationID: r.in.NotificationID,
 		Attempts:       attempts,
@@ -401,7 +401,7 @@ func (r *run) cancel(ctx workflow.Context, attempts int) (NotificationResult, er
 
 // finish records the terminal status as search attributes (in the same
 // workflow task as completion, so it costs no extra round trip).
-func (r *run) finish(ctx workflow.Context, status string, attempts int) (NotificationResult, error) {
+func (r *run) finish(ctx workflow.Context, status Status, attempts int) (NotificationResult, error) {
 	r.view.Status, r.view.Attempts, r.view.NextAttemptAt = status, attempts, nil
 	if err := r.upsert(ctx, status, attempts); err != nil {
 		return NotificationResult{}, err
@@ -409,9 +409,9 @@ func (r *run) finish(ctx workflow.Context, status string, attempts int) (Notific
 	return NotificationResult{Status: status, Attempts: attempts}, nil
 }
 
-func (r *run) upsert(ctx workflow.Context, status string, attempts int) error {
+func (r *run) upsert(ctx workflow.Context, status Status, attempts int) error {
 	updates := []temporal.SearchAttributeUpdate{
-		SearchStatus.ValueSet(status),
+		SearchStatus.ValueSet(string(status)),
 		SearchAttempts.ValueSet(int64(attempts)),
 	}
 	if r.provider != "" {

@@ -342,7 +342,7 @@ func TestCancelWhileAnAttemptCannotBeginStops(t *testing.T) {
 
 	res := run(t, env, testInput(testPolicy))
 
-	require.Equal(t, "CANCELLED", res.Status)
+	require.Equal(t, workflows.StatusCancelled, res.Status)
 	require.Equal(t, 0, res.Attempts)
 	require.Empty(t, f.failCalls())
 }
@@ -352,7 +352,7 @@ func TestAlreadyTerminalNotificationIsSkipped(t *testing.T) {
 
 	res := run(t, env, testInput(testPolicy))
 
-	require.Equal(t, "CANCELLED", res.Status)
+	require.Equal(t, workflows.StatusCancelled, res.Status)
 	require.Equal(t, 0, res.Attempts, "a skipped attempt sent nothing")
 	ins, _ := f.deliverCalls()
 	require.Len(t, ins, 1)
@@ -401,7 +401,7 @@ func TestScheduledNotificationWaitsUntilScheduledAt(t *testing.T) {
 
 	res := run(t, env, in)
 
-	require.Equal(t, "DELIVERED", res.Status)
+	require.Equal(t, workflows.StatusDelivered, res.Status)
 	_, when := f.deliverCalls()
 	require.Len(t, when, 1)
 	require.False(t, when[0].Before(at), "first attempt at %s, scheduled at %s", when[0], at)
@@ -475,8 +475,8 @@ func TestStatusQueryShowsTheWaitForTheNextAttempt(t *testing.T) {
 
 	res := run(t, env, testInput(testPolicy))
 
-	require.Equal(t, "DELIVERED", res.Status)
-	require.Equal(t, "RETRYING", view.Status)
+	require.Equal(t, workflows.StatusDelivered, res.Status)
+	require.Equal(t, workflows.StatusRetrying, view.Status)
 	require.Equal(t, 1, view.Attempts)
 	require.NotNil(t, view.NextAttemptAt)
 	require.Equal(t, testStart.Add(time.Hour), view.NextAttemptAt.UTC())
@@ -557,13 +557,13 @@ func TestBookkeepingRunsAsLocalActivities(t *testing.T) {
 
 	res := run(t, env, testInput(testPolicy))
 
-	require.Equal(t, "FAILED", res.Status)
+	require.Equal(t, workflows.StatusFailed, res.Status)
 	require.Equal(t, []bool{true}, f.bookLocal, "Fail runs in the workflow's task, not on the rate-limited delivery queue")
 
 	env, f = newEnv(t, retry(503, time.Hour))
 	env.RegisterDelayedCallback(func() { env.SignalWorkflow(workflows.CancelSignal, nil) }, time.Minute)
 	res = run(t, env, testInput(testPolicy))
-	require.Equal(t, "CANCELLED", res.Status)
+	require.Equal(t, workflows.StatusCancelled, res.Status)
 	require.Equal(t, []bool{true}, f.bookLocal, "so does Cancel")
 }
 

@@ -23,7 +23,7 @@ func (s *settled) settle(_ context.Context, in workflows.SettleInput) (string, e
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.ins = append(s.ins, in)
-	return in.Next, nil
+	return string(in.Next), nil
 }
 
 func (s *settled) calls() []workflows.SettleInput {
@@ -117,7 +117,7 @@ func TestFailedReceiptFailsOverToTheNextProvider(t *testing.T) {
 	ins, at := f.deliverCalls()
 	require.Equal(t, []string{"a"}, ins[1].Exclude)
 	require.Equal(t, 5*time.Second, at[1].Sub(at[0]), "the next provider at once after the receipt")
-	require.Equal(t, "PROCESSING", s.calls()[0].Next)
+	require.Equal(t, workflows.StatusProcessing, s.calls()[0].Next)
 	require.Equal(t, "failed", s.calls()[0].Receipt)
 }
 
@@ -125,14 +125,14 @@ func TestNoReceiptInTimeFollowsTheProvidersSetting(t *testing.T) {
 	t.Run("delivered", func(t *testing.T) {
 		env, f, s := receiptEnv(t, sentTo("a", 30*time.Second, "delivered"))
 		res := run(t, env, testInput(testPolicy))
-		require.Equal(t, "DELIVERED", res.Status)
+		require.Equal(t, workflows.StatusDelivered, res.Status)
 		require.Equal(t, "none", s.calls()[0].Receipt)
 		require.Empty(t, f.failCalls())
 	})
 	t.Run("failed", func(t *testing.T) {
 		env, f, s := receiptEnv(t, sentTo("a", 30*time.Second, "failed"))
 		res := run(t, env, testInput(testPolicy))
-		require.Equal(t, "FAILED", res.Status)
+		require.Equal(t, workflows.StatusFailed, res.Status)
 		require.Equal(t, "none", s.calls()[0].Receipt)
 		require.Equal(t, workflows.ReasonNoReceipt, f.failCalls()[0].Reason)
 	})
@@ -142,6 +142,6 @@ func TestEveryProviderUndeliveredFails(t *testing.T) {
 	env, f, _ := receiptEnv(t, deliverStep{res: workflows.DeliverResult{Outcome: workflows.OutcomePermanent, RouteExhausted: true,
 		Error: "every provider on the route reported it undelivered"}})
 	res := run(t, env, testInput(testPolicy))
-	require.Equal(t, "FAILED", res.Status)
+	require.Equal(t, workflows.StatusFailed, res.Status)
 	require.Equal(t, workflows.ReasonUndelivered, f.failCalls()[0].Reason)
 }

@@ -104,6 +104,37 @@ type Resume struct {
 	LastError string `json:",omitempty"`
 }
 
+// Status is a notification's status as its workflow sees and reports it
+// (the status query, the NotificationStatus search attribute, the result):
+// the words the notifications table keeps (internal/notification's Status;
+// a test holds the two to each other).
+type Status string
+
+// The statuses a workflow reports.
+const (
+	StatusScheduled  Status = "SCHEDULED"
+	StatusProcessing Status = "PROCESSING"
+	StatusRetrying   Status = "RETRYING"
+	StatusSent       Status = "SENT"
+	StatusDelivered  Status = "DELIVERED"
+	StatusFailed     Status = "FAILED"
+	StatusCancelled  Status = "CANCELLED"
+)
+
+// Terminal reports whether s is DELIVERED, FAILED or CANCELLED.
+func (s Status) Terminal() bool {
+	return s == StatusDelivered || s == StatusFailed || s == StatusCancelled
+}
+
+// The words of receipts: what a provider's receipt says (Receipt.Status),
+// what an attempt records of it (SettleInput.Receipt, with ReceiptNone
+// when none came in time), and what silence means (OnNoReceipt).
+const (
+	ReceiptDelivered = "delivered"
+	ReceiptFailed    = "failed"
+	ReceiptNone      = "none"
+)
+
 // Outcome classifies one delivery attempt.
 type Outcome string
 
@@ -179,7 +210,7 @@ type DeliverResult struct {
 	RetryAfter time.Duration
 	Error      string
 	// Status is the notification's status when Outcome is OutcomeSkipped.
-	Status string
+	Status Status
 	// Unrecorded, when set, is an attempt that was made but could not be
 	// recorded (PostgreSQL unreachable): the workflow records it with the
 	// RecordAttempt activity, so bookkeeping never turns a made attempt into
@@ -218,7 +249,7 @@ type SettleInput struct {
 	Attempt        int
 	Receipt        string
 	Reason         string `json:",omitempty"`
-	Next           string
+	Next           Status
 }
 
 // AttemptRecord is one attempt as the attempt log keeps it (without the
@@ -264,7 +295,7 @@ type CancelInput struct {
 // StatusView is what the status query answers: the workflow's view of the
 // notification right now.
 type StatusView struct {
-	Status          string
+	Status          Status
 	Attempts        int
 	NextAttemptAt   *time.Time `json:",omitempty"`
 	LastError       string     `json:",omitempty"`
@@ -283,6 +314,6 @@ type FailInput struct {
 
 // NotificationResult is the workflow's result.
 type NotificationResult struct {
-	Status   string
+	Status   Status
 	Attempts int
 }

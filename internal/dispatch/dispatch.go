@@ -93,10 +93,10 @@ func (s *Starter) Handle(ctx context.Context, d amqp.Delivery) error {
 		return nil
 	}
 	wfID := notification.WorkflowID(id.String())
-	status := "PROCESSING"
+	status := notification.StatusProcessing
 	scheduled := n.ScheduledAt != nil && n.ScheduledAt.After(time.Now())
 	if scheduled {
-		status = "SCHEDULED"
+		status = notification.StatusScheduled
 		if err := store.MarkScheduled(ctx, s.pool, id); err != nil {
 			return err
 		}
@@ -113,7 +113,7 @@ func (s *Starter) Handle(ctx context.Context, d amqp.Delivery) error {
 	attrs := []temporal.SearchAttributeUpdate{
 		workflows.SearchChannel.ValueSet(n.Channel),
 		workflows.SearchPriority.ValueSet(n.Priority),
-		workflows.SearchStatus.ValueSet(status),
+		workflows.SearchStatus.ValueSet(string(status)),
 		workflows.SearchAttempts.ValueSet(int64(n.AttemptBase)),
 	}
 	if n.BatchID != nil {
