@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
@@ -71,158 +72,34 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	pool, err := store.Connect(ctx, cfg.DatabaseDSN, cfg.DatabaseMaxConns)
+	c, err := connect(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-
-	rdb, err := ratelimit.NewClient(cfg.RedisURL)
-	if err != nil {
-		return fmt.Errorf("parsing REDIS_URL: %w", err)
-	}
-	defer rdb.Close()
-
-	m := metrics.NewWorker()
-	sdkMetrics, err := metrics.TemporalHandler(m.Registry, func(err error) {
-		log.Warn("recording a Temporal SDK metric failed", zap.Error(err))
-	})
-	if err != nil {
-		return err
-	}
-	tc, err := dialTemporal(ctx, cfg, sdkMetrics, log)
-	if err != nil {
-		return err
-	}
-	defer tc.Close()
-	if err := dispatch.EnsureSearchAttributes(ctx, tc, cfg.TemporalNamespace); err != nil {
-		log.Warn("could not register search attributes yet; retrying in the background", zap.Error(err))
-		go dispatch.RegisterSearchAttributes(ctx, tc, cfg.TemporalNamespace, log)
-	}
-
-	topology := queue.Topology{Prefix: cfg.RabbitMQQueuePrefix}
-	relayPub := queue.NewPublisher(cfg.RabbitMQURL, topology)
-	defer relayPub.Close()
-	dlqPub := queue.NewPublisher(cfg.RabbitMQURL, topology)
-	defer dlqPub.Close()
-	inspector := queue.NewPublisher(cfg.RabbitMQURL, topology)
-	defer inspector.Close()
-	m.RegisterBacklog(
-		func(ctx context.Context) (int64, time.Duration, error) { return store.OutboxBacklog(ctx, pool) },
-		func(ctx context.Context) (map[string]int, map[string]int, error) {
-			return inspector.Depths(ctx, notification.Channels)
-		},
-	)
+	defer c.close()
 
 	relay := outbox.NewRelay(outbox.Config{
 		BatchSize:    cfg.OutboxBatchSize,
 		PollInterval: cfg.OutboxPollInterval,
-		Topology:     topology,
-		Relayed:      m.Relayed,
-	}, pool, relayPub, log)
-
-	providers, err := provider.FromConfig(cfg, (len(notification.Channels)+1)*cfg.WorkerConcurrency)
+		Topology:     c.topology,
+		Relayed:      c.metrics.Relayed,
+	}, c.pool, c.relayPub, log)
+	d, err := newDelivery(cfg, c, relay, log)
 	if err != nil {
 		return err
 	}
-	limits := cfg.RateLimits()
-	maps.Copy(limits, providers.Rates())
-	limiter := ratelimit.New(rdb, cfg.RedisKeyPrefix, limits)
-	acts := &activities.Activities{
-		Pool:      pool,
-		Providers: providers,
-		Breakers:  newBreakers(providers, rdb, cfg.RedisKeyPrefix, m, log),
-		Limiter:   limiter,
-		// Fail's dead-letter records go out through the outbox at once.
-		OutboxWritten: relay.Wake,
-		Metrics:       m,
-		Log:           log,
-		// The fast path's calls are bounded like a channel's worker.
-		FastPathCalls: make(chan struct{}, cfg.WorkerConcurrency),
-		Temporal:      tc,
+	workers, err := startWorkers(cfg, c, d.acts)
+	if err != nil {
+		return err
 	}
-	taskQueues := wfclient.TaskQueues{Prefix: cfg.TemporalTaskQueuePrefix}
-	workers := dispatch.NewWorkers(tc, dispatch.WorkerConfig{
-		TaskQueues:  taskQueues,
-		Concurrency: cfg.WorkerConcurrency,
-		StopTimeout: cfg.ShutdownTimeout,
-		RateLimits:  cfg.RateLimits(),
-	}, acts)
-	for _, w := range workers {
-		if err := w.Start(); err != nil {
-			stopWorkers(workers)
-			return fmt.Errorf("starting temporal worker: %w", err)
-		}
-	}
-
-	starter := dispatch.NewStarter(dispatch.StarterConfig{
-		TaskQueues: taskQueues,
-		Retry: workflows.RetryPolicy{
-			MaxAttempts:        cfg.RetryMaxAttempts,
-			InitialInterval:    cfg.RetryInitialInterval,
-			BackoffCoefficient: cfg.RetryBackoffCoefficient,
-			MaxInterval:        cfg.RetryMaxInterval,
-		},
-		AttemptTimeout: providers.MaxTimeout() + limiterHeadroom,
-		FastPath:       cfg.DeliveryFastPath,
-	}, pool, tc, limiter, m, log)
-	consumer := queue.NewConsumer(queue.ConsumerConfig{
-		URL:          cfg.RabbitMQURL,
-		Topology:     topology,
-		Channels:     notification.Channels,
-		Concurrency:  cfg.WorkerConcurrency,
-		InFlight:     m.InFlight,
-		DrainTimeout: cfg.ShutdownTimeout,
-	}, starter.Handle, dlqPub, log)
-
-	probes := healthServer(cfg, m, log, []health.Dependency{
-		// Without PostgreSQL or Temporal the worker does nothing useful.
-		// Without RabbitMQ running workflows still deliver, and without
-		// Redis deliveries wait while everything else goes on: reported,
-		// not required.
-		{Name: "postgres", Required: true, Check: func(ctx context.Context) error { return pool.Ping(ctx) }},
-		{Name: "temporal", Required: true, Check: func(ctx context.Context) error {
-			_, err := tc.CheckHealth(ctx, &client.CheckHealthRequest{})
-			return err
-		}},
-		{Name: "redis", Check: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
-		{Name: "rabbitmq", Check: relayPub.Ping},
-	})
-	go func() {
-		if err := probes.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("metrics server stopped", zap.Error(err))
-		}
-	}()
-
-	reconciler := reconcile.New(reconcile.Config{
-		Interval: cfg.RetryScanInterval,
-		Limit:    cfg.RetryScanLimit,
-		After:    cfg.ReconcileAfter,
-	}, pool, tc, func(ctx context.Context) (map[string]int, error) {
-		main, _, err := inspector.Depths(ctx, notification.Channels)
-		return main, err
-	}, m.Repaired, relay.Wake, log)
-	// Off unless RETENTION_PERIOD is set: Run then returns at once.
-	retainer := retention.New(retention.Config{
-		Period:    cfg.RetentionPeriod,
-		BatchSize: cfg.RetentionBatchSize,
-	}, pool, m.RetentionDeleted, log)
-
-	// Its own publisher: a sweep holds it while it visits a DLQ, and may
-	// take longer than a publish.
-	sweeper := queue.NewPublisher(cfg.RabbitMQURL, topology, queue.WithCallTimeout(time.Minute))
-	defer sweeper.Close()
-	pruner := deadletter.NewPruner(pool, sweeper, m.DeadLettersRetired, log)
+	consumer := newConsumer(cfg, c, d, log)
+	probes := startProbes(cfg, c, log)
 
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = relay.Run(ctx) })
-	if acts.Breakers != nil {
-		wg.Go(func() { _ = acts.Breakers.Run(ctx) })
+	for _, job := range backgroundJobs(cfg, c, d, relay, log) {
+		wg.Go(func() { job(ctx) })
 	}
-	wg.Go(func() { _ = reconciler.Run(ctx) })
-	wg.Go(func() { _ = retainer.Run(ctx) })
-	wg.Go(func() { _ = pruner.Run(ctx) })
-	wg.Go(func() { dispatch.ResumeOperations(ctx, pool, tc, taskQueues, 30*time.Second, time.Minute, log) })
 	wg.Go(func() { _ = consumer.Run(ctx) })
 	log.Info("worker running", zap.String("metrics_addr", probes.Addr), zap.String("webhook_url", redactURL(cfg.WebhookSiteURL)))
 
@@ -240,6 +117,212 @@ func run() error {
 	defer cancel()
 	_ = probes.Shutdown(sctx)
 	return nil
+}
+
+// conns are the worker's connections: PostgreSQL, Redis, Temporal, and a
+// RabbitMQ publisher per use (the relay's, the consumer's dead letters, the
+// depth inspector, the DLQ sweeper), each on its own connection so one
+// waiting never holds up another.
+type conns struct {
+	pool      *pgxpool.Pool
+	rdb       *redis.Client
+	temporal  client.Client
+	metrics   *metrics.Worker
+	topology  queue.Topology
+	relayPub  *queue.Publisher
+	dlqPub    *queue.Publisher
+	inspector *queue.Publisher
+	sweeper   *queue.Publisher
+	closers   []func()
+}
+
+func (c *conns) close() {
+	for i := len(c.closers) - 1; i >= 0; i-- {
+		c.closers[i]()
+	}
+}
+
+// connect opens the worker's connections and registers the search
+// attributes (in the background while Temporal refuses).
+func connect(ctx context.Context, cfg config.Config, log *zap.Logger) (_ *conns, err error) {
+	c := &conns{metrics: metrics.NewWorker(), topology: queue.Topology{Prefix: cfg.RabbitMQQueuePrefix}}
+	defer func() {
+		if err != nil {
+			c.close()
+		}
+	}()
+	if c.pool, err = store.Connect(ctx, cfg.DatabaseDSN, cfg.DatabaseMaxConns); err != nil {
+		return nil, err
+	}
+	c.closers = append(c.closers, c.pool.Close)
+	if c.rdb, err = ratelimit.NewClient(cfg.RedisURL); err != nil {
+		return nil, fmt.Errorf("parsing REDIS_URL: %w", err)
+	}
+	c.closers = append(c.closers, func() { _ = c.rdb.Close() })
+	sdkMetrics, err := metrics.TemporalHandler(c.metrics.Registry, func(err error) {
+		log.Warn("recording a Temporal SDK metric failed", zap.Error(err))
+	})
+	if err != nil {
+		return nil, err
+	}
+	if c.temporal, err = dialTemporal(ctx, cfg, sdkMetrics, log); err != nil {
+		return nil, err
+	}
+	c.closers = append(c.closers, c.temporal.Close)
+	if err := dispatch.EnsureSearchAttributes(ctx, c.temporal, cfg.TemporalNamespace); err != nil {
+		log.Warn("could not register search attributes yet; retrying in the background", zap.Error(err))
+		go func() { _ = dispatch.RegisterSearchAttributes(ctx, c.temporal, cfg.TemporalNamespace, log) }()
+	}
+	publisher := func(opts ...queue.PublisherOption) *queue.Publisher {
+		p := queue.NewPublisher(cfg.RabbitMQURL, c.topology, opts...)
+		c.closers = append(c.closers, func() { _ = p.Close() })
+		return p
+	}
+	c.relayPub, c.dlqPub, c.inspector = publisher(), publisher(), publisher()
+	// The sweeper holds its connection while it visits a DLQ, which may
+	// take longer than a publish.
+	c.sweeper = publisher(queue.WithCallTimeout(time.Minute))
+	c.metrics.RegisterBacklog(
+		func(ctx context.Context) (int64, time.Duration, error) { return store.OutboxBacklog(ctx, c.pool) },
+		func(ctx context.Context) (map[string]int, map[string]int, error) {
+			return c.inspector.Depths(ctx, notification.Channels)
+		},
+	)
+	return c, nil
+}
+
+// delivery is what delivering needs: the providers, the rate limiter and
+// the activities built on them.
+type delivery struct {
+	providers *provider.Set
+	limiter   *ratelimit.Limiter
+	acts      *activities.Activities
+}
+
+// newDelivery loads the providers and builds the activities.
+func newDelivery(cfg config.Config, c *conns, relay *outbox.Relay, log *zap.Logger) (delivery, error) {
+	providers, err := provider.FromConfig(cfg, (len(notification.Channels)+1)*cfg.WorkerConcurrency)
+	if err != nil {
+		return delivery{}, err
+	}
+	limits := cfg.RateLimits()
+	maps.Copy(limits, providers.Rates())
+	limiter := ratelimit.New(c.rdb, cfg.RedisKeyPrefix, limits)
+	acts := &activities.Activities{
+		Pool:      c.pool,
+		Providers: providers,
+		Breakers:  newBreakers(providers, c.rdb, cfg.RedisKeyPrefix, c.metrics, log),
+		Limiter:   limiter,
+		// Fail's dead-letter records go out through the outbox at once.
+		OutboxWritten: relay.Wake,
+		Metrics:       c.metrics,
+		Log:           log,
+		// The fast path's calls are bounded like a channel's worker.
+		FastPathCalls: make(chan struct{}, cfg.WorkerConcurrency),
+		Temporal:      c.temporal,
+	}
+	return delivery{providers: providers, limiter: limiter, acts: acts}, nil
+}
+
+func taskQueues(cfg config.Config) wfclient.TaskQueues {
+	return wfclient.TaskQueues{Prefix: cfg.TemporalTaskQueuePrefix}
+}
+
+// startWorkers starts the Temporal workers: the workflows', each
+// channel's delivery activities', and the operations'.
+func startWorkers(cfg config.Config, c *conns, acts *activities.Activities) ([]worker.Worker, error) {
+	workers := dispatch.NewWorkers(c.temporal, dispatch.WorkerConfig{
+		TaskQueues:  taskQueues(cfg),
+		Concurrency: cfg.WorkerConcurrency,
+		StopTimeout: cfg.ShutdownTimeout,
+		RateLimits:  cfg.RateLimits(),
+	}, acts)
+	for _, w := range workers {
+		if err := w.Start(); err != nil {
+			stopWorkers(workers)
+			return nil, fmt.Errorf("starting temporal worker: %w", err)
+		}
+	}
+	return workers, nil
+}
+
+// newConsumer builds the per-channel consumers, whose handler starts each
+// queued notification's workflow.
+func newConsumer(cfg config.Config, c *conns, d delivery, log *zap.Logger) *queue.Consumer {
+	starter := dispatch.NewStarter(dispatch.StarterConfig{
+		TaskQueues: taskQueues(cfg),
+		Retry: workflows.RetryPolicy{
+			MaxAttempts:        cfg.RetryMaxAttempts,
+			InitialInterval:    cfg.RetryInitialInterval,
+			BackoffCoefficient: cfg.RetryBackoffCoefficient,
+			MaxInterval:        cfg.RetryMaxInterval,
+		},
+		AttemptTimeout: d.providers.MaxTimeout() + limiterHeadroom,
+		FastPath:       cfg.DeliveryFastPath,
+	}, c.pool, c.temporal, d.limiter, c.metrics, log)
+	return queue.NewConsumer(queue.ConsumerConfig{
+		URL:          cfg.RabbitMQURL,
+		Topology:     c.topology,
+		Channels:     notification.Channels,
+		Concurrency:  cfg.WorkerConcurrency,
+		InFlight:     c.metrics.InFlight,
+		DrainTimeout: cfg.ShutdownTimeout,
+	}, starter.Handle, c.dlqPub, log)
+}
+
+// startProbes serves /metrics, /livez and /readyz.
+func startProbes(cfg config.Config, c *conns, log *zap.Logger) *http.Server {
+	probes := healthServer(cfg, c.metrics, log, []health.Dependency{
+		// Without PostgreSQL or Temporal the worker does nothing useful.
+		// Without RabbitMQ running workflows still deliver, and without
+		// Redis deliveries wait while everything else goes on: reported,
+		// not required.
+		{Name: "postgres", Required: true, Check: func(ctx context.Context) error { return c.pool.Ping(ctx) }},
+		{Name: "temporal", Required: true, Check: func(ctx context.Context) error {
+			_, err := c.temporal.CheckHealth(ctx, &client.CheckHealthRequest{})
+			return err
+		}},
+		{Name: "redis", Check: func(ctx context.Context) error { return c.rdb.Ping(ctx).Err() }},
+		{Name: "rabbitmq", Check: c.relayPub.Ping},
+	})
+	go func() {
+		if err := probes.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", zap.Error(err))
+		}
+	}()
+	return probes
+}
+
+// backgroundJobs are the worker's loops besides the relay and the
+// consumers: the breakers' tally, the reconciler, retention (off unless
+// RETENTION_PERIOD is set), the dead-letter pruner and the resuming of idle
+// operations. Each runs until ctx ends.
+func backgroundJobs(cfg config.Config, c *conns, d delivery, relay *outbox.Relay, log *zap.Logger) []func(context.Context) {
+	reconciler := reconcile.New(reconcile.Config{
+		Interval: cfg.RetryScanInterval,
+		Limit:    cfg.RetryScanLimit,
+		After:    cfg.ReconcileAfter,
+	}, c.pool, c.temporal, func(ctx context.Context) (map[string]int, error) {
+		main, _, err := c.inspector.Depths(ctx, notification.Channels)
+		return main, err
+	}, c.metrics.Repaired, relay.Wake, log)
+	retainer := retention.New(retention.Config{
+		Period:    cfg.RetentionPeriod,
+		BatchSize: cfg.RetentionBatchSize,
+	}, c.pool, c.metrics.RetentionDeleted, log)
+	pruner := deadletter.NewPruner(c.pool, c.sweeper, c.metrics.DeadLettersRetired, log)
+	jobs := []func(context.Context){
+		func(ctx context.Context) { _ = reconciler.Run(ctx) },
+		func(ctx context.Context) { _ = retainer.Run(ctx) },
+		func(ctx context.Context) { _ = pruner.Run(ctx) },
+		func(ctx context.Context) {
+			dispatch.ResumeOperations(ctx, c.pool, c.temporal, taskQueues(cfg), 30*time.Second, time.Minute, log)
+		},
+	}
+	if d.acts.Breakers != nil {
+		jobs = append(jobs, func(ctx context.Context) { _ = d.acts.Breakers.Run(ctx) })
+	}
+	return jobs
 }
 
 func stopWorkers(workers []worker.Worker) {
