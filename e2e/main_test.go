@@ -22,6 +22,7 @@ import (
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 
+	dispatch "dispatch-engine/client"
 	"dispatch-engine/internal/sink"
 	"dispatch-engine/internal/testenv"
 )
@@ -42,7 +43,7 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	binDir = dir
 	root, err := testenv.RepoRoot()
 	if err != nil {
@@ -75,7 +76,8 @@ type stack struct {
 	t        *testing.T
 	env      []string
 	apiURL   string
-	apiKey   string // sent on every /v1 request
+	apiKey   string             // sent on every /v1 request
+	client   *dispatch.Dispatch // the Go client (dispatch-engine/client), with apiKey
 	sink     *sink.Sink
 	sinkURL  string
 	api      *proc
@@ -128,6 +130,9 @@ func setupWith(t *testing.T, prepare func(s *stack)) *stack {
 			"LOG_LEVEL=info",
 		),
 	}
+	dc, err := dispatch.New(s.apiURL, apiKey, dispatch.WithHTTPClient(&http.Client{Timeout: 30 * time.Second}))
+	require.NoError(t, err)
+	s.client = dc
 	tc, err := client.Dial(client.Options{HostPort: temporal.Address, Namespace: temporal.Namespace})
 	require.NoError(t, err)
 	t.Cleanup(tc.Close)
@@ -188,7 +193,7 @@ func (s *stack) request(method, path string, body []byte, headers ...string) (in
 	testenv.SetHeaders(req, headers...)
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(s.t, err)
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	raw, err := io.ReadAll(resp.Body)
 	require.NoError(s.t, err)
 	return resp.StatusCode, resp.Header, raw
@@ -201,16 +206,6 @@ func decodeJSON(t *testing.T, raw []byte) map[string]any {
 	return out
 }
 
-func decode(t *testing.T, resp *http.Response) (int, http.Header, map[string]any) {
-	t.Helper()
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	var out map[string]any
-	require.NoError(t, json.Unmarshal(raw, &out), "body: %s", raw)
-	return resp.StatusCode, resp.Header, out
-}
-
 // waitStatus polls the notification until it has status.
 func (s *stack) waitStatus(id, status string, within time.Duration) map[string]any {
 	s.t.Helper()
@@ -220,6 +215,17 @@ func (s *stack) waitStatus(id, status string, within time.Duration) map[string]a
 		return last["status"] == status
 	}, within, 50*time.Millisecond, "notification %s never reached %s; last: %v", id, status, func() any { return last })
 	return last
+}
+
+// waitTerminal waits through the Go client until the notification is
+// DELIVERED, FAILED or CANCELLED, and answers it.
+func (s *stack) waitTerminal(id dispatch.NotificationID, within time.Duration) *dispatch.Notification {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(s.t.Context(), within)
+	defer cancel()
+	n, err := s.client.Wait(ctx, id, 50*time.Millisecond)
+	require.NoError(s.t, err, "notification %s never became terminal", id)
+	return n
 }
 
 func freePort(t *testing.T) int { return testenv.FreePort(t) }

@@ -18,6 +18,7 @@ import (
 	"go.temporal.io/api/workflowservice/v1"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	dispatch "dispatch-engine/client"
 	"dispatch-engine/internal/sink"
 	"dispatch-engine/internal/testenv"
 )
@@ -28,7 +29,7 @@ func (s *stack) queryInt(sql string, args ...any) int {
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, s.envValue("DATABASE_DSN"))
 	require.NoError(s.t, err)
-	defer conn.Close(ctx)
+	defer func() { _ = conn.Close(ctx) }()
 	var n int
 	require.NoError(s.t, conn.QueryRow(ctx, sql, args...).Scan(&n))
 	return n
@@ -39,7 +40,7 @@ func (s *stack) dlqMessages(channel string) int {
 	s.t.Helper()
 	conn, err := amqp.Dial(testenv.Shared(s.t).RabbitMQURL)
 	require.NoError(s.t, err)
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	ch, err := conn.Channel()
 	require.NoError(s.t, err)
 	q, err := ch.QueueDeclarePassive(s.envValue("RABBITMQ_QUEUE_PREFIX")+"dlq."+channel, true, false, false, false, nil)
@@ -79,28 +80,42 @@ func TestRetryAfterAnOutageDeliversInANewRunWithTheAttemptLogContinued(t *testin
 	s.restartWorker("RETRY_MAX_ATTEMPTS=2")
 	s.sink.SetConfig(sink.Config{FailRate: 1, FailStatus: http.StatusServiceUnavailable})
 
-	_, _, created := s.post("/v1/notifications", smsRequest("sent again after the outage"))
-	id := created["id"].(string)
-	s.waitStatus(id, "FAILED", 30*time.Second)
+	ctx := t.Context()
+	created, err := s.client.Send(ctx, smsNotification("sent again after the outage"))
+	require.NoError(t, err)
+	id := created.ID.String()
+	failed := s.waitTerminal(created.ID, 30*time.Second)
+	require.Equal(t, dispatch.StatusFAILED, failed.Status)
 	require.Eventually(t, func() bool { return s.dlqMessages("sms") == 1 }, 30*time.Second, 50*time.Millisecond, "dead-lettered")
 
 	s.sink.SetConfig(sink.Config{}) // the provider recovers
-	code, _, body := s.request(http.MethodPost, "/v1/notifications/"+id+"/retry", nil, "Idempotency-Key", "retry-"+id)
-	require.Equal(t, http.StatusAccepted, code, "%s", body)
-	retried := decodeJSON(t, body)
-	require.EqualValues(t, 1, retried["retries"])
-	require.Nil(t, retried["failureReason"])
-	code, hdr, _ := s.request(http.MethodPost, "/v1/notifications/"+id+"/retry", nil, "Idempotency-Key", "retry-"+id)
-	require.Equal(t, http.StatusOK, code, "the same key answers again")
-	require.Equal(t, "true", hdr.Get("Idempotent-Replayed"))
+	key := dispatch.WithIdempotencyKey("retry-" + id)
+	r, err := s.client.Raw().RetryNotificationWithResponse(ctx, created.ID, nil, key)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusAccepted, r.StatusCode(), "%s", r.Body)
+	retried := r.JSON202
+	require.Equal(t, 1, retried.Retries)
+	require.Nil(t, retried.FailureReason)
+	again, err := s.client.Raw().RetryNotificationWithResponse(ctx, created.ID, nil, key)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, again.StatusCode(), "the same key answers again: %s", again.Body)
+	require.Equal(t, "true", again.Headers200.IdempotentReplayed)
+	replayed, err := s.client.Retry(ctx, created.ID, key)
+	require.NoError(t, err, "a replay is no error")
+	require.Equal(t, 1, replayed.Retries, "and retries nothing")
 
-	got := s.waitStatus(id, "DELIVERED", 30*time.Second)
-	require.EqualValues(t, 3, got["attempts"], "two before the retry, one after")
-	require.EqualValues(t, 1, got["retries"])
+	got := s.waitTerminal(created.ID, 30*time.Second)
+	require.Equal(t, dispatch.StatusDELIVERED, got.Status)
+	require.Equal(t, 3, got.Attempts, "two before the retry, one after")
+	require.Equal(t, 1, got.Retries)
 	log := s.attempts(id)
 	require.Len(t, log, 3)
 	require.Equal(t, []int{1, 2, 3}, []int{log[0].Attempt, log[1].Attempt, log[2].Attempt}, "the log goes on")
 	require.Equal(t, []string{"retry", "retry", "delivered"}, []string{log[0].Outcome, log[1].Outcome, log[2].Outcome})
+	answered, err := s.client.Attempts(ctx, created.ID)
+	require.NoError(t, err)
+	require.Len(t, answered, 3, "the API answers the same log")
+	require.Equal(t, []string{"retry", "retry", "delivered"}, []string{answered[0].Outcome, answered[1].Outcome, answered[2].Outcome})
 	rec, _ := s.sink.Record(id)
 	require.Equal(t, 1, rec.Delivered)
 
@@ -108,9 +123,11 @@ func TestRetryAfterAnOutageDeliversInANewRunWithTheAttemptLogContinued(t *testin
 	require.Eventually(t, func() bool { return s.dlqMessages("sms") == 0 }, 30*time.Second, 50*time.Millisecond,
 		"the retried notification leaves the DLQ")
 
-	code, _, body = s.request(http.MethodPost, "/v1/notifications/"+id+"/retry", nil)
-	require.Equal(t, http.StatusConflict, code, "a delivered notification is not retried: %s", body)
-	require.Contains(t, string(body), "/problems/not-retryable")
+	_, err = s.client.Retry(ctx, created.ID)
+	var p *dispatch.Problem
+	require.ErrorAs(t, err, &p, "a delivered notification is not retried")
+	require.Equal(t, http.StatusConflict, p.Status, "%v", p)
+	require.Equal(t, "/problems/not-retryable", p.Type)
 }
 
 // smsBatch creates n sms notifications in batches of at most 1,000 and

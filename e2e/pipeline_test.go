@@ -11,6 +11,7 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 	workflowpb "go.temporal.io/api/workflow/v1"
 
+	dispatch "dispatch-engine/client"
 	"dispatch-engine/internal/sink"
 )
 
@@ -18,18 +19,29 @@ func smsRequest(content string) map[string]any {
 	return map[string]any{"channel": "sms", "recipient": "+14155550123", "content": content, "priority": "HIGH"}
 }
 
+// smsNotification is smsRequest for the Go client.
+func smsNotification(content string) dispatch.CreateNotification {
+	high := dispatch.PriorityHIGH
+	return dispatch.CreateNotification{Channel: dispatch.ChannelSms, Recipient: "+14155550123", Content: content, Priority: &high}
+}
+
 func TestNotificationTravelsTheWholePipeline(t *testing.T) {
 	s := setup(t)
 
-	code, hdr, created := s.post("/v1/notifications", smsRequest("your code is 1234"))
-	require.Equal(t, http.StatusAccepted, code, "body: %v", created)
-	id, _ := created["id"].(string)
-	require.NotEmpty(t, id)
-	require.Equal(t, "/v1/notifications/"+id, hdr.Get("Location"))
-	require.Equal(t, "sms", created["channel"])
-	require.Equal(t, "HIGH", created["priority"])
-	require.Equal(t, "your code is 1234", created["content"])
-	require.Contains(t, []any{"ACCEPTED", "QUEUED"}, created["status"])
+	// The generated client underneath, for the status and the headers.
+	r, err := s.client.Raw().CreateNotificationWithResponse(t.Context(), nil, smsNotification("your code is 1234"))
+	require.NoError(t, err)
+	require.Equal(t, http.StatusAccepted, r.StatusCode(), "body: %s", r.Body)
+	created := r.JSON202
+	require.NotNil(t, created)
+	id := created.ID.String()
+	require.Equal(t, "/v1/notifications/"+id, r.Headers202.Location)
+	require.NotEmpty(t, r.Headers202.XRequestID)
+	require.Equal(t, dispatch.ChannelSms, created.Channel)
+	require.Equal(t, dispatch.PriorityHIGH, created.Priority)
+	require.Equal(t, "your code is 1234", created.Content)
+	require.Contains(t, []dispatch.Status{dispatch.StatusACCEPTED, dispatch.StatusQUEUED}, created.Status)
+	require.Equal(t, "notification-"+id, created.WorkflowID)
 
 	// The provider receives the notification as JSON with webhook-id = id.
 	require.Eventually(t, func() bool {
@@ -45,17 +57,22 @@ func TestNotificationTravelsTheWholePipeline(t *testing.T) {
 	require.Equal(t, "+14155550123", payload["recipient"])
 	require.Equal(t, "your code is 1234", payload["content"])
 
-	got := s.waitStatus(id, "DELIVERED", 10*time.Second)
-	require.EqualValues(t, 1, got["attempts"])
-	require.NotEmpty(t, got["deliveredAt"])
+	got := s.waitTerminal(created.ID, 10*time.Second)
+	require.Equal(t, dispatch.StatusDELIVERED, got.Status)
+	require.Equal(t, 1, got.Attempts)
+	require.NotNil(t, got.DeliveredAt)
+	attempts, err := s.client.Attempts(t.Context(), created.ID)
+	require.NoError(t, err)
+	require.Len(t, attempts, 1)
+	require.Equal(t, "delivered", attempts[0].Outcome)
 
 	// Temporal shows the workflow completed (just after the activity marked
 	// the row DELIVERED), with the search attributes set.
 	var info *workflowpb.WorkflowExecutionInfo
 	require.Eventually(t, func() bool {
-		desc, err := s.temporal.DescribeWorkflowExecution(context.Background(), "notification-"+id, "")
+		desc, err := s.temporal.DescribeWorkflow(context.Background(), "notification-"+id, "")
 		require.NoError(t, err)
-		info = desc.GetWorkflowExecutionInfo()
+		info = desc.RawResponse.GetWorkflowExecutionInfo()
 		return info.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED
 	}, 10*time.Second, 20*time.Millisecond, "workflow never completed")
 	fields := info.GetSearchAttributes().GetIndexedFields()

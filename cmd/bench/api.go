@@ -1,34 +1,40 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"strings"
 	"time"
+
+	"github.com/google/uuid"
+
+	dispatch "dispatch-engine/client"
 )
 
-// apiClient talks to the Dispatch Engine API.
+// apiClient talks to the Dispatch Engine API through the generated client
+// (dispatch-engine/client), which sends the key with every request.
 type apiClient struct {
-	base     string
 	key      string
-	http     *http.Client
+	api      *dispatch.Dispatch
+	raw      *dispatch.Client // for the status code of an answer that does not parse
 	hasBatch bool
 }
 
-func newAPIClient(base, key string, conns int) *apiClient {
+func newAPIClient(base, key string, conns int) (*apiClient, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns = conns + 8
 	tr.MaxIdleConnsPerHost = conns + 8
-	return &apiClient{
-		base: strings.TrimRight(base, "/"),
-		key:  key,
-		http: &http.Client{Transport: tr, Timeout: 60 * time.Second},
+	api, err := dispatch.New(base, key, dispatch.WithHTTPClient(&http.Client{Transport: tr, Timeout: 60 * time.Second}))
+	if err != nil {
+		return nil, err
 	}
+	raw, ok := api.Raw().ClientInterface.(*dispatch.Client)
+	if !ok {
+		return nil, fmt.Errorf("the generated client is a %T", api.Raw().ClientInterface)
+	}
+	return &apiClient{key: key, api: api, raw: raw}, nil
 }
 
 // defaultAPIKey is the first of API_KEYS (environment, then .env), else the
@@ -46,13 +52,7 @@ func defaultAPIKey() string {
 }
 
 // createRequest is the body of one notification.
-type createRequest struct {
-	Channel   string  `json:"channel"`
-	Recipient string  `json:"recipient"`
-	Subject   *string `json:"subject,omitempty"`
-	Content   string  `json:"content"`
-	Priority  string  `json:"priority"`
-}
+type createRequest = dispatch.CreateNotification
 
 // created is the part of the API's answer the bench uses.
 type created struct {
@@ -63,27 +63,28 @@ type created struct {
 }
 
 var (
-	channels   = []string{"sms", "email", "push"}
-	priorities = []string{"HIGH", "NORMAL", "LOW"}
+	channels   = []dispatch.Channel{dispatch.ChannelSms, dispatch.ChannelEmail, dispatch.ChannelPush}
+	priorities = []dispatch.Priority{dispatch.PriorityHIGH, dispatch.PriorityNORMAL, dispatch.PriorityLOW}
 )
 
 // notificationFor returns the i-th notification of a run: channels rotate,
 // and priorities rotate across channels, so every pair occurs.
 func notificationFor(run string, i int) createRequest {
 	ch := channels[i%3]
+	priority := priorities[(i/3)%3]
 	req := createRequest{
 		Channel:  ch,
-		Priority: priorities[(i/3)%3],
+		Priority: &priority,
 		Content:  fmt.Sprintf("bench %s #%d", run, i),
 	}
 	switch ch {
-	case "sms":
+	case dispatch.ChannelSms:
 		req.Recipient = "+14155550123"
-	case "email":
+	case dispatch.ChannelEmail:
 		req.Recipient = "bench@example.com"
 		subject := "Bench " + run
 		req.Subject = &subject
-	case "push":
+	case dispatch.ChannelPush:
 		req.Recipient = "device-token-0123456789"
 	}
 	return req
@@ -100,66 +101,81 @@ func (e *statusError) Error() string {
 	return fmt.Sprintf("%s %s: %d %s", e.Method, e.Path, e.Status, strings.TrimSpace(e.Body))
 }
 
-// do sends one request with the API key and decodes a 2xx answer into out.
-func (a *apiClient) do(ctx context.Context, method, path string, body, out any) (int, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return 0, err
-		}
-		rd = bytes.NewReader(b)
+// answer is the part of a generated response the bench reads.
+type answer interface {
+	StatusCode() int
+	GetBody() []byte
+}
+
+// check turns a non-2xx answer into a *statusError.
+func check(method, path string, r answer) error {
+	if r.StatusCode()/100 == 2 {
+		return nil
 	}
-	req, err := http.NewRequestWithContext(ctx, method, a.base+path, rd)
+	raw := r.GetBody()
+	if len(raw) > 400 {
+		raw = raw[:400]
+	}
+	return &statusError{Method: method, Path: path, Status: r.StatusCode(), Body: string(raw)}
+}
+
+// send finishes a call of the generated client: the answer's status, even
+// when its body does not parse, and parse's result.
+func send[R answer](method, path string, call func() (*http.Response, error), parse func(*http.Response) (R, error)) (R, int, error) {
+	var zero R
+	rsp, err := call()
 	if err != nil {
-		return 0, err
+		return zero, 0, err
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if a.key != "" {
-		req.Header.Set("Authorization", "Bearer "+a.key)
-	}
-	resp, err := a.http.Do(req)
+	defer func() { _ = rsp.Body.Close() }() // parse reads it whole
+	r, err := parse(rsp)
 	if err != nil {
-		return 0, err
+		return zero, rsp.StatusCode, fmt.Errorf("%s %s: decoding the answer: %w", method, path, err)
 	}
-	defer func() { _ = resp.Body.Close() }()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return resp.StatusCode, err
-	}
-	if resp.StatusCode/100 != 2 {
-		if len(raw) > 400 {
-			raw = raw[:400]
-		}
-		return resp.StatusCode, &statusError{Method: method, Path: path, Status: resp.StatusCode, Body: string(raw)}
-	}
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("%s %s: decoding the answer: %w", method, path, err)
-		}
-	}
-	return resp.StatusCode, nil
+	return r, rsp.StatusCode, check(method, path, r)
+}
+
+func createdOf(n *dispatch.Notification) created {
+	return created{ID: n.ID.String(), Channel: string(n.Channel), CreatedAt: n.CreatedAt, WorkflowID: n.WorkflowID}
 }
 
 // create POSTs one notification.
 func (a *apiClient) create(ctx context.Context, n createRequest) (created, int, error) {
-	var c created
-	status, err := a.do(ctx, http.MethodPost, "/v1/notifications", n, &c)
-	return c, status, err
+	r, status, err := send(http.MethodPost, "/v1/notifications", func() (*http.Response, error) { return a.raw.CreateNotification(ctx, nil, n) }, dispatch.ParseCreateNotificationResponse)
+	if err != nil {
+		return created{}, status, err
+	}
+	switch {
+	case r.JSON202 != nil:
+		return createdOf(r.JSON202), status, nil
+	case r.JSON200 != nil:
+		return createdOf(r.JSON200), status, nil
+	}
+	return created{}, status, fmt.Errorf("POST /v1/notifications: a %d answer without a notification", status)
 }
 
 // createBatch POSTs one batch and returns its notifications in order.
 func (a *apiClient) createBatch(ctx context.Context, items []createRequest) ([]created, int, error) {
-	var out struct {
-		Notifications []created `json:"notifications"`
+	r, status, err := send(http.MethodPost, "/v1/notifications/batch", func() (*http.Response, error) {
+		return a.raw.CreateBatch(ctx, nil, dispatch.CreateBatch{Notifications: items})
+	}, dispatch.ParseCreateBatchResponse)
+	if err != nil {
+		return nil, status, err
 	}
-	status, err := a.do(ctx, http.MethodPost, "/v1/notifications/batch", map[string]any{"notifications": items}, &out)
-	if err == nil && len(out.Notifications) != len(items) {
-		err = fmt.Errorf("batch of %d answered with %d notifications", len(items), len(out.Notifications))
+	var got []dispatch.Notification
+	if b := r.JSON202; b != nil {
+		got = b.Notifications
+	} else if b := r.JSON200; b != nil {
+		got = b.Notifications
 	}
-	return out.Notifications, status, err
+	out := make([]created, len(got))
+	for i := range got {
+		out[i] = createdOf(&got[i])
+	}
+	if len(out) != len(items) {
+		err = fmt.Errorf("batch of %d answered with %d notifications", len(items), len(out))
+	}
+	return out, status, err
 }
 
 // notificationState is what GET /v1/notifications/{id} says, for the report
@@ -172,16 +188,24 @@ type notificationState struct {
 }
 
 func (a *apiClient) get(ctx context.Context, id string) (notificationState, error) {
-	var s notificationState
-	_, err := a.do(ctx, http.MethodGet, "/v1/notifications/"+id, nil, &s)
-	return s, err
+	uid, err := uuid.Parse(id)
+	if err != nil {
+		return notificationState{}, err
+	}
+	n, err := a.api.Get(ctx, uid)
+	if err != nil {
+		return notificationState{}, err
+	}
+	return notificationState{ID: n.ID.String(), Status: string(n.Status), Attempts: n.Attempts, LastError: n.LastError}, nil
 }
 
 // probeBatch finds out whether the API has the batch endpoint and whether it
 // takes our key, without storing anything: an empty batch is refused (422)
 // where the endpoint exists, 404 or 405 where it does not.
 func (a *apiClient) probeBatch(ctx context.Context) error {
-	status, err := a.do(ctx, http.MethodPost, "/v1/notifications/batch", map[string]any{"notifications": []any{}}, nil)
+	_, status, err := send(http.MethodPost, "/v1/notifications/batch", func() (*http.Response, error) {
+		return a.raw.CreateBatch(ctx, nil, dispatch.CreateBatch{Notifications: []createRequest{}})
+	}, dispatch.ParseCreateBatchResponse)
 	switch {
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
 		if a.key == "" {
@@ -203,21 +227,16 @@ func (a *apiClient) probeBatch(ctx context.Context) error {
 // do not reach the sink the bench counts. Webhook providers at the sink are
 // fine, so the cost of routes and breakers can be measured.
 func (a *apiClient) routedElsewhere(ctx context.Context, sinkURL string) ([]string, error) {
-	var page struct {
-		Data []struct {
-			Name     string   `json:"name"`
-			Kind     string   `json:"kind"`
-			Target   string   `json:"target"`
-			Channels []string `json:"channels"`
-		} `json:"data"`
-	}
-	status, err := a.do(ctx, http.MethodGet, "/v1/providers", nil, &page)
+	r, status, err := send(http.MethodGet, "/v1/providers", func() (*http.Response, error) { return a.raw.ListProviders(ctx, nil) }, dispatch.ParseListProvidersResponse)
 	if err != nil || status == http.StatusNotFound {
 		return nil, err // an API from before providers: every channel goes to the sink
 	}
+	if r.JSON200 == nil {
+		return nil, fmt.Errorf("GET /v1/providers: a %d answer without the providers", status)
+	}
 	var names []string
-	for _, p := range page.Data {
-		atSink := p.Kind == "webhook" && strings.HasPrefix(p.Target, strings.TrimRight(sinkURL, "/")+"/")
+	for _, p := range r.JSON200.Data {
+		atSink := p.Kind == dispatch.ProviderKindWebhook && strings.HasPrefix(p.Target, strings.TrimRight(sinkURL, "/")+"/")
 		if !atSink && len(p.Channels) > 0 {
 			names = append(names, p.Name)
 		}

@@ -126,7 +126,7 @@ func historyShape(ctx context.Context, tc client.Client, accepted []created, del
 
 // awaitClosed waits, until deadline, for every workflow in ids (ordered by
 // delivery) to close, and returns each closed one's close time (from
-// DescribeWorkflowExecution, the server's own record). To load the server
+// DescribeWorkflow, the server's own record). To load the server
 // little while it still works, it first watches only the last delivered
 // few, then reads all the others once, then again those still open.
 func awaitClosed(ctx context.Context, tc client.Client, ids []string, deadline time.Time) map[string]time.Time {
@@ -147,11 +147,11 @@ func awaitClosed(ctx context.Context, tc client.Client, ids []string, deadline t
 		for range 16 {
 			wg.Go(func() {
 				for id := range next {
-					d, err := tc.DescribeWorkflowExecution(ctx, id, "")
+					d, err := tc.DescribeWorkflow(ctx, id, "")
 					if err != nil {
 						continue
 					}
-					info := d.GetWorkflowExecutionInfo()
+					info := d.RawResponse.GetWorkflowExecutionInfo()
 					if info.GetStatus() != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING && info.GetCloseTime() != nil {
 						mu.Lock()
 						closed[id] = info.GetCloseTime().AsTime()

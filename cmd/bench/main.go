@@ -128,7 +128,10 @@ func run(ctx context.Context, o options) error {
 	res := &Result{Options: o.public(), Machine: describeMachine()}
 	printHeader(res)
 
-	api := newAPIClient(o.API, o.APIKey, o.Concurrency+o.IngestClients)
+	api, err := newAPIClient(o.API, o.APIKey, o.Concurrency+o.IngestClients)
+	if err != nil {
+		return err
+	}
 	snk := newSinkClient(o.Sink)
 	pre, err := preflight(ctx, o, api, snk)
 	if err != nil {
