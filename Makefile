@@ -3,6 +3,8 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 TEMPORAL_CLI := $(CURDIR)/.tools/bin/temporal
+GOLANGCI_LINT := $(CURDIR)/.tools/bin/golangci-lint
+WORKFLOWCHECK := $(CURDIR)/.tools/bin/workflowcheck
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 
 .PHONY: help
@@ -18,8 +20,21 @@ build: ## Build api, worker, migrate and sink into bin/
 	go build -o bin/ ./cmd/...
 
 .PHONY: test
-test: services temporal-cli ## Run all tests (unit, integration, end-to-end) against the real services, with -race
+test: services temporal-cli tools/node_modules/.installed ## Run all tests (unit, integration, end-to-end, the Postman collection with newman) against the real services, with -race
 	TEMPORAL_CLI=$(TEMPORAL_CLI) go test $(GO_TEST_FLAGS) ./...
+
+# The packages whose tests need no service (PostgreSQL, Redis, RabbitMQ,
+# Temporal): a workflow's logic in Temporal's test environment, the
+# contract's decoders, the providers against in-process fakes. test-unit
+# points the test services at closed ports, so a test that reached for one
+# would fail here rather than pass by luck.
+UNIT_PKGS = ./workflows/ ./client/ ./cmd/api/ ./cmd/dispatchctl/... ./internal/config/ ./internal/metrics/ \
+	./internal/notification/ ./internal/provider/ ./internal/sink/ ./internal/periodic/
+
+.PHONY: test-unit
+test-unit: ## Run the tests that need no services (seconds, on any machine), with -race
+	TEST_SERVICES=loopback TEST_POSTGRES_DSN=postgres://127.0.0.1:1/none TEST_REDIS_URL=redis://127.0.0.1:1/0 \
+		TEST_RABBITMQ_URL=amqp://guest:guest@127.0.0.1:1/ TEMPORAL_CLI=/nonexistent go test -race -count=1 $(UNIT_PKGS)
 
 .PHONY: bench
 bench: ## Measure the running stack (PROVIDERS_FILE= make run first); BENCH_FLAGS=--quick for a short run
@@ -41,11 +56,33 @@ chaos: services temporal-cli ## Fault suite: kill and restart the parts under a 
 	TEMPORAL_CLI=$(TEMPORAL_CLI) go test -tags chaos -count=1 -v -timeout 30m ./e2e/chaos/
 
 .PHONY: lint
-lint: openapi-lint lint-deploy ## gofmt, go vet, the module's tidiness, the OpenAPI contract and the deployment files
+lint: openapi-lint lint-deploy client-check postman-check lint-go lint-selftest ## gofmt, go vet, golangci-lint and workflowcheck (make lint-go), the module's tidiness, the OpenAPI contract, the generated client and Postman collection, and the deployment files
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	go vet ./...
 	go vet -tags chaos ./e2e/chaos/
 	go mod tidy -diff
+
+# golangci-lint (.golangci.yml: the default linters, a few cheap ones, and
+# depguard holding workflows/ to the standard library and the Temporal SDK and
+# internal/testenv to tests) and Temporal's workflowcheck (the determinism of
+# every workflow function), both pinned in scripts/lib.sh and built from the
+# module proxy into .tools/bin once, like the Temporal CLI; not in go.mod.
+.PHONY: lint-go
+lint-go: golangci-lint workflowcheck ## golangci-lint over the module and workflowcheck over workflows/
+	$(GOLANGCI_LINT) run ./...
+	$(WORKFLOWCHECK) ./workflows/...
+
+.PHONY: lint-selftest
+lint-selftest: golangci-lint workflowcheck ## Prove the rules bite: a workflow importing net/http (or calling time.Now), shipped code importing internal/testenv, must fail
+	@scripts/lint-selftest.sh
+
+.PHONY: golangci-lint
+golangci-lint: ## Build the pinned golangci-lint into .tools/bin (once)
+	@source scripts/lib.sh && ensure_golangci_lint
+
+.PHONY: workflowcheck
+workflowcheck: ## Build the pinned Temporal workflowcheck into .tools/bin (once)
+	@source scripts/lib.sh && ensure_workflowcheck
 
 # The deployment files, checked offline by tools/deploylint, a Go module of
 # its own (pinned in its go.mod) so the product's go.mod stays lean: the
@@ -68,9 +105,35 @@ tools/node_modules/.installed: tools/package.json tools/package-lock.json
 openapi-lint: tools/node_modules/.installed ## Lint openapi.yaml with Redocly CLI (recommended rules, warnings fail)
 	cd tools && $(REDOCLY_ENV) ./node_modules/.bin/redocly lint ../openapi.yaml --config redocly.yaml
 
+# The Go client (client/) is generated from openapi.yaml by oapi-codegen,
+# pinned as a tool in go.mod; client/oapi-codegen.yaml is its configuration.
+OAPI_CODEGEN := go tool oapi-codegen -config client/oapi-codegen.yaml
+
+.PHONY: client
+client: ## Generate the Go client client/client.gen.go from openapi.yaml (oapi-codegen)
+	$(OAPI_CODEGEN) -o client/client.gen.go openapi.yaml
+
+.PHONY: client-check
+client-check: ## Fail when client/client.gen.go differs from what make client generates
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(OAPI_CODEGEN) -o "$$tmp/client.gen.go" openapi.yaml && \
+	if ! diff -u client/client.gen.go "$$tmp/client.gen.go" >"$$tmp/diff"; then \
+	  echo "client/client.gen.go is not what openapi.yaml generates: run make client. The difference (first 40 lines):" >&2; \
+	  head -n 40 "$$tmp/diff" >&2; exit 1; \
+	fi
+
 .PHONY: postman
 postman: tools/node_modules/.installed ## Generate the Postman collection and environment in postman/ from openapi.yaml
 	cd tools && node postman.js
+
+.PHONY: postman-check
+postman-check: tools/node_modules/.installed ## Fail when postman/ differs from what make postman generates
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	(cd tools && node postman.js "$$tmp/postman" >/dev/null) && \
+	if ! diff -ru postman "$$tmp/postman" >"$$tmp/diff"; then \
+	  echo "postman/ is not what openapi.yaml generates: run make postman. The difference (first 40 lines):" >&2; \
+	  head -n 40 "$$tmp/diff" >&2; exit 1; \
+	fi
 
 .PHONY: migrate-up
 migrate-up: ## Apply pending migrations (creates the database if missing)

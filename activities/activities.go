@@ -234,12 +234,12 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 		attempt.StatusCode = &res.StatusCode
 	}
 	transition := store.Transition{Status: notification.StatusProcessing, LastError: nonEmpty(res.Error)}
-	switch {
-	case res.Outcome == workflows.OutcomeDelivered:
+	switch res.Outcome {
+	case workflows.OutcomeDelivered:
 		transition.Status = notification.StatusDelivered
-	case res.Outcome == workflows.OutcomeSent:
+	case workflows.OutcomeSent:
 		transition.Status = notification.StatusSent
-	case res.Outcome == workflows.OutcomeRetry:
+	case workflows.OutcomeRetry:
 		res.Alternatives = a.alternatives(ctx, candidates, p)
 		if in.Attempt < in.AttemptBase+in.Retry.MaxAttempts && res.Alternatives == 0 {
 			next := time.Now().Add(workflows.Backoff(notification.WorkflowID(in.NotificationID), in.Attempt-in.AttemptBase, in.Retry, res.RetryAfter))

@@ -52,7 +52,7 @@ func (s *stack) attempts(id string) []attemptRow {
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, s.envValue("DATABASE_DSN"))
 	require.NoError(s.t, err)
-	defer conn.Close(ctx)
+	defer func() { _ = conn.Close(ctx) }()
 	rows, err := conn.Query(ctx, `SELECT attempt, started_at, status_code, outcome FROM delivery_attempts WHERE notification_id = $1 ORDER BY attempt`, id)
 	require.NoError(s.t, err)
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (attemptRow, error) {
@@ -69,7 +69,7 @@ func (s *stack) deadLetter(channel, id string) amqp.Delivery {
 	s.t.Helper()
 	conn, err := amqp.Dial(testenv.Shared(s.t).RabbitMQURL)
 	require.NoError(s.t, err)
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	ch, err := conn.Channel()
 	require.NoError(s.t, err)
 	queue := s.envValue("RABBITMQ_QUEUE_PREFIX") + "dlq." + channel

@@ -17,7 +17,7 @@ func lintMetrics(t *testing.T, url string) map[string]bool {
 	t.Helper()
 	resp, err := http.Get(url)
 	require.NoError(t, err)
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	l := promlint.New(resp.Body)
 	problems, err := l.Lint()
@@ -26,7 +26,7 @@ func lintMetrics(t *testing.T, url string) map[string]bool {
 
 	resp2, err := http.Get(url)
 	require.NoError(t, err)
-	defer resp2.Body.Close()
+	defer func() { _ = resp2.Body.Close() }()
 	names := map[string]bool{}
 	for _, f := range parseFamilies(t, resp2) {
 		names[f] = true

@@ -18,7 +18,7 @@ func (s *stack) exec(sql string, args ...any) {
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, s.envValue("DATABASE_DSN"))
 	require.NoError(s.t, err)
-	defer conn.Close(ctx)
+	defer func() { _ = conn.Close(ctx) }()
 	_, err = conn.Exec(ctx, sql, args...)
 	require.NoError(s.t, err)
 }

@@ -296,7 +296,7 @@ func TestUploadsAreLimitedBeforeTheirBodyIsRead(t *testing.T) {
 	send := func(path string, length int, auth string) string {
 		conn, err := net.Dial("tcp", strings.TrimPrefix(s.apiURL, "http://"))
 		require.NoError(t, err)
-		defer conn.Close()
+		defer func() { _ = conn.Close() }()
 		req := "POST " + path + " HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(length) + "\r\n"
 		if auth != "" {
 			req += "Authorization: Bearer " + auth + "\r\n"
@@ -332,7 +332,7 @@ func TestConcurrentBatchesWithTheSameKeysInOtherOrdersAreNeverA500(t *testing.T)
 				req.Header.Set("Authorization", "Bearer "+s.apiKey)
 				if resp, err := http.DefaultClient.Do(req); err == nil {
 					codes[i] = resp.StatusCode
-					resp.Body.Close()
+					_ = resp.Body.Close()
 				}
 			})
 		}

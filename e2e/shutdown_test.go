@@ -34,7 +34,7 @@ func TestSIGTERMDuringABurstLosesNothing(t *testing.T) {
 		if err != nil {
 			return // the API was stopping: not accepted
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		var n struct {
 			ID string `json:"id"`
 		}

@@ -16,6 +16,18 @@ TEMPORAL_SERVER_BIN="$ROOT/.tools/bin/temporal-server"
 TEMPORAL_SQL_TOOL_BIN="$ROOT/.tools/bin/temporal-sql-tool"
 export TEMPORAL_SERVER_VERSION TEMPORAL_SERVER_BIN TEMPORAL_SQL_TOOL_BIN
 
+# The linters of make lint are pinned here too, and built the same way from
+# the module proxy into .tools/bin, outside the product's go.mod:
+# golangci-lint (config in .golangci.yml) and Temporal's workflowcheck, which
+# is released apart from the SDK (a module and tags of its own): v0.6.0 is its
+# newest release, the one current with go.temporal.io/sdk v1.51.0 in go.mod
+# (the SDK internals it treats as deterministic are all still in v1.51.0).
+GOLANGCI_LINT_VERSION="v2.15.0"
+GOLANGCI_LINT_BIN="$ROOT/.tools/bin/golangci-lint"
+WORKFLOWCHECK_VERSION="v0.6.0"
+WORKFLOWCHECK_BIN="$ROOT/.tools/bin/workflowcheck"
+export GOLANGCI_LINT_VERSION GOLANGCI_LINT_BIN WORKFLOWCHECK_VERSION WORKFLOWCHECK_BIN
+
 log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
 
@@ -56,6 +68,29 @@ ensure_temporal_cli() {
   log "building Temporal CLI $TEMPORAL_CLI_VERSION into .tools/bin (first time only, a few minutes)"
   mkdir -p "$ROOT/.tools/bin"
   GOBIN="$ROOT/.tools/bin" go install "github.com/temporalio/cli/cmd/temporal@$TEMPORAL_CLI_VERSION"
+}
+
+# ensure_go_tool NAME BIN MODULE PACKAGE VERSION: builds PACKAGE@VERSION into
+# .tools/bin once; again only when BIN is missing or was built from another
+# version of MODULE.
+ensure_go_tool() {
+  local name=$1 bin=$2 module=$3 pkg=$4 version=$5
+  if [ -x "$bin" ] && go version -m "$bin" 2>/dev/null | grep -q "mod[[:space:]]*$module[[:space:]]*$version[[:space:]]"; then
+    return 0
+  fi
+  log "building $name $version into .tools/bin (first time only, a minute or two)"
+  mkdir -p "$ROOT/.tools/bin"
+  GOBIN="$ROOT/.tools/bin" go install "$pkg@$version"
+}
+
+ensure_golangci_lint() {
+  ensure_go_tool golangci-lint "$GOLANGCI_LINT_BIN" github.com/golangci/golangci-lint/v2 \
+    github.com/golangci/golangci-lint/v2/cmd/golangci-lint "$GOLANGCI_LINT_VERSION"
+}
+
+ensure_workflowcheck() {
+  ensure_go_tool workflowcheck "$WORKFLOWCHECK_BIN" go.temporal.io/sdk/contrib/tools/workflowcheck \
+    go.temporal.io/sdk/contrib/tools/workflowcheck "$WORKFLOWCHECK_VERSION"
 }
 
 # ensure_temporal_server: builds the pinned Temporal server and its SQL schema

@@ -26,6 +26,7 @@ func cappedExponential(p workflows.RetryPolicy, attempt int) time.Duration {
 }
 
 func TestBackoffIsDeterministic(t *testing.T) {
+	t.Parallel()
 	for attempt := 1; attempt <= backoffPolicy.MaxAttempts; attempt++ {
 		first := workflows.Backoff("notification-a", attempt, backoffPolicy, 0)
 		for range 5 {
@@ -35,6 +36,7 @@ func TestBackoffIsDeterministic(t *testing.T) {
 }
 
 func TestBackoffIsBetweenHalfAndAllOfTheCappedExponential(t *testing.T) {
+	t.Parallel()
 	for i := range 200 {
 		id := fmt.Sprintf("notification-%d", i)
 		for attempt := 1; attempt <= backoffPolicy.MaxAttempts; attempt++ {
@@ -47,6 +49,7 @@ func TestBackoffIsBetweenHalfAndAllOfTheCappedExponential(t *testing.T) {
 }
 
 func TestBackoffIsCappedAtMaxInterval(t *testing.T) {
+	t.Parallel()
 	// From attempt 6 on, 2^(n-1) seconds exceeds the 30s cap.
 	for attempt := 6; attempt <= 60; attempt++ {
 		got := workflows.Backoff("notification-capped", attempt, backoffPolicy, 0)
@@ -56,6 +59,7 @@ func TestBackoffIsCappedAtMaxInterval(t *testing.T) {
 }
 
 func TestBackoffVariesAcrossWorkflowIDs(t *testing.T) {
+	t.Parallel()
 	seen := map[time.Duration]bool{}
 	for i := range 50 {
 		seen[workflows.Backoff(fmt.Sprintf("notification-%d", i), 3, backoffPolicy, 0)] = true
@@ -65,6 +69,7 @@ func TestBackoffVariesAcrossWorkflowIDs(t *testing.T) {
 }
 
 func TestBackoffRetryAfterWinsWhenLonger(t *testing.T) {
+	t.Parallel()
 	const id = "notification-retry-after"
 	base := workflows.Backoff(id, 2, backoffPolicy, 0)
 

@@ -59,16 +59,15 @@ type fakes struct {
 	// block makes Deliver wait for its cancellation instead of answering.
 	block bool
 
-	mu          sync.Mutex
-	cancelIn    []workflows.CancelInput
-	cancelAt    []time.Time
-	aborted     bool
-	deliverIn   []workflows.DeliverInput
-	local       []bool
-	deliverAt   []time.Time
-	failIn      []workflows.FailInput
-	failAttempt int
-	recorded    []workflows.AttemptRecord
+	mu        sync.Mutex
+	cancelIn  []workflows.CancelInput
+	cancelAt  []time.Time
+	aborted   bool
+	deliverIn []workflows.DeliverInput
+	local     []bool
+	deliverAt []time.Time
+	failIn    []workflows.FailInput
+	recorded  []workflows.AttemptRecord
 	// bookLocal says, per Fail or Cancel call, whether it ran as a local
 	// activity.
 	bookLocal []bool
@@ -186,6 +185,7 @@ func attemptNumbers(ins []workflows.DeliverInput) []int {
 }
 
 func TestDeliveredOnFirstAttempt(t *testing.T) {
+	t.Parallel()
 	env, f := newEnv(t, delivered())
 	env.OnUpsertTypedSearchAttributes(temporal.NewSearchAttributes(
 		workflows.SearchStatus.ValueSet("DELIVERED"),
@@ -203,6 +203,7 @@ func TestDeliveredOnFirstAttempt(t *testing.T) {
 }
 
 func TestRetriesThenDelivers(t *testing.T) {
+	t.Parallel()
 	env, f := newEnv(t, retry(503, 0), retry(503, 0), delivered())
 
 	res := run(t, env, testInput(testPolicy))
@@ -218,6 +219,7 @@ func TestRetriesThenDelivers(t *testing.T) {
 }
 
 func TestRetryAfterFromProviderIsHonoured(t *testing.T) {
+	t.Parallel()
 	const retryAfter = 45 * time.Second
 	require.Greater(t, retryAfter, workflows.Backoff(testWorkflowID, 1, testPolicy, 0), "the test needs Retry-After to exceed the backoff")
 	env, f := newEnv(t, retry(429, retryAfter), delivered())
@@ -231,6 +233,7 @@ func TestRetryAfterFromProviderIsHonoured(t *testing.T) {
 }
 
 func TestPermanentFailureGoesToFailWithoutRetry(t *testing.T) {
+	t.Parallel()
 	env, f := newEnv(t, deliverStep{res: workflows.DeliverResult{
 		Outcome: workflows.OutcomePermanent, StatusCode: 422, Error: "provider answered 422",
 	}})
@@ -256,6 +259,7 @@ func TestPermanentFailureGoesToFailWithoutRetry(t *testing.T) {
 }
 
 func TestExhaustedAttemptsGoToFail(t *testing.T) {
+	t.Parallel()
 	p := testPolicy
 	p.MaxAttempts = 3
 	env, f := newEnv(t, retry(503, 0))
@@ -274,6 +278,7 @@ func TestExhaustedAttemptsGoToFail(t *testing.T) {
 }
 
 func TestActivityErrorCountsAsFailedAttempt(t *testing.T) {
+	t.Parallel()
 	env, f := newEnv(t, deliverStep{err: errors.New("database unreachable")}, delivered())
 
 	res := run(t, env, testInput(testPolicy))
@@ -292,6 +297,7 @@ func notAttempted() deliverStep {
 }
 
 func TestAttemptThatCouldNotBeginIsMadeAgainWithoutCounting(t *testing.T) {
+	t.Parallel()
 	env, f := newEnv(t, notAttempted(), notAttempted(), notAttempted(), delivered())
 
 	res := run(t, env, testInput(testPolicy))
@@ -306,6 +312,7 @@ func TestAttemptThatCouldNotBeginIsMadeAgainWithoutCounting(t *testing.T) {
 }
 
 func TestOutageLongerThanEveryAttemptDoesNotFail(t *testing.T) {
+	t.Parallel()
 	steps := make([]deliverStep, 0, 3*testPolicy.MaxAttempts+1)
 	for range 3 * testPolicy.MaxAttempts {
 		steps = append(steps, notAttempted())
@@ -324,6 +331,7 @@ func TestOutageLongerThanEveryAttemptDoesNotFail(t *testing.T) {
 }
 
 func TestFastPathAttemptThatCouldNotBeginRetriesThroughTheTaskQueue(t *testing.T) {
+	t.Parallel()
 	env, f := newEnv(t, notAttempted(), delivered())
 	in := testInput(testPolicy)
 	in.FastPath = true
@@ -337,6 +345,7 @@ func TestFastPathAttemptThatCouldNotBeginRetriesThroughTheTaskQueue(t *testing.T
 }
 
 func TestCancelWhileAnAttemptCannotBeginStops(t *testing.T) {
+	t.Parallel()
 	env, f := newEnv(t, notAttempted())
 	env.RegisterDelayedCallback(func() { env.SignalWorkflow(workflows.CancelSignal, nil) }, 10*time.Second)
 
@@ -348,6 +357,7 @@ func TestCancelWhileAnAttemptCannotBeginStops(t *testing.T) {
 }
 
 func TestAlreadyTerminalNotificationIsSkipped(t *testing.T) {
+	t.Parallel()
 	env, f := newEnv(t, deliverStep{res: workflows.DeliverResult{Outcome: workflows.OutcomeSkipped, Status: "CANCELLED"}})
 
 	res := run(t, env, testInput(testPolicy))
@@ -360,6 +370,7 @@ func TestAlreadyTerminalNotificationIsSkipped(t *testing.T) {
 }
 
 func TestCancelDuringBackoffStopsRetries(t *testing.T) {
+	t.Parallel()
 	env, f := newEnv(t, retry(503, time.Hour))
 	env.RegisterDelayedCallback(func() { env.SignalWorkflow(workflows.CancelSignal, nil) }, 10*time.Minute)
 
@@ -375,6 +386,7 @@ func TestCancelDuringBackoffStopsRetries(t *testing.T) {
 }
 
 func TestCancelDuringAttemptAbortsTheCall(t *testing.T) {
+	t.Parallel()
 	env, f := newEnv(t, delivered())
 	f.block = true
 	env.RegisterDelayedCallback(func() { env.SignalWorkflow(workflows.CancelSignal, nil) }, time.Second)
@@ -394,6 +406,7 @@ func TestCancelDuringAttemptAbortsTheCall(t *testing.T) {
 }
 
 func TestScheduledNotificationWaitsUntilScheduledAt(t *testing.T) {
+	t.Parallel()
 	env, f := newEnv(t, delivered())
 	in := testInput(testPolicy)
 	at := testStart.Add(2 * time.Hour)
@@ -408,6 +421,7 @@ func TestScheduledNotificationWaitsUntilScheduledAt(t *testing.T) {
 }
 
 func TestCancelWhileScheduledNeverDelivers(t *testing.T) {
+	t.Parallel()
 	env, f := newEnv(t, delivered())
 	in := testInput(testPolicy)
 	at := testStart.Add(2 * time.Hour)
@@ -423,6 +437,7 @@ func TestCancelWhileScheduledNeverDelivers(t *testing.T) {
 }
 
 func TestExpiredBeforeFirstAttemptFailsWithoutDelivering(t *testing.T) {
+	t.Parallel()
 	env, f := newEnv(t, delivered())
 	in := testInput(testPolicy)
 	at := testStart.Add(-time.Second)
@@ -439,6 +454,7 @@ func TestExpiredBeforeFirstAttemptFailsWithoutDelivering(t *testing.T) {
 }
 
 func TestBackoffPastExpiryFailsAsExpired(t *testing.T) {
+	t.Parallel()
 	env, f := newEnv(t, retry(503, 0))
 	in := testInput(testPolicy) // first backoff is at least 500ms
 	at := testStart.Add(100 * time.Millisecond)
@@ -456,6 +472,7 @@ func TestBackoffPastExpiryFailsAsExpired(t *testing.T) {
 }
 
 func TestActivityReportingExpiryFailsAsExpired(t *testing.T) {
+	t.Parallel()
 	env, f := newEnv(t, deliverStep{res: workflows.DeliverResult{Outcome: workflows.OutcomeExpired}})
 
 	res := run(t, env, testInput(testPolicy))
@@ -465,6 +482,7 @@ func TestActivityReportingExpiryFailsAsExpired(t *testing.T) {
 }
 
 func TestStatusQueryShowsTheWaitForTheNextAttempt(t *testing.T) {
+	t.Parallel()
 	env, _ := newEnv(t, retry(503, time.Hour), delivered())
 	var view workflows.StatusView
 	env.RegisterDelayedCallback(func() {
@@ -484,6 +502,7 @@ func TestStatusQueryShowsTheWaitForTheNextAttempt(t *testing.T) {
 }
 
 func TestFastPathRunsTheFirstAttemptAsALocalActivity(t *testing.T) {
+	t.Parallel()
 	env, f := newEnv(t, delivered())
 	in := testInput(testPolicy)
 	in.FastPath = true
@@ -498,6 +517,7 @@ func TestFastPathRunsTheFirstAttemptAsALocalActivity(t *testing.T) {
 }
 
 func TestFastPathRetriesGoThroughTheActivityTaskQueue(t *testing.T) {
+	t.Parallel()
 	env, f := newEnv(t, retry(503, 0), delivered())
 	in := testInput(testPolicy)
 	in.FastPath = true
@@ -513,6 +533,7 @@ func TestFastPathRetriesGoThroughTheActivityTaskQueue(t *testing.T) {
 }
 
 func TestDeferredFastPathAttemptGoesThroughTheTaskQueueAtOnce(t *testing.T) {
+	t.Parallel()
 	env, f := newEnv(t, deliverStep{res: workflows.DeliverResult{Outcome: workflows.OutcomeDeferred, Error: "no rate-limit slot free"}}, delivered())
 	in := testInput(testPolicy)
 	in.FastPath = true
@@ -528,6 +549,7 @@ func TestDeferredFastPathAttemptGoesThroughTheTaskQueueAtOnce(t *testing.T) {
 }
 
 func TestCancelSeenByTheAttemptCancels(t *testing.T) {
+	t.Parallel()
 	env, f := newEnv(t, deliverStep{res: workflows.DeliverResult{Outcome: workflows.OutcomeCancelled, Error: "cancelled during the provider call"}})
 
 	res := run(t, env, testInput(testPolicy))
@@ -540,6 +562,7 @@ func TestCancelSeenByTheAttemptCancels(t *testing.T) {
 }
 
 func TestAttemptTheActivityCouldNotRecordIsRecordedByTheWorkflow(t *testing.T) {
+	t.Parallel()
 	rec := workflows.AttemptRecord{NotificationID: testNotificationID, Attempt: 1, StartedAt: testStart, Duration: time.Second,
 		Outcome: workflows.OutcomeDelivered, StatusCode: 200, Status: "DELIVERED"}
 	env, f := newEnv(t, deliverStep{res: workflows.DeliverResult{Outcome: workflows.OutcomeDelivered, StatusCode: 200, Unrecorded: &rec}})
@@ -553,6 +576,7 @@ func TestAttemptTheActivityCouldNotRecordIsRecordedByTheWorkflow(t *testing.T) {
 }
 
 func TestBookkeepingRunsAsLocalActivities(t *testing.T) {
+	t.Parallel()
 	env, f := newEnv(t, deliverStep{res: workflows.DeliverResult{Outcome: workflows.OutcomePermanent, StatusCode: 400}})
 
 	res := run(t, env, testInput(testPolicy))
@@ -568,6 +592,7 @@ func TestBookkeepingRunsAsLocalActivities(t *testing.T) {
 }
 
 func TestLongOutageContinuesAsNew(t *testing.T) {
+	t.Parallel()
 	env, f := newEnv(t, notAttempted())
 	in := testInput(testPolicy)
 	in.FastPath = true
@@ -590,6 +615,7 @@ func TestLongOutageContinuesAsNew(t *testing.T) {
 }
 
 func TestContinuedRunPicksUpWhereItStood(t *testing.T) {
+	t.Parallel()
 	env, f := newEnv(t, notAttempted(), retry(503, 0), delivered())
 	in := testInput(testPolicy)
 	in.Resume = &workflows.Resume{Attempt: 2, Waits: 7, LastError: "not attempted: redis unreachable"}

@@ -15,6 +15,7 @@ import (
 )
 
 func TestRetriedGenerationGetsAFreshBudgetNumberedOn(t *testing.T) {
+	t.Parallel()
 	p := testPolicy
 	p.MaxAttempts = 3
 	env, f := newEnv(t, retry(503, 0))
@@ -39,6 +40,7 @@ func TestRetriedGenerationGetsAFreshBudgetNumberedOn(t *testing.T) {
 }
 
 func TestRetriedGenerationTakesTheFastPathOnItsFirstAttempt(t *testing.T) {
+	t.Parallel()
 	env, f := newEnv(t, delivered())
 	in := testInput(testPolicy)
 	in.AttemptBase, in.Generation, in.FastPath = 2, 1, true
@@ -80,6 +82,7 @@ func newOperationEnv(t *testing.T, done int) (*testsuite.TestWorkflowEnvironment
 }
 
 func TestOperationStepsUntilDone(t *testing.T) {
+	t.Parallel()
 	env, o := newOperationEnv(t, 7)
 
 	env.ExecuteWorkflow(workflows.OperationWorkflow, workflows.OperationInput{OperationID: "op-1"})
@@ -93,6 +96,7 @@ func TestOperationStepsUntilDone(t *testing.T) {
 }
 
 func TestOperationContinuesAsNewThroughALargeSet(t *testing.T) {
+	t.Parallel()
 	env, o := newOperationEnv(t, 100_000) // far more steps than one run takes
 
 	env.ExecuteWorkflow(workflows.OperationWorkflow, workflows.OperationInput{OperationID: "op-1"})
@@ -105,6 +109,7 @@ func TestOperationContinuesAsNewThroughALargeSet(t *testing.T) {
 }
 
 func TestOperationStepErrorsAreRetriedUntilTheStepSucceeds(t *testing.T) {
+	t.Parallel()
 	env, o := newOperationEnv(t, 2)
 	failures := 0
 	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.OperationStepInput) (workflows.OperationStepResult, error) {

@@ -43,6 +43,7 @@ func sentTo(provider string, wait time.Duration, onNoReceipt string) deliverStep
 }
 
 func TestFailoverMakesTheNextAttemptAtOnceAtTheNextProvider(t *testing.T) {
+	t.Parallel()
 	env, f := newEnv(t, failedAt("a", 1), deliverStep{res: workflows.DeliverResult{Outcome: workflows.OutcomeDelivered, Provider: "b"}})
 
 	res := run(t, env, testInput(testPolicy))
@@ -55,6 +56,7 @@ func TestFailoverMakesTheNextAttemptAtOnceAtTheNextProvider(t *testing.T) {
 }
 
 func TestARoundOfTheRouteEndsInABackoff(t *testing.T) {
+	t.Parallel()
 	// a fails (b admits), b fails (a admits): that was the round; back off.
 	env, f := newEnv(t, failedAt("a", 1), failedAt("b", 1), delivered())
 
@@ -68,6 +70,7 @@ func TestARoundOfTheRouteEndsInABackoff(t *testing.T) {
 }
 
 func TestEveryBreakerOpenWaitsWithoutSpendingAnAttempt(t *testing.T) {
+	t.Parallel()
 	env, f := newEnv(t, deliverStep{res: workflows.DeliverResult{Outcome: workflows.OutcomeUnavailable, RetryAfter: 8 * time.Second,
 		Error: "every provider of sms has its breaker open"}}, delivered())
 
@@ -91,6 +94,7 @@ func receiptEnv(t *testing.T, steps ...deliverStep) (*testsuite.TestWorkflowEnvi
 }
 
 func TestReceiptDeliveredMakesItDelivered(t *testing.T) {
+	t.Parallel()
 	env, f, s := receiptEnv(t, sentTo("a", time.Minute, "delivered"))
 	env.RegisterDelayedCallback(func() {
 		env.SignalWorkflow(workflows.ReceiptSignal, workflows.Receipt{Provider: "other", Status: "failed"})
@@ -106,6 +110,7 @@ func TestReceiptDeliveredMakesItDelivered(t *testing.T) {
 }
 
 func TestFailedReceiptFailsOverToTheNextProvider(t *testing.T) {
+	t.Parallel()
 	env, f, s := receiptEnv(t, sentTo("a", time.Minute, "delivered"), deliverStep{res: workflows.DeliverResult{Outcome: workflows.OutcomeDelivered, Provider: "b"}})
 	env.RegisterDelayedCallback(func() {
 		env.SignalWorkflow(workflows.ReceiptSignal, workflows.Receipt{Provider: "a", Status: "failed", Reason: "unreachable handset"})
@@ -122,6 +127,7 @@ func TestFailedReceiptFailsOverToTheNextProvider(t *testing.T) {
 }
 
 func TestNoReceiptInTimeFollowsTheProvidersSetting(t *testing.T) {
+	t.Parallel()
 	t.Run("delivered", func(t *testing.T) {
 		env, f, s := receiptEnv(t, sentTo("a", 30*time.Second, "delivered"))
 		res := run(t, env, testInput(testPolicy))
@@ -139,6 +145,7 @@ func TestNoReceiptInTimeFollowsTheProvidersSetting(t *testing.T) {
 }
 
 func TestEveryProviderUndeliveredFails(t *testing.T) {
+	t.Parallel()
 	env, f, _ := receiptEnv(t, deliverStep{res: workflows.DeliverResult{Outcome: workflows.OutcomePermanent, RouteExhausted: true,
 		Error: "every provider on the route reported it undelivered"}})
 	res := run(t, env, testInput(testPolicy))

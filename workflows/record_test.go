@@ -150,7 +150,7 @@ func record(t *testing.T, tc client.Client, sc scenario, policy workflows.RetryP
 		activity.RegisterOptions{Name: workflows.FailActivity})
 	w.RegisterActivityWithOptions(func(context.Context, workflows.CancelInput) (string, error) { return "CANCELLED", nil },
 		activity.RegisterOptions{Name: workflows.CancelActivity})
-	w.RegisterActivityWithOptions(func(_ context.Context, in workflows.SettleInput) (string, error) { return in.Next, nil },
+	w.RegisterActivityWithOptions(func(_ context.Context, in workflows.SettleInput) (string, error) { return string(in.Next), nil },
 		activity.RegisterOptions{Name: workflows.SettleReceiptActivity})
 	require.NoError(t, w.Start())
 	defer w.Stop()

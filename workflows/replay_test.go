@@ -18,6 +18,7 @@ import (
 // Notification would produce a different command sequence for a workflow
 // already running in production: such a change needs workflow.GetVersion.
 func TestReplayRecordedHistories(t *testing.T) {
+	t.Parallel()
 	files, err := filepath.Glob(filepath.Join("testdata", "*.json"))
 	require.NoError(t, err)
 	require.NotEmpty(t, files, "no recorded histories in testdata")

@@ -70,15 +70,15 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("parsing REDIS_URL: %w", err)
 	}
-	defer rdb.Close()
+	defer func() { _ = rdb.Close() }()
 
 	// The API only checks RabbitMQ for readiness; the outbox relay publishes.
 	broker := queue.NewPublisher(cfg.RabbitMQURL, queue.Topology{Prefix: cfg.RabbitMQQueuePrefix})
-	defer broker.Close()
+	defer func() { _ = broker.Close() }()
 	// /v1/dead-letters visits the DLQs through a publisher of its own: a
 	// peek or a purge holds it while it runs, readiness checks must not wait.
 	deadLetters := queue.NewPublisher(cfg.RabbitMQURL, queue.Topology{Prefix: cfg.RabbitMQQueuePrefix})
-	defer deadLetters.Close()
+	defer func() { _ = deadLetters.Close() }()
 
 	// Lazy: the API starts (and reports not ready) while Temporal is down.
 	conn, creds, err := wfclient.Connection(cfg)

@@ -61,12 +61,12 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(binDir)
+	defer func() { _ = os.RemoveAll(binDir) }()
 	if stateDir, err = os.MkdirTemp("", "dispatch-chaos-"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(stateDir)
+	defer func() { _ = os.RemoveAll(stateDir) }()
 	// The PostgreSQL server runs as the postgres user and must reach its
 	// data directory.
 	_ = os.Chmod(stateDir, 0o755)
@@ -97,10 +97,17 @@ func runMain(m *testing.M) int {
 		}
 	}
 	// testenv's per-test database, queue and key prefixes, on these services.
-	os.Setenv("TEST_SERVICES", "loopback")
-	os.Setenv("TEST_POSTGRES_DSN", fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", postgresPort))
-	os.Setenv("TEST_RABBITMQ_URL", fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", rabbitmqPort))
-	os.Setenv("TEST_REDIS_URL", fmt.Sprintf("redis://127.0.0.1:%d/0", redisPort))
+	for _, kv := range [][2]string{
+		{"TEST_SERVICES", "loopback"},
+		{"TEST_POSTGRES_DSN", fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", postgresPort)},
+		{"TEST_RABBITMQ_URL", fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", rabbitmqPort)},
+		{"TEST_REDIS_URL", fmt.Sprintf("redis://127.0.0.1:%d/0", redisPort)},
+	} {
+		if err := os.Setenv(kv[0], kv[1]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
 
 	code := m.Run()
 	printReport()
@@ -165,7 +172,7 @@ func printReport() {
 		return
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(os.Stdout, "\nFault suite (notifications; requests for 'no answer' and '503'):")
+	fmt.Println("\nFault suite (notifications; requests for 'no answer' and '503'):")
 	fmt.Fprintln(w, "scenario\tsent\taccepted\tafter fault\tno answer\t503\tdelivered\tfailed\tcancelled\tlost\tduplicates\tmax in flight\tquiescence\t")
 	for _, r := range report {
 		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t\n", r.Scenario, r.Sent, r.Accepted, r.AcceptedAfter, r.ClientErrs,

@@ -251,7 +251,7 @@ func (st *stream) send(s *stack, first, size int) {
 		st.clientErrs.Add(1)
 		return
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	var answer struct {
 		ID            string `json:"id"`
 		Notifications []struct {
@@ -292,7 +292,7 @@ func (s *stack) cancel(id string) {
 	req.Header.Set("Authorization", "Bearer "+s.apiKey)
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
 	if err == nil {
-		resp.Body.Close()
+		_ = resp.Body.Close()
 	}
 }
 

@@ -316,7 +316,7 @@ func (b *Breakers) Status(ctx context.Context, provider string) (Status, error) 
 	pipe := b.rdb.Pipeline()
 	hm := pipe.HMGet(ctx, b.key(provider), "state", "fails", "until", "wstart", "wreq", "wfail", "wlat", "preq", "pfail", "plat", "changed")
 	now := pipe.Time(ctx)
-	if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return Status{}, fmt.Errorf("breaker of %s: %w", provider, err)
 	}
 	v := hm.Val()

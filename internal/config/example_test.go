@@ -33,7 +33,7 @@ func requireSameVariables(t *testing.T, where string, listed map[string]string) 
 func TestEnvExampleDocumentsEveryVariable(t *testing.T) {
 	f, err := os.Open("../../.env.example")
 	require.NoError(t, err)
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	example, err := godotenv.Parse(f)
 	require.NoError(t, err)
 	// The example, taken as the whole environment, is a valid configuration.

@@ -194,11 +194,11 @@ func (s *Starter) Handle(ctx context.Context, d amqp.Delivery) error {
 // runningGeneration answers the generation of the open run of wfID (0 for
 // a first run, which carries no memo).
 func (s *Starter) runningGeneration(ctx context.Context, wfID string) (int, error) {
-	d, err := s.temporal.DescribeWorkflowExecution(ctx, wfID, "")
+	d, err := s.temporal.DescribeWorkflow(ctx, wfID, "")
 	if err != nil {
 		return 0, fmt.Errorf("describing workflow %s: %w", wfID, err)
 	}
-	return wfclient.RunGeneration(d.GetWorkflowExecutionInfo())
+	return wfclient.RunGeneration(d.RawResponse.GetWorkflowExecutionInfo())
 }
 
 // cancelIfRequested signals the cancel to a just-started workflow whose

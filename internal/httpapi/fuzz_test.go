@@ -32,7 +32,7 @@ func fuzzPost(t *testing.T, srv *httpapi.Server, path string, body []byte) {
 	if err != nil {
 		t.Fatalf("request failed: %v", err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	out, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode >= 500 || resp.StatusCode < 200 || (resp.StatusCode >= 300 && resp.StatusCode < 400) {
 		t.Fatalf("POST %s %q answered %d: %s", path, body, resp.StatusCode, out)

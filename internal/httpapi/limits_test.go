@@ -107,7 +107,7 @@ func TestSlowClientIsCutOff(t *testing.T) {
 
 	conn, err := net.Dial("tcp", strings.TrimPrefix(f.baseURL, "http://"))
 	require.NoError(t, err)
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	// Half a request line, then nothing: the server must not wait forever.
 	_, err = conn.Write([]byte("GET /v1/notif"))
 	require.NoError(t, err)
@@ -130,7 +130,7 @@ func rawRequest(t *testing.T, f *fixture, path string, contentLength int, header
 	t.Helper()
 	conn, err := net.Dial("tcp", strings.TrimPrefix(f.baseURL, "http://"))
 	require.NoError(t, err)
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	req := "POST " + path + " HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(contentLength) + "\r\n"
 	for i := 0; i+1 < len(headers); i += 2 {
 		req += headers[i] + ": " + headers[i+1] + "\r\n"

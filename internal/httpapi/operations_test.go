@@ -526,7 +526,7 @@ func TestCancelOperation(t *testing.T) {
 		p := requireProblem(t, resp, body, http.StatusConflict)
 		require.Equal(t, "/problems/not-cancellable", p.Type)
 		require.Contains(t, p.Detail, status)
-		resp, body = f.get("/v1/operations/" + id)
+		_, body = f.get("/v1/operations/" + id)
 		require.Equal(t, status, decodeOperation(t, body).Status)
 		require.Nil(t, decodeOperation(t, body).CancelRequestedAt)
 	}

@@ -88,9 +88,6 @@ type ReceiptRequest struct {
 	Reason    string `json:"reason,omitempty"`
 }
 
-// receiptTolerance is how old (or early) a signed receipt may be.
-const receiptTolerance = 5 * time.Minute
-
 // receipt takes a provider's report on a message it took. The provider
 // authenticates with its own scheme, not an API key: a webhook provider
 // signs with Standard Webhooks headers under its secret, Twilio with

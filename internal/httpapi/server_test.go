@@ -167,7 +167,7 @@ func (f *fixture) send(method, path string, body []byte, headers ...string) (*ht
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return nil, nil, nil, err

@@ -7,6 +7,7 @@ import (
 )
 
 func TestMaskRecipientHidesMostOfIt(t *testing.T) {
+	t.Parallel()
 	cases := []struct{ channel, in, want string }{
 		{SMS, "+14155550123", "+14•••••••23"},
 		{SMS, "+123", "•••"},

@@ -239,7 +239,7 @@ func (r *Relay) listenOnce(ctx context.Context) error {
 	}
 	// A LISTENing connection must not go back to the pool.
 	conn := pooled.Hijack()
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 	if _, err := conn.Exec(ctx, "LISTEN outbox"); err != nil {
 		return fmt.Errorf("listening: %w", err)
 	}

@@ -344,7 +344,7 @@ func smtpScriptedServer(t *testing.T, replies map[string]string) int {
 				return
 			}
 			go func() {
-				defer c.Close()
+				defer func() { _ = c.Close() }()
 				_ = c.SetDeadline(time.Now().Add(smtpArrivalWait))
 				r := bufio.NewReader(c)
 				say := func(line string) bool {

@@ -197,7 +197,7 @@ func (t *Twilio) Send(ctx context.Context, m Message) Result {
 	if err != nil {
 		return t.noAnswer(ctx, cctx, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, readErr := io.ReadAll(io.LimitReader(resp.Body, twilioReplyLimit))
 	res := Result{StatusCode: resp.StatusCode, Excerpt: Excerpt([]byte(t.scrub(string(body))))}
 
@@ -314,7 +314,7 @@ func (t *Twilio) scrub(s string) string {
 
 func twilioSIDChars(s string) bool {
 	for _, r := range s {
-		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+		if (r < '0' || r > '9') && (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') {
 			return false
 		}
 	}

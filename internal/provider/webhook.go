@@ -70,7 +70,7 @@ func (w *Webhook) Send(ctx context.Context, m Message) Result {
 	if err != nil {
 		return Result{Outcome: workflows.OutcomeRetry, Error: NetError(err), ProviderFault: true}
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, excerptLimit))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20)) // let the connection be reused
 	res := Result{StatusCode: resp.StatusCode, Outcome: Classify(resp.StatusCode), Excerpt: Excerpt(raw)}

@@ -105,7 +105,7 @@ func (c *Consumer) session(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("connecting to rabbitmq: %w", err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 
 	// sctx stops consuming; a message already taken is still handled to the
 	// end on work, which shutdown cancels only DrainTimeout later, and then

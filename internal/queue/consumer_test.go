@@ -64,7 +64,7 @@ func startConsumer(t *testing.T, topo queue.Topology, requeueDelay time.Duration
 func publish(t *testing.T, topo queue.Topology, body string) {
 	t.Helper()
 	pub := queue.NewPublisher(testenv.Shared(t).RabbitMQURL, topo)
-	defer pub.Close()
+	defer func() { _ = pub.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	require.NoError(t, pub.Publish(ctx, queue.Outgoing{
@@ -216,7 +216,7 @@ func TestHandlingOfOneMessageIsBounded(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
 	publish(t, topo, `{"id":"x"}`)
 
 	require.Eventually(t, func() bool { return calls.Load() >= 2 }, 10*time.Second, 10*time.Millisecond,

@@ -17,7 +17,7 @@ func (p *Publisher) Depths(ctx context.Context, channels []string) (main, dead m
 		if err != nil {
 			return fmt.Errorf("opening rabbitmq channel: %w", err)
 		}
-		defer ch.Close()
+		defer func() { _ = ch.Close() }()
 		main, dead = make(map[string]int, len(channels)), make(map[string]int, len(channels))
 		for _, c := range channels {
 			q, err := ch.QueueDeclarePassive(p.topology.Queue(c), true, false, false, false, nil)

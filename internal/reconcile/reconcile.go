@@ -167,7 +167,7 @@ func (r *Reconciler) requeue(ctx context.Context, n store.Stale, mayRequeue bool
 // nothing may be done yet. mayRequeue says the channel's queue is empty.
 func (r *Reconciler) check(ctx context.Context, n store.Stale, mayRequeue bool) (string, error) {
 	wfID := notification.WorkflowID(n.ID.String())
-	desc, err := r.temporal.DescribeWorkflowExecution(ctx, wfID, "")
+	described, err := r.temporal.DescribeWorkflow(ctx, wfID, "")
 	var notFound *serviceerror.NotFound
 	switch {
 	case errors.As(err, &notFound):
@@ -175,6 +175,7 @@ func (r *Reconciler) check(ctx context.Context, n store.Stale, mayRequeue bool) 
 	case err != nil:
 		return "", fmt.Errorf("describing %s: %w", wfID, err)
 	}
+	desc := described.RawResponse
 	status := desc.GetWorkflowExecutionInfo().GetStatus()
 	if status == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
 		return "", nil

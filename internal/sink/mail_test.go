@@ -52,7 +52,7 @@ func mailSend(addr string, tlsConfig *tls.Config, auth sasl.Client, data string)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	if auth != nil {
 		if err := c.Auth(auth); err != nil {
 			return err

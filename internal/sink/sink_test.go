@@ -25,7 +25,7 @@ func post(t *testing.T, ctx context.Context, url, webhookID, body string) (int, 
 	if err != nil {
 		return 0, err
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	return resp.StatusCode, nil
 }
 
@@ -111,14 +111,14 @@ func TestSinkAnswersWhatItIsTold(t *testing.T) {
 	resp, err := http.Post(srv.URL+"/webhook", "application/json", strings.NewReader(`{"id":"a"}`))
 	require.NoError(t, err)
 	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	require.Equal(t, "\x00bin", string(body))
 
 	s.SetConfig(sink.Config{RedirectTo: "http://elsewhere.invalid/hook"})
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err = client.Post(srv.URL+"/webhook", "application/json", strings.NewReader(`{"id":"b"}`))
 	require.NoError(t, err)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	require.Equal(t, http.StatusTemporaryRedirect, resp.StatusCode)
 	require.Equal(t, "http://elsewhere.invalid/hook", resp.Header.Get("Location"))
 }

@@ -308,7 +308,7 @@ func (f *TwilioFake) postCallback(target string, form url.Values, token string) 
 	if err != nil {
 		return 0, err
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	return resp.StatusCode, nil
 }
 

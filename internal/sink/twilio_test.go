@@ -45,7 +45,7 @@ func twilioPost(t *testing.T, base, account, user, pass string, form url.Values)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	var answer map[string]any
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&answer))
 	return resp.StatusCode, answer

@@ -120,7 +120,7 @@ func EnsureDatabase(ctx context.Context, dsn string) error {
 	if err != nil {
 		return fmt.Errorf("connecting to the postgres database: %w", err)
 	}
-	defer conn.Close(ctx)
+	defer func() { _ = conn.Close(ctx) }()
 	var exists bool
 	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
 		return fmt.Errorf("looking up database %q: %w", name, err)

@@ -969,10 +969,8 @@ func TestRunPageAfterACancelRequestEndsTheOperationCancelled(t *testing.T) {
 	ctx := context.Background()
 	pool, _ := testenv.Pool(t)
 	base := opBase()
-	var rows []opSeed
 	for i := range 25 {
-		r := opRow{Status: notification.StatusFailed, CreatedAt: opPtr(base.Add(time.Duration(i) * time.Second))}
-		rows = append(rows, opSeed{id: opInsert(t, pool, r), status: r.Status, createdAt: *r.CreatedAt})
+		opInsert(t, pool, opRow{Status: notification.StatusFailed, CreatedAt: opPtr(base.Add(time.Duration(i) * time.Second))})
 	}
 	op := opNewOperation(t, pool, store.ActionRetry, store.OperationFilter{Status: opPtr(notification.StatusFailed)})
 	_, err := store.RunPage(ctx, pool, op.ID, 10)

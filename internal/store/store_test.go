@@ -34,7 +34,7 @@ func existingTables(t *testing.T, dsn string, names []string) []string {
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, dsn)
 	require.NoError(t, err)
-	defer conn.Close(ctx)
+	defer func() { _ = conn.Close(ctx) }()
 	rows, err := conn.Query(ctx, `
 		SELECT table_name::text FROM information_schema.tables
 		WHERE table_schema = 'public' AND table_name = ANY($1) ORDER BY table_name`, names)
@@ -85,7 +85,7 @@ func TestConcurrentMigrationsApplyOnce(t *testing.T) {
 			t.Errorf("dropping %s: %v", name, err)
 			return
 		}
-		defer conn.Close(ctx)
+		defer func() { _ = conn.Close(ctx) }()
 		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
 			t.Errorf("dropping %s: %v", name, err)
 		}

@@ -109,7 +109,7 @@ func (p *Proxy) serve() {
 }
 
 func (p *Proxy) forward(client net.Conn) {
-	defer client.Close()
+	defer func() { _ = client.Close() }()
 	// A connection made during a partition waits, like a SYN that is not
 	// answered yet.
 	<-p.gate()
@@ -117,7 +117,7 @@ func (p *Proxy) forward(client net.Conn) {
 	if err != nil {
 		return
 	}
-	defer server.Close()
+	defer func() { _ = server.Close() }()
 	if !p.track(server) {
 		return
 	}

@@ -75,7 +75,7 @@ func dockerAvailable() bool {
 	if err != nil {
 		return false
 	}
-	defer p.Close()
+	defer func() { _ = p.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	return p.Health(ctx) == nil
@@ -141,7 +141,7 @@ func Database(t testing.TB) string {
 			t.Logf("dropping %s: %v", name, err)
 			return
 		}
-		defer conn.Close(ctx)
+		defer func() { _ = conn.Close(ctx) }()
 		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
 			t.Logf("dropping %s: %v", name, err)
 		}
@@ -176,7 +176,7 @@ func Topology(t testing.TB) queue.Topology {
 		if err != nil {
 			return
 		}
-		defer conn.Close()
+		defer func() { _ = conn.Close() }()
 		ch, err := conn.Channel()
 		if err != nil {
 			return

@@ -108,12 +108,12 @@ func mtlsFrontend(t *testing.T, p pki, backend string) string {
 				return
 			}
 			go func() {
-				defer conn.Close()
+				defer func() { _ = conn.Close() }()
 				up, err := net.Dial("tcp", backend)
 				if err != nil {
 					return
 				}
-				defer up.Close()
+				defer func() { _ = up.Close() }()
 				go func() { _, _ = io.Copy(up, conn) }()
 				_, _ = io.Copy(conn, up)
 			}()
