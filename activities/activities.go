@@ -153,7 +153,7 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 		return workflows.DeliverResult{}, notAttempted(err)
 	}
 	log := a.Log.With(zap.String("notification_id", in.NotificationID), zap.String("workflow_id", notification.WorkflowID(in.NotificationID)),
-		zap.String("channel", n.Channel), zap.Int("attempt", in.Attempt), zap.String("provider", p.Name))
+		zap.String("channel", string(n.Channel)), zap.Int("attempt", in.Attempt), zap.String("provider", p.Name))
 	switch refusal {
 	case store.Terminal:
 		log.Info("notification already terminal; nothing sent", zap.String("status", string(n.Status)))
@@ -216,8 +216,8 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 	if res.Outcome == workflows.OutcomeDelivered && p.AwaitReceipt > 0 {
 		res.Outcome, res.AwaitReceipt, res.OnNoReceipt = workflows.OutcomeSent, p.AwaitReceipt, p.OnNoReceipt
 	}
-	a.Metrics.ProviderLatency.WithLabelValues(n.Channel, p.Name).Observe(elapsed.Seconds())
-	a.Metrics.Attempts.WithLabelValues(n.Channel, string(res.Outcome), p.Name).Inc()
+	a.Metrics.ProviderLatency.WithLabelValues(string(n.Channel), p.Name).Observe(elapsed.Seconds())
+	a.Metrics.Attempts.WithLabelValues(string(n.Channel), string(res.Outcome), p.Name).Inc()
 
 	attempt := store.Attempt{
 		NotificationID:    id,
@@ -255,8 +255,8 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 	}
 	switch res.Outcome {
 	case workflows.OutcomeDelivered:
-		a.Metrics.Terminal.WithLabelValues("delivered", n.Channel, n.Priority, "").Inc()
-		a.Metrics.EndToEnd.WithLabelValues(n.Channel, n.Priority).Observe(time.Since(n.CreatedAt).Seconds())
+		a.Metrics.Terminal.WithLabelValues("delivered", string(n.Channel), string(n.Priority), "").Inc()
+		a.Metrics.EndToEnd.WithLabelValues(string(n.Channel), string(n.Priority)).Observe(time.Since(n.CreatedAt).Seconds())
 		log.Info("delivered", zap.Int("status_code", res.StatusCode), zap.Duration("duration", elapsed))
 	case workflows.OutcomeSent:
 		log.Info("sent; awaiting the receipt", zap.Int("status_code", res.StatusCode), zap.Duration("duration", elapsed))
@@ -357,7 +357,7 @@ func (a *Activities) channelOf(ctx context.Context, id uuid.UUID) (string, error
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	n, err := store.GetNotification(cctx, a.Pool, id)
-	return n.Channel, err
+	return string(n.Channel), err
 }
 
 // callTimeout bounds each call to PostgreSQL inside an attempt, so a
@@ -561,7 +561,7 @@ func (a *Activities) send(ctx context.Context, p *provider.Provider, n store.Not
 	defer close(done)
 	go a.watchCancel(callCtx, n.ID, done, cancelCall)
 
-	m := provider.Message{NotificationID: n.ID.String(), Attempt: attempt, Channel: n.Channel, Recipient: n.Recipient,
+	m := provider.Message{NotificationID: n.ID.String(), Attempt: attempt, Channel: string(n.Channel), Recipient: n.Recipient,
 		Content: n.Content, Payload: body}
 	if n.Subject != nil {
 		m.Subject = *n.Subject
@@ -627,9 +627,9 @@ func (a *Activities) Fail(ctx context.Context, in workflows.FailInput) (string, 
 	if a.OutboxWritten != nil {
 		a.OutboxWritten()
 	}
-	a.Metrics.Terminal.WithLabelValues("failed", n.Channel, n.Priority, in.Reason).Inc()
+	a.Metrics.Terminal.WithLabelValues("failed", string(n.Channel), string(n.Priority), in.Reason).Inc()
 	a.Log.Warn("notification failed and dead-lettered", zap.String("notification_id", in.NotificationID),
-		zap.String("workflow_id", notification.WorkflowID(in.NotificationID)), zap.String("channel", n.Channel),
+		zap.String("workflow_id", notification.WorkflowID(in.NotificationID)), zap.String("channel", string(n.Channel)),
 		zap.String("reason", in.Reason), zap.Int("attempt", in.Attempts))
 	return string(n.Status), nil
 }
@@ -651,9 +651,9 @@ func (a *Activities) Cancel(ctx context.Context, in workflows.CancelInput) (stri
 		return "", err
 	}
 	if status == notification.StatusCancelled && !n.Status.Terminal() {
-		a.Metrics.Terminal.WithLabelValues("cancelled", n.Channel, n.Priority, "").Inc()
+		a.Metrics.Terminal.WithLabelValues("cancelled", string(n.Channel), string(n.Priority), "").Inc()
 		a.Log.Info("notification cancelled", zap.String("notification_id", in.NotificationID),
-			zap.String("workflow_id", notification.WorkflowID(in.NotificationID)), zap.String("channel", n.Channel),
+			zap.String("workflow_id", notification.WorkflowID(in.NotificationID)), zap.String("channel", string(n.Channel)),
 			zap.Int("attempt", in.Attempts))
 	}
 	return string(status), nil
@@ -674,8 +674,8 @@ func (a *Activities) SettleReceipt(ctx context.Context, in workflows.SettleInput
 	if status == notification.StatusDelivered && in.Next == workflows.StatusDelivered {
 		n, err := store.GetNotification(ctx, a.Pool, id)
 		if err == nil {
-			a.Metrics.Terminal.WithLabelValues("delivered", n.Channel, n.Priority, "").Inc()
-			a.Metrics.EndToEnd.WithLabelValues(n.Channel, n.Priority).Observe(time.Since(n.CreatedAt).Seconds())
+			a.Metrics.Terminal.WithLabelValues("delivered", string(n.Channel), string(n.Priority), "").Inc()
+			a.Metrics.EndToEnd.WithLabelValues(string(n.Channel), string(n.Priority)).Observe(time.Since(n.CreatedAt).Seconds())
 		}
 	}
 	a.Log.Info("receipt settled", zap.String("notification_id", in.NotificationID), zap.Int("attempt", in.Attempt),

@@ -119,7 +119,7 @@ func newActivities(t *testing.T, webhookURL string) *activities.Activities {
 	rdb, prefix := testenv.Redis(t)
 	acts := &activities.Activities{
 		Pool:          pool,
-		Limiter:       ratelimit.New(rdb, prefix, map[string]int{notification.SMS: 1000, notification.Email: 1000, notification.Push: 1000}),
+		Limiter:       ratelimit.New(rdb, prefix, map[string]int{string(notification.SMS): 1000, string(notification.Email): 1000, string(notification.Push): 1000}),
 		Metrics:       metrics.NewWorker(),
 		Log:           zap.NewNop(),
 		FastPathCalls: make(chan struct{}, 4),
@@ -281,11 +281,11 @@ func TestDeliverWhileRedisIsDownSendsNothingAndSpendsNoAttempt(t *testing.T) {
 	acts := newActivities(t, p.url)
 	// A Redis that is not there: the limiter fails closed and keeps waiting.
 	acts.Limiter = ratelimit.New(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1}), "down:",
-		map[string]int{notification.SMS: 1000})
+		map[string]int{string(notification.SMS): 1000})
 	acts.SlotWait = time.Second
 	n := createNotification(t, acts.Pool)
 
-	err := deliverError(t, acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: n.Channel})
+	err := deliverError(t, acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: string(n.Channel)})
 
 	requireNotAttempted(t, err)
 	require.Zero(t, p.calls.Load(), "nothing reached the provider")
@@ -304,7 +304,7 @@ func TestDeliverWhilePostgresIsDownSendsNothing(t *testing.T) {
 	t.Cleanup(down.Close)
 	acts.Pool = down
 
-	err = deliverError(t, acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: n.Channel})
+	err = deliverError(t, acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: string(n.Channel)})
 
 	requireNotAttempted(t, err)
 	require.Zero(t, p.calls.Load(), "nothing reached the provider")
@@ -384,7 +384,7 @@ func TestFailMarksFailedAndDeadLettersThroughTheOutbox(t *testing.T) {
 
 	status := executeFail(t, acts, workflows.FailInput{
 		NotificationID: n.ID.String(),
-		Channel:        notification.SMS,
+		Channel:        string(notification.SMS),
 		Reason:         workflows.ReasonExhausted,
 		Attempts:       3,
 		LastStatusCode: 503,
@@ -401,7 +401,7 @@ func TestFailMarksFailedAndDeadLettersThroughTheOutbox(t *testing.T) {
 
 	relayAll(t, acts, topo)
 	ch := testenv.Channel(t)
-	dlq := topo.DeadLetterQueue(notification.SMS)
+	dlq := topo.DeadLetterQueue(string(notification.SMS))
 	msg := testenv.NextMessage(t, ch, dlq, 5*time.Second, "no message in "+dlq)
 
 	require.Equal(t, n.ID.String(), msg.MessageId)
@@ -430,12 +430,12 @@ func TestFailOfANotificationCancelledMeanwhileDeadLettersNothing(t *testing.T) {
 	_, _, err := store.RequestCancel(context.Background(), acts.Pool, n.ID)
 	require.NoError(t, err)
 
-	status := executeFail(t, acts, workflows.FailInput{NotificationID: n.ID.String(), Channel: notification.SMS, Reason: workflows.ReasonExhausted, Attempts: 3})
+	status := executeFail(t, acts, workflows.FailInput{NotificationID: n.ID.String(), Channel: string(notification.SMS), Reason: workflows.ReasonExhausted, Attempts: 3})
 
 	require.Equal(t, "CANCELLED", status, "the status that stands is reported")
 	relayAll(t, acts, topo)
 	ch := testenv.Channel(t)
-	_, ok, err := ch.Get(topo.DeadLetterQueue(notification.SMS), true)
+	_, ok, err := ch.Get(topo.DeadLetterQueue(string(notification.SMS)), true)
 	require.NoError(t, err)
 	require.False(t, ok, "a cancelled notification has no dead-letter message")
 }

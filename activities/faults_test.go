@@ -63,7 +63,7 @@ func TestDeliverStoresAReplyWithNULBytesAndSendsOnce(t *testing.T) {
 	acts := newActivities(t, p.url)
 	n := createNotification(t, acts.Pool)
 
-	res := deliver(t, acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: n.Channel})
+	res := deliver(t, acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: string(n.Channel)})
 
 	require.Equal(t, workflows.OutcomeDelivered, res.Outcome)
 	require.Nil(t, res.Unrecorded, "the attempt was recorded by the activity")
@@ -85,7 +85,7 @@ func TestDeliverWhilePostgresHangsSendsNothingAndEndsInTime(t *testing.T) {
 	acts.Pool, proxy = proxiedPool(t, acts.Pool)
 	proxy.Partition()
 
-	_, took, err := executeTimed(acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: n.Channel})
+	_, took, err := executeTimed(acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: string(n.Channel)})
 
 	requireNotAttempted(t, err)
 	// pgx alone would wait for as long as the database does.
@@ -104,12 +104,12 @@ func TestDeliverWhileRedisHangsSendsNothingAndEndsInTime(t *testing.T) {
 	rdb, err := ratelimit.NewClient(u.String())
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = rdb.Close() })
-	acts.Limiter = ratelimit.New(rdb, testenv.Name("hang:"), map[string]int{notification.SMS: 1000})
+	acts.Limiter = ratelimit.New(rdb, testenv.Name("hang:"), map[string]int{string(notification.SMS): 1000})
 	acts.SlotWait = 4 * time.Second
 	proxy.Partition()
 	n := createNotification(t, acts.Pool)
 
-	_, took, err := executeTimed(acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: n.Channel})
+	_, took, err := executeTimed(acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: string(n.Channel)})
 
 	requireNotAttempted(t, err)
 	require.Less(t, took, acts.SlotWait+2*time.Second, "each check is bounded, the wait by SlotWait")
@@ -130,7 +130,7 @@ func TestAttemptMadeButNotRecordableIsHandedToTheWorkflow(t *testing.T) {
 	useProvider(t, acts, p.url)
 	acts.RecordPatience = 3 * time.Second
 
-	res, took, err := executeTimed(acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: n.Channel})
+	res, took, err := executeTimed(acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: string(n.Channel)})
 
 	require.NoError(t, err, "a made attempt is a result, never an error that would send it again")
 	require.Less(t, took, acts.RecordPatience+3*time.Second, "the recording gives up after RecordPatience")
@@ -165,7 +165,7 @@ func TestRedirectIsAFailedAttemptAndIsNotFollowed(t *testing.T) {
 			acts := newActivities(t, p.url)
 			n := createNotification(t, acts.Pool)
 
-			res := deliver(t, acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: n.Channel})
+			res := deliver(t, acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: string(n.Channel)})
 
 			require.Equal(t, workflows.OutcomeRetry, res.Outcome)
 			require.Equal(t, code, res.StatusCode)
@@ -180,7 +180,7 @@ func TestFastPathTakesAFreeSlotJustBeforeTheSend(t *testing.T) {
 	p := newProvider(t, func(w http.ResponseWriter) { w.WriteHeader(http.StatusOK) })
 	acts := newActivities(t, p.url)
 	rdb, prefix := testenv.Redis(t)
-	acts.Limiter = ratelimit.New(rdb, prefix, map[string]int{notification.SMS: 1})
+	acts.Limiter = ratelimit.New(rdb, prefix, map[string]int{string(notification.SMS): 1})
 	// One slot a second with a burst of 2: the first two fast-path attempts
 	// take a slot each and send; the third finds none and defers to the
 	// task queue without sending.
@@ -188,7 +188,7 @@ func TestFastPathTakesAFreeSlotJustBeforeTheSend(t *testing.T) {
 	var res workflows.DeliverResult
 	for i := range 3 {
 		last = createNotification(t, acts.Pool)
-		res = deliver(t, acts, workflows.DeliverInput{NotificationID: last.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: last.Channel, FastPath: true})
+		res = deliver(t, acts, workflows.DeliverInput{NotificationID: last.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: string(last.Channel), FastPath: true})
 		if i < 2 {
 			require.Equal(t, workflows.OutcomeDelivered, res.Outcome, "attempt %d", i+1)
 		}
@@ -206,7 +206,7 @@ func TestFastPathDefersWhenItsCallsAreBusy(t *testing.T) {
 	acts.FastPathCalls <- struct{}{} // one call in flight already
 	n := createNotification(t, acts.Pool)
 
-	res := deliver(t, acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: n.Channel, FastPath: true})
+	res := deliver(t, acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: string(n.Channel), FastPath: true})
 
 	require.Equal(t, workflows.OutcomeDeferred, res.Outcome)
 	require.Zero(t, p.calls.Load(), "nothing sent")
@@ -221,7 +221,7 @@ func TestRetriedWorkflowTaskCountsTheLostFastPathAttemptAndSendsNothing(t *testi
 	_, _, err := store.BeginAttempt(context.Background(), acts.Pool, n.ID, 1, true)
 	require.NoError(t, err)
 
-	res := deliver(t, acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: n.Channel, FastPath: true})
+	res := deliver(t, acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: string(n.Channel), FastPath: true})
 
 	require.Equal(t, workflows.OutcomeRetry, res.Outcome, "the lost try counts as made: the next attempt follows a backoff, through the queue")
 	require.Zero(t, p.calls.Load(), "the retried task sends nothing itself")
@@ -246,7 +246,7 @@ func TestCancelRequestAbortsACallInFlight(t *testing.T) {
 	}()
 
 	start := time.Now()
-	res := deliver(t, acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: n.Channel, FastPath: true})
+	res := deliver(t, acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: string(n.Channel), FastPath: true})
 
 	require.Equal(t, workflows.OutcomeCancelled, res.Outcome, "the fast-path call saw the cancel on the row")
 	require.Less(t, time.Since(start), 4*time.Second, "without waiting for the workflow task to end")
@@ -268,7 +268,7 @@ func TestTwoXXThatArrivesAsTheCallIsAbortedIsADelivery(t *testing.T) {
 	})
 	useProvider(t, acts, srv)
 
-	res := deliver(t, acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: n.Channel})
+	res := deliver(t, acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: string(n.Channel)})
 
 	require.Equal(t, workflows.OutcomeDelivered, res.Outcome, "a 2xx is a delivery, whatever happens after it")
 	require.Equal(t, notification.StatusDelivered, load(t, acts.Pool, n.ID).Status)

@@ -77,7 +77,7 @@ func (a *Activities) OperationStep(ctx context.Context, in workflows.OperationSt
 		a.Metrics.OperationNotifications.WithLabelValues(op.Action, "succeeded").Add(float64(page.Succeeded))
 		a.Metrics.OperationNotifications.WithLabelValues(op.Action, "skipped").Add(float64(page.Items - page.Succeeded))
 		for _, it := range page.Cancelled {
-			a.Metrics.Terminal.WithLabelValues("cancelled", it.Channel, it.Priority, "").Inc()
+			a.Metrics.Terminal.WithLabelValues("cancelled", string(it.Channel), string(it.Priority), "").Inc()
 		}
 		a.signalCancels(ctx, page.Signal, log)
 		activity.RecordHeartbeat(ctx, res.Processed)

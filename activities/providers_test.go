@@ -31,12 +31,12 @@ func routeTo(t *testing.T, acts *activities.Activities, ratePerSec int, statuses
 		url := newRawProvider(t, func(w http.ResponseWriter, _ *http.Request) { n.Add(1); w.WriteHeader(status) })
 		name := string(rune('a' + i))
 		f.Providers = append(f.Providers, provider.Spec{Name: name, Kind: provider.KindWebhook, URL: url, RatePerSec: ratePerSec})
-		f.Routes[notification.SMS] = append(f.Routes[notification.SMS], name)
+		f.Routes[string(notification.SMS)] = append(f.Routes[string(notification.SMS)], name)
 	}
 	set, err := provider.NewSet(&f, provider.Defaults{Timeout: 5 * time.Second, IdleConns: 4})
 	require.NoError(t, err)
 	rdb, prefix := testenv.Redis(t)
-	limits := map[string]int{notification.SMS: 1000, notification.Email: 1000, notification.Push: 1000}
+	limits := map[string]int{string(notification.SMS): 1000, string(notification.Email): 1000, string(notification.Push): 1000}
 	maps.Copy(limits, set.Rates())
 	acts.Providers, acts.Breakers, acts.Limiter = set, breaker.New(rdb, prefix, set.BreakerSettings()), ratelimit.New(rdb, prefix, limits)
 	return calls
@@ -47,12 +47,12 @@ func TestAProviderFailureOffersTheNextProviderAtOnce(t *testing.T) {
 	calls := routeTo(t, acts, 0, http.StatusBadGateway, http.StatusOK)
 	n := createNotification(t, acts.Pool)
 
-	res := deliver(t, acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: n.Channel})
+	res := deliver(t, acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: string(n.Channel)})
 	require.Equal(t, workflows.OutcomeRetry, res.Outcome)
 	require.Equal(t, "a", res.Provider)
 	require.Equal(t, 1, res.Alternatives, "b admits")
 
-	res = deliver(t, acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 2, Retry: deliverPolicy, Channel: n.Channel, After: "a"})
+	res = deliver(t, acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 2, Retry: deliverPolicy, Channel: string(n.Channel), After: "a"})
 	require.Equal(t, workflows.OutcomeDelivered, res.Outcome)
 	require.Equal(t, "b", res.Provider)
 	log := attempts(t, acts.Pool, n.ID)
@@ -61,7 +61,7 @@ func TestAProviderFailureOffersTheNextProviderAtOnce(t *testing.T) {
 
 	// a's breaker opened (threshold 1): a new notification goes straight to b.
 	m := createNotification(t, acts.Pool)
-	res = deliver(t, acts, workflows.DeliverInput{NotificationID: m.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: m.Channel})
+	res = deliver(t, acts, workflows.DeliverInput{NotificationID: m.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: string(m.Channel)})
 	require.Equal(t, "b", res.Provider)
 	require.EqualValues(t, 1, calls[0].Load(), "no request to the open provider")
 }
@@ -70,10 +70,10 @@ func TestEveryBreakerOpenSendsNothingAndCountsNothing(t *testing.T) {
 	acts := newActivities(t, "")
 	calls := routeTo(t, acts, 0, http.StatusServiceUnavailable)
 	first := createNotification(t, acts.Pool)
-	deliver(t, acts, workflows.DeliverInput{NotificationID: first.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: first.Channel})
+	deliver(t, acts, workflows.DeliverInput{NotificationID: first.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: string(first.Channel)})
 
 	n := createNotification(t, acts.Pool)
-	res := deliver(t, acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: n.Channel})
+	res := deliver(t, acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: string(n.Channel)})
 
 	require.Equal(t, workflows.OutcomeUnavailable, res.Outcome)
 	require.Greater(t, res.RetryAfter, 50*time.Second, "until the breaker may half-open")
@@ -91,7 +91,7 @@ func TestAProvidersOwnRateLimitDefersTheFastPath(t *testing.T) {
 	var deferred []string
 	for range 5 {
 		n := createNotification(t, acts.Pool)
-		res := deliver(t, acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: n.Channel, FastPath: true})
+		res := deliver(t, acts, workflows.DeliverInput{NotificationID: n.ID.String(), Attempt: 1, Retry: deliverPolicy, Channel: string(n.Channel), FastPath: true})
 		if res.Outcome == workflows.OutcomeDeferred {
 			deferred = append(deferred, res.Error)
 		}

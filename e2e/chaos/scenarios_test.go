@@ -244,7 +244,7 @@ func TestSlowProviderAtTheRateLimit(t *testing.T) {
 	// GCRA admits at most the rate plus its burst in any second.
 	bound := slowLimit + ratelimit.Limit(slowLimit).Burst + windowAllowance
 	for _, ch := range channels {
-		got := s.sink.MaxInWindow(time.Second, ch)
+		got := s.sink.MaxInWindow(time.Second, string(ch))
 		t.Logf("%s: at most %d requests in any second at the provider (bound %d)", ch, got, bound)
 		require.LessOrEqual(t, got, bound, "%s: a 1-second window at the provider held more than the limit allows", ch)
 	}

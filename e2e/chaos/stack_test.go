@@ -171,8 +171,8 @@ const (
 )
 
 var (
-	channels   = []string{notification.SMS, notification.Email, notification.Push}
-	priorities = []string{notification.High, notification.Normal, notification.Low}
+	channels   = notification.Channels
+	priorities = []notification.Priority{notification.High, notification.Normal, notification.Low}
 )
 
 func item(n int) map[string]any {

@@ -108,17 +108,17 @@ func scrape(t *testing.T, m *metrics.Worker) string {
 func TestPruneRemovesTheRetiredGenerationsThenTheirRows(t *testing.T) {
 	e := newEnv(t)
 	a, b, c := uuid.NewString(), uuid.NewString(), uuid.NewString()
-	e.failed(t, notification.SMS, a, 0, "a0")
-	e.failed(t, notification.SMS, b, 0, "b0")
-	e.failed(t, notification.SMS, a, 1, "a1")
-	e.poison(t, notification.SMS, a) // names no notification, whatever its id
-	e.failed(t, notification.Email, c, 0, "c0")
-	e.failed(t, notification.Email, c, 1, "c1")
-	e.failed(t, notification.Email, c, 2, "c2")
-	e.retire(t, notification.SMS, a, 1)
-	e.retire(t, notification.Email, c, 1)
-	e.retire(t, notification.Email, c, 2) // retried twice before a round
-	e.retire(t, "fax", b, 1)              // no such DLQ: retires nothing
+	e.failed(t, string(notification.SMS), a, 0, "a0")
+	e.failed(t, string(notification.SMS), b, 0, "b0")
+	e.failed(t, string(notification.SMS), a, 1, "a1")
+	e.poison(t, string(notification.SMS), a) // names no notification, whatever its id
+	e.failed(t, string(notification.Email), c, 0, "c0")
+	e.failed(t, string(notification.Email), c, 1, "c1")
+	e.failed(t, string(notification.Email), c, 2, "c2")
+	e.retire(t, string(notification.SMS), a, 1)
+	e.retire(t, string(notification.Email), c, 1)
+	e.retire(t, string(notification.Email), c, 2) // retried twice before a round
+	e.retire(t, "fax", b, 1)                      // no such DLQ: retires nothing
 
 	core, logs := observer.New(zap.InfoLevel)
 	m := metrics.NewWorker()
@@ -127,8 +127,8 @@ func TestPruneRemovesTheRetiredGenerationsThenTheirRows(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 3, removed)
 
-	require.Equal(t, []string{"b0", "a1", "poison"}, e.bodies(t, notification.SMS))
-	require.Equal(t, []string{"c2"}, e.bodies(t, notification.Email))
+	require.Equal(t, []string{"b0", "a1", "poison"}, e.bodies(t, string(notification.SMS)))
+	require.Equal(t, []string{"c2"}, e.bodies(t, string(notification.Email)))
 	require.Zero(t, e.retirements(t), "every row loaded is done with")
 	exposed := scrape(t, m)
 	require.Contains(t, exposed, `dispatch_dead_letters_retired_total{channel="sms"} 1`+"\n")
@@ -144,8 +144,8 @@ func TestPruneRemovesTheRetiredGenerationsThenTheirRows(t *testing.T) {
 func TestPruneLeavesEverythingWhileAnotherVisitHoldsTheLock(t *testing.T) {
 	e := newEnv(t)
 	a := uuid.NewString()
-	e.failed(t, notification.SMS, a, 0, "a0")
-	e.retire(t, notification.SMS, a, 1)
+	e.failed(t, string(notification.SMS), a, 0, "a0")
+	e.retire(t, string(notification.SMS), a, 1)
 	release := holdLock(t, e.pool)
 
 	p := deadletter.NewPruner(e.pool, e.pub, nil, zap.NewNop())
@@ -159,7 +159,7 @@ func TestPruneLeavesEverythingWhileAnotherVisitHoldsTheLock(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, removed)
 	require.Zero(t, e.retirements(t))
-	require.Empty(t, e.bodies(t, notification.SMS))
+	require.Empty(t, e.bodies(t, string(notification.SMS)))
 }
 
 func TestRunPrunesEveryInterval(t *testing.T) {
@@ -175,37 +175,37 @@ func TestRunPrunesEveryInterval(t *testing.T) {
 	})
 
 	a := uuid.NewString()
-	e.failed(t, notification.Push, a, 0, "a0")
-	e.failed(t, notification.Push, a, 1, "a1")
-	e.retire(t, notification.Push, a, 1)
+	e.failed(t, string(notification.Push), a, 0, "a0")
+	e.failed(t, string(notification.Push), a, 1, "a1")
+	e.retire(t, string(notification.Push), a, 1)
 	require.Eventually(t, func() bool { return e.retirements(t) == 0 }, 10*time.Second, 10*time.Millisecond,
 		"the running pruner takes the retirement")
-	require.Equal(t, []string{"a1"}, e.bodies(t, notification.Push))
+	require.Equal(t, []string{"a1"}, e.bodies(t, string(notification.Push)))
 }
 
 func TestQueuesWaitForTheSweepInProgress(t *testing.T) {
 	e := newEnv(t)
 	a := uuid.NewString()
-	e.failed(t, notification.SMS, a, 0, "a0")
-	e.poison(t, notification.SMS, "m-1")
+	e.failed(t, string(notification.SMS), a, 0, "a0")
+	e.poison(t, string(notification.SMS), "m-1")
 	q := deadletter.NewQueues(e.pool, e.pub)
 
 	release := holdLock(t, e.pool)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	_, _, err := q.Peek(ctx, notification.SMS, 10)
+	_, _, err := q.Peek(ctx, string(notification.SMS), 10)
 	require.Error(t, err, "a peek does not overlap a sweep")
 	release()
 
-	msgs, total, err := q.Peek(context.Background(), notification.SMS, 10)
+	msgs, total, err := q.Peek(context.Background(), string(notification.SMS), 10)
 	require.NoError(t, err)
 	require.Equal(t, 2, total)
 	require.Len(t, msgs, 2)
 	require.Equal(t, a, msgs[0].NotificationID)
 	require.True(t, msgs[1].Poison)
 
-	purged, err := q.PurgePoison(context.Background(), notification.SMS)
+	purged, err := q.PurgePoison(context.Background(), string(notification.SMS))
 	require.NoError(t, err)
 	require.Equal(t, 1, purged)
-	require.Equal(t, []string{"a0"}, e.bodies(t, notification.SMS))
+	require.Equal(t, []string{"a0"}, e.bodies(t, string(notification.SMS)))
 }

@@ -89,7 +89,7 @@ func (s *Starter) Handle(ctx context.Context, d amqp.Delivery) error {
 		return err
 	}
 	if n.Status.Terminal() {
-		s.metrics.WorkflowStarts.WithLabelValues(n.Channel, "skipped").Inc()
+		s.metrics.WorkflowStarts.WithLabelValues(string(n.Channel), "skipped").Inc()
 		return nil
 	}
 	wfID := notification.WorkflowID(id.String())
@@ -109,10 +109,10 @@ func (s *Starter) Handle(ctx context.Context, d amqp.Delivery) error {
 	// in priority order, for Temporal's and Redis's limits. No slot is taken
 	// here: one paid long before its send (a backlog of workflow tasks,
 	// a retried task) could burst past the limit.
-	fastPath := s.cfg.FastPath && !scheduled && !s.limiter.Saturated(n.Channel)
+	fastPath := s.cfg.FastPath && !scheduled && !s.limiter.Saturated(string(n.Channel))
 	attrs := []temporal.SearchAttributeUpdate{
-		workflows.SearchChannel.ValueSet(n.Channel),
-		workflows.SearchPriority.ValueSet(n.Priority),
+		workflows.SearchChannel.ValueSet(string(n.Channel)),
+		workflows.SearchPriority.ValueSet(string(n.Priority)),
 		workflows.SearchStatus.ValueSet(string(status)),
 		workflows.SearchAttempts.ValueSet(int64(n.AttemptBase)),
 	}
@@ -143,9 +143,9 @@ func (s *Starter) Handle(ctx context.Context, d amqp.Delivery) error {
 		StaticSummary: fmt.Sprintf("%s notification (%s)", n.Channel, n.Priority),
 	}, workflows.NotificationWorkflow, workflows.NotificationInput{
 		NotificationID:    id.String(),
-		Channel:           n.Channel,
-		Priority:          n.Priority,
-		ActivityTaskQueue: s.cfg.TaskQueues.Deliver(n.Channel),
+		Channel:           string(n.Channel),
+		Priority:          string(n.Priority),
+		ActivityTaskQueue: s.cfg.TaskQueues.Deliver(string(n.Channel)),
 		Retry:             s.cfg.Retry,
 		AttemptTimeout:    s.cfg.AttemptTimeout,
 		ScheduledAt:       n.ScheduledAt,
@@ -168,15 +168,15 @@ func (s *Starter) Handle(ctx context.Context, d amqp.Delivery) error {
 		if running < n.Generation {
 			return fmt.Errorf("workflow %s: the run of generation %d is still closing; generation %d starts after it", wfID, running, n.Generation)
 		}
-		s.metrics.WorkflowStarts.WithLabelValues(n.Channel, "duplicate").Inc()
+		s.metrics.WorkflowStarts.WithLabelValues(string(n.Channel), "duplicate").Inc()
 		return nil
 	case errors.As(err, &already):
-		s.metrics.WorkflowStarts.WithLabelValues(n.Channel, "duplicate").Inc()
+		s.metrics.WorkflowStarts.WithLabelValues(string(n.Channel), "duplicate").Inc()
 		return nil
 	case err != nil:
 		return fmt.Errorf("starting workflow %s: %w", wfID, err)
 	}
-	s.metrics.WorkflowStarts.WithLabelValues(n.Channel, "started").Inc()
+	s.metrics.WorkflowStarts.WithLabelValues(string(n.Channel), "started").Inc()
 	if scheduled {
 		// A cancel that came before the workflow existed found no workflow
 		// to signal; the flag on the row stops an attempt, but a scheduled
@@ -187,7 +187,7 @@ func (s *Starter) Handle(ctx context.Context, d amqp.Delivery) error {
 			return err
 		}
 	}
-	s.log.Debug("workflow started", zap.String("notification_id", id.String()), zap.String("workflow_id", wfID), zap.String("channel", n.Channel))
+	s.log.Debug("workflow started", zap.String("notification_id", id.String()), zap.String("workflow_id", wfID), zap.String("channel", string(n.Channel)))
 	return nil
 }
 
@@ -252,13 +252,13 @@ func NewWorkers(tc client.Client, cfg WorkerConfig, acts *activities.Activities)
 	registerOperations(ops, acts)
 	workers := []worker.Worker{wf, ops}
 	for _, channel := range notification.Channels {
-		w := worker.New(tc, cfg.TaskQueues.Deliver(channel), worker.Options{
+		w := worker.New(tc, cfg.TaskQueues.Deliver(string(channel)), worker.Options{
 			MaxConcurrentActivityExecutionSize: cfg.Concurrency,
-			TaskQueueActivitiesPerSecond:       float64(cfg.RateLimits[channel]),
+			TaskQueueActivitiesPerSecond:       float64(cfg.RateLimits[string(channel)]),
 			// The worker takes tasks no faster than the channel may send, so
 			// a backlog stays in Temporal, in priority order, rather than in
 			// slots waiting on Redis ahead of later, more urgent work.
-			WorkerActivitiesPerSecond: float64(cfg.RateLimits[channel]),
+			WorkerActivitiesPerSecond: float64(cfg.RateLimits[string(channel)]),
 			WorkerStopTimeout:         cfg.StopTimeout,
 		})
 		registerActivities(w, acts)

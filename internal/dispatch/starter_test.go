@@ -38,7 +38,7 @@ func delivery(t *testing.T, body any) amqp.Delivery {
 		require.NoError(t, err)
 		raw = string(b)
 	}
-	return amqp.Delivery{RoutingKey: notification.SMS, Body: []byte(raw)}
+	return amqp.Delivery{RoutingKey: string(notification.SMS), Body: []byte(raw)}
 }
 
 // workflowStarts reads dispatch_workflow_starts_total{channel, result}.
@@ -79,7 +79,7 @@ func TestHandleUnparseableBodyIsPoison(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			s, _, m := newStarter(t)
 			requirePoison(t, s.Handle(context.Background(), delivery(t, body)), "unparseable")
-			require.Equal(t, 1.0, workflowStarts(t, m, notification.SMS, "poison"))
+			require.Equal(t, 1.0, workflowStarts(t, m, string(notification.SMS), "poison"))
 		})
 	}
 }
@@ -88,7 +88,7 @@ func TestHandleUnknownIDIsPoison(t *testing.T) {
 	s, _, m := newStarter(t)
 	msg := notification.Message{ID: uuid.NewString(), Channel: notification.SMS, Priority: notification.Normal}
 	requirePoison(t, s.Handle(context.Background(), delivery(t, msg)), "unknown-id")
-	require.Equal(t, 1.0, workflowStarts(t, m, notification.SMS, "poison"))
+	require.Equal(t, 1.0, workflowStarts(t, m, string(notification.SMS), "poison"))
 }
 
 func TestHandleSkipsTerminalNotification(t *testing.T) {
@@ -106,7 +106,7 @@ func TestHandleSkipsTerminalNotification(t *testing.T) {
 
 	msg := notification.Message{ID: n.ID.String(), Channel: n.Channel, Priority: n.Priority}
 	require.NoError(t, s.Handle(ctx, delivery(t, msg)), "a terminal notification is acked without a workflow")
-	require.Equal(t, 1.0, workflowStarts(t, m, notification.SMS, "skipped"))
+	require.Equal(t, 1.0, workflowStarts(t, m, string(notification.SMS), "skipped"))
 
 	status, err := store.GetStatus(ctx, pool, n.ID)
 	require.NoError(t, err)

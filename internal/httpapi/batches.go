@@ -121,7 +121,7 @@ func (s *Server) createBatch(c *fiber.Ctx) error {
 		return c.Status(fiber.StatusOK).JSON(resp)
 	}
 	for _, n := range notes {
-		s.metrics.Accepted.WithLabelValues(n.Channel, n.Priority).Inc()
+		s.metrics.Accepted.WithLabelValues(string(n.Channel), string(n.Priority)).Inc()
 	}
 	s.accepted()
 	s.log.Info("batch accepted", append(requestFields(c, nil), zap.String("batch_id", resp.BatchID), zap.Int("count", len(notes)))...)

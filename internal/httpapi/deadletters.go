@@ -119,8 +119,8 @@ func (s *Server) deadLetterQueue(c *fiber.Ctx) (DeadLetterQueues, string, error)
 	}
 	name := c.Params("channel")
 	for _, channel := range notification.Channels {
-		if channel == name {
-			return s.cfg.DeadLetters, channel, nil
+		if string(channel) == name {
+			return s.cfg.DeadLetters, string(channel), nil
 		}
 	}
 	return nil, "", newProblem(fiber.StatusNotFound, typeNotFound, "Not found", "no channel "+name+"; the channels are sms, email and push")

@@ -66,7 +66,7 @@ var (
 )
 
 func smsDeadLetters() *fakeDeadLetters {
-	return &fakeDeadLetters{queues: map[string][]queue.DeadLetterInfo{notification.SMS: {failedSMS, poisonSMS}}}
+	return &fakeDeadLetters{queues: map[string][]queue.DeadLetterInfo{string(notification.SMS): {failedSMS, poisonSMS}}}
 }
 
 func TestDeadLettersListTheHeadOfAChannelsQueue(t *testing.T) {
@@ -132,7 +132,7 @@ func TestPurgeRemovesOnlyThePoisonMessages(t *testing.T) {
 	resp, body := f.do(http.MethodPost, "/v1/dead-letters/sms/purge", nil)
 	require.Equal(t, http.StatusOK, resp.StatusCode, "body: %s", body)
 	require.JSONEq(t, `{"purged":1}`, string(body))
-	require.Equal(t, []queue.DeadLetterInfo{failedSMS}, dlq.queues[notification.SMS], "a notification's dead letter stays")
+	require.Equal(t, []queue.DeadLetterInfo{failedSMS}, dlq.queues[string(notification.SMS)], "a notification's dead letter stays")
 
 	resp, body = f.do(http.MethodPost, "/v1/dead-letters/sms/purge", nil)
 	require.Equal(t, http.StatusOK, resp.StatusCode, "body: %s", body)
@@ -171,10 +171,10 @@ func TestDeadLettersOfTheRealQueues(t *testing.T) {
 	t.Cleanup(func() { _ = pub.Close() })
 	id := uuid.NewString()
 	require.NoError(t, pub.Publish(context.Background(),
-		topo.DeadLetterMessage(notification.Email, id, []byte(`{}`), notification.DeadLetter{
+		topo.DeadLetterMessage(string(notification.Email), id, []byte(`{}`), notification.DeadLetter{
 			Reason: "permanent", Source: notification.SourceWorkflow, Attempts: 1, LastStatus: 400, FailedAt: failedAt,
 		}),
-		topo.DeadLetterMessage(notification.Email, "", []byte("?"), notification.DeadLetter{
+		topo.DeadLetterMessage(string(notification.Email), "", []byte("?"), notification.DeadLetter{
 			Reason: "unparseable", Source: notification.SourceConsumer, LastError: "not JSON", FailedAt: failedAt,
 		})))
 	f := setup(t, withDSN(dsn), withConfig(func(c *config) { c.DeadLetters = deadletter.NewQueues(pool, pub) }))
@@ -190,6 +190,6 @@ func TestDeadLettersOfTheRealQueues(t *testing.T) {
 	resp, body = f.do(http.MethodPost, "/v1/dead-letters/email/purge", nil)
 	require.Equal(t, http.StatusOK, resp.StatusCode, "body: %s", body)
 	require.JSONEq(t, `{"purged":1}`, string(body))
-	msg := testenv.NextMessage(t, testenv.Channel(t), topo.DeadLetterQueue(notification.Email), 5*time.Second, "the notification's message stays")
+	msg := testenv.NextMessage(t, testenv.Channel(t), topo.DeadLetterQueue(string(notification.Email)), 5*time.Second, "the notification's message stays")
 	require.Equal(t, id, msg.MessageId)
 }

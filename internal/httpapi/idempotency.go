@@ -111,7 +111,7 @@ type canonicalRequest struct {
 
 func canonical(n store.NewNotification, withKey bool) canonicalRequest {
 	c := canonicalRequest{
-		Channel: n.Channel, Priority: n.Priority, Recipient: n.Recipient, Subject: n.Subject,
+		Channel: string(n.Channel), Priority: string(n.Priority), Recipient: n.Recipient, Subject: n.Subject,
 		Content: n.Content, Metadata: canonicalJSON(n.Metadata),
 		ScheduledAt: utc(n.ScheduledAt), ExpiresAt: utc(n.ExpiresAt),
 	}

@@ -61,11 +61,11 @@ func (s *Server) createNotification(c *fiber.Ctx) error {
 		c.Set(headerReplayed, "true")
 		return c.Status(fiber.StatusOK).JSON(s.resource(n))
 	}
-	s.metrics.Accepted.WithLabelValues(n.Channel, n.Priority).Inc()
+	s.metrics.Accepted.WithLabelValues(string(n.Channel), string(n.Priority)).Inc()
 	s.accepted()
 	s.log.Info("notification accepted", append(requestFields(c, nil),
 		zap.String("notification_id", n.ID.String()), zap.String("workflow_id", notification.WorkflowID(n.ID.String())),
-		zap.String("channel", n.Channel), zap.String("priority", n.Priority),
+		zap.String("channel", string(n.Channel)), zap.String("priority", string(n.Priority)),
 		zap.String("recipient", notification.MaskRecipient(n.Channel, n.Recipient)))...)
 	return c.Status(fiber.StatusAccepted).JSON(s.resource(n))
 }
@@ -156,7 +156,7 @@ func (s *Server) cancelNotification(c *fiber.Ctx) error {
 	if n.Status == notification.StatusCancelled {
 		// Cancelled here, before any attempt: the worker will only skip it,
 		// so this process counts the terminal state.
-		s.metrics.Cancelled.WithLabelValues(n.Channel, n.Priority).Inc()
+		s.metrics.Cancelled.WithLabelValues(string(n.Channel), string(n.Priority)).Inc()
 	}
 	s.signalCancel(c, n.ID)
 	return c.Status(fiber.StatusAccepted).JSON(s.resource(n))

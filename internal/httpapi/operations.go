@@ -58,7 +58,7 @@ func (s *Server) retryNotification(c *fiber.Ctx) error {
 	s.accepted()
 	s.log.Info("notification retried", append(requestFields(c, nil),
 		zap.String("notification_id", n.ID.String()), zap.String("workflow_id", notification.WorkflowID(n.ID.String())),
-		zap.String("channel", n.Channel), zap.Int("retries", n.Generation))...)
+		zap.String("channel", string(n.Channel)), zap.Int("retries", n.Generation))...)
 	return c.Status(fiber.StatusAccepted).JSON(s.resource(n))
 }
 

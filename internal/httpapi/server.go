@@ -263,7 +263,7 @@ func (s *Server) resource(n store.Notification) Resource {
 	id := n.ID.String()
 	wfID := notification.WorkflowID(id)
 	r := Resource{
-		ID: id, Status: string(n.Status), Channel: n.Channel, Priority: n.Priority, Recipient: n.Recipient,
+		ID: id, Status: string(n.Status), Channel: string(n.Channel), Priority: string(n.Priority), Recipient: n.Recipient,
 		Subject: n.Subject, Content: n.Content, Metadata: n.Metadata, IdempotencyKey: n.IdempotencyKey,
 		Attempts: n.Attempts, LastError: n.LastError, FailureReason: n.FailureReason,
 		NextAttemptAt: n.NextAttemptAt, ScheduledAt: n.ScheduledAt, ExpiresAt: n.ExpiresAt,

@@ -42,9 +42,9 @@ const (
 
 // maxContent is each channel's content limit in bytes.
 var maxContent = map[string]int{
-	notification.SMS:   1600,
-	notification.Push:  4096,
-	notification.Email: 256 << 10,
+	string(notification.SMS):   1600,
+	string(notification.Push):  4096,
+	string(notification.Email): 256 << 10,
 }
 
 var e164 = regexp.MustCompile(`^\+[1-9][0-9]{1,14}$`)
@@ -195,13 +195,13 @@ func (r CreateRequest) validate(prefix string, now time.Time) (store.NewNotifica
 		ve.add(field("channel"), "must be one of sms, email, push")
 	}
 	if r.Priority == "" {
-		r.Priority = notification.Normal
+		r.Priority = string(notification.Normal)
 	}
 	if !notification.ValidPriority(r.Priority) {
 		ve.add(field("priority"), "must be one of HIGH, NORMAL, LOW")
 	}
 
-	switch r.Channel {
+	switch notification.Channel(r.Channel) {
 	case notification.SMS:
 		if !e164.MatchString(r.Recipient) {
 			ve.add(field("recipient"), "must be an E.164 phone number, e.g. +14155550123")
@@ -220,7 +220,7 @@ func (r CreateRequest) validate(prefix string, now time.Time) (store.NewNotifica
 			ve.add(field("recipient"), "must be a device token of 1 to %d visible characters", maxPushToken)
 		}
 	}
-	if r.Subject != nil && r.Channel != notification.Email && r.Channel != "" && notification.ValidChannel(r.Channel) {
+	if r.Subject != nil && notification.Channel(r.Channel) != notification.Email && r.Channel != "" && notification.ValidChannel(r.Channel) {
 		ve.add(field("subject"), "is only allowed for email")
 	}
 
@@ -264,8 +264,8 @@ func (r CreateRequest) validate(prefix string, now time.Time) (store.NewNotifica
 	}
 	return store.NewNotification{
 		ID:             uuid.Must(uuid.NewV7()),
-		Channel:        r.Channel,
-		Priority:       r.Priority,
+		Channel:        notification.Channel(r.Channel),
+		Priority:       notification.Priority(r.Priority),
 		Recipient:      r.Recipient,
 		Subject:        r.Subject,
 		Content:        r.Content,

@@ -5,6 +5,7 @@ package notification
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"time"
 
@@ -12,7 +13,7 @@ import (
 )
 
 // Channel is a delivery channel.
-type Channel = string
+type Channel string
 
 // The delivery channels.
 const (
@@ -25,10 +26,10 @@ const (
 var Channels = []Channel{SMS, Email, Push}
 
 // ValidChannel reports whether c is a known channel.
-func ValidChannel(c string) bool { return c == SMS || c == Email || c == Push }
+func ValidChannel(c string) bool { return slices.Contains(Channels, Channel(c)) }
 
 // Priority is a notification's priority.
-type Priority = string
+type Priority string
 
 // The priorities, most urgent first.
 const (
@@ -38,7 +39,13 @@ const (
 )
 
 // ValidPriority reports whether p is a known priority.
-func ValidPriority(p string) bool { return p == High || p == Normal || p == Low }
+func ValidPriority(p string) bool {
+	switch Priority(p) {
+	case High, Normal, Low:
+		return true
+	}
+	return false
+}
 
 // BrokerPriority maps a priority to the AMQP message priority (queues are
 // declared with x-max-priority = MaxBrokerPriority; larger runs first).
@@ -124,7 +131,7 @@ func WorkflowID(id string) string { return "notification-" + id }
 
 // MaskRecipient hides most of a recipient for logs and the Temporal UI:
 // "+14•••••••23", "a•••@example.com", "abcd…wxyz".
-func MaskRecipient(channel, recipient string) string {
+func MaskRecipient(channel Channel, recipient string) string {
 	r := []rune(recipient)
 	switch channel {
 	case Email:
@@ -150,8 +157,8 @@ func MaskRecipient(channel, recipient string) string {
 // body of a notification's dead-letter message.
 type Payload struct {
 	ID        string          `json:"id"`
-	Channel   string          `json:"channel"`
-	Priority  string          `json:"priority"`
+	Channel   Channel         `json:"channel"`
+	Priority  Priority        `json:"priority"`
 	Recipient string          `json:"recipient"`
 	Subject   *string         `json:"subject,omitempty"`
 	Content   string          `json:"content"`

@@ -8,7 +8,10 @@ import (
 
 func TestMaskRecipientHidesMostOfIt(t *testing.T) {
 	t.Parallel()
-	cases := []struct{ channel, in, want string }{
+	cases := []struct {
+		channel  Channel
+		in, want string
+	}{
 		{SMS, "+14155550123", "+14•••••••23"},
 		{SMS, "+123", "•••"},
 		{Email, "alice@example.com", "a•••@example.com"},

@@ -99,10 +99,10 @@ func (r *Relay) Run(ctx context.Context) error {
 }
 
 type row struct {
-	ID             int64     `db:"id"`
-	NotificationID uuid.UUID `db:"notification_id"`
-	Channel        string    `db:"channel"`
-	Priority       string    `db:"priority"`
+	ID             int64                 `db:"id"`
+	NotificationID uuid.UUID             `db:"notification_id"`
+	Channel        notification.Channel  `db:"channel"`
+	Priority       notification.Priority `db:"priority"`
 	// DeadLetter, when set, makes the row the notification's dead-letter
 	// message instead of its delivery message.
 	DeadLetter *notification.DeadLetter `db:"dead_letter"`
@@ -147,7 +147,7 @@ func (r *Relay) RelayOnce(ctx context.Context) (int, error) {
 	for i, c := range claimed {
 		ids[i] = c.ID
 		if c.DeadLetter != nil {
-			msgs[i] = r.cfg.Topology.DeadLetterMessage(c.Channel, c.NotificationID.String(), payloads[c.NotificationID], *c.DeadLetter)
+			msgs[i] = r.cfg.Topology.DeadLetterMessage(string(c.Channel), c.NotificationID.String(), payloads[c.NotificationID], *c.DeadLetter)
 			continue
 		}
 		body, err := json.Marshal(notification.Message{ID: c.NotificationID.String(), Channel: c.Channel, Priority: c.Priority})
@@ -156,7 +156,7 @@ func (r *Relay) RelayOnce(ctx context.Context) (int, error) {
 		}
 		msgs[i] = queue.Outgoing{
 			Exchange:   r.cfg.Topology.Exchange(),
-			RoutingKey: c.Channel,
+			RoutingKey: string(c.Channel),
 			Body:       body,
 			Priority:   notification.BrokerPriority(c.Priority),
 			MessageID:  c.NotificationID.String(),

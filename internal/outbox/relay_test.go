@@ -22,9 +22,9 @@ import (
 func create(t *testing.T, pool *pgxpool.Pool, channel, priority, recipient string) store.Notification {
 	t.Helper()
 	n := store.NewNotification{
-		ID: uuid.Must(uuid.NewV7()), Channel: channel, Priority: priority, Recipient: recipient, Content: "hello",
+		ID: uuid.Must(uuid.NewV7()), Channel: notification.Channel(channel), Priority: notification.Priority(priority), Recipient: recipient, Content: "hello",
 	}
-	if channel == notification.Email {
+	if notification.Channel(channel) == notification.Email {
 		subject := "Hi"
 		n.Subject = &subject
 	}
@@ -54,9 +54,9 @@ func TestRelayPublishesAndDeletesOutboxRows(t *testing.T) {
 	url := testenv.Shared(t).RabbitMQURL
 
 	created := []store.Notification{
-		create(t, pool, notification.SMS, notification.High, "+14155550123"),
-		create(t, pool, notification.Email, notification.Normal, "user@example.com"),
-		create(t, pool, notification.Push, notification.Low, "device-token"),
+		create(t, pool, string(notification.SMS), string(notification.High), "+14155550123"),
+		create(t, pool, string(notification.Email), string(notification.Normal), "user@example.com"),
+		create(t, pool, string(notification.Push), string(notification.Low), "device-token"),
 	}
 	require.Equal(t, 3, outboxRows(t, pool))
 
@@ -67,9 +67,9 @@ func TestRelayPublishesAndDeletesOutboxRows(t *testing.T) {
 
 	ch := testenv.Channel(t)
 	for _, c := range created {
-		d, ok, err := ch.Get(topo.Queue(c.Channel), true)
+		d, ok, err := ch.Get(topo.Queue(string(c.Channel)), true)
 		require.NoError(t, err)
-		require.True(t, ok, "queue %s holds the message", topo.Queue(c.Channel))
+		require.True(t, ok, "queue %s holds the message", topo.Queue(string(c.Channel)))
 		var msg notification.Message
 		require.NoError(t, json.Unmarshal(d.Body, &msg))
 		require.Equal(t, notification.Message{ID: c.ID.String(), Channel: c.Channel, Priority: c.Priority}, msg)
@@ -77,9 +77,9 @@ func TestRelayPublishesAndDeletesOutboxRows(t *testing.T) {
 		require.Equal(t, notification.BrokerPriority(c.Priority), d.Priority)
 		require.Equal(t, c.ID.String(), d.MessageId)
 
-		_, more, err := ch.Get(topo.Queue(c.Channel), true)
+		_, more, err := ch.Get(topo.Queue(string(c.Channel)), true)
 		require.NoError(t, err)
-		require.False(t, more, "queue %s holds exactly one message", topo.Queue(c.Channel))
+		require.False(t, more, "queue %s holds exactly one message", topo.Queue(string(c.Channel)))
 
 		status, err := store.GetStatus(ctx, pool, c.ID)
 		require.NoError(t, err)
@@ -92,7 +92,7 @@ func TestRelayLeavesRowsWhenBrokerUnreachable(t *testing.T) {
 	ctx := context.Background()
 	pool, _ := testenv.Pool(t)
 	topo := queue.Topology{Prefix: testenv.Name("t") + "."} // never declared: nothing to clean up
-	n := create(t, pool, notification.SMS, notification.Normal, "+14155550123")
+	n := create(t, pool, string(notification.SMS), string(notification.Normal), "+14155550123")
 
 	relay := outbox.NewRelay(outbox.Config{Topology: topo}, pool, newPublisher(t, "amqp://guest:guest@127.0.0.1:1/", topo), zap.NewNop())
 	relayed, err := relay.RelayOnce(ctx)
@@ -144,10 +144,10 @@ func TestRelayWakesWhenTheWakerPokes(t *testing.T) {
 	wctx, wcancel := context.WithCancel(context.Background())
 	defer wcancel()
 	go func() { _ = waker.Run(wctx) }()
-	n := create(t, pool, notification.Push, notification.High, "device-token")
+	n := create(t, pool, string(notification.Push), string(notification.High), "device-token")
 	waker.Poke()
 
-	got := testenv.NextMessage(t, testenv.Channel(t), topo.Queue(notification.Push), 5*time.Second, "the relay did not wake on NOTIFY")
+	got := testenv.NextMessage(t, testenv.Channel(t), topo.Queue(string(notification.Push)), 5*time.Second, "the relay did not wake on NOTIFY")
 	require.Equal(t, n.ID.String(), got.MessageId)
 
 	stop()
@@ -157,7 +157,7 @@ func TestRelayPublishesADeadLetterOfTheGenerationThatFailed(t *testing.T) {
 	ctx := context.Background()
 	pool, _ := testenv.Pool(t)
 	topo := testenv.Topology(t)
-	n := create(t, pool, notification.SMS, notification.High, "+14155550123")
+	n := create(t, pool, string(notification.SMS), string(notification.High), "+14155550123")
 	relay := outbox.NewRelay(outbox.Config{Topology: topo}, pool, newPublisher(t, testenv.Shared(t).RabbitMQURL, topo), zap.NewNop())
 	_, err := relay.RelayOnce(ctx) // its delivery message
 	require.NoError(t, err)
@@ -170,7 +170,7 @@ func TestRelayPublishesADeadLetterOfTheGenerationThatFailed(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, relayed)
 
-	msg := testenv.NextMessage(t, testenv.Channel(t), topo.DeadLetterQueue(notification.SMS), 5*time.Second, "no dead letter")
+	msg := testenv.NextMessage(t, testenv.Channel(t), topo.DeadLetterQueue(string(notification.SMS)), 5*time.Second, "no dead letter")
 	require.Equal(t, n.ID.String(), msg.MessageId)
 	require.Equal(t, int32(1), msg.Headers[queue.HeaderGeneration])
 	require.Equal(t, int32(2), msg.Headers[queue.HeaderAttempts])

@@ -79,7 +79,7 @@ func NewSet(f *File, d Defaults) (*Set, error) {
 	if f == nil {
 		s.add(def)
 		for _, ch := range notification.Channels {
-			s.routes[ch] = []*Provider{def}
+			s.routes[string(ch)] = []*Provider{def}
 		}
 		return s, nil
 	}
@@ -92,7 +92,7 @@ func NewSet(f *File, d Defaults) (*Set, error) {
 		s.add(p)
 	}
 	for _, ch := range notification.Channels {
-		names, ok := f.Routes[ch]
+		names, ok := f.Routes[string(ch)]
 		if !ok {
 			if taken := s.providers[DefaultName]; taken != nil && taken != def {
 				return nil, fmt.Errorf("channel %s has no route, and a provider named %q hides WEBHOOK_SITE_URL's", ch, DefaultName)
@@ -101,11 +101,11 @@ func NewSet(f *File, d Defaults) (*Set, error) {
 				def.Breaker = breakerSettings(nil, f.Breaker)
 				s.add(def)
 			}
-			s.routes[ch] = []*Provider{def}
+			s.routes[string(ch)] = []*Provider{def}
 			continue
 		}
 		for _, name := range names {
-			s.routes[ch] = append(s.routes[ch], s.providers[name])
+			s.routes[string(ch)] = append(s.routes[string(ch)], s.providers[name])
 		}
 	}
 	return s, nil
@@ -242,9 +242,9 @@ func (s *Set) All() []*Provider {
 func (s *Set) Channels(name string) []string {
 	var out []string
 	for _, ch := range notification.Channels {
-		for _, p := range s.routes[ch] {
+		for _, p := range s.routes[string(ch)] {
 			if p.Name == name {
-				out = append(out, ch)
+				out = append(out, string(ch))
 			}
 		}
 	}

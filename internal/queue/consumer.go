@@ -35,7 +35,7 @@ type ConsumerConfig struct {
 	// Topology names the queues.
 	Topology Topology
 	// Channels are the notification channels whose queues are consumed.
-	Channels []string
+	Channels []notification.Channel
 	// Concurrency is the number of messages handled at once per queue, and
 	// the prefetch. Default 16.
 	Concurrency int
@@ -138,7 +138,8 @@ func (c *Consumer) session(ctx context.Context) error {
 			errs <- fmt.Errorf("connection closed: %v", closed)
 		}
 	}()
-	for _, channel := range c.cfg.Channels {
+	for _, name := range c.cfg.Channels {
+		channel := string(name)
 		ch, err := conn.Channel()
 		if err != nil {
 			return fmt.Errorf("opening rabbitmq channel: %w", err)
@@ -167,7 +168,7 @@ func (c *Consumer) session(ctx context.Context) error {
 			})
 		}
 	}
-	c.log.Info("consuming", zap.Strings("channels", c.cfg.Channels))
+	c.log.Info("consuming", zap.Any("channels", c.cfg.Channels))
 	var result error
 	select {
 	case <-ctx.Done():

@@ -49,7 +49,7 @@ func startConsumer(t *testing.T, topo queue.Topology, requeueDelay time.Duration
 	c := queue.NewConsumer(queue.ConsumerConfig{
 		URL:          url,
 		Topology:     topo,
-		Channels:     []string{notification.SMS},
+		Channels:     []notification.Channel{notification.SMS},
 		Concurrency:  1,
 		RequeueDelay: requeueDelay,
 	}, handler, dlq, zap.NewNop())
@@ -68,7 +68,7 @@ func publish(t *testing.T, topo queue.Topology, body string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	require.NoError(t, pub.Publish(ctx, queue.Outgoing{
-		Exchange: topo.Exchange(), RoutingKey: notification.SMS, Body: []byte(body), MessageID: "m-1",
+		Exchange: topo.Exchange(), RoutingKey: string(notification.SMS), Body: []byte(body), MessageID: "m-1",
 	}))
 }
 
@@ -90,15 +90,15 @@ func TestPoisonMessageGoesToDeadLetterQueueWithReason(t *testing.T) {
 	publish(t, topo, "not json")
 
 	ch := testenv.Channel(t)
-	dead := testenv.NextMessage(t, ch, topo.DeadLetterQueue(notification.SMS), 10*time.Second, "message never reached the dead-letter queue")
+	dead := testenv.NextMessage(t, ch, topo.DeadLetterQueue(string(notification.SMS)), 10*time.Second, "message never reached the dead-letter queue")
 	require.Equal(t, "unparseable", dead.Headers["x-reason"])
 	require.Equal(t, "not json", string(dead.Body))
 	require.Equal(t, "m-1", dead.MessageId)
 
 	// Once the consumer is gone, an unacked message would be back in the queue.
 	consumer.stop(t)
-	require.Zero(t, inspect(t, ch, topo.Queue(notification.SMS)).Messages)
-	require.Zero(t, inspect(t, ch, topo.DeadLetterQueue(notification.SMS)).Messages)
+	require.Zero(t, inspect(t, ch, topo.Queue(string(notification.SMS))).Messages)
+	require.Zero(t, inspect(t, ch, topo.DeadLetterQueue(string(notification.SMS))).Messages)
 	require.Equal(t, int32(1), handled.Load())
 }
 
@@ -122,8 +122,8 @@ func TestFailedHandlerRequeuesMessage(t *testing.T) {
 	require.Equal(t, int32(2), handled.Load(), "handled once failing, once succeeding, then acked")
 	require.True(t, redelivered.Load(), "the second delivery is the requeued message")
 	ch := testenv.Channel(t)
-	require.Zero(t, inspect(t, ch, topo.Queue(notification.SMS)).Messages)
-	require.Zero(t, inspect(t, ch, topo.DeadLetterQueue(notification.SMS)).Messages)
+	require.Zero(t, inspect(t, ch, topo.Queue(string(notification.SMS))).Messages)
+	require.Zero(t, inspect(t, ch, topo.DeadLetterQueue(string(notification.SMS))).Messages)
 }
 
 func TestConsumerStopsCleanlyOnContextCancel(t *testing.T) {
@@ -157,7 +157,7 @@ func TestConsumerStopsCleanlyOnContextCancel(t *testing.T) {
 	require.Equal(t, int32(1), handled.Load())
 	require.True(t, ctxLiveAtEnd.Load(), "the in-flight handler's context is not cancelled by shutdown")
 	ch := testenv.Channel(t)
-	q := inspect(t, ch, topo.Queue(notification.SMS))
+	q := inspect(t, ch, topo.Queue(string(notification.SMS)))
 	require.Zero(t, q.Messages, "the in-flight message was acked, not requeued")
 	require.Zero(t, q.Consumers, "the consumer is gone")
 }
@@ -169,7 +169,7 @@ func TestShutdownDrainIsBoundedAndRequeuesWhatIsLeft(t *testing.T) {
 	t.Cleanup(func() { _ = dlq.Close() })
 	started := make(chan struct{}, 1)
 	c := queue.NewConsumer(queue.ConsumerConfig{
-		URL: url, Topology: topo, Channels: []string{notification.SMS}, Concurrency: 1,
+		URL: url, Topology: topo, Channels: []notification.Channel{notification.SMS}, Concurrency: 1,
 		RequeueDelay: 10 * time.Millisecond, DrainTimeout: 500 * time.Millisecond,
 	}, func(ctx context.Context, _ amqp.Delivery) error {
 		started <- struct{}{}
@@ -194,7 +194,7 @@ func TestShutdownDrainIsBoundedAndRequeuesWhatIsLeft(t *testing.T) {
 		t.Fatal("Run did not return: the drain is not bounded")
 	}
 	ch := testenv.Channel(t)
-	require.Equal(t, 1, inspect(t, ch, topo.Queue(notification.SMS)).Messages, "the message cut short is back in the queue")
+	require.Equal(t, 1, inspect(t, ch, topo.Queue(string(notification.SMS))).Messages, "the message cut short is back in the queue")
 }
 
 func TestHandlingOfOneMessageIsBounded(t *testing.T) {
@@ -204,7 +204,7 @@ func TestHandlingOfOneMessageIsBounded(t *testing.T) {
 	t.Cleanup(func() { _ = dlq.Close() })
 	var calls atomic.Int32
 	c := queue.NewConsumer(queue.ConsumerConfig{
-		URL: url, Topology: topo, Channels: []string{notification.SMS}, Concurrency: 1,
+		URL: url, Topology: topo, Channels: []notification.Channel{notification.SMS}, Concurrency: 1,
 		RequeueDelay: 10 * time.Millisecond, HandleTimeout: 200 * time.Millisecond,
 	}, func(ctx context.Context, _ amqp.Delivery) error {
 		if calls.Add(1) == 1 {

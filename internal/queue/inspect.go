@@ -5,11 +5,13 @@ import (
 	"fmt"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"dispatch-engine/internal/notification"
 )
 
 // Depths returns the ready messages of each channel's queue and dead-letter
 // queue (passive declares: nothing is created).
-func (p *Publisher) Depths(ctx context.Context, channels []string) (main, dead map[string]int, err error) {
+func (p *Publisher) Depths(ctx context.Context, channels []notification.Channel) (main, dead map[string]int, err error) {
 	err = p.do(ctx, func(_ context.Context, conn *amqp.Connection, _ *amqp.Channel) error {
 		// A passive declare of a missing queue closes the channel it runs
 		// on, so inspection gets a channel of its own.
@@ -19,7 +21,8 @@ func (p *Publisher) Depths(ctx context.Context, channels []string) (main, dead m
 		}
 		defer func() { _ = ch.Close() }()
 		main, dead = make(map[string]int, len(channels)), make(map[string]int, len(channels))
-		for _, c := range channels {
+		for _, channel := range channels {
+			c := string(channel)
 			q, err := ch.QueueDeclarePassive(p.topology.Queue(c), true, false, false, false, nil)
 			if err != nil {
 				return fmt.Errorf("inspecting %s: %w", p.topology.Queue(c), err)

@@ -30,7 +30,7 @@ func partitionedBroker(t *testing.T, timeout time.Duration) (*queue.Publisher, *
 
 func TestPublishToABrokerThatStopsAnsweringEndsInTime(t *testing.T) {
 	pub, proxy, topo := partitionedBroker(t, time.Second)
-	msg := queue.Outgoing{Exchange: topo.Exchange(), RoutingKey: notification.SMS, Body: []byte(`{}`), MessageID: "m-1"}
+	msg := queue.Outgoing{Exchange: topo.Exchange(), RoutingKey: string(notification.SMS), Body: []byte(`{}`), MessageID: "m-1"}
 	require.NoError(t, pub.Publish(context.Background(), msg), "connected and confirmed")
 
 	proxy.Partition()

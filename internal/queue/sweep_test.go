@@ -31,14 +31,14 @@ func newDeadLetters(t *testing.T) *deadLetters {
 	q := &deadLetters{topo: topo, pub: pub, a: uuid.NewString(), b: uuid.NewString(),
 		failedAt: time.Date(2026, 12, 1, 10, 0, 0, 123456789, time.UTC)}
 	failed := func(id, body string, generation int) queue.Outgoing {
-		return topo.DeadLetterMessage(notification.SMS, id, []byte(body), notification.DeadLetter{
+		return topo.DeadLetterMessage(string(notification.SMS), id, []byte(body), notification.DeadLetter{
 			Reason: "exhausted", Source: notification.SourceWorkflow, Attempts: 3, LastStatus: 503,
 			LastError: "provider answered 503", FailedAt: q.failedAt, Generation: generation,
 		})
 	}
 	legacy := failed(q.a, "a-legacy", 0)
 	delete(legacy.Headers, queue.HeaderGeneration)
-	poison := topo.DeadLetterMessage(notification.SMS, "m-1", []byte("not json"), notification.DeadLetter{
+	poison := topo.DeadLetterMessage(string(notification.SMS), "m-1", []byte("not json"), notification.DeadLetter{
 		Reason: "unparseable", Source: notification.SourceConsumer, LastError: "not JSON", FailedAt: q.failedAt,
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -53,7 +53,7 @@ func (q *deadLetters) bodies(t *testing.T) []string {
 	ch := testenv.Channel(t)
 	var out []string
 	for {
-		d, ok, err := ch.Get(q.topo.DeadLetterQueue(notification.SMS), true)
+		d, ok, err := ch.Get(q.topo.DeadLetterQueue(string(notification.SMS)), true)
 		require.NoError(t, err)
 		if !ok {
 			return out
@@ -64,17 +64,17 @@ func (q *deadLetters) bodies(t *testing.T) []string {
 
 func TestDeadLetterMessageCarriesTheGenerationOfANotificationOnly(t *testing.T) {
 	topo := queue.Topology{Prefix: "t."}
-	failed := topo.DeadLetterMessage(notification.SMS, "id", nil, notification.DeadLetter{Source: notification.SourceWorkflow, Generation: 2})
+	failed := topo.DeadLetterMessage(string(notification.SMS), "id", nil, notification.DeadLetter{Source: notification.SourceWorkflow, Generation: 2})
 	require.Equal(t, int32(2), failed.Headers[queue.HeaderGeneration])
-	first := topo.DeadLetterMessage(notification.SMS, "id", nil, notification.DeadLetter{Source: notification.SourceReconciler})
+	first := topo.DeadLetterMessage(string(notification.SMS), "id", nil, notification.DeadLetter{Source: notification.SourceReconciler})
 	require.Equal(t, int32(0), first.Headers[queue.HeaderGeneration], "generation 0 is written too")
-	poison := topo.DeadLetterMessage(notification.SMS, "m-1", nil, notification.DeadLetter{Source: notification.SourceConsumer})
+	poison := topo.DeadLetterMessage(string(notification.SMS), "m-1", nil, notification.DeadLetter{Source: notification.SourceConsumer})
 	require.NotContains(t, poison.Headers, queue.HeaderGeneration, "a poison message names no notification")
 }
 
 func TestSweepRemovesWhatItIsToldAndPutsTheRestBackInOrder(t *testing.T) {
 	q := newDeadLetters(t)
-	removed, err := q.pub.Sweep(context.Background(), notification.SMS, func(d queue.DeadLetterInfo) bool {
+	removed, err := q.pub.Sweep(context.Background(), string(notification.SMS), func(d queue.DeadLetterInfo) bool {
 		return d.NotificationID == q.a && d.Generation < 1
 	})
 	require.NoError(t, err)
@@ -88,9 +88,9 @@ func TestSweepVisitsOnlyTheMessagesThereWhenItBegan(t *testing.T) {
 	t.Cleanup(func() { _ = late.Close() })
 	visited := 0
 	var lateErr error
-	removed, err := q.pub.Sweep(context.Background(), notification.SMS, func(queue.DeadLetterInfo) bool {
+	removed, err := q.pub.Sweep(context.Background(), string(notification.SMS), func(queue.DeadLetterInfo) bool {
 		if visited++; visited == 1 {
-			lateErr = late.Publish(context.Background(), q.topo.DeadLetterMessage(notification.SMS, q.b, []byte("late"),
+			lateErr = late.Publish(context.Background(), q.topo.DeadLetterMessage(string(notification.SMS), q.b, []byte("late"),
 				notification.DeadLetter{Reason: "exhausted", Source: notification.SourceWorkflow, FailedAt: q.failedAt}))
 		}
 		return true
@@ -107,7 +107,7 @@ func TestSweepCutShortPutsBackEverythingItDidNotRemove(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	visited := 0
-	_, err := q.pub.Sweep(ctx, notification.SMS, func(queue.DeadLetterInfo) bool {
+	_, err := q.pub.Sweep(ctx, string(notification.SMS), func(queue.DeadLetterInfo) bool {
 		visited++
 		if visited == 2 {
 			cancel()
@@ -123,7 +123,7 @@ func TestPeekReadsTheHeadersAndRemovesNothing(t *testing.T) {
 	q := newDeadLetters(t)
 	ctx := context.Background()
 
-	some, total, err := q.pub.Peek(ctx, notification.SMS, 2)
+	some, total, err := q.pub.Peek(ctx, string(notification.SMS), 2)
 	require.NoError(t, err)
 	require.Equal(t, 5, total)
 	require.Len(t, some, 2)
@@ -135,7 +135,7 @@ func TestPeekReadsTheHeadersAndRemovesNothing(t *testing.T) {
 		},
 	}, some[0])
 
-	all, total, err := q.pub.Peek(ctx, notification.SMS, 50)
+	all, total, err := q.pub.Peek(ctx, string(notification.SMS), 50)
 	require.NoError(t, err)
 	require.Equal(t, 5, total)
 	require.Len(t, all, 5)
@@ -148,7 +148,7 @@ func TestPeekReadsTheHeadersAndRemovesNothing(t *testing.T) {
 		DeadLetter: notification.DeadLetter{Reason: "unparseable", Source: notification.SourceConsumer, LastError: "not JSON", FailedAt: q.failedAt},
 	}, all[4], "a poison message names no notification")
 
-	none, total, err := q.pub.Peek(ctx, notification.SMS, 0)
+	none, total, err := q.pub.Peek(ctx, string(notification.SMS), 0)
 	require.NoError(t, err)
 	require.Empty(t, none)
 	require.Equal(t, 5, total)
@@ -157,12 +157,12 @@ func TestPeekReadsTheHeadersAndRemovesNothing(t *testing.T) {
 
 func TestPurgePoisonRemovesOnlyThePoisonMessages(t *testing.T) {
 	q := newDeadLetters(t)
-	purged, err := q.pub.PurgePoison(context.Background(), notification.SMS)
+	purged, err := q.pub.PurgePoison(context.Background(), string(notification.SMS))
 	require.NoError(t, err)
 	require.Equal(t, 1, purged)
 	require.Equal(t, []string{"a0", "a-legacy", "a1", "b0"}, q.bodies(t))
 
-	purged, err = q.pub.PurgePoison(context.Background(), notification.Email)
+	purged, err = q.pub.PurgePoison(context.Background(), string(notification.Email))
 	require.NoError(t, err)
 	require.Zero(t, purged, "an empty queue")
 }

@@ -38,19 +38,19 @@ func (t Topology) Declare(ch *amqp.Channel) error {
 		}
 	}
 	for _, c := range notification.Channels {
-		q := t.Queue(c)
+		q := t.Queue(string(c))
 		args := amqp.Table{"x-max-priority": int32(notification.MaxBrokerPriority)}
 		if _, err := ch.QueueDeclare(q, true, false, false, false, args); err != nil {
 			return fmt.Errorf("declaring queue %s: %w", q, err)
 		}
-		if err := ch.QueueBind(q, c, t.Exchange(), false, nil); err != nil {
+		if err := ch.QueueBind(q, string(c), t.Exchange(), false, nil); err != nil {
 			return fmt.Errorf("binding queue %s: %w", q, err)
 		}
-		dlq := t.DeadLetterQueue(c)
+		dlq := t.DeadLetterQueue(string(c))
 		if _, err := ch.QueueDeclare(dlq, true, false, false, false, nil); err != nil {
 			return fmt.Errorf("declaring queue %s: %w", dlq, err)
 		}
-		if err := ch.QueueBind(dlq, c, t.DeadLetterExchange(), false, nil); err != nil {
+		if err := ch.QueueBind(dlq, string(c), t.DeadLetterExchange(), false, nil); err != nil {
 			return fmt.Errorf("binding queue %s: %w", dlq, err)
 		}
 	}

@@ -130,7 +130,7 @@ func (r *Reconciler) Scan(ctx context.Context) (int, error) {
 	}
 	repaired := 0
 	for _, n := range stale {
-		waiting, known := depths[n.Channel]
+		waiting, known := depths[string(n.Channel)]
 		action, err := r.check(ctx, n, known && waiting == 0)
 		if err != nil {
 			return repaired, err
@@ -139,7 +139,7 @@ func (r *Reconciler) Scan(ctx context.Context) (int, error) {
 			repaired++
 			r.repaired.WithLabelValues(action).Inc()
 			r.log.Info("reconciler repaired a notification", zap.String("notification_id", n.ID.String()),
-				zap.String("workflow_id", notification.WorkflowID(n.ID.String())), zap.String("channel", n.Channel),
+				zap.String("workflow_id", notification.WorkflowID(n.ID.String())), zap.String("channel", string(n.Channel)),
 				zap.String("status", string(n.Status)), zap.String("action", action))
 		}
 	}

@@ -113,7 +113,7 @@ func TestMessageWaitingInABacklogIsNotRequeued(t *testing.T) {
 	// Its message still waits in the queue, behind a backlog: no workflow
 	// yet, and none lost.
 	require.NoError(t, f.pub.Publish(context.Background(), queue.Outgoing{
-		Exchange: f.topo.Exchange(), RoutingKey: notification.SMS, Body: []byte(`{"id":"` + id.String() + `"}`), MessageID: id.String(),
+		Exchange: f.topo.Exchange(), RoutingKey: string(notification.SMS), Body: []byte(`{"id":"` + id.String() + `"}`), MessageID: id.String(),
 	}))
 
 	require.Zero(t, f.scan())
@@ -121,7 +121,7 @@ func TestMessageWaitingInABacklogIsNotRequeued(t *testing.T) {
 
 	// Once the queue is empty the message cannot be there: it was lost.
 	ch := testenv.Channel(t)
-	_, err := ch.QueuePurge(f.topo.Queue(notification.SMS), false)
+	_, err := ch.QueuePurge(f.topo.Queue(string(notification.SMS)), false)
 	require.NoError(t, err)
 	require.Equal(t, 1, f.scan())
 	require.Equal(t, 1, f.outboxRows(id), "requeued")
@@ -147,7 +147,7 @@ func TestAbandonedCheckOnAStaleSnapshotLeavesADeliveredNotificationAlone(t *test
 	require.Zero(t, f.outboxRows(id), "no dead-letter record for a delivered notification")
 	_, dead, err := f.pub.Depths(context.Background(), notification.Channels)
 	require.NoError(t, err)
-	require.Zero(t, dead[notification.SMS], "nothing in the dead-letter queue")
+	require.Zero(t, dead[string(notification.SMS)], "nothing in the dead-letter queue")
 }
 
 func TestAbandonedNotificationFailsAndIsDeadLetteredInOneStep(t *testing.T) {

@@ -159,7 +159,7 @@ func insertBatchNotifications(ctx context.Context, tx pgx.Tx, batchID uuid.UUID,
 		position     = make(map[uuid.UUID]int, len(ns))
 	)
 	for i, n := range ns {
-		ids[i], channels[i], priorities[i], recipients[i] = n.ID, n.Channel, n.Priority, n.Recipient
+		ids[i], channels[i], priorities[i], recipients[i] = n.ID, string(n.Channel), string(n.Priority), n.Recipient
 		subjects[i], contents[i], keys[i], fingerprints[i] = n.Subject, n.Content, n.IdempotencyKey, n.RequestFingerprint
 		scheduled[i], expires[i] = n.ScheduledAt, n.ExpiresAt
 		if len(n.Metadata) > 0 {
@@ -270,7 +270,7 @@ func GetBatchSummary(ctx context.Context, q Querier, id uuid.UUID) (BatchSummary
 		s.ByStatus[st] = 0
 	}
 	for _, c := range notification.Channels {
-		s.ByChannel[c] = 0
+		s.ByChannel[string(c)] = 0
 	}
 	rows, err = q.Query(ctx, `
 		SELECT status, channel, count(*) FROM notifications WHERE batch_id = $1 GROUP BY status, channel`, id)

@@ -18,27 +18,27 @@ type Status = notification.Status
 
 // Notification is one row of the notifications table.
 type Notification struct {
-	ID                 uuid.UUID       `db:"id"`
-	BatchID            *uuid.UUID      `db:"batch_id"`
-	Channel            string          `db:"channel"`
-	Priority           string          `db:"priority"`
-	Recipient          string          `db:"recipient"`
-	Subject            *string         `db:"subject"`
-	Content            string          `db:"content"`
-	Metadata           json.RawMessage `db:"metadata"`
-	IdempotencyKey     *string         `db:"idempotency_key"`
-	RequestFingerprint *string         `db:"request_fingerprint"`
-	Status             Status          `db:"status"`
-	Attempts           int             `db:"attempts"`
-	LastError          *string         `db:"last_error"`
-	FailureReason      *string         `db:"failure_reason"`
-	NextAttemptAt      *time.Time      `db:"next_attempt_at"`
-	ScheduledAt        *time.Time      `db:"scheduled_at"`
-	ExpiresAt          *time.Time      `db:"expires_at"`
-	CreatedAt          time.Time       `db:"created_at"`
-	UpdatedAt          time.Time       `db:"updated_at"`
-	DeliveredAt        *time.Time      `db:"delivered_at"`
-	CancelRequestedAt  *time.Time      `db:"cancel_requested_at"`
+	ID                 uuid.UUID             `db:"id"`
+	BatchID            *uuid.UUID            `db:"batch_id"`
+	Channel            notification.Channel  `db:"channel"`
+	Priority           notification.Priority `db:"priority"`
+	Recipient          string                `db:"recipient"`
+	Subject            *string               `db:"subject"`
+	Content            string                `db:"content"`
+	Metadata           json.RawMessage       `db:"metadata"`
+	IdempotencyKey     *string               `db:"idempotency_key"`
+	RequestFingerprint *string               `db:"request_fingerprint"`
+	Status             Status                `db:"status"`
+	Attempts           int                   `db:"attempts"`
+	LastError          *string               `db:"last_error"`
+	FailureReason      *string               `db:"failure_reason"`
+	NextAttemptAt      *time.Time            `db:"next_attempt_at"`
+	ScheduledAt        *time.Time            `db:"scheduled_at"`
+	ExpiresAt          *time.Time            `db:"expires_at"`
+	CreatedAt          time.Time             `db:"created_at"`
+	UpdatedAt          time.Time             `db:"updated_at"`
+	DeliveredAt        *time.Time            `db:"delivered_at"`
+	CancelRequestedAt  *time.Time            `db:"cancel_requested_at"`
 	// Provider is the provider of the latest attempt; Receipt what its
 	// receipt reported (delivered, failed, none), when one was awaited.
 	Provider *string `db:"provider"`
@@ -77,8 +77,8 @@ func scanNotification(row pgx.CollectableRow) (Notification, error) {
 // NewNotification is what a client asked for, validated.
 type NewNotification struct {
 	ID                 uuid.UUID
-	Channel            string
-	Priority           string
+	Channel            notification.Channel
+	Priority           notification.Priority
 	Recipient          string
 	Subject            *string
 	Content            string

@@ -281,11 +281,11 @@ func StaleOperations(ctx context.Context, q Querier, idle time.Duration) ([]uuid
 // PageItem is a notification of an operation's page, as it was when the
 // page locked it.
 type PageItem struct {
-	ID       uuid.UUID `db:"id"`
-	Channel  string    `db:"channel"`
-	Priority string    `db:"priority"`
-	Status   Status    `db:"status"`
-	Erased   bool      `db:"erased"`
+	ID       uuid.UUID             `db:"id"`
+	Channel  notification.Channel  `db:"channel"`
+	Priority notification.Priority `db:"priority"`
+	Status   Status                `db:"status"`
+	Erased   bool                  `db:"erased"`
 }
 
 // PageResult is what one page of an operation did.

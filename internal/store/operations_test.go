@@ -50,7 +50,7 @@ func opInsert(t *testing.T, pool *pgxpool.Pool, r opRow) uuid.UUID {
 	ctx := context.Background()
 	id := uuid.Must(uuid.NewV7())
 	if r.Channel == "" {
-		r.Channel = notification.SMS
+		r.Channel = string(notification.SMS)
 	}
 	if r.Recipient == "" {
 		r.Recipient = "+14155550100"
@@ -203,7 +203,7 @@ func TestRetryNotificationMovesAFailedOneIntoItsNextGeneration(t *testing.T) {
 	require.Equal(t, 1, opCount(t, pool, `SELECT count(*) FROM dead_letter_retirements`))
 	require.NoError(t, pool.QueryRow(ctx, `SELECT channel, below_generation FROM dead_letter_retirements WHERE notification_id = $1`, n.ID).
 		Scan(&channel, &below))
-	require.Equal(t, notification.SMS, channel)
+	require.Equal(t, string(notification.SMS), channel)
 	require.Equal(t, 1, below, "the messages of generation 0 are retired")
 
 	// ACCEPTED again, it is in flight: a second retry is refused.
@@ -374,8 +374,8 @@ func TestCreateOperationCountsTheMatchesAndHonoursItsKey(t *testing.T) {
 		opInsert(t, pool, opRow{Status: notification.StatusFailed})
 	}
 	opInsert(t, pool, opRow{Status: notification.StatusDelivered})
-	opInsert(t, pool, opRow{Status: notification.StatusFailed, Channel: notification.Email, Recipient: "a@example.com"})
-	failedSMS := store.OperationFilter{Status: opPtr(notification.StatusFailed), Channel: opPtr(notification.SMS)}
+	opInsert(t, pool, opRow{Status: notification.StatusFailed, Channel: string(notification.Email), Recipient: "a@example.com"})
+	failedSMS := store.OperationFilter{Status: opPtr(notification.StatusFailed), Channel: opPtr(string(notification.SMS))}
 
 	n, err := store.CountMatching(ctx, pool, failedSMS)
 	require.NoError(t, err)
@@ -491,10 +491,10 @@ func TestRunPageRetriesFailedAndCancelledNewestFirstAndAccountsForEveryMatch(t *
 		rows[i] = opSeed{id: opInsert(t, pool, r), status: r.Status, createdAt: *r.CreatedAt, attempts: r.Attempts, erased: r.Erased}
 	}
 	// Another channel: outside the filter.
-	outside := opInsert(t, pool, opRow{Status: notification.StatusFailed, Channel: notification.Push, Recipient: "device-1",
+	outside := opInsert(t, pool, opRow{Status: notification.StatusFailed, Channel: string(notification.Push), Recipient: "device-1",
 		CreatedAt: opPtr(base.Add(30 * time.Second))})
 
-	op := opNewOperation(t, pool, store.ActionRetry, store.OperationFilter{Channel: opPtr(notification.SMS), CreatedFrom: &base})
+	op := opNewOperation(t, pool, store.ActionRetry, store.OperationFilter{Channel: opPtr(string(notification.SMS)), CreatedFrom: &base})
 	require.EqualValues(t, 25, op.Matched)
 	// Created after the operation: it matches the filter, but is not the
 	// operation's to touch.
@@ -725,17 +725,17 @@ func TestRunPageErasesAPersonsNotificationsAndForgetsTheRecipient(t *testing.T) 
 	}
 	var rows []seeded
 	for i := range 12 {
-		r := opRow{Status: cycle[i%len(cycle)], Channel: notification.Email, Recipient: person, Subject: opPtr("about you"),
+		r := opRow{Status: cycle[i%len(cycle)], Channel: string(notification.Email), Recipient: person, Subject: opPtr("about you"),
 			CreatedAt: opPtr(base.Add(time.Duration(i) * time.Second)), Attempt: true, Generation: i / 6}
 		if i == 5 { // a channel without subject
-			r.Channel, r.Subject = notification.SMS, nil
+			r.Channel, r.Subject = string(notification.SMS), nil
 		}
 		r.DeadLetter = r.Status == notification.StatusFailed
 		rows = append(rows, seeded{opSeed{id: opInsert(t, pool, r), status: r.Status, createdAt: *r.CreatedAt}, r.Subject != nil, r.Generation})
 	}
 	var others []uuid.UUID
 	for i := range 5 {
-		others = append(others, opInsert(t, pool, opRow{Status: cycle[i], Channel: notification.Email, Recipient: someoneElse,
+		others = append(others, opInsert(t, pool, opRow{Status: cycle[i], Channel: string(notification.Email), Recipient: someoneElse,
 			Subject: opPtr("about bob"), CreatedAt: opPtr(base.Add(time.Duration(20+i) * time.Second)), Attempt: true,
 			DeadLetter: cycle[i] == notification.StatusFailed}))
 	}
@@ -1129,7 +1129,7 @@ func TestReceiptAfterAnErasureStoresNoReason(t *testing.T) {
 	pool, _ := testenv.Pool(t)
 	const person = "ann@example.com"
 	// SENT when erased: the provider's receipt comes after the erasure.
-	id := opInsert(t, pool, opRow{Status: notification.StatusSent, Channel: notification.Email, Recipient: person, Subject: opPtr("s"), Attempts: 1})
+	id := opInsert(t, pool, opRow{Status: notification.StatusSent, Channel: string(notification.Email), Recipient: person, Subject: opPtr("s"), Attempts: 1})
 	_, err := pool.Exec(ctx, `INSERT INTO delivery_attempts (notification_id, attempt, started_at, duration_ms, outcome, provider, provider_message_id)
 		VALUES ($1, 1, now(), 5, 'sent', 'mailer', 'm-1')`, id)
 	require.NoError(t, err)

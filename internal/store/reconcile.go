@@ -7,16 +7,18 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+
+	"dispatch-engine/internal/notification"
 )
 
 // Stale is a notification the reconciler should check.
 type Stale struct {
-	ID        uuid.UUID `db:"id"`
-	Channel   string    `db:"channel"`
-	Priority  string    `db:"priority"`
-	Status    Status    `db:"status"`
-	Attempts  int       `db:"attempts"`
-	UpdatedAt time.Time `db:"updated_at"`
+	ID        uuid.UUID             `db:"id"`
+	Channel   notification.Channel  `db:"channel"`
+	Priority  notification.Priority `db:"priority"`
+	Status    Status                `db:"status"`
+	Attempts  int                   `db:"attempts"`
+	UpdatedAt time.Time             `db:"updated_at"`
 	// Generation is the notification's; its workflow's run of an earlier
 	// generation is not the one that should be delivering it.
 	Generation int `db:"generation"`

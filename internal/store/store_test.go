@@ -137,8 +137,8 @@ func TestCreateNotificationWritesOutboxRowInSameTransaction(t *testing.T) {
 	require.Equal(t, 1, count(t, pool, `SELECT count(*) FROM outbox`))
 	require.NoError(t, pool.QueryRow(ctx, `SELECT notification_id, channel, priority FROM outbox`).Scan(&outboxID, &channel, &priority))
 	require.Equal(t, n.ID, outboxID)
-	require.Equal(t, notification.SMS, channel)
-	require.Equal(t, notification.High, priority)
+	require.Equal(t, string(notification.SMS), channel)
+	require.Equal(t, string(notification.High), priority)
 
 	// When the outbox insert fails, the notification must not be left behind.
 	_, err = pool.Exec(ctx, `ALTER TABLE outbox ADD CONSTRAINT test_reject_push CHECK (channel <> 'push')`)

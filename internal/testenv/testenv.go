@@ -182,8 +182,8 @@ func Topology(t testing.TB) queue.Topology {
 			return
 		}
 		for _, c := range notification.Channels {
-			_, _ = ch.QueueDelete(topo.Queue(c), false, false, false)
-			_, _ = ch.QueueDelete(topo.DeadLetterQueue(c), false, false, false)
+			_, _ = ch.QueueDelete(topo.Queue(string(c)), false, false, false)
+			_, _ = ch.QueueDelete(topo.DeadLetterQueue(string(c)), false, false, false)
 		}
 		_ = ch.ExchangeDelete(topo.Exchange(), false, false)
 		_ = ch.ExchangeDelete(topo.DeadLetterExchange(), false, false)
