@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,15 +16,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/getkin/kin-openapi/openapi3"
-	"github.com/getkin/kin-openapi/openapi3filter"
-	"github.com/getkin/kin-openapi/routers"
-	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
 	"dispatch-engine/client"
 	"dispatch-engine/cmd/dispatchctl/app"
+	"dispatch-engine/internal/testenv"
 )
 
 // fakeAPI plays the dispatch API for dispatchctl: each test routes the
@@ -65,7 +61,7 @@ func (r recorded) URL() string {
 func newFakeAPI(t *testing.T) *fakeAPI {
 	t.Helper()
 	f := &fakeAPI{t: t, mux: http.NewServeMux()}
-	contract := loadContract(t)
+	contract := testenv.LoadContract(t)
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
@@ -80,7 +76,7 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		if rec.Code == http.StatusNotFound && rec.Header().Get("Content-Type") != "application/problem+json" {
 			t.Errorf("the fake API has no handler for %s %s", r.Method, r.URL)
 		}
-		if err := contract.verify(r, body, rec.Result(), rec.Body.Bytes(), f.allowInvalid); err != nil {
+		if err := verifyExchange(contract, r, body, rec.Result(), rec.Body.Bytes(), f.allowInvalid); err != nil {
 			t.Errorf("%v", err)
 		}
 		for k, v := range rec.Header() {
@@ -224,79 +220,17 @@ func isolatedDir(t *testing.T) string {
 	return dir
 }
 
-// contract checks exchanges against openapi.yaml.
-type contract struct {
-	doc    *openapi3.T
-	router routers.Router
-}
-
-var (
-	contractOnce sync.Once
-	theContract  *contract
-	contractErr  error
-)
-
-func loadContract(t *testing.T) *contract {
-	t.Helper()
-	contractOnce.Do(func() {
-		doc, err := openapi3.NewLoader().LoadFromFile("../../openapi.yaml")
-		if err != nil {
-			contractErr = fmt.Errorf("loading openapi.yaml: %w", err)
-			return
-		}
-		doc.Servers = nil // match any host
-		router, err := gorillamux.NewRouter(doc)
-		if err != nil {
-			contractErr = fmt.Errorf("routing openapi.yaml: %w", err)
-			return
-		}
-		theContract = &contract{doc: doc, router: router}
-	})
-	require.NoError(t, contractErr)
-	return theContract
-}
-
-func authenticate(_ context.Context, in *openapi3filter.AuthenticationInput) error {
-	h := in.RequestValidationInput.Request.Header
-	switch in.SecurityScheme.Type {
-	case "http":
-		if scheme, _, _ := strings.Cut(h.Get("Authorization"), " "); !strings.EqualFold(scheme, "Bearer") {
-			return errors.New("no bearer token")
-		}
-	case "apiKey":
-		if h.Get(in.SecurityScheme.Name) == "" {
-			return errors.New("no " + in.SecurityScheme.Name)
-		}
-	}
-	return nil
-}
-
-// verify checks that the request is one the contract allows (unless
-// allowInvalid), and the answer one it describes for it.
-func (c *contract) verify(req *http.Request, reqBody []byte, resp *http.Response, respBody []byte, allowInvalid bool) error {
-	ctx := context.Background()
-	vreq := req.Clone(ctx)
-	vreq.Body = io.NopCloser(bytes.NewReader(reqBody))
-	vreq.URL.Scheme, vreq.URL.Host, vreq.Host = "http", "127.0.0.1", "127.0.0.1"
-	route, params, err := c.router.FindRoute(vreq)
+// verifyExchange checks that dispatchctl's request is one the contract
+// allows (unless allowInvalid), and the fake's answer one it describes.
+func verifyExchange(c *testenv.Contract, req *http.Request, reqBody []byte, resp *http.Response, respBody []byte, allowInvalid bool) error {
+	input, err := c.Route(req, reqBody)
 	if err != nil {
 		return fmt.Errorf("%s %s is not in the contract: %w", req.Method, req.URL.Path, err)
 	}
-	input := &openapi3filter.RequestValidationInput{
-		Request: vreq, PathParams: params, Route: route,
-		Options: &openapi3filter.Options{MultiError: true, AuthenticationFunc: authenticate},
-	}
-	if err := openapi3filter.ValidateRequest(ctx, input); err != nil && !allowInvalid {
+	if err := c.CheckRequest(input); err != nil && !allowInvalid {
 		return fmt.Errorf("dispatchctl sent %s %s, which the contract refuses: %w\nbody: %s", req.Method, req.URL, err, reqBody)
 	}
-	err = openapi3filter.ValidateResponse(ctx, &openapi3filter.ResponseValidationInput{
-		RequestValidationInput: input,
-		Status:                 resp.StatusCode,
-		Header:                 resp.Header,
-		Body:                   io.NopCloser(bytes.NewReader(respBody)),
-		Options:                &openapi3filter.Options{MultiError: true, IncludeResponseStatus: true},
-	})
-	if err != nil {
+	if err := c.CheckResponse(input, resp, respBody); err != nil {
 		return fmt.Errorf("the fake answered %s %s with %d outside the contract: %w\nbody: %s", req.Method, req.URL.Path, resp.StatusCode, err, respBody)
 	}
 	return nil

@@ -1,25 +1,21 @@
 package httpapi_test
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/getkin/kin-openapi/openapi3"
-	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
-	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
+
+	"dispatch-engine/internal/testenv"
 )
 
 // contract holds the API's answers to openapi.yaml. Every request the tests
@@ -32,66 +28,17 @@ import (
 // Paths or methods the contract does not list must answer a 404 or 405
 // problem (or 401 under /v1 without a key), as its description says.
 type contract struct {
-	doc    *openapi3.T
-	router routers.Router
+	*testenv.Contract
 }
-
-var (
-	contractOnce sync.Once
-	theContract  *contract
-	contractErr  error
-)
 
 func loadContract(t *testing.T) *contract {
 	t.Helper()
-	contractOnce.Do(func() {
-		loader := openapi3.NewLoader()
-		doc, err := loader.LoadFromFile("../../openapi.yaml")
-		if err != nil {
-			contractErr = fmt.Errorf("loading openapi.yaml: %w", err)
-			return
-		}
-		if err := doc.Validate(context.Background()); err != nil {
-			contractErr = fmt.Errorf("openapi.yaml is not a valid OpenAPI document: %w", err)
-			return
-		}
-		doc.Servers = nil // match any host
-		router, err := gorillamux.NewRouter(doc)
-		if err != nil {
-			contractErr = fmt.Errorf("routing openapi.yaml: %w", err)
-			return
-		}
-		theContract = &contract{doc: doc, router: router}
-	})
-	require.NoError(t, contractErr)
-	return theContract
-}
-
-// authenticate stands in for the server's key check: the contract only
-// says where a key goes, not which keys are valid.
-func authenticate(_ context.Context, in *openapi3filter.AuthenticationInput) error {
-	h := in.RequestValidationInput.Request.Header
-	switch in.SecurityScheme.Type {
-	case "http":
-		// The scheme is case-insensitive (RFC 9110 §11.1).
-		if scheme, _, _ := strings.Cut(h.Get("Authorization"), " "); !strings.EqualFold(scheme, "Bearer") {
-			return errors.New("no bearer token")
-		}
-	case "apiKey":
-		if h.Get(in.SecurityScheme.Name) == "" {
-			return errors.New("no " + in.SecurityScheme.Name)
-		}
-	}
-	return nil
+	return &contract{testenv.LoadContract(t)}
 }
 
 // verify checks one exchange against the contract.
 func (c *contract) verify(req *http.Request, reqBody []byte, resp *http.Response, respBody []byte) error {
-	ctx := context.Background()
-	vreq := req.Clone(ctx)
-	vreq.Body = io.NopCloser(bytes.NewReader(reqBody))
-	vreq.URL.Scheme, vreq.URL.Host, vreq.Host = "http", "127.0.0.1", "127.0.0.1"
-	route, params, err := c.router.FindRoute(vreq)
+	input, err := c.Route(req, reqBody)
 
 	// 405 also comes for a path the router matches only through a parameter
 	// (GET /v1/notifications/batch looks like GET /v1/notifications/{id}).
@@ -117,22 +64,10 @@ func (c *contract) verify(req *http.Request, reqBody []byte, resp *http.Response
 		return fmt.Errorf("finding %s %s in the contract: %w", req.Method, req.URL.Path, err)
 	}
 
-	input := &openapi3filter.RequestValidationInput{
-		Request: vreq, PathParams: params, Route: route,
-		Options: &openapi3filter.Options{MultiError: true, AuthenticationFunc: authenticate},
-	}
-	if reqErr := openapi3filter.ValidateRequest(ctx, input); reqErr != nil && resp.StatusCode/100 != 4 {
+	if reqErr := c.CheckRequest(input); reqErr != nil && resp.StatusCode/100 != 4 {
 		return fmt.Errorf("the contract forbids this request (%v), but the API answered %d", reqErr, resp.StatusCode)
 	}
-	input.Options = &openapi3filter.Options{MultiError: true, AuthenticationFunc: authenticate}
-	err = openapi3filter.ValidateResponse(ctx, &openapi3filter.ResponseValidationInput{
-		RequestValidationInput: input,
-		Status:                 resp.StatusCode,
-		Header:                 resp.Header,
-		Body:                   io.NopCloser(bytes.NewReader(respBody)),
-		Options:                &openapi3filter.Options{MultiError: true, IncludeResponseStatus: true},
-	})
-	if err != nil {
+	if err := c.CheckResponse(input, resp, respBody); err != nil {
 		return fmt.Errorf("%s %s answered %d outside the contract: %w\nbody: %s", req.Method, req.URL.Path, resp.StatusCode, err, respBody)
 	}
 	return nil
@@ -151,7 +86,7 @@ func (c *contract) verifyProblem(resp *http.Response, body []byte) error {
 	if err := json.Unmarshal(body, &v); err != nil {
 		return fmt.Errorf("%d answered a body that is not JSON: %w", resp.StatusCode, err)
 	}
-	if err := c.doc.Components.Schemas["Problem"].Value.VisitJSON(v, openapi3.EnableJSONSchema2020()); err != nil {
+	if err := c.Doc.Components.Schemas["Problem"].Value.VisitJSON(v, openapi3.EnableJSONSchema2020()); err != nil {
 		return fmt.Errorf("%d answered a body outside the Problem schema: %w\nbody: %s", resp.StatusCode, err, body)
 	}
 	return nil
