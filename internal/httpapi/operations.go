@@ -15,6 +15,7 @@ import (
 
 	"dispatch-engine/internal/notification"
 	"dispatch-engine/internal/store"
+	"dispatch-engine/internal/wfclient"
 	"dispatch-engine/workflows"
 )
 
@@ -198,7 +199,7 @@ type OperationLinks struct {
 
 func (s *Server) operationView(op store.Operation) OperationView {
 	id := op.ID.String()
-	wfID := "operation-" + id
+	wfID := wfclient.OperationWorkflowID(op.ID)
 	f := op.Filter
 	if f.Recipient != nil && *f.Recipient != store.Erased {
 		// A person's address is not repeated in answers; the filter holds
