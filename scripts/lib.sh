@@ -130,7 +130,9 @@ temporal_dev_args() {
     --search-attribute NotificationAttempts=Int \
     --search-attribute NotificationBatchId=Keyword \
     --search-attribute NotificationProvider=Keyword \
+    --search-attribute NotificationTenant=Keyword \
     --dynamic-config-value matching.useNewMatcher=true \
+    --dynamic-config-value matching.enableFairness=true \
     --dynamic-config-value matching.numTaskqueueReadPartitions=1 \
     --dynamic-config-value matching.numTaskqueueWritePartitions=1 \
     --sqlite-pragma journal_mode=wal \

@@ -68,6 +68,8 @@ cat >"$data/config/dynamicconfig.yaml" <<'YAML'
 # The same values the product's dev server runs with (scripts/lib.sh temporal_dev_args).
 matching.useNewMatcher:
   - value: true
+matching.enableFairness:
+  - value: true
 matching.numTaskqueueReadPartitions:
   - value: 1
 matching.numTaskqueueWritePartitions:
@@ -189,7 +191,7 @@ registered() { tcli operator search-attribute list --namespace default 2>/dev/nu
 create_attribute() { registered "$1" || { server_alive && tcli operator search-attribute create --namespace default --name "$1" --type "$2" >/dev/null 2>&1 && registered "$1"; }; }
 # A new namespace reaches every service's cache within ~10s: retry until then.
 for attr in NotificationStatus:Keyword NotificationChannel:Keyword NotificationPriority:Keyword \
-  NotificationAttempts:Int NotificationBatchId:Keyword NotificationProvider:Keyword; do
+  NotificationAttempts:Int NotificationBatchId:Keyword NotificationProvider:Keyword NotificationTenant:Keyword; do
   wait_for "search attribute ${attr%%:*}" 60 create_attribute "${attr%%:*}" "${attr##*:}"
 done
 log "Temporal server ready at $address (namespace default, search attributes registered; no Web UI)"

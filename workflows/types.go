@@ -34,6 +34,8 @@ var (
 	SearchStatus   = temporal.NewSearchAttributeKeyKeyword("NotificationStatus")
 	SearchChannel  = temporal.NewSearchAttributeKeyKeyword("NotificationChannel")
 	SearchPriority = temporal.NewSearchAttributeKeyKeyword("NotificationPriority")
+	// SearchTenant is the name of the notification's tenant.
+	SearchTenant   = temporal.NewSearchAttributeKeyKeyword("NotificationTenant")
 	SearchAttempts = temporal.NewSearchAttributeKeyInt64("NotificationAttempts")
 	SearchBatchID  = temporal.NewSearchAttributeKeyKeyword("NotificationBatchId")
 	// SearchProvider is the provider of the latest attempt.

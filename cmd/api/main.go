@@ -47,9 +47,6 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	if len(cfg.APIKeys) == 0 {
-		return errors.New("API_KEYS is empty: set it to one or more API keys (comma separated, at least 16 characters each); /v1/* accepts no request without one")
-	}
 	log, err := logs.New(cfg.LogLevel, cfg.LogFormat, "api")
 	if err != nil {
 		return err
@@ -65,6 +62,18 @@ func run() error {
 		return err
 	}
 	defer pool.Close()
+	if len(cfg.APIKeys) == 0 {
+		// Keys live in the database (dispatchctl keys create); without any
+		// there, and none in API_KEYS, /v1/* would refuse every request.
+		n, err := store.CountActiveAPIKeys(ctx, pool)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return errors.New("no API key: API_KEYS is empty and the database holds no active key; create one with `dispatchctl keys create --tenant NAME`, or set API_KEYS (comma separated, at least 16 characters each; they belong to the default tenant)")
+		}
+		log.Info("API_KEYS is empty: only the keys stored in the database are accepted", zap.Int("active_keys", n))
+	}
 
 	rdb, err := ratelimit.NewClient(cfg.RedisURL)
 	if err != nil {

@@ -98,9 +98,10 @@ type Config struct {
 	// (one transaction) deletes.
 	RetentionBatchSize int `env:"RETENTION_BATCH_SIZE" envDefault:"500"`
 	// APIKeys are the keys accepted on /v1/* (comma separated), sent as
-	// "Authorization: Bearer <key>" or "X-API-Key: <key>". The API refuses to
-	// start without one, and refuses a key that still holds a template's
-	// placeholder ("change-me").
+	// "Authorization: Bearer <key>" or "X-API-Key: <key>"; they belong to the
+	// default tenant. Keys of other tenants live in the database, hashed
+	// (dispatchctl keys create). The API refuses to start with neither, and
+	// refuses a key that still holds a template's placeholder ("change-me").
 	APIKeys []string `env:"API_KEYS"`
 	// APIPort is the API's HTTP port.
 	APIPort int `env:"API_PORT" envDefault:"8080"`

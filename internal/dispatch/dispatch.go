@@ -55,6 +55,7 @@ type Starter struct {
 	pool     *pgxpool.Pool
 	temporal client.Client
 	limiter  Limiter
+	tenants  tenants
 	metrics  *metrics.Worker
 	log      *zap.Logger
 }
@@ -110,7 +111,12 @@ func (s *Starter) Handle(ctx context.Context, d amqp.Delivery) error {
 	// here: one paid long before its send (a backlog of workflow tasks,
 	// a retried task) could burst past the limit.
 	fastPath := s.cfg.FastPath && !scheduled && !s.limiter.Saturated(string(n.Channel))
+	tenant, err := s.tenants.get(ctx, s.pool, n.TenantID)
+	if err != nil {
+		return err
+	}
 	attrs := []temporal.SearchAttributeUpdate{
+		workflows.SearchTenant.ValueSet(tenant.Name),
 		workflows.SearchChannel.ValueSet(string(n.Channel)),
 		workflows.SearchPriority.ValueSet(string(n.Priority)),
 		workflows.SearchStatus.ValueSet(string(status)),
@@ -135,8 +141,15 @@ func (s *Starter) Handle(ctx context.Context, d amqp.Delivery) error {
 		WorkflowExecutionErrorWhenAlreadyStarted: true,
 		// The worker lives in this process: the first workflow task runs here
 		// without a round trip through the task queue.
-		EnableEagerStart:      true,
-		Priority:              temporal.Priority{PriorityKey: notification.TemporalPriorityKey(n.Priority)},
+		EnableEagerStart: true,
+		// Priority orders a channel's backlog; within a priority, the
+		// tenant's fairness key and weight share the channel among tenants
+		// (DESIGN §13). The activities inherit both.
+		Priority: temporal.Priority{
+			PriorityKey:    notification.TemporalPriorityKey(n.Priority),
+			FairnessKey:    tenant.Name,
+			FairnessWeight: tenant.Weight,
+		},
 		TypedSearchAttributes: temporal.NewSearchAttributes(attrs...),
 		// No recipient, not even masked: an erased notification leaves
 		// nothing of its person in Temporal, whose histories carry ids only.
@@ -277,6 +290,7 @@ func EnsureSearchAttributes(ctx context.Context, tc client.Client, namespace str
 		workflows.SearchAttempts.GetName(): enumspb.INDEXED_VALUE_TYPE_INT,
 		workflows.SearchBatchID.GetName():  enumspb.INDEXED_VALUE_TYPE_KEYWORD,
 		workflows.SearchProvider.GetName(): enumspb.INDEXED_VALUE_TYPE_KEYWORD,
+		workflows.SearchTenant.GetName():   enumspb.INDEXED_VALUE_TYPE_KEYWORD,
 	}
 	existing, err := tc.OperatorService().ListSearchAttributes(ctx, &operatorservice.ListSearchAttributesRequest{Namespace: namespace})
 	if err != nil {

@@ -1,16 +1,21 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/valyala/fasthttp"
+
+	"dispatch-engine/internal/store"
 )
 
-// apiKeys holds the SHA-256 of each accepted key: comparing digests of
+// apiKeys holds the SHA-256 of each key of API_KEYS: comparing digests of
 // equal length keeps the comparison's time independent of the key's length
 // and content.
 type apiKeys [][sha256.Size]byte
@@ -42,26 +47,56 @@ var (
 	errInvalidAPIKey = errors.New("the API key is not valid")
 )
 
+// tenantLocal is the fiber local holding the caller's store.Tenant.
+const tenantLocal = "tenant"
+
 // authenticate admits a request carrying an accepted API key, as
-// "Authorization: Bearer <key>" or "X-API-Key: <key>". When an Authorization
-// header is present it is the one used.
+// "Authorization: Bearer <key>" or "X-API-Key: <key>" (when an
+// Authorization header is present it is the one used), and records the
+// key's tenant for the handlers: every resource they touch is the tenant's.
 func (s *Server) authenticate(c *fiber.Ctx) error {
-	if _, err := s.authorized(c); err != nil {
+	t, err := s.authorized(c)
+	if err != nil {
 		return err
 	}
+	c.Locals(tenantLocal, t)
 	return c.Next()
 }
 
-// authorized returns the request's accepted key, or why it has none.
-func (s *Server) authorized(c *fiber.Ctx) (string, error) {
+// tenant is the authenticated caller's tenant.
+func tenant(c *fiber.Ctx) store.Tenant {
+	t, _ := c.Locals(tenantLocal).(store.Tenant)
+	return t
+}
+
+// authorized returns the tenant of the request's accepted key, or why it
+// has none. A key of API_KEYS belongs to the default tenant; any other is
+// looked up, by its hash, in api_keys on every request, so a revoked or
+// expired key is refused at once by every API process.
+func (s *Server) authorized(c *fiber.Ctx) (store.Tenant, error) {
 	key, err := presentedKey(c)
 	if err != nil {
-		return "", err
+		return store.Tenant{}, err
 	}
-	if !s.keys.match(key) {
-		return "", errInvalidAPIKey
+	return s.tenantOfKey(c.UserContext(), key)
+}
+
+func (s *Server) tenantOfKey(ctx context.Context, key string) (store.Tenant, error) {
+	if s.keys.match(key) {
+		return s.tenants.defaultTenant(ctx, s.pool), nil
 	}
-	return key, nil
+	if s.pool == nil {
+		return store.Tenant{}, errInvalidAPIKey
+	}
+	t, err := store.AuthenticateAPIKey(ctx, s.pool, store.HashAPIKey(key))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return store.Tenant{}, errInvalidAPIKey
+	case err != nil:
+		return store.Tenant{}, err
+	}
+	s.tenants.known(key)
+	return t, nil
 }
 
 func presentedKey(c *fiber.Ctx) (string, error) {
@@ -98,10 +133,23 @@ func (s *Server) bodyLimit(h *fasthttp.RequestHeader) int {
 		return anonymousBodyLimit
 	}
 	key, err := keyFrom(string(h.Peek(fiber.HeaderAuthorization)), string(h.Peek("X-API-Key")))
-	if err != nil || !s.keys.match(key) {
+	if err != nil || !s.keyKnown(key) {
 		return anonymousBodyLimit
 	}
 	return s.routeBodyLimit(path)
+}
+
+// keyKnown reports whether key was accepted lately, to size the body read
+// before the request is authenticated (which reads the key's row again): a
+// key revoked meanwhile has its body read, and is then refused.
+func (s *Server) keyKnown(key string) bool {
+	if s.keys.match(key) || s.tenants.isKnown(key) {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ReadyTimeout)
+	defer cancel()
+	_, err := s.tenantOfKey(ctx, key)
+	return err == nil
 }
 
 // routeBodyLimit is a /v1 route's body limit: the batch limit for a batch,
@@ -111,4 +159,69 @@ func (s *Server) routeBodyLimit(path string) int {
 		return s.cfg.BatchBodyLimit
 	}
 	return s.cfg.BodyLimit
+}
+
+// knownKeyTTL is how long an accepted key sizes bodies without a lookup.
+const knownKeyTTL = time.Minute
+
+// tenantCache holds the default tenant's row (its quotas and weight, for
+// the keys of API_KEYS) for a few seconds, and the digests of keys accepted
+// lately (for bodyLimit).
+type tenantCache struct {
+	mu       sync.Mutex
+	def      store.Tenant
+	defUntil time.Time
+	seen     map[[sha256.Size]byte]time.Time
+}
+
+// defaultTenantTTL is how long the default tenant's settings are reused.
+const defaultTenantTTL = 5 * time.Second
+
+func (tc *tenantCache) defaultTenant(ctx context.Context, q store.Querier) store.Tenant {
+	tc.mu.Lock()
+	if time.Now().Before(tc.defUntil) {
+		t := tc.def
+		tc.mu.Unlock()
+		return t
+	}
+	tc.mu.Unlock()
+	t := store.DefaultTenant()
+	if q != nil {
+		if loaded, err := store.GetTenant(ctx, q, store.DefaultTenantID); err == nil {
+			t = loaded
+		}
+	}
+	tc.mu.Lock()
+	tc.def, tc.defUntil = t, time.Now().Add(defaultTenantTTL)
+	tc.mu.Unlock()
+	return t
+}
+
+func (tc *tenantCache) known(key string) {
+	d := sha256.Sum256([]byte(key))
+	now := time.Now()
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	if tc.seen == nil {
+		tc.seen = make(map[[sha256.Size]byte]time.Time)
+	}
+	if len(tc.seen) > 10_000 { // bounded: drop the expired, or all
+		for k, until := range tc.seen {
+			if now.After(until) {
+				delete(tc.seen, k)
+			}
+		}
+		if len(tc.seen) > 10_000 {
+			clear(tc.seen)
+		}
+	}
+	tc.seen[d] = now.Add(knownKeyTTL)
+}
+
+func (tc *tenantCache) isKnown(key string) bool {
+	d := sha256.Sum256([]byte(key))
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	until, ok := tc.seen[d]
+	return ok && time.Now().Before(until)
 }

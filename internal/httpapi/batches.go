@@ -87,7 +87,11 @@ func (s *Server) createBatch(c *fiber.Ctx) error {
 		return err
 	}
 
-	nb := store.NewBatch{ID: uuid.Must(uuid.NewV7()), IdempotencyKey: key, Notifications: items}
+	tid := tenant(c).ID
+	for i := range items {
+		items[i].TenantID = tid
+	}
+	nb := store.NewBatch{ID: uuid.Must(uuid.NewV7()), TenantID: tid, IdempotencyKey: key, Notifications: items}
 	if key != nil {
 		fp := batchFingerprint(items)
 		nb.RequestFingerprint = &fp
@@ -123,6 +127,7 @@ func (s *Server) createBatch(c *fiber.Ctx) error {
 	for _, n := range notes {
 		s.metrics.Accepted.WithLabelValues(string(n.Channel), string(n.Priority)).Inc()
 	}
+	s.metrics.TenantAccepted.WithLabelValues(s.metrics.Tenants.Label(tenant(c).Name)).Add(float64(len(notes)))
 	s.accepted()
 	s.log.Info("batch accepted", append(requestFields(c, nil), zap.String("batch_id", resp.BatchID), zap.Int("count", len(notes)))...)
 	return c.Status(fiber.StatusAccepted).JSON(resp)
@@ -162,7 +167,7 @@ func (s *Server) getBatch(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	sum, err := store.GetBatchSummary(c.UserContext(), s.pool, id)
+	sum, err := store.GetBatchSummary(c.UserContext(), s.pool, tenant(c).ID, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return explain(err, typeNotFound, "no batch "+id.String())
 	}

@@ -10,6 +10,7 @@ import (
 
 	"dispatch-engine/internal/notification"
 	"dispatch-engine/internal/queue"
+	"dispatch-engine/internal/store"
 )
 
 // DeadLetterQueues reads the channels' dead-letter queues and purges their
@@ -113,6 +114,13 @@ func (s *Server) purgeDeadLetters(c *fiber.Ctx) error {
 // deadLetterQueue returns the dead-letter queues and the path's channel
 // (as the notification.Channels constant, which outlives the request).
 func (s *Server) deadLetterQueue(c *fiber.Ctx) (DeadLetterQueues, string, error) {
+	// The dead-letter queues hold every tenant's failures: they are the
+	// operator's, reached with a key of the default tenant (API_KEYS).
+	// Another tenant finds no such resource.
+	if tenant(c).ID != store.DefaultTenantID {
+		return nil, "", newProblem(fiber.StatusNotFound, typeNotFound, "Not found",
+			"the dead-letter queues are the operator's: use a key of the default tenant")
+	}
 	if s.cfg.DeadLetters == nil {
 		return nil, "", newProblem(fiber.StatusServiceUnavailable, typeUnavailable, "Service unavailable",
 			"this server has no access to the dead-letter queues")

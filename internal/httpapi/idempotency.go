@@ -33,7 +33,8 @@ func (s *Server) withKey(c *fiber.Ctx, scope string, key *string, fn func(db sto
 		return err
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
-	ok, err := store.TryLockKey(ctx, tx, scope, *key)
+	// The lock is the tenant's: another tenant's same key never waits on it.
+	ok, err := store.TryLockKey(ctx, tx, store.TenantKeyScope(scope, tenant(c).ID), *key)
 	if err != nil {
 		return err
 	}

@@ -159,7 +159,7 @@ func TestARepeatWhileTheFirstIsStillBeingProcessedIs409(t *testing.T) {
 	} {
 		tx, err := f.pool.Begin(ctx)
 		require.NoError(t, err)
-		held, err := store.TryLockKey(ctx, tx, c.scope, "busy-1")
+		held, err := store.TryLockKey(ctx, tx, store.TenantKeyScope(c.scope, store.DefaultTenantID), "busy-1")
 		require.NoError(t, err)
 		require.True(t, held)
 

@@ -134,6 +134,9 @@ func parseListQuery(c *fiber.Ctx) (f store.ListFilter, filterKey string, err err
 		}
 		f.Limit = n
 	}
+	// The tenant is part of the filters: a cursor never crosses tenants.
+	tid := tenant(c).ID
+	f.Tenant = &tid
 	filterKey = listFilterKey(f)
 	if v, ok := get("cursor"); ok {
 		cur, okCur := decodeCursor(v)
@@ -157,9 +160,9 @@ func parseListQuery(c *fiber.Ctx) (f store.ListFilter, filterKey string, err err
 func listFilterKey(f store.ListFilter) string {
 	key := struct {
 		Status, Channel, Priority *string
-		BatchID                   *uuid.UUID
+		BatchID, Tenant           *uuid.UUID
 		From, To                  *int64
-	}{Channel: f.Channel, Priority: f.Priority, BatchID: f.BatchID}
+	}{Channel: f.Channel, Priority: f.Priority, BatchID: f.BatchID, Tenant: f.Tenant}
 	if f.Status != nil {
 		s := string(*f.Status)
 		key.Status = &s

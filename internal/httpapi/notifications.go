@@ -36,6 +36,7 @@ func (s *Server) createNotification(c *fiber.Ctx) error {
 		return err
 	}
 	nn.IdempotencyKey = key
+	nn.TenantID = tenant(c).ID
 	if key != nil {
 		fp := fingerprint(nn)
 		nn.RequestFingerprint = &fp
@@ -62,6 +63,7 @@ func (s *Server) createNotification(c *fiber.Ctx) error {
 		return c.Status(fiber.StatusOK).JSON(s.resource(n))
 	}
 	s.metrics.Accepted.WithLabelValues(string(n.Channel), string(n.Priority)).Inc()
+	s.metrics.TenantAccepted.WithLabelValues(s.metrics.Tenants.Label(tenant(c).Name)).Inc()
 	s.accepted()
 	s.log.Info("notification accepted", append(requestFields(c, nil),
 		zap.String("notification_id", n.ID.String()), zap.String("workflow_id", notification.WorkflowID(n.ID.String())),
@@ -70,15 +72,22 @@ func (s *Server) createNotification(c *fiber.Ctx) error {
 	return c.Status(fiber.StatusAccepted).JSON(s.resource(n))
 }
 
+// ownNotification loads the caller's notification id: another tenant's is
+// not found, exactly like one that does not exist.
+func (s *Server) ownNotification(c *fiber.Ctx, id uuid.UUID) (store.Notification, error) {
+	n, err := store.GetTenantNotification(c.UserContext(), s.pool, tenant(c).ID, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Notification{}, explain(err, typeNotFound, "no notification "+id.String())
+	}
+	return n, err
+}
+
 func (s *Server) getNotification(c *fiber.Ctx) error {
 	id, err := pathUUID(c, "id")
 	if err != nil {
 		return err
 	}
-	n, err := store.GetNotification(c.UserContext(), s.pool, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return explain(err, typeNotFound, "no notification "+id.String())
-	}
+	n, err := s.ownNotification(c, id)
 	if err != nil {
 		return err
 	}
@@ -110,9 +119,7 @@ func (s *Server) listAttempts(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if _, err := store.GetStatus(c.UserContext(), s.pool, id); errors.Is(err, store.ErrNotFound) {
-		return explain(err, typeNotFound, "no notification "+id.String())
-	} else if err != nil {
+	if _, err := s.ownNotification(c, id); err != nil {
 		return err
 	}
 	attempts, err := store.ListAttempts(c.UserContext(), s.pool, id)
@@ -137,6 +144,9 @@ func (s *Server) listAttempts(c *fiber.Ctx) error {
 func (s *Server) cancelNotification(c *fiber.Ctx) error {
 	id, err := pathUUID(c, "id")
 	if err != nil {
+		return err
+	}
+	if _, err := s.ownNotification(c, id); err != nil {
 		return err
 	}
 	n, requested, err := store.RequestCancel(c.UserContext(), s.pool, id)

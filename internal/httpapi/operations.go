@@ -32,6 +32,9 @@ func (s *Server) retryNotification(c *fiber.Ctx) error {
 	if err := ve.orNil(); err != nil {
 		return err
 	}
+	if _, err := s.ownNotification(c, id); err != nil {
+		return err
+	}
 	var (
 		n        store.Notification
 		replayed bool
@@ -248,6 +251,8 @@ func (s *Server) createOperation(c *fiber.Ctx) error {
 	if err := ve.orNil(); err != nil {
 		return err
 	}
+	tid := tenant(c).ID
+	filter.Tenant = &tid
 	if req.DryRun {
 		matched, err := store.CountMatching(c.UserContext(), s.pool, filter)
 		if err != nil {
@@ -266,7 +271,7 @@ func (s *Server) createOperation(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	no := store.NewOperation{ID: id, Action: req.Action, Filter: filter, MaxPerSecond: pace, IdempotencyKey: key}
+	no := store.NewOperation{ID: id, TenantID: tid, Action: req.Action, Filter: filter, MaxPerSecond: pace, IdempotencyKey: key}
 	if key != nil {
 		fp := hash(struct {
 			Action string
@@ -312,14 +317,24 @@ func (s *Server) getOperation(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	op, err := store.GetOperation(c.UserContext(), s.pool, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return explain(err, typeNotFound, "no operation "+id.String())
-	}
+	op, err := s.ownOperation(c, id)
 	if err != nil {
 		return err
 	}
 	return c.JSON(s.operationView(op))
+}
+
+// ownOperation loads the caller's operation id: another tenant's is not
+// found, exactly like one that does not exist.
+func (s *Server) ownOperation(c *fiber.Ctx, id uuid.UUID) (store.Operation, error) {
+	op, err := store.GetOperation(c.UserContext(), s.pool, id)
+	if err == nil && op.TenantID != store.TenantOrDefault(tenant(c).ID) {
+		err = store.ErrNotFound
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Operation{}, explain(err, typeNotFound, "no operation "+id.String())
+	}
+	return op, err
 }
 
 // OperationList is a page of operations. NextCursor is null on the last page.
@@ -345,7 +360,7 @@ func (s *Server) listOperations(c *fiber.Ctx) error {
 			limit = n
 		case "cursor":
 			cur, ok := decodeCursor(value)
-			if !ok || cur.Filter != operationsCursorFilter {
+			if !ok || cur.Filter != operationsCursorFilter+":"+tenant(c).ID.String() {
 				ve.add("cursor", "is not a cursor this listing returned; pass nextCursor as it came")
 				return
 			}
@@ -358,7 +373,7 @@ func (s *Server) listOperations(c *fiber.Ctx) error {
 	if len(ve.Fields) > 0 {
 		return newProblemFromValidation(fiber.StatusBadRequest, ve)
 	}
-	ops, err := store.ListOperations(c.UserContext(), s.pool, after, limit+1)
+	ops, err := store.ListOperations(c.UserContext(), s.pool, tenant(c).ID, after, limit+1)
 	if err != nil {
 		return err
 	}
@@ -368,7 +383,7 @@ func (s *Server) listOperations(c *fiber.Ctx) error {
 	}
 	if len(ops) > limit {
 		last := ops[limit-1]
-		next := encodeCursor(cursor{Version: cursorVersion, CreatedAt: last.CreatedAt.UnixMicro(), ID: last.ID.String(), Filter: operationsCursorFilter})
+		next := encodeCursor(cursor{Version: cursorVersion, CreatedAt: last.CreatedAt.UnixMicro(), ID: last.ID.String(), Filter: operationsCursorFilter + ":" + tenant(c).ID.String()})
 		resp.NextCursor = &next
 	}
 	return c.JSON(resp)
@@ -379,6 +394,9 @@ func (s *Server) listOperations(c *fiber.Ctx) error {
 func (s *Server) cancelOperation(c *fiber.Ctx) error {
 	id, err := pathUUID(c, "id")
 	if err != nil {
+		return err
+	}
+	if _, err := s.ownOperation(c, id); err != nil {
 		return err
 	}
 	op, requested, err := store.RequestOperationCancel(c.UserContext(), s.pool, id)

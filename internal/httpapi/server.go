@@ -101,6 +101,7 @@ type Server struct {
 	pool     *pgxpool.Pool
 	signaler Signaler
 	keys     apiKeys
+	tenants  tenantCache
 	metrics  *metrics.API
 	log      *zap.Logger
 	app      *fiber.App
@@ -375,8 +376,12 @@ func (s *Server) recoverPanic(c *fiber.Ctx) (err error) {
 
 func requestFields(c *fiber.Ctx, err error) []zap.Field {
 	rid, _ := c.Locals("request_id").(string)
-	return []zap.Field{zap.String("request_id", rid), zap.String("method", strings.Clone(c.Method())),
+	fields := []zap.Field{zap.String("request_id", rid), zap.String("method", strings.Clone(c.Method())),
 		zap.String("path", strings.Clone(c.Path())), zap.Error(err)}
+	if t, ok := c.Locals(tenantLocal).(store.Tenant); ok {
+		fields = append(fields, zap.String("tenant", t.Name))
+	}
+	return fields
 }
 
 func (s *Server) accepted() {

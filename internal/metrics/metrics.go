@@ -4,6 +4,8 @@ package metrics
 
 import (
 	"net/http"
+	"strconv"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -39,6 +41,12 @@ type API struct {
 	// workflow started an attempt (the worker counts the others).
 	Cancelled    *prometheus.CounterVec
 	DependencyUp *prometheus.GaugeVec
+	// TenantAccepted counts accepted notifications by tenant, QuotaRefused
+	// the notifications refused by a tenant's quota; Tenants bounds their
+	// label's values.
+	TenantAccepted *prometheus.CounterVec
+	QuotaRefused   *prometheus.CounterVec
+	Tenants        *TenantLabels
 }
 
 // NewAPI registers the API's metrics.
@@ -65,8 +73,49 @@ func NewAPI() *API {
 		Help:        "Notifications reaching a terminal status (delivered, failed, cancelled) by channel, priority and reason.",
 		ConstLabels: prometheus.Labels{"status": "cancelled", "reason": ""},
 	}, []string{"channel", "priority"})
-	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.Accepted, m.Cancelled, m.DependencyUp)
+	m.TenantAccepted = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dispatch_tenant_notifications_accepted_total",
+		Help: "Notifications accepted by tenant (the first " + strconv.Itoa(MaxTenantLabels) + " tenants seen by name, the rest as \"" + OtherTenants + "\").",
+	}, []string{"tenant"})
+	m.QuotaRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dispatch_tenant_quota_refused_total",
+		Help: "Notifications refused by a tenant's acceptance quota, by tenant and window (sec, day).",
+	}, []string{"tenant", "window"})
+	m.Tenants = &TenantLabels{}
+	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.Accepted, m.Cancelled, m.DependencyUp,
+		m.TenantAccepted, m.QuotaRefused)
 	return m
+}
+
+// MaxTenantLabels bounds the tenant label's values per process: a
+// deployment with thousands of tenants keeps a bounded number of series.
+const MaxTenantLabels = 100
+
+// OtherTenants is the tenant label of every tenant past MaxTenantLabels.
+const OtherTenants = "_other"
+
+// TenantLabels hands out tenant label values: a tenant's name for the first
+// MaxTenantLabels tenants seen, OtherTenants for the rest.
+type TenantLabels struct {
+	mu   sync.Mutex
+	seen map[string]struct{}
+}
+
+// Label is the tenant label value for the tenant named name.
+func (l *TenantLabels) Label(name string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.seen[name]; ok {
+		return name
+	}
+	if l.seen == nil {
+		l.seen = make(map[string]struct{})
+	}
+	if len(l.seen) >= MaxTenantLabels {
+		return OtherTenants
+	}
+	l.seen[name] = struct{}{}
+	return name
 }
 
 // Worker holds the worker process's metrics.

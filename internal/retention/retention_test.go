@@ -135,7 +135,7 @@ func (f *fixture) count(table string) int {
 
 func (f *fixture) batchExists(id uuid.UUID) bool {
 	f.t.Helper()
-	_, err := store.GetBatchSummary(context.Background(), f.pool, id)
+	_, err := store.GetBatchSummary(context.Background(), f.pool, uuid.Nil, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return false
 	}
@@ -246,7 +246,7 @@ func TestEmptiedOldBatchesGoAndOthersStay(t *testing.T) {
 	require.True(t, f.batchExists(waiting))
 	require.Equal(t, 1, f.rows("notifications", pending))
 	require.True(t, f.batchExists(fresh))
-	s, err := store.GetBatchSummary(context.Background(), f.pool, fresh)
+	s, err := store.GetBatchSummary(context.Background(), f.pool, uuid.Nil, fresh)
 	require.NoError(t, err)
 	require.Equal(t, 1, s.ByStatus[notification.StatusDelivered])
 	require.Equal(t, 1, f.counted(TableBatches))

@@ -30,6 +30,8 @@ const batchColumns = `id, total, created_at, idempotency_key, request_fingerprin
 // NewBatch is a validated batch request: its notifications in request order.
 type NewBatch struct {
 	ID uuid.UUID
+	// TenantID owns the batch, its notifications and their keys.
+	TenantID uuid.UUID
 	// IdempotencyKey and RequestFingerprint identify the batch request as a
 	// whole (the Idempotency-Key header), apart from any item's own key.
 	IdempotencyKey     *string
@@ -84,11 +86,11 @@ func CreateBatch(ctx context.Context, db TxStarter, b NewBatch) (batch Batch, no
 	}
 	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `
-			INSERT INTO batches (id, total, idempotency_key, request_fingerprint)
-			VALUES ($1, $2, $3, $4)
-			ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+			INSERT INTO batches (id, total, idempotency_key, request_fingerprint, tenant_id)
+			VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 			RETURNING `+batchColumns,
-			b.ID, len(b.Notifications), b.IdempotencyKey, b.RequestFingerprint)
+			b.ID, len(b.Notifications), b.IdempotencyKey, b.RequestFingerprint, TenantOrDefault(b.TenantID))
 		if err != nil {
 			return fmt.Errorf("inserting batch: %w", err)
 		}
@@ -102,7 +104,7 @@ func CreateBatch(ctx context.Context, db TxStarter, b NewBatch) (batch Batch, no
 			return err
 		}
 		batch = inserted[0]
-		notes, err = insertBatchNotifications(ctx, tx, batch.ID, b.Notifications)
+		notes, err = insertBatchNotifications(ctx, tx, TenantOrDefault(b.TenantID), batch.ID, b.Notifications)
 		return err
 	})
 	if err != nil {
@@ -117,7 +119,8 @@ func replayBatch(ctx context.Context, q Querier, b NewBatch) (Batch, []Notificat
 	if b.IdempotencyKey == nil {
 		return Batch{}, nil, errors.New("inserting batch: no row inserted")
 	}
-	rows, err := q.Query(ctx, `SELECT `+batchColumns+` FROM batches WHERE idempotency_key = $1`, *b.IdempotencyKey)
+	rows, err := q.Query(ctx, `SELECT `+batchColumns+` FROM batches WHERE tenant_id = $1 AND idempotency_key = $2`,
+		TenantOrDefault(b.TenantID), *b.IdempotencyKey)
 	if err != nil {
 		return Batch{}, nil, fmt.Errorf("loading batch by idempotency key: %w", err)
 	}
@@ -143,7 +146,7 @@ func replayBatch(ctx context.Context, q Querier, b NewBatch) (Batch, []Notificat
 
 // insertBatchNotifications inserts the notifications and their outbox rows
 // in one statement and returns them in the order given.
-func insertBatchNotifications(ctx context.Context, tx pgx.Tx, batchID uuid.UUID, ns []NewNotification) ([]Notification, error) {
+func insertBatchNotifications(ctx context.Context, tx pgx.Tx, tenant, batchID uuid.UUID, ns []NewNotification) ([]Notification, error) {
 	var (
 		ids          = make([]uuid.UUID, len(ns))
 		channels     = make([]string, len(ns))
@@ -171,9 +174,9 @@ func insertBatchNotifications(ctx context.Context, tx pgx.Tx, batchID uuid.UUID,
 	rows, err := tx.Query(ctx, `
 		WITH n AS (
 			INSERT INTO notifications (id, batch_id, channel, priority, recipient, subject, content, metadata,
-				idempotency_key, request_fingerprint, scheduled_at, expires_at)
+				idempotency_key, request_fingerprint, scheduled_at, expires_at, tenant_id)
 			SELECT u.id, $1, u.channel, u.priority, u.recipient, u.subject, u.content, u.metadata::jsonb,
-				u.idempotency_key, u.request_fingerprint, u.scheduled_at, u.expires_at
+				u.idempotency_key, u.request_fingerprint, u.scheduled_at, u.expires_at, $13
 			FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
 				$9::text[], $10::text[], $11::timestamptz[], $12::timestamptz[])
 				AS u(id, channel, priority, recipient, subject, content, metadata,
@@ -182,7 +185,7 @@ func insertBatchNotifications(ctx context.Context, tx pgx.Tx, batchID uuid.UUID,
 			-- batches sharing keys in other orders wait for each other
 			-- instead of deadlocking on the unique index.
 			ORDER BY u.idempotency_key
-			ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+			ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 			RETURNING `+notificationColumns+`
 		), o AS (
 			INSERT INTO outbox (notification_id, channel, priority)
@@ -190,7 +193,7 @@ func insertBatchNotifications(ctx context.Context, tx pgx.Tx, batchID uuid.UUID,
 		)
 		SELECT `+notificationColumns+` FROM n`,
 		batchID, ids, channels, priorities, recipients, subjects, contents, metadata,
-		keys, fingerprints, scheduled, expires)
+		keys, fingerprints, scheduled, expires, tenant)
 	if err != nil {
 		return nil, fmt.Errorf("inserting batch notifications: %w", err)
 	}
@@ -199,7 +202,7 @@ func insertBatchNotifications(ctx context.Context, tx pgx.Tx, batchID uuid.UUID,
 		return nil, fmt.Errorf("inserting batch notifications: %w", err)
 	}
 	if len(inserted) < len(ns) {
-		return nil, takenKeys(ctx, tx, batchID, ns)
+		return nil, takenKeys(ctx, tx, tenant, batchID, ns)
 	}
 	out := make([]Notification, len(ns))
 	for _, n := range inserted {
@@ -210,7 +213,7 @@ func insertBatchNotifications(ctx context.Context, tx pgx.Tx, batchID uuid.UUID,
 
 // takenKeys names the items whose idempotency key another notification
 // holds; the caller's transaction then rolls back.
-func takenKeys(ctx context.Context, q Querier, batchID uuid.UUID, ns []NewNotification) error {
+func takenKeys(ctx context.Context, q Querier, tenant, batchID uuid.UUID, ns []NewNotification) error {
 	index := make(map[string]int)
 	var keys []string
 	for i, n := range ns {
@@ -221,7 +224,7 @@ func takenKeys(ctx context.Context, q Querier, batchID uuid.UUID, ns []NewNotifi
 	}
 	rows, err := q.Query(ctx, `
 		SELECT idempotency_key, id FROM notifications
-		WHERE idempotency_key = ANY($1) AND batch_id IS DISTINCT FROM $2`, keys, batchID)
+		WHERE tenant_id = $3 AND idempotency_key = ANY($1) AND batch_id IS DISTINCT FROM $2`, keys, batchID, tenant)
 	if err != nil {
 		return fmt.Errorf("finding taken idempotency keys: %w", err)
 	}
@@ -253,8 +256,8 @@ type BatchSummary struct {
 
 // GetBatchSummary loads a batch and counts its notifications; ErrNotFound
 // when there is no such batch.
-func GetBatchSummary(ctx context.Context, q Querier, id uuid.UUID) (BatchSummary, error) {
-	rows, err := q.Query(ctx, `SELECT `+batchColumns+` FROM batches WHERE id = $1`, id)
+func GetBatchSummary(ctx context.Context, q Querier, tenant, id uuid.UUID) (BatchSummary, error) {
+	rows, err := q.Query(ctx, `SELECT `+batchColumns+` FROM batches WHERE id = $1 AND tenant_id = $2`, id, TenantOrDefault(tenant))
 	if err != nil {
 		return BatchSummary{}, fmt.Errorf("loading batch: %w", err)
 	}

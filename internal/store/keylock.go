@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -24,4 +25,10 @@ func TryLockKey(ctx context.Context, tx pgx.Tx, scope, key string) (bool, error)
 		return false, fmt.Errorf("locking the idempotency key: %w", err)
 	}
 	return ok, nil
+}
+
+// TenantKeyScope is the lock scope of a tenant's idempotency keys of one
+// kind: keys are unique per tenant, so are their locks.
+func TenantKeyScope(scope string, tenant uuid.UUID) string {
+	return scope + ":" + TenantOrDefault(tenant).String()
 }

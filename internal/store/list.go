@@ -20,6 +20,8 @@ type Keyset struct {
 
 // ListFilter selects notifications; a nil field does not filter.
 type ListFilter struct {
+	// Tenant confines the list to one tenant's notifications (nil: all).
+	Tenant   *uuid.UUID
 	Status   *Status
 	Channel  *string
 	Priority *string
@@ -48,7 +50,7 @@ func ListNotifications(ctx context.Context, q Querier, f ListFilter) ([]Notifica
 	// Only the predicates in use are written, so each combination gets its
 	// own plan and the planner can pick the index that matches it.
 	var args []any
-	where := OperationFilter{Status: f.Status, Channel: f.Channel, Priority: f.Priority, BatchID: f.BatchID,
+	where := OperationFilter{Tenant: f.Tenant, Status: f.Status, Channel: f.Channel, Priority: f.Priority, BatchID: f.BatchID,
 		CreatedFrom: f.CreatedFrom, CreatedTo: f.CreatedTo}.where(&args)
 	arg := func(v any) string {
 		args = append(args, v)

@@ -50,12 +50,14 @@ type Notification struct {
 	Generation  int        `db:"generation"`
 	AttemptBase int        `db:"attempt_base"`
 	ErasedAt    *time.Time `db:"erased_at"`
+	// TenantID is the tenant that owns the notification.
+	TenantID uuid.UUID `db:"tenant_id"`
 }
 
 const notificationColumns = `id, batch_id, channel, priority, recipient, subject, content, metadata,
 	idempotency_key, request_fingerprint, status, attempts, last_error, failure_reason,
 	next_attempt_at, scheduled_at, expires_at, created_at, updated_at, delivered_at, cancel_requested_at,
-	provider, receipt, generation, attempt_base, erased_at`
+	provider, receipt, generation, attempt_base, erased_at, tenant_id`
 
 // nonTerminal is the SQL list of statuses a notification can still leave.
 const nonTerminal = `('ACCEPTED', 'QUEUED', 'SCHEDULED', 'PROCESSING', 'RETRYING', 'SENT')`
@@ -76,7 +78,10 @@ func scanNotification(row pgx.CollectableRow) (Notification, error) {
 
 // NewNotification is what a client asked for, validated.
 type NewNotification struct {
-	ID                 uuid.UUID
+	ID uuid.UUID
+	// TenantID owns the notification (and its idempotency key); zero is
+	// the default tenant.
+	TenantID           uuid.UUID
 	Channel            notification.Channel
 	Priority           notification.Priority
 	Recipient          string
@@ -117,9 +122,9 @@ func AcceptNotification(ctx context.Context, q Querier, n NewNotification) (stor
 	rows, err := q.Query(ctx, `
 		WITH n AS (
 			INSERT INTO notifications (id, channel, priority, recipient, subject, content, metadata,
-				idempotency_key, request_fingerprint, scheduled_at, expires_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-			ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+				idempotency_key, request_fingerprint, scheduled_at, expires_at, tenant_id)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+			ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 			RETURNING `+notificationColumns+`
 		), o AS (
 			INSERT INTO outbox (notification_id, channel, priority)
@@ -127,7 +132,7 @@ func AcceptNotification(ctx context.Context, q Querier, n NewNotification) (stor
 		)
 		SELECT `+notificationColumns+` FROM n`,
 		n.ID, n.Channel, n.Priority, n.Recipient, n.Subject, n.Content, nullJSON(n.Metadata),
-		n.IdempotencyKey, n.RequestFingerprint, n.ScheduledAt, n.ExpiresAt)
+		n.IdempotencyKey, n.RequestFingerprint, n.ScheduledAt, n.ExpiresAt, TenantOrDefault(n.TenantID))
 	if err != nil {
 		return Notification{}, false, fmt.Errorf("inserting notification: %w", err)
 	}
@@ -143,7 +148,7 @@ func AcceptNotification(ctx context.Context, q Querier, n NewNotification) (stor
 	}
 	// Nothing inserted: the idempotency key is taken. This is a new
 	// statement, so it sees the row whose commit the insert waited for.
-	existing, err := notificationByKey(ctx, q, *n.IdempotencyKey)
+	existing, err := notificationByKey(ctx, q, TenantOrDefault(n.TenantID), *n.IdempotencyKey)
 	if err != nil {
 		return Notification{}, false, err
 	}
@@ -153,8 +158,8 @@ func AcceptNotification(ctx context.Context, q Querier, n NewNotification) (stor
 	return existing, true, nil
 }
 
-func notificationByKey(ctx context.Context, q Querier, key string) (Notification, error) {
-	rows, err := q.Query(ctx, `SELECT `+notificationColumns+` FROM notifications WHERE idempotency_key = $1`, key)
+func notificationByKey(ctx context.Context, q Querier, tenant uuid.UUID, key string) (Notification, error) {
+	rows, err := q.Query(ctx, `SELECT `+notificationColumns+` FROM notifications WHERE tenant_id = $1 AND idempotency_key = $2`, tenant, key)
 	if err != nil {
 		return Notification{}, fmt.Errorf("loading notification by idempotency key: %w", err)
 	}
@@ -172,7 +177,18 @@ func sameFingerprint(a, b *string) bool {
 
 // GetNotification loads one notification; ErrNotFound when there is none.
 func GetNotification(ctx context.Context, q Querier, id uuid.UUID) (Notification, error) {
-	rows, err := q.Query(ctx, `SELECT `+notificationColumns+` FROM notifications WHERE id = $1`, id)
+	return oneNotification(ctx, q, `SELECT `+notificationColumns+` FROM notifications WHERE id = $1`, id)
+}
+
+// GetTenantNotification loads one of the tenant's notifications;
+// ErrNotFound when there is none, or it is another tenant's.
+func GetTenantNotification(ctx context.Context, q Querier, tenant, id uuid.UUID) (Notification, error) {
+	return oneNotification(ctx, q, `SELECT `+notificationColumns+` FROM notifications WHERE id = $1 AND tenant_id = $2`,
+		id, TenantOrDefault(tenant))
+}
+
+func oneNotification(ctx context.Context, q Querier, sql string, args ...any) (Notification, error) {
+	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
 		return Notification{}, fmt.Errorf("loading notification: %w", err)
 	}

@@ -51,6 +51,9 @@ type OperationFilter struct {
 	CreatedTo     *time.Time `json:"createdTo,omitempty"`
 	FailureReason *string    `json:"failureReason,omitempty"`
 	Recipient     *string    `json:"recipient,omitempty"`
+	// Tenant confines the filter to one tenant's notifications. It is not
+	// part of the stored filter: an operation's comes from its row.
+	Tenant *uuid.UUID `json:"-"`
 }
 
 // where writes f as SQL predicates over notifications, adding its values
@@ -62,6 +65,9 @@ func (f OperationFilter) where(args *[]any) []string {
 		return "$" + strconv.Itoa(len(*args))
 	}
 	var where []string
+	if f.Tenant != nil {
+		where = append(where, "tenant_id = "+arg(*f.Tenant))
+	}
 	if f.Status != nil {
 		where = append(where, "status = "+arg(string(*f.Status)))
 	}
@@ -109,14 +115,19 @@ type Operation struct {
 	CreatedAt          time.Time        `db:"created_at"`
 	UpdatedAt          time.Time        `db:"updated_at"`
 	FinishedAt         *time.Time       `db:"finished_at"`
+	// TenantID owns the operation; its filter reads only this tenant's
+	// notifications.
+	TenantID uuid.UUID `db:"tenant_id"`
 }
 
 const operationColumns = `id, action, filter, max_per_second, status, matched, processed, succeeded, skipped,
 	cursor_created_at, cursor_id, error, idempotency_key, request_fingerprint, cancel_requested_at,
-	created_at, updated_at, finished_at`
+	created_at, updated_at, finished_at, tenant_id`
 
 func scanOperation(row pgx.CollectableRow) (Operation, error) {
-	return pgx.RowToStructByName[Operation](row)
+	op, err := pgx.RowToStructByName[Operation](row)
+	op.Filter.Tenant = &op.TenantID
+	return op, err
 }
 
 // CountMatching counts the notifications f matches (an operation's dry run).
@@ -135,7 +146,9 @@ func CountMatching(ctx context.Context, q Querier, f OperationFilter) (int64, er
 
 // NewOperation is an operation a client asked for, validated.
 type NewOperation struct {
-	ID                 uuid.UUID
+	ID uuid.UUID
+	// TenantID owns the operation; the filter is confined to it.
+	TenantID           uuid.UUID
 	Action             string
 	Filter             OperationFilter
 	MaxPerSecond       int
@@ -152,15 +165,14 @@ func CreateOperation(ctx context.Context, q Querier, o NewOperation) (op Operati
 	if err != nil {
 		return Operation{}, false, fmt.Errorf("encoding the operation's filter: %w", err)
 	}
-	args := []any{o.ID, o.Action, filter, o.MaxPerSecond, o.IdempotencyKey, o.RequestFingerprint}
-	count := `SELECT count(*) FROM notifications`
-	if where := o.Filter.where(&args); len(where) > 0 {
-		count += ` WHERE ` + strings.Join(where, " AND ")
-	}
+	tenant := TenantOrDefault(o.TenantID)
+	o.Filter.Tenant = &tenant
+	args := []any{o.ID, o.Action, filter, o.MaxPerSecond, o.IdempotencyKey, o.RequestFingerprint, tenant}
+	count := `SELECT count(*) FROM notifications WHERE ` + strings.Join(o.Filter.where(&args), " AND ")
 	rows, err := q.Query(ctx, `
-		INSERT INTO operations (id, action, filter, max_per_second, idempotency_key, request_fingerprint, matched)
-		VALUES ($1, $2, $3, $4, $5, $6, (`+count+`))
-		ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+		INSERT INTO operations (id, action, filter, max_per_second, idempotency_key, request_fingerprint, tenant_id, matched)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, (`+count+`))
+		ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 		RETURNING `+operationColumns, args...)
 	if err != nil {
 		return Operation{}, false, fmt.Errorf("creating operation: %w", err)
@@ -175,7 +187,8 @@ func CreateOperation(ctx context.Context, q Querier, o NewOperation) (op Operati
 	if o.IdempotencyKey == nil {
 		return Operation{}, false, errors.New("creating operation: no row inserted")
 	}
-	rows, err = q.Query(ctx, `SELECT `+operationColumns+` FROM operations WHERE idempotency_key = $1`, *o.IdempotencyKey)
+	rows, err = q.Query(ctx, `SELECT `+operationColumns+` FROM operations WHERE tenant_id = $1 AND idempotency_key = $2`,
+		tenant, *o.IdempotencyKey)
 	if err != nil {
 		return Operation{}, false, fmt.Errorf("loading operation by idempotency key: %w", err)
 	}
@@ -205,14 +218,14 @@ func GetOperation(ctx context.Context, q Querier, id uuid.UUID) (Operation, erro
 	return op, nil
 }
 
-// ListOperations returns up to limit operations, newest first, after the
-// keyset position after (nil for the first page).
-func ListOperations(ctx context.Context, q Querier, after *Keyset, limit int) ([]Operation, error) {
-	args := []any{limit}
-	sql := `SELECT ` + operationColumns + ` FROM operations`
+// ListOperations returns up to limit of the tenant's operations, newest
+// first, after the keyset position after (nil for the first page).
+func ListOperations(ctx context.Context, q Querier, tenant uuid.UUID, after *Keyset, limit int) ([]Operation, error) {
+	args := []any{limit, TenantOrDefault(tenant)}
+	sql := `SELECT ` + operationColumns + ` FROM operations WHERE tenant_id = $2`
 	if after != nil {
 		args = append(args, after.CreatedAt, after.ID)
-		sql += ` WHERE (created_at, id) < ($2, $3)`
+		sql += ` AND (created_at, id) < ($3, $4)`
 	}
 	rows, err := q.Query(ctx, sql+` ORDER BY created_at DESC, id DESC LIMIT $1`, args...)
 	if err != nil {

@@ -390,7 +390,11 @@ func TestCreateOperationCountsTheMatchesAndHonoursItsKey(t *testing.T) {
 	require.Equal(t, no.ID, op.ID)
 	require.EqualValues(t, 3, op.Matched, "matched is the count at creation")
 	require.Equal(t, store.OperationRunning, op.Status)
-	require.Equal(t, failedSMS, op.Filter)
+	got := op.Filter
+	got.Tenant = nil
+	require.Equal(t, failedSMS, got)
+	require.Equal(t, store.DefaultTenantID, op.TenantID, "an operation made without a tenant is the default tenant's")
+	require.Equal(t, &op.TenantID, op.Filter.Tenant, "its filter reads its own tenant's notifications only")
 	require.Equal(t, 50, op.MaxPerSecond)
 	require.Zero(t, op.Processed)
 	require.Empty(t, op.Skipped)
@@ -435,7 +439,7 @@ func TestOperationsListNewestFirstAndStaleOnesAreFound(t *testing.T) {
 	var seen []uuid.UUID
 	var after *store.Keyset
 	for range 10 {
-		page, err := store.ListOperations(ctx, pool, after, 2)
+		page, err := store.ListOperations(ctx, pool, uuid.Nil, after, 2)
 		require.NoError(t, err)
 		if len(page) == 0 {
 			break

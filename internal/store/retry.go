@@ -70,8 +70,8 @@ func RetryNotification(ctx context.Context, q Querier, id uuid.UUID, key *string
 		}
 	}
 	rows, err := q.Query(ctx, retryStatement+`, k AS (
-			INSERT INTO notification_retries (idempotency_key, notification_id, generation)
-			SELECT $2, id, generation FROM u WHERE $2::text IS NOT NULL
+			INSERT INTO notification_retries (idempotency_key, notification_id, generation, tenant_id)
+			SELECT $2, id, generation, tenant_id FROM u WHERE $2::text IS NOT NULL
 		)
 		SELECT `+notificationColumns+` FROM u`, []uuid.UUID{id}, key)
 	if err != nil {
@@ -101,11 +101,12 @@ func RetryNotification(ctx context.Context, q Querier, id uuid.UUID, key *string
 }
 
 // retryReplay answers the notification when key retried it before
-// (replayed), ErrConflict when key retried another one, and nothing when key
-// is new.
+// (replayed), ErrConflict when key retried another one of its tenant's, and
+// nothing when key is new to the tenant.
 func retryReplay(ctx context.Context, q Querier, id uuid.UUID, key string) (Notification, bool, error) {
 	var owner uuid.UUID
-	err := q.QueryRow(ctx, `SELECT notification_id FROM notification_retries WHERE idempotency_key = $1`, key).Scan(&owner)
+	err := q.QueryRow(ctx, `SELECT r.notification_id FROM notification_retries r
+		WHERE r.idempotency_key = $1 AND r.tenant_id = (SELECT tenant_id FROM notifications WHERE id = $2)`, key, id).Scan(&owner)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return Notification{}, false, nil

@@ -46,9 +46,11 @@ func StartTemporal(ctx context.Context) (*Temporal, error) {
 			temporal.NewSearchAttributeKeyInt64("NotificationAttempts").ValueSet(0),
 			temporal.NewSearchAttributeKeyKeyword("NotificationBatchId").ValueSet(""),
 			temporal.NewSearchAttributeKeyKeyword("NotificationProvider").ValueSet(""),
+			temporal.NewSearchAttributeKeyKeyword("NotificationTenant").ValueSet(""),
 		),
 		ExtraArgs: []string{
 			"--dynamic-config-value", "matching.useNewMatcher=true",
+			"--dynamic-config-value", "matching.enableFairness=true",
 			"--dynamic-config-value", "matching.numTaskqueueReadPartitions=1",
 			"--dynamic-config-value", "matching.numTaskqueueWritePartitions=1",
 			"--headless",

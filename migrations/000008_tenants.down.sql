@@ -1,0 +1,16 @@
+DROP INDEX IF EXISTS operations_tenant_created_idx;
+DROP INDEX IF EXISTS notifications_tenant_created_idx;
+ALTER TABLE notification_retries DROP CONSTRAINT notification_retries_pkey;
+ALTER TABLE notification_retries ADD PRIMARY KEY (idempotency_key);
+DROP INDEX operations_idempotency_key_idx;
+CREATE UNIQUE INDEX operations_idempotency_key_idx ON operations (idempotency_key) WHERE idempotency_key IS NOT NULL;
+DROP INDEX batches_idempotency_key_idx;
+CREATE UNIQUE INDEX batches_idempotency_key_idx ON batches (idempotency_key) WHERE idempotency_key IS NOT NULL;
+DROP INDEX notifications_idempotency_key_idx;
+CREATE UNIQUE INDEX notifications_idempotency_key_idx ON notifications (idempotency_key) WHERE idempotency_key IS NOT NULL;
+ALTER TABLE notification_retries DROP COLUMN tenant_id;
+ALTER TABLE operations DROP COLUMN tenant_id;
+ALTER TABLE batches DROP COLUMN tenant_id;
+ALTER TABLE notifications DROP COLUMN tenant_id;
+DROP TABLE api_keys;
+DROP TABLE tenants;
