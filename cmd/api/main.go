@@ -29,6 +29,7 @@ import (
 	"dispatch-engine/internal/outbox"
 	"dispatch-engine/internal/provider"
 	"dispatch-engine/internal/queue"
+	"dispatch-engine/internal/quota"
 	"dispatch-engine/internal/ratelimit"
 	"dispatch-engine/internal/store"
 	"dispatch-engine/internal/version"
@@ -130,6 +131,7 @@ func run() error {
 			return wfclient.StartOperation(ctx, tc, wfclient.TaskQueues{Prefix: cfg.TemporalTaskQueuePrefix}, id, summary)
 		},
 		DeadLetters:       deadletter.NewQueues(pool, deadLetters),
+		Quotas:            quota.New(rdb, cfg.RedisKeyPrefix+"quota:"),
 		Accepted:          waker.Poke,
 		APIKeys:           cfg.APIKeys,
 		TemporalUIURL:     cfg.TemporalUIURL,

@@ -101,10 +101,17 @@ func (s *Server) createBatch(c *fiber.Ctx) error {
 		notes    []store.Notification
 		replayed bool
 	)
-	err := s.withKey(c, "batch", key, func(db store.DB) (err error) {
+	refund, err := s.takeQuota(c, len(items))
+	if err != nil {
+		return err
+	}
+	err = s.withKey(c, "batch", key, func(db store.DB) (err error) {
 		batch, notes, replayed, err = store.CreateBatch(c.UserContext(), db, nb)
 		return err
 	})
+	if err != nil || replayed {
+		refund() // nothing stored
+	}
 	var taken *store.KeysTakenError
 	switch {
 	case errors.As(err, &taken):

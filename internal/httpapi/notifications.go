@@ -42,14 +42,21 @@ func (s *Server) createNotification(c *fiber.Ctx) error {
 		nn.RequestFingerprint = &fp
 	}
 
+	refund, err := s.takeQuota(c, 1)
+	if err != nil {
+		return err
+	}
 	var (
 		n        store.Notification
 		replayed bool
 	)
-	err := s.withKey(c, "notification", key, func(db store.DB) (err error) {
+	err = s.withKey(c, "notification", key, func(db store.DB) (err error) {
 		n, replayed, err = store.AcceptNotification(c.UserContext(), db, nn)
 		return err
 	})
+	if err != nil || replayed {
+		refund() // nothing stored
+	}
 	if errors.Is(err, store.ErrConflict) {
 		return explain(err, typeIdempotencyConflict,
 			"the idempotency key was already used for a different notification; send a new key for a new notification")

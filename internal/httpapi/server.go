@@ -26,6 +26,7 @@ import (
 	"dispatch-engine/internal/metrics"
 	"dispatch-engine/internal/notification"
 	"dispatch-engine/internal/provider"
+	"dispatch-engine/internal/quota"
 	"dispatch-engine/internal/store"
 )
 
@@ -82,6 +83,8 @@ type Config struct {
 	// POST /v1/operations with 503. A start that fails is left to the
 	// worker, which starts the workflows of idle RUNNING operations.
 	Operations OperationStarter
+	// Quotas enforces tenants' acceptance quotas; nil enforces none.
+	Quotas *quota.Quota
 	// DeadLetters lists the dead-letter queues and purges their poison
 	// messages (/v1/dead-letters); without it those routes answer 503.
 	DeadLetters DeadLetterQueues
@@ -161,7 +164,7 @@ func New(cfg Config, pool *pgxpool.Pool, signaler Signaler, deps []health.Depend
 	// Providers authenticate their receipts by their own scheme, not an API
 	// key: this route comes before the group's authentication.
 	s.app.Post("/v1/receipts/:provider", s.admit, s.receipt)
-	v1 := s.app.Group("/v1", s.authenticate, s.admit)
+	v1 := s.app.Group("/v1", s.authenticate, s.admit, s.rateLimitHeaders)
 	// Before the routes: GET /v1/notifications/batch must answer 405, not
 	// reach GET /v1/notifications/:id.
 	s.app.Use(s.allowMethods)
