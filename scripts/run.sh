@@ -10,22 +10,18 @@ cd "$ROOT"
 started_at=$SECONDS
 load_env
 
-# /v1/* needs an API key. Without API_KEYS, use a development key kept in
-# .data/dev-api-key (made on first run).
-if [ -z "${API_KEYS:-}" ]; then
-  dev_key_file="$ROOT/.data/dev-api-key"
-  if [ ! -s "$dev_key_file" ]; then
-    mkdir -p "$ROOT/.data"
-    (umask 077 && printf 'dev-%s\n' "$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$dev_key_file")
-    log "generated a development API key in .data/dev-api-key"
-  fi
-  API_KEYS="$(cat "$dev_key_file")"
-  api_key_source=".data/dev-api-key"
+# /v1/* needs an API key. With API_KEYS set, those keys (the default
+# tenant's) are used. Without, a key of tenant "development" is made in the
+# database once the schema is migrated, and kept in .data/dev-api-key.
+dev_key_file="$ROOT/.data/dev-api-key"
+if [ -n "${API_KEYS:-}" ]; then
+  api_key="${API_KEYS%%,*}"
+  api_key_source="API_KEYS, tenant default"
 else
-  api_key_source="API_KEYS"
+  api_key=""
+  api_key_source=".data/dev-api-key, tenant development"
 fi
-export API_KEYS
-api_key="${API_KEYS%%,*}"
+export API_KEYS="${API_KEYS:-}"
 
 pids=()
 names=()
@@ -103,6 +99,22 @@ fi
 
 log "migrating the database"
 "$ROOT/bin/migrate" up
+if [ -z "$API_KEYS" ]; then
+  # A key made before tenants ("dev-…"), or not active in this database, is replaced.
+  if [ -s "$dev_key_file" ]; then
+    prefix="$(head -c 11 "$dev_key_file")"
+    if ! "$ROOT/bin/dispatchctl" keys list --tenant development | grep -q "^$prefix .*active"; then
+      rm -f "$dev_key_file"
+    fi
+  fi
+  if [ ! -s "$dev_key_file" ]; then
+    mkdir -p "$ROOT/.data"
+    key="$("$ROOT/bin/dispatchctl" keys create --tenant development --name "make run" | tail -n 1)"
+    (umask 077 && printf '%s\n' "$key" >"$dev_key_file")
+    log "made a development API key (tenant development) in .data/dev-api-key"
+  fi
+  api_key="$(cat "$dev_key_file")"
+fi
 
 # The example providers file routes sms, email and push to providers the
 # sink plays (docs/PROVIDERS.md); its push provider sends receipts, signed

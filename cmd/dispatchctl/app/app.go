@@ -2,7 +2,8 @@
 // library: Run (and Main) execute one command line in-process, so tests
 // (and the end-to-end suite) drive exactly what the binary runs.
 // Every call goes through the public API with the dispatch-engine/client
-// package; nothing here reads the database or Temporal.
+// package, except the keys and tenants commands (admin.go), which make what
+// the API checks and so talk to PostgreSQL; nothing reads Temporal.
 package app
 
 import (
@@ -44,7 +45,8 @@ type Options struct {
 	Stdout io.Writer
 	Stderr io.Writer
 	// Env is the environment in os.Environ form (KEY=value); the last
-	// duplicate wins. Only DISPATCH_URL and DISPATCH_API_KEY are read.
+	// duplicate wins. Only DISPATCH_URL, DISPATCH_API_KEY and DATABASE_DSN
+	// (keys and tenants) are read.
 	Env []string
 	// Dir is where the search for .data/dev-api-key starts (then its
 	// parents, up to the repository root); the working directory when empty.
@@ -97,6 +99,7 @@ type cli struct {
 	jsonOut      bool
 	timeout      time.Duration
 	pollInterval time.Duration
+	databaseDSN  string
 
 	// Set once a command's own RunE starts: an error before that is cobra's
 	// (unknown command or flag, wrong number of arguments), a usage error.
@@ -158,6 +161,7 @@ func (a *cli) rootCommand() *cobra.Command {
 	pf.BoolVar(&a.jsonOut, "json", false, "print JSON instead of text")
 	pf.DurationVar(&a.timeout, "timeout", 30*time.Second, "timeout of each API request")
 	pf.DurationVar(&a.pollInterval, "poll-interval", time.Second, "how often --wait and watch poll")
+	pf.StringVar(&a.databaseDSN, "database-dsn", defaultDatabaseDSN, "PostgreSQL, for keys and tenants (env DATABASE_DSN)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr(err) })
 
 	root.AddCommand(
@@ -170,6 +174,8 @@ func (a *cli) rootCommand() *cobra.Command {
 		a.batchCommand(),
 		a.watchCommand(),
 		a.operationsCommand(),
+		a.keysCommand(),
+		a.tenantsCommand(),
 	)
 	return root
 }

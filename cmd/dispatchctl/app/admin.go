@@ -1,0 +1,241 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/spf13/cobra"
+
+	"dispatch-engine/internal/store"
+)
+
+// defaultDatabaseDSN is the DATABASE_DSN the services use by default.
+const defaultDatabaseDSN = "postgres://postgres@127.0.0.1:5432/dispatch?sslmode=disable"
+
+// The keys and tenants commands are the operator's: they talk to
+// PostgreSQL (DATABASE_DSN), not to the API, since the API's keys are what
+// they make.
+const adminLong = `
+It talks to PostgreSQL directly, through --database-dsn, then $DATABASE_DSN,
+then ` + defaultDatabaseDSN + `:
+API keys are what the API checks, so an operator makes them beside it.`
+
+func (a *cli) keysCommand() *cobra.Command {
+	keys := &cobra.Command{
+		Use:   "keys",
+		Short: "Create, list and revoke API keys (PostgreSQL)",
+		Long:  "Manage the API keys of tenants. A key is shown once, when it is made, and stored only as its SHA-256, with its first 11 characters (its prefix) to recognise it." + adminLong,
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	var (
+		tenant, name string
+		expiresIn    time.Duration
+	)
+	create := &cobra.Command{
+		Use:     "create --tenant NAME",
+		Short:   "Make a key for a tenant (created if new); the key alone on the last line",
+		Example: "  dispatchctl keys create --tenant acme --name billing --expires-in 2160h",
+		Args:    exactArgs(),
+		RunE: a.admin(func(ctx context.Context, pool *pgxpool.Pool, _ *cobra.Command, _ []string) error {
+			if tenant == "" {
+				return usageErrorf("--tenant is required")
+			}
+			if err := store.ValidTenantName(tenant); err != nil {
+				return usageErr(err)
+			}
+			if expiresIn < 0 {
+				return usageErrorf("--expires-in must be positive")
+			}
+			var expires *time.Time
+			if expiresIn > 0 {
+				t := time.Now().Add(expiresIn)
+				expires = &t
+			}
+			key, k, err := store.CreateAPIKey(ctx, pool, tenant, name, expires)
+			if err != nil {
+				return err
+			}
+			return a.output(struct {
+				store.APIKey
+				Key string `json:"key"`
+			}{k, key}, func(w io.Writer) {
+				say(w, "created key %s for tenant %s", k.Prefix, k.TenantName)
+				if k.ExpiresAt != nil {
+					say(w, ", expiring %s", stamp(*k.ExpiresAt))
+				}
+				sayln(w, "; it is shown once, here:")
+				sayln(w, key)
+			})
+		}),
+	}
+	create.Flags().StringVar(&tenant, "tenant", "", "the tenant's name (created with no quota and weight 1 if new)")
+	create.Flags().StringVar(&name, "name", "", "a label for the key")
+	create.Flags().DurationVar(&expiresIn, "expires-in", 0, "the key expires after this long (e.g. 720h); never by default")
+
+	var listTenant string
+	list := &cobra.Command{
+		Use:   "list [--tenant NAME]",
+		Short: "List the keys (prefixes, never keys)",
+		Args:  exactArgs(),
+		RunE: a.admin(func(ctx context.Context, pool *pgxpool.Pool, _ *cobra.Command, _ []string) error {
+			ks, err := store.ListAPIKeys(ctx, pool, listTenant)
+			if err != nil {
+				return err
+			}
+			return a.output(ks, func(w io.Writer) {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				_, _ = fmt.Fprintln(tw, "PREFIX\tTENANT\tNAME\tSTATUS\tCREATED\tEXPIRES\tLAST USED")
+				now := time.Now()
+				for _, k := range ks {
+					status := "active"
+					switch {
+					case k.RevokedAt != nil:
+						status = "revoked"
+					case !k.Active(now):
+						status = "expired"
+					}
+					_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Prefix, k.TenantName, str(k.Name), status,
+						stamp(k.CreatedAt), stampPtr(k.ExpiresAt), stampPtr(k.LastUsedAt))
+				}
+				_ = tw.Flush()
+			})
+		}),
+	}
+	list.Flags().StringVar(&listTenant, "tenant", "", "only this tenant's keys")
+
+	revoke := &cobra.Command{
+		Use:   "revoke PREFIX",
+		Short: "Revoke a key: every API process refuses it from its next request",
+		Args:  exactArgs("PREFIX"),
+		RunE: a.admin(func(ctx context.Context, pool *pgxpool.Pool, _ *cobra.Command, args []string) error {
+			k, err := store.RevokeAPIKey(ctx, pool, args[0])
+			if errors.Is(err, store.ErrNotFound) {
+				return &exitError{code: ExitFailed, msg: "no key has the prefix " + args[0] + " (see dispatchctl keys list)"}
+			}
+			if err != nil {
+				return err
+			}
+			return a.output(k, func(w io.Writer) {
+				say(w, "revoked key %s of tenant %s\n", k.Prefix, k.TenantName)
+			})
+		}),
+	}
+	keys.AddCommand(create, list, revoke)
+	return keys
+}
+
+func (a *cli) tenantsCommand() *cobra.Command {
+	tenants := &cobra.Command{
+		Use:   "tenants",
+		Short: "Set and list tenants' quotas and fairness weights (PostgreSQL)",
+		Long:  "A tenant owns notifications, batches, operations and idempotency keys; its quotas bound what its keys may have accepted, its weight is its share of a saturated channel." + adminLong,
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	var (
+		perSec, perDay int
+		weight         float32
+	)
+	set := &cobra.Command{
+		Use:     "set NAME [--accept-per-sec N] [--accept-per-day N] [--weight W]",
+		Short:   "Create a tenant or change what the flags given say (0 removes a quota)",
+		Example: "  dispatchctl tenants set acme --accept-per-sec 50 --accept-per-day 100000 --weight 2",
+		Args:    exactArgs("NAME"),
+		RunE: a.admin(func(ctx context.Context, pool *pgxpool.Pool, cmd *cobra.Command, args []string) error {
+			if err := store.ValidTenantName(args[0]); err != nil {
+				return usageErr(err)
+			}
+			var s store.TenantSettings
+			flags := cmd.Flags()
+			if flags.Changed("accept-per-sec") {
+				if perSec < 0 {
+					return usageErrorf("--accept-per-sec is 0 (none) or more")
+				}
+				s.AcceptPerSec = &perSec
+			}
+			if flags.Changed("accept-per-day") {
+				if perDay < 0 {
+					return usageErrorf("--accept-per-day is 0 (none) or more")
+				}
+				s.AcceptPerDay = &perDay
+			}
+			if flags.Changed("weight") {
+				if weight <= 0 || weight > 1000 {
+					return usageErrorf("--weight must be above 0 and at most 1000")
+				}
+				s.Weight = &weight
+			}
+			t, err := store.SetTenant(ctx, pool, args[0], s)
+			if err != nil {
+				return err
+			}
+			return a.output(t, func(w io.Writer) { printTenants(w, []store.Tenant{t}) })
+		}),
+	}
+	set.Flags().IntVar(&perSec, "accept-per-sec", 0, "notifications accepted per second at most (0: no quota)")
+	set.Flags().IntVar(&perDay, "accept-per-day", 0, "notifications accepted per UTC day at most (0: no quota)")
+	set.Flags().Float32Var(&weight, "weight", 1, "share of a saturated channel against other tenants (above 0, at most 1000)")
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the tenants",
+		Args:  exactArgs(),
+		RunE: a.admin(func(ctx context.Context, pool *pgxpool.Pool, _ *cobra.Command, _ []string) error {
+			ts, err := store.ListTenants(ctx, pool)
+			if err != nil {
+				return err
+			}
+			return a.output(ts, func(w io.Writer) { printTenants(w, ts) })
+		}),
+	}
+	tenants.AddCommand(set, list)
+	return tenants
+}
+
+func printTenants(w io.Writer, ts []store.Tenant) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	_, _ = fmt.Fprintln(tw, "TENANT\tACCEPT/S\tACCEPT/DAY\tWEIGHT")
+	quota := func(q *int) string {
+		if q == nil {
+			return "-"
+		}
+		return fmt.Sprint(*q)
+	}
+	for _, t := range ts {
+		_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%g\n", t.Name, quota(t.AcceptPerSec), quota(t.AcceptPerDay), t.Weight)
+	}
+	_ = tw.Flush()
+}
+
+// admin wraps a keys or tenants command: it opens a small pool on the
+// database and checks the schema has tenants.
+func (a *cli) admin(body func(ctx context.Context, pool *pgxpool.Pool, cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		a.ran = true
+		dsn := a.databaseDSN
+		if !cmd.Flags().Changed("database-dsn") {
+			if v := a.env["DATABASE_DSN"]; v != "" {
+				dsn = v
+			}
+		}
+		ctx, cancel := context.WithTimeout(cmd.Context(), a.timeout)
+		defer cancel()
+		pool, err := store.Connect(ctx, dsn, 2)
+		if err != nil {
+			return &exitError{code: ExitUnreachable, msg: err.Error()}
+		}
+		defer pool.Close()
+		err = body(ctx, pool, cmd, args)
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table
+			return &exitError{code: ExitFailed, msg: "the database has no tenants table: migrate it first (go run ./cmd/migrate up)"}
+		}
+		return err
+	}
+}
