@@ -1004,6 +1004,11 @@ type NotFound = Problem
 // Examples: {"detail":"one or more fields are invalid","errors":[{"field":"recipient","message":"must be an E.164 phone number, e.g. +14155550123"},{"field":"content","message":"is required"}],"instance":"/v1/notifications","status":422,"title":"Validation failed","type":"/problems/validation-error"}
 type PayloadTooLarge = Problem
 
+// QuotaExceeded RFC 9457 problem details.
+//
+// Examples: {"detail":"one or more fields are invalid","errors":[{"field":"recipient","message":"must be an E.164 phone number, e.g. +14155550123"},{"field":"content","message":"is required"}],"instance":"/v1/notifications","status":422,"title":"Validation failed","type":"/problems/validation-error"}
+type QuotaExceeded = Problem
+
 // Unauthorized RFC 9457 problem details.
 //
 // Examples: {"detail":"one or more fields are invalid","errors":[{"field":"recipient","message":"must be an E.164 phone number, e.g. +14155550123"},{"field":"content","message":"is required"}],"instance":"/v1/notifications","status":422,"title":"Validation failed","type":"/problems/validation-error"}
@@ -4323,13 +4328,17 @@ func (r ListNotificationsResponse) ContentType() string {
 type CreateNotificationResponse200Headers struct {
 	IdempotentReplayed string
 	Location           string
+	RateLimit          *string
+	RateLimitPolicy    *string
 	XRequestID         string
 }
 
 // CreateNotificationResponse202Headers the declared response headers of an HTTP 202 response for CreateNotification
 type CreateNotificationResponse202Headers struct {
-	Location   string
-	XRequestID string
+	Location        string
+	RateLimit       *string
+	RateLimitPolicy *string
+	XRequestID      string
 }
 
 // CreateNotificationResponse400Headers the declared response headers of an HTTP 400 response for CreateNotification
@@ -4362,6 +4371,14 @@ type CreateNotificationResponse415Headers struct {
 // CreateNotificationResponse422Headers the declared response headers of an HTTP 422 response for CreateNotification
 type CreateNotificationResponse422Headers struct {
 	XRequestID string
+}
+
+// CreateNotificationResponse429Headers the declared response headers of an HTTP 429 response for CreateNotification
+type CreateNotificationResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      int
+	XRequestID      string
 }
 
 // CreateNotificationResponse431Headers the declared response headers of an HTTP 431 response for CreateNotification
@@ -4399,6 +4416,8 @@ type CreateNotificationResponse struct {
 	ApplicationProblemJSON415 *UnsupportedMediaType
 	// ApplicationProblemJSON422 the response for an HTTP 422 `application/problem+json` response
 	ApplicationProblemJSON422 *ValidationFailedOrKeyReused
+	// ApplicationProblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationProblemJSON429 *QuotaExceeded
 	// ApplicationProblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationProblemJSON431 *HeadersTooLarge
 	// ApplicationProblemJSON500 the response for an HTTP 500 `application/problem+json` response
@@ -4421,6 +4440,8 @@ type CreateNotificationResponse struct {
 	Headers415 *CreateNotificationResponse415Headers
 	// Headers422 the parsed response headers for an HTTP 422 response
 	Headers422 *CreateNotificationResponse422Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CreateNotificationResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *CreateNotificationResponse431Headers
 	// Headers500 the parsed response headers for an HTTP 500 response
@@ -4467,6 +4488,11 @@ func (r CreateNotificationResponse) GetApplicationProblemJSON415() *UnsupportedM
 // GetApplicationProblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
 func (r CreateNotificationResponse) GetApplicationProblemJSON422() *ValidationFailedOrKeyReused {
 	return r.ApplicationProblemJSON422
+}
+
+// GetApplicationProblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r CreateNotificationResponse) GetApplicationProblemJSON429() *QuotaExceeded {
+	return r.ApplicationProblemJSON429
 }
 
 // GetApplicationProblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -4517,13 +4543,17 @@ func (r CreateNotificationResponse) ContentType() string {
 type CreateBatchResponse200Headers struct {
 	IdempotentReplayed string
 	Location           string
+	RateLimit          *string
+	RateLimitPolicy    *string
 	XRequestID         string
 }
 
 // CreateBatchResponse202Headers the declared response headers of an HTTP 202 response for CreateBatch
 type CreateBatchResponse202Headers struct {
-	Location   string
-	XRequestID string
+	Location        string
+	RateLimit       *string
+	RateLimitPolicy *string
+	XRequestID      string
 }
 
 // CreateBatchResponse400Headers the declared response headers of an HTTP 400 response for CreateBatch
@@ -4556,6 +4586,14 @@ type CreateBatchResponse415Headers struct {
 // CreateBatchResponse422Headers the declared response headers of an HTTP 422 response for CreateBatch
 type CreateBatchResponse422Headers struct {
 	XRequestID string
+}
+
+// CreateBatchResponse429Headers the declared response headers of an HTTP 429 response for CreateBatch
+type CreateBatchResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      int
+	XRequestID      string
 }
 
 // CreateBatchResponse431Headers the declared response headers of an HTTP 431 response for CreateBatch
@@ -4593,6 +4631,8 @@ type CreateBatchResponse struct {
 	ApplicationProblemJSON415 *UnsupportedMediaType
 	// ApplicationProblemJSON422 the response for an HTTP 422 `application/problem+json` response
 	ApplicationProblemJSON422 *ValidationFailedOrKeyReused
+	// ApplicationProblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationProblemJSON429 *QuotaExceeded
 	// ApplicationProblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationProblemJSON431 *HeadersTooLarge
 	// ApplicationProblemJSON500 the response for an HTTP 500 `application/problem+json` response
@@ -4615,6 +4655,8 @@ type CreateBatchResponse struct {
 	Headers415 *CreateBatchResponse415Headers
 	// Headers422 the parsed response headers for an HTTP 422 response
 	Headers422 *CreateBatchResponse422Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CreateBatchResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *CreateBatchResponse431Headers
 	// Headers500 the parsed response headers for an HTTP 500 response
@@ -4661,6 +4703,11 @@ func (r CreateBatchResponse) GetApplicationProblemJSON415() *UnsupportedMediaTyp
 // GetApplicationProblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
 func (r CreateBatchResponse) GetApplicationProblemJSON422() *ValidationFailedOrKeyReused {
 	return r.ApplicationProblemJSON422
+}
+
+// GetApplicationProblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r CreateBatchResponse) GetApplicationProblemJSON429() *QuotaExceeded {
+	return r.ApplicationProblemJSON429
 }
 
 // GetApplicationProblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -7450,6 +7497,13 @@ func ParseCreateNotificationResponse(rsp *http.Response) (*CreateNotificationRes
 		}
 		response.ApplicationProblemJSON422 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest QuotaExceeded
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -7490,6 +7544,20 @@ func ParseCreateNotificationResponse(rsp *http.Response) (*CreateNotificationRes
 			}
 			headers.Location = value
 		}
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
@@ -7506,6 +7574,20 @@ func ParseCreateNotificationResponse(rsp *http.Response) (*CreateNotificationRes
 				return nil, err
 			}
 			headers.Location = value
+		}
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
 		}
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
 			var value string
@@ -7589,6 +7671,37 @@ func ParseCreateNotificationResponse(rsp *http.Response) (*CreateNotificationRes
 			headers.XRequestID = value
 		}
 		response.Headers422 = &headers
+	case rsp.StatusCode == 429:
+		var headers CreateNotificationResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers CreateNotificationResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -7701,6 +7814,13 @@ func ParseCreateBatchResponse(rsp *http.Response) (*CreateBatchResponse, error) 
 		}
 		response.ApplicationProblemJSON422 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest QuotaExceeded
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -7741,6 +7861,20 @@ func ParseCreateBatchResponse(rsp *http.Response) (*CreateBatchResponse, error) 
 			}
 			headers.Location = value
 		}
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
@@ -7757,6 +7891,20 @@ func ParseCreateBatchResponse(rsp *http.Response) (*CreateBatchResponse, error) 
 				return nil, err
 			}
 			headers.Location = value
+		}
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
 		}
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
 			var value string
@@ -7840,6 +7988,37 @@ func ParseCreateBatchResponse(rsp *http.Response) (*CreateBatchResponse, error) 
 			headers.XRequestID = value
 		}
 		response.Headers422 = &headers
+	case rsp.StatusCode == 429:
+		var headers CreateBatchResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers CreateBatchResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {

@@ -100,9 +100,9 @@ func TestASmallTenantIsNotStuckBehindABigTenantsBacklog(t *testing.T) {
 	require.Greater(t, left, backlog/2, "B's notifications must not wait behind most of A's backlog")
 
 	// The tenant is on the workflow, for the Temporal UI and visibility.
-	desc, err := s.temporal.DescribeWorkflowExecution(context.Background(), notification.WorkflowID(bIDs[0]), "")
+	desc, err := s.temporal.DescribeWorkflow(context.Background(), notification.WorkflowID(bIDs[0]), "")
 	require.NoError(t, err)
-	payload := desc.GetWorkflowExecutionInfo().GetSearchAttributes().GetIndexedFields()["NotificationTenant"]
+	payload := desc.RawResponse.GetWorkflowExecutionInfo().GetSearchAttributes().GetIndexedFields()["NotificationTenant"]
 	require.NotNil(t, payload, "the workflow carries NotificationTenant")
 	var tenantName string
 	require.NoError(t, converter.GetDefaultDataConverter().FromPayload(payload, &tenantName))
