@@ -153,7 +153,8 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 		return workflows.DeliverResult{}, notAttempted(err)
 	}
 	log := a.Log.With(zap.String("notification_id", in.NotificationID), zap.String("workflow_id", notification.WorkflowID(in.NotificationID)),
-		zap.String("channel", string(n.Channel)), zap.Int("attempt", in.Attempt), zap.String("provider", p.Name))
+		zap.String("channel", string(n.Channel)), zap.Int("attempt", in.Attempt), zap.String("provider", p.Name),
+		zap.String("tenant_id", n.TenantID.String()))
 	switch refusal {
 	case store.Terminal:
 		log.Info("notification already terminal; nothing sent", zap.String("status", string(n.Status)))
