@@ -16,10 +16,10 @@ load_env
 dev_key_file="$ROOT/.data/dev-api-key"
 if [ -n "${API_KEYS:-}" ]; then
   api_key="${API_KEYS%%,*}"
-  api_key_source="API_KEYS, tenant default"
+  api_key_source='API_KEYS; tenant "default"'
 else
   api_key=""
-  api_key_source=".data/dev-api-key, tenant development"
+  api_key_source='.data/dev-api-key; tenant "development"'
 fi
 export API_KEYS="${API_KEYS:-}"
 
@@ -100,18 +100,30 @@ fi
 log "migrating the database"
 "$ROOT/bin/migrate" up
 if [ -z "$API_KEYS" ]; then
-  # A key made before tenants ("dev-…"), or not active in this database, is replaced.
+  # The development key lives in the database (tenant "development"); the API
+  # starts with API_KEYS empty and reads keys from there. A key made before
+  # tenants ("dev-…"), or one not active in this database (revoked, expired,
+  # another database), is replaced.
   if [ -s "$dev_key_file" ]; then
     prefix="$(head -c 11 "$dev_key_file")"
-    if ! "$ROOT/bin/dispatchctl" keys list --tenant development | grep -q "^$prefix .*active"; then
-      rm -f "$dev_key_file"
-    fi
+    case "$prefix" in
+      dev-*)
+        log "replacing the development API key made before tenants (.data/dev-api-key)"
+        rm -f "$dev_key_file" ;;
+      *)
+        dev_keys="$("$ROOT/bin/dispatchctl" keys list --tenant development)"
+        if ! grep -q "^$prefix .*[[:space:]]active\$" <<<"$dev_keys"; then
+          log "replacing .data/dev-api-key: its key is not active in this database"
+          rm -f "$dev_key_file"
+        fi ;;
+    esac
   fi
   if [ ! -s "$dev_key_file" ]; then
     mkdir -p "$ROOT/.data"
     key="$("$ROOT/bin/dispatchctl" keys create --tenant development --name "make run" | tail -n 1)"
+    [[ "$key" == de_* ]] || die "dispatchctl keys create printed no key"
     (umask 077 && printf '%s\n' "$key" >"$dev_key_file")
-    log "made a development API key (tenant development) in .data/dev-api-key"
+    log "made a development API key of tenant \"development\" in .data/dev-api-key"
   fi
   api_key="$(cat "$dev_key_file")"
 fi

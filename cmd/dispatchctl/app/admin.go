@@ -63,9 +63,9 @@ func (a *cli) keysCommand() *cobra.Command {
 				return err
 			}
 			return a.output(struct {
-				store.APIKey
+				keyView
 				Key string `json:"key"`
-			}{k, key}, func(w io.Writer) {
+			}{viewKey(k, time.Now()), key}, func(w io.Writer) {
 				say(w, "created key %s for tenant %s", k.Prefix, k.TenantName)
 				if k.ExpiresAt != nil {
 					say(w, ", expiring %s", stamp(*k.ExpiresAt))
@@ -89,20 +89,17 @@ func (a *cli) keysCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.output(ks, func(w io.Writer) {
+			now := time.Now()
+			views := make([]keyView, len(ks))
+			for i, k := range ks {
+				views[i] = viewKey(k, now)
+			}
+			return a.output(views, func(w io.Writer) {
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				_, _ = fmt.Fprintln(tw, "PREFIX\tTENANT\tNAME\tSTATUS\tCREATED\tEXPIRES\tLAST USED")
-				now := time.Now()
-				for _, k := range ks {
-					status := "active"
-					switch {
-					case k.RevokedAt != nil:
-						status = "revoked"
-					case !k.Active(now):
-						status = "expired"
-					}
-					_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Prefix, k.TenantName, str(k.Name), status,
-						stamp(k.CreatedAt), stampPtr(k.ExpiresAt), stampPtr(k.LastUsedAt))
+				_, _ = fmt.Fprintln(tw, "PREFIX\tTENANT\tNAME\tCREATED\tEXPIRES\tLAST USED\tSTATUS")
+				for _, k := range views {
+					_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Prefix, k.Tenant, dash(str(k.Name)),
+						stamp(k.CreatedAt), dash(stampPtr(k.ExpiresAt)), dash(stampPtr(k.LastUsedAt)), k.Status)
 				}
 				_ = tw.Flush()
 			})
@@ -122,7 +119,7 @@ func (a *cli) keysCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.output(k, func(w io.Writer) {
+			return a.output(viewKey(k, time.Now()), func(w io.Writer) {
 				say(w, "revoked key %s of tenant %s\n", k.Prefix, k.TenantName)
 			})
 		}),
@@ -176,7 +173,7 @@ func (a *cli) tenantsCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.output(t, func(w io.Writer) { printTenants(w, []store.Tenant{t}) })
+			return a.output(viewTenant(t), func(w io.Writer) { printTenants(w, []store.Tenant{t}) })
 		}),
 	}
 	set.Flags().IntVar(&perSec, "accept-per-sec", 0, "notifications accepted per second at most (0: no quota)")
@@ -191,11 +188,56 @@ func (a *cli) tenantsCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.output(ts, func(w io.Writer) { printTenants(w, ts) })
+			views := make([]tenantView, len(ts))
+			for i, t := range ts {
+				views[i] = viewTenant(t)
+			}
+			return a.output(views, func(w io.Writer) { printTenants(w, ts) })
 		}),
 	}
 	tenants.AddCommand(set, list)
 	return tenants
+}
+
+// keyView is a key as --json prints it: never the key nor its hash.
+type keyView struct {
+	ID         string     `json:"id"`
+	Prefix     string     `json:"prefix"`
+	Tenant     string     `json:"tenant"`
+	Name       *string    `json:"name"`
+	Status     string     `json:"status"` // active, revoked or expired
+	CreatedAt  time.Time  `json:"createdAt"`
+	ExpiresAt  *time.Time `json:"expiresAt"`
+	RevokedAt  *time.Time `json:"revokedAt"`
+	LastUsedAt *time.Time `json:"lastUsedAt"`
+}
+
+func viewKey(k store.APIKey, now time.Time) keyView {
+	status := "active"
+	switch {
+	case k.RevokedAt != nil:
+		status = "revoked"
+	case !k.Active(now):
+		status = "expired"
+	}
+	return keyView{ID: k.ID.String(), Prefix: k.Prefix, Tenant: k.TenantName, Name: k.Name, Status: status,
+		CreatedAt: k.CreatedAt, ExpiresAt: k.ExpiresAt, RevokedAt: k.RevokedAt, LastUsedAt: k.LastUsedAt}
+}
+
+// tenantView is a tenant as --json prints it; a null quota is none.
+type tenantView struct {
+	ID           string    `json:"id"`
+	Name         string    `json:"name"`
+	AcceptPerSec *int      `json:"acceptPerSec"`
+	AcceptPerDay *int      `json:"acceptPerDay"`
+	Weight       float32   `json:"weight"`
+	CreatedAt    time.Time `json:"createdAt"`
+	UpdatedAt    time.Time `json:"updatedAt"`
+}
+
+func viewTenant(t store.Tenant) tenantView {
+	return tenantView{ID: t.ID.String(), Name: t.Name, AcceptPerSec: t.AcceptPerSec, AcceptPerDay: t.AcceptPerDay,
+		Weight: t.Weight, CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt}
 }
 
 func printTenants(w io.Writer, ts []store.Tenant) {
@@ -234,7 +276,7 @@ func (a *cli) admin(body func(ctx context.Context, pool *pgxpool.Pool, cmd *cobr
 		err = body(ctx, pool, cmd, args)
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table
-			return &exitError{code: ExitFailed, msg: "the database has no tenants table: migrate it first (go run ./cmd/migrate up)"}
+			return &exitError{code: ExitFailed, msg: "the database has no tenants or api_keys table: migrate it first (make migrate-up, or go run ./cmd/migrate up)"}
 		}
 		return err
 	}

@@ -122,6 +122,8 @@ func envMap(env []string) map[string]string {
 const rootLong = `dispatchctl operates the dispatch engine over its public API (openapi.yaml):
 send notifications and batches, list, inspect, watch, cancel and retry them,
 and run bulk operations (retry, cancel or erase what a filter matches).
+The keys and tenants commands make API keys and set tenants' quotas and
+weights; they talk to PostgreSQL (--database-dsn, $DATABASE_DSN), not the API.
 
 Configuration, the first found wins:
   API URL   --url, then $DISPATCH_URL, then http://127.0.0.1:8080
