@@ -3,7 +3,6 @@ package quota
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
@@ -11,26 +10,14 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"dispatch-engine/internal/testenv"
 )
 
 func newTestQuota(t *testing.T) (*Quota, *redis.Client) {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		t.Skipf("redis not available: %v", err)
-	}
-	prefix := fmt.Sprintf("test:quota:%s:%d:", t.Name(), rand.Int64())
-	t.Cleanup(func() {
-		ctx := context.Background()
-		iter := rdb.Scan(ctx, 0, prefix+"*", 100).Iterator()
-		for iter.Next(ctx) {
-			rdb.Del(ctx, iter.Val())
-		}
-		_ = rdb.Close()
-	})
-	return New(rdb, prefix), rdb
+	rdb, prefix := testenv.Redis(t) // the shared Redis; its keys are deleted at cleanup
+	return New(rdb, prefix+"quota:"), rdb
 }
 
 // inOneSecond runs body until all decisions it returns fall in the same
