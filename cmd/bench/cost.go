@@ -21,9 +21,16 @@ const clockTicks = 100
 type process struct {
 	Name string
 	PID  int // 0: not found
+	// Tree counts the process's children too: PostgreSQL's backends and
+	// background workers, the Erlang VM's helpers. A child that exits is
+	// counted in the parent's cutime and cstime once it is reaped, so
+	// connections that come and go during a run are not missed.
+	Tree bool
 }
 
-// processes are the API, the worker and the Temporal server.
+// processes are the product's own (the API, the worker), the Temporal
+// server, and the services the notification passes through: PostgreSQL,
+// RabbitMQ and Redis.
 type processes struct {
 	list     []process
 	warnings []string
@@ -41,15 +48,19 @@ func findProcesses(o options) *processes {
 		override int
 		port     int
 		match    func(argv []string) bool
+		service  bool // found by its port only: no --<name>-pid flag
 	}{
-		{"api", o.APIPid, urlPort(o.API), func(argv []string) bool { return strings.HasSuffix(argv[0], "bin/api") }},
-		{"worker", o.WorkerPid, urlPort(o.Worker), func(argv []string) bool { return strings.HasSuffix(argv[0], "bin/worker") }},
-		{"temporal", o.TemporalPid, addrPort(o.Temporal), isTemporalServer},
+		{"api", o.APIPid, urlPort(o.API, 0), func(argv []string) bool { return strings.HasSuffix(argv[0], "bin/api") }, false},
+		{"worker", o.WorkerPid, urlPort(o.Worker, 0), func(argv []string) bool { return strings.HasSuffix(argv[0], "bin/worker") }, false},
+		{"temporal", o.TemporalPid, addrPort(o.Temporal), isTemporalServer, false},
+		{"postgres", 0, urlPort(o.DatabaseDSN, 5432), func(argv []string) bool { return filepath.Base(argv[0]) == "postgres" }, true},
+		{"rabbitmq", 0, urlPort(o.RabbitMQURL, 5672), func(argv []string) bool { return filepath.Base(argv[0]) == "beam.smp" }, true},
+		{"redis", 0, urlPort(o.RedisURL, 6379), func(argv []string) bool { return strings.HasPrefix(filepath.Base(argv[0]), "redis-server") }, true},
 	}
 	ps := &processes{}
 	cmdlines := readCmdlines()
 	for _, r := range roles {
-		p := process{Name: r.name, PID: r.override}
+		p := process{Name: r.name, PID: r.override, Tree: r.name == "postgres" || r.name == "rabbitmq"}
 		if p.PID == 0 {
 			var candidates []int
 			for pid, argv := range cmdlines {
@@ -60,13 +71,17 @@ func findProcesses(o options) *processes {
 			slices.Sort(candidates)
 			switch len(candidates) {
 			case 0:
-				ps.warnings = append(ps.warnings, fmt.Sprintf("no %s process found in /proc: its cost is not measured (pass --%s-pid)", r.name, r.name))
+				hint := ""
+				if r.override == 0 && !r.service {
+					hint = fmt.Sprintf(" (pass --%s-pid)", r.name)
+				}
+				ps.warnings = append(ps.warnings, fmt.Sprintf("no %s process found in /proc: its cost is not measured%s", r.name, hint))
 			case 1:
 				p.PID = candidates[0]
 			default:
 				p.PID = listener(candidates, r.port)
 				if p.PID == 0 {
-					ps.warnings = append(ps.warnings, fmt.Sprintf("%d %s processes %v and none listens on port %d: pass --%s-pid", len(candidates), r.name, candidates, r.port, r.name))
+					ps.warnings = append(ps.warnings, fmt.Sprintf("%d %s processes %v and none listens on port %d: its cost is not measured", len(candidates), r.name, candidates, r.port))
 				}
 			}
 		}
@@ -138,61 +153,145 @@ func listener(candidates []int, port int) int {
 	return 0
 }
 
-// sample reads each found process's CPU seconds so far.
+// sample reads each found process's CPU seconds so far (with its
+// children's, for a tree).
 func (ps *processes) sample() procSample {
 	s := procSample{}
+	var children map[int][]int
 	for _, p := range ps.list {
 		if p.PID == 0 {
 			continue
 		}
-		if cpu, err := cpuSeconds(p.PID); err == nil {
-			s[p.Name] = cpu
+		st, err := readStat(p.PID)
+		if err != nil {
+			continue
 		}
+		cpu := st.cpu()
+		if p.Tree {
+			if children == nil {
+				children = childrenOf()
+			}
+			// Reaped children are in the parent's cutime and cstime; live
+			// ones (and theirs) are read one by one.
+			cpu += st.childCPU()
+			for _, c := range descendants(children, p.PID) {
+				if cs, err := readStat(c); err == nil {
+					cpu += cs.cpu()
+				}
+			}
+		}
+		s[p.Name] = cpu
 	}
 	return s
 }
 
-// cpuSeconds is utime + stime of pid, in seconds.
-func cpuSeconds(pid int) (float64, error) {
+// stat is what the cost reads of /proc/<pid>/stat.
+type stat struct {
+	ppid                         int
+	utime, stime, cutime, cstime uint64
+}
+
+func (s stat) cpu() float64      { return float64(s.utime+s.stime) / clockTicks }
+func (s stat) childCPU() float64 { return float64(s.cutime+s.cstime) / clockTicks }
+
+// readStat parses /proc/<pid>/stat.
+func readStat(pid int) (stat, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return stat{}, err
 	}
 	// The command name (field 2) may hold spaces; the fields after it start
-	// with the state (field 3), so utime (14) and stime (15) are at 11, 12.
+	// with the state (field 3), so ppid (4) is at 1, utime (14) to cstime
+	// (17) at 11 to 14.
 	i := strings.LastIndex(string(b), ") ")
 	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+		return stat{}, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
 	}
 	fs := strings.Fields(string(b)[i+2:])
-	if len(fs) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	if len(fs) < 15 {
+		return stat{}, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
 	}
-	utime, err1 := strconv.ParseUint(fs[11], 10, 64)
-	stime, err2 := strconv.ParseUint(fs[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	var n [5]uint64
+	for k, f := range []string{fs[1], fs[11], fs[12], fs[13], fs[14]} {
+		v, err := strconv.ParseUint(f, 10, 64)
+		if err != nil {
+			return stat{}, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+		}
+		n[k] = v
 	}
-	return float64(utime+stime) / clockTicks, nil
+	return stat{ppid: int(n[0]), utime: n[1], stime: n[2], cutime: n[3], cstime: n[4]}, nil
+}
+
+// childrenOf maps each process to its live children.
+func childrenOf() map[int][]int {
+	out := map[int][]int{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if st, err := readStat(pid); err == nil {
+			out[st.ppid] = append(out[st.ppid], pid)
+		}
+	}
+	return out
+}
+
+// descendants lists pid's live children, their children, and so on.
+func descendants(children map[int][]int, pid int) []int {
+	var out []int
+	queue := slices.Clone(children[pid])
+	for len(queue) > 0 {
+		c := queue[0]
+		queue = queue[1:]
+		out = append(out, c)
+		queue = append(queue, children[c]...)
+	}
+	return out
 }
 
 // peakRSSMB is VmHWM of pid (the resident set's high-water mark since the
 // process started), in MiB.
-func peakRSSMB(pid int) (float64, error) {
+func peakRSSMB(pid int) (float64, error) { return statusMB(pid, "VmHWM:") }
+
+// statusMB reads a kB field of /proc/<pid>/status, in MiB.
+func statusMB(pid int, field string) (float64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}
 	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			kb, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
 			if err != nil {
-				return 0, err
+				return 0, fmt.Errorf("/proc/%d/status: %s %w", pid, field, err)
 			}
 			return kb / 1024, nil
 		}
 	}
-	return 0, fmt.Errorf("/proc/%d/status has no VmHWM", pid)
+	return 0, fmt.Errorf("/proc/%d/status has no %s", pid, field)
+}
+
+// treePSSMB is the proportional set size of pid and its live descendants
+// now, in MiB: shared memory (PostgreSQL's shared buffers) counted once
+// across the tree, not once per backend as VmHWM would.
+func treePSSMB(pid int) float64 {
+	total := 0.0
+	for _, p := range append([]int{pid}, descendants(childrenOf(), pid)...) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", p))
+		if err != nil {
+			continue
+		}
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "Pss:"); ok {
+				kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
+				total += kb / 1024
+				break
+			}
+		}
+	}
+	return total
 }
 
 // CostResult is the cost section's figures, over the end-to-end run.
@@ -227,6 +326,9 @@ func costOf(ps *processes, before, after procSample, delivered int) CostResult {
 			pc.CPUSecondsPer1000 = round3((a - b) * 1000 / float64(delivered))
 		}
 		rss, _ := peakRSSMB(p.PID)
+		if p.Tree {
+			rss = treePSSMB(p.PID)
+		}
 		pc.PeakRSSMB = round3(rss)
 		c.CPUSecondsPer1000 = round3(c.CPUSecondsPer1000 + pc.CPUSecondsPer1000)
 		c.Processes = append(c.Processes, pc)
@@ -234,12 +336,16 @@ func costOf(ps *processes, before, after procSample, delivered int) CostResult {
 	return c
 }
 
-func urlPort(raw string) int {
+// urlPort is the port of a URL or DSN, def when it names none.
+func urlPort(raw string, def int) int {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return 0
+		return def
 	}
-	p, _ := strconv.Atoi(u.Port())
+	p, err := strconv.Atoi(u.Port())
+	if err != nil {
+		return def
+	}
 	return p
 }
 

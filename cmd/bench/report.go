@@ -23,9 +23,12 @@ type Result struct {
 	Ceiling  CeilingResult  `json:"ceiling"`
 	Idle     *IdleResult    `json:"idle,omitempty"`
 	EndToEnd EndToEndResult `json:"endToEnd"`
+	Paced    *PacedResult   `json:"paced,omitempty"`
 	Ingest   *IngestResult  `json:"ingest,omitempty"`
 	Cost     CostResult     `json:"cost"`
 	Warnings []string       `json:"warnings,omitempty"`
+
+	ScaleOut *ScaleOutResult `json:"scaleOut,omitempty"`
 }
 
 // Machine describes where the figures come from.
@@ -155,6 +158,10 @@ func printTable(out io.Writer, r *Result) {
 		row("not delivered, by API status", "%s", counts(e.Stuck))
 	}
 
+	if p := r.Paced; p != nil {
+		printPaced(w, row, p)
+	}
+
 	if in := r.Ingest; in != nil {
 		s := in.Single
 		fmt.Fprintf(w, "\nINGEST  (after end to end; what it creates is delivered afterwards)\n")
@@ -168,8 +175,10 @@ func printTable(out io.Writer, r *Result) {
 		row("left to deliver", "%d notifications, ~%s at the end-to-end rate", in.Created, (time.Duration(in.BacklogETASeconds) * time.Second).String())
 	}
 
+	printScaleOut(w, row, r.ScaleOut)
+
 	k := r.Cost
-	fmt.Fprintf(w, "\nCOST  (end to end: first request until every workflow closed; per 1,000 delivered; peak RSS is VmHWM since the process started)\n")
+	fmt.Fprintf(w, "\nCOST  (end to end: first request until every workflow closed; per 1,000 delivered; peak RSS is VmHWM since the process started; for postgres and rabbitmq, the PSS of the process tree at the end)\n")
 	fmt.Fprintf(w, "  process\tpid\tCPU s\tCPU s / 1,000\tpeak RSS MiB\n")
 	for _, p := range k.Processes {
 		fmt.Fprintf(w, "  %s\t%d\t%.2f\t%.2f\t%.0f\n", p.Name, p.PID, p.CPUSeconds, p.CPUSecondsPer1000, p.PeakRSSMB)
