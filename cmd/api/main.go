@@ -27,6 +27,7 @@ import (
 	"dispatch-engine/internal/logs"
 	"dispatch-engine/internal/metrics"
 	"dispatch-engine/internal/outbox"
+	"dispatch-engine/internal/profiling"
 	"dispatch-engine/internal/provider"
 	"dispatch-engine/internal/queue"
 	"dispatch-engine/internal/quota"
@@ -57,6 +58,7 @@ func run() error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	defer profiling.Serve(cfg.APIPprofPort, log)()
 
 	pool, err := store.Connect(ctx, cfg.DatabaseDSN, cfg.DatabaseMaxConns)
 	if err != nil {

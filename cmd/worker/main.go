@@ -35,6 +35,7 @@ import (
 	"dispatch-engine/internal/metrics"
 	"dispatch-engine/internal/notification"
 	"dispatch-engine/internal/outbox"
+	"dispatch-engine/internal/profiling"
 	"dispatch-engine/internal/provider"
 	"dispatch-engine/internal/queue"
 	"dispatch-engine/internal/ratelimit"
@@ -71,6 +72,7 @@ func run() error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	defer profiling.Serve(cfg.WorkerPprofPort, log)()
 
 	c, err := connect(ctx, cfg, log)
 	if err != nil {

@@ -107,6 +107,11 @@ type Config struct {
 	APIPort int `env:"API_PORT" envDefault:"8080"`
 	// WorkerMetricsPort serves the worker's /metrics, /livez and /readyz.
 	WorkerMetricsPort int `env:"WORKER_METRICS_PORT" envDefault:"8081"`
+	// APIPprofPort and WorkerPprofPort, when set, serve Go's profiler
+	// (/debug/pprof/) on 127.0.0.1 only: profiles show the process's
+	// internals, so they are never on a public port. 0 (the default): off.
+	APIPprofPort    int `env:"API_PPROF_PORT" envDefault:"0"`
+	WorkerPprofPort int `env:"WORKER_PPROF_PORT" envDefault:"0"`
 	// ShutdownTimeout bounds a graceful stop: the API's in-flight requests;
 	// the worker's messages being handled and activities in flight (side by
 	// side; what is left is requeued or retried).
@@ -137,6 +142,12 @@ type Config struct {
 	TemporalTLSServerName string `env:"TEMPORAL_TLS_SERVER_NAME"`
 	// TemporalAPIKey authenticates to Temporal Cloud with an API key (over TLS).
 	TemporalAPIKey string `env:"TEMPORAL_API_KEY"`
+	// TemporalGRPCCompression is none (the default) or gzip: whether requests
+	// to Temporal are compressed. A notification's requests carry ids and a
+	// few fields, and on a local network gzip costs both ends CPU on every
+	// request (a tenth of the worker's, measured: docs/PERFORMANCE.md) for
+	// bytes that do not matter; over a slow link to Temporal Cloud, gzip.
+	TemporalGRPCCompression string `env:"TEMPORAL_GRPC_COMPRESSION" envDefault:"none"`
 }
 
 // Load reads the .env file in the working directory, if there is one, then
@@ -239,7 +250,8 @@ func (c Config) validate() error {
 			break
 		}
 	}
-	for name, port := range map[string]int{"API_PORT": c.APIPort, "WORKER_METRICS_PORT": c.WorkerMetricsPort} {
+	for name, port := range map[string]int{"API_PORT": c.APIPort, "WORKER_METRICS_PORT": c.WorkerMetricsPort,
+		"API_PPROF_PORT": c.APIPprofPort, "WORKER_PPROF_PORT": c.WorkerPprofPort} {
 		if port < 0 || port > 65535 {
 			bad(name, "%d is not a TCP port", port)
 		}
@@ -252,6 +264,9 @@ func (c Config) validate() error {
 	}
 	if c.TemporalAddress == "" {
 		bad("TEMPORAL_ADDRESS", "must not be empty")
+	}
+	if c.TemporalGRPCCompression != "none" && c.TemporalGRPCCompression != "gzip" {
+		bad("TEMPORAL_GRPC_COMPRESSION", "%q is not none or gzip", c.TemporalGRPCCompression)
 	}
 	if c.TemporalNamespace == "" {
 		bad("TEMPORAL_NAMESPACE", "must not be empty")

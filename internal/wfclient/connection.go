@@ -14,9 +14,13 @@ import (
 // Connection turns the Temporal settings into the SDK's connection options
 // and credentials: plain (a dev server, a cluster inside the network), TLS
 // (system roots or TEMPORAL_TLS_CA), mTLS (TEMPORAL_TLS_CERT and _KEY) or an
-// API key (Temporal Cloud), which always goes over TLS.
+// API key (Temporal Cloud), which always goes over TLS; requests compressed
+// with gzip or not (TEMPORAL_GRPC_COMPRESSION).
 func Connection(cfg config.Config) (client.ConnectionOptions, client.Credentials, error) {
 	var opts client.ConnectionOptions
+	if cfg.TemporalGRPCCompression == "none" {
+		opts.GrpcCompression = &client.GrpcCompressionNone{}
+	}
 	useTLS := cfg.TemporalTLS || cfg.TemporalTLSCert != "" || cfg.TemporalTLSCA != "" || cfg.TemporalAPIKey != ""
 	if !useTLS {
 		return opts, nil, nil
