@@ -177,13 +177,13 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 		case a.FastPathCalls <- struct{}{}:
 			defer func() { <-a.FastPathCalls }()
 		default:
-			return deferred("every fast-path call of this worker is busy"), nil
+			return a.deferred(channel, "busy", "every fast-path call of this worker is busy"), nil
 		}
 		if !a.Limiter.TryTake(ctx, channel) {
-			return deferred("no rate-limit slot free"), nil
+			return a.deferred(channel, "rate-limit", "no rate-limit slot free"), nil
 		}
 		if p.RatePerSec > 0 && !a.Limiter.TryTake(ctx, provider.ProviderLimitKey(p.Name)) {
-			return deferred("no rate-limit slot of " + p.Name + " free"), nil
+			return a.deferred(channel, "rate-limit", "no rate-limit slot of "+p.Name+" free"), nil
 		}
 	default:
 		if time.Since(slotAt) > slotFreshness {
@@ -260,7 +260,8 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 		a.Metrics.EndToEnd.WithLabelValues(string(n.Channel), string(n.Priority)).Observe(time.Since(n.CreatedAt).Seconds())
 		log.Info("delivered", zap.Int("status_code", res.StatusCode), zap.Duration("duration", elapsed))
 	case workflows.OutcomeSent:
-		log.Info("sent; awaiting the receipt", zap.Int("status_code", res.StatusCode), zap.Duration("duration", elapsed))
+		// Not an outcome yet: the receipt's settling logs the one line.
+		log.Debug("sent; awaiting the receipt", zap.Int("status_code", res.StatusCode), zap.Duration("duration", elapsed))
 	default:
 		log.Warn("delivery attempt failed", zap.String("outcome", string(res.Outcome)), zap.Int("status_code", res.StatusCode), zap.String("error", res.Error))
 	}
@@ -344,7 +345,8 @@ func (a *Activities) release(ctx context.Context, t *breaker.Ticket) {
 }
 
 // deferred is the fast path's answer when it may not send now.
-func deferred(why string) workflows.DeliverResult {
+func (a *Activities) deferred(channel, reason, why string) workflows.DeliverResult {
+	a.Metrics.FastPathDeferred.WithLabelValues(channel, reason).Inc()
 	return workflows.DeliverResult{Outcome: workflows.OutcomeDeferred, Error: why}
 }
 

@@ -146,6 +146,12 @@ type Worker struct {
 	// OperationNotifications counts the notifications operations visited,
 	// by action and result (succeeded, skipped).
 	OperationNotifications *prometheus.CounterVec
+	// FastPathDeferred counts the fast path's first attempts that sent
+	// nothing and went to the channel's activity task queue instead, by
+	// channel and reason (busy: every fast-path call of the worker in
+	// flight; rate-limit: no slot free). Each costs an activity and a
+	// workflow task more than the fast path.
+	FastPathDeferred *prometheus.CounterVec
 }
 
 // NewWorker registers the worker's metrics.
@@ -216,10 +222,14 @@ func NewWorker() *Worker {
 			Name: "dispatch_operation_notifications_total",
 			Help: "Notifications visited by operations (POST /v1/operations), by action and result (succeeded, skipped).",
 		}, []string{"action", "result"}),
+		FastPathDeferred: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dispatch_fast_path_deferred_total",
+			Help: "First attempts the fast path sent to the channel's activity task queue instead, by channel and reason (busy, rate-limit).",
+		}, []string{"channel", "reason"}),
 	}
 	m.Registry.MustRegister(m.Terminal, m.Attempts, m.ProviderLatency, m.EndToEnd, m.RateLimitWait, m.RateLimitWaits,
 		m.Relayed, m.WorkflowStarts, m.InFlight, m.Repaired, m.DependencyUp, m.BreakerState, m.BreakerChanges,
-		m.DeadLettersRetired, m.RetentionDeleted, m.OperationNotifications)
+		m.DeadLettersRetired, m.RetentionDeleted, m.OperationNotifications, m.FastPathDeferred)
 	return m
 }
 

@@ -84,21 +84,40 @@ func Limit(rate int) redis_rate.Limit {
 	return redis_rate.Limit{Rate: rate, Period: time.Second, Burst: max(2, rate/20)}
 }
 
-// TryTake takes a slot for channel if one is free right now, without
-// waiting. It reports false when the channel is at its limit or was lately
-// (a backlog is draining through Wait), or when Redis cannot be reached
-// (failing closed: the caller then takes the waiting path).
+// TakeWithin is how long TryTake may wait for a slot that is about to come
+// free: the spacing of a few slots at the usual rates (10 ms apiece at
+// 100/s). Without it, attempts arriving a few milliseconds apart in a burst
+// well under the limit would be refused, and every refusal sends an attempt
+// on the slower path and marks the channel saturated for saturationHold.
+// A slot further away than this is refused at once.
+const TakeWithin = 100 * time.Millisecond
+
+// TryTake takes a slot for channel if one is free now or comes free within
+// TakeWithin (GCRA says exactly when), taking it only then, just before the
+// caller's send. It reports false when the channel is at its limit beyond
+// that or was lately (a backlog is draining through Wait), or when Redis
+// cannot be reached (failing closed: the caller then takes the waiting path).
 func (l *Limiter) TryTake(ctx context.Context, channel string) bool {
 	rate, ok := l.limits[channel]
 	if !ok || l.Saturated(channel) {
 		return false
 	}
-	res, err := l.allow(ctx, l.key(channel), Limit(rate))
-	if err != nil || res.Allowed == 0 {
-		l.markSaturated(channel)
-		return false
+	deadline := time.Now().Add(TakeWithin)
+	for {
+		res, err := l.allow(ctx, l.key(channel), Limit(rate))
+		if err == nil && res.Allowed > 0 {
+			return true
+		}
+		if err != nil || time.Now().Add(res.RetryAfter).After(deadline) {
+			l.markSaturated(channel)
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(res.RetryAfter):
+		}
 	}
-	return true
 }
 
 // Wait blocks until channel may make one more request and returns how long

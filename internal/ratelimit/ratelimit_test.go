@@ -63,6 +63,19 @@ func TestUnknownChannelIsAnError(t *testing.T) {
 	require.Error(t, err)
 }
 
+// TestTryTakeWaitsOnlyForASlotAboutToComeFree: at 100/s a slot comes free
+// every 10 ms, within TakeWithin, so a burst past the GCRA burst is paced,
+// not refused; at 1/s the next slot is a second away and is refused at once.
+func TestTryTakeWaitsOnlyForASlotAboutToComeFree(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	l := ratelimit.New(rdb, prefix, map[string]int{"sms": 100})
+	ctx := context.Background()
+	for i := range ratelimit.Limit(100).Burst + 3 {
+		require.True(t, l.TryTake(ctx, "sms"), "slot %d comes free within %s", i+1, ratelimit.TakeWithin)
+	}
+	require.False(t, l.Saturated("sms"), "a paced burst does not saturate the channel")
+}
+
 func TestTryTakeNeverWaits(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
 	l := ratelimit.New(rdb, prefix, map[string]int{"push": 1})
@@ -70,7 +83,9 @@ func TestTryTakeNeverWaits(t *testing.T) {
 	for i := range ratelimit.Limit(1).Burst {
 		require.True(t, l.TryTake(ctx, "push"), "slot %d is free", i+1)
 	}
+	start := time.Now()
 	require.False(t, l.TryTake(ctx, "push"), "the channel is at its limit")
+	require.Less(t, time.Since(start), 500*time.Millisecond, "a slot a second away is refused at once, not waited for")
 	require.False(t, l.TryTake(ctx, "fax"), "no slot for an unknown channel")
 }
 
