@@ -16,6 +16,13 @@ TEMPORAL_SERVER_BIN="$ROOT/.tools/bin/temporal-server"
 TEMPORAL_SQL_TOOL_BIN="$ROOT/.tools/bin/temporal-sql-tool"
 export TEMPORAL_SERVER_VERSION TEMPORAL_SERVER_BIN TEMPORAL_SQL_TOOL_BIN
 
+# The Temporal Web UI beside that server (the dev server embeds it; the server
+# binary has none): the UI server module the pinned CLI embeds, the same
+# version, built from the module proxy like the rest.
+TEMPORAL_UI_VERSION="v2.42.1"
+TEMPORAL_UI_BIN="$ROOT/.tools/bin/temporal-ui-server"
+export TEMPORAL_UI_VERSION TEMPORAL_UI_BIN
+
 # The linters of make lint are pinned here too, and built the same way from
 # the module proxy into .tools/bin, outside the product's go.mod:
 # golangci-lint (config in .golangci.yml) and Temporal's workflowcheck, which
@@ -111,6 +118,19 @@ ensure_temporal_server() {
       return 0
     fi
   done
+}
+
+# ensure_temporal_ui: builds the pinned Temporal UI server into .tools/bin once.
+ensure_temporal_ui() {
+  if [ -x "$TEMPORAL_UI_BIN" ] && go version -m "$TEMPORAL_UI_BIN" 2>/dev/null | grep -q "mod[[:space:]]*github.com/temporalio/ui-server/v2[[:space:]]*$TEMPORAL_UI_VERSION"; then
+    return 0
+  fi
+  log "building Temporal UI server $TEMPORAL_UI_VERSION into .tools/bin (first time only, a minute)"
+  local stage="$ROOT/.tools/build-temporal-ui"
+  rm -rf "$stage" && mkdir -p "$stage" "$ROOT/.tools/bin"
+  GOBIN="$stage" go install "github.com/temporalio/ui-server/v2/cmd/server@$TEMPORAL_UI_VERSION"
+  mv "$stage/server" "$TEMPORAL_UI_BIN"
+  rm -rf "$stage"
 }
 
 # temporal_server_module_dir: where the Go module cache holds the pinned

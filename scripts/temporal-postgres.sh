@@ -7,8 +7,9 @@
 # updates) their schemas from the server module's own schema files, writes its
 # config to .data/temporal-postgres/config/, starts the server, makes sure
 # namespace default exists and registers the product's search attributes.
-# There is no Web UI: it is not part of the server binary. Ctrl-C or SIGTERM
-# stops the server.
+# Beside it, the Temporal Web UI on TEMPORAL_UI_PORT (8233, as the dev server
+# serves it; 0: none), the UI server the pinned CLI embeds, built from the
+# module proxy too. Ctrl-C or SIGTERM stops both.
 #
 # PostgreSQL: TEMPORAL_PG_HOST (127.0.0.1), TEMPORAL_PG_PORT (5432),
 # TEMPORAL_PG_USER (postgres), TEMPORAL_PG_PASSWORD (empty).
@@ -17,6 +18,8 @@ set -euo pipefail
 load_env
 ensure_temporal_server
 ensure_temporal_cli
+ui_port="${TEMPORAL_UI_PORT:-8233}"
+[ "$ui_port" = 0 ] || ensure_temporal_ui
 
 address="${TEMPORAL_ADDRESS:-127.0.0.1:7233}"
 host="${address%:*}"
@@ -26,6 +29,15 @@ pg_port="${TEMPORAL_PG_PORT:-5432}"
 pg_user="${TEMPORAL_PG_USER:-postgres}"
 pg_password="${TEMPORAL_PG_PASSWORD:-}"
 log_level="${TEMPORAL_LOG_LEVEL:-warn}"
+# TEMPORAL_PPROF_PORT serves Go's profiler of the server on 127.0.0.1 at that
+# port (docs/PERFORMANCE.md); unset or 0, none.
+pprof_port="${TEMPORAL_PPROF_PORT:-0}"
+pprof_block=""
+if [ "$pprof_port" != 0 ]; then
+  pprof_block="  pprof:
+    port: $pprof_port
+    host: 127.0.0.1"
+fi
 
 if port_open "$host" "$port"; then
   die "something already listens on $address (the dev server? stop it first)"
@@ -64,7 +76,14 @@ for pair in temporal:temporal temporal_visibility:visibility; do
 done
 
 # --- config (from the module's config/development-postgres12.yaml) ---------
-cat >"$data/config/dynamicconfig.yaml" <<'YAML'
+# dynamic_config FORCE: writes the dynamic config (the server reads it again
+# every 10s). FORCE true makes search attributes visible at once after their
+# creation (the dev server runs so all the time): every read of them then
+# reads the database, a fifth of the server's CPU under load (measured:
+# docs/PERFORMANCE.md), so it is on only until they are registered.
+dynamic_config() {
+  cat >"$data/config/dynamicconfig.yaml" <<YAML
+# Written by scripts/temporal-postgres.sh; edits are overwritten on the next start.
 # The same values the product's dev server runs with (scripts/lib.sh temporal_dev_args).
 matching.useNewMatcher:
   - value: true
@@ -74,12 +93,21 @@ matching.numTaskqueueReadPartitions:
   - value: 1
 matching.numTaskqueueWritePartitions:
   - value: 1
-# Search attributes visible at once after creation (the dev server does the same).
 system.forceSearchAttributesCacheRefreshOnRead:
-  - value: true
+  - value: $1
+# Each shard reads its visibility tasks at most 4 times a second (20 by
+# default): a notification on the fast path has closed by the time its
+# start's task is read, and a closed workflow's start and search-attribute
+# tasks write nothing, so its record is written once, at its close, rather
+# than three times; the Web UI sees a run at most ~250 ms later. A read
+# takes up to 100 tasks: 1,600 a second on four shards.
+history.visibilityProcessorMaxPollRPS:
+  - value: 4
 limit.maxIDLength:
   - value: 255
 YAML
+}
+dynamic_config true
 
 # The password is written only into this git-ignored file.
 cat >"$data/config/postgres.yaml" <<YAML
@@ -95,7 +123,7 @@ persistence:
   datastores:
     postgres-default:
       sql:
-        pluginName: postgres12
+        pluginName: postgres12_pgx
         databaseName: temporal
         connectAddr: "$pg_host:$pg_port"
         connectProtocol: tcp
@@ -106,7 +134,7 @@ persistence:
         maxConnLifetime: 1h
     postgres-visibility:
       sql:
-        pluginName: postgres12
+        pluginName: postgres12_pgx
         databaseName: temporal_visibility
         connectAddr: "$pg_host:$pg_port"
         connectProtocol: tcp
@@ -120,6 +148,7 @@ global:
   membership:
     maxJoinDuration: 30s
     broadcastAddress: "$host"
+$pprof_block
 
 services:
   frontend:
@@ -166,11 +195,18 @@ YAML
 
 # --- start, then namespace and search attributes ----------------------------
 log "starting Temporal server $TEMPORAL_SERVER_VERSION on PostgreSQL at $address (config in .data/temporal-postgres/config)"
-"$TEMPORAL_SERVER_BIN" --root "$data" --config config --env postgres --allow-no-auth start &
+# GOGC: the server allocates a lot per request and its heap is small next to
+# the machine; collecting at twice the default growth halves the share of its
+# CPU the garbage collector takes (a tenth, measured: docs/PERFORMANCE.md) for
+# a larger heap. TEMPORAL_GOGC overrides it.
+GOGC="${TEMPORAL_GOGC:-200}" "$TEMPORAL_SERVER_BIN" --root "$data" --config config --env postgres --allow-no-auth start &
 server_pid=$!
-# Whatever ends this script (Ctrl-C, SIGTERM, a failed step) stops the server.
+ui_pid=""
+# Whatever ends this script (Ctrl-C, SIGTERM, a failed step) stops the server
+# and the UI.
 stop_server() {
   trap - INT TERM EXIT
+  [ -n "$ui_pid" ] && kill -TERM "$ui_pid" 2>/dev/null
   kill -TERM "$server_pid" 2>/dev/null || true
   wait "$server_pid" 2>/dev/null || true
 }
@@ -194,6 +230,29 @@ for attr in NotificationStatus:Keyword NotificationChannel:Keyword NotificationP
   NotificationAttempts:Int NotificationBatchId:Keyword NotificationProvider:Keyword NotificationTenant:Keyword; do
   wait_for "search attribute ${attr%%:*}" 60 create_attribute "${attr%%:*}" "${attr##*:}"
 done
-log "Temporal server ready at $address (namespace default, search attributes registered; no Web UI)"
+# Registered: from here the server's cache of them (refreshed every minute) serves.
+dynamic_config false
 
+ui_note="no Web UI"
+if [ "$ui_port" != 0 ]; then
+  mkdir -p "$data/ui/config"
+  cat >"$data/ui/config/development.yaml" <<YAML
+# Written by scripts/temporal-postgres.sh; edits are overwritten on the next start.
+temporalGrpcAddress: "$address"
+host: "$host"
+port: $ui_port
+enableUi: true
+defaultNamespace: default
+notifyOnNewVersion: false
+cors:
+  cookieInsecure: true
+YAML
+  "$TEMPORAL_UI_BIN" --root "$data/ui" --config config --env development start >"$data/ui.log" 2>&1 &
+  ui_pid=$!
+  wait_for "Temporal Web UI" 30 port_open "$host" "$ui_port"
+  ui_note="Web UI http://$host:$ui_port"
+fi
+log "Temporal server ready at $address (namespace default, search attributes registered; $ui_note)"
+
+# The server's exit ends this script; the UI's alone does not stop the server.
 wait "$server_pid"
