@@ -43,6 +43,16 @@ test-unit: ## Run the tests that need no services (seconds, on any machine), wit
 bench: ## Measure the running stack (PROVIDERS_FILE= make run first); BENCH_FLAGS=--quick for a short run
 	go run ./cmd/bench $(BENCH_FLAGS)
 
+DURATION ?= 20m
+
+.PHONY: soak
+soak: ## Soak the running stack (PROVIDERS_FILE= make run first) at 70% of its probed capacity for DURATION (default 20m), a row a minute; fails if an accepted notification is lost. SOAK_FLAGS=--soak-rate 50 to set the rate
+	go run ./cmd/bench --soak $(DURATION) $(SOAK_FLAGS)
+
+.PHONY: bench-ab
+bench-ab: ## Bench BASE=<revision> and this checkout on this machine, interleaved (ROUNDS=2), each on a fresh stack; prints the before/after table
+	@scripts/bench-ab.sh
+
 # A count of executions, not a duration: a duration-based -fuzztime races the
 # fuzz coordinator's own deadline in Go 1.26 (go.dev/issue/75804) and can
 # fail with "context deadline exceeded" and no failing input.

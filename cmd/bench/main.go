@@ -7,8 +7,10 @@
 //  2. End to end: N notifications through the API into the local sink;
 //     delivery times come from the sink's own records (an outside clock).
 //  3. Ingest: single POSTs at 32 clients for a while, then batch creates.
-//  4. Cost: CPU seconds per 1,000 notifications and peak RSS of the API,
-//     the worker and the Temporal server, read from /proc.
+//  4. Cost: CPU seconds per 1,000 notifications and peak RSS of every
+//     process a notification passes through — the API, the worker, the
+//     Temporal server, PostgreSQL (the postmaster and all its backends),
+//     RabbitMQ (the Erlang VM) and Redis — read from /proc.
 //
 // Benchmarks never run in `make test`; `make bench` runs this program.
 package main
@@ -47,6 +49,9 @@ type options struct {
 	APIPid         int
 	WorkerPid      int
 	TemporalPid    int
+	DatabaseDSN    string
+	RabbitMQURL    string
+	RedisURL       string
 	Quick          bool
 	SkipIngest     bool
 	IngestOnly     bool
@@ -54,6 +59,18 @@ type options struct {
 	BatchClients   int
 	PauseWorker    bool
 	NoBatch        bool
+	PacedDuration  time.Duration
+	PacedRate      float64
+	Soak           time.Duration
+	SoakRate       float64
+	SoakLoad       float64
+	SoakProbeN     int
+	SoakGrace      time.Duration
+	SoakInterval   time.Duration
+	SoakVacuum     time.Duration
+	TempMetrics    string
+	ScaleOut       bool
+	Scale          scaleOptions
 }
 
 func parseFlags() options {
@@ -77,13 +94,28 @@ func parseFlags() options {
 	flag.IntVar(&o.APIPid, "api-pid", 0, "pid of the API process (default: found in /proc)")
 	flag.IntVar(&o.WorkerPid, "worker-pid", 0, "pid of the worker process (default: found in /proc)")
 	flag.IntVar(&o.TemporalPid, "temporal-pid", 0, "pid of the Temporal server (default: found in /proc)")
-	flag.BoolVar(&o.Quick, "quick", false, "a short run (under a minute on an idle stack): idle=10, n=300, ceiling-n=200, ingest 3s, 3 batches of 500, timeout 3m")
+	flag.StringVar(&o.DatabaseDSN, "database-dsn", setting("DATABASE_DSN", "postgres://postgres@127.0.0.1:5432/dispatch?sslmode=disable"), "the product's PostgreSQL (its port finds the server whose backends the cost counts)")
+	flag.StringVar(&o.RabbitMQURL, "rabbitmq-url", setting("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/"), "the product's RabbitMQ (its port finds the broker the cost counts)")
+	flag.StringVar(&o.RedisURL, "redis-url", setting("REDIS_URL", "redis://127.0.0.1:6379/0"), "the product's Redis (its port finds the server the cost counts)")
+	flag.BoolVar(&o.Quick, "quick", false, "a short run (about a minute on an idle stack): idle=10, n=300, ceiling-n=200, paced 10s, ingest 3s, 3 batches of 500, timeout 3m")
 	flag.BoolVar(&o.NoBatch, "no-batch", false, "send the end-to-end notifications as single POSTs even where the batch endpoint exists")
 	flag.BoolVar(&o.SkipIngest, "skip-ingest", false, "leave out the ingest section (it leaves deliveries behind)")
 	flag.IntVar(&o.BatchClients, "batch-clients", 4, "concurrent clients sending the ingest section's batches")
 	flag.IntVar(&o.Idle, "idle", 30, "single notifications sent one at a time first, for the latency of one notification on an idle stack (0: skip)")
 	flag.BoolVar(&o.IngestOnly, "ingest-only", false, "run only the ingest section")
 	flag.BoolVar(&o.PauseWorker, "pause-worker", false, "pause the worker (SIGSTOP, then SIGCONT) during the ingest section, so it measures the API and Postgres alone; the notifications wait in the outbox meanwhile")
+	flag.DurationVar(&o.PacedDuration, "paced-duration", 30*time.Second, "how long the paced section sends single POSTs at a steady rate, after end to end (0: skip it)")
+	flag.Float64Var(&o.PacedRate, "paced-rate", 0, "notifications/s of the paced section (0: half the end-to-end run's delivered/s)")
+	flag.DurationVar(&o.Soak, "soak", 0, "run only a soak of this length: steady single POSTs at --soak-load of the measured capacity, a row of figures per --soak-interval")
+	flag.Float64Var(&o.SoakRate, "soak-rate", 0, "notifications/s the soak sends (0: --soak-load × the capacity a probe of --soak-probe-n measures)")
+	flag.Float64Var(&o.SoakLoad, "soak-load", 0.7, "the soak's rate as a share of the measured capacity")
+	flag.IntVar(&o.SoakProbeN, "soak-probe-n", 1500, "notifications of the soak's capacity probe (single POSTs at --concurrency clients)")
+	flag.DurationVar(&o.SoakGrace, "soak-grace", 5*time.Minute, "how long after the soak's load stops every accepted notification may take to reach the sink")
+	flag.DurationVar(&o.SoakInterval, "soak-interval", time.Minute, "how often the soak prints a row")
+	flag.DurationVar(&o.SoakVacuum, "soak-vacuum", time.Minute, "how often the soak VACUUMs the product's and Temporal's databases, as autovacuum would on a production server (0: never; this machine's PostgreSQL may run with autovacuum off)")
+	flag.StringVar(&o.TempMetrics, "temporal-metrics", "", "the Temporal server's Prometheus URL, for the soak's goroutines (default: the dev server's --metrics-port, else the Metrics: line of .data/temporal.log)")
+	flag.BoolVar(&o.ScaleOut, "scale-out", false, scaleOutHelp)
+	scaleFlags(&o.Scale)
 	flag.Parse()
 	if o.APIKey == "" {
 		o.APIKey = defaultAPIKey()
@@ -101,6 +133,7 @@ func parseFlags() options {
 			"batch-size":      func() { o.BatchSize = 500 },
 			"timeout":         func() { o.Timeout = 3 * time.Minute },
 			"idle":            func() { o.Idle = 10 },
+			"paced-duration":  func() { o.PacedDuration = 10 * time.Second },
 		}
 		for name, apply := range quick {
 			if !set[name] {
@@ -144,6 +177,12 @@ func run(ctx context.Context, o options) error {
 
 	procs := findProcesses(o)
 	res.Warnings = append(res.Warnings, procs.warnings...)
+	if o.Soak > 0 {
+		return runSoak(ctx, o, api, snk, res)
+	}
+	if o.ScaleOut {
+		return runScaleOut(ctx, o, res, snk, procs)
+	}
 
 	var e2e EndToEndResult
 	if o.Idle > 0 && !o.IngestOnly {
@@ -174,6 +213,12 @@ func run(ctx context.Context, o options) error {
 		}
 		res.Cost = costOf(procs, before, after, e2e.Delivered)
 		res.Warnings = append(res.Warnings, e2e.warnings...)
+
+		if o.PacedDuration > 0 {
+			if err := runPaced(ctx, o, api, snk, res); err != nil {
+				return fmt.Errorf("paced: %w", err)
+			}
+		}
 	}
 
 	if !o.SkipIngest || o.IngestOnly {
