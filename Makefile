@@ -169,7 +169,7 @@ temporal: ## Run the Temporal dev server in the foreground (UI on :8233)
 	@scripts/temporal-dev.sh
 
 .PHONY: temporal-postgres
-temporal-postgres: ## Run a Temporal server on PostgreSQL (production-like) in the foreground instead of the dev server
+temporal-postgres: ## Run the Temporal server on PostgreSQL with its Web UI in the foreground (what make run starts; TEMPORAL_PPROF_PORT for its profiler)
 	@scripts/temporal-postgres.sh
 
 .PHONY: sink

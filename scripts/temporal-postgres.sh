@@ -103,6 +103,13 @@ system.forceSearchAttributesCacheRefreshOnRead:
 # takes up to 100 tasks: 1,600 a second on four shards.
 history.visibilityProcessorMaxPollRPS:
   - value: 4
+# The history cache holds a workflow's mutable state after its last task, by
+# default up to 128,000 of them for an hour: some 40 KB each, it grew the
+# server by ~150 MiB a minute for the first half hour of a soak at 73/s
+# (docs/PERFORMANCE.md). A notification's workflow lives a few milliseconds
+# on the fast path; one that waits on a timer is read again when it fires.
+history.hostLevelCacheMaxSize:
+  - value: 8192
 limit.maxIDLength:
   - value: 255
 YAML
@@ -116,6 +123,13 @@ log:
   stdout: true
   level: $log_level
 
+# Each of the server's four services (frontend, history, matching, worker)
+# has its own pools: at most 4 × (8 + 4) = 48 connections, so the product's
+# API and worker (DATABASE_MAX_CONNS each) fit beside them in PostgreSQL's
+# default max_connections of 100. Idle connections are kept (maxIdleConns =
+# maxConns): one closed and opened again costs PostgreSQL a backend's start
+# and pgx its cache of prepared statements, a third more PostgreSQL CPU per
+# notification when measured.
 persistence:
   defaultStore: postgres-default
   visibilityStore: postgres-visibility
@@ -129,8 +143,8 @@ persistence:
         connectProtocol: tcp
         user: "$pg_user"
         password: "$pg_password"
-        maxConns: 20
-        maxIdleConns: 20
+        maxConns: 8
+        maxIdleConns: 8
         maxConnLifetime: 1h
     postgres-visibility:
       sql:
@@ -140,8 +154,8 @@ persistence:
         connectProtocol: tcp
         user: "$pg_user"
         password: "$pg_password"
-        maxConns: 10
-        maxIdleConns: 10
+        maxConns: 4
+        maxIdleConns: 4
         maxConnLifetime: 1h
 
 global:

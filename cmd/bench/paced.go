@@ -3,12 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"math"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"text/tabwriter"
 	"time"
 
 	"github.com/google/uuid"
@@ -35,31 +34,12 @@ type PacedResult struct {
 	// DeliveredPerSec is delivered / (last sink arrival − first createdAt).
 	DeliveredPerSec float64 `json:"deliveredPerSec"`
 	// LatencyMS is, per notification, the sink's firstAt − the API's createdAt.
-	LatencyMS Tail `json:"latencyMs"`
+	LatencyMS Latency `json:"latencyMs"`
 	// Undelivered counts the accepted notifications not at the sink
 	// GraceSeconds after the last answer; Stuck says their API status.
 	Undelivered  int            `json:"undelivered"`
 	GraceSeconds float64        `json:"graceSeconds"`
 	Stuck        map[string]int `json:"stuck,omitempty"`
-}
-
-// Tail is a latency distribution's p50, p90, p99 and max in milliseconds,
-// what a paced or soaking stack is read by (Latency has p95 instead).
-type Tail struct {
-	P50 float64 `json:"p50"`
-	P90 float64 `json:"p90"`
-	P99 float64 `json:"p99"`
-	Max float64 `json:"max"`
-}
-
-// tailOf returns the nearest-rank percentiles of ds.
-func tailOf(ds []time.Duration) Tail {
-	if len(ds) == 0 {
-		return Tail{}
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return Tail{P50: msOf(percentile(s, 50)), P90: msOf(percentile(s, 90)), P99: msOf(percentile(s, 99)), Max: msOf(s[len(s)-1])}
 }
 
 // msOf is d in milliseconds, two decimals.
@@ -147,7 +127,7 @@ func runPaced(ctx context.Context, o options, api *apiClient, snk *sinkClient, r
 			}
 		}
 	}
-	p.Delivered, p.Undelivered, p.LatencyMS = len(lat), len(pending), tailOf(lat)
+	p.Delivered, p.Undelivered, p.LatencyMS = len(lat), len(pending), latencyOf(lat)
 	if len(lat) > 0 {
 		p.DeliveredPerSec = round3(float64(len(lat)) / lastArrival.Sub(firstAccept).Seconds())
 	}
@@ -160,7 +140,7 @@ func runPaced(ctx context.Context, o options, api *apiClient, snk *sinkClient, r
 }
 
 // printPaced is the PACED block of the table.
-func printPaced(w io.Writer, row func(label, format string, args ...any), p *PacedResult) {
+func printPaced(w *tabwriter.Writer, row func(label, format string, args ...any), p *PacedResult) {
 	fmt.Fprintf(w, "\nPACED  (single POSTs at a steady %.1f/s, open loop, for %.0fs; rate: %s)\n", p.TargetPerSec, p.Seconds, p.RateFrom)
 	row("accepted/s (API)", "%.1f  (%d sent, %d accepted%s; sends at most %.0f ms behind schedule)", p.AcceptedPerSec, p.Sent, p.Accepted, errorsNote(p.Refused), p.MaxSlipMS)
 	row("delivered/s (sink arrivals)", "%.1f  (%d delivered, %d not within %.0fs of the last answer)", p.DeliveredPerSec, p.Delivered, p.Undelivered, p.GraceSeconds)

@@ -185,9 +185,14 @@ func printTable(out io.Writer, r *Result) {
 	}
 	fmt.Fprintf(w, "  total\t\t\t%.2f\t\n", k.CPUSecondsPer1000)
 
-	if len(r.Warnings) > 0 {
+	printNotes(w, r.Warnings)
+}
+
+// printNotes ends a table: its warnings, if any, then the flush.
+func printNotes(w *tabwriter.Writer, warnings []string) {
+	if len(warnings) > 0 {
 		fmt.Fprintf(w, "\nNOTES\n")
-		for _, msg := range r.Warnings {
+		for _, msg := range warnings {
 			fmt.Fprintf(w, "  - %s\n", msg)
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/google/uuid"
@@ -298,7 +298,7 @@ func scaleBinaries(procs *processes) (scaleBins, []string, error) {
 
 // scaleConnBudget warns when the processes' connection pools together may
 // pass PostgreSQL's default max_connections (100, which the Temporal server
-// on PostgreSQL shares, with up to 30): a refused connection shows as
+// on PostgreSQL shares, with up to 48): a refused connection shows as
 // refused requests or slow deliveries, not as a limit of the design. The
 // running API and worker keep DATABASE_MAX_CONNS each (the paused worker
 // holds its connections too); the extra ones get scaleExtraConns.
@@ -312,16 +312,17 @@ func scaleConnBudget(s scaleOptions) string {
 		return ""
 	}
 	total := 2*per + extra*scaleExtraConns
-	if total+30 <= 100 {
+	if total+48 <= 100 {
 		return ""
 	}
-	return fmt.Sprintf("the running API and worker (DATABASE_MAX_CONNS %d each) and %d extra processes (%d each) may open %d PostgreSQL connections, with a Temporal server on PostgreSQL's 30 over the server's default max_connections of 100: refusals would show as refused requests or slow deliveries", per, extra, scaleExtraConns, total)
+	return fmt.Sprintf("the running API and worker (DATABASE_MAX_CONNS %d each) and %d extra processes (%d each) may open %d PostgreSQL connections, with a Temporal server on PostgreSQL's 48 over the server's default max_connections of 100: refusals would show as refused requests or slow deliveries", per, extra, scaleExtraConns, total)
 }
 
 // scaleExtraConns is the extra processes' DATABASE_MAX_CONNS: a few
 // processes share one PostgreSQL, and a worker or an API of this load needs
-// a handful of connections at once.
-const scaleExtraConns = 8
+// a handful of connections at once (run make run with DATABASE_MAX_CONNS=10
+// for the running two to fit too).
+const scaleExtraConns = 6
 
 // pid is the pid found for the named process, 0 when none was.
 func (ps *processes) pid(name string) int {
@@ -824,7 +825,7 @@ func logTail(path string, n int) string {
 }
 
 // printScaleOut is the SCALE-OUT block of the table.
-func printScaleOut(w io.Writer, row func(label, format string, args ...any), s *ScaleOutResult) {
+func printScaleOut(w *tabwriter.Writer, row func(label, format string, args ...any), s *ScaleOutResult) {
 	if s == nil {
 		return
 	}

@@ -22,9 +22,11 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/zap"
 
 	"dispatch-engine/internal/config"
 	"dispatch-engine/internal/notification"
+	"dispatch-engine/internal/periodic"
 	"dispatch-engine/internal/queue"
 )
 
@@ -111,9 +113,9 @@ type SoakTotals struct {
 	GraceSeconds float64        `json:"graceSeconds"`
 	// Retried counts our ids the sink saw more than once (redeliveries),
 	// Duplicates those it answered 2xx more than once.
-	Retried    int  `json:"retried"`
-	Duplicates int  `json:"duplicates"`
-	LatencyMS  Tail `json:"latencyMs"`
+	Retried    int     `json:"retried"`
+	Duplicates int     `json:"duplicates"`
+	LatencyMS  Latency `json:"latencyMs"`
 }
 
 // The processes of a row, in the table's order.
@@ -167,7 +169,7 @@ func runSoak(ctx context.Context, o options, api *apiClient, snk *sinkClient, re
 	defer g.close()
 	g.temporal = g.temporalMetricsURL(ctx)
 	if g.temporal == "" {
-		g.warn("temporal-metrics", errors.New("no Temporal metrics endpoint found (the dev server's port is random unless --metrics-port; pass --temporal-metrics): its goroutines show as -"))
+		g.warn("temporal-metrics", errors.New("no Temporal metrics endpoint found (make run's server on PostgreSQL serves none; the dev server's port is random unless --metrics-port; pass --temporal-metrics): its goroutines show as -"))
 	}
 
 	if err := snk.reset(ctx); err != nil {
@@ -242,7 +244,7 @@ func runSoak(ctx context.Context, o options, api *apiClient, snk *sinkClient, re
 	} else if _, err := redeliveries(ctx, snk, l.accepted, nil, t); err != nil {
 		return err
 	}
-	t.Delivered, t.AfterRows, t.LatencyMS = len(l.all), len(l.after), tailOf(l.all)
+	t.Delivered, t.AfterRows, t.LatencyMS = len(l.all), len(l.after), latencyOf(l.all)
 	if st, err := snk.stats(ctx); err == nil && st.UniqueIDs > t.Accepted {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("the sink saw %d ids since its reset, the soak sent %d: other deliveries reached it meanwhile", st.UniqueIDs, t.Accepted))
 	}
@@ -283,14 +285,7 @@ func vacuumEvery(ctx context.Context, dsn string, interval time.Duration, warn f
 		return
 	}
 	dbs := []string{cfg.Database, "temporal", "temporal_visibility"}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	periodic.Run(ctx, interval, zap.NewNop(), "vacuum", func(ctx context.Context) error {
 		for _, db := range dbs {
 			c := cfg.Copy()
 			c.Database = db
@@ -303,7 +298,8 @@ func vacuumEvery(ctx context.Context, dsn string, interval time.Duration, warn f
 			}
 			_ = conn.Close(context.WithoutCancel(ctx))
 		}
-	}
+		return nil
+	})
 }
 
 // productConfig is the product's configuration as the API and the worker
@@ -504,7 +500,7 @@ func (l *soakLoad) cut(k int, from, to time.Time) SoakRow {
 	delete(l.arrivals, k)
 	l.printed = k + 1
 	secs := to.Sub(from).Seconds()
-	t := tailOf(lat)
+	t := latencyOf(lat)
 	return SoakRow{
 		AtSeconds: round3(to.Sub(l.start).Seconds()), Seconds: round3(secs),
 		Sent: sent, Accepted: a[0], Refused: a[1], Delivered: len(lat),
@@ -841,7 +837,7 @@ func driftOf(rows []SoakRow, interval time.Duration) *SoakDrift {
 	if len(first) == 0 || len(last) == 0 {
 		return nil
 	}
-	f, l := tailOf(first).P99, tailOf(last).P99
+	f, l := latencyOf(first).P99, latencyOf(last).P99
 	d := &SoakDrift{WindowSeconds: (time.Duration(w) * interval).Seconds(), FirstMS: f, LastMS: l}
 	if f > 0 {
 		d.Ratio = round3(l / f)
@@ -911,8 +907,8 @@ func printSoakHeader(out io.Writer) {
 	for _, c := range soakCols {
 		fmt.Fprintf(&heads, "  %*s", c.width, c.head)
 	}
-	fmt.Fprintln(out, strings.TrimRight(groups.String(), " "))
-	fmt.Fprintln(out, heads.String())
+	_, _ = fmt.Fprintln(out, strings.TrimRight(groups.String(), " "))
+	_, _ = fmt.Fprintln(out, heads.String())
 }
 
 // soakLine is one row as the table prints it ('-': not read).
@@ -989,14 +985,7 @@ func printSoakSummary(out io.Writer, s *SoakResult) {
 	} else {
 		row("nothing lost", "NO: %d of %d accepted did not reach the sink within %s (by API status: %s)", t.Lost, t.Accepted, grace, counts(t.LostByStatus))
 	}
-	if len(s.Warnings) > 0 {
-		fmt.Fprintf(w, "\nNOTES\n")
-		for _, msg := range s.Warnings {
-			fmt.Fprintf(w, "  - %s\n", msg)
-		}
-	}
-	fmt.Fprintln(w)
-	_ = w.Flush()
+	printNotes(w, s.Warnings)
 }
 
 func dashSigned(v float64, ok bool) string {
