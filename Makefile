@@ -29,7 +29,7 @@ test: services temporal-cli tools/node_modules/.installed ## Run all tests (unit
 # points the test services at closed ports, so a test that reached for one
 # would fail here rather than pass by luck.
 UNIT_PKGS = ./workflows/ ./client/ ./cmd/api/ ./cmd/dispatchctl/... ./internal/config/ ./internal/metrics/ \
-	./internal/notification/ ./internal/provider/ ./internal/sink/ ./internal/periodic/
+	./internal/notification/ ./internal/provider/ ./internal/sink/ ./internal/periodic/ ./internal/profiling/
 # The tests of those packages that do need PostgreSQL (the API's refusal to
 # start without a key, dispatchctl's keys and tenants); make test runs them.
 UNIT_SKIP = TestRefusesToStartWithoutAPIKeys|TestKeysCreateListRevoke|TestTenantsSetChangesOnlyTheFlagsGiven

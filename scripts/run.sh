@@ -90,9 +90,10 @@ go build -o "$ROOT/bin/" ./cmd/...
 
 export TEMPORAL_ADDRESS="${TEMPORAL_ADDRESS:-127.0.0.1:7233}"
 # The Temporal server: the pinned server on the local PostgreSQL with four
-# history shards and the Web UI on :8233 (scripts/temporal-postgres.sh), which
-# costs a delivered notification a fifth less CPU than the CLI's dev server
-# and delivers a burst half again as fast (docs/PERFORMANCE.md);
+# history shards and the Web UI on :8233 (scripts/temporal-postgres.sh): with
+# it a delivered notification costs all processes ~40% less CPU than with the
+# CLI's dev server, and a burst is delivered ~1.7 times as fast
+# (make bench-ab; docs/PERFORMANCE.md);
 # TEMPORAL_SERVER=dev starts the dev server instead (state in SQLite).
 mkdir -p "$ROOT/.data"
 if port_open "${TEMPORAL_ADDRESS%:*}" "${TEMPORAL_ADDRESS##*:}"; then

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	dto "github.com/prometheus/client_model/go"
 
 	"dispatch-engine/internal/ratelimit"
 )
@@ -645,36 +645,19 @@ func scaleAttemptsSince(ctx context.Context, workers []string, channel string, b
 // counterOf sums a counter's series in a Prometheus text page, those with
 // channel="<channel>" only when channel is not empty.
 func counterOf(ctx context.Context, url, name, channel string) (float64, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	families, err := scrape(ctx, http.DefaultClient, url)
 	if err != nil {
 		return 0, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("%s answered %s", url, resp.Status)
 	}
 	sum := 0.0
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		labels, ok := strings.CutPrefix(line, name+"{")
-		if !ok || (channel != "" && !strings.Contains(labels, `channel="`+channel+`"`)) {
-			continue
+	for _, m := range families[name].GetMetric() {
+		if channel == "" || slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool {
+			return l.GetName() == "channel" && l.GetValue() == channel
+		}) {
+			sum += m.GetCounter().GetValue()
 		}
-		fs := strings.Fields(line)
-		v, err := strconv.ParseFloat(fs[len(fs)-1], 64)
-		if err != nil {
-			return 0, fmt.Errorf("%s: %q: %w", url, line, err)
-		}
-		sum += v
 	}
-	return sum, sc.Err()
+	return sum, nil
 }
 
 // scaleFlagSet reports whether the named flag was given.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,6 +20,9 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap"
 
@@ -592,59 +594,50 @@ func (g *soakGauges) sample(ctx context.Context, row *SoakRow) {
 	}
 }
 
-// gauge GETs a Prometheus text exposition and returns the first of names
-// it holds, the largest value over its label sets (Temporal's dev server
-// reports num_goroutines once per service, all of one process).
+// gauge returns the first of names the Prometheus page at u holds, the
+// largest value over its label sets (Temporal's dev server reports
+// num_goroutines once per service, all of one process).
 func (g *soakGauges) gauge(ctx context.Context, u string, names ...string) (float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	families, err := scrape(ctx, g.http, u)
 	if err != nil {
 		return 0, err
 	}
-	resp, err := g.http.Do(req)
+	for _, n := range names {
+		f, ok := families[n]
+		if !ok {
+			continue
+		}
+		v := math.Inf(-1)
+		for _, m := range f.GetMetric() {
+			v = max(v, m.GetGauge().GetValue()+m.GetUntyped().GetValue())
+		}
+		return v, nil
+	}
+	return 0, fmt.Errorf("%s has no %s", u, strings.Join(names, " or "))
+}
+
+// scrape reads the Prometheus text page at u.
+func scrape(ctx context.Context, c *http.Client, u string) (map[string]*dto.MetricFamily, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return 0, err
+		return nil, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
 	}
 	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("GET %s: %s", u, resp.Status)
+		return nil, fmt.Errorf("GET %s: %s", u, resp.Status)
 	}
-	values := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		name, rest := line, ""
-		if i := strings.IndexAny(line, "{ "); i >= 0 {
-			name, rest = line[:i], line[i:]
-		}
-		if !slices.Contains(names, name) {
-			continue
-		}
-		if j := strings.LastIndex(rest, "}"); strings.HasPrefix(rest, "{") && j >= 0 {
-			rest = rest[j+1:]
-		}
-		fs := strings.Fields(rest)
-		if len(fs) == 0 {
-			continue
-		}
-		if v, err := strconv.ParseFloat(fs[0], 64); err == nil {
-			if old, seen := values[name]; !seen || v > old {
-				values[name] = v
-			}
-		}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", u, err)
 	}
-	if err := sc.Err(); err != nil {
-		return 0, fmt.Errorf("reading %s: %w", u, err)
-	}
-	for _, n := range names {
-		if v, ok := values[n]; ok {
-			return v, nil
-		}
-	}
-	return 0, fmt.Errorf("%s has no %s", u, strings.Join(names, " or "))
+	return families, nil
 }
 
 // temporalMetricsURL finds the Temporal server's Prometheus endpoint:

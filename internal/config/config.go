@@ -145,7 +145,7 @@ type Config struct {
 	// TemporalGRPCCompression is none (the default) or gzip: whether requests
 	// to Temporal are compressed. A notification's requests carry ids and a
 	// few fields, and on a local network gzip costs both ends CPU on every
-	// request (a tenth of the worker's, measured: docs/PERFORMANCE.md) for
+	// request (~6% of the worker's, measured: docs/PERFORMANCE.md) for
 	// bytes that do not matter; over a slow link to Temporal Cloud, gzip.
 	TemporalGRPCCompression string `env:"TEMPORAL_GRPC_COMPRESSION" envDefault:"none"`
 }

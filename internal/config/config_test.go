@@ -39,6 +39,8 @@ func TestMalformedValueNamesTheVariable(t *testing.T) {
 		"LOG_LEVEL":                 {"LOG_LEVEL": "loud"},
 		"WEBHOOK_SITE_URL":          {"WEBHOOK_SITE_URL": "not a url"},
 		"RETRY_BACKOFF_COEFFICIENT": {"RETRY_BACKOFF_COEFFICIENT": "0.5"},
+		"TEMPORAL_GRPC_COMPRESSION": {"TEMPORAL_GRPC_COMPRESSION": "zstd"},
+		"WORKER_PPROF_PORT":         {"WORKER_PPROF_PORT": "70000"},
 	}
 	for variable, environ := range cases {
 		t.Run(variable, func(t *testing.T) {

@@ -76,7 +76,7 @@ func TestTryTakeWaitsOnlyForASlotAboutToComeFree(t *testing.T) {
 	require.False(t, l.Saturated("sms"), "a paced burst does not saturate the channel")
 }
 
-func TestTryTakeNeverWaits(t *testing.T) {
+func TestTryTakeRefusesASlotFarAway(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
 	l := ratelimit.New(rdb, prefix, map[string]int{"push": 1})
 	ctx := context.Background()

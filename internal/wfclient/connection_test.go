@@ -129,6 +129,22 @@ func TestPlainConnectionByDefault(t *testing.T) {
 	require.Nil(t, creds)
 }
 
+// TestRequestsAreCompressedOnlyWhenAsked: TEMPORAL_GRPC_COMPRESSION none
+// (the default) turns off the SDK's gzip, over plain and TLS connections
+// alike; gzip leaves the SDK's default, which is gzip.
+func TestRequestsAreCompressedOnlyWhenAsked(t *testing.T) {
+	defaults, err := config.Parse(map[string]string{})
+	require.NoError(t, err)
+	for _, cfg := range []config.Config{defaults, {TemporalGRPCCompression: "none", TemporalAPIKey: "a-cloud-api-key"}} {
+		opts, _, err := wfclient.Connection(cfg)
+		require.NoError(t, err)
+		require.IsType(t, &client.GrpcCompressionNone{}, opts.GrpcCompression)
+	}
+	opts, _, err := wfclient.Connection(config.Config{TemporalGRPCCompression: "gzip"})
+	require.NoError(t, err)
+	require.Nil(t, opts.GrpcCompression, "the SDK's default: gzip")
+}
+
 func TestAPIKeyGoesOverTLS(t *testing.T) {
 	opts, creds, err := wfclient.Connection(config.Config{TemporalAPIKey: "a-cloud-api-key"})
 	require.NoError(t, err)
