@@ -7,6 +7,11 @@ package provider
 
 import (
 	"context"
+	"net/mail"
+	"net/url"
+	"regexp"
+	"sort"
+	"strings"
 	"time"
 
 	"dispatch-engine/workflows"
@@ -63,4 +68,109 @@ type Result struct {
 // ctx aborts the call (the Result then says retry; the caller knows why).
 type Sender interface {
 	Send(ctx context.Context, m Message) Result
+}
+
+// Origin is the scheme and host of a provider's URL, all of it that is
+// shown anywhere (an attempt's error, GET /v1/providers, a log line): its
+// path and query may carry tokens (a Slack-style path, ?api_key=). It is
+// "" for a URL that does not parse or has no host.
+func Origin(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host
+}
+
+// HideURL replaces, in text, endpoint (and any URL under its origin, as
+// Go's *url.Error quotes the URL it called) by endpoint's origin.
+func HideURL(text, endpoint string) string {
+	origin := Origin(endpoint)
+	if origin == "" {
+		if endpoint != "" {
+			text = strings.ReplaceAll(text, endpoint, "[url]")
+		}
+		return text
+	}
+	// The origin followed by a path, query or fragment, up to the quote or
+	// space that ends a URL in an error's text.
+	under := regexp.MustCompile(regexp.QuoteMeta(origin) + `[/?#][^"\s]*`)
+	text = under.ReplaceAllLiteralString(text, origin)
+	if u, err := url.Parse(endpoint); err == nil {
+		// The path or query quoted on its own (a proxy's or a server's
+		// text), when it says anything.
+		for _, part := range []string{u.RequestURI(), u.EscapedPath(), u.RawQuery} {
+			if len(part) > 1 && part != "/" {
+				text = strings.ReplaceAll(text, part, "")
+			}
+		}
+	}
+	return text
+}
+
+// ScrubRecipient returns r with every form of recipient a provider echoes
+// (the address in any case, a phone number with or without its +, either
+// URL-encoded) replaced by "[recipient]" in Error and Excerpt: what a sender
+// returns reaches the attempt log, the notification's lastError, the
+// dead-letter headers and the workflow's history, and an erased person
+// must not stay there. Every sender's Send applies it.
+func ScrubRecipient(r Result, recipient string) Result {
+	forms := recipientForms(recipient)
+	if len(forms) == 0 {
+		return r
+	}
+	r.Error = replaceForms(r.Error, forms)
+	r.Excerpt = replaceForms(r.Excerpt, forms)
+	return r
+}
+
+// RecipientPlaceholder stands for the recipient in what a sender returns.
+const RecipientPlaceholder = "[recipient]"
+
+func recipientForms(recipient string) []string {
+	recipient = strings.TrimSpace(recipient)
+	seen := map[string]bool{}
+	add := func(f string) {
+		if len(f) >= 3 {
+			seen[f] = true
+		}
+	}
+	add(recipient)
+	if a, err := mail.ParseAddress(recipient); err == nil {
+		add(a.Address)
+	}
+	if digits, ok := strings.CutPrefix(recipient, "+"); ok {
+		add(digits)
+		add("%2B" + digits)
+	}
+	plain := make([]string, 0, len(seen))
+	for f := range seen {
+		plain = append(plain, f)
+	}
+	for _, f := range plain {
+		add(url.QueryEscape(f))
+		add(url.PathEscape(f))
+	}
+	forms := make([]string, 0, len(seen))
+	for f := range seen {
+		forms = append(forms, f)
+	}
+	// Longest first: "%2B1555…" goes whole before "1555…" is looked for.
+	sort.Slice(forms, func(i, j int) bool {
+		if len(forms[i]) != len(forms[j]) {
+			return len(forms[i]) > len(forms[j])
+		}
+		return forms[i] < forms[j]
+	})
+	return forms
+}
+
+func replaceForms(text string, forms []string) string {
+	if text == "" {
+		return text
+	}
+	for _, f := range forms {
+		text = regexp.MustCompile("(?i)"+regexp.QuoteMeta(f)).ReplaceAllLiteralString(text, RecipientPlaceholder)
+	}
+	return text
 }

@@ -122,8 +122,14 @@ func MessageID(notificationID, domain string) string {
 // Send delivers m as one email over a new connection. It never returns an
 // error: see smtpClassify for how an SMTP reply or a failure to get one becomes
 // a Result. ctx (and the configured timeout) abort the exchange at any step,
-// not only the dial.
+// not only the dial. What it returns never names the recipient (go-mail
+// appends "affected recipient(s)", and a server refusing a mailbox repeats
+// it).
 func (s *SMTP) Send(ctx context.Context, m Message) Result {
+	return ScrubRecipient(s.send(ctx, m), m.Recipient)
+}
+
+func (s *SMTP) send(ctx context.Context, m Message) Result {
 	if err := ctx.Err(); err != nil {
 		return s.aborted(ctx)
 	}
@@ -246,7 +252,11 @@ var smtpAuthCodes = map[int]bool{
 }
 
 // smtpClassify maps a failed send to a Result:
-//   - a 4xx reply at any step: retry, provider fault (busy, greylisting);
+//   - a 4xx reply to RCPT TO, but 421 (closing) and 454 (relay or
+//     authentication, temporarily): retry, not a provider fault: it is
+//     about the recipient's mailbox (greylisting, a full or busy mailbox),
+//     and another provider would hear the same;
+//   - any other 4xx reply: retry, provider fault (busy, closing);
 //   - a 5xx refusing our credentials (530, 534, 535, 538) at any step, any
 //     5xx before the transaction (the greeting, EHLO, STARTTLS, AUTH: a
 //     554 "service not available") and a 5xx to MAIL FROM (our sender,
@@ -265,6 +275,8 @@ func smtpClassify(err error) Result {
 		switch {
 		case code == 0:
 			return smtpNoReply(err)
+		case code >= 400 && code < 500 && code != 421 && code != 454 && sendErr.Reason == gomail.ErrSMTPRcptTo:
+			return Result{Outcome: workflows.OutcomeRetry, StatusCode: code, Error: text}
 		case code >= 400 && code < 500, smtpAuthCodes[code], sendErr.Reason == gomail.ErrSMTPMailFrom:
 			return Result{Outcome: workflows.OutcomeRetry, StatusCode: code, ProviderFault: true, Error: text}
 		default:

@@ -169,8 +169,14 @@ var twilioMessageFaults = map[int]string{
 // an error: the answer is classified as delivered (2xx with a sid),
 // retry (the provider's fault: no answer, 3xx, 5xx, 429, refused
 // credentials or account settings; a cancelled ctx, which is nobody's
-// fault) or permanent (any other 4xx: the message's fault).
+// fault) or permanent (any other 4xx: the message's fault). What it returns
+// names the API by its scheme and host alone, and never the recipient (a
+// 21211 answer names the number it refused).
 func (t *Twilio) Send(ctx context.Context, m Message) Result {
+	return ScrubRecipient(t.send(ctx, m), m.Recipient)
+}
+
+func (t *Twilio) send(ctx context.Context, m Message) Result {
 	form := url.Values{}
 	form.Set("To", m.Recipient)
 	form.Set(t.fromParam, t.cfg.From)
@@ -301,15 +307,16 @@ func twilioErrorText(resp *http.Response, e twilioAPIError) string {
 	return s
 }
 
-// scrub removes the token from text that came from the provider or the
-// network, so it never reaches the attempt log.
+// scrub removes the token, and the endpoint's path (which names the
+// account), from text that came from the provider or the network, so
+// neither reaches the attempt log.
 func (t *Twilio) scrub(s string) string {
 	for _, secret := range t.secrets {
 		if secret != "" {
 			s = strings.ReplaceAll(s, secret, "[redacted]")
 		}
 	}
-	return s
+	return HideURL(s, t.endpoint)
 }
 
 func twilioSIDChars(s string) bool {

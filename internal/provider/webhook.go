@@ -49,10 +49,17 @@ const excerptLimit = 512
 // redirect, never followed), 408, 425, 429 and 5xx retry; 401, 403 and 407
 // are our credentials refused, retried elsewhere; any other status
 // permanent. Connection errors and timeouts retry.
+//
+// What it returns names the provider by its URL's scheme and host alone,
+// and never the recipient.
 func (w *Webhook) Send(ctx context.Context, m Message) Result {
+	return ScrubRecipient(w.send(ctx, m), m.Recipient)
+}
+
+func (w *Webhook) send(ctx context.Context, m Message) Result {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.url, bytes.NewReader(m.Payload))
 	if err != nil {
-		return Result{Outcome: workflows.OutcomePermanent, Error: "building request: " + err.Error()}
+		return Result{Outcome: workflows.OutcomePermanent, Error: "building request: " + HideURL(err.Error(), w.url)}
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "dispatch-engine")
@@ -68,7 +75,7 @@ func (w *Webhook) Send(ctx context.Context, m Message) Result {
 	}
 	resp, err := w.http.Do(req)
 	if err != nil {
-		return Result{Outcome: workflows.OutcomeRetry, Error: NetError(err), ProviderFault: true}
+		return Result{Outcome: workflows.OutcomeRetry, Error: NetError(err, w.url), ProviderFault: true}
 	}
 	defer func() { _ = resp.Body.Close() }()
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, excerptLimit))
@@ -136,16 +143,18 @@ func ParseRetryAfter(v string, now time.Time) time.Duration {
 	return min(max(d, 0), maxRetryAfter)
 }
 
-// NetError names a failed call's cause for the attempt log.
-func NetError(err error) string {
+// NetError names a failed call to endpoint's cause for the attempt log,
+// endpoint cut to its scheme and host (HideURL).
+func NetError(err error, endpoint string) string {
 	var netErr net.Error
+	text := HideURL(err.Error(), endpoint)
 	switch {
 	case errors.Is(err, context.Canceled):
-		return "cancelled: " + err.Error()
+		return "cancelled: " + text
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
-		return "timeout: " + err.Error()
+		return "timeout: " + text
 	default:
-		return "network: " + err.Error()
+		return "network: " + text
 	}
 }
 

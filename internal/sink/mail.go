@@ -54,11 +54,13 @@ type Mail struct {
 	cfg MailConfig
 	srv *smtp.Server
 
-	mu        sync.Mutex
-	messages  []MailMessage
-	failLeft  int
-	failCode  int
-	failText  string
+	mu       sync.Mutex
+	messages []MailMessage
+	failLeft int
+	failCode int
+	failText string
+	// refused answers RCPT TO of these addresses (lower case) with their reply.
+	refused   map[string]*smtp.SMTPError
 	arrived   chan string
 	listeners []net.Listener
 	closed    bool
@@ -151,12 +153,14 @@ func (m *Mail) ByMessageID(id string) []MailMessage {
 	return out
 }
 
-// Reset forgets every message and any pending FailNext.
+// Reset forgets every message, any pending FailNext and every refused
+// recipient.
 func (m *Mail) Reset() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.messages = nil
 	m.failLeft = 0
+	m.refused = nil
 }
 
 // FailNext answers the next n DATA commands (after the message was sent)
@@ -165,6 +169,28 @@ func (m *Mail) FailNext(n int, code int, text string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.failLeft, m.failCode, m.failText = n, code, text
+}
+
+// RefuseRecipient answers RCPT TO of addr (any case) with code and text
+// from now on, as a server refusing a mailbox does: the message never gets
+// to DATA. Reset forgets it.
+func (m *Mail) RefuseRecipient(addr string, code int, text string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.refused == nil {
+		m.refused = map[string]*smtp.SMTPError{}
+	}
+	m.refused[strings.ToLower(addr)] = &smtp.SMTPError{Code: code, EnhancedCode: smtp.EnhancedCodeNotSet, Message: text}
+}
+
+// refusal is the reply RCPT TO of addr gets, nil to take it.
+func (m *Mail) refusal(addr string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err, ok := m.refused[strings.ToLower(addr)]; ok {
+		return err
+	}
+	return nil
 }
 
 // Arrivals returns a channel that receives the Message-ID header of every
@@ -286,6 +312,9 @@ func (s *mailSession) Mail(from string, _ *smtp.MailOptions) error {
 func (s *mailSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if !s.authed {
 		return errAuthRequired
+	}
+	if err := s.m.refusal(to); err != nil {
+		return err
 	}
 	s.to = append(s.to, to)
 	return nil
