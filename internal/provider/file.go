@@ -239,6 +239,11 @@ func yamlError(err error) error {
 // references are taken there.
 var credentialKeys = map[string]bool{"secret": true, "password": true, "authToken": true}
 
+// providerName is what a provider may be called: the name is a path
+// segment of its receipts URL, a metric label and part of Redis keys, so
+// nothing there needs escaping.
+var providerName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
 // envRef is a ${VAR} reference.
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
@@ -290,6 +295,9 @@ func (f *File) validate(lines map[string]int, lookup func(string) (string, bool)
 		switch {
 		case p.Name == "":
 			at(p.lineOf("name"), field+".name", "is required")
+		case !providerName.MatchString(p.Name):
+			at(p.lineOf("name"), field+".name", "%q is not a provider name: 1 to 63 letters, digits, '.', '_' or '-', "+
+				"beginning with a letter or digit (it is a path segment of the provider's receipts URL, /v1/receipts/{name})", p.Name)
 		case names[p.Name]:
 			at(p.lineOf("name"), field+".name", "%q is declared twice", p.Name)
 		}

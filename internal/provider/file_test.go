@@ -3,6 +3,7 @@ package provider_test
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,5 +100,21 @@ func TestSecretsNeverShowInTheProvidersTarget(t *testing.T) {
 	set, err := provider.NewSet(&f, provider.Defaults{Timeout: time.Second})
 	require.NoError(t, err)
 	p, _ := set.Get("a")
-	require.Equal(t, "https://hooks.example.com/x", p.Target)
+	require.Equal(t, "https://hooks.example.com", p.Target, "a URL's path and query may carry tokens: only its scheme and host are shown")
+}
+
+func TestAProviderNameMustBeAPathSegmentOfItsReceiptsURL(t *testing.T) {
+	for _, name := range []string{"sms primary", "sms/primary", "sms?x", "%2F", ".hidden", "-dash", "ünï", strings.Repeat("a", 64)} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "p.yaml")
+			require.NoError(t, os.WriteFile(path, []byte("providers:\n  - name: \""+name+"\"\n    kind: webhook\n    url: http://x\n"), 0o600))
+			_, err := provider.ReadFile(path, env(nil))
+			require.Error(t, err)
+			require.Contains(t, err.Error(), filepath.Dir(path)+`/p.yaml:2: providers[0].name: "`+name+`" is not a provider name`)
+		})
+	}
+	for _, name := range []string{"sms-primary", "twilio_main", "mail.eu", "Push2", strings.Repeat("a", 63)} {
+		_, err := provider.Parse([]byte("providers:\n  - name: \""+name+"\"\n    kind: webhook\n    url: http://x\n"), env(nil))
+		require.NoError(t, err, name)
+	}
 }

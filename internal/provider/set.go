@@ -22,7 +22,8 @@ const DefaultName = "default"
 type Provider struct {
 	Name string
 	Kind string
-	// Target says where it sends, without credentials (for GET /v1/providers).
+	// Target says where it sends: a URL's scheme and host, or an SMTP
+	// server's host and port, never credentials, a path or a query.
 	Target       string
 	Timeout      time.Duration
 	RatePerSec   int
@@ -210,15 +211,9 @@ func breakerSettings(own *BreakerSpec, defaults BreakerSpec) breaker.Settings {
 	}
 }
 
-// redactURL drops credentials and the query from a URL shown to users.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return ""
-	}
-	u.User, u.RawQuery, u.Fragment = nil, "", ""
-	return u.String()
-}
+// redactURL is the part of a provider's URL shown to users: its scheme
+// and host (Origin); credentials, path and query are not.
+func redactURL(raw string) string { return Origin(raw) }
 
 // Route is channel's providers in failover order.
 func (s *Set) Route(channel string) []*Provider { return s.routes[channel] }
