@@ -3,6 +3,7 @@ package activities
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -79,7 +80,7 @@ func (a *Activities) OperationStep(ctx context.Context, in workflows.OperationSt
 		for _, it := range page.Cancelled {
 			a.Metrics.Terminal.WithLabelValues("cancelled", string(it.Channel), string(it.Priority), "").Inc()
 		}
-		a.signalCancels(ctx, page.Signal, log)
+		a.signalCancels(ctx, page.Signal, res.Processed, log)
 		activity.RecordHeartbeat(ctx, res.Processed)
 		// The pace: a page of n takes at least n/perSecond seconds.
 		pause := time.Duration(float64(page.Items)/float64(perSecond)*float64(time.Second)) - time.Since(started)
@@ -94,21 +95,70 @@ func (a *Activities) OperationStep(ctx context.Context, in workflows.OperationSt
 	return res, nil
 }
 
-// signalCancels sends the cancel signal to the workflows of ids; a
-// workflow that is gone or not started yet needs none (the flag stops it).
-func (a *Activities) signalCancels(ctx context.Context, ids []uuid.UUID, log *zap.Logger) {
-	if a.Temporal == nil {
+// Signalling a page's workflows: signalConcurrency signals at once, each
+// allowed callTimeout, so a full page (maxOperationPage) is signalled within
+// about a minute even when every signal times out, inside the step's
+// StartToClose; and a heartbeat every signalHeartbeatEvery meanwhile, far
+// inside the step's heartbeat timeout, however long the signals take.
+const (
+	signalConcurrency    = 16
+	signalHeartbeatEvery = time.Second
+)
+
+// signalCancels sends the cancel signal to the workflows of ids,
+// heartbeating progress by the clock while it does; a workflow that is gone
+// or not started yet needs none (the flag stops it).
+func (a *Activities) signalCancels(ctx context.Context, ids []uuid.UUID, progress any, log *zap.Logger) {
+	if a.Temporal == nil || len(ids) == 0 {
 		return
 	}
+	work := make(chan uuid.UUID)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range min(signalConcurrency, len(ids)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := range work {
+				a.signalCancel(ctx, id, log)
+			}
+		}()
+	}
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	beat := time.NewTicker(signalHeartbeatEvery)
+	defer beat.Stop()
 	for _, id := range ids {
-		wfID := notification.WorkflowID(id.String())
-		sctx, cancel := context.WithTimeout(ctx, callTimeout)
-		err := a.Temporal.SignalWorkflow(sctx, wfID, "", workflows.CancelSignal, nil)
-		cancel()
-		var notFound *serviceerror.NotFound
-		if err != nil && !errors.As(err, &notFound) {
-			log.Warn("cancel signal not delivered; the notification's cancel flag still stops it",
-				zap.String("notification_id", id.String()), zap.Error(err))
+		for queued := false; !queued; {
+			select {
+			case work <- id:
+				queued = true
+			case <-beat.C:
+				activity.RecordHeartbeat(ctx, progress)
+			}
 		}
+	}
+	close(work)
+	for {
+		select {
+		case <-done:
+			return
+		case <-beat.C:
+			activity.RecordHeartbeat(ctx, progress)
+		}
+	}
+}
+
+func (a *Activities) signalCancel(ctx context.Context, id uuid.UUID, log *zap.Logger) {
+	wfID := notification.WorkflowID(id.String())
+	sctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	err := a.Temporal.SignalWorkflow(sctx, wfID, "", workflows.CancelSignal, nil)
+	var notFound *serviceerror.NotFound
+	if err != nil && !errors.As(err, &notFound) {
+		log.Warn("cancel signal not delivered; the notification's cancel flag still stops it",
+			zap.String("notification_id", id.String()), zap.Error(err))
 	}
 }
