@@ -38,6 +38,23 @@ export GOLANGCI_LINT_VERSION GOLANGCI_LINT_BIN WORKFLOWCHECK_VERSION WORKFLOWCHE
 log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
 
+# secret_file FILE COMMAND...: unless FILE holds something already, writes
+# COMMAND's output to it; either way FILE ends readable and writable by its
+# owner alone (0600). A new FILE is made under umask 077 and renamed into
+# place, so it is never readable by others, not even while it is written; one
+# an older make run left readable by others is made 0600.
+secret_file() {
+  local file=$1; shift
+  if [ ! -s "$file" ]; then
+    (umask 077 && "$@" >"$file.new" && mv -f "$file.new" "$file")
+  fi
+  chmod 600 "$file"
+}
+
+# new_webhook_secret: prints a new Standard Webhooks secret (whsec_ and 32
+# random bytes in base64).
+new_webhook_secret() { printf 'whsec_%s\n' "$(head -c 32 /dev/urandom | base64 | tr -d '\n')"; }
+
 # port_open HOST PORT: true when something accepts TCP connections there.
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 

@@ -139,9 +139,10 @@ if [ -z "$API_KEYS" ]; then
     mkdir -p "$ROOT/.data"
     key="$("$ROOT/bin/dispatchctl" keys create --tenant development --name "make run" | tail -n 1)"
     [[ "$key" == de_* ]] || die "dispatchctl keys create printed no key"
-    (umask 077 && printf '%s\n' "$key" >"$dev_key_file")
+    secret_file "$dev_key_file" printf '%s\n' "$key"
     log "made a development API key of tenant \"development\" in .data/dev-api-key"
   fi
+  chmod 600 "$dev_key_file"
   api_key="$(cat "$dev_key_file")"
 fi
 
@@ -150,9 +151,9 @@ fi
 # with a development secret kept in .data.
 if [ -z "${PROVIDERS_FILE+set}" ] && [ -z "${WEBHOOK_SITE_URL:-}" ]; then
   export PROVIDERS_FILE="$ROOT/deploy/providers.example.yaml"
-  secret_file="$ROOT/.data/dev-push-provider-secret"
-  [ -s "$secret_file" ] || printf 'whsec_%s\n' "$(head -c 32 /dev/urandom | base64 | tr -d '\n')" >"$secret_file"
-  export PUSH_PROVIDER_SECRET="$(cat "$secret_file")"
+  push_secret_file="$ROOT/.data/dev-push-provider-secret"
+  secret_file "$push_secret_file" new_webhook_secret
+  export PUSH_PROVIDER_SECRET="$(cat "$push_secret_file")"
 fi
 
 if [ -z "${WEBHOOK_SITE_URL:-}" ]; then
