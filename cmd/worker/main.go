@@ -394,6 +394,7 @@ func newBreakers(providers *provider.Set, rdb *redis.Client, prefix string, m *m
 		return nil
 	}
 	b := breaker.New(rdb, prefix, providers.BreakerSettings())
+	m.InitBreakers(b.Providers(), []string{breaker.Closed.String(), breaker.HalfOpen.String(), breaker.Open.String()})
 	b.OnState = func(name string, s breaker.State) { m.BreakerState.WithLabelValues(name).Set(float64(s)) }
 	b.OnChange = func(c breaker.Change) {
 		m.BreakerChanges.WithLabelValues(c.Provider, c.To.String()).Inc()

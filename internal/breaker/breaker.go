@@ -60,7 +60,8 @@ type Settings struct {
 	OpenFor time.Duration
 	// HalfOpenProbes is how many sends a half-open breaker admits at once;
 	// a probe that never reports (its worker died) is given up after
-	// OpenFor. Defaults to 1.
+	// OpenFor, and its report, should it come after all, only counts.
+	// Defaults to 1.
 	HalfOpenProbes int
 }
 
@@ -99,15 +100,28 @@ type Change struct {
 }
 
 // Breakers are the breakers of a set of providers.
+//
+// Outcomes count in the order they are reported. A success that is not a
+// probe's changes no state, only the counts and the consecutive failures,
+// so it does not wait for Redis: it joins the provider's tally, which Run
+// sends at once (the successes reported while a call is out go together
+// in the next). A failure or a probe's report is sent by its caller, after
+// the tally of the successes this process reported before it: in Redis
+// every success resets the consecutive failures before any failure
+// reported after it counts.
 type Breakers struct {
 	rdb      *redis.Client
 	prefix   string
 	settings map[string]Settings
-	// tallies holds, per provider, the sends that went well while its
-	// breaker was closed and clean, until Run adds them to the shared
-	// counts: such a send changes no state, so it costs no call of its own.
+	// mu guards tallies: per provider, the successes reported and not yet
+	// sent to Redis.
 	mu      sync.Mutex
 	tallies map[string]*tally
+	// sending holds, per provider, the right to send its tally and
+	// reports, so a tally and the report after it reach Redis in order.
+	sending map[string]*sync.Mutex
+	// kick wakes Run when a tally has something to send.
+	kick chan struct{}
 	// OnChange, when set, is called on every transition this process made,
 	// and OnState on every state this process saw.
 	OnChange func(Change)
@@ -118,10 +132,22 @@ type Breakers struct {
 // state kept under keyPrefix in rdb.
 func New(rdb *redis.Client, keyPrefix string, settings map[string]Settings) *Breakers {
 	s := make(map[string]Settings, len(settings))
+	sending := make(map[string]*sync.Mutex, len(settings))
 	for name, v := range settings {
 		s[name] = v.withDefaults()
+		sending[name] = &sync.Mutex{}
 	}
-	return &Breakers{rdb: rdb, prefix: keyPrefix, settings: s, tallies: map[string]*tally{}}
+	return &Breakers{rdb: rdb, prefix: keyPrefix, settings: s, tallies: map[string]*tally{},
+		sending: sending, kick: make(chan struct{}, 1)}
+}
+
+// Providers are the names of the providers with a breaker.
+func (b *Breakers) Providers() []string {
+	names := make([]string, 0, len(b.settings))
+	for name := range b.settings {
+		names = append(names, name)
+	}
+	return names
 }
 
 // tally counts sends and their latency.
@@ -130,15 +156,17 @@ type tally struct {
 	latencyMS int64
 }
 
-// FlushEvery is how often Run adds this process's tallies to the shared
-// counts behind FailureRatio and Status.
+// FlushEvery is how often Run tries again to send tallies Redis did not
+// take.
 const FlushEvery = time.Second
 
-// Run adds this process's tallies of successful sends to the shared counts
-// every FlushEvery until ctx ends, then once more.
+// Run sends this process's tallies of successful sends to Redis as they
+// come, until ctx ends, then once more. While Redis does not take them,
+// it tries again every FlushEvery.
 func (b *Breakers) Run(ctx context.Context) error {
 	t := time.NewTicker(FlushEvery)
 	defer t.Stop()
+	kick := b.kick
 	for {
 		select {
 		case <-ctx.Done():
@@ -147,35 +175,72 @@ func (b *Breakers) Run(ctx context.Context) error {
 			_ = b.Flush(fctx)
 			return nil
 		case <-t.C:
-			_ = b.Flush(ctx)
+		case <-kick:
+		}
+		if err := b.Flush(ctx); err != nil {
+			kick = nil // wait for the ticker, not for every success
+		} else {
+			kick = b.kick
 		}
 	}
 }
 
-// Flush adds this process's tallies to the shared counts now; a tally
-// Redis did not take is kept for the next flush.
+// Flush sends this process's tallies to Redis now; a tally Redis did not
+// take is kept for the next flush.
 func (b *Breakers) Flush(ctx context.Context) error {
-	b.mu.Lock()
-	tallies := b.tallies
-	b.tallies = map[string]*tally{}
-	b.mu.Unlock()
 	var errs []error
-	for provider, t := range tallies {
-		cctx, cancel := context.WithTimeout(ctx, callTimeout)
-		st := b.settings[provider]
-		err := reportScript.Run(cctx, b.rdb, []string{b.key(provider)}, 1, 0, 0, t.latencyMS, st.FailureThreshold,
-			strconv.FormatFloat(st.FailureRatio, 'f', -1, 64), st.MinRequests, st.Window.Milliseconds(), st.OpenFor.Milliseconds(),
-			t.requests, 1).Err()
-		cancel()
-		if err != nil {
-			b.add(provider, t.requests, t.latencyMS)
-			errs = append(errs, fmt.Errorf("breaker of %s: %w", provider, err))
+	for provider := range b.settings {
+		if err := b.send(ctx, provider, Ticket{Provider: provider}, outcomeNone, 0); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
 }
 
+// The outcomes report.lua takes.
+const (
+	outcomeNone     = 0 // only the tally
+	outcomeReleased = 1 // nothing was sent: a probe's place given back
+	outcomeSuccess  = 2
+	outcomeFailure  = 3
+)
+
+// send sends provider's tally, then outcome (of ticket t, latency its
+// send's), in one call; with outcomeNone and no tally, nothing. A tally
+// Redis did not take is kept.
+func (b *Breakers) send(ctx context.Context, provider string, t Ticket, outcome int, latency time.Duration) error {
+	st := b.settings[provider]
+	lock := b.sending[provider]
+	lock.Lock()
+	defer lock.Unlock()
+	b.mu.Lock()
+	oks := b.tallies[provider]
+	delete(b.tallies, provider)
+	b.mu.Unlock()
+	if oks == nil {
+		if outcome == outcomeNone {
+			return nil
+		}
+		oks = &tally{}
+	}
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	res, err := reportScript.Run(ctx, b.rdb, []string{b.key(provider)},
+		outcome, flag(t.Probe), t.lease, latency.Milliseconds(),
+		st.FailureThreshold, strconv.FormatFloat(st.FailureRatio, 'f', -1, 64), st.MinRequests,
+		st.Window.Milliseconds(), st.OpenFor.Milliseconds(), oks.requests, oks.latencyMS).Int64Slice()
+	if err != nil {
+		b.add(provider, oks.requests, oks.latencyMS)
+		return fmt.Errorf("breaker of %s: %w", provider, err)
+	}
+	b.seen(provider, State(res[1]), State(res[0]))
+	return nil
+}
+
 func (b *Breakers) add(provider string, requests, latencyMS int64) {
+	if requests == 0 {
+		return
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	t := b.tallies[provider]
@@ -192,9 +257,9 @@ type Ticket struct {
 	Provider string
 	// Probe: admitted by a half-open breaker.
 	Probe bool
-	// clean: admitted by a closed breaker with no failure since the last
-	// success, where a success changes nothing but the counts.
-	clean bool
+	// lease numbers the half-open period a probe was admitted in; once it
+	// ended (the probe was given up) its report is not a probe's.
+	lease int64
 }
 
 //go:embed admit.lua
@@ -230,7 +295,7 @@ func (b *Breakers) Admit(ctx context.Context, provider string) (t Ticket, ok boo
 	}
 	allowed, state, from := res[0] == 1, State(res[1]), State(res[2])
 	b.seen(provider, from, state)
-	t = Ticket{Provider: provider, Probe: allowed && state == HalfOpen, clean: allowed && state == Closed && res[4] == 0}
+	t = Ticket{Provider: provider, Probe: allowed && state == HalfOpen, lease: res[5]}
 	return t, allowed, time.Duration(res[3]) * time.Millisecond, nil
 }
 
@@ -238,29 +303,30 @@ func (b *Breakers) Admit(ctx context.Context, provider string) (t Ticket, ok boo
 // provider's fault (timeouts, connection errors, 5xx, refused
 // credentials); anything else, a message the provider refused included,
 // is a success for the breaker. sent is false when nothing was sent after
-// all (the probe's place is given back). A success through a clean closed
-// breaker changes no state: it is tallied here and counted by Run, so the
-// common case costs one Redis call per send (the admission), not two.
+// all (the probe's place is given back). Only a probe settles a half-open
+// breaker; a send admitted before only counts. A success that is not a
+// probe's changes no state: it joins the tally Run sends (see Breakers),
+// so it does not wait for Redis; anything else is sent now, after the
+// successes this process reported before it.
 func (b *Breakers) Report(ctx context.Context, t Ticket, sent, failure bool, latency time.Duration) error {
-	s, known := b.settings[t.Provider]
-	if !known {
+	if _, known := b.settings[t.Provider]; !known {
 		return fmt.Errorf("no breaker for provider %q", t.Provider)
 	}
-	if sent && !failure && t.clean {
+	switch {
+	case sent && !failure && !t.Probe:
 		b.add(t.Provider, 1, latency.Milliseconds())
+		select {
+		case b.kick <- struct{}{}:
+		default:
+		}
 		return nil
+	case !sent:
+		return b.send(ctx, t.Provider, t, outcomeReleased, 0)
+	case failure:
+		return b.send(ctx, t.Provider, t, outcomeFailure, latency)
+	default:
+		return b.send(ctx, t.Provider, t, outcomeSuccess, latency)
 	}
-	ctx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	res, err := reportScript.Run(ctx, b.rdb, []string{b.key(t.Provider)},
-		flag(sent), flag(failure), flag(t.Probe), latency.Milliseconds(),
-		s.FailureThreshold, strconv.FormatFloat(s.FailureRatio, 'f', -1, 64), s.MinRequests,
-		s.Window.Milliseconds(), s.OpenFor.Milliseconds(), 1, 0).Int64Slice()
-	if err != nil {
-		return fmt.Errorf("breaker of %s: %w", t.Provider, err)
-	}
-	b.seen(t.Provider, State(res[1]), State(res[0]))
-	return nil
 }
 
 func (b *Breakers) seen(provider string, from, to State) {

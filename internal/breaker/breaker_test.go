@@ -156,3 +156,138 @@ func TestAProbeThatNeverReportsIsGivenUp(t *testing.T) {
 	// That probe's worker died: after openFor another probe is admitted.
 	require.Eventually(t, func() bool { _, ok, _, _ := w.Admit(ctx, "p"); return ok }, 5*time.Second, 20*time.Millisecond)
 }
+
+// admitMany admits n sends at once (all in flight before any reports).
+func admitMany(t *testing.T, b *breaker.Breakers, n int) []breaker.Ticket {
+	t.Helper()
+	tickets := make([]breaker.Ticket, n)
+	for i := range tickets {
+		ticket, ok, _, err := b.Admit(context.Background(), "p")
+		require.NoError(t, err)
+		require.True(t, ok)
+		tickets[i] = ticket
+	}
+	return tickets
+}
+
+func TestAlternatingOutcomesOfSendsInFlightKeepTheBreakerClosed(t *testing.T) {
+	w, _, changes := newBreakers(t, breaker.Settings{FailureThreshold: 5, OpenFor: time.Minute})
+	ctx := context.Background()
+	// Ten sends admitted while the breaker is clean, reported S F S F ...
+	for i, ticket := range admitMany(t, w, 10) {
+		require.NoError(t, w.Report(ctx, ticket, true, i%2 == 1, time.Millisecond))
+	}
+	st, err := w.Status(ctx, "p")
+	require.NoError(t, err)
+	require.Equal(t, breaker.Closed, st.State, "no two failures were consecutive")
+	require.Equal(t, 1, st.ConsecutiveFailures)
+	require.Empty(t, *changes)
+	require.NoError(t, w.Flush(ctx))
+	st, err = w.Status(ctx, "p")
+	require.NoError(t, err)
+	require.Equal(t, 10, st.Requests)
+	require.Equal(t, 5, st.Failures)
+}
+
+func TestAlternatingOutcomesAcrossWorkersKeepTheBreakerClosed(t *testing.T) {
+	w1, w2, changes := newBreakers(t, breaker.Settings{FailureThreshold: 5, OpenFor: time.Minute})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, w := range []*breaker.Breakers{w1, w2} {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = w.Run(ctx) }()
+	}
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	ok1, bad2 := admitMany(t, w1, 5), admitMany(t, w2, 5)
+	for i := range 5 {
+		// w1's success, then (once it reached the shared state) w2's failure.
+		require.NoError(t, w1.Report(ctx, ok1[i], true, false, time.Millisecond))
+		require.Eventually(t, func() bool {
+			st, err := w2.Status(ctx, "p")
+			return err == nil && st.Requests == 2*i+1
+		}, 5*time.Second, 5*time.Millisecond, "the success reaches the shared counts")
+		require.NoError(t, w2.Report(ctx, bad2[i], true, true, time.Millisecond))
+	}
+	st, err := w1.Status(ctx, "p")
+	require.NoError(t, err)
+	require.Equal(t, breaker.Closed, st.State)
+	require.Equal(t, 1, st.ConsecutiveFailures)
+	require.Empty(t, *changes)
+}
+
+func TestALateReportOfASendBeforeItOpenedDoesNotSettleAHalfOpenBreaker(t *testing.T) {
+	for _, late := range []struct {
+		name    string
+		failure bool
+	}{{"success", false}, {"failure", true}} {
+		t.Run(late.name, func(t *testing.T) {
+			w, _, _ := newBreakers(t, breaker.Settings{FailureThreshold: 2, OpenFor: 200 * time.Millisecond})
+			ctx := context.Background()
+			fail(t, w)
+			early := admitMany(t, w, 1)[0] // admitted closed, one failure behind it
+			fail(t, w)
+			var probe breaker.Ticket
+			require.Eventually(t, func() bool {
+				var ok bool
+				probe, ok, _, _ = w.Admit(ctx, "p")
+				return ok
+			}, 5*time.Second, 10*time.Millisecond, "half-opens after openFor")
+			require.True(t, probe.Probe)
+
+			require.NoError(t, w.Report(ctx, early, true, late.failure, time.Millisecond))
+			st, err := w.Status(ctx, "p")
+			require.NoError(t, err)
+			require.Equal(t, breaker.HalfOpen, st.State, "only the probe settles it")
+			_, ok, _, err := w.Admit(ctx, "p")
+			require.NoError(t, err)
+			require.False(t, ok, "the probe still holds the only place")
+
+			require.NoError(t, w.Report(ctx, probe, true, false, time.Millisecond))
+			st, err = w.Status(ctx, "p")
+			require.NoError(t, err)
+			require.Equal(t, breaker.Closed, st.State, "the probe's success closes it")
+		})
+	}
+}
+
+func TestAProbeGivenUpNeitherFreesAPlaceNorSettlesTheBreaker(t *testing.T) {
+	for _, late := range []struct {
+		name          string
+		sent, failure bool
+	}{{"success", true, false}, {"failure", true, true}, {"nothing sent", false, false}} {
+		t.Run(late.name, func(t *testing.T) {
+			const openFor = 200 * time.Millisecond
+			w, _, _ := newBreakers(t, breaker.Settings{FailureThreshold: 1, OpenFor: openFor, HalfOpenProbes: 1})
+			ctx := context.Background()
+			fail(t, w)
+			var given breaker.Ticket
+			require.Eventually(t, func() bool {
+				var ok bool
+				given, ok, _, _ = w.Admit(ctx, "p")
+				return ok
+			}, 5*time.Second, 10*time.Millisecond)
+			// That probe does not report within openFor: it is given up
+			// and another takes its place.
+			var probe breaker.Ticket
+			require.Eventually(t, func() bool {
+				var ok bool
+				probe, ok, _, _ = w.Admit(ctx, "p")
+				return ok
+			}, 5*time.Second, 10*time.Millisecond)
+			require.True(t, probe.Probe)
+
+			require.NoError(t, w.Report(ctx, given, late.sent, late.failure, time.Millisecond))
+			st, err := w.Status(ctx, "p")
+			require.NoError(t, err)
+			require.Equal(t, breaker.HalfOpen, st.State, "the given-up probe settles nothing")
+			_, ok, _, err := w.Admit(ctx, "p")
+			require.NoError(t, err)
+			require.False(t, ok, "the current probe keeps the only place")
+
+			require.NoError(t, w.Report(ctx, probe, true, true, time.Millisecond))
+			_, ok, _, err = w.Admit(ctx, "p")
+			require.NoError(t, err)
+			require.False(t, ok, "the current probe's failure opens it again")
+		})
+	}
+}

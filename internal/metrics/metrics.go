@@ -233,6 +233,18 @@ func NewWorker() *Worker {
 	return m
 }
 
+// InitBreakers makes the transition series of each provider's breaker
+// exist, at zero, for every state it may enter (states, as the to label
+// spells them): a rate or an alert over them works before the first
+// transition.
+func (m *Worker) InitBreakers(providers, states []string) {
+	for _, p := range providers {
+		for _, to := range states {
+			m.BreakerChanges.WithLabelValues(p, to)
+		}
+	}
+}
+
 // Handler serves reg in the Prometheus text format.
 func Handler(reg *prometheus.Registry) http.Handler {
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
