@@ -5,8 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
+	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -50,6 +54,9 @@ func (a *cli) keysCommand() *cobra.Command {
 			if err := store.ValidTenantName(tenant); err != nil {
 				return usageErr(err)
 			}
+			if !validLabel(name) {
+				return usageErrorf("--name must be at most %d bytes of UTF-8 text without control characters", maxKeyLabel)
+			}
 			if expiresIn < 0 {
 				return usageErrorf("--expires-in must be positive")
 			}
@@ -85,6 +92,11 @@ func (a *cli) keysCommand() *cobra.Command {
 		Short: "List the keys (prefixes, never keys)",
 		Args:  exactArgs(),
 		RunE: a.admin(func(ctx context.Context, pool *pgxpool.Pool, _ *cobra.Command, _ []string) error {
+			if listTenant != "" {
+				if err := store.ValidTenantName(listTenant); err != nil {
+					return usageErr(err)
+				}
+			}
 			ks, err := store.ListAPIKeys(ctx, pool, listTenant)
 			if err != nil {
 				return err
@@ -112,6 +124,9 @@ func (a *cli) keysCommand() *cobra.Command {
 		Short: "Revoke a key: every API process refuses it from its next request",
 		Args:  exactArgs("PREFIX"),
 		RunE: a.admin(func(ctx context.Context, pool *pgxpool.Pool, _ *cobra.Command, args []string) error {
+			if !keyPrefix.MatchString(args[0]) {
+				return usageErrorf("PREFIX is a key's first 11 characters, de_ and 8 letters, digits, '-' or '_' (see dispatchctl keys list)")
+			}
 			k, err := store.RevokeAPIKey(ctx, pool, args[0])
 			if errors.Is(err, store.ErrNotFound) {
 				return &exitError{code: ExitFailed, msg: "no key has the prefix " + args[0] + " (see dispatchctl keys list)"}
@@ -126,6 +141,21 @@ func (a *cli) keysCommand() *cobra.Command {
 	}
 	keys.AddCommand(create, list, revoke)
 	return keys
+}
+
+// maxKeyLabel bounds a key's label (keys create --name).
+const maxKeyLabel = 200
+
+// keyPrefix is what keys revoke takes: the first 11 characters of a key.
+var keyPrefix = regexp.MustCompile(`^de_[A-Za-z0-9_-]{8}$`)
+
+// validLabel reports whether a key's label can be stored and shown on one
+// line: UTF-8 without control characters (PostgreSQL's text holds no NUL).
+func validLabel(s string) bool {
+	if len(s) > maxKeyLabel || !utf8.ValidString(s) {
+		return false
+	}
+	return !strings.ContainsFunc(s, unicode.IsControl)
 }
 
 func (a *cli) tenantsCommand() *cobra.Command {
