@@ -39,13 +39,19 @@ type Config struct {
 type Relay struct {
 	cfg  Config
 	pool *pgxpool.Pool
-	pub  *queue.Publisher
+	pub  Publisher
 	log  *zap.Logger
 	wake chan struct{}
 }
 
+// Publisher publishes messages with the broker's confirms: a
+// *queue.Publisher.
+type Publisher interface {
+	Publish(ctx context.Context, msgs ...queue.Outgoing) error
+}
+
 // NewRelay returns a Relay.
-func NewRelay(cfg Config, pool *pgxpool.Pool, pub *queue.Publisher, log *zap.Logger) *Relay {
+func NewRelay(cfg Config, pool *pgxpool.Pool, pub Publisher, log *zap.Logger) *Relay {
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 200
 	}
@@ -169,19 +175,61 @@ func (r *Relay) RelayOnce(ctx context.Context) (int, error) {
 	if _, err := tx.Exec(ctx, `DELETE FROM outbox WHERE id = ANY($1)`, ids); err != nil {
 		return 0, fmt.Errorf("deleting relayed outbox rows: %w", err)
 	}
-	if len(queued) > 0 {
-		if err := store.MarkQueued(ctx, tx, queued); err != nil {
-			return 0, err
-		}
+	held, err := markQueued(ctx, tx, queued)
+	if err != nil {
+		return 0, err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, fmt.Errorf("committing relay transaction: %w", err)
+	}
+	if len(held) > 0 {
+		// Holding nothing now, it may wait for them.
+		if err := store.MarkQueued(ctx, r.pool, held); err != nil {
+			r.log.Warn("could not mark relayed notifications queued", zap.Int("count", len(held)), zap.Error(err))
+		}
 	}
 	if r.cfg.Relayed != nil {
 		r.cfg.Relayed.Add(float64(len(claimed)))
 	}
 	r.log.Debug("relayed outbox rows", zap.Int("count", len(claimed)), zap.Int("dead_letters", len(dead)))
 	return len(claimed), nil
+}
+
+// markQueued moves the ACCEPTED notifications among ids to QUEUED, inside
+// the relay's transaction, without waiting for a notification another
+// transaction holds: it returns those, to be marked after the commit.
+//
+// Everything else takes a notification's lock before its outbox rows (an
+// operation page locks its notifications, then drops their dead-letter
+// records; a retry the same), while the relay holds outbox rows already:
+// waiting here for a notification would close a cycle PostgreSQL can
+// only break by aborting one side (40P01). So the relay takes no lock on
+// notifications it would have to wait for while it holds outbox rows.
+func markQueued(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) (held []uuid.UUID, err error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	// The statement's snapshot still sees the rows it updates as ACCEPTED:
+	// those ACCEPTED and not updated are the ones held.
+	rows, err := tx.Query(ctx, `
+		WITH free AS (
+			SELECT id FROM notifications WHERE id = ANY($1) AND status = 'ACCEPTED'
+			FOR UPDATE SKIP LOCKED
+		), u AS (
+			UPDATE notifications n SET status = 'QUEUED', updated_at = now()
+			FROM free WHERE n.id = free.id
+			RETURNING n.id
+		)
+		SELECT id FROM notifications
+		WHERE id = ANY($1) AND status = 'ACCEPTED' AND id NOT IN (SELECT id FROM u)`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("marking notifications queued: %w", err)
+	}
+	held, err = pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return nil, fmt.Errorf("marking notifications queued: %w", err)
+	}
+	return held, nil
 }
 
 // payloads builds the dead-letter bodies of the dead notifications: the

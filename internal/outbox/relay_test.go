@@ -175,3 +175,75 @@ func TestRelayPublishesADeadLetterOfTheGenerationThatFailed(t *testing.T) {
 	require.Equal(t, int32(1), msg.Headers[queue.HeaderGeneration])
 	require.Equal(t, int32(2), msg.Headers[queue.HeaderAttempts])
 }
+
+// gatedPublisher holds the relay's publish, with its outbox rows locked,
+// until the test releases it.
+type gatedPublisher struct {
+	outbox.Publisher
+	reached, release chan struct{}
+}
+
+func (g *gatedPublisher) Publish(ctx context.Context, msgs ...queue.Outgoing) error {
+	close(g.reached)
+	<-g.release
+	return g.Publisher.Publish(ctx, msgs...)
+}
+
+// TestTheRelayAndAnOperationPageOnTheSameNotificationsDoNotDeadlock runs
+// the relay and a retry or erase page over the same notifications, each
+// taking its first locks before the other takes its second: the relay
+// holds the outbox rows (a delivery row, a dead-letter record) and would
+// mark the delivered one QUEUED; the page holds the notifications and
+// drops the dead-letter record.
+func TestTheRelayAndAnOperationPageOnTheSameNotificationsDoNotDeadlock(t *testing.T) {
+	for _, action := range []string{store.ActionRetry, store.ActionErase} {
+		t.Run(action, func(t *testing.T) {
+			ctx := context.Background()
+			pool, _ := testenv.Pool(t)
+			topo := testenv.Topology(t)
+			const recipient = "+14155550177"
+			failed := create(t, pool, string(notification.SMS), string(notification.Normal), recipient)
+			_, err := pool.Exec(ctx, `
+				WITH f AS (UPDATE notifications SET status = 'FAILED', failure_reason = 'exhausted' WHERE id = $1)
+				UPDATE outbox SET dead_letter = jsonb_build_object('reason', 'exhausted', 'generation', 0) WHERE notification_id = $1`, failed.ID)
+			require.NoError(t, err)
+			accepted := create(t, pool, string(notification.SMS), string(notification.Normal), recipient)
+			r := recipient
+			op, _, err := store.CreateOperation(ctx, pool, store.NewOperation{
+				ID: uuid.Must(uuid.NewV7()), Action: action, MaxPerSecond: 100, Filter: store.OperationFilter{Recipient: &r}})
+			require.NoError(t, err)
+			require.EqualValues(t, 2, op.Matched)
+
+			gate := &gatedPublisher{Publisher: newPublisher(t, testenv.Shared(t).RabbitMQURL, topo),
+				reached: make(chan struct{}), release: make(chan struct{})}
+			relay := outbox.NewRelay(outbox.Config{Topology: topo}, pool, gate, zap.NewNop())
+			relayed := make(chan error, 1)
+			go func() { _, err := relay.RelayOnce(ctx); relayed <- err }()
+			<-gate.reached // the relay holds both outbox rows
+
+			paged := make(chan error, 1)
+			go func() { _, err := store.RunPage(ctx, pool, op.ID, 10); paged <- err }()
+			require.Eventually(t, func() bool {
+				var waiting int
+				err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+					WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting)
+				return err == nil && waiting == 1
+			}, 10*time.Second, 10*time.Millisecond, "the page waits for the dead-letter record the relay holds")
+			close(gate.release)
+
+			require.NoError(t, <-relayed, "the relay")
+			require.NoError(t, <-paged, "the page")
+			after, err := store.GetNotifications(ctx, pool, []uuid.UUID{failed.ID, accepted.ID})
+			require.NoError(t, err)
+			if action == store.ActionRetry {
+				require.Equal(t, 1, after[failed.ID].Generation)
+				require.Equal(t, 1, outboxRows(t, pool), "the retried one's new delivery row only")
+				require.Equal(t, notification.StatusQueued, after[accepted.ID].Status, "marked QUEUED once the page let it go")
+			} else {
+				require.NotNil(t, after[failed.ID].ErasedAt)
+				require.Zero(t, outboxRows(t, pool))
+				require.Equal(t, notification.StatusCancelled, after[accepted.ID].Status)
+			}
+		})
+	}
+}
