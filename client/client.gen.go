@@ -543,19 +543,20 @@ type BatchSummary_Links struct {
 	Self          string `json:"self"`
 }
 
-// Breaker defines model for Breaker.
+// Breaker The breaker's state; its figures (consecutiveFailures, recentRequests, successRatio,
+// averageLatencyMs) count every tenant's sends and are shown to the operator only.
 type Breaker struct {
-	AverageLatencyMs    *int       `json:"averageLatencyMs"`
+	AverageLatencyMs    *int       `json:"averageLatencyMs,omitempty"`
 	ChangedAt           *time.Time `json:"changedAt,omitempty"`
-	ConsecutiveFailures int        `json:"consecutiveFailures"`
+	ConsecutiveFailures *int       `json:"consecutiveFailures,omitempty"`
 
 	// OpenUntil When an open breaker half-opens.
 	OpenUntil *time.Time `json:"openUntil,omitempty"`
 
 	// RecentRequests Sends in the last one to two breaker windows.
-	RecentRequests int          `json:"recentRequests"`
+	RecentRequests *int         `json:"recentRequests,omitempty"`
 	State          BreakerState `json:"state"`
-	SuccessRatio   *float64     `json:"successRatio"`
+	SuccessRatio   *float64     `json:"successRatio,omitempty"`
 }
 
 // BreakerState defines model for Breaker.State.
@@ -890,7 +891,7 @@ type Provider struct {
 	Name           string       `json:"name"`
 	RatePerSec     *int         `json:"ratePerSec,omitempty"`
 
-	// Target Where it sends, without credentials.
+	// Target Where it sends: the scheme and host of its URL, or an SMTP server's host and port; never credentials, a path or a query.
 	Target    string `json:"target"`
 	TimeoutMs int    `json:"timeoutMs"`
 }
@@ -1379,6 +1380,10 @@ type ClientInterface interface {
 	// Metrics Prometheus metrics
 	//
 	// HTTP requests are counted by route template (`/v1/notifications/:id`), method and status.
+	// Open to any scraper without a key; the series labelled by tenant
+	// (`dispatch_tenant_*`: who the tenants are and how much each sends) are added only for
+	// the operator's key (a key of the `default` tenant, as `Authorization: Bearer <key>`).
+	// A key that is not valid is refused.
 	//
 	// Corresponds with GET /metrics (the `Metrics` operationId).
 	Metrics(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1598,8 +1603,10 @@ type ClientInterface interface {
 	//
 	// Every provider of the providers file (or the one `default` webhook provider without
 	// one), the channels whose route names it, and its circuit breaker, shared by every
-	// worker: state, consecutive failures, and the recent success ratio and latency.
-	// Credentials are never shown. `breaker` is null without a providers file (no breakers).
+	// worker: its state and, to the operator (a key of the `default` tenant) alone, its
+	// consecutive failures and the recent success ratio and latency, which count every
+	// tenant's sends. Credentials are never shown, nor any part of a URL beyond its scheme
+	// and host. `breaker` is null without a providers file (no breakers).
 	//
 	// Corresponds with GET /v1/providers (the `ListProviders` operationId).
 	ListProviders(ctx context.Context, params *ListProvidersParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1671,6 +1678,10 @@ func (c *Client) Livez(ctx context.Context, reqEditors ...RequestEditorFn) (*htt
 // Metrics Prometheus metrics
 //
 // HTTP requests are counted by route template (`/v1/notifications/:id`), method and status.
+// Open to any scraper without a key; the series labelled by tenant
+// (`dispatch_tenant_*`: who the tenants are and how much each sends) are added only for
+// the operator's key (a key of the `default` tenant, as `Authorization: Bearer <key>`).
+// A key that is not valid is refused.
 //
 // Corresponds with GET /metrics (the `Metrics` operationId).
 func (c *Client) Metrics(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -2080,8 +2091,10 @@ func (c *Client) CancelOperation(ctx context.Context, id OperationID, params *Ca
 //
 // Every provider of the providers file (or the one `default` webhook provider without
 // one), the channels whose route names it, and its circuit breaker, shared by every
-// worker: state, consecutive failures, and the recent success ratio and latency.
-// Credentials are never shown. `breaker` is null without a providers file (no breakers).
+// worker: its state and, to the operator (a key of the `default` tenant) alone, its
+// consecutive failures and the recent success ratio and latency, which count every
+// tenant's sends. Credentials are never shown, nor any part of a URL beyond its scheme
+// and host. `breaker` is null without a providers file (no breakers).
 //
 // Corresponds with GET /v1/providers (the `ListProviders` operationId).
 func (c *Client) ListProviders(ctx context.Context, params *ListProvidersParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -3335,6 +3348,10 @@ type ClientWithResponsesInterface interface {
 	// MetricsWithResponse Prometheus metrics
 	//
 	// HTTP requests are counted by route template (`/v1/notifications/:id`), method and status.
+	// Open to any scraper without a key; the series labelled by tenant
+	// (`dispatch_tenant_*`: who the tenants are and how much each sends) are added only for
+	// the operator's key (a key of the `default` tenant, as `Authorization: Bearer <key>`).
+	// A key that is not valid is refused.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -3580,8 +3597,10 @@ type ClientWithResponsesInterface interface {
 	//
 	// Every provider of the providers file (or the one `default` webhook provider without
 	// one), the channels whose route names it, and its circuit breaker, shared by every
-	// worker: state, consecutive failures, and the recent success ratio and latency.
-	// Credentials are never shown. `breaker` is null without a providers file (no breakers).
+	// worker: its state and, to the operator (a key of the `default` tenant) alone, its
+	// consecutive failures and the recent success ratio and latency, which count every
+	// tenant's sends. Credentials are never shown, nor any part of a URL beyond its scheme
+	// and host. `breaker` is null without a providers file (no breakers).
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -3704,6 +3723,12 @@ type MetricsResponse200Headers struct {
 	XRequestID string
 }
 
+// MetricsResponse401Headers the declared response headers of an HTTP 401 response for Metrics
+type MetricsResponse401Headers struct {
+	WWWAuthenticate string
+	XRequestID      string
+}
+
 // MetricsResponse500Headers the declared response headers of an HTTP 500 response for Metrics
 type MetricsResponse500Headers struct {
 	XRequestID string
@@ -3712,12 +3737,21 @@ type MetricsResponse500Headers struct {
 type MetricsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
+	// ApplicationProblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationProblemJSON401 *Unauthorized
 	// ApplicationProblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationProblemJSON500 *InternalError
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *MetricsResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *MetricsResponse401Headers
 	// Headers500 the parsed response headers for an HTTP 500 response
 	Headers500 *MetricsResponse500Headers
+}
+
+// GetApplicationProblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r MetricsResponse) GetApplicationProblemJSON401() *Unauthorized {
+	return r.ApplicationProblemJSON401
 }
 
 // GetApplicationProblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
@@ -6241,6 +6275,10 @@ func (c *ClientWithResponses) LivezWithResponse(ctx context.Context, reqEditors 
 // MetricsWithResponse Prometheus metrics
 //
 // HTTP requests are counted by route template (`/v1/notifications/:id`), method and status.
+// Open to any scraper without a key; the series labelled by tenant
+// (`dispatch_tenant_*`: who the tenants are and how much each sends) are added only for
+// the operator's key (a key of the `default` tenant, as `Authorization: Bearer <key>`).
+// A key that is not valid is refused.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -6600,8 +6638,10 @@ func (c *ClientWithResponses) CancelOperationWithResponse(ctx context.Context, i
 //
 // Every provider of the providers file (or the one `default` webhook provider without
 // one), the channels whose route names it, and its circuit breaker, shared by every
-// worker: state, consecutive failures, and the recent success ratio and latency.
-// Credentials are never shown. `breaker` is null without a providers file (no breakers).
+// worker: its state and, to the operator (a key of the `default` tenant) alone, its
+// consecutive failures and the recent success ratio and latency, which count every
+// tenant's sends. Credentials are never shown, nor any part of a URL beyond its scheme
+// and host. `breaker` is null without a providers file (no breakers).
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -6750,6 +6790,13 @@ func ParseMetricsResponse(rsp *http.Response) (*MetricsResponse, error) {
 	}
 
 	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON401 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
 		var dest InternalError
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -6770,6 +6817,23 @@ func ParseMetricsResponse(rsp *http.Response) (*MetricsResponse, error) {
 			headers.XRequestID = value
 		}
 		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers MetricsResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers401 = &headers
 	case rsp.StatusCode == 500:
 		var headers MetricsResponse500Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {

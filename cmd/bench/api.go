@@ -236,7 +236,9 @@ func (a *apiClient) routedElsewhere(ctx context.Context, sinkURL string) ([]stri
 	}
 	var names []string
 	for _, p := range r.JSON200.Data {
-		atSink := p.Kind == dispatch.ProviderKindWebhook && strings.HasPrefix(p.Target, strings.TrimRight(sinkURL, "/")+"/")
+		// The API shows a URL's scheme and host (older ones the path too).
+		sink := strings.TrimRight(sinkURL, "/")
+		atSink := p.Kind == dispatch.ProviderKindWebhook && (p.Target == sink || strings.HasPrefix(p.Target, sink+"/"))
 		if !atSink && len(p.Channels) > 0 {
 			names = append(names, p.Name)
 		}

@@ -21,7 +21,7 @@ import (
 )
 
 // ProviderView is one provider as GET /v1/providers shows it: never a
-// credential.
+// credential, and of a URL only its scheme and host.
 type ProviderView struct {
 	Name           string       `json:"name"`
 	Kind           string       `json:"kind"`
@@ -33,15 +33,22 @@ type ProviderView struct {
 	Breaker        *BreakerView `json:"breaker"`
 }
 
-// BreakerView is a provider's breaker and its recent record.
+// BreakerView is a provider's breaker and, for the operator, its recent
+// record: the figures count every tenant's sends, so another tenant sees
+// the state alone.
 type BreakerView struct {
-	State               string     `json:"state"`
-	ConsecutiveFailures int        `json:"consecutiveFailures"`
-	OpenUntil           *time.Time `json:"openUntil,omitempty"`
-	ChangedAt           *time.Time `json:"changedAt,omitempty"`
-	RecentRequests      int        `json:"recentRequests"`
-	SuccessRatio        *float64   `json:"successRatio"`
-	AverageLatencyMS    *int64     `json:"averageLatencyMs"`
+	State     string     `json:"state"`
+	OpenUntil *time.Time `json:"openUntil,omitempty"`
+	ChangedAt *time.Time `json:"changedAt,omitempty"`
+	*BreakerFigures
+}
+
+// BreakerFigures are a breaker's recent record, shown to the operator only.
+type BreakerFigures struct {
+	ConsecutiveFailures int      `json:"consecutiveFailures"`
+	RecentRequests      int      `json:"recentRequests"`
+	SuccessRatio        *float64 `json:"successRatio"`
+	AverageLatencyMS    *int64   `json:"averageLatencyMs"`
 }
 
 func (s *Server) listProviders(c *fiber.Ctx) error {
@@ -64,16 +71,22 @@ func (s *Server) listProviders(c *fiber.Ctx) error {
 			if err != nil {
 				return s.unavailable(c, err, "the breakers' state (Redis) cannot be read")
 			}
-			v.Breaker = breakerView(st)
+			v.Breaker = breakerView(st, isOperator(tenant(c)))
 		}
 		views = append(views, v)
 	}
 	return c.JSON(fiber.Map{"data": views})
 }
 
-func breakerView(st breaker.Status) *BreakerView {
-	v := &BreakerView{State: st.State.String(), ConsecutiveFailures: st.ConsecutiveFailures, OpenUntil: st.OpenUntil,
-		ChangedAt: st.ChangedAt, RecentRequests: st.Requests, SuccessRatio: st.SuccessRatio()}
+// breakerView is a breaker as GET /v1/providers shows it, with its
+// figures when withFigures (the operator).
+func breakerView(st breaker.Status, withFigures bool) *BreakerView {
+	v := &BreakerView{State: st.State.String(), OpenUntil: st.OpenUntil, ChangedAt: st.ChangedAt}
+	if !withFigures {
+		return v
+	}
+	v.BreakerFigures = &BreakerFigures{ConsecutiveFailures: st.ConsecutiveFailures, RecentRequests: st.Requests,
+		SuccessRatio: st.SuccessRatio()}
 	if st.Requests > 0 {
 		ms := st.AverageLatency.Milliseconds()
 		v.AverageLatencyMS = &ms

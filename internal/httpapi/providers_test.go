@@ -88,7 +88,7 @@ func TestProvidersShowsRoutesAndBreakersWithoutCredentials(t *testing.T) {
 	}
 	require.NoError(t, json.Unmarshal(raw, &page))
 	require.Equal(t, "hook", page.Data[0].Name)
-	require.Equal(t, "https://hooks.example.com/in", page.Data[0].Target)
+	require.Equal(t, "https://hooks.example.com", page.Data[0].Target)
 	require.Equal(t, []string{"push"}, page.Data[0].Channels)
 	require.Equal(t, "closed", page.Data[0].Breaker.State)
 

@@ -159,7 +159,7 @@ func New(cfg Config, pool *pgxpool.Pool, signaler Signaler, deps []health.Depend
 
 	s.app.Get("/livez", adaptor.HTTPHandler(health.Live()))
 	s.app.Get("/readyz", adaptor.HTTPHandler(detached(health.Ready(deps, cfg.ReadyTimeout, health.Reporter(m.DependencyUp, log)))))
-	s.app.Get("/metrics", adaptor.HTTPHandler(metrics.Handler(m.Registry)))
+	s.app.Get("/metrics", s.metricsPage(m)) // tenant-labelled series for the operator only (visibility.go)
 
 	// Providers authenticate their receipts by their own scheme, not an API
 	// key: this route comes before the group's authentication.

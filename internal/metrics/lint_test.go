@@ -54,7 +54,10 @@ func TestAPIMetricsPassTheLinter(t *testing.T) {
 	m.HTTPRequests.WithLabelValues("/v1/notifications", "POST", "202").Inc()
 	m.HTTPDuration.WithLabelValues("/v1/notifications", "POST").Observe(0.002)
 	m.Accepted.WithLabelValues("sms", "HIGH").Inc()
+	m.TenantAccepted.WithLabelValues("acme").Inc()
+	m.QuotaRefused.WithLabelValues("acme", "sec").Inc()
 	require.Empty(t, lintExposition(t, m.Registry))
+	require.Empty(t, lintExposition(t, m.TenantRegistry))
 }
 
 // lintExposition lints reg as served over HTTP, the way promtool sees it.

@@ -31,12 +31,16 @@ func newRegistry() *prometheus.Registry {
 	return reg
 }
 
-// API holds the API process's metrics.
+// API holds the API process's metrics. Registry holds the service's own
+// series, served to anyone who reaches /metrics; TenantRegistry the series
+// labelled by tenant (who the tenants are and how much each sends), served
+// only to the operator (OperatorHandler).
 type API struct {
-	Registry     *prometheus.Registry
-	HTTPRequests *prometheus.CounterVec
-	HTTPDuration *prometheus.HistogramVec
-	Accepted     *prometheus.CounterVec
+	Registry       *prometheus.Registry
+	TenantRegistry *prometheus.Registry
+	HTTPRequests   *prometheus.CounterVec
+	HTTPDuration   *prometheus.HistogramVec
+	Accepted       *prometheus.CounterVec
 	// Cancelled counts notifications the API cancelled itself, before their
 	// workflow started an attempt (the worker counts the others).
 	Cancelled    *prometheus.CounterVec
@@ -82,9 +86,16 @@ func NewAPI() *API {
 		Help: "Notifications refused by a tenant's acceptance quota, by tenant and window (sec, day).",
 	}, []string{"tenant", "window"})
 	m.Tenants = &TenantLabels{}
-	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.Accepted, m.Cancelled, m.DependencyUp,
-		m.TenantAccepted, m.QuotaRefused)
+	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.Accepted, m.Cancelled, m.DependencyUp)
+	m.TenantRegistry = prometheus.NewRegistry()
+	m.TenantRegistry.MustRegister(m.TenantAccepted, m.QuotaRefused)
 	return m
+}
+
+// OperatorHandler serves every series of the API, the tenant-labelled ones
+// included; Handler(m.Registry) serves them without.
+func (m *API) OperatorHandler() http.Handler {
+	return promhttp.HandlerFor(prometheus.Gatherers{m.Registry, m.TenantRegistry}, promhttp.HandlerOpts{Registry: m.Registry})
 }
 
 // MaxTenantLabels bounds the tenant label's values per process: a
