@@ -11,7 +11,6 @@ import (
 	"maps"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -378,13 +377,13 @@ func healthServer(cfg config.Config, m *metrics.Worker, log *zap.Logger, deps []
 	}
 }
 
-// redactURL hides a password in u (a provider URL may carry credentials).
+// redactURL is the part of a provider URL a log line shows: its scheme and
+// host (its credentials, path and query may carry tokens).
 func redactURL(u string) string {
-	parsed, err := url.Parse(u)
-	if err != nil {
-		return "(unparseable)"
+	if origin := provider.Origin(u); origin != "" {
+		return origin
 	}
-	return parsed.Redacted()
+	return "(unparseable)"
 }
 
 // newBreakers returns the providers' breakers, nil without a providers file;
