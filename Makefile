@@ -16,7 +16,7 @@ run: ## Start everything locally (services, Temporal dev server, migrations, sin
 	@scripts/run.sh
 
 .PHONY: build
-build: ## Build api, worker, migrate and sink into bin/
+build: ## Build api, worker, dispatchctl, migrate and sink into bin/
 	go build -o bin/ ./cmd/...
 
 .PHONY: test
@@ -59,9 +59,10 @@ bench-ab: ## Bench BASE=<revision> and this checkout on this machine, interleave
 FUZZTIME ?= 20000x
 
 .PHONY: fuzz
-fuzz: services ## Fuzz request decoding and validation (single, batch) and the Retry-After parser, FUZZTIME each
+fuzz: services ## Fuzz request decoding and validation (single, batch, operation) and the Retry-After parser, FUZZTIME each
 	go test -run '^$$' -fuzz '^FuzzCreateNotification$$' -fuzztime $(FUZZTIME) ./internal/httpapi/
 	go test -run '^$$' -fuzz '^FuzzCreateBatch$$' -fuzztime $(FUZZTIME) ./internal/httpapi/
+	go test -run '^$$' -fuzz '^FuzzCreateOperation$$' -fuzztime $(FUZZTIME) ./internal/httpapi/
 	go test -run '^$$' -fuzz '^FuzzParseRetryAfter$$' -fuzztime $(FUZZTIME) ./internal/provider/
 
 .PHONY: chaos

@@ -543,20 +543,19 @@ type BatchSummary_Links struct {
 	Self          string `json:"self"`
 }
 
-// Breaker The breaker's state; its figures (consecutiveFailures, recentRequests, successRatio,
-// averageLatencyMs) count every tenant's sends and are shown to the operator only.
+// Breaker defines model for Breaker.
 type Breaker struct {
-	AverageLatencyMs    *int       `json:"averageLatencyMs,omitempty"`
+	AverageLatencyMs    *int       `json:"averageLatencyMs"`
 	ChangedAt           *time.Time `json:"changedAt,omitempty"`
-	ConsecutiveFailures *int       `json:"consecutiveFailures,omitempty"`
+	ConsecutiveFailures int        `json:"consecutiveFailures"`
 
 	// OpenUntil When an open breaker half-opens.
 	OpenUntil *time.Time `json:"openUntil,omitempty"`
 
 	// RecentRequests Sends in the last one to two breaker windows.
-	RecentRequests *int         `json:"recentRequests,omitempty"`
+	RecentRequests int          `json:"recentRequests"`
 	State          BreakerState `json:"state"`
-	SuccessRatio   *float64     `json:"successRatio,omitempty"`
+	SuccessRatio   *float64     `json:"successRatio"`
 }
 
 // BreakerState defines model for Breaker.State.
@@ -891,7 +890,7 @@ type Provider struct {
 	Name           string       `json:"name"`
 	RatePerSec     *int         `json:"ratePerSec,omitempty"`
 
-	// Target Where it sends: the scheme and host of its URL, or an SMTP server's host and port; never credentials, a path or a query.
+	// Target Where it sends, without credentials.
 	Target    string `json:"target"`
 	TimeoutMs int    `json:"timeoutMs"`
 }
@@ -1380,10 +1379,6 @@ type ClientInterface interface {
 	// Metrics Prometheus metrics
 	//
 	// HTTP requests are counted by route template (`/v1/notifications/:id`), method and status.
-	// Open to any scraper without a key; the series labelled by tenant
-	// (`dispatch_tenant_*`: who the tenants are and how much each sends) are added only for
-	// the operator's key (a key of the `default` tenant, as `Authorization: Bearer <key>`).
-	// A key that is not valid is refused.
 	//
 	// Corresponds with GET /metrics (the `Metrics` operationId).
 	Metrics(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1603,10 +1598,8 @@ type ClientInterface interface {
 	//
 	// Every provider of the providers file (or the one `default` webhook provider without
 	// one), the channels whose route names it, and its circuit breaker, shared by every
-	// worker: its state and, to the operator (a key of the `default` tenant) alone, its
-	// consecutive failures and the recent success ratio and latency, which count every
-	// tenant's sends. Credentials are never shown, nor any part of a URL beyond its scheme
-	// and host. `breaker` is null without a providers file (no breakers).
+	// worker: state, consecutive failures, and the recent success ratio and latency.
+	// Credentials are never shown. `breaker` is null without a providers file (no breakers).
 	//
 	// Corresponds with GET /v1/providers (the `ListProviders` operationId).
 	ListProviders(ctx context.Context, params *ListProvidersParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1620,7 +1613,7 @@ type ClientInterface interface {
 	// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
 	// delivered makes it DELIVERED, failed fails over to the next provider on the route.
 	// A receipt for a terminal notification, or a status that is not final, changes
-	// nothing (`applied: false`).
+	// nothing (`applied: false`). Its body may be up to 64 KiB; a larger one is a `413`.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -1636,7 +1629,7 @@ type ClientInterface interface {
 	// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
 	// delivered makes it DELIVERED, failed fails over to the next provider on the route.
 	// A receipt for a terminal notification, or a status that is not final, changes
-	// nothing (`applied: false`).
+	// nothing (`applied: false`). Its body may be up to 64 KiB; a larger one is a `413`.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -1652,7 +1645,7 @@ type ClientInterface interface {
 	// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
 	// delivered makes it DELIVERED, failed fails over to the next provider on the route.
 	// A receipt for a terminal notification, or a status that is not final, changes
-	// nothing (`applied: false`).
+	// nothing (`applied: false`). Its body may be up to 64 KiB; a larger one is a `413`.
 	//
 	// Takes a body of the `application/x-www-form-urlencoded` content type.
 	//
@@ -1678,10 +1671,6 @@ func (c *Client) Livez(ctx context.Context, reqEditors ...RequestEditorFn) (*htt
 // Metrics Prometheus metrics
 //
 // HTTP requests are counted by route template (`/v1/notifications/:id`), method and status.
-// Open to any scraper without a key; the series labelled by tenant
-// (`dispatch_tenant_*`: who the tenants are and how much each sends) are added only for
-// the operator's key (a key of the `default` tenant, as `Authorization: Bearer <key>`).
-// A key that is not valid is refused.
 //
 // Corresponds with GET /metrics (the `Metrics` operationId).
 func (c *Client) Metrics(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -2091,10 +2080,8 @@ func (c *Client) CancelOperation(ctx context.Context, id OperationID, params *Ca
 //
 // Every provider of the providers file (or the one `default` webhook provider without
 // one), the channels whose route names it, and its circuit breaker, shared by every
-// worker: its state and, to the operator (a key of the `default` tenant) alone, its
-// consecutive failures and the recent success ratio and latency, which count every
-// tenant's sends. Credentials are never shown, nor any part of a URL beyond its scheme
-// and host. `breaker` is null without a providers file (no breakers).
+// worker: state, consecutive failures, and the recent success ratio and latency.
+// Credentials are never shown. `breaker` is null without a providers file (no breakers).
 //
 // Corresponds with GET /v1/providers (the `ListProviders` operationId).
 func (c *Client) ListProviders(ctx context.Context, params *ListProvidersParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -2118,7 +2105,7 @@ func (c *Client) ListProviders(ctx context.Context, params *ListProvidersParams,
 // `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
 // delivered makes it DELIVERED, failed fails over to the next provider on the route.
 // A receipt for a terminal notification, or a status that is not final, changes
-// nothing (`applied: false`).
+// nothing (`applied: false`). Its body may be up to 64 KiB; a larger one is a `413`.
 //
 // Takes any type of body and a specified content type.
 //
@@ -2144,7 +2131,7 @@ func (c *Client) PostReceiptWithBody(ctx context.Context, provider string, param
 // `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
 // delivered makes it DELIVERED, failed fails over to the next provider on the route.
 // A receipt for a terminal notification, or a status that is not final, changes
-// nothing (`applied: false`).
+// nothing (`applied: false`). Its body may be up to 64 KiB; a larger one is a `413`.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -2170,7 +2157,7 @@ func (c *Client) PostReceipt(ctx context.Context, provider string, params *PostR
 // `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
 // delivered makes it DELIVERED, failed fails over to the next provider on the route.
 // A receipt for a terminal notification, or a status that is not final, changes
-// nothing (`applied: false`).
+// nothing (`applied: false`). Its body may be up to 64 KiB; a larger one is a `413`.
 //
 // Takes a body of the `application/x-www-form-urlencoded` content type.
 //
@@ -3348,10 +3335,6 @@ type ClientWithResponsesInterface interface {
 	// MetricsWithResponse Prometheus metrics
 	//
 	// HTTP requests are counted by route template (`/v1/notifications/:id`), method and status.
-	// Open to any scraper without a key; the series labelled by tenant
-	// (`dispatch_tenant_*`: who the tenants are and how much each sends) are added only for
-	// the operator's key (a key of the `default` tenant, as `Authorization: Bearer <key>`).
-	// A key that is not valid is refused.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -3597,10 +3580,8 @@ type ClientWithResponsesInterface interface {
 	//
 	// Every provider of the providers file (or the one `default` webhook provider without
 	// one), the channels whose route names it, and its circuit breaker, shared by every
-	// worker: its state and, to the operator (a key of the `default` tenant) alone, its
-	// consecutive failures and the recent success ratio and latency, which count every
-	// tenant's sends. Credentials are never shown, nor any part of a URL beyond its scheme
-	// and host. `breaker` is null without a providers file (no breakers).
+	// worker: state, consecutive failures, and the recent success ratio and latency.
+	// Credentials are never shown. `breaker` is null without a providers file (no breakers).
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -3616,7 +3597,7 @@ type ClientWithResponsesInterface interface {
 	// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
 	// delivered makes it DELIVERED, failed fails over to the next provider on the route.
 	// A receipt for a terminal notification, or a status that is not final, changes
-	// nothing (`applied: false`).
+	// nothing (`applied: false`). Its body may be up to 64 KiB; a larger one is a `413`.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -3632,7 +3613,7 @@ type ClientWithResponsesInterface interface {
 	// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
 	// delivered makes it DELIVERED, failed fails over to the next provider on the route.
 	// A receipt for a terminal notification, or a status that is not final, changes
-	// nothing (`applied: false`).
+	// nothing (`applied: false`). Its body may be up to 64 KiB; a larger one is a `413`.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -3648,7 +3629,7 @@ type ClientWithResponsesInterface interface {
 	// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
 	// delivered makes it DELIVERED, failed fails over to the next provider on the route.
 	// A receipt for a terminal notification, or a status that is not final, changes
-	// nothing (`applied: false`).
+	// nothing (`applied: false`). Its body may be up to 64 KiB; a larger one is a `413`.
 	//
 	// Takes a body of the `application/x-www-form-urlencoded` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -3723,12 +3704,6 @@ type MetricsResponse200Headers struct {
 	XRequestID string
 }
 
-// MetricsResponse401Headers the declared response headers of an HTTP 401 response for Metrics
-type MetricsResponse401Headers struct {
-	WWWAuthenticate string
-	XRequestID      string
-}
-
 // MetricsResponse500Headers the declared response headers of an HTTP 500 response for Metrics
 type MetricsResponse500Headers struct {
 	XRequestID string
@@ -3737,21 +3712,12 @@ type MetricsResponse500Headers struct {
 type MetricsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
-	// ApplicationProblemJSON401 the response for an HTTP 401 `application/problem+json` response
-	ApplicationProblemJSON401 *Unauthorized
 	// ApplicationProblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationProblemJSON500 *InternalError
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *MetricsResponse200Headers
-	// Headers401 the parsed response headers for an HTTP 401 response
-	Headers401 *MetricsResponse401Headers
 	// Headers500 the parsed response headers for an HTTP 500 response
 	Headers500 *MetricsResponse500Headers
-}
-
-// GetApplicationProblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
-func (r MetricsResponse) GetApplicationProblemJSON401() *Unauthorized {
-	return r.ApplicationProblemJSON401
 }
 
 // GetApplicationProblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
@@ -6127,6 +6093,11 @@ type PostReceiptResponse404Headers struct {
 	XRequestID string
 }
 
+// PostReceiptResponse413Headers the declared response headers of an HTTP 413 response for PostReceipt
+type PostReceiptResponse413Headers struct {
+	XRequestID string
+}
+
 // PostReceiptResponse422Headers the declared response headers of an HTTP 422 response for PostReceipt
 type PostReceiptResponse422Headers struct {
 	XRequestID string
@@ -6161,6 +6132,8 @@ type PostReceiptResponse struct {
 	ApplicationProblemJSON401 *Unauthorized
 	// ApplicationProblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationProblemJSON404 *NotFound
+	// ApplicationProblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationProblemJSON413 *PayloadTooLarge
 	// ApplicationProblemJSON422 the response for an HTTP 422 `application/problem+json` response
 	ApplicationProblemJSON422 *ValidationFailed
 	// ApplicationProblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -6175,6 +6148,8 @@ type PostReceiptResponse struct {
 	Headers401 *PostReceiptResponse401Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *PostReceiptResponse404Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *PostReceiptResponse413Headers
 	// Headers422 the parsed response headers for an HTTP 422 response
 	Headers422 *PostReceiptResponse422Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -6208,6 +6183,11 @@ func (r PostReceiptResponse) GetApplicationProblemJSON401() *Unauthorized {
 // GetApplicationProblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
 func (r PostReceiptResponse) GetApplicationProblemJSON404() *NotFound {
 	return r.ApplicationProblemJSON404
+}
+
+// GetApplicationProblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r PostReceiptResponse) GetApplicationProblemJSON413() *PayloadTooLarge {
+	return r.ApplicationProblemJSON413
 }
 
 // GetApplicationProblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
@@ -6275,10 +6255,6 @@ func (c *ClientWithResponses) LivezWithResponse(ctx context.Context, reqEditors 
 // MetricsWithResponse Prometheus metrics
 //
 // HTTP requests are counted by route template (`/v1/notifications/:id`), method and status.
-// Open to any scraper without a key; the series labelled by tenant
-// (`dispatch_tenant_*`: who the tenants are and how much each sends) are added only for
-// the operator's key (a key of the `default` tenant, as `Authorization: Bearer <key>`).
-// A key that is not valid is refused.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -6638,10 +6614,8 @@ func (c *ClientWithResponses) CancelOperationWithResponse(ctx context.Context, i
 //
 // Every provider of the providers file (or the one `default` webhook provider without
 // one), the channels whose route names it, and its circuit breaker, shared by every
-// worker: its state and, to the operator (a key of the `default` tenant) alone, its
-// consecutive failures and the recent success ratio and latency, which count every
-// tenant's sends. Credentials are never shown, nor any part of a URL beyond its scheme
-// and host. `breaker` is null without a providers file (no breakers).
+// worker: state, consecutive failures, and the recent success ratio and latency.
+// Credentials are never shown. `breaker` is null without a providers file (no breakers).
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -6663,7 +6637,7 @@ func (c *ClientWithResponses) ListProvidersWithResponse(ctx context.Context, par
 // `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
 // delivered makes it DELIVERED, failed fails over to the next provider on the route.
 // A receipt for a terminal notification, or a status that is not final, changes
-// nothing (`applied: false`).
+// nothing (`applied: false`). Its body may be up to 64 KiB; a larger one is a `413`.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -6685,7 +6659,7 @@ func (c *ClientWithResponses) PostReceiptWithBodyWithResponse(ctx context.Contex
 // `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
 // delivered makes it DELIVERED, failed fails over to the next provider on the route.
 // A receipt for a terminal notification, or a status that is not final, changes
-// nothing (`applied: false`).
+// nothing (`applied: false`). Its body may be up to 64 KiB; a larger one is a `413`.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -6707,7 +6681,7 @@ func (c *ClientWithResponses) PostReceiptWithResponse(ctx context.Context, provi
 // `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
 // delivered makes it DELIVERED, failed fails over to the next provider on the route.
 // A receipt for a terminal notification, or a status that is not final, changes
-// nothing (`applied: false`).
+// nothing (`applied: false`). Its body may be up to 64 KiB; a larger one is a `413`.
 //
 // Takes a body of the `application/x-www-form-urlencoded` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -6790,13 +6764,6 @@ func ParseMetricsResponse(rsp *http.Response) (*MetricsResponse, error) {
 	}
 
 	switch {
-	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
-		var dest Unauthorized
-		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
-			return nil, err
-		}
-		response.ApplicationProblemJSON401 = &dest
-
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
 		var dest InternalError
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -6817,23 +6784,6 @@ func ParseMetricsResponse(rsp *http.Response) (*MetricsResponse, error) {
 			headers.XRequestID = value
 		}
 		response.Headers200 = &headers
-	case rsp.StatusCode == 401:
-		var headers MetricsResponse401Headers
-		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
-			var value string
-			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
-				return nil, err
-			}
-			headers.WWWAuthenticate = value
-		}
-		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
-			var value string
-			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
-				return nil, err
-			}
-			headers.XRequestID = value
-		}
-		response.Headers401 = &headers
 	case rsp.StatusCode == 500:
 		var headers MetricsResponse500Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -9740,6 +9690,13 @@ func ParsePostReceiptResponse(rsp *http.Response) (*PostReceiptResponse, error) 
 		}
 		response.ApplicationProblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON413 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
 		var dest ValidationFailed
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -9808,6 +9765,16 @@ func ParsePostReceiptResponse(rsp *http.Response) (*PostReceiptResponse, error) 
 			headers.XRequestID = value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 413:
+		var headers PostReceiptResponse413Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers413 = &headers
 	case rsp.StatusCode == 422:
 		var headers PostReceiptResponse422Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {

@@ -132,6 +132,9 @@ func (s *Server) bodyLimit(h *fasthttp.RequestHeader) int {
 	if !strings.HasPrefix(path, "/v1/") {
 		return anonymousBodyLimit
 	}
+	if isReceiptPath(path) { // signed by its provider, not keyed
+		return receiptBodyLimit
+	}
 	key, err := keyFrom(string(h.Peek(fiber.HeaderAuthorization)), string(h.Peek("X-API-Key")))
 	if err != nil || !s.keyKnown(key) {
 		return anonymousBodyLimit
@@ -157,6 +160,9 @@ func (s *Server) keyKnown(key string) bool {
 func (s *Server) routeBodyLimit(path string) int {
 	if path == "/v1/notifications/batch" {
 		return s.cfg.BatchBodyLimit
+	}
+	if isReceiptPath(path) {
+		return receiptBodyLimit
 	}
 	return s.cfg.BodyLimit
 }

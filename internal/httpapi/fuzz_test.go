@@ -17,7 +17,8 @@ import (
 // fuzzServer is the API on a real database, answering in-process.
 func fuzzServer(f *testing.F) *httpapi.Server {
 	pool, _ := testenv.Pool(f)
-	return httpapi.New(httpapi.Config{APIKeys: []string{fuzzKey}, TemporalUIURL: "http://127.0.0.1:8233", TemporalNamespace: "default"},
+	return httpapi.New(httpapi.Config{APIKeys: []string{fuzzKey}, TemporalUIURL: "http://127.0.0.1:8233", TemporalNamespace: "default",
+		Operations: (&operationStarts{}).start},
 		pool, &signalRecorder{}, nil, metrics.NewAPI(), zap.NewNop())
 }
 
@@ -47,6 +48,10 @@ func FuzzCreateNotification(f *testing.F) {
 		`{"channel":"push","recipient":"tok","content":"x","priority":"HIGH","scheduledAt":"2030-01-01T00:00:00Z","expiresAt":"2031-01-01T00:00:00+02:00"}`,
 		`{"channel":"sms","recipient":"+1","content":"\u0000"}`,
 		`{"channel":5}`, `[]`, `null`, `{`, `{"idempotencyKey":""}`, `{"metadata":"x"}`, "\xff\xfe",
+		// Text PostgreSQL refuses: NUL, and in jsonb an unpaired surrogate.
+		`{"channel":"push","recipient":"tok","content":"x","metadata":{"k":"\ud800"}}`,
+		`{"channel":"push","recipient":"tok","content":"x","metadata":{"\udc00\u0000":["\\u0000"]}}`,
+		`{"channel":"email","recipient":"a@example.com","subject":"s\u0000","content":"x","idempotencyKey":"\u0000"}`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -68,5 +73,25 @@ func FuzzCreateBatch(f *testing.F) {
 	srv := fuzzServer(f)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		fuzzPost(t, srv, "/v1/notifications/batch", body)
+	})
+}
+
+// FuzzCreateOperation: any operation body gives a 2xx or a 4xx, never a
+// panic or a 5xx; the filter reaches PostgreSQL (jsonb and a text match).
+func FuzzCreateOperation(f *testing.F) {
+	for _, seed := range []string{
+		`{"action":"cancel","filter":{"recipient":"+14155550123"}}`,
+		`{"action":"erase","dryRun":true,"filter":{"recipient":"a@example.com"}}`,
+		`{"action":"retry","filter":{"status":"FAILED","channel":"sms","createdTo":"2030-01-01T00:00:00Z"},"maxPerSecond":10}`,
+		`{"action":"cancel","filter":{"recipient":"+1415\u00005550123"}}`,
+		`{"action":"cancel","dryRun":true,"filter":{"recipient":"\ud800","batchId":"\u0000"}}`,
+		`{"action":"retry","filter":{"failureReason":"\u0000","createdFrom":"\u0000"}}`,
+		`{"action":"x"}`, `{}`, `{"filter":{}}`, "\xff",
+	} {
+		f.Add([]byte(seed))
+	}
+	srv := fuzzServer(f)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		fuzzPost(t, srv, "/v1/operations", body)
 	})
 }

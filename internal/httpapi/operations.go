@@ -162,8 +162,8 @@ func (r OperationRequest) validate(ve *ValidationError) (store.OperationFilter, 
 		ve.add("filter.failureReason", "must be one of exhausted, permanent, expired, undelivered, no-receipt, abandoned")
 	}
 	f.FailureReason = in.FailureReason
-	if in.Recipient != nil && (*in.Recipient == "" || len(*in.Recipient) > maxRecipient) {
-		ve.add("filter.recipient", "must be 1 to %d bytes", maxRecipient)
+	if in.Recipient != nil && (*in.Recipient == "" || len(*in.Recipient) > maxRecipient || !validText(*in.Recipient)) {
+		ve.add("filter.recipient", "must be 1 to %d bytes of UTF-8 without NUL characters", maxRecipient)
 	}
 	f.Recipient = in.Recipient
 	return f, pace

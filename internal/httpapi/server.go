@@ -161,13 +161,15 @@ func New(cfg Config, pool *pgxpool.Pool, signaler Signaler, deps []health.Depend
 	s.app.Get("/readyz", adaptor.HTTPHandler(detached(health.Ready(deps, cfg.ReadyTimeout, health.Reporter(m.DependencyUp, log)))))
 	s.app.Get("/metrics", s.metricsPage(m)) // tenant-labelled series for the operator only (visibility.go)
 
+	// Before the routes: GET /v1/notifications/batch must answer 405, not
+	// reach GET /v1/notifications/:id. Before authentication too: which
+	// methods a path serves is public (openapi.yaml), and a wrong one is a
+	// 405 with or without a key (a receipt's path takes none).
+	s.app.Use(s.allowMethods)
 	// Providers authenticate their receipts by their own scheme, not an API
 	// key: this route comes before the group's authentication.
 	s.app.Post("/v1/receipts/:provider", s.admit, s.receipt)
 	v1 := s.app.Group("/v1", s.authenticate, s.admit, s.rateLimitHeaders)
-	// Before the routes: GET /v1/notifications/batch must answer 405, not
-	// reach GET /v1/notifications/:id.
-	s.app.Use(s.allowMethods)
 	v1.Get("/notifications", s.listNotifications)
 	v1.Post("/notifications", s.createNotification)
 	v1.Post("/notifications/batch", s.createBatch)
@@ -189,6 +191,18 @@ func New(cfg Config, pool *pgxpool.Pool, signaler Signaler, deps []health.Depend
 	})
 	s.routes = newRouteTable(s.app.GetRoutes(true))
 	return s
+}
+
+// receiptBodyLimit bounds a receipt's body. A receipt carries no API key
+// (its provider signs it), so it is not held to anonymousBodyLimit; a
+// Twilio status callback or a webhook receipt with a long reason is a few
+// KiB at most.
+const receiptBodyLimit = 64 << 10
+
+// isReceiptPath reports whether path is POST /v1/receipts/{provider}'s.
+func isReceiptPath(path string) bool {
+	rest, ok := strings.CutPrefix(path, "/v1/receipts/")
+	return ok && rest != "" && !strings.Contains(rest, "/")
 }
 
 // orDefault sets *v to def when it is zero or negative (unset).

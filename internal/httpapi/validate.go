@@ -245,8 +245,10 @@ func (r CreateRequest) validate(prefix string, now time.Time) (store.NewNotifica
 			ve.add(field("metadata"), "must be a JSON object")
 		case len(trimmed) > maxMetadataBytes:
 			ve.add(field("metadata"), "must be at most %d bytes (got %d)", maxMetadataBytes, len(trimmed))
-		case bytes.Contains(trimmed, []byte(`\u0000`)):
-			ve.add(field("metadata"), "must not contain NUL characters")
+		default:
+			if why := jsonbRefusal(trimmed); why != "" {
+				ve.add(field("metadata"), "%s", why)
+			}
 		}
 	} else {
 		r.Metadata = nil
@@ -274,6 +276,59 @@ func (r CreateRequest) validate(prefix string, now time.Time) (store.NewNotifica
 		ScheduledAt:    r.ScheduledAt,
 		ExpiresAt:      r.ExpiresAt,
 	}, nil
+}
+
+// validText reports whether s can be stored as PostgreSQL text: valid
+// UTF-8 without NUL (which text cannot hold).
+func validText(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
+}
+
+// jsonbRefusal says what PostgreSQL's jsonb would refuse in raw, which is
+// valid JSON: a \u0000 escape (its text cannot hold NUL) or an escaped
+// UTF-16 surrogate that is not half of a pair; "" when jsonb takes raw.
+// encoding/json takes both (a lone surrogate becomes U+FFFD), so without
+// this check they would reach the database and fail there.
+func jsonbRefusal(raw []byte) string {
+	for i := 0; i < len(raw); i++ {
+		// In valid JSON a backslash is inside a string and starts an escape.
+		if raw[i] != '\\' {
+			continue
+		}
+		i++
+		if i >= len(raw) || raw[i] != 'u' {
+			continue // a one-character escape, \\ included
+		}
+		r, ok := hex4(raw[i+1:])
+		if !ok {
+			continue
+		}
+		i += 4
+		switch {
+		case r == 0:
+			return "must not contain NUL characters (\\u0000)"
+		case r >= 0xD800 && r < 0xDC00:
+			if len(raw) > i+2 && raw[i+1] == '\\' && raw[i+2] == 'u' {
+				if low, ok := hex4(raw[i+3:]); ok && low >= 0xDC00 && low <= 0xDFFF {
+					i += 6
+					continue
+				}
+			}
+			return "must not contain an unpaired UTF-16 surrogate escape (\\uD800 to \\uDFFF)"
+		case r >= 0xDC00 && r <= 0xDFFF:
+			return "must not contain an unpaired UTF-16 surrogate escape (\\uD800 to \\uDFFF)"
+		}
+	}
+	return ""
+}
+
+// hex4 reads the four hex digits at the start of b.
+func hex4(b []byte) (rune, bool) {
+	if len(b) < 4 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(b[:4]), 16, 32)
+	return rune(n), err == nil
 }
 
 func validPushToken(s string) bool {
