@@ -554,7 +554,9 @@ func (a *Activities) RecordAttempt(ctx context.Context, r workflows.AttemptRecor
 // task ends). A delivery is a delivery, whatever happens to ctx after the
 // provider took it.
 func (a *Activities) send(ctx context.Context, p *provider.Provider, n store.Notification, attempt int) provider.Result {
-	body, err := json.Marshal(n.Payload(attempt))
+	payload := n.Payload(attempt)
+	payload.MessageID = notification.MessageID(payload.ID, attempt) // what a receipt names
+	body, err := json.Marshal(payload)
 	if err != nil {
 		return provider.Result{Outcome: workflows.OutcomePermanent, Error: "encoding payload: " + err.Error()}
 	}

@@ -245,6 +245,81 @@ func TestReceiptsDecideDelivery(t *testing.T) {
 	require.Equal(t, "delivered", log[1].Receipt)
 }
 
+// signedReceiptFor posts a receipt naming message messageID (none when
+// empty) of notification id to provider, signed with receiptSecret.
+func (s *stack) signedReceiptFor(provider, id, messageID, status string) (int, map[string]any) {
+	s.t.Helper()
+	receipt := map[string]string{"webhookId": id, "status": status}
+	if messageID != "" {
+		receipt["messageId"] = messageID
+	}
+	body, _ := json.Marshal(receipt)
+	wh, err := standardwebhooks.NewWebhook(receiptSecret)
+	require.NoError(s.t, err)
+	msgID, now := "rcpt_test_"+messageID+"_"+status, time.Now()
+	sig, err := wh.Sign(msgID, now, body)
+	require.NoError(s.t, err)
+	code, _, raw := s.request(http.MethodPost, "/v1/receipts/"+provider, body,
+		"Content-Type", "application/json", "webhook-id", msgID, "webhook-timestamp", strconv.FormatInt(now.Unix(), 10),
+		"webhook-signature", sig, "Authorization", "")
+	return code, decodeJSON(s.t, raw)
+}
+
+// TestALateReceiptForAnEarlierAttemptChangesNothing: the provider took
+// attempt 1 but answered too late (a timeout, so the workflow made attempt
+// 2, which the provider took too). A "failed" receipt about attempt 1's
+// message, coming while attempt 2 awaits its own, changes nothing (200,
+// applied false): no failover, no FAILED. A receipt naming no message is
+// refused as ambiguous (409). Attempt 2's receipt delivers it.
+func TestALateReceiptForAnEarlierAttemptChangesNothing(t *testing.T) {
+	s := setupWith(t, withProviders(`
+providers:
+  - name: push-primary
+    kind: webhook
+    url: {sink}/push-primary
+    secret: ${TEST_RECEIPT_SECRET}
+    timeout: 1s
+    awaitReceipt: 30s
+    onNoReceipt: failed
+routes:
+  push: [push-primary]
+`, "RETRY_INITIAL_INTERVAL=200ms", "RETRY_MAX_INTERVAL=500ms", "DELIVERY_FAST_PATH=false"))
+	s.sink.SetPathConfig("/push-primary", sink.Config{HangFirst: 1})
+
+	id := s.send("push", "late receipts")
+	n := s.waitStatus(id, "SENT", 15*time.Second)
+	require.EqualValues(t, 2, n["attempts"])
+	first, second := id+".1", id+".2"
+	log := s.providerAttempts(id)
+	require.Len(t, log, 2)
+	require.Equal(t, "retry", log[0].Outcome)
+	require.Equal(t, first, log[0].ProviderMessageID)
+	require.Equal(t, second, log[1].ProviderMessageID)
+	rec, ok := s.sink.Record(id)
+	require.True(t, ok)
+	require.Equal(t, second, rec.Headers.Get("X-Dispatch-Message-Id"))
+
+	for _, status := range []string{"failed", "delivered"} {
+		code, body := s.signedReceiptFor("push-primary", id, first, status)
+		require.Equal(t, http.StatusOK, code, body)
+		require.Equal(t, false, body["applied"], body)
+	}
+	code, body := s.signedReceiptFor("push-primary", id, "", "failed")
+	require.Equal(t, http.StatusConflict, code, body)
+	require.Equal(t, "/problems/ambiguous-receipt", body["type"])
+	_, n = s.get("/v1/notifications/" + id)
+	require.Equal(t, "SENT", n["status"], "nothing changed")
+
+	code, body = s.signedReceiptFor("push-primary", id, second, "delivered")
+	require.Equal(t, http.StatusAccepted, code, body)
+	require.Equal(t, true, body["applied"])
+	n = s.waitStatus(id, "DELIVERED", 10*time.Second)
+	require.EqualValues(t, 2, n["attempts"])
+	log = s.providerAttempts(id)
+	require.Empty(t, log[0].Receipt, "the late receipts were not recorded on attempt 1")
+	require.Equal(t, "delivered", log[1].Receipt)
+}
+
 // TestEmailArrivesThroughARealSMTPServer: an smtp provider sends the email
 // to a real SMTP server, which receives it with the right headers.
 func TestEmailArrivesThroughARealSMTPServer(t *testing.T) {
@@ -327,7 +402,7 @@ routes:
 	msgs := fake.Messages()
 	require.Len(t, msgs, 1)
 	require.Equal(t, "+15550100", msgs[0].To)
-	require.Equal(t, s.apiURL+"/v1/receipts/tw?notification="+id, msgs[0].StatusCallback)
+	require.Equal(t, s.apiURL+"/v1/receipts/tw?attempt=1&notification="+id, msgs[0].StatusCallback)
 
 	fake.SetConfig(sink.TwilioFakeConfig{AccountSID: "AC0123456789abcdef0123456789abcdef", AuthToken: "twilio-test-token", Final: "undelivered"})
 	id = s.send("sms", "twilio 2")

@@ -245,8 +245,12 @@ const (
 // (SENT), racing a durable timer of last.AwaitReceipt, and records what it
 // learnt. It answers the status the notification ends with (DELIVERED, or
 // one that became terminal meanwhile), or receiptUndelivered (fail over),
-// receiptFailed (silence means failure) or receiptCancelled. Receipts from
-// other providers (late ones, for an earlier attempt) are dropped.
+// receiptFailed (silence means failure) or receiptCancelled. A receipt
+// applies to the attempt it names only: late ones, about an earlier attempt
+// (one that timed out, one at another provider, or an earlier
+// generation's), are dropped. Which receipts are dropped issues no command,
+// so histories recorded before receipts named their attempt (Attempt zero,
+// taken as before) replay unchanged.
 func (r *run) awaitReceipt(ctx, work workflow.Context, attempt int, last DeliverResult) (string, error) {
 	r.view.Status = StatusSent
 	if err := r.upsert(ctx, StatusSent, attempt); err != nil {
@@ -264,7 +268,7 @@ func (r *run) awaitReceipt(ctx, work workflow.Context, attempt int, last Deliver
 		sel.AddReceive(receipts, func(c workflow.ReceiveChannel, _ bool) {
 			var rc Receipt
 			c.Receive(ctx, &rc)
-			if rc.Provider == last.Provider {
+			if rc.Provider == last.Provider && (rc.Attempt == attempt || rc.Attempt == 0) {
 				got = &rc
 			}
 		})

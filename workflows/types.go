@@ -235,13 +235,22 @@ type DeliverResult struct {
 }
 
 // Receipt is a provider's report on a message it took, signalled by the
-// API (ReceiptSignal). The workflow takes the one from the provider it
-// waits on and drops the rest.
+// API (ReceiptSignal). The workflow takes the one about the attempt it
+// waits on (that attempt's number, from that provider) and drops the rest:
+// a late receipt about an earlier attempt, or an earlier generation's,
+// changes nothing.
 type Receipt struct {
 	Provider string
 	// Status is delivered or failed.
 	Status string
 	Reason string `json:",omitempty"`
+	// Attempt is the attempt the receipt reports on (the API finds it from
+	// the message id the receipt names). Zero only in signals from an API
+	// of before receipts named their attempt; those are taken as before.
+	Attempt int `json:",omitempty"`
+	// MessageID is the message the receipt names: our per-attempt id
+	// (notification.MessageID) or the provider's own (a Twilio SID).
+	MessageID string `json:",omitempty"`
 }
 
 // SettleInput records a receipt (delivered, failed or none) on attempt and

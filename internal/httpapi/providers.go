@@ -3,8 +3,10 @@ package httpapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -96,19 +98,34 @@ func breakerView(st breaker.Status, withFigures bool) *BreakerView {
 
 // ReceiptRequest is a webhook provider's receipt.
 type ReceiptRequest struct {
-	WebhookID string `json:"webhookId"`
+	// WebhookID is the delivery's webhook-id (the notification id).
+	WebhookID string `json:"webhookId,omitempty"`
+	// MessageID names the message the receipt reports on: the delivery's
+	// X-Dispatch-Message-Id (its payload's messageId), one per attempt.
+	// Without it the receipt applies only where the notification's current
+	// generation made a single attempt at the provider.
+	MessageID string `json:"messageId,omitempty"`
 	Status    string `json:"status"`
 	Reason    string `json:"reason,omitempty"`
 }
 
+// typeAmbiguousReceipt: a receipt naming no message, for a notification
+// whose current generation made several attempts at the provider.
+const typeAmbiguousReceipt = "/problems/ambiguous-receipt"
+
 // receipt takes a provider's report on a message it took. The provider
 // authenticates with its own scheme, not an API key: a webhook provider
 // signs with Standard Webhooks headers under its secret, Twilio with
-// X-Twilio-Signature under its auth token. The receipt reaches the
-// notification's workflow as a signal, also while the attempt is still
-// being recorded (a provider may report at once), and the workflow takes
-// it when it waits for that provider's receipt; one for a terminal
-// notification changes nothing (200, applied false).
+// X-Twilio-Signature under its auth token. A receipt is about one attempt's
+// message (our message id, a Twilio SID): it reaches the notification's
+// workflow, as a signal naming that attempt, only when that is the attempt
+// the notification is on (SENT, or its answer still being recorded: a
+// provider may report at once), and the workflow takes it when it waits
+// for that attempt's receipt (202, applied true). A receipt about an
+// earlier attempt or generation, a repeated one, or one for a terminal
+// notification changes nothing (200, applied false). A receipt naming no
+// message is about the current generation's one attempt at the provider,
+// and refused (409) when it made several.
 func (s *Server) receipt(c *fiber.Ctx) error {
 	name := c.Params("provider")
 	p, ok := s.cfg.Providers.Get(name)
@@ -135,11 +152,25 @@ func (s *Server) receipt(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	receipt.Provider = p.Name
+	receipt.Provider, receipt.Attempt = p.Name, target.Attempt
 	id := target.NotificationID.String()
-	if target.Status.Terminal() {
-		return c.JSON(fiber.Map{"applied": false, "notificationId": id, "status": target.Status,
-			"detail": "the notification awaits no receipt; nothing changed"})
+	notApplied := func(detail string) error {
+		answer := fiber.Map{"applied": false, "notificationId": id, "status": target.Status, "detail": detail + "; nothing changed"}
+		if target.Attempt > 0 {
+			answer["attempt"] = target.Attempt
+		}
+		return c.JSON(answer)
+	}
+	switch {
+	case target.Status.Terminal():
+		return notApplied("the notification awaits no receipt")
+	case target.Ambiguous > 0:
+		pe := newProblem(fiber.StatusConflict, typeAmbiguousReceipt, "Ambiguous receipt",
+			fmt.Sprintf("the notification's current generation made %d attempts at provider %s; the receipt must name the message it reports on", target.Ambiguous, p.Name))
+		pe.Errors = []FieldError{{Field: "messageId", Message: "is required: the X-Dispatch-Message-Id (messageId) of the delivery the receipt reports on"}}
+		return pe
+	case !target.Current():
+		return notApplied(receiptNotCurrent(target, p.Name))
 	}
 	ctx, cancel := context.WithTimeout(c.UserContext(), s.cfg.SignalTimeout)
 	defer cancel()
@@ -147,14 +178,31 @@ func (s *Server) receipt(c *fiber.Ctx) error {
 	var notFound *serviceerror.NotFound
 	switch {
 	case errors.As(err, &notFound):
-		return c.JSON(fiber.Map{"applied": false, "notificationId": id, "status": target.Status,
-			"detail": "the notification's workflow is not running; nothing changed"})
+		return notApplied("the notification's workflow is not running")
 	case err != nil:
 		return s.unavailable(c, err, "the receipt could not reach the notification's workflow; send it again")
 	}
 	s.log.Info("receipt taken", append(requestFields(c, nil), zap.String("notification_id", id),
 		zap.String("provider", p.Name), zap.String("receipt", receipt.Status), zap.Int("attempt", target.Attempt))...)
-	return c.Status(fiber.StatusAccepted).JSON(fiber.Map{"applied": true, "notificationId": id, "status": target.Status})
+	return c.Status(fiber.StatusAccepted).JSON(fiber.Map{"applied": true, "notificationId": id, "status": target.Status,
+		"attempt": target.Attempt})
+}
+
+// receiptNotCurrent says why a receipt about t is not about the attempt
+// the notification waits on.
+func receiptNotCurrent(t store.ReceiptTarget, provider string) string {
+	switch {
+	case t.Attempt == 0:
+		return "no attempt of the notification's current generation went to provider " + provider
+	case t.Attempt <= t.AttemptBase:
+		return fmt.Sprintf("the receipt is about attempt %d, of an earlier generation (the notification was retried since)", t.Attempt)
+	case t.Attempt < t.Latest:
+		return fmt.Sprintf("the receipt is about attempt %d; the notification is on attempt %d", t.Attempt, t.Latest)
+	case t.Settled:
+		return fmt.Sprintf("attempt %d has its receipt already", t.Attempt)
+	default:
+		return fmt.Sprintf("attempt %d was not taken by the provider (outcome %s)", t.Attempt, t.Outcome)
+	}
 }
 
 func (s *Server) webhookReceipt(c *fiber.Ctx, p *provider.Provider) (store.ReceiptTarget, workflows.Receipt, error) {
@@ -176,8 +224,18 @@ func (s *Server) webhookReceipt(c *fiber.Ctx, p *provider.Provider) (store.Recei
 	}
 	ve := &ValidationError{}
 	id, perr := uuid.Parse(req.WebhookID)
-	if perr != nil {
+	switch {
+	case req.WebhookID == "" && req.MessageID == "":
+		ve.add("webhookId", "is required (the webhook-id of the delivery, the notification id), unless messageId is given")
+	case req.WebhookID != "" && perr != nil:
 		ve.add("webhookId", "must be the webhook-id of the delivery (the notification id)")
+	}
+	msgNotification, attempt, named := notification.ParseMessageID(req.MessageID)
+	switch {
+	case req.MessageID != "" && !named:
+		ve.add("messageId", "must be the X-Dispatch-Message-Id (messageId) of the delivery the receipt reports on")
+	case named && req.WebhookID != "" && perr == nil && msgNotification != id:
+		ve.add("messageId", "names a message of another notification than webhookId")
 	}
 	status := receiptStatus(req.Status)
 	if status == "" {
@@ -186,18 +244,19 @@ func (s *Server) webhookReceipt(c *fiber.Ctx, p *provider.Provider) (store.Recei
 	if err := ve.orNil(); err != nil {
 		return store.ReceiptTarget{}, workflows.Receipt{}, err
 	}
-	target, err := store.FindReceiptTarget(c.UserContext(), s.pool, p.Name, &id, "")
-	if errors.Is(err, store.ErrNotFound) {
-		// A provider may report before its answer was recorded: the
-		// workflow takes the receipt when it starts waiting.
-		var st notification.Status
-		st, err = store.GetStatus(c.UserContext(), s.pool, id)
-		target = store.ReceiptTarget{NotificationID: id, Status: st}
+	receipt := workflows.Receipt{Status: status, Reason: req.Reason, MessageID: req.MessageID}
+	if named {
+		target, err := store.FindReceiptAttempt(c.UserContext(), s.pool, p.Name, msgNotification, attempt)
+		if errors.Is(err, store.ErrNotFound) {
+			return target, receipt, explain(err, typeNotFound, "no message "+req.MessageID+" was sent through provider "+p.Name)
+		}
+		return target, receipt, err
 	}
+	target, err := store.FindUnnamedReceiptTarget(c.UserContext(), s.pool, p.Name, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return target, workflows.Receipt{}, explain(err, typeNotFound, "no notification "+id.String())
+		return target, receipt, explain(err, typeNotFound, "no notification "+id.String())
 	}
-	return target, workflows.Receipt{Status: status, Reason: req.Reason}, err
+	return target, receipt, err
 }
 
 // receiptStatus maps what a receipt says to delivered or failed; "" when
@@ -230,20 +289,24 @@ func (s *Server) twilioReceipt(c *fiber.Ctx, p *provider.Provider) (store.Receip
 	if !final {
 		return store.ReceiptTarget{}, workflows.Receipt{}, false, nil
 	}
-	target, err := store.FindReceiptTarget(c.UserContext(), s.pool, p.Name, nil, sid)
+	receipt := workflows.Receipt{Status: status, Reason: reason, MessageID: sid}
+	target, err := store.FindReceiptMessage(c.UserContext(), s.pool, p.Name, sid)
 	if errors.Is(err, store.ErrNotFound) {
 		// Before the attempt's SID was recorded: the callback URL names
-		// the notification (signed with the rest).
+		// the notification and the attempt (signed with the rest); one from
+		// a worker of before names only the notification.
 		if id, perr := uuid.Parse(c.Query(provider.TwilioCallbackParam)); perr == nil {
-			var st notification.Status
-			st, err = store.GetStatus(c.UserContext(), s.pool, id)
-			target = store.ReceiptTarget{NotificationID: id, Status: st}
+			if attempt, aerr := strconv.Atoi(c.Query(provider.TwilioCallbackAttemptParam)); aerr == nil {
+				target, err = store.FindReceiptAttempt(c.UserContext(), s.pool, p.Name, id, attempt)
+			} else {
+				target, err = store.FindUnnamedReceiptTarget(c.UserContext(), s.pool, p.Name, id)
+			}
 		}
 	}
 	if errors.Is(err, store.ErrNotFound) {
-		return target, workflows.Receipt{}, true, explain(err, typeNotFound, "no message "+sid+" was sent through provider "+p.Name)
+		return target, receipt, true, explain(err, typeNotFound, "no message "+sid+" was sent through provider "+p.Name)
 	}
-	return target, workflows.Receipt{Status: status, Reason: reason}, true, err
+	return target, receipt, true, err
 }
 
 // unavailable logs err and answers 503 with Retry-After.

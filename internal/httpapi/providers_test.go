@@ -125,7 +125,8 @@ func TestASignedReceiptReachesTheWorkflow(t *testing.T) {
 	require.Len(t, calls, 1)
 	require.Equal(t, notification.WorkflowID(id.String()), calls[0].WorkflowID)
 	require.Equal(t, workflows.ReceiptSignal, calls[0].Name)
-	require.Equal(t, workflows.Receipt{Provider: "hook", Status: "failed", Reason: "unregistered"}, calls[0].Arg)
+	require.Equal(t, workflows.Receipt{Provider: "hook", Status: "failed", Reason: "unregistered", Attempt: 1}, calls[0].Arg,
+		"a receipt naming no message is about the one attempt at the provider")
 }
 
 func TestAReceiptWithABadSignatureIsRefusedAndChangesNothing(t *testing.T) {
@@ -177,7 +178,7 @@ func TestATwilioStatusCallbackIsAReceipt(t *testing.T) {
 
 	resp, raw := f.post(path, form.Encode(), "Content-Type", "application/x-www-form-urlencoded", "Authorization", "", "X-Twilio-Signature", sig)
 	require.Equal(t, http.StatusAccepted, resp.StatusCode, string(raw))
-	require.Equal(t, workflows.Receipt{Provider: "tw", Status: "delivered", Reason: "delivered"}, f.signals.Calls()[0].Arg)
+	require.Equal(t, workflows.Receipt{Provider: "tw", Status: "delivered", Reason: "delivered", Attempt: 1, MessageID: sid}, f.signals.Calls()[0].Arg)
 
 	resp, _ = f.post(path, form.Encode(), "Content-Type", "application/x-www-form-urlencoded", "Authorization", "", "X-Twilio-Signature", "AAAA")
 	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)

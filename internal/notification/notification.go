@@ -6,6 +6,7 @@ package notification
 import (
 	"encoding/json"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -129,6 +130,33 @@ type Message struct {
 // idempotent because Temporal rejects a second workflow with the same id.
 func WorkflowID(id string) string { return "notification-" + id }
 
+// MessageID is our id for one attempt's message: the notification's id and
+// the attempt's number ("<id>.<attempt>"). A webhook delivery carries it
+// (the X-Dispatch-Message-Id header and the payload's messageId), beside the
+// webhook-id that is the same on every attempt, and a receipt names it to
+// say which message it reports on. It is derived, not drawn: attempt
+// numbers are unique across a notification's generations, a receipt that
+// arrives before its attempt's answer was recorded still names its attempt,
+// and it carries nothing of the recipient.
+func MessageID(id string, attempt int) string { return id + "." + strconv.Itoa(attempt) }
+
+// ParseMessageID reads a MessageID; ok is false when s is not one.
+func ParseMessageID(s string) (id uuid.UUID, attempt int, ok bool) {
+	head, tail, found := strings.Cut(s, ".")
+	if !found {
+		return uuid.UUID{}, 0, false
+	}
+	id, err := uuid.Parse(head)
+	if err != nil || len(head) != 36 {
+		return uuid.UUID{}, 0, false
+	}
+	attempt, err = strconv.Atoi(tail)
+	if err != nil || attempt < 1 || strconv.Itoa(attempt) != tail {
+		return uuid.UUID{}, 0, false
+	}
+	return id, attempt, true
+}
+
 // MaskRecipient hides most of a recipient for logs and the Temporal UI:
 // "+14•••••••23", "a•••@example.com", "abcd…wxyz".
 func MaskRecipient(channel Channel, recipient string) string {
@@ -166,6 +194,9 @@ type Payload struct {
 	BatchID   *uuid.UUID      `json:"batchId,omitempty"`
 	CreatedAt time.Time       `json:"createdAt"`
 	Attempt   int             `json:"attempt"`
+	// MessageID is the attempt's MessageID, which a receipt names; set on
+	// what a webhook provider receives (not on a dead-letter message).
+	MessageID string `json:"messageId,omitempty"`
 }
 
 // DeadLetter is why a notification (or a message naming none) was given

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -182,10 +183,15 @@ func (t *Twilio) send(ctx context.Context, m Message) Result {
 	form.Set(t.fromParam, t.cfg.From)
 	form.Set("Body", m.Content)
 	if t.cfg.StatusCallback != "" {
-		// The notification's id rides in the callback URL (which the
-		// signature covers), so a callback that comes before the attempt
-		// and its SID were recorded still finds its notification.
-		form.Set("StatusCallback", t.cfg.StatusCallback+"?"+url.Values{TwilioCallbackParam: {m.NotificationID}}.Encode())
+		// The notification's id and the attempt's number ride in the
+		// callback URL (which the signature covers), so a callback that
+		// comes before the attempt and its SID were recorded still finds
+		// the attempt it reports on.
+		cb := url.Values{TwilioCallbackParam: {m.NotificationID}}
+		if m.Attempt > 0 {
+			cb.Set(TwilioCallbackAttemptParam, strconv.Itoa(m.Attempt))
+		}
+		form.Set("StatusCallback", t.cfg.StatusCallback+"?"+cb.Encode())
 	}
 
 	cctx, cancel := context.WithTimeout(ctx, t.cfg.Timeout)
@@ -333,8 +339,12 @@ func twilioIsMessagingService(from string) bool {
 }
 
 // TwilioCallbackParam is the StatusCallback URL's query parameter naming
-// the notification.
-const TwilioCallbackParam = "notification"
+// the notification, TwilioCallbackAttemptParam the one naming the attempt
+// (absent from the URLs of workers from before).
+const (
+	TwilioCallbackParam        = "notification"
+	TwilioCallbackAttemptParam = "attempt"
+)
 
 // TwilioSignature computes X-Twilio-Signature for a form POST to fullURL:
 // the base64 HMAC-SHA1, keyed by the auth token, of the URL exactly as

@@ -136,14 +136,14 @@ func TestTwilioSendFollowsTheMessagesAPI(t *testing.T) {
 	require.Equal(t, testAccountSID, req.user)
 	require.Equal(t, testAuthToken, req.pass)
 	require.Equal(t, url.Values{
-		"To": {testTo}, "From": {testFrom}, "Body": {"Your code is 1234 ✓"}, "StatusCallback": {callback + "?notification=n-1"},
+		"To": {testTo}, "From": {testFrom}, "Body": {"Your code is 1234 ✓"}, "StatusCallback": {callback + "?attempt=1&notification=n-1"},
 	}, req.form)
 
 	msgs := fake.Messages()
 	require.Len(t, msgs, 1)
 	require.Equal(t, sink.TwilioMessage{
 		SID: res.MessageID, To: testTo, From: testFrom, Body: "Your code is 1234 ✓",
-		StatusCallback: callback + "?notification=n-1", Status: "queued",
+		StatusCallback: callback + "?attempt=1&notification=n-1", Status: "queued",
 	}, msgs[0])
 }
 

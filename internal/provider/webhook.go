@@ -15,13 +15,16 @@ import (
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
+	"dispatch-engine/internal/notification"
 	"dispatch-engine/internal/store"
 	"dispatch-engine/workflows"
 )
 
 // Webhook is the webhook kind: a Standard Webhooks sender. Every attempt
 // of a notification carries the same webhook-id (its id), so a receiver
-// can drop duplicates, and is signed when the provider has a secret.
+// can drop duplicates, and its own message id (notification.MessageID, in
+// the X-Dispatch-Message-Id header and the payload's messageId), which a
+// receipt names; it is signed when the provider has a secret.
 type Webhook struct {
 	url    string
 	http   *http.Client
@@ -41,6 +44,9 @@ func NewWebhook(url string, client *http.Client, key []byte) (*Webhook, error) {
 	}
 	return w, nil
 }
+
+// MessageIDHeader carries a webhook delivery's message id.
+const MessageIDHeader = "X-Dispatch-Message-Id"
 
 // excerptLimit bounds the reply kept with an attempt.
 const excerptLimit = 512
@@ -64,6 +70,10 @@ func (w *Webhook) send(ctx context.Context, m Message) Result {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "dispatch-engine")
 	req.Header.Set("webhook-id", m.NotificationID)
+	// The attempt's own id, which a receipt names: kept with the attempt
+	// whatever the answer (a provider may have taken a call that timed out).
+	messageID := notification.MessageID(m.NotificationID, m.Attempt)
+	req.Header.Set(MessageIDHeader, messageID)
 	ts := time.Now()
 	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts.Unix(), 10))
 	if w.signer != nil {
@@ -75,12 +85,12 @@ func (w *Webhook) send(ctx context.Context, m Message) Result {
 	}
 	resp, err := w.http.Do(req)
 	if err != nil {
-		return Result{Outcome: workflows.OutcomeRetry, Error: NetError(err, w.url), ProviderFault: true}
+		return Result{Outcome: workflows.OutcomeRetry, Error: NetError(err, w.url), ProviderFault: true, MessageID: messageID}
 	}
 	defer func() { _ = resp.Body.Close() }()
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, excerptLimit))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20)) // let the connection be reused
-	res := Result{StatusCode: resp.StatusCode, Outcome: Classify(resp.StatusCode), Excerpt: Excerpt(raw)}
+	res := Result{StatusCode: resp.StatusCode, Outcome: Classify(resp.StatusCode), Excerpt: Excerpt(raw), MessageID: messageID}
 	if res.Outcome != workflows.OutcomeDelivered {
 		res.Error = fmt.Sprintf("provider answered %d", resp.StatusCode)
 		if resp.StatusCode >= 300 && resp.StatusCode < 400 {

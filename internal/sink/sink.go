@@ -57,8 +57,10 @@ type Config struct {
 }
 
 // Receipts says how the sink sends receipts: a signed POST of
-// {"webhookId","status","reason"} to URL + the request's path (its first
-// segment names the provider: /sms-primary → {URL}sms-primary).
+// {"webhookId","messageId","status","reason"} to URL + the request's path
+// (its first segment names the provider: /sms-primary → {URL}sms-primary);
+// messageId is the request's X-Dispatch-Message-Id, the message the receipt
+// reports on.
 type Receipts struct {
 	// URL is the receipts endpoint's base, e.g. http://127.0.0.1:8080/v1/receipts/.
 	URL string `json:"url"`
@@ -69,6 +71,9 @@ type Receipts struct {
 	Reason string `json:"reason,omitempty"`
 	// Delay is how long after the answer the receipt is sent.
 	Delay time.Duration `json:"delay,omitempty"`
+	// Unnamed sends receipts without messageId, as providers did before
+	// receipts named their message.
+	Unnamed bool `json:"unnamed,omitempty"`
 }
 
 // Record is what arrived for one webhook-id.
@@ -259,7 +264,7 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte(`{"status":"received"}`))
 	}
 	if cfg.Receipts != nil {
-		go s.sendReceipt(*cfg.Receipts, r.URL.Path, id)
+		go s.sendReceipt(*cfg.Receipts, r.URL.Path, id, r.Header.Get("X-Dispatch-Message-Id"))
 	}
 	if cfg.StallAfterStatus {
 		if f, ok := w.(http.Flusher); ok {
@@ -424,9 +429,10 @@ func (s *Sink) logf(format string, args ...any) {
 	}
 }
 
-// sendReceipt reports on a webhook the sink took, signed as Standard
-// Webhooks under rc.Secret, to rc.URL + the first segment of path.
-func (s *Sink) sendReceipt(rc Receipts, path, id string) {
+// sendReceipt reports on a webhook the sink took (message messageID of
+// notification id), signed as Standard Webhooks under rc.Secret, to rc.URL +
+// the first segment of path.
+func (s *Sink) sendReceipt(rc Receipts, path, id, messageID string) {
 	if rc.Delay > 0 {
 		time.Sleep(rc.Delay) // the provider's own pace, not a test's wait
 	}
@@ -434,7 +440,11 @@ func (s *Sink) sendReceipt(rc Receipts, path, id string) {
 	if status == "" {
 		status = "delivered"
 	}
-	body, _ := json.Marshal(map[string]string{"webhookId": id, "status": status, "reason": rc.Reason})
+	receipt := map[string]string{"webhookId": id, "status": status, "reason": rc.Reason}
+	if messageID != "" && !rc.Unnamed {
+		receipt["messageId"] = messageID
+	}
+	body, _ := json.Marshal(receipt)
 	code := 0
 	defer func() {
 		s.mu.Lock()
