@@ -104,7 +104,9 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 	defer keepAlive(ctx)()
 	channel := in.Channel
 	if channel == "" { // scheduled by a worker from before the channel travelled with it
-		if channel, err = a.channelOf(ctx, id); err != nil {
+		if channel, err = a.channelOf(ctx, id); errors.Is(err, store.ErrNotFound) {
+			return gone(), nil
+		} else if err != nil {
 			return workflows.DeliverResult{}, notAttempted(err)
 		}
 	}
@@ -146,6 +148,10 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 	}
 
 	n, refusal, err := a.begin(ctx, id, in)
+	if errors.Is(err, store.ErrNotFound) {
+		a.Log.Warn("the notification no longer exists; nothing sent", zap.String("notification_id", in.NotificationID))
+		return gone(), nil
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return workflows.DeliverResult{}, ctx.Err()
@@ -162,6 +168,10 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 	case store.Expired:
 		log.Warn("notification expired before the attempt; nothing sent")
 		return workflows.DeliverResult{Outcome: workflows.OutcomeExpired, Error: "expired before delivery"}, nil
+	case store.Superseded:
+		log.Info("the notification was retried since this run began; nothing sent", zap.Int("generation", n.Generation))
+		return workflows.DeliverResult{Outcome: workflows.OutcomeSuperseded,
+			Error: fmt.Sprintf("superseded by generation %d", n.Generation)}, nil
 	case store.Begun:
 		// The fast path's attempt began in a workflow task that was lost
 		// with its worker (this is that task, retried): the provider may
@@ -183,6 +193,10 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 			return a.deferred(channel, "rate-limit", "no rate-limit slot free"), nil
 		}
 		if p.RatePerSec > 0 && !a.Limiter.TryTake(ctx, provider.ProviderLimitKey(p.Name)) {
+			// Nothing is sent on the channel's slot: it goes back.
+			if err := a.Limiter.Refund(context.WithoutCancel(ctx), channel); err != nil {
+				log.Warn("could not give back the channel's rate-limit slot", zap.Error(err))
+			}
 			return a.deferred(channel, "rate-limit", "no rate-limit slot of "+p.Name+" free"), nil
 		}
 	default:
@@ -234,7 +248,7 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 	if res.StatusCode != 0 {
 		attempt.StatusCode = &res.StatusCode
 	}
-	transition := store.Transition{Status: notification.StatusProcessing, LastError: nonEmpty(res.Error)}
+	transition := store.Transition{Status: notification.StatusProcessing, LastError: nonEmpty(res.Error), Generation: in.Generation}
 	switch res.Outcome {
 	case workflows.OutcomeDelivered:
 		transition.Status = notification.StatusDelivered
@@ -246,6 +260,7 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 			next := time.Now().Add(workflows.Backoff(notification.WorkflowID(in.NotificationID), in.Attempt-in.AttemptBase, in.Retry, res.RetryAfter))
 			transition.Status = notification.StatusRetrying
 			transition.NextAttemptAt = &next
+			res.Retrying = true
 		}
 	}
 	// The attempt happened: record it even if the workflow is being
@@ -344,6 +359,12 @@ func (a *Activities) release(ctx context.Context, t *breaker.Ticket) {
 	}
 }
 
+// gone is Deliver's answer when the notification no longer exists
+// (retention deleted it while its run was open): the run ends.
+func gone() workflows.DeliverResult {
+	return workflows.DeliverResult{Outcome: workflows.OutcomeSuperseded, Error: "the notification no longer exists"}
+}
+
 // deferred is the fast path's answer when it may not send now.
 func (a *Activities) deferred(channel, reason, why string) workflows.DeliverResult {
 	a.Metrics.FastPathDeferred.WithLabelValues(channel, reason).Inc()
@@ -402,7 +423,7 @@ func keepAlive(ctx context.Context) (stop func()) {
 func (a *Activities) begin(ctx context.Context, id uuid.UUID, in workflows.DeliverInput) (store.Notification, store.Refusal, error) {
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	return store.BeginAttempt(cctx, a.Pool, id, in.Attempt, in.FastPath)
+	return store.BeginGenerationAttempt(cctx, a.Pool, id, in.Generation, in.Attempt, in.FastPath)
 }
 
 // callMargin is kept free beyond the provider call's timeout at the end of
@@ -506,6 +527,7 @@ func unrecorded(a store.Attempt, t store.Transition, elapsed time.Duration) *wor
 		Outcome:        workflows.Outcome(a.Outcome),
 		Status:         string(t.Status),
 		NextAttemptAt:  t.NextAttemptAt,
+		Generation:     t.Generation,
 	}
 	if a.Provider != nil {
 		r.Provider = *a.Provider
@@ -543,7 +565,7 @@ func (a *Activities) RecordAttempt(ctx context.Context, r workflows.AttemptRecor
 		attempt.StatusCode = &r.StatusCode
 	}
 	return store.FinishAttempt(ctx, a.Pool, attempt, store.Transition{
-		Status: notification.Status(r.Status), LastError: nonEmpty(r.Error), NextAttemptAt: r.NextAttemptAt,
+		Status: notification.Status(r.Status), LastError: nonEmpty(r.Error), NextAttemptAt: r.NextAttemptAt, Generation: r.Generation,
 	})
 }
 
@@ -619,12 +641,21 @@ func (a *Activities) Fail(ctx context.Context, in workflows.FailInput) (string, 
 	if err != nil {
 		return "", err
 	}
-	n, err := store.Fail(ctx, a.Pool, id, notification.DeadLetter{
+	n, err := store.FailGeneration(ctx, a.Pool, id, in.Generation, notification.DeadLetter{
 		Reason: in.Reason, Source: notification.SourceWorkflow, Attempts: in.Attempts,
 		LastStatus: in.LastStatusCode, LastError: in.LastError, FailedAt: time.Now(),
 	})
+	if errors.Is(err, store.ErrNotFound) {
+		a.Log.Warn("the notification no longer exists; nothing to fail", zap.String("notification_id", in.NotificationID))
+		return string(workflows.StatusSuperseded), nil
+	}
 	if err != nil {
 		return "", err
+	}
+	if in.Generation != nil && n.Generation != *in.Generation {
+		a.Log.Info("the notification was retried since; its earlier run fails nothing", zap.String("notification_id", in.NotificationID),
+			zap.Int("generation", n.Generation))
+		return string(workflows.StatusSuperseded), nil
 	}
 	if n.Status != notification.StatusFailed || n.FailureReason == nil || *n.FailureReason != in.Reason {
 		return string(n.Status), nil
@@ -648,20 +679,46 @@ func (a *Activities) Cancel(ctx context.Context, in workflows.CancelInput) (stri
 		return "", err
 	}
 	n, err := store.GetNotification(ctx, a.Pool, id)
-	if err != nil {
-		return "", err
+	if err == nil {
+		var status notification.Status
+		status, err = store.MarkGenerationCancelled(ctx, a.Pool, id, in.Generation)
+		if err == nil {
+			return a.cancelled(in, n, status), nil
+		}
 	}
-	status, err := store.MarkCancelled(ctx, a.Pool, id)
-	if err != nil {
-		return "", err
+	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrSuperseded) {
+		// Retried since (a later generation's run owns it), or gone: this
+		// run's cancel changes nothing.
+		a.Log.Info("the notification is no longer this run's; nothing cancelled", zap.String("notification_id", in.NotificationID),
+			zap.Error(err))
+		return string(workflows.StatusSuperseded), nil
 	}
+	return "", err
+}
+
+// cancelled logs and counts a cancel that Cancel made, and answers status.
+func (a *Activities) cancelled(in workflows.CancelInput, n store.Notification, status notification.Status) string {
 	if status == notification.StatusCancelled && !n.Status.Terminal() {
 		a.Metrics.Terminal.WithLabelValues("cancelled", string(n.Channel), string(n.Priority), "").Inc()
 		a.Log.Info("notification cancelled", zap.String("notification_id", in.NotificationID),
 			zap.String("workflow_id", notification.WorkflowID(in.NotificationID)), zap.String("channel", string(n.Channel)),
 			zap.Int("attempt", in.Attempts))
 	}
-	return string(status), nil
+	return string(status)
+}
+
+// MarkRetrying shows the notification RETRYING until in.NextAttemptAt while
+// its workflow waits for the next attempt; a notification terminal, with a
+// cancel request, of another generation or gone is left as it is.
+func (a *Activities) MarkRetrying(ctx context.Context, in workflows.RetryingInput) error {
+	id, err := parseID(in.NotificationID)
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	_, err = store.MarkRetrying(cctx, a.Pool, id, in.Generation, in.NextAttemptAt)
+	return err
 }
 
 // SettleReceipt records a provider's receipt (or its absence) on the

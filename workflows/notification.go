@@ -82,7 +82,7 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 		r.view.Attempts, r.view.NextAttemptAt = attempt, nil
 		last = DeliverResult{}
 		req := DeliverInput{NotificationID: in.NotificationID, Attempt: attempt, Retry: in.Retry, Channel: in.Channel,
-			After: after, Exclude: excluded, AttemptBase: in.AttemptBase}
+			After: after, Exclude: excluded, AttemptBase: in.AttemptBase, Generation: r.generation()}
 		var future workflow.Future
 		if attempt == firstAttempt && in.FastPath && waits == 0 && !deferred {
 			req.FastPath = true
@@ -122,7 +122,7 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 			}
 			workflow.GetLogger(ctx).Warn("delivery attempt could not begin; trying again", "attempt", attempt, "error", why)
 			r.view.LastError = why
-			_ = workflow.Sleep(work, wait)
+			r.waitRetrying(ctx, work, wait, false)
 			if r.view.CancelRequested {
 				return r.cancel(ctx, attempt-1)
 			}
@@ -181,6 +181,9 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 			// Deliver saw the cancel request before its signal arrived.
 			r.view.CancelRequested = true
 			return r.cancel(ctx, attempt)
+		case OutcomeSuperseded:
+			// Retried since, or gone: nothing to do, nothing to write.
+			return r.superseded(ctx, attempt-1)
 		}
 		if attempt == lastAttempt {
 			break
@@ -198,16 +201,15 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 			// No attempt could start before expiresAt: fail now, not later.
 			return r.fail(ctx, ReasonExpired, attempt, last)
 		}
-		next := workflow.Now(ctx).Add(wait)
-		r.view.Status, r.view.NextAttemptAt = StatusRetrying, &next
 		if err := r.upsert(ctx, StatusRetrying, attempt); err != nil {
 			return NotificationResult{}, err
 		}
-		_ = workflow.Sleep(work, wait)
+		// The attempt's record showed the wait already, unless the attempt
+		// did not report back or the route had a provider left to try.
+		r.waitRetrying(ctx, work, wait, last.Retrying)
 		if r.view.CancelRequested {
 			return r.cancel(ctx, attempt)
 		}
-		r.view.Status = StatusProcessing
 	}
 	return r.fail(ctx, ReasonExhausted, lastAttempt, last)
 }
@@ -218,6 +220,36 @@ const maxUnattemptedWait = 30 * time.Second
 
 // minUnavailableWait is the shortest wait for a breaker to admit again.
 const minUnavailableWait = 200 * time.Millisecond
+
+// retryingRowChange versions the marking of the notification's row as
+// RETRYING, with the time of the next attempt, before a wait the attempt's
+// own record did not show (a failover round, an attempt that did not report
+// back, an outage, every breaker open). Histories from before have no such
+// local activity.
+const retryingRowChange = "retrying-row"
+
+// waitRetrying waits wait before the next attempt, showing RETRYING and its
+// time in the status query and, unless shown already, on the row (best
+// effort: a row that cannot be written now keeps what it showed). A cancel
+// ends the wait.
+func (r *run) waitRetrying(ctx, work workflow.Context, wait time.Duration, shown bool) {
+	next := workflow.Now(ctx).Add(wait)
+	r.view.Status, r.view.NextAttemptAt = StatusRetrying, &next
+	if !shown && workflow.GetVersion(ctx, retryingRowChange, workflow.DefaultVersion, 1) == 1 {
+		_ = workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(work, workflow.LocalActivityOptions{
+			StartToCloseTimeout: 5 * time.Second,
+			RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 2},
+		}), MarkRetryingActivity, RetryingInput{NotificationID: r.in.NotificationID, Generation: r.generation(), NextAttemptAt: next}).Get(work, nil)
+	}
+	_ = workflow.Sleep(work, wait)
+	r.view.Status, r.view.NextAttemptAt = StatusProcessing, nil
+}
+
+// generation is the run's generation, as the activities check it.
+func (r *run) generation() *int {
+	g := r.in.Generation
+	return &g
+}
 
 // isNotAttempted reports whether a Deliver error says nothing was sent.
 func isNotAttempted(err error) bool {
@@ -382,6 +414,7 @@ func (r *run) fail(ctx workflow.Context, reason string, attempts int, last Deliv
 		Attempts:       attempts,
 		LastStatusCode: last.StatusCode,
 		LastError:      last.Error,
+		Generation:     r.generation(),
 	}, &status)
 	if err != nil {
 		return NotificationResult{}, err
@@ -396,11 +429,19 @@ func (r *run) cancel(ctx workflow.Context, attempts int) (NotificationResult, er
 	err := r.bookkeep(ctx, CancelActivity, CancelInput{
 		NotificationID: r.in.NotificationID,
 		Attempts:       attempts,
+		Generation:     r.generation(),
 	}, &status)
 	if err != nil {
 		return NotificationResult{}, err
 	}
 	return r.finish(ctx, status, attempts)
+}
+
+// superseded ends a run that no longer owns its notification (retried
+// since, or gone): nothing is written to it.
+func (r *run) superseded(ctx workflow.Context, attempts int) (NotificationResult, error) {
+	workflow.GetLogger(ctx).Info("the notification is no longer this run's; ending", "generation", r.in.Generation)
+	return r.finish(ctx, StatusSuperseded, attempts)
 }
 
 // finish records the terminal status as search attributes (in the same

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
@@ -68,6 +69,9 @@ type fakes struct {
 	deliverAt []time.Time
 	failIn    []workflows.FailInput
 	recorded  []workflows.AttemptRecord
+	// marked are the MarkRetrying calls, and when they were made.
+	marked   []workflows.RetryingInput
+	markedAt []time.Time
 	// bookLocal says, per Fail or Cancel call, whether it ran as a local
 	// activity.
 	bookLocal []bool
@@ -116,6 +120,20 @@ func (f *fakes) record(_ context.Context, r workflows.AttemptRecord) error {
 	return nil
 }
 
+func (f *fakes) markRetrying(_ context.Context, in workflows.RetryingInput) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.marked = append(f.marked, in)
+	f.markedAt = append(f.markedAt, f.env.Now())
+	return nil
+}
+
+func (f *fakes) markedCalls() ([]workflows.RetryingInput, []time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]workflows.RetryingInput(nil), f.marked...), append([]time.Time(nil), f.markedAt...)
+}
+
 func (f *fakes) cancel(ctx context.Context, in workflows.CancelInput) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -151,6 +169,7 @@ func newEnv(t *testing.T, steps ...deliverStep) (*testsuite.TestWorkflowEnvironm
 	env.RegisterActivityWithOptions(f.fail, activity.RegisterOptions{Name: workflows.FailActivity})
 	env.RegisterActivityWithOptions(f.cancel, activity.RegisterOptions{Name: workflows.CancelActivity})
 	env.RegisterActivityWithOptions(f.record, activity.RegisterOptions{Name: workflows.RecordAttemptActivity})
+	env.RegisterActivityWithOptions(f.markRetrying, activity.RegisterOptions{Name: workflows.MarkRetryingActivity})
 	env.SetStartTime(testStart)
 	return env, f
 }
@@ -176,6 +195,8 @@ func retry(code int, retryAfter time.Duration) deliverStep {
 	}}
 }
 
+func gen(g int) *int { return &g }
+
 func attemptNumbers(ins []workflows.DeliverInput) []int {
 	n := make([]int, len(ins))
 	for i, in := range ins {
@@ -197,7 +218,7 @@ func TestDeliveredOnFirstAttempt(t *testing.T) {
 	require.Equal(t, workflows.NotificationResult{Status: "DELIVERED", Attempts: 1}, res)
 	ins, _ := f.deliverCalls()
 	require.Len(t, ins, 1)
-	require.Equal(t, workflows.DeliverInput{NotificationID: testNotificationID, Attempt: 1, Retry: testPolicy, Channel: "sms"}, ins[0])
+	require.Equal(t, workflows.DeliverInput{NotificationID: testNotificationID, Attempt: 1, Retry: testPolicy, Channel: "sms", Generation: gen(0)}, ins[0])
 	require.Empty(t, f.failCalls())
 	env.AssertExpectations(t)
 }
@@ -254,6 +275,7 @@ func TestPermanentFailureGoesToFailWithoutRetry(t *testing.T) {
 		Attempts:       1,
 		LastStatusCode: 422,
 		LastError:      "provider answered 422",
+		Generation:     gen(0),
 	}}, f.failCalls())
 	env.AssertExpectations(t)
 }
@@ -380,7 +402,7 @@ func TestCancelDuringBackoffStopsRetries(t *testing.T) {
 	ins, _ := f.deliverCalls()
 	require.Len(t, ins, 1, "no attempt after the cancel")
 	require.Len(t, f.cancelIn, 1)
-	require.Equal(t, workflows.CancelInput{NotificationID: testNotificationID, Attempts: 1}, f.cancelIn[0])
+	require.Equal(t, workflows.CancelInput{NotificationID: testNotificationID, Attempts: 1, Generation: gen(0)}, f.cancelIn[0])
 	require.Less(t, f.cancelAt[0].Sub(testStart), time.Hour, "the cancel ended the hour-long wait at once")
 	require.Empty(t, f.failCalls())
 }
@@ -627,4 +649,151 @@ func TestContinuedRunPicksUpWhereItStood(t *testing.T) {
 	require.Equal(t, []int{2, 2, 3}, attemptNumbers(ins))
 	require.Equal(t, min(workflows.Backoff(testWorkflowID, 8, testPolicy, 0), 30*time.Second), at[1].Sub(at[0]),
 		"the waits' backoff goes on from the last run's")
+}
+
+func TestEveryActivityOfARunCarriesItsGeneration(t *testing.T) {
+	t.Parallel()
+	env, f := newEnv(t, retry(503, time.Hour))
+	env.RegisterDelayedCallback(func() { env.SignalWorkflow(workflows.CancelSignal, nil) }, time.Minute)
+	in := testInput(testPolicy)
+	in.Generation, in.AttemptBase = 2, 4
+
+	res := run(t, env, in)
+
+	require.Equal(t, workflows.StatusCancelled, res.Status)
+	ins, _ := f.deliverCalls()
+	require.Len(t, ins, 1)
+	require.Equal(t, gen(2), ins[0].Generation)
+	require.Equal(t, []workflows.CancelInput{{NotificationID: testNotificationID, Attempts: 5, Generation: gen(2)}}, f.cancelIn)
+}
+
+func TestFailOfARunCarriesItsGeneration(t *testing.T) {
+	t.Parallel()
+	env, f := newEnv(t, deliverStep{res: workflows.DeliverResult{Outcome: workflows.OutcomePermanent, StatusCode: 400, Error: "provider answered 400"}})
+	in := testInput(testPolicy)
+	in.Generation = 1
+
+	run(t, env, in)
+
+	require.Len(t, f.failCalls(), 1)
+	require.Equal(t, gen(1), f.failCalls()[0].Generation)
+}
+
+// A run whose notification was retried since (or deleted) ends at once: no
+// Fail, no Cancel, no other attempt.
+func TestSupersededRunEndsWithoutTouchingTheNotification(t *testing.T) {
+	t.Parallel()
+	env, f := newEnv(t, deliverStep{res: workflows.DeliverResult{Outcome: workflows.OutcomeSuperseded, Error: "superseded by generation 1"}})
+
+	res := run(t, env, testInput(testPolicy))
+
+	require.Equal(t, workflows.NotificationResult{Status: workflows.StatusSuperseded, Attempts: 0}, res)
+	ins, _ := f.deliverCalls()
+	require.Len(t, ins, 1)
+	require.Empty(t, f.failCalls())
+	require.Empty(t, f.cancelIn)
+}
+
+// The bookkeeping of a superseded run answers SUPERSEDED: the run ends with
+// it and reports no status of the notification's.
+func TestCancelOfASupersededRunEndsItSuperseded(t *testing.T) {
+	t.Parallel()
+	env, _ := newEnv(t, retry(503, time.Hour))
+	env.OnActivity(workflows.CancelActivity, mock.Anything, mock.Anything).Return(string(workflows.StatusSuperseded), nil)
+	env.RegisterDelayedCallback(func() { env.SignalWorkflow(workflows.CancelSignal, nil) }, time.Minute)
+
+	res := run(t, env, testInput(testPolicy))
+
+	require.Equal(t, workflows.StatusSuperseded, res.Status)
+}
+
+// statusAt queries the workflow at offset into its run.
+func statusAt(t *testing.T, env *testsuite.TestWorkflowEnvironment, offset time.Duration) *workflows.StatusView {
+	t.Helper()
+	view := &workflows.StatusView{}
+	env.RegisterDelayedCallback(func() {
+		v, err := env.QueryWorkflow(workflows.StatusQuery)
+		require.NoError(t, err)
+		require.NoError(t, v.Get(view))
+	}, offset)
+	return view
+}
+
+// Both providers of a route failing: the round ends in a backoff, which the
+// row (MarkRetrying) and the status query show as RETRYING with its time,
+// though neither attempt's record did (each had a provider left to try).
+func TestBackoffAfterARoundOfTheRouteShowsRetryingWithItsTime(t *testing.T) {
+	t.Parallel()
+	env, f := newEnv(t,
+		deliverStep{res: workflows.DeliverResult{Outcome: workflows.OutcomeRetry, StatusCode: 503, Provider: "a", Alternatives: 1, RetryAfter: time.Hour}},
+		deliverStep{res: workflows.DeliverResult{Outcome: workflows.OutcomeRetry, StatusCode: 503, Provider: "b", Alternatives: 1, RetryAfter: time.Hour}},
+		delivered())
+	view := statusAt(t, env, 30*time.Minute)
+	in := testInput(testPolicy)
+	in.Generation = 3
+
+	res := run(t, env, in)
+
+	require.Equal(t, workflows.StatusDelivered, res.Status)
+	marked, at := f.markedCalls()
+	require.Equal(t, []workflows.RetryingInput{{NotificationID: testNotificationID, Generation: gen(3), NextAttemptAt: testStart.Add(time.Hour)}},
+		utcRetrying(marked))
+	require.Equal(t, testStart, at[0].UTC())
+	require.Equal(t, workflows.StatusRetrying, view.Status)
+	require.NotNil(t, view.NextAttemptAt)
+	require.Equal(t, testStart.Add(time.Hour), view.NextAttemptAt.UTC())
+}
+
+// A wait the attempt's own record showed is not marked again.
+func TestBackoffTheAttemptRecordedIsNotMarkedAgain(t *testing.T) {
+	t.Parallel()
+	step := retry(503, time.Hour)
+	step.res.Retrying = true
+	env, f := newEnv(t, step, delivered())
+
+	run(t, env, testInput(testPolicy))
+
+	marked, _ := f.markedCalls()
+	require.Empty(t, marked)
+}
+
+// Every provider's breaker open: nothing is sent, and the wait until one
+// may admit is shown as RETRYING with its time, on the row and in the query.
+func TestWaitForAnOpenBreakerShowsRetryingWithItsTime(t *testing.T) {
+	t.Parallel()
+	env, f := newEnv(t,
+		deliverStep{res: workflows.DeliverResult{Outcome: workflows.OutcomeUnavailable, RetryAfter: 10 * time.Second, Error: "every provider of sms has its breaker open"}},
+		delivered())
+	view := statusAt(t, env, 5*time.Second)
+
+	res := run(t, env, testInput(testPolicy))
+
+	require.Equal(t, workflows.StatusDelivered, res.Status)
+	marked, _ := f.markedCalls()
+	require.Len(t, marked, 1)
+	require.Equal(t, workflows.StatusRetrying, view.Status)
+	require.NotNil(t, view.NextAttemptAt)
+	require.Equal(t, marked[0].NextAttemptAt.UTC(), view.NextAttemptAt.UTC())
+	require.True(t, view.NextAttemptAt.After(testStart.Add(5*time.Second)))
+}
+
+// An attempt that did not report back (worker lost) is followed by a
+// backoff its record never showed: the row is marked.
+func TestBackoffAfterALostAttemptShowsRetrying(t *testing.T) {
+	t.Parallel()
+	env, f := newEnv(t, deliverStep{err: errors.New("worker lost")}, delivered())
+
+	run(t, env, testInput(testPolicy))
+
+	marked, _ := f.markedCalls()
+	require.Len(t, marked, 1)
+}
+
+func utcRetrying(in []workflows.RetryingInput) []workflows.RetryingInput {
+	out := make([]workflows.RetryingInput, len(in))
+	for i, r := range in {
+		r.NextAttemptAt = r.NextAttemptAt.UTC()
+		out[i] = r
+	}
+	return out
 }

@@ -25,6 +25,9 @@ const (
 	ReceiptSignal = "receipt"
 	// SettleReceiptActivity records a receipt and moves the notification on.
 	SettleReceiptActivity = "SettleReceipt"
+	// MarkRetryingActivity shows the notification RETRYING with the time of
+	// its next attempt while the workflow waits for it (a RetryingInput).
+	MarkRetryingActivity = "MarkRetrying"
 )
 
 // Search attributes set on every notification workflow, so the Temporal Web
@@ -123,6 +126,11 @@ const (
 	StatusCancelled  Status = "CANCELLED"
 )
 
+// StatusSuperseded is not a notification's status but how a run ends that
+// no longer owns its notification (OutcomeSuperseded): its bookkeeping
+// (Fail, Cancel) answers it, and the run ends without a change.
+const StatusSuperseded Status = "SUPERSEDED"
+
 // Terminal reports whether s is DELIVERED, FAILED or CANCELLED.
 func (s Status) Terminal() bool {
 	return s == StatusDelivered || s == StatusFailed || s == StatusCancelled
@@ -171,6 +179,11 @@ const (
 	// breaker open; nothing was sent and nothing counted. RetryAfter is when
 	// one may admit again.
 	OutcomeUnavailable Outcome = "unavailable"
+	// OutcomeSuperseded: the run no longer owns the notification: it was
+	// retried since (a later generation's run owns it) or it no longer
+	// exists (retention deleted it). Nothing was sent or written; the run
+	// ends (StatusSuperseded) without touching the notification.
+	OutcomeSuperseded Outcome = "superseded"
 )
 
 // DeliverInput asks for one delivery attempt.
@@ -196,6 +209,11 @@ type DeliverInput struct {
 	// AttemptBase is NotificationInput.AttemptBase: the attempts of earlier
 	// generations, before this run's budget.
 	AttemptBase int `json:",omitempty"`
+	// Generation is the run's generation (NotificationInput.Generation): the
+	// attempt begins, and records its outcome, only while the notification
+	// is still of it. Nil in an attempt scheduled by a worker from before
+	// it travelled with attempts, which checks no generation.
+	Generation *int `json:",omitempty"`
 }
 
 // ErrNotAttempted is the type of the Deliver error that says nothing was
@@ -232,6 +250,9 @@ type DeliverResult struct {
 	// RouteExhausted: every provider on the route reported the
 	// notification undelivered; nothing was sent.
 	RouteExhausted bool `json:",omitempty"`
+	// Retrying: the attempt's record made the notification RETRYING with the
+	// time of its next attempt, so the workflow's wait needs no marking.
+	Retrying bool `json:",omitempty"`
 }
 
 // Receipt is a provider's report on a message it took, signalled by the
@@ -282,6 +303,9 @@ type AttemptRecord struct {
 	// for the message there.
 	Provider          string `json:",omitempty"`
 	ProviderMessageID string `json:",omitempty"`
+	// Generation is the attempt's (DeliverInput.Generation): the status
+	// change applies only while the notification is still of it.
+	Generation *int `json:",omitempty"`
 }
 
 // Failure reasons, carried to the DLQ's x-reason header and the
@@ -301,6 +325,17 @@ const (
 type CancelInput struct {
 	NotificationID string
 	Attempts       int
+	// Generation is the run's: a notification retried since is left alone
+	// (the activity answers StatusSuperseded). Nil checks none.
+	Generation *int `json:",omitempty"`
+}
+
+// RetryingInput shows a notification of Generation RETRYING until
+// NextAttemptAt, while its workflow waits.
+type RetryingInput struct {
+	NotificationID string
+	Generation     *int `json:",omitempty"`
+	NextAttemptAt  time.Time
 }
 
 // StatusView is what the status query answers: the workflow's view of the
@@ -321,6 +356,9 @@ type FailInput struct {
 	Attempts       int
 	LastStatusCode int
 	LastError      string
+	// Generation is the run's: a notification retried since is left alone
+	// (the activity answers StatusSuperseded). Nil checks none.
+	Generation *int `json:",omitempty"`
 }
 
 // NotificationResult is the workflow's result.

@@ -19,6 +19,7 @@ func registerActivities(w worker.Worker, acts *activities.Activities) {
 	w.RegisterActivityWithOptions(acts.Cancel, activity.RegisterOptions{Name: workflows.CancelActivity})
 	w.RegisterActivityWithOptions(acts.RecordAttempt, activity.RegisterOptions{Name: workflows.RecordAttemptActivity})
 	w.RegisterActivityWithOptions(acts.SettleReceipt, activity.RegisterOptions{Name: workflows.SettleReceiptActivity})
+	w.RegisterActivityWithOptions(acts.MarkRetrying, activity.RegisterOptions{Name: workflows.MarkRetryingActivity})
 }
 
 // registerOperations registers the operation workflow and its step.

@@ -43,6 +43,7 @@ const saturationHold = time.Second
 
 // Limiter waits for a channel's next delivery slot.
 type Limiter struct {
+	rdb    *redis.Client
 	rl     *redis_rate.Limiter
 	prefix string
 	limits map[string]int
@@ -54,7 +55,7 @@ type Limiter struct {
 
 // New returns a Limiter on rdb; limits maps a channel to its per-second rate.
 func New(rdb *redis.Client, keyPrefix string, limits map[string]int) *Limiter {
-	l := &Limiter{rl: redis_rate.NewLimiter(rdb), prefix: keyPrefix, limits: limits, saturatedUntil: map[string]*atomic.Int64{}}
+	l := &Limiter{rdb: rdb, rl: redis_rate.NewLimiter(rdb), prefix: keyPrefix, limits: limits, saturatedUntil: map[string]*atomic.Int64{}}
 	for channel := range limits {
 		l.saturatedUntil[channel] = new(atomic.Int64)
 	}
@@ -157,6 +158,40 @@ func (l *Limiter) Wait(ctx context.Context, channel string, tick func()) (time.D
 		case <-time.After(pause):
 		}
 	}
+}
+
+// refund moves a GCRA key's theoretical arrival time back by one emission
+// interval, never before now: the slot last taken comes free again. The
+// time is kept as redis_rate keeps it (seconds since 2017, its key prefix).
+var refund = redis.NewScript(`
+redis.replicate_commands()
+local tat = redis.call("GET", KEYS[1])
+if not tat then
+  return 0
+end
+local now = redis.call("TIME")
+now = (now[1] - 1483228800) + (now[2] / 1000000)
+local new_tat = tonumber(tat) - tonumber(ARGV[1])
+if new_tat <= now then
+  redis.call("DEL", KEYS[1])
+else
+  redis.call("SET", KEYS[1], new_tat, "EX", math.ceil(new_tat - now))
+end
+return 1
+`)
+
+// Refund gives back one slot of channel taken by TryTake or Wait whose send
+// was not made (a provider's own limit refused it next), so the channel's
+// rate is not spent on nothing. It is bounded by checkTimeout.
+func (l *Limiter) Refund(ctx context.Context, channel string) error {
+	rate, ok := l.limits[channel]
+	if !ok {
+		return fmt.Errorf("no rate limit configured for channel %q", channel)
+	}
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	interval := Limit(rate).Period.Seconds() / float64(Limit(rate).Rate)
+	return refund.Run(ctx, l.rdb, []string{"rate:" + l.key(channel)}, interval).Err()
 }
 
 // allow asks Redis for one slot, bounded by checkTimeout.

@@ -27,13 +27,26 @@ const (
 	Expired
 	// Begun: an attempt asked to be the first found one begun already.
 	Begun
+	// Superseded: the notification was retried since the run that asks
+	// began; a later generation owns it.
+	Superseded
 )
 
-// BeginAttempt marks a notification PROCESSING for the given attempt and
-// returns it, unless an attempt may not start: the notification is
-// terminal, a cancel was requested (it is then marked CANCELLED here, so the
-// cancel wins even if its signal never reached the workflow), or it
-// expired. The checks and the update are one statement.
+// BeginAttempt is BeginGenerationAttempt for whatever generation the
+// notification is in.
+func BeginAttempt(ctx context.Context, q Querier, id uuid.UUID, attempt int, first bool) (Notification, Refusal, error) {
+	return BeginGenerationAttempt(ctx, q, id, nil, attempt, first)
+}
+
+// BeginGenerationAttempt marks a notification PROCESSING for the given
+// attempt and returns it, unless an attempt may not start: the notification
+// is of a later generation than gen (it was retried since the run that asks
+// began: Superseded, and nothing is written), it is terminal, a cancel was
+// requested (it is then marked CANCELLED here, so the cancel wins even if its
+// signal never reached the workflow), or it expired. The checks and the
+// update are one statement. A nil gen (an attempt scheduled by a worker from
+// before generations travelled with attempts) checks no generation. A
+// notification that no longer exists is ErrNotFound.
 //
 // The notification's attempts become at least attempt (the workflow numbers
 // them): beginning the same attempt again (it could not be made, or the
@@ -41,14 +54,15 @@ const (
 // attempt lost with its worker still counts, since the provider may have
 // seen it. With first set it begins only a notification no attempt began
 // for yet (ACCEPTED, QUEUED), and refuses with Begun otherwise.
-func BeginAttempt(ctx context.Context, q Querier, id uuid.UUID, attempt int, first bool) (Notification, Refusal, error) {
+func BeginGenerationAttempt(ctx context.Context, q Querier, id uuid.UUID, gen *int, attempt int, first bool) (Notification, Refusal, error) {
 	rows, err := q.Query(ctx, `
 		UPDATE notifications
 		SET status = 'PROCESSING', attempts = GREATEST(attempts, $2), next_attempt_at = NULL, updated_at = now()
 		WHERE id = $1 AND status IN `+nonTerminal+`
 			AND cancel_requested_at IS NULL AND (expires_at IS NULL OR expires_at > now())
 			AND (NOT $3 OR status IN ('ACCEPTED', 'QUEUED'))
-		RETURNING `+notificationColumns, id, attempt, first)
+			AND ($4::int IS NULL OR generation = $4)
+		RETURNING `+notificationColumns, id, attempt, first, gen)
 	if err != nil {
 		return Notification{}, Allowed, fmt.Errorf("beginning attempt: %w", err)
 	}
@@ -63,10 +77,15 @@ func BeginAttempt(ctx context.Context, q Querier, id uuid.UUID, attempt int, fir
 	switch {
 	case err != nil:
 		return Notification{}, Allowed, err
+	case gen != nil && n.Generation != *gen:
+		return n, Superseded, nil
 	case n.Status.Terminal():
 		return n, Terminal, nil
 	case n.CancelRequestedAt != nil:
-		status, err := MarkCancelled(ctx, q, id)
+		status, err := MarkGenerationCancelled(ctx, q, id, gen)
+		if errors.Is(err, ErrSuperseded) {
+			return n, Superseded, nil
+		}
 		n.Status = status
 		return n, Terminal, err
 	case first && n.Status != notification.StatusAccepted && n.Status != notification.StatusQueued:
@@ -76,28 +95,62 @@ func BeginAttempt(ctx context.Context, q Querier, id uuid.UUID, attempt int, fir
 	}
 }
 
-// MarkCancelled moves a non-terminal notification to CANCELLED and returns
-// the status it ends with (an already terminal status stands).
+// ErrSuperseded says the notification is of a later generation than the
+// run that asked (an explicit retry began a new one): nothing was changed.
+var ErrSuperseded = errors.New("the notification was retried since: a later generation owns it")
+
+// MarkCancelled is MarkGenerationCancelled for whatever generation the
+// notification is in.
 func MarkCancelled(ctx context.Context, q Querier, id uuid.UUID) (Status, error) {
-	var status Status
+	return MarkGenerationCancelled(ctx, q, id, nil)
+}
+
+// MarkGenerationCancelled moves a non-terminal notification of generation
+// gen (any generation when nil) to CANCELLED and returns the status it ends
+// with (an already terminal status stands). A notification of another
+// generation is left alone: ErrSuperseded, with its status. One that no
+// longer exists is ErrNotFound.
+func MarkGenerationCancelled(ctx context.Context, q Querier, id uuid.UUID, gen *int) (Status, error) {
+	var (
+		status  Status
+		current int
+	)
 	err := q.QueryRow(ctx, `
 		WITH u AS (
 			UPDATE notifications
 			SET status = 'CANCELLED', next_attempt_at = NULL, updated_at = now(),
 				cancel_requested_at = COALESCE(cancel_requested_at, now())
-			WHERE id = $1 AND status IN `+nonTerminal+`
-			RETURNING status
+			WHERE id = $1 AND status IN `+nonTerminal+` AND ($2::int IS NULL OR generation = $2)
+			RETURNING status, generation
 		)
-		SELECT status FROM u
+		SELECT status, generation FROM u
 		UNION ALL
-		SELECT status FROM notifications WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM u)`, id).Scan(&status)
+		SELECT status, generation FROM notifications WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM u)`, id, gen).Scan(&status, &current)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", ErrNotFound
 	}
 	if err != nil {
 		return "", fmt.Errorf("marking notification cancelled: %w", err)
 	}
+	if gen != nil && current != *gen {
+		return status, ErrSuperseded
+	}
 	return status, nil
+}
+
+// MarkRetrying shows a notification of generation gen (any when nil) that
+// is not terminal and has no cancel request as RETRYING until next: its
+// workflow waits before the next attempt (a backoff, an outage, every
+// breaker open). It reports whether the row changed.
+func MarkRetrying(ctx context.Context, q Querier, id uuid.UUID, gen *int, next time.Time) (bool, error) {
+	tag, err := q.Exec(ctx, `
+		UPDATE notifications SET status = 'RETRYING', next_attempt_at = $3, updated_at = now()
+		WHERE id = $1 AND status IN `+nonTerminal+` AND cancel_requested_at IS NULL
+			AND ($2::int IS NULL OR generation = $2)`, id, gen, next)
+	if err != nil {
+		return false, fmt.Errorf("marking notification retrying: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
 }
 
 // Attempt is one row of delivery_attempts.
@@ -126,14 +179,19 @@ type Transition struct {
 	LastError     *string
 	FailureReason *string
 	NextAttemptAt *time.Time
+	// Generation, when set, applies the change only to a notification still
+	// of that generation (the attempt row is kept either way: it happened).
+	Generation *int
 }
 
 // FinishAttempt records an attempt and applies the status change it caused,
 // in one statement: the notification's attempts become at least a.Attempt,
 // as BeginAttempt does (the workflow's RecordAttempt, too, goes through
-// here). The change applies only while the notification is not terminal, so a late or
-// repeated attempt never moves it backwards; the attempt row is kept either
-// way, as it happened. Text that a PostgreSQL text column cannot hold (NUL,
+// here). The change applies only while the notification is not terminal and
+// still of t.Generation (when set), so a late or repeated attempt, or one of
+// a generation retried since, never moves it; the attempt row is kept either
+// way, as it happened. A DELIVERED or SENT notification keeps no lastError:
+// the provider took it, and an earlier attempt's error no longer describes it. Text that a PostgreSQL text column cannot hold (NUL,
 // invalid UTF-8: a binary reply) is replaced first (SafeText).
 func FinishAttempt(ctx context.Context, q Querier, a Attempt, t Transition) error {
 	a.Error, a.ResponseExcerpt, t.LastError = safeTextPtr(a.Error), safeTextPtr(a.ResponseExcerpt), safeTextPtr(t.LastError)
@@ -151,13 +209,15 @@ func FinishAttempt(ctx context.Context, q Querier, a Attempt, t Transition) erro
 		)
 		UPDATE notifications
 		SET status = $9, attempts = GREATEST(attempts, $2),
-			last_error = CASE WHEN erased_at IS NULL THEN COALESCE($10, last_error) END, failure_reason = $11,
+			last_error = CASE WHEN erased_at IS NULL AND $9 NOT IN ('DELIVERED', 'SENT') THEN COALESCE($10, last_error) END,
+			failure_reason = $11,
 			next_attempt_at = $12, updated_at = now(), provider = COALESCE($13, provider),
 			delivered_at = CASE WHEN $9 = 'DELIVERED' THEN now() ELSE delivered_at END
 		FROM n -- read (and locked) before the update, by either side
-		WHERE id = $1 AND status IN `+nonTerminal,
+		WHERE id = $1 AND status IN `+nonTerminal+` AND ($15::int IS NULL OR generation = $15)`,
 		a.NotificationID, a.Attempt, a.StartedAt, a.DurationMS, a.StatusCode, a.Outcome, a.Error,
-		a.ResponseExcerpt, t.Status, t.LastError, t.FailureReason, t.NextAttemptAt, a.Provider, safeTextPtr(a.ProviderMessageID))
+		a.ResponseExcerpt, t.Status, t.LastError, t.FailureReason, t.NextAttemptAt, a.Provider, safeTextPtr(a.ProviderMessageID),
+		t.Generation)
 	if err != nil {
 		return fmt.Errorf("recording attempt %d: %w", a.Attempt, err)
 	}
@@ -207,6 +267,13 @@ func CancelRequested(ctx context.Context, q Querier, id uuid.UUID) (bool, error)
 // message is of the generation that failed, which is what a later retry or
 // erasure retires.
 func Fail(ctx context.Context, q Querier, id uuid.UUID, d notification.DeadLetter) (Notification, error) {
+	return FailGeneration(ctx, q, id, nil, d)
+}
+
+// FailGeneration is Fail for a notification still of generation gen (any
+// when nil): one of another generation (retried since) is answered as it
+// is, and nothing is written.
+func FailGeneration(ctx context.Context, q Querier, id uuid.UUID, gen *int, d notification.DeadLetter) (Notification, error) {
 	d.LastError = SafeText(d.LastError) // jsonb refuses \u0000 too
 	record, err := json.Marshal(d)
 	if err != nil {
@@ -218,7 +285,7 @@ func Fail(ctx context.Context, q Querier, id uuid.UUID, d notification.DeadLette
 			SET status = 'FAILED', failure_reason = $2,
 				last_error = CASE WHEN erased_at IS NULL THEN COALESCE(NULLIF($3, ''), last_error) END,
 				attempts = GREATEST(attempts, $4), next_attempt_at = NULL, updated_at = now()
-			WHERE id = $1 AND status IN `+nonTerminal+`
+			WHERE id = $1 AND status IN `+nonTerminal+` AND ($6::int IS NULL OR generation = $6)
 			RETURNING `+notificationColumns+`
 		), o AS (
 			INSERT INTO outbox (notification_id, channel, priority, dead_letter)
@@ -230,7 +297,7 @@ func Fail(ctx context.Context, q Querier, id uuid.UUID, d notification.DeadLette
 		SELECT `+notificationColumns+` FROM u
 		UNION ALL
 		SELECT `+notificationColumns+` FROM notifications WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM u)`,
-		id, d.Reason, d.LastError, d.Attempts, record)
+		id, d.Reason, d.LastError, d.Attempts, record, gen)
 	if err != nil {
 		return Notification{}, fmt.Errorf("marking notification failed: %w", err)
 	}
