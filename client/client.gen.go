@@ -543,19 +543,20 @@ type BatchSummary_Links struct {
 	Self          string `json:"self"`
 }
 
-// Breaker defines model for Breaker.
+// Breaker The breaker's state; its figures (consecutiveFailures, recentRequests, successRatio,
+// averageLatencyMs) count every tenant's sends and are shown to the operator only.
 type Breaker struct {
-	AverageLatencyMs    *int       `json:"averageLatencyMs"`
+	AverageLatencyMs    *int       `json:"averageLatencyMs,omitempty"`
 	ChangedAt           *time.Time `json:"changedAt,omitempty"`
-	ConsecutiveFailures int        `json:"consecutiveFailures"`
+	ConsecutiveFailures *int       `json:"consecutiveFailures,omitempty"`
 
 	// OpenUntil When an open breaker half-opens.
 	OpenUntil *time.Time `json:"openUntil,omitempty"`
 
 	// RecentRequests Sends in the last one to two breaker windows.
-	RecentRequests int          `json:"recentRequests"`
+	RecentRequests *int         `json:"recentRequests,omitempty"`
 	State          BreakerState `json:"state"`
-	SuccessRatio   *float64     `json:"successRatio"`
+	SuccessRatio   *float64     `json:"successRatio,omitempty"`
 }
 
 // BreakerState defines model for Breaker.State.
@@ -890,7 +891,7 @@ type Provider struct {
 	Name           string       `json:"name"`
 	RatePerSec     *int         `json:"ratePerSec,omitempty"`
 
-	// Target Where it sends, without credentials.
+	// Target Where it sends: the scheme and host of its URL, or an SMTP server's host and port; never credentials, a path or a query.
 	Target    string `json:"target"`
 	TimeoutMs int    `json:"timeoutMs"`
 }
@@ -920,19 +921,13 @@ type ReadinessProblemStatus int
 // ReadinessProblemType defines model for ReadinessProblem.Type.
 type ReadinessProblemType string
 
-// Receipt One of `webhookId` and `messageId` is required; `messageId` says which attempt's message the receipt is about.
-//
-// Examples: {"messageId":"01a22001-d5be-7c3d-975c-b69a729f588b.2","status":"delivered","webhookId":"01a22001-d5be-7c3d-975c-b69a729f588b"}
+// Receipt Examples: {"status":"delivered","webhookId":"01a22001-d5be-7c3d-975c-b69a729f588b"}
 type Receipt struct {
-	// MessageID The delivery's `X-Dispatch-Message-Id` (its payload's `messageId`): the notification id and the attempt's number, one per attempt. Without it, the receipt applies only where the notification's current generation made a single attempt at the provider.
-	//
-	// Examples: 01a22001-d5be-7c3d-975c-b69a729f588b.2
-	MessageID *string       `json:"messageId,omitempty"`
-	Reason    *string       `json:"reason,omitempty"`
-	Status    ReceiptStatus `json:"status"`
+	Reason *string       `json:"reason,omitempty"`
+	Status ReceiptStatus `json:"status"`
 
-	// WebhookID The webhook-id of the delivery: the notification id, the same on every attempt.
-	WebhookID *openapi_types.UUID `json:"webhookId,omitempty"`
+	// WebhookID The webhook-id of the delivery (the notification id).
+	WebhookID openapi_types.UUID `json:"webhookId"`
 }
 
 // ReceiptStatus defines model for Receipt.Status.
@@ -940,10 +935,7 @@ type ReceiptStatus string
 
 // ReceiptTaken defines model for ReceiptTaken.
 type ReceiptTaken struct {
-	Applied bool `json:"applied"`
-
-	// Attempt The attempt the receipt is about.
-	Attempt        *int                `json:"attempt,omitempty"`
+	Applied        bool                `json:"applied"`
 	Detail         *string             `json:"detail,omitempty"`
 	NotificationID *openapi_types.UUID `json:"notificationId,omitempty"`
 
@@ -1388,6 +1380,10 @@ type ClientInterface interface {
 	// Metrics Prometheus metrics
 	//
 	// HTTP requests are counted by route template (`/v1/notifications/:id`), method and status.
+	// Open to any scraper without a key; the series labelled by tenant
+	// (`dispatch_tenant_*`: who the tenants are and how much each sends) are added only for
+	// the operator's key (a key of the `default` tenant, as `Authorization: Bearer <key>`).
+	// A key that is not valid is refused.
 	//
 	// Corresponds with GET /metrics (the `Metrics` operationId).
 	Metrics(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1607,8 +1603,10 @@ type ClientInterface interface {
 	//
 	// Every provider of the providers file (or the one `default` webhook provider without
 	// one), the channels whose route names it, and its circuit breaker, shared by every
-	// worker: state, consecutive failures, and the recent success ratio and latency.
-	// Credentials are never shown. `breaker` is null without a providers file (no breakers).
+	// worker: its state and, to the operator (a key of the `default` tenant) alone, its
+	// consecutive failures and the recent success ratio and latency, which count every
+	// tenant's sends. Credentials are never shown, nor any part of a URL beyond its scheme
+	// and host. `breaker` is null without a providers file (no breakers).
 	//
 	// Corresponds with GET /v1/providers (the `ListProviders` operationId).
 	ListProviders(ctx context.Context, params *ListProvidersParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1619,17 +1617,10 @@ type ClientInterface interface {
 	// signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 	// `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 	// carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-	// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
-	// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
-	// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
-	// notification's workflow (`202`, `applied: true`) only when that attempt is the one
-	// the notification waits on: delivered makes it DELIVERED, failed fails over to the
-	// next provider on the route. A receipt about an earlier attempt or an earlier
-	// generation (before a retry), a repeated one, one for a terminal notification, or a
-	// status that is not final changes nothing (`200`, `applied: false`). A receipt
-	// naming no message (`webhookId` and `status` only) is about the one attempt the
-	// notification's current generation made at the provider; when it made several, it
-	// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing.
+	// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
+	// delivered makes it DELIVERED, failed fails over to the next provider on the route.
+	// A receipt for a terminal notification, or a status that is not final, changes
+	// nothing (`applied: false`). Its body may be up to 64 KiB; a larger one is a `413`.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -1642,17 +1633,10 @@ type ClientInterface interface {
 	// signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 	// `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 	// carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-	// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
-	// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
-	// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
-	// notification's workflow (`202`, `applied: true`) only when that attempt is the one
-	// the notification waits on: delivered makes it DELIVERED, failed fails over to the
-	// next provider on the route. A receipt about an earlier attempt or an earlier
-	// generation (before a retry), a repeated one, one for a terminal notification, or a
-	// status that is not final changes nothing (`200`, `applied: false`). A receipt
-	// naming no message (`webhookId` and `status` only) is about the one attempt the
-	// notification's current generation made at the provider; when it made several, it
-	// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing.
+	// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
+	// delivered makes it DELIVERED, failed fails over to the next provider on the route.
+	// A receipt for a terminal notification, or a status that is not final, changes
+	// nothing (`applied: false`). Its body may be up to 64 KiB; a larger one is a `413`.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -1665,17 +1649,10 @@ type ClientInterface interface {
 	// signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 	// `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 	// carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-	// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
-	// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
-	// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
-	// notification's workflow (`202`, `applied: true`) only when that attempt is the one
-	// the notification waits on: delivered makes it DELIVERED, failed fails over to the
-	// next provider on the route. A receipt about an earlier attempt or an earlier
-	// generation (before a retry), a repeated one, one for a terminal notification, or a
-	// status that is not final changes nothing (`200`, `applied: false`). A receipt
-	// naming no message (`webhookId` and `status` only) is about the one attempt the
-	// notification's current generation made at the provider; when it made several, it
-	// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing.
+	// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
+	// delivered makes it DELIVERED, failed fails over to the next provider on the route.
+	// A receipt for a terminal notification, or a status that is not final, changes
+	// nothing (`applied: false`). Its body may be up to 64 KiB; a larger one is a `413`.
 	//
 	// Takes a body of the `application/x-www-form-urlencoded` content type.
 	//
@@ -1701,6 +1678,10 @@ func (c *Client) Livez(ctx context.Context, reqEditors ...RequestEditorFn) (*htt
 // Metrics Prometheus metrics
 //
 // HTTP requests are counted by route template (`/v1/notifications/:id`), method and status.
+// Open to any scraper without a key; the series labelled by tenant
+// (`dispatch_tenant_*`: who the tenants are and how much each sends) are added only for
+// the operator's key (a key of the `default` tenant, as `Authorization: Bearer <key>`).
+// A key that is not valid is refused.
 //
 // Corresponds with GET /metrics (the `Metrics` operationId).
 func (c *Client) Metrics(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -2110,8 +2091,10 @@ func (c *Client) CancelOperation(ctx context.Context, id OperationID, params *Ca
 //
 // Every provider of the providers file (or the one `default` webhook provider without
 // one), the channels whose route names it, and its circuit breaker, shared by every
-// worker: state, consecutive failures, and the recent success ratio and latency.
-// Credentials are never shown. `breaker` is null without a providers file (no breakers).
+// worker: its state and, to the operator (a key of the `default` tenant) alone, its
+// consecutive failures and the recent success ratio and latency, which count every
+// tenant's sends. Credentials are never shown, nor any part of a URL beyond its scheme
+// and host. `breaker` is null without a providers file (no breakers).
 //
 // Corresponds with GET /v1/providers (the `ListProviders` operationId).
 func (c *Client) ListProviders(ctx context.Context, params *ListProvidersParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -2132,17 +2115,10 @@ func (c *Client) ListProviders(ctx context.Context, params *ListProvidersParams,
 // signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 // `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 // carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
-// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
-// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
-// notification's workflow (`202`, `applied: true`) only when that attempt is the one
-// the notification waits on: delivered makes it DELIVERED, failed fails over to the
-// next provider on the route. A receipt about an earlier attempt or an earlier
-// generation (before a retry), a repeated one, one for a terminal notification, or a
-// status that is not final changes nothing (`200`, `applied: false`). A receipt
-// naming no message (`webhookId` and `status` only) is about the one attempt the
-// notification's current generation made at the provider; when it made several, it
-// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing.
+// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
+// delivered makes it DELIVERED, failed fails over to the next provider on the route.
+// A receipt for a terminal notification, or a status that is not final, changes
+// nothing (`applied: false`). Its body may be up to 64 KiB; a larger one is a `413`.
 //
 // Takes any type of body and a specified content type.
 //
@@ -2165,17 +2141,10 @@ func (c *Client) PostReceiptWithBody(ctx context.Context, provider string, param
 // signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 // `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 // carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
-// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
-// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
-// notification's workflow (`202`, `applied: true`) only when that attempt is the one
-// the notification waits on: delivered makes it DELIVERED, failed fails over to the
-// next provider on the route. A receipt about an earlier attempt or an earlier
-// generation (before a retry), a repeated one, one for a terminal notification, or a
-// status that is not final changes nothing (`200`, `applied: false`). A receipt
-// naming no message (`webhookId` and `status` only) is about the one attempt the
-// notification's current generation made at the provider; when it made several, it
-// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing.
+// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
+// delivered makes it DELIVERED, failed fails over to the next provider on the route.
+// A receipt for a terminal notification, or a status that is not final, changes
+// nothing (`applied: false`). Its body may be up to 64 KiB; a larger one is a `413`.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -2198,17 +2167,10 @@ func (c *Client) PostReceipt(ctx context.Context, provider string, params *PostR
 // signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 // `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 // carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
-// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
-// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
-// notification's workflow (`202`, `applied: true`) only when that attempt is the one
-// the notification waits on: delivered makes it DELIVERED, failed fails over to the
-// next provider on the route. A receipt about an earlier attempt or an earlier
-// generation (before a retry), a repeated one, one for a terminal notification, or a
-// status that is not final changes nothing (`200`, `applied: false`). A receipt
-// naming no message (`webhookId` and `status` only) is about the one attempt the
-// notification's current generation made at the provider; when it made several, it
-// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing.
+// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
+// delivered makes it DELIVERED, failed fails over to the next provider on the route.
+// A receipt for a terminal notification, or a status that is not final, changes
+// nothing (`applied: false`). Its body may be up to 64 KiB; a larger one is a `413`.
 //
 // Takes a body of the `application/x-www-form-urlencoded` content type.
 //
@@ -3386,6 +3348,10 @@ type ClientWithResponsesInterface interface {
 	// MetricsWithResponse Prometheus metrics
 	//
 	// HTTP requests are counted by route template (`/v1/notifications/:id`), method and status.
+	// Open to any scraper without a key; the series labelled by tenant
+	// (`dispatch_tenant_*`: who the tenants are and how much each sends) are added only for
+	// the operator's key (a key of the `default` tenant, as `Authorization: Bearer <key>`).
+	// A key that is not valid is refused.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -3631,8 +3597,10 @@ type ClientWithResponsesInterface interface {
 	//
 	// Every provider of the providers file (or the one `default` webhook provider without
 	// one), the channels whose route names it, and its circuit breaker, shared by every
-	// worker: state, consecutive failures, and the recent success ratio and latency.
-	// Credentials are never shown. `breaker` is null without a providers file (no breakers).
+	// worker: its state and, to the operator (a key of the `default` tenant) alone, its
+	// consecutive failures and the recent success ratio and latency, which count every
+	// tenant's sends. Credentials are never shown, nor any part of a URL beyond its scheme
+	// and host. `breaker` is null without a providers file (no breakers).
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -3645,17 +3613,10 @@ type ClientWithResponsesInterface interface {
 	// signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 	// `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 	// carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-	// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
-	// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
-	// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
-	// notification's workflow (`202`, `applied: true`) only when that attempt is the one
-	// the notification waits on: delivered makes it DELIVERED, failed fails over to the
-	// next provider on the route. A receipt about an earlier attempt or an earlier
-	// generation (before a retry), a repeated one, one for a terminal notification, or a
-	// status that is not final changes nothing (`200`, `applied: false`). A receipt
-	// naming no message (`webhookId` and `status` only) is about the one attempt the
-	// notification's current generation made at the provider; when it made several, it
-	// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing.
+	// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
+	// delivered makes it DELIVERED, failed fails over to the next provider on the route.
+	// A receipt for a terminal notification, or a status that is not final, changes
+	// nothing (`applied: false`). Its body may be up to 64 KiB; a larger one is a `413`.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -3668,17 +3629,10 @@ type ClientWithResponsesInterface interface {
 	// signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 	// `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 	// carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-	// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
-	// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
-	// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
-	// notification's workflow (`202`, `applied: true`) only when that attempt is the one
-	// the notification waits on: delivered makes it DELIVERED, failed fails over to the
-	// next provider on the route. A receipt about an earlier attempt or an earlier
-	// generation (before a retry), a repeated one, one for a terminal notification, or a
-	// status that is not final changes nothing (`200`, `applied: false`). A receipt
-	// naming no message (`webhookId` and `status` only) is about the one attempt the
-	// notification's current generation made at the provider; when it made several, it
-	// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing.
+	// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
+	// delivered makes it DELIVERED, failed fails over to the next provider on the route.
+	// A receipt for a terminal notification, or a status that is not final, changes
+	// nothing (`applied: false`). Its body may be up to 64 KiB; a larger one is a `413`.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -3691,17 +3645,10 @@ type ClientWithResponsesInterface interface {
 	// signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 	// `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 	// carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-	// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
-	// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
-	// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
-	// notification's workflow (`202`, `applied: true`) only when that attempt is the one
-	// the notification waits on: delivered makes it DELIVERED, failed fails over to the
-	// next provider on the route. A receipt about an earlier attempt or an earlier
-	// generation (before a retry), a repeated one, one for a terminal notification, or a
-	// status that is not final changes nothing (`200`, `applied: false`). A receipt
-	// naming no message (`webhookId` and `status` only) is about the one attempt the
-	// notification's current generation made at the provider; when it made several, it
-	// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing.
+	// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
+	// delivered makes it DELIVERED, failed fails over to the next provider on the route.
+	// A receipt for a terminal notification, or a status that is not final, changes
+	// nothing (`applied: false`). Its body may be up to 64 KiB; a larger one is a `413`.
 	//
 	// Takes a body of the `application/x-www-form-urlencoded` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -3776,6 +3723,12 @@ type MetricsResponse200Headers struct {
 	XRequestID string
 }
 
+// MetricsResponse401Headers the declared response headers of an HTTP 401 response for Metrics
+type MetricsResponse401Headers struct {
+	WWWAuthenticate string
+	XRequestID      string
+}
+
 // MetricsResponse500Headers the declared response headers of an HTTP 500 response for Metrics
 type MetricsResponse500Headers struct {
 	XRequestID string
@@ -3784,12 +3737,21 @@ type MetricsResponse500Headers struct {
 type MetricsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
+	// ApplicationProblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationProblemJSON401 *Unauthorized
 	// ApplicationProblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationProblemJSON500 *InternalError
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *MetricsResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *MetricsResponse401Headers
 	// Headers500 the parsed response headers for an HTTP 500 response
 	Headers500 *MetricsResponse500Headers
+}
+
+// GetApplicationProblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r MetricsResponse) GetApplicationProblemJSON401() *Unauthorized {
+	return r.ApplicationProblemJSON401
 }
 
 // GetApplicationProblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
@@ -6165,8 +6127,8 @@ type PostReceiptResponse404Headers struct {
 	XRequestID string
 }
 
-// PostReceiptResponse409Headers the declared response headers of an HTTP 409 response for PostReceipt
-type PostReceiptResponse409Headers struct {
+// PostReceiptResponse413Headers the declared response headers of an HTTP 413 response for PostReceipt
+type PostReceiptResponse413Headers struct {
 	XRequestID string
 }
 
@@ -6204,8 +6166,8 @@ type PostReceiptResponse struct {
 	ApplicationProblemJSON401 *Unauthorized
 	// ApplicationProblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationProblemJSON404 *NotFound
-	// ApplicationProblemJSON409 the response for an HTTP 409 `application/problem+json` response
-	ApplicationProblemJSON409 *Problem
+	// ApplicationProblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationProblemJSON413 *PayloadTooLarge
 	// ApplicationProblemJSON422 the response for an HTTP 422 `application/problem+json` response
 	ApplicationProblemJSON422 *ValidationFailed
 	// ApplicationProblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -6220,8 +6182,8 @@ type PostReceiptResponse struct {
 	Headers401 *PostReceiptResponse401Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *PostReceiptResponse404Headers
-	// Headers409 the parsed response headers for an HTTP 409 response
-	Headers409 *PostReceiptResponse409Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *PostReceiptResponse413Headers
 	// Headers422 the parsed response headers for an HTTP 422 response
 	Headers422 *PostReceiptResponse422Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -6257,9 +6219,9 @@ func (r PostReceiptResponse) GetApplicationProblemJSON404() *NotFound {
 	return r.ApplicationProblemJSON404
 }
 
-// GetApplicationProblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
-func (r PostReceiptResponse) GetApplicationProblemJSON409() *Problem {
-	return r.ApplicationProblemJSON409
+// GetApplicationProblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r PostReceiptResponse) GetApplicationProblemJSON413() *PayloadTooLarge {
+	return r.ApplicationProblemJSON413
 }
 
 // GetApplicationProblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
@@ -6327,6 +6289,10 @@ func (c *ClientWithResponses) LivezWithResponse(ctx context.Context, reqEditors 
 // MetricsWithResponse Prometheus metrics
 //
 // HTTP requests are counted by route template (`/v1/notifications/:id`), method and status.
+// Open to any scraper without a key; the series labelled by tenant
+// (`dispatch_tenant_*`: who the tenants are and how much each sends) are added only for
+// the operator's key (a key of the `default` tenant, as `Authorization: Bearer <key>`).
+// A key that is not valid is refused.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -6686,8 +6652,10 @@ func (c *ClientWithResponses) CancelOperationWithResponse(ctx context.Context, i
 //
 // Every provider of the providers file (or the one `default` webhook provider without
 // one), the channels whose route names it, and its circuit breaker, shared by every
-// worker: state, consecutive failures, and the recent success ratio and latency.
-// Credentials are never shown. `breaker` is null without a providers file (no breakers).
+// worker: its state and, to the operator (a key of the `default` tenant) alone, its
+// consecutive failures and the recent success ratio and latency, which count every
+// tenant's sends. Credentials are never shown, nor any part of a URL beyond its scheme
+// and host. `breaker` is null without a providers file (no breakers).
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -6706,17 +6674,10 @@ func (c *ClientWithResponses) ListProvidersWithResponse(ctx context.Context, par
 // signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 // `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 // carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
-// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
-// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
-// notification's workflow (`202`, `applied: true`) only when that attempt is the one
-// the notification waits on: delivered makes it DELIVERED, failed fails over to the
-// next provider on the route. A receipt about an earlier attempt or an earlier
-// generation (before a retry), a repeated one, one for a terminal notification, or a
-// status that is not final changes nothing (`200`, `applied: false`). A receipt
-// naming no message (`webhookId` and `status` only) is about the one attempt the
-// notification's current generation made at the provider; when it made several, it
-// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing.
+// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
+// delivered makes it DELIVERED, failed fails over to the next provider on the route.
+// A receipt for a terminal notification, or a status that is not final, changes
+// nothing (`applied: false`). Its body may be up to 64 KiB; a larger one is a `413`.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -6735,17 +6696,10 @@ func (c *ClientWithResponses) PostReceiptWithBodyWithResponse(ctx context.Contex
 // signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 // `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 // carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
-// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
-// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
-// notification's workflow (`202`, `applied: true`) only when that attempt is the one
-// the notification waits on: delivered makes it DELIVERED, failed fails over to the
-// next provider on the route. A receipt about an earlier attempt or an earlier
-// generation (before a retry), a repeated one, one for a terminal notification, or a
-// status that is not final changes nothing (`200`, `applied: false`). A receipt
-// naming no message (`webhookId` and `status` only) is about the one attempt the
-// notification's current generation made at the provider; when it made several, it
-// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing.
+// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
+// delivered makes it DELIVERED, failed fails over to the next provider on the route.
+// A receipt for a terminal notification, or a status that is not final, changes
+// nothing (`applied: false`). Its body may be up to 64 KiB; a larger one is a `413`.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -6764,17 +6718,10 @@ func (c *ClientWithResponses) PostReceiptWithResponse(ctx context.Context, provi
 // signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 // `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 // carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
-// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
-// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
-// notification's workflow (`202`, `applied: true`) only when that attempt is the one
-// the notification waits on: delivered makes it DELIVERED, failed fails over to the
-// next provider on the route. A receipt about an earlier attempt or an earlier
-// generation (before a retry), a repeated one, one for a terminal notification, or a
-// status that is not final changes nothing (`200`, `applied: false`). A receipt
-// naming no message (`webhookId` and `status` only) is about the one attempt the
-// notification's current generation made at the provider; when it made several, it
-// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing.
+// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
+// delivered makes it DELIVERED, failed fails over to the next provider on the route.
+// A receipt for a terminal notification, or a status that is not final, changes
+// nothing (`applied: false`). Its body may be up to 64 KiB; a larger one is a `413`.
 //
 // Takes a body of the `application/x-www-form-urlencoded` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -6857,6 +6804,13 @@ func ParseMetricsResponse(rsp *http.Response) (*MetricsResponse, error) {
 	}
 
 	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON401 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
 		var dest InternalError
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -6877,6 +6831,23 @@ func ParseMetricsResponse(rsp *http.Response) (*MetricsResponse, error) {
 			headers.XRequestID = value
 		}
 		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers MetricsResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers401 = &headers
 	case rsp.StatusCode == 500:
 		var headers MetricsResponse500Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -9783,12 +9754,12 @@ func ParsePostReceiptResponse(rsp *http.Response) (*PostReceiptResponse, error) 
 		}
 		response.ApplicationProblemJSON404 = &dest
 
-	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
-		var dest Problem
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
-		response.ApplicationProblemJSON409 = &dest
+		response.ApplicationProblemJSON413 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
 		var dest ValidationFailed
@@ -9858,8 +9829,8 @@ func ParsePostReceiptResponse(rsp *http.Response) (*PostReceiptResponse, error) 
 			headers.XRequestID = value
 		}
 		response.Headers404 = &headers
-	case rsp.StatusCode == 409:
-		var headers PostReceiptResponse409Headers
+	case rsp.StatusCode == 413:
+		var headers PostReceiptResponse413Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
@@ -9867,7 +9838,7 @@ func ParsePostReceiptResponse(rsp *http.Response) (*PostReceiptResponse, error) 
 			}
 			headers.XRequestID = value
 		}
-		response.Headers409 = &headers
+		response.Headers413 = &headers
 	case rsp.StatusCode == 422:
 		var headers PostReceiptResponse422Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
