@@ -484,6 +484,31 @@ func retryPage(ctx context.Context, tx pgx.Tx, items []PageItem, skipped map[str
 	return res, nil
 }
 
+// eraseKeys are the CTEs of erasePage's statement that forget the keys of
+// the erased notifications (e: id, batch_id, tenant_id, and address, the
+// recipient in lower case without a leading +) and the keys and filters of
+// the tenant's batches and operations that name an address. $2 is Erased.
+const eraseKeys = `r AS (
+			DELETE FROM notification_retries WHERE notification_id IN (SELECT id FROM e)
+		), b AS (
+			UPDATE batches SET idempotency_key = NULL
+			WHERE id IN (SELECT batch_id FROM e) AND idempotency_key IS NOT NULL
+				AND EXISTS (SELECT 1 FROM e WHERE e.batch_id = batches.id AND length(e.address) >= 3
+					AND strpos(lower(batches.idempotency_key), e.address) > 0)
+		), o AS (
+			UPDATE operations op
+			SET filter = CASE WHEN (op.action <> 'erase' OR op.status <> 'RUNNING')
+					AND lower(ltrim(op.filter->>'recipient', '+')) IN (SELECT address FROM e WHERE e.tenant_id = op.tenant_id)
+				THEN jsonb_set(op.filter, '{recipient}', to_jsonb($2::text)) ELSE op.filter END,
+				idempotency_key = CASE WHEN EXISTS (SELECT 1 FROM e WHERE e.tenant_id = op.tenant_id AND length(e.address) >= 3
+					AND strpos(lower(op.idempotency_key), e.address) > 0)
+				THEN NULL ELSE op.idempotency_key END
+			WHERE op.tenant_id IN (SELECT tenant_id FROM e)
+				AND EXISTS (SELECT 1 FROM e WHERE e.tenant_id = op.tenant_id AND length(e.address) >= 3
+					AND (lower(ltrim(op.filter->>'recipient', '+')) = e.address
+						OR strpos(lower(op.idempotency_key), e.address) > 0))
+		)`
+
 // cancelPage cancels the page's notifications that are not terminal: each
 // gets the cancel flag, which alone stops it (no attempt starts once it is
 // set); one no attempt is running for (ACCEPTED, QUEUED, SCHEDULED) becomes
@@ -533,9 +558,17 @@ func requestCancels(ctx context.Context, tx pgx.Tx, todo []uuid.UUID) error {
 // erasePage erases the page's notifications: one still in flight is
 // cancelled first (as cancelPage does); then recipient, content and subject
 // become Erased, metadata and the request fingerprint (a hash of them) go,
-// and so do the attempts' errors, response excerpts and receipt reasons; a
-// FAILED one's dead-letter messages are retired and its record not yet
-// relayed dropped. The row stays, marked erased.
+// and so do the attempts' errors, response excerpts, receipt reasons and
+// provider message ids; a FAILED one's dead-letter messages are retired and
+// its record not yet relayed dropped. The row stays, marked erased.
+//
+// Keys often carry the address, so they go too (eraseKeys): the
+// notification's idempotency key and its retries' keys are forgotten, and
+// so are the keys of the tenant's batches and operations that name an
+// erased address, and an operation's filter naming one becomes Erased (but
+// a running erasure's, which it still needs and forgets when it ends).
+// A forgotten key is as one retention deleted: the same key again is a new
+// request.
 func erasePage(ctx context.Context, tx pgx.Tx, items []PageItem, skipped map[string]int64) (PageResult, error) {
 	res, err := cancelPage(ctx, tx, items, map[string]int64{})
 	if err != nil {
@@ -552,16 +585,20 @@ func erasePage(ctx context.Context, tx pgx.Tx, items []PageItem, skipped map[str
 		return res, nil
 	}
 	_, err = tx.Exec(ctx, `
-		WITH e AS (
-			UPDATE notifications
-			SET recipient = $2, content = $2, subject = CASE WHEN subject IS NULL THEN NULL ELSE $2 END,
-				metadata = NULL, request_fingerprint = NULL, last_error = NULL, erased_at = now(), updated_at = now()
-			WHERE id = ANY($1)
-			RETURNING id, channel, status, generation
+		WITH old AS (
+			SELECT id, recipient FROM notifications WHERE id = ANY($1)
+		), e AS (
+			UPDATE notifications n
+			SET recipient = $2, content = $2, subject = CASE WHEN n.subject IS NULL THEN NULL ELSE $2 END,
+				metadata = NULL, request_fingerprint = NULL, idempotency_key = NULL, last_error = NULL,
+				erased_at = now(), updated_at = now()
+			FROM old WHERE n.id = old.id
+			RETURNING n.id, n.channel, n.status, n.generation, n.batch_id, n.tenant_id,
+				lower(ltrim(old.recipient, '+')) AS address
 		), a AS (
-			UPDATE delivery_attempts SET error = NULL, response_excerpt = NULL, receipt_reason = NULL
+			UPDATE delivery_attempts SET error = NULL, response_excerpt = NULL, receipt_reason = NULL, provider_message_id = NULL
 			WHERE notification_id IN (SELECT id FROM e)
-		), d AS (
+		), `+eraseKeys+`, d AS (
 			DELETE FROM outbox WHERE dead_letter IS NOT NULL AND notification_id IN (SELECT id FROM e)
 		)
 		INSERT INTO dead_letter_retirements (notification_id, channel, below_generation)

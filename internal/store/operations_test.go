@@ -856,6 +856,94 @@ func TestRunPageErasesAPersonsNotificationsAndForgetsTheRecipient(t *testing.T) 
 	require.Zero(t, opCount(t, pool, `SELECT count(*) FROM delivery_attempts WHERE error IS NOT NULL OR response_excerpt IS NOT NULL OR receipt_reason IS NOT NULL`))
 }
 
+// TestEraseLeavesNoKeyOrMessageIDThatNamesThePerson erases a person whose
+// idempotency keys (a notification's, a batch item's, a batch's, a
+// retry's, operations') and provider message ids carry her address, then
+// searches every table for it.
+func TestEraseLeavesNoKeyOrMessageIDThatNamesThePerson(t *testing.T) {
+	ctx := context.Background()
+	pool, _ := testenv.Pool(t)
+	const person, other = "Ann.Keys@example.com", "bob.keys@example.com"
+	email := func(to string, key *string) store.NewNotification {
+		return store.NewNotification{ID: uuid.Must(uuid.NewV7()), Channel: notification.Email, Priority: notification.Normal,
+			Recipient: to, Subject: opPtr("hi"), Content: "hello", IdempotencyKey: key}
+	}
+	welcome, err := store.CreateNotification(ctx, pool, email(person, opPtr("welcome-"+person)))
+	require.NoError(t, err)
+	bobs, err := store.CreateNotification(ctx, pool, email(other, opPtr("welcome-"+other)))
+	require.NoError(t, err)
+	// A batch whose key names her (an item's too), and one whose key names
+	// no one, each with her and Bob.
+	_, _, _, err = store.CreateBatch(ctx, pool, store.NewBatch{ID: uuid.Must(uuid.NewV7()), IdempotencyKey: opPtr("batch-" + strings.ToLower(person)),
+		Notifications: []store.NewNotification{email(person, opPtr("item-"+person)), email(other, nil)}})
+	require.NoError(t, err)
+	_, _, _, err = store.CreateBatch(ctx, pool, store.NewBatch{ID: uuid.Must(uuid.NewV7()), IdempotencyKey: opPtr("newsletter-42"),
+		Notifications: []store.NewNotification{email(person, nil), email(other, nil)}})
+	require.NoError(t, err)
+	// A failed one, its attempt's provider message id naming her, retried
+	// with a key naming her.
+	failed := opInsert(t, pool, opRow{Status: notification.StatusFailed, Channel: string(notification.Email), Recipient: person,
+		Subject: opPtr("hi"), DeadLetter: true})
+	_, err = pool.Exec(ctx, `INSERT INTO delivery_attempts (notification_id, attempt, started_at, duration_ms, status_code,
+			outcome, provider, provider_message_id)
+		VALUES ($1, 1, now(), 10, 250, 'sent', 'mail', '<1.' || $2 || '>')`, failed, person)
+	require.NoError(t, err)
+	_, _, err = store.RetryNotification(ctx, pool, failed, opPtr("retry-"+person))
+	require.NoError(t, err)
+	// Operations naming her: a cancel by her address (not run yet) with a
+	// key naming her, and the erasure's own key.
+	_, _, err = store.CreateOperation(ctx, pool, store.NewOperation{ID: uuid.Must(uuid.NewV7()), Action: store.ActionCancel,
+		Filter: store.OperationFilter{Recipient: opPtr(person)}, MaxPerSecond: 100, IdempotencyKey: opPtr("cancel-" + person)})
+	require.NoError(t, err)
+	erase, _, err := store.CreateOperation(ctx, pool, store.NewOperation{ID: uuid.Must(uuid.NewV7()), Action: store.ActionErase,
+		Filter: store.OperationFilter{Recipient: opPtr(person)}, MaxPerSecond: 100, IdempotencyKey: opPtr("erase-" + person)})
+	require.NoError(t, err)
+	require.EqualValues(t, 4, erase.Matched)
+	opRunAll(t, pool, erase.ID, 2)
+	require.Equal(t, store.OperationCompleted, opLoad(t, pool, erase.ID).Status)
+
+	rows, err := pool.Query(ctx, `SELECT table_name FROM information_schema.tables
+		WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' ORDER BY table_name`)
+	require.NoError(t, err)
+	var tables []string
+	for rows.Next() {
+		var name string
+		require.NoError(t, rows.Scan(&name))
+		tables = append(tables, name)
+	}
+	require.NoError(t, rows.Err())
+	require.Contains(t, tables, "notification_retries")
+	find := func(who string) []string {
+		var found []string
+		for _, table := range tables {
+			rows, err := pool.Query(ctx, `SELECT x::text FROM `+table+` x WHERE strpos(lower(x::text), lower($1)) > 0`, who)
+			require.NoError(t, err)
+			for rows.Next() {
+				var row string
+				require.NoError(t, rows.Scan(&row))
+				found = append(found, table+": "+row)
+			}
+			require.NoError(t, rows.Err())
+		}
+		return found
+	}
+	require.Empty(t, find(person), "nothing names her")
+	require.NotEmpty(t, find(other), "Bob's rows are searched too, and kept")
+	require.Equal(t, "welcome-"+other, *opGet(t, pool, bobs.ID).IdempotencyKey, "a key of someone else's stays")
+	require.Equal(t, 1, opCount(t, pool, `SELECT count(*) FROM batches WHERE idempotency_key = 'newsletter-42'`),
+		"a batch's key naming no one stays")
+
+	// Her keys are forgotten: the same key again is a new request, and her
+	// erased notification is not retried again.
+	again, err := store.CreateNotification(ctx, pool, email(person, opPtr("welcome-"+person)))
+	require.NoError(t, err)
+	require.NotEqual(t, welcome.ID, again.ID)
+	_, _, err = store.RetryNotification(ctx, pool, failed, opPtr("retry-"+person))
+	var notRetryable *store.NotRetryableError
+	require.ErrorAs(t, err, &notRetryable)
+	require.True(t, notRetryable.Erased)
+}
+
 // -- RunPage: crash safety and cancellation ---------------------------------
 
 func TestRunPageByWorkersAtOnceDoesEachItemOnce(t *testing.T) {
