@@ -663,10 +663,13 @@ type DeadLetterPage struct {
 	Total int `json:"total"`
 }
 
-// DeadLetterPurge Examples: {"purged":3}
+// DeadLetterPurge Examples: {"purged":3}, {"purged":120,"remaining":250000}
 type DeadLetterPurge struct {
 	// Purged The poison messages removed.
 	Purged int `json:"purged"`
+
+	// Remaining Present on a `202` only: the messages the purge has still to visit.
+	Remaining *int `json:"remaining,omitempty"`
 }
 
 // DryRun Examples: {"action":"erase","dryRun":true,"filter":{"recipient":"+14•••••••23"},"matched":12}
@@ -921,19 +924,13 @@ type ReadinessProblemStatus int
 // ReadinessProblemType defines model for ReadinessProblem.Type.
 type ReadinessProblemType string
 
-// Receipt One of `webhookId` and `messageId` is required; `messageId` says which attempt's message the receipt is about.
-//
-// Examples: {"messageId":"01a22001-d5be-7c3d-975c-b69a729f588b.2","status":"delivered","webhookId":"01a22001-d5be-7c3d-975c-b69a729f588b"}
+// Receipt Examples: {"status":"delivered","webhookId":"01a22001-d5be-7c3d-975c-b69a729f588b"}
 type Receipt struct {
-	// MessageID The delivery's `X-Dispatch-Message-Id` (its payload's `messageId`): the notification id and the attempt's number, one per attempt. Without it, the receipt applies only where the notification's current generation made a single attempt at the provider.
-	//
-	// Examples: 01a22001-d5be-7c3d-975c-b69a729f588b.2
-	MessageID *string       `json:"messageId,omitempty"`
-	Reason    *string       `json:"reason,omitempty"`
-	Status    ReceiptStatus `json:"status"`
+	Reason *string       `json:"reason,omitempty"`
+	Status ReceiptStatus `json:"status"`
 
-	// WebhookID The webhook-id of the delivery: the notification id, the same on every attempt.
-	WebhookID *openapi_types.UUID `json:"webhookId,omitempty"`
+	// WebhookID The webhook-id of the delivery (the notification id).
+	WebhookID openapi_types.UUID `json:"webhookId"`
 }
 
 // ReceiptStatus defines model for Receipt.Status.
@@ -941,10 +938,7 @@ type ReceiptStatus string
 
 // ReceiptTaken defines model for ReceiptTaken.
 type ReceiptTaken struct {
-	Applied bool `json:"applied"`
-
-	// Attempt The attempt the receipt is about.
-	Attempt        *int                `json:"attempt,omitempty"`
+	Applied        bool                `json:"applied"`
 	Detail         *string             `json:"detail,omitempty"`
 	NotificationID *openapi_types.UUID `json:"notificationId,omitempty"`
 
@@ -1414,7 +1408,9 @@ type ClientInterface interface {
 	// ListDeadLetters The first messages of a channel's dead-letter queue
 	//
 	// The messages at the head of the channel's dead-letter queue (`dlq.<channel>`), oldest
-	// first, as their headers describe them, and how many the queue holds. Bodies are not
+	// first, as their headers describe them, and how many the queue holds. While a pass of
+	// the dead-letter sweep (the pruner's, or a purge) is under way, the head is the
+	// messages it has still to visit, and the ones it visited follow. Bodies are not
 	// shown (a notification's carries its recipient and content). Nothing is removed: each
 	// message read is put back in its place, marked redelivered. A notification's messages
 	// leave the queue when it is retried or erased; poison messages, which name no
@@ -1426,9 +1422,13 @@ type ClientInterface interface {
 	// PurgeDeadLetters Remove the poison messages of a channel's dead-letter queue
 	//
 	// Takes no body. Removes the poison messages (`source` `consumer`: broker messages that
-	// named no notification) that were in the queue when the purge began, and puts every
-	// other message back in its place. A notification's own messages stay: they leave the
-	// queue only when the notification is retried or erased. Repeating the request is safe.
+	// named no notification) that were in the queue when the purge began, and keeps every
+	// other message, in its order. A notification's own messages stay: they leave the
+	// queue only when the notification is retried or erased. The purge is a pass over the
+	// queue in bounded steps; a request steps it for a few seconds at most. When the pass
+	// is not done by then, the answer is `202` with what is left to visit, the workers
+	// finish the pass, and a repeated request steps the same pass further (and answers
+	// `200` once it ends). Repeating the request is safe.
 	//
 	// Corresponds with POST /v1/dead-letters/{channel}/purge (the `PurgeDeadLetters` operationId).
 	PurgeDeadLetters(ctx context.Context, channel DeadLetterChannel, params *PurgeDeadLettersParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1626,17 +1626,10 @@ type ClientInterface interface {
 	// signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 	// `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 	// carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-	// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
-	// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
-	// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
-	// notification's workflow (`202`, `applied: true`) only when that attempt is the one
-	// the notification waits on: delivered makes it DELIVERED, failed fails over to the
-	// next provider on the route. A receipt about an earlier attempt or an earlier
-	// generation (before a retry), a repeated one, one for a terminal notification, or a
-	// status that is not final changes nothing (`200`, `applied: false`). A receipt
-	// naming no message (`webhookId` and `status` only) is about the one attempt the
-	// notification's current generation made at the provider; when it made several, it
-	// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
+	// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
+	// delivered makes it DELIVERED, failed fails over to the next provider on the route.
+	// A receipt for a terminal notification, or a status that is not final, changes
+	// nothing (`applied: false`).
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -1649,17 +1642,10 @@ type ClientInterface interface {
 	// signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 	// `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 	// carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-	// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
-	// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
-	// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
-	// notification's workflow (`202`, `applied: true`) only when that attempt is the one
-	// the notification waits on: delivered makes it DELIVERED, failed fails over to the
-	// next provider on the route. A receipt about an earlier attempt or an earlier
-	// generation (before a retry), a repeated one, one for a terminal notification, or a
-	// status that is not final changes nothing (`200`, `applied: false`). A receipt
-	// naming no message (`webhookId` and `status` only) is about the one attempt the
-	// notification's current generation made at the provider; when it made several, it
-	// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
+	// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
+	// delivered makes it DELIVERED, failed fails over to the next provider on the route.
+	// A receipt for a terminal notification, or a status that is not final, changes
+	// nothing (`applied: false`).
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -1672,17 +1658,10 @@ type ClientInterface interface {
 	// signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 	// `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 	// carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-	// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
-	// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
-	// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
-	// notification's workflow (`202`, `applied: true`) only when that attempt is the one
-	// the notification waits on: delivered makes it DELIVERED, failed fails over to the
-	// next provider on the route. A receipt about an earlier attempt or an earlier
-	// generation (before a retry), a repeated one, one for a terminal notification, or a
-	// status that is not final changes nothing (`200`, `applied: false`). A receipt
-	// naming no message (`webhookId` and `status` only) is about the one attempt the
-	// notification's current generation made at the provider; when it made several, it
-	// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
+	// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
+	// delivered makes it DELIVERED, failed fails over to the next provider on the route.
+	// A receipt for a terminal notification, or a status that is not final, changes
+	// nothing (`applied: false`).
 	//
 	// Takes a body of the `application/x-www-form-urlencoded` content type.
 	//
@@ -1763,7 +1742,9 @@ func (c *Client) GetBatch(ctx context.Context, batchID openapi_types.UUID, param
 // ListDeadLetters The first messages of a channel's dead-letter queue
 //
 // The messages at the head of the channel's dead-letter queue (`dlq.<channel>`), oldest
-// first, as their headers describe them, and how many the queue holds. Bodies are not
+// first, as their headers describe them, and how many the queue holds. While a pass of
+// the dead-letter sweep (the pruner's, or a purge) is under way, the head is the
+// messages it has still to visit, and the ones it visited follow. Bodies are not
 // shown (a notification's carries its recipient and content). Nothing is removed: each
 // message read is put back in its place, marked redelivered. A notification's messages
 // leave the queue when it is retried or erased; poison messages, which name no
@@ -1785,9 +1766,13 @@ func (c *Client) ListDeadLetters(ctx context.Context, channel DeadLetterChannel,
 // PurgeDeadLetters Remove the poison messages of a channel's dead-letter queue
 //
 // Takes no body. Removes the poison messages (`source` `consumer`: broker messages that
-// named no notification) that were in the queue when the purge began, and puts every
-// other message back in its place. A notification's own messages stay: they leave the
-// queue only when the notification is retried or erased. Repeating the request is safe.
+// named no notification) that were in the queue when the purge began, and keeps every
+// other message, in its order. A notification's own messages stay: they leave the
+// queue only when the notification is retried or erased. The purge is a pass over the
+// queue in bounded steps; a request steps it for a few seconds at most. When the pass
+// is not done by then, the answer is `202` with what is left to visit, the workers
+// finish the pass, and a repeated request steps the same pass further (and answers
+// `200` once it ends). Repeating the request is safe.
 //
 // Corresponds with POST /v1/dead-letters/{channel}/purge (the `PurgeDeadLetters` operationId).
 func (c *Client) PurgeDeadLetters(ctx context.Context, channel DeadLetterChannel, params *PurgeDeadLettersParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -2145,17 +2130,10 @@ func (c *Client) ListProviders(ctx context.Context, params *ListProvidersParams,
 // signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 // `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 // carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
-// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
-// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
-// notification's workflow (`202`, `applied: true`) only when that attempt is the one
-// the notification waits on: delivered makes it DELIVERED, failed fails over to the
-// next provider on the route. A receipt about an earlier attempt or an earlier
-// generation (before a retry), a repeated one, one for a terminal notification, or a
-// status that is not final changes nothing (`200`, `applied: false`). A receipt
-// naming no message (`webhookId` and `status` only) is about the one attempt the
-// notification's current generation made at the provider; when it made several, it
-// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
+// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
+// delivered makes it DELIVERED, failed fails over to the next provider on the route.
+// A receipt for a terminal notification, or a status that is not final, changes
+// nothing (`applied: false`).
 //
 // Takes any type of body and a specified content type.
 //
@@ -2178,17 +2156,10 @@ func (c *Client) PostReceiptWithBody(ctx context.Context, provider string, param
 // signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 // `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 // carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
-// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
-// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
-// notification's workflow (`202`, `applied: true`) only when that attempt is the one
-// the notification waits on: delivered makes it DELIVERED, failed fails over to the
-// next provider on the route. A receipt about an earlier attempt or an earlier
-// generation (before a retry), a repeated one, one for a terminal notification, or a
-// status that is not final changes nothing (`200`, `applied: false`). A receipt
-// naming no message (`webhookId` and `status` only) is about the one attempt the
-// notification's current generation made at the provider; when it made several, it
-// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
+// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
+// delivered makes it DELIVERED, failed fails over to the next provider on the route.
+// A receipt for a terminal notification, or a status that is not final, changes
+// nothing (`applied: false`).
 //
 // Takes a body of the `application/json` content type.
 //
@@ -2211,17 +2182,10 @@ func (c *Client) PostReceipt(ctx context.Context, provider string, params *PostR
 // signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 // `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 // carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
-// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
-// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
-// notification's workflow (`202`, `applied: true`) only when that attempt is the one
-// the notification waits on: delivered makes it DELIVERED, failed fails over to the
-// next provider on the route. A receipt about an earlier attempt or an earlier
-// generation (before a retry), a repeated one, one for a terminal notification, or a
-// status that is not final changes nothing (`200`, `applied: false`). A receipt
-// naming no message (`webhookId` and `status` only) is about the one attempt the
-// notification's current generation made at the provider; when it made several, it
-// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
+// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
+// delivered makes it DELIVERED, failed fails over to the next provider on the route.
+// A receipt for a terminal notification, or a status that is not final, changes
+// nothing (`applied: false`).
 //
 // Takes a body of the `application/x-www-form-urlencoded` content type.
 //
@@ -3430,7 +3394,9 @@ type ClientWithResponsesInterface interface {
 	// ListDeadLettersWithResponse The first messages of a channel's dead-letter queue
 	//
 	// The messages at the head of the channel's dead-letter queue (`dlq.<channel>`), oldest
-	// first, as their headers describe them, and how many the queue holds. Bodies are not
+	// first, as their headers describe them, and how many the queue holds. While a pass of
+	// the dead-letter sweep (the pruner's, or a purge) is under way, the head is the
+	// messages it has still to visit, and the ones it visited follow. Bodies are not
 	// shown (a notification's carries its recipient and content). Nothing is removed: each
 	// message read is put back in its place, marked redelivered. A notification's messages
 	// leave the queue when it is retried or erased; poison messages, which name no
@@ -3444,9 +3410,13 @@ type ClientWithResponsesInterface interface {
 	// PurgeDeadLettersWithResponse Remove the poison messages of a channel's dead-letter queue
 	//
 	// Takes no body. Removes the poison messages (`source` `consumer`: broker messages that
-	// named no notification) that were in the queue when the purge began, and puts every
-	// other message back in its place. A notification's own messages stay: they leave the
-	// queue only when the notification is retried or erased. Repeating the request is safe.
+	// named no notification) that were in the queue when the purge began, and keeps every
+	// other message, in its order. A notification's own messages stay: they leave the
+	// queue only when the notification is retried or erased. The purge is a pass over the
+	// queue in bounded steps; a request steps it for a few seconds at most. When the pass
+	// is not done by then, the answer is `202` with what is left to visit, the workers
+	// finish the pass, and a repeated request steps the same pass further (and answers
+	// `200` once it ends). Repeating the request is safe.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -3664,17 +3634,10 @@ type ClientWithResponsesInterface interface {
 	// signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 	// `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 	// carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-	// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
-	// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
-	// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
-	// notification's workflow (`202`, `applied: true`) only when that attempt is the one
-	// the notification waits on: delivered makes it DELIVERED, failed fails over to the
-	// next provider on the route. A receipt about an earlier attempt or an earlier
-	// generation (before a retry), a repeated one, one for a terminal notification, or a
-	// status that is not final changes nothing (`200`, `applied: false`). A receipt
-	// naming no message (`webhookId` and `status` only) is about the one attempt the
-	// notification's current generation made at the provider; when it made several, it
-	// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
+	// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
+	// delivered makes it DELIVERED, failed fails over to the next provider on the route.
+	// A receipt for a terminal notification, or a status that is not final, changes
+	// nothing (`applied: false`).
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -3687,17 +3650,10 @@ type ClientWithResponsesInterface interface {
 	// signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 	// `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 	// carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-	// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
-	// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
-	// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
-	// notification's workflow (`202`, `applied: true`) only when that attempt is the one
-	// the notification waits on: delivered makes it DELIVERED, failed fails over to the
-	// next provider on the route. A receipt about an earlier attempt or an earlier
-	// generation (before a retry), a repeated one, one for a terminal notification, or a
-	// status that is not final changes nothing (`200`, `applied: false`). A receipt
-	// naming no message (`webhookId` and `status` only) is about the one attempt the
-	// notification's current generation made at the provider; when it made several, it
-	// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
+	// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
+	// delivered makes it DELIVERED, failed fails over to the next provider on the route.
+	// A receipt for a terminal notification, or a status that is not final, changes
+	// nothing (`applied: false`).
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -3710,17 +3666,10 @@ type ClientWithResponsesInterface interface {
 	// signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 	// `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 	// carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-	// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
-	// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
-	// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
-	// notification's workflow (`202`, `applied: true`) only when that attempt is the one
-	// the notification waits on: delivered makes it DELIVERED, failed fails over to the
-	// next provider on the route. A receipt about an earlier attempt or an earlier
-	// generation (before a retry), a repeated one, one for a terminal notification, or a
-	// status that is not final changes nothing (`200`, `applied: false`). A receipt
-	// naming no message (`webhookId` and `status` only) is about the one attempt the
-	// notification's current generation made at the provider; when it made several, it
-	// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
+	// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
+	// delivered makes it DELIVERED, failed fails over to the next provider on the route.
+	// A receipt for a terminal notification, or a status that is not final, changes
+	// nothing (`applied: false`).
 	//
 	// Takes a body of the `application/x-www-form-urlencoded` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -4195,6 +4144,11 @@ type PurgeDeadLettersResponse200Headers struct {
 	XRequestID string
 }
 
+// PurgeDeadLettersResponse202Headers the declared response headers of an HTTP 202 response for PurgeDeadLetters
+type PurgeDeadLettersResponse202Headers struct {
+	XRequestID string
+}
+
 // PurgeDeadLettersResponse401Headers the declared response headers of an HTTP 401 response for PurgeDeadLetters
 type PurgeDeadLettersResponse401Headers struct {
 	WWWAuthenticate string
@@ -4227,6 +4181,8 @@ type PurgeDeadLettersResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *DeadLetterPurge
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *DeadLetterPurge
 	// ApplicationProblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationProblemJSON401 *Unauthorized
 	// ApplicationProblemJSON404 the response for an HTTP 404 `application/problem+json` response
@@ -4239,6 +4195,8 @@ type PurgeDeadLettersResponse struct {
 	ApplicationProblemJSON503 *DeadLettersUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *PurgeDeadLettersResponse200Headers
+	// Headers202 the parsed response headers for an HTTP 202 response
+	Headers202 *PurgeDeadLettersResponse202Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *PurgeDeadLettersResponse401Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
@@ -4254,6 +4212,11 @@ type PurgeDeadLettersResponse struct {
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r PurgeDeadLettersResponse) GetJSON200() *DeadLetterPurge {
 	return r.JSON200
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r PurgeDeadLettersResponse) GetJSON202() *DeadLetterPurge {
+	return r.JSON202
 }
 
 // GetApplicationProblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
@@ -6199,16 +6162,6 @@ type PostReceiptResponse404Headers struct {
 	XRequestID string
 }
 
-// PostReceiptResponse409Headers the declared response headers of an HTTP 409 response for PostReceipt
-type PostReceiptResponse409Headers struct {
-	XRequestID string
-}
-
-// PostReceiptResponse413Headers the declared response headers of an HTTP 413 response for PostReceipt
-type PostReceiptResponse413Headers struct {
-	XRequestID string
-}
-
 // PostReceiptResponse422Headers the declared response headers of an HTTP 422 response for PostReceipt
 type PostReceiptResponse422Headers struct {
 	XRequestID string
@@ -6243,10 +6196,6 @@ type PostReceiptResponse struct {
 	ApplicationProblemJSON401 *Unauthorized
 	// ApplicationProblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationProblemJSON404 *NotFound
-	// ApplicationProblemJSON409 the response for an HTTP 409 `application/problem+json` response
-	ApplicationProblemJSON409 *Problem
-	// ApplicationProblemJSON413 the response for an HTTP 413 `application/problem+json` response
-	ApplicationProblemJSON413 *PayloadTooLarge
 	// ApplicationProblemJSON422 the response for an HTTP 422 `application/problem+json` response
 	ApplicationProblemJSON422 *ValidationFailed
 	// ApplicationProblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -6261,10 +6210,6 @@ type PostReceiptResponse struct {
 	Headers401 *PostReceiptResponse401Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *PostReceiptResponse404Headers
-	// Headers409 the parsed response headers for an HTTP 409 response
-	Headers409 *PostReceiptResponse409Headers
-	// Headers413 the parsed response headers for an HTTP 413 response
-	Headers413 *PostReceiptResponse413Headers
 	// Headers422 the parsed response headers for an HTTP 422 response
 	Headers422 *PostReceiptResponse422Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -6298,16 +6243,6 @@ func (r PostReceiptResponse) GetApplicationProblemJSON401() *Unauthorized {
 // GetApplicationProblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
 func (r PostReceiptResponse) GetApplicationProblemJSON404() *NotFound {
 	return r.ApplicationProblemJSON404
-}
-
-// GetApplicationProblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
-func (r PostReceiptResponse) GetApplicationProblemJSON409() *Problem {
-	return r.ApplicationProblemJSON409
-}
-
-// GetApplicationProblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
-func (r PostReceiptResponse) GetApplicationProblemJSON413() *PayloadTooLarge {
-	return r.ApplicationProblemJSON413
 }
 
 // GetApplicationProblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
@@ -6424,7 +6359,9 @@ func (c *ClientWithResponses) GetBatchWithResponse(ctx context.Context, batchID 
 // ListDeadLettersWithResponse The first messages of a channel's dead-letter queue
 //
 // The messages at the head of the channel's dead-letter queue (`dlq.<channel>`), oldest
-// first, as their headers describe them, and how many the queue holds. Bodies are not
+// first, as their headers describe them, and how many the queue holds. While a pass of
+// the dead-letter sweep (the pruner's, or a purge) is under way, the head is the
+// messages it has still to visit, and the ones it visited follow. Bodies are not
 // shown (a notification's carries its recipient and content). Nothing is removed: each
 // message read is put back in its place, marked redelivered. A notification's messages
 // leave the queue when it is retried or erased; poison messages, which name no
@@ -6444,9 +6381,13 @@ func (c *ClientWithResponses) ListDeadLettersWithResponse(ctx context.Context, c
 // PurgeDeadLettersWithResponse Remove the poison messages of a channel's dead-letter queue
 //
 // Takes no body. Removes the poison messages (`source` `consumer`: broker messages that
-// named no notification) that were in the queue when the purge began, and puts every
-// other message back in its place. A notification's own messages stay: they leave the
-// queue only when the notification is retried or erased. Repeating the request is safe.
+// named no notification) that were in the queue when the purge began, and keeps every
+// other message, in its order. A notification's own messages stay: they leave the
+// queue only when the notification is retried or erased. The purge is a pass over the
+// queue in bounded steps; a request steps it for a few seconds at most. When the pass
+// is not done by then, the answer is `202` with what is left to visit, the workers
+// finish the pass, and a repeated request steps the same pass further (and answers
+// `200` once it ends). Repeating the request is safe.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -6760,17 +6701,10 @@ func (c *ClientWithResponses) ListProvidersWithResponse(ctx context.Context, par
 // signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 // `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 // carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
-// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
-// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
-// notification's workflow (`202`, `applied: true`) only when that attempt is the one
-// the notification waits on: delivered makes it DELIVERED, failed fails over to the
-// next provider on the route. A receipt about an earlier attempt or an earlier
-// generation (before a retry), a repeated one, one for a terminal notification, or a
-// status that is not final changes nothing (`200`, `applied: false`). A receipt
-// naming no message (`webhookId` and `status` only) is about the one attempt the
-// notification's current generation made at the provider; when it made several, it
-// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
+// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
+// delivered makes it DELIVERED, failed fails over to the next provider on the route.
+// A receipt for a terminal notification, or a status that is not final, changes
+// nothing (`applied: false`).
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -6789,17 +6723,10 @@ func (c *ClientWithResponses) PostReceiptWithBodyWithResponse(ctx context.Contex
 // signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 // `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 // carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
-// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
-// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
-// notification's workflow (`202`, `applied: true`) only when that attempt is the one
-// the notification waits on: delivered makes it DELIVERED, failed fails over to the
-// next provider on the route. A receipt about an earlier attempt or an earlier
-// generation (before a retry), a repeated one, one for a terminal notification, or a
-// status that is not final changes nothing (`200`, `applied: false`). A receipt
-// naming no message (`webhookId` and `status` only) is about the one attempt the
-// notification's current generation made at the provider; when it made several, it
-// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
+// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
+// delivered makes it DELIVERED, failed fails over to the next provider on the route.
+// A receipt for a terminal notification, or a status that is not final, changes
+// nothing (`applied: false`).
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -6818,17 +6745,10 @@ func (c *ClientWithResponses) PostReceiptWithResponse(ctx context.Context, provi
 // signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 // `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 // carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
-// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
-// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
-// notification's workflow (`202`, `applied: true`) only when that attempt is the one
-// the notification waits on: delivered makes it DELIVERED, failed fails over to the
-// next provider on the route. A receipt about an earlier attempt or an earlier
-// generation (before a retry), a repeated one, one for a terminal notification, or a
-// status that is not final changes nothing (`200`, `applied: false`). A receipt
-// naming no message (`webhookId` and `status` only) is about the one attempt the
-// notification's current generation made at the provider; when it made several, it
-// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
+// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
+// delivered makes it DELIVERED, failed fails over to the next provider on the route.
+// A receipt for a terminal notification, or a status that is not final, changes
+// nothing (`applied: false`).
 //
 // Takes a body of the `application/x-www-form-urlencoded` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -7357,6 +7277,13 @@ func ParsePurgeDeadLettersResponse(rsp *http.Response) (*PurgeDeadLettersRespons
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest DeadLetterPurge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
 		var dest Unauthorized
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -7405,6 +7332,16 @@ func ParsePurgeDeadLettersResponse(rsp *http.Response) (*PurgeDeadLettersRespons
 			headers.XRequestID = value
 		}
 		response.Headers200 = &headers
+	case rsp.StatusCode == 202:
+		var headers PurgeDeadLettersResponse202Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers202 = &headers
 	case rsp.StatusCode == 401:
 		var headers PurgeDeadLettersResponse401Headers
 		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
@@ -9861,20 +9798,6 @@ func ParsePostReceiptResponse(rsp *http.Response) (*PostReceiptResponse, error) 
 		}
 		response.ApplicationProblemJSON404 = &dest
 
-	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
-		var dest Problem
-		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
-			return nil, err
-		}
-		response.ApplicationProblemJSON409 = &dest
-
-	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
-		var dest PayloadTooLarge
-		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
-			return nil, err
-		}
-		response.ApplicationProblemJSON413 = &dest
-
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
 		var dest ValidationFailed
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -9943,26 +9866,6 @@ func ParsePostReceiptResponse(rsp *http.Response) (*PostReceiptResponse, error) 
 			headers.XRequestID = value
 		}
 		response.Headers404 = &headers
-	case rsp.StatusCode == 409:
-		var headers PostReceiptResponse409Headers
-		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
-			var value string
-			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
-				return nil, err
-			}
-			headers.XRequestID = value
-		}
-		response.Headers409 = &headers
-	case rsp.StatusCode == 413:
-		var headers PostReceiptResponse413Headers
-		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
-			var value string
-			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
-				return nil, err
-			}
-			headers.XRequestID = value
-		}
-		response.Headers413 = &headers
 	case rsp.StatusCode == 422:
 		var headers PostReceiptResponse422Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {

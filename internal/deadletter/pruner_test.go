@@ -204,8 +204,9 @@ func TestQueuesWaitForTheSweepInProgress(t *testing.T) {
 	require.Equal(t, a, msgs[0].NotificationID)
 	require.True(t, msgs[1].Poison)
 
-	purged, err := q.PurgePoison(context.Background(), string(notification.SMS))
+	purged, remaining, err := q.PurgePoison(context.Background(), string(notification.SMS))
 	require.NoError(t, err)
 	require.Equal(t, 1, purged)
+	require.Zero(t, remaining, "the purge is done")
 	require.Equal(t, []string{"a0"}, e.bodies(t, string(notification.SMS)))
 }

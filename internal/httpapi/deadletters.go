@@ -19,8 +19,10 @@ type DeadLetterQueues interface {
 	// Peek returns the first limit messages of the channel's DLQ, oldest
 	// first, and how many it holds, removing nothing.
 	Peek(ctx context.Context, channel string, limit int) ([]queue.DeadLetterInfo, int, error)
-	// PurgePoison removes the channel's poison messages and returns how many.
-	PurgePoison(ctx context.Context, channel string) (int, error)
+	// PurgePoison removes the channel's poison messages and returns how
+	// many, and how many messages the purge has still to visit: 0 when it
+	// is done; otherwise it goes on without the caller.
+	PurgePoison(ctx context.Context, channel string) (purged, remaining int, err error)
 }
 
 // Page sizes of GET /v1/dead-letters/{channel}.
@@ -95,7 +97,8 @@ func (s *Server) listDeadLetters(c *fiber.Ctx) error {
 }
 
 // purgeDeadLetters removes a channel's poison messages, which name no
-// notification. A notification's own dead letters leave the queue only
+// notification: 200 when the purge is done, 202 when it goes on (a deep
+// queue: the request steps it for a few seconds, the workers finish it). A notification's own dead letters leave the queue only
 // when it is retried or erased (the worker's pruner), so they stay the
 // record of its failure until then.
 func (s *Server) purgeDeadLetters(c *fiber.Ctx) error {
@@ -103,12 +106,26 @@ func (s *Server) purgeDeadLetters(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	purged, err := dlq.PurgePoison(c.UserContext(), channel)
+	purged, remaining, err := dlq.PurgePoison(c.UserContext(), channel)
 	if err != nil {
 		return s.unavailable(c, err, "the dead-letter queue (RabbitMQ) cannot be purged now; what was purged stays purged, purge again")
 	}
+	if remaining > 0 {
+		// A deep queue: the pass goes on in the workers, and a repeated
+		// request steps it further.
+		s.log.Info("poison dead letters being purged", append(requestFields(c, nil), zap.String("channel", channel),
+			zap.Int("purged", purged), zap.Int("remaining", remaining))...)
+		return c.Status(fiber.StatusAccepted).JSON(DeadLetterPurge{Purged: purged, Remaining: remaining})
+	}
 	s.log.Info("poison dead letters purged", append(requestFields(c, nil), zap.String("channel", channel), zap.Int("purged", purged))...)
-	return c.JSON(fiber.Map{"purged": purged})
+	return c.JSON(DeadLetterPurge{Purged: purged})
+}
+
+// DeadLetterPurge is what a purge removed and, while it goes on, what it
+// has still to visit.
+type DeadLetterPurge struct {
+	Purged    int `json:"purged"`
+	Remaining int `json:"remaining,omitempty"`
 }
 
 // deadLetterQueue returns the dead-letter queues and the path's channel

@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"dispatch-engine/internal/deadletter"
+	"dispatch-engine/internal/httpapi"
 	"dispatch-engine/internal/notification"
 	"dispatch-engine/internal/queue"
 	"dispatch-engine/internal/store"
@@ -38,15 +40,15 @@ func (f *fakeDeadLetters) Peek(_ context.Context, channel string, limit int) ([]
 	return slices.Clone(q[:min(limit, len(q))]), len(q), nil
 }
 
-func (f *fakeDeadLetters) PurgePoison(_ context.Context, channel string) (int, error) {
+func (f *fakeDeadLetters) PurgePoison(_ context.Context, channel string) (int, int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
-		return 0, f.err
+		return 0, 0, f.err
 	}
 	before := len(f.queues[channel])
 	f.queues[channel] = slices.DeleteFunc(f.queues[channel], func(d queue.DeadLetterInfo) bool { return d.Poison })
-	return before - len(f.queues[channel]), nil
+	return before - len(f.queues[channel]), 0, nil
 }
 
 func withDeadLetters(d *fakeDeadLetters) option {
@@ -192,4 +194,57 @@ func TestDeadLettersOfTheRealQueues(t *testing.T) {
 	require.JSONEq(t, `{"purged":1}`, string(body))
 	msg := testenv.NextMessage(t, testenv.Channel(t), topo.DeadLetterQueue(string(notification.Email)), 5*time.Second, "the notification's message stays")
 	require.Equal(t, id, msg.MessageId)
+}
+
+// TestPurgeOfADeepQueueGoesOnAcrossRequests purges a queue deeper than one
+// request steps: 202 with what is left, the listing answers meanwhile, and
+// repeated requests step the same pass to its end (200, every poison message
+// of the pass).
+func TestPurgeOfADeepQueueGoesOnAcrossRequests(t *testing.T) {
+	dsn := testenv.Database(t)
+	pool, err := store.Connect(context.Background(), dsn, 4)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	topo := testenv.Topology(t)
+	pub := queue.NewPublisher(testenv.Shared(t).RabbitMQURL, topo)
+	t.Cleanup(func() { _ = pub.Close() })
+	const n, poison = 3000, 300
+	msgs := make([]queue.Outgoing, 0, n)
+	for i := range n {
+		d := notification.DeadLetter{Reason: "exhausted", Source: notification.SourceWorkflow, Attempts: 1, FailedAt: failedAt}
+		if i%10 == 0 {
+			d = notification.DeadLetter{Reason: "unparseable", Source: notification.SourceConsumer, FailedAt: failedAt}
+		}
+		msgs = append(msgs, topo.DeadLetterMessage(string(notification.Push), uuid.NewString(), []byte(`{}`), d))
+	}
+	require.NoError(t, pub.Publish(context.Background(), msgs...))
+	queues := deadletter.NewQueues(pool, pub)
+	queues.PurgeFor = time.Millisecond // one step a request
+	f := setup(t, withDSN(dsn), withConfig(func(c *config) { c.DeadLetters = queues }))
+
+	resp, body := f.do(http.MethodPost, "/v1/dead-letters/push/purge", nil)
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, "body: %s", body)
+	var first httpapi.DeadLetterPurge
+	require.NoError(t, json.Unmarshal(body, &first))
+	require.Positive(t, first.Remaining)
+	require.Less(t, first.Remaining, n)
+
+	resp, body = f.get("/v1/dead-letters/push?limit=5")
+	require.Equal(t, http.StatusOK, resp.StatusCode, "a listing during the pass: body: %s", body)
+	var page httpapi.DeadLetterPage
+	require.NoError(t, json.Unmarshal(body, &page))
+	require.Equal(t, n-first.Purged, page.Total)
+
+	requests := 1
+	for resp.StatusCode != http.StatusOK || requests == 1 {
+		require.Less(t, requests, 100, "each request steps the pass further")
+		resp, body = f.do(http.MethodPost, "/v1/dead-letters/push/purge", nil)
+		requests++
+		require.Contains(t, []int{http.StatusOK, http.StatusAccepted}, resp.StatusCode, "body: %s", body)
+	}
+	require.JSONEq(t, `{"purged":300}`, string(body), "the pass's purge, over every request")
+	resp, body = f.get("/v1/dead-letters/push?limit=1")
+	require.Equal(t, http.StatusOK, resp.StatusCode, "body: %s", body)
+	require.NoError(t, json.Unmarshal(body, &page))
+	require.Equal(t, n-poison, page.Total)
 }

@@ -75,26 +75,220 @@ func headerInt(h amqp.Table, name string) int {
 	return 0
 }
 
-// Sweep visits the messages that were in the channel's dead-letter queue
-// when it began, removes those remove says to, and puts every other one
-// back in its place, in order; it returns how many it removed. Messages
-// published meanwhile are left for the next sweep.
-//
-// The visited messages are taken with manual acks and held until the end,
-// so whatever stops a sweep midway (an error, ctx, a crash of the process)
-// puts back all it held: only a removal is ever final. A sweep is one call
-// of the publisher, bounded by its call timeout. Visits of one queue must
-// not overlap, for a message one holds is hidden from another
-// (internal/deadletter serializes them).
-func (p *Publisher) Sweep(ctx context.Context, channel string, remove func(DeadLetterInfo) bool) (int, error) {
-	_, removed, err := p.visit(ctx, channel, -1, remove)
-	return removed, err
+// Step is what one SweepStep did.
+type Step struct {
+	// Visited is how many messages it visited, from the head: at most n,
+	// fewer when the queue held fewer or the call's time ran short.
+	Visited int
+	// Removed is how many of those it removed.
+	Removed int
+	// Emptied is true when it visited every message the queue held.
+	Emptied bool
 }
 
-// PurgePoison removes the poison messages (x-source consumer) from the
-// channel's dead-letter queue, as Sweep does, and returns how many.
-func (p *Publisher) PurgePoison(ctx context.Context, channel string) (int, error) {
-	return p.Sweep(ctx, channel, func(d DeadLetterInfo) bool { return d.Poison })
+// sweepBatch is how many messages a step moves and acks at a time.
+const sweepBatch = 200
+
+// SweepStep visits at most n messages at the head of the channel's
+// dead-letter queue, in one call of the publisher: it removes those remove
+// says to and moves every other one, unchanged (properties, headers, body),
+// to the back of the queue, in their order. It visits for a third of the
+// call's time at most, and fewer messages when that runs out, so a step
+// ends in time (its confirms and acks included) rather than being cut
+// short.
+//
+// A pass over the queue is a sequence of steps whose visits add up to the
+// number of messages it held when the pass began: every message published
+// since, and every one a step moved, is behind those still to visit (a
+// message put back by a reader goes back to its former place), so the steps
+// visit each of them exactly once, and the messages kept come out of the
+// pass in their order. A message published during the pass lands among
+// them. The messages are moved and acked in batches; a step cut short (an
+// error, ctx, a crash) returns an error and leaves what it had not acked at
+// the head, in place. Only a batch cut between the broker's confirm of its
+// copies and its ack leaves those copies in the queue twice (dead letters
+// are at-least-once: deduplicate on the message id). Steps and reads of
+// one queue must not overlap, for a message one holds is hidden from
+// another (internal/deadletter serializes them).
+func (p *Publisher) SweepStep(ctx context.Context, channel string, n int, remove func(DeadLetterInfo) bool) (Step, error) {
+	queue := p.topology.DeadLetterQueue(channel)
+	var step Step
+	err := p.do(ctx, func(ctx context.Context, conn *amqp.Connection, _ *amqp.Channel) (err error) {
+		start := time.Now()
+		until := start.Add(p.timeout / 3)
+		if d, ok := ctx.Deadline(); ok && start.Add(d.Sub(start)/3).Before(until) {
+			until = start.Add(d.Sub(start) / 3)
+		}
+		// A channel of its own (closing it hands back whatever it still
+		// holds, in place), in confirm mode for the messages it moves.
+		ch, err := conn.Channel()
+		if err != nil {
+			return fmt.Errorf("opening rabbitmq channel: %w", err)
+		}
+		defer func() {
+			// Closing is a round trip: once the broker answered, it has
+			// taken every ack sent before.
+			if cerr := ch.Close(); cerr != nil && err == nil {
+				err = fmt.Errorf("closing the channel of %s: %w", queue, cerr)
+			}
+		}()
+		q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+		if err != nil {
+			return fmt.Errorf("inspecting %s: %w", queue, err)
+		}
+		want := min(n, q.Messages)
+		if want <= 0 {
+			step.Emptied = true
+			return nil
+		}
+		held, err := take(ctx, ch, queue, want, until)
+		if err != nil {
+			return err
+		}
+		if err := ch.Confirm(false); err != nil {
+			return fmt.Errorf("enabling publisher confirms: %w", err)
+		}
+		var s Step
+		for len(held) > 0 && (s.Visited == 0 || time.Now().Before(until)) {
+			removed, visited, err := moveOrRemove(ctx, ch, queue, held[:min(sweepBatch, len(held))], remove, until)
+			if err != nil {
+				return err
+			}
+			held = held[visited:]
+			s.Visited += visited
+			s.Removed += removed
+		}
+		s.Emptied = s.Visited == q.Messages
+		step = s
+		return nil
+	})
+	if err != nil {
+		return Step{}, err
+	}
+	return step, nil
+}
+
+// moveOrRemove visits the messages of batch, in order, until it has
+// visited them all or until passed (one at least): it removes those remove
+// says to and moves the others to the back of queue, in order, publishing
+// their copies, waiting for the broker's confirms, then acking every
+// message it visited. It returns how many it removed and visited.
+func moveOrRemove(ctx context.Context, ch *amqp.Channel, queue string, batch []amqp.Delivery, remove func(DeadLetterInfo) bool, until time.Time) (removed, visited int, err error) {
+	confirms := make([]*amqp.DeferredConfirmation, 0, len(batch))
+	for _, d := range batch {
+		if visited > 0 && time.Now().After(until) {
+			break
+		}
+		visited++
+		if remove(readDeadLetter(d)) {
+			removed++
+			continue
+		}
+		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", queue, false, false, republished(d))
+		if err != nil {
+			return 0, 0, fmt.Errorf("moving a message to the back of %s: %w", queue, err)
+		}
+		confirms = append(confirms, dc)
+	}
+	for _, dc := range confirms {
+		acked, err := dc.WaitContext(ctx)
+		if err != nil {
+			return 0, 0, fmt.Errorf("waiting for publisher confirm: %w", err)
+		}
+		if !acked {
+			return 0, 0, fmt.Errorf("moving a message to the back of %s: %w", queue, errNacked)
+		}
+	}
+	// Every kept message visited has its copy at the back: one ack takes
+	// out every message visited (and none after them).
+	if err := ch.Ack(batch[visited-1].DeliveryTag, true); err != nil {
+		return 0, 0, fmt.Errorf("removing messages from %s: %w", queue, err)
+	}
+	return removed, visited, nil
+}
+
+// stepIdle is how long a step waits for a delivery it was promised before
+// it takes the messages it has: another reader took the rest.
+const stepIdle = time.Second
+
+// take consumes the first n messages of queue, unacked, and cancels its
+// consumer: a prefetch of n, streamed, rather than a round trip a message.
+// It stops taking at until, with what it has (one message at least).
+func take(ctx context.Context, ch *amqp.Channel, queue string, n int, until time.Time) ([]amqp.Delivery, error) {
+	if err := ch.Qos(n, 0, false); err != nil {
+		return nil, fmt.Errorf("setting the prefetch of %s: %w", queue, err)
+	}
+	const tag = "dead-letter-sweep"
+	deliveries, err := ch.ConsumeWithContext(ctx, queue, tag, false, false, false, false, nil)
+	if err != nil {
+		return nil, fmt.Errorf("consuming %s: %w", queue, err)
+	}
+	held := make([]amqp.Delivery, 0, n)
+	idle := time.NewTimer(stepIdle)
+	defer idle.Stop()
+	late := time.NewTimer(time.Until(until))
+	defer late.Stop()
+taking:
+	for len(held) < n {
+		select {
+		case d, ok := <-deliveries:
+			if !ok {
+				return nil, fmt.Errorf("consuming %s: the channel closed", queue)
+			}
+			held = append(held, d)
+			idle.Reset(stepIdle)
+		case <-late.C:
+			if len(held) > 0 {
+				break taking
+			}
+		case <-idle.C:
+			break taking
+		case <-ctx.Done():
+			return nil, fmt.Errorf("visiting %s: %w", queue, ctx.Err())
+		}
+	}
+	// With a prefetch of n, nothing more is delivered before an ack; the
+	// consumer ends before the step acks anything. A message delivered
+	// meanwhile is held, unacked, and goes back in place when the channel
+	// closes.
+	if err := ch.Cancel(tag, false); err != nil {
+		return nil, fmt.Errorf("ending the consumer of %s: %w", queue, err)
+	}
+	return held, nil
+}
+
+// republished is d as it was published: a moved message is the same
+// message, its properties, headers and body unchanged; only a user id is
+// left out (the broker refuses one that is not the connection's user, and
+// the service writes none).
+func republished(d amqp.Delivery) amqp.Publishing {
+	return amqp.Publishing{
+		Headers: d.Headers, ContentType: d.ContentType, ContentEncoding: d.ContentEncoding,
+		DeliveryMode: d.DeliveryMode, Priority: d.Priority, CorrelationId: d.CorrelationId,
+		ReplyTo: d.ReplyTo, Expiration: d.Expiration, MessageId: d.MessageId, Timestamp: d.Timestamp,
+		Type: d.Type, AppId: d.AppId, Body: d.Body,
+	}
+}
+
+// DeadLetterDepth returns the messages ready in the channel's dead-letter
+// queue.
+func (p *Publisher) DeadLetterDepth(ctx context.Context, channel string) (int, error) {
+	queue := p.topology.DeadLetterQueue(channel)
+	var n int
+	err := p.do(ctx, func(_ context.Context, conn *amqp.Connection, _ *amqp.Channel) error {
+		ch, err := conn.Channel()
+		if err != nil {
+			return fmt.Errorf("opening rabbitmq channel: %w", err)
+		}
+		defer func() { _ = ch.Close() }()
+		q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+		if err != nil {
+			return fmt.Errorf("inspecting %s: %w", queue, err)
+		}
+		n = q.Messages
+		return nil
+	})
+	return n, err
 }
 
 // Peek returns the first limit messages of the channel's dead-letter queue,

@@ -2,6 +2,7 @@ package queue_test
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -72,42 +73,93 @@ func TestDeadLetterMessageCarriesTheGenerationOfANotificationOnly(t *testing.T) 
 	require.NotContains(t, poison.Headers, queue.HeaderGeneration, "a poison message names no notification")
 }
 
-func TestSweepRemovesWhatItIsToldAndPutsTheRestBackInOrder(t *testing.T) {
+// pass steps through the queue's first n messages, steps of at most size,
+// and returns the bodies visited.
+func (q *deadLetters) pass(t *testing.T, n, size int, remove func(queue.DeadLetterInfo) bool, between func()) []string {
+	t.Helper()
+	var seen []string
+	for n > 0 {
+		step, err := q.pub.SweepStep(context.Background(), string(notification.SMS), min(n, size), func(d queue.DeadLetterInfo) bool {
+			seen = append(seen, d.MessageID+"/"+strconv.Itoa(d.Generation))
+			return remove(d)
+		})
+		require.NoError(t, err)
+		require.Positive(t, step.Visited)
+		n -= step.Visited
+		if between != nil {
+			between()
+		}
+	}
+	return seen
+}
+
+func TestSweepStepRemovesWhatItIsToldAndMovesTheRestToTheBackInOrder(t *testing.T) {
 	q := newDeadLetters(t)
-	removed, err := q.pub.Sweep(context.Background(), string(notification.SMS), func(d queue.DeadLetterInfo) bool {
+	step, err := q.pub.SweepStep(context.Background(), string(notification.SMS), 3, func(d queue.DeadLetterInfo) bool {
 		return d.NotificationID == q.a && d.Generation < 1
 	})
 	require.NoError(t, err)
-	require.Equal(t, 2, removed, "a's generation 0, and its message without x-generation")
-	require.Equal(t, []string{"a1", "b0", "not json"}, q.bodies(t))
+	require.Equal(t, queue.Step{Visited: 3, Removed: 2}, step, "a's generation 0, and its message without x-generation")
+
+	step, err = q.pub.SweepStep(context.Background(), string(notification.SMS), 2, func(queue.DeadLetterInfo) bool { return false })
+	require.NoError(t, err)
+	require.Equal(t, queue.Step{Visited: 2}, step)
+	require.Equal(t, []string{"a1", "b0", "not json"}, q.bodies(t), "a pass over the queue gives it back in its order")
 }
 
-func TestSweepVisitsOnlyTheMessagesThereWhenItBegan(t *testing.T) {
+func TestSweepStepVisitsNoMoreThanTheQueueHolds(t *testing.T) {
+	q := newDeadLetters(t)
+	step, err := q.pub.SweepStep(context.Background(), string(notification.SMS), 100, func(d queue.DeadLetterInfo) bool { return d.Poison })
+	require.NoError(t, err)
+	require.Equal(t, queue.Step{Visited: 5, Removed: 1, Emptied: true}, step)
+	require.Equal(t, []string{"a0", "a-legacy", "a1", "b0"}, q.bodies(t))
+
+	step, err = q.pub.SweepStep(context.Background(), string(notification.Email), 100, func(queue.DeadLetterInfo) bool { return true })
+	require.NoError(t, err)
+	require.Equal(t, queue.Step{Emptied: true}, step, "an empty queue")
+}
+
+func TestSweepStepMovesAMessageUnchanged(t *testing.T) {
+	q := newDeadLetters(t)
+	before, _, err := q.pub.Peek(context.Background(), string(notification.SMS), 5)
+	require.NoError(t, err)
+	q.pass(t, 5, 2, func(queue.DeadLetterInfo) bool { return false }, nil)
+	after, total, err := q.pub.Peek(context.Background(), string(notification.SMS), 5)
+	require.NoError(t, err)
+	require.Equal(t, 5, total)
+	require.Equal(t, before, after, "every header, in the same order")
+
+	d := testenv.NextMessage(t, testenv.Channel(t), q.topo.DeadLetterQueue(string(notification.SMS)), 5*time.Second, "the first message")
+	require.Equal(t, q.a, d.MessageId)
+	require.Equal(t, "application/json", d.ContentType)
+	require.Equal(t, uint8(2), d.DeliveryMode, "persistent")
+	require.False(t, d.Timestamp.IsZero())
+	require.Equal(t, "a0", string(d.Body))
+}
+
+func TestSweepStepsVisitOnlyTheMessagesThereWhenThePassBegan(t *testing.T) {
 	q := newDeadLetters(t)
 	late := queue.NewPublisher(testenv.Shared(t).RabbitMQURL, q.topo)
 	t.Cleanup(func() { _ = late.Close() })
-	visited := 0
-	var lateErr error
-	removed, err := q.pub.Sweep(context.Background(), string(notification.SMS), func(queue.DeadLetterInfo) bool {
-		if visited++; visited == 1 {
-			lateErr = late.Publish(context.Background(), q.topo.DeadLetterMessage(string(notification.SMS), q.b, []byte("late"),
-				notification.DeadLetter{Reason: "exhausted", Source: notification.SourceWorkflow, FailedAt: q.failedAt}))
+	published := false
+	seen := q.pass(t, 5, 2, func(queue.DeadLetterInfo) bool { return false }, func() {
+		if !published {
+			published = true
+			require.NoError(t, late.Publish(context.Background(), q.topo.DeadLetterMessage(string(notification.SMS), q.b, []byte("late"),
+				notification.DeadLetter{Reason: "exhausted", Source: notification.SourceWorkflow, FailedAt: q.failedAt, Generation: 7})))
 		}
-		return true
 	})
-	require.NoError(t, err)
-	require.NoError(t, lateErr)
-	require.Equal(t, 5, visited)
-	require.Equal(t, 5, removed)
-	require.Equal(t, []string{"late"}, q.bodies(t), "published during the sweep: left for the next")
+	require.Equal(t, []string{q.a + "/0", q.a + "/0", q.a + "/1", q.b + "/0", "m-1/0"}, seen,
+		"the five there when it began, each once; not the one published during the pass")
+	require.ElementsMatch(t, []string{"a0", "a-legacy", "a1", "b0", "not json", "late"}, q.bodies(t))
 }
 
-func TestSweepCutShortPutsBackEverythingItDidNotRemove(t *testing.T) {
+func TestSweepStepCutShortPutsBackEverythingItDidNotRemove(t *testing.T) {
 	q := newDeadLetters(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	visited := 0
-	_, err := q.pub.Sweep(ctx, string(notification.SMS), func(queue.DeadLetterInfo) bool {
+	_, err := q.pub.SweepStep(ctx, string(notification.SMS), 5, func(queue.DeadLetterInfo) bool {
 		visited++
 		if visited == 2 {
 			cancel()
@@ -115,8 +167,8 @@ func TestSweepCutShortPutsBackEverythingItDidNotRemove(t *testing.T) {
 		return visited == 1
 	})
 	require.ErrorIs(t, err, context.Canceled)
-	require.Equal(t, 2, visited)
-	require.Equal(t, []string{"a-legacy", "a1", "b0", "not json"}, q.bodies(t), "only the removal before the cut is final")
+	require.Equal(t, []string{"a0", "a-legacy", "a1", "b0", "not json"}, q.bodies(t),
+		"a step that fails acks nothing: what it held is back in place")
 }
 
 func TestPeekReadsTheHeadersAndRemovesNothing(t *testing.T) {
@@ -155,14 +207,47 @@ func TestPeekReadsTheHeadersAndRemovesNothing(t *testing.T) {
 	require.Equal(t, []string{"a0", "a-legacy", "a1", "b0", "not json"}, q.bodies(t))
 }
 
-func TestPurgePoisonRemovesOnlyThePoisonMessages(t *testing.T) {
-	q := newDeadLetters(t)
-	purged, err := q.pub.PurgePoison(context.Background(), string(notification.SMS))
-	require.NoError(t, err)
-	require.Equal(t, 1, purged)
-	require.Equal(t, []string{"a0", "a-legacy", "a1", "b0"}, q.bodies(t))
+func TestSweepStepEndsWithinItsCallAndVisitsTheRestNextTime(t *testing.T) {
+	topo := testenv.Topology(t)
+	pub := queue.NewPublisher(testenv.Shared(t).RabbitMQURL, topo, queue.WithCallTimeout(time.Second))
+	t.Cleanup(func() { _ = pub.Close() })
+	const n = 600
+	msgs := make([]queue.Outgoing, n)
+	for i := range msgs {
+		msgs[i] = topo.DeadLetterMessage(string(notification.SMS), strconv.Itoa(i), []byte(strconv.Itoa(i)),
+			notification.DeadLetter{Reason: "exhausted", Source: notification.SourceWorkflow})
+	}
+	ctx := context.Background()
+	require.NoError(t, queue.NewPublisher(testenv.Shared(t).RabbitMQURL, topo, queue.WithCallTimeout(time.Minute)).Publish(ctx, msgs...))
 
-	purged, err = q.pub.PurgePoison(context.Background(), string(notification.Email))
+	// Each visit is slow: the step runs out of its third of a second and
+	// stops, in time, rather than being cut short.
+	var seen []string
+	started := time.Now()
+	step, err := pub.SweepStep(ctx, string(notification.SMS), n, func(d queue.DeadLetterInfo) bool {
+		seen = append(seen, d.MessageID)
+		time.Sleep(3 * time.Millisecond) // the visit's cost, not a wait for a condition
+		return false
+	})
 	require.NoError(t, err)
-	require.Zero(t, purged, "an empty queue")
+	require.Less(t, time.Since(started), time.Second)
+	require.Less(t, step.Visited, n)
+	require.Positive(t, step.Visited)
+	require.False(t, step.Emptied)
+	require.Len(t, seen, step.Visited)
+
+	for visited := step.Visited; visited < n; {
+		step, err := pub.SweepStep(ctx, string(notification.SMS), n-visited, func(d queue.DeadLetterInfo) bool {
+			seen = append(seen, d.MessageID)
+			return false
+		})
+		require.NoError(t, err)
+		visited += step.Visited
+	}
+	want := make([]string, n)
+	for i := range want {
+		want[i] = strconv.Itoa(i)
+	}
+	require.Equal(t, want, seen, "each once, in order")
+	require.Equal(t, want, (&deadLetters{topo: topo}).bodies(t), "the queue in its order")
 }
