@@ -924,13 +924,19 @@ type ReadinessProblemStatus int
 // ReadinessProblemType defines model for ReadinessProblem.Type.
 type ReadinessProblemType string
 
-// Receipt Examples: {"status":"delivered","webhookId":"01a22001-d5be-7c3d-975c-b69a729f588b"}
+// Receipt One of `webhookId` and `messageId` is required; `messageId` says which attempt's message the receipt is about.
+//
+// Examples: {"messageId":"01a22001-d5be-7c3d-975c-b69a729f588b.2","status":"delivered","webhookId":"01a22001-d5be-7c3d-975c-b69a729f588b"}
 type Receipt struct {
-	Reason *string       `json:"reason,omitempty"`
-	Status ReceiptStatus `json:"status"`
+	// MessageID The delivery's `X-Dispatch-Message-Id` (its payload's `messageId`): the notification id and the attempt's number, one per attempt. Without it, the receipt applies only where the notification's current generation made a single attempt at the provider.
+	//
+	// Examples: 01a22001-d5be-7c3d-975c-b69a729f588b.2
+	MessageID *string       `json:"messageId,omitempty"`
+	Reason    *string       `json:"reason,omitempty"`
+	Status    ReceiptStatus `json:"status"`
 
-	// WebhookID The webhook-id of the delivery (the notification id).
-	WebhookID openapi_types.UUID `json:"webhookId"`
+	// WebhookID The webhook-id of the delivery: the notification id, the same on every attempt.
+	WebhookID *openapi_types.UUID `json:"webhookId,omitempty"`
 }
 
 // ReceiptStatus defines model for Receipt.Status.
@@ -938,7 +944,10 @@ type ReceiptStatus string
 
 // ReceiptTaken defines model for ReceiptTaken.
 type ReceiptTaken struct {
-	Applied        bool                `json:"applied"`
+	Applied bool `json:"applied"`
+
+	// Attempt The attempt the receipt is about.
+	Attempt        *int                `json:"attempt,omitempty"`
 	Detail         *string             `json:"detail,omitempty"`
 	NotificationID *openapi_types.UUID `json:"notificationId,omitempty"`
 
@@ -1626,10 +1635,17 @@ type ClientInterface interface {
 	// signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 	// `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 	// carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-	// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
-	// delivered makes it DELIVERED, failed fails over to the next provider on the route.
-	// A receipt for a terminal notification, or a status that is not final, changes
-	// nothing (`applied: false`).
+	// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
+	// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
+	// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
+	// notification's workflow (`202`, `applied: true`) only when that attempt is the one
+	// the notification waits on: delivered makes it DELIVERED, failed fails over to the
+	// next provider on the route. A receipt about an earlier attempt or an earlier
+	// generation (before a retry), a repeated one, one for a terminal notification, or a
+	// status that is not final changes nothing (`200`, `applied: false`). A receipt
+	// naming no message (`webhookId` and `status` only) is about the one attempt the
+	// notification's current generation made at the provider; when it made several, it
+	// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -1642,10 +1658,17 @@ type ClientInterface interface {
 	// signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 	// `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 	// carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-	// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
-	// delivered makes it DELIVERED, failed fails over to the next provider on the route.
-	// A receipt for a terminal notification, or a status that is not final, changes
-	// nothing (`applied: false`).
+	// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
+	// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
+	// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
+	// notification's workflow (`202`, `applied: true`) only when that attempt is the one
+	// the notification waits on: delivered makes it DELIVERED, failed fails over to the
+	// next provider on the route. A receipt about an earlier attempt or an earlier
+	// generation (before a retry), a repeated one, one for a terminal notification, or a
+	// status that is not final changes nothing (`200`, `applied: false`). A receipt
+	// naming no message (`webhookId` and `status` only) is about the one attempt the
+	// notification's current generation made at the provider; when it made several, it
+	// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -1658,10 +1681,17 @@ type ClientInterface interface {
 	// signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 	// `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 	// carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-	// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
-	// delivered makes it DELIVERED, failed fails over to the next provider on the route.
-	// A receipt for a terminal notification, or a status that is not final, changes
-	// nothing (`applied: false`).
+	// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
+	// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
+	// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
+	// notification's workflow (`202`, `applied: true`) only when that attempt is the one
+	// the notification waits on: delivered makes it DELIVERED, failed fails over to the
+	// next provider on the route. A receipt about an earlier attempt or an earlier
+	// generation (before a retry), a repeated one, one for a terminal notification, or a
+	// status that is not final changes nothing (`200`, `applied: false`). A receipt
+	// naming no message (`webhookId` and `status` only) is about the one attempt the
+	// notification's current generation made at the provider; when it made several, it
+	// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
 	//
 	// Takes a body of the `application/x-www-form-urlencoded` content type.
 	//
@@ -2130,10 +2160,17 @@ func (c *Client) ListProviders(ctx context.Context, params *ListProvidersParams,
 // signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 // `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 // carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
-// delivered makes it DELIVERED, failed fails over to the next provider on the route.
-// A receipt for a terminal notification, or a status that is not final, changes
-// nothing (`applied: false`).
+// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
+// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
+// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
+// notification's workflow (`202`, `applied: true`) only when that attempt is the one
+// the notification waits on: delivered makes it DELIVERED, failed fails over to the
+// next provider on the route. A receipt about an earlier attempt or an earlier
+// generation (before a retry), a repeated one, one for a terminal notification, or a
+// status that is not final changes nothing (`200`, `applied: false`). A receipt
+// naming no message (`webhookId` and `status` only) is about the one attempt the
+// notification's current generation made at the provider; when it made several, it
+// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
 //
 // Takes any type of body and a specified content type.
 //
@@ -2156,10 +2193,17 @@ func (c *Client) PostReceiptWithBody(ctx context.Context, provider string, param
 // signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 // `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 // carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
-// delivered makes it DELIVERED, failed fails over to the next provider on the route.
-// A receipt for a terminal notification, or a status that is not final, changes
-// nothing (`applied: false`).
+// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
+// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
+// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
+// notification's workflow (`202`, `applied: true`) only when that attempt is the one
+// the notification waits on: delivered makes it DELIVERED, failed fails over to the
+// next provider on the route. A receipt about an earlier attempt or an earlier
+// generation (before a retry), a repeated one, one for a terminal notification, or a
+// status that is not final changes nothing (`200`, `applied: false`). A receipt
+// naming no message (`webhookId` and `status` only) is about the one attempt the
+// notification's current generation made at the provider; when it made several, it
+// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -2182,10 +2226,17 @@ func (c *Client) PostReceipt(ctx context.Context, provider string, params *PostR
 // signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 // `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 // carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
-// delivered makes it DELIVERED, failed fails over to the next provider on the route.
-// A receipt for a terminal notification, or a status that is not final, changes
-// nothing (`applied: false`).
+// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
+// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
+// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
+// notification's workflow (`202`, `applied: true`) only when that attempt is the one
+// the notification waits on: delivered makes it DELIVERED, failed fails over to the
+// next provider on the route. A receipt about an earlier attempt or an earlier
+// generation (before a retry), a repeated one, one for a terminal notification, or a
+// status that is not final changes nothing (`200`, `applied: false`). A receipt
+// naming no message (`webhookId` and `status` only) is about the one attempt the
+// notification's current generation made at the provider; when it made several, it
+// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
 //
 // Takes a body of the `application/x-www-form-urlencoded` content type.
 //
@@ -3634,10 +3685,17 @@ type ClientWithResponsesInterface interface {
 	// signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 	// `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 	// carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-	// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
-	// delivered makes it DELIVERED, failed fails over to the next provider on the route.
-	// A receipt for a terminal notification, or a status that is not final, changes
-	// nothing (`applied: false`).
+	// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
+	// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
+	// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
+	// notification's workflow (`202`, `applied: true`) only when that attempt is the one
+	// the notification waits on: delivered makes it DELIVERED, failed fails over to the
+	// next provider on the route. A receipt about an earlier attempt or an earlier
+	// generation (before a retry), a repeated one, one for a terminal notification, or a
+	// status that is not final changes nothing (`200`, `applied: false`). A receipt
+	// naming no message (`webhookId` and `status` only) is about the one attempt the
+	// notification's current generation made at the provider; when it made several, it
+	// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -3650,10 +3708,17 @@ type ClientWithResponsesInterface interface {
 	// signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 	// `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 	// carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-	// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
-	// delivered makes it DELIVERED, failed fails over to the next provider on the route.
-	// A receipt for a terminal notification, or a status that is not final, changes
-	// nothing (`applied: false`).
+	// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
+	// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
+	// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
+	// notification's workflow (`202`, `applied: true`) only when that attempt is the one
+	// the notification waits on: delivered makes it DELIVERED, failed fails over to the
+	// next provider on the route. A receipt about an earlier attempt or an earlier
+	// generation (before a retry), a repeated one, one for a terminal notification, or a
+	// status that is not final changes nothing (`200`, `applied: false`). A receipt
+	// naming no message (`webhookId` and `status` only) is about the one attempt the
+	// notification's current generation made at the provider; when it made several, it
+	// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -3666,10 +3731,17 @@ type ClientWithResponsesInterface interface {
 	// signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 	// `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 	// carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-	// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
-	// delivered makes it DELIVERED, failed fails over to the next provider on the route.
-	// A receipt for a terminal notification, or a status that is not final, changes
-	// nothing (`applied: false`).
+	// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
+	// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
+	// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
+	// notification's workflow (`202`, `applied: true`) only when that attempt is the one
+	// the notification waits on: delivered makes it DELIVERED, failed fails over to the
+	// next provider on the route. A receipt about an earlier attempt or an earlier
+	// generation (before a retry), a repeated one, one for a terminal notification, or a
+	// status that is not final changes nothing (`200`, `applied: false`). A receipt
+	// naming no message (`webhookId` and `status` only) is about the one attempt the
+	// notification's current generation made at the provider; when it made several, it
+	// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
 	//
 	// Takes a body of the `application/x-www-form-urlencoded` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -6162,6 +6234,16 @@ type PostReceiptResponse404Headers struct {
 	XRequestID string
 }
 
+// PostReceiptResponse409Headers the declared response headers of an HTTP 409 response for PostReceipt
+type PostReceiptResponse409Headers struct {
+	XRequestID string
+}
+
+// PostReceiptResponse413Headers the declared response headers of an HTTP 413 response for PostReceipt
+type PostReceiptResponse413Headers struct {
+	XRequestID string
+}
+
 // PostReceiptResponse422Headers the declared response headers of an HTTP 422 response for PostReceipt
 type PostReceiptResponse422Headers struct {
 	XRequestID string
@@ -6196,6 +6278,10 @@ type PostReceiptResponse struct {
 	ApplicationProblemJSON401 *Unauthorized
 	// ApplicationProblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationProblemJSON404 *NotFound
+	// ApplicationProblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationProblemJSON409 *Problem
+	// ApplicationProblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationProblemJSON413 *PayloadTooLarge
 	// ApplicationProblemJSON422 the response for an HTTP 422 `application/problem+json` response
 	ApplicationProblemJSON422 *ValidationFailed
 	// ApplicationProblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -6210,6 +6296,10 @@ type PostReceiptResponse struct {
 	Headers401 *PostReceiptResponse401Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *PostReceiptResponse404Headers
+	// Headers409 the parsed response headers for an HTTP 409 response
+	Headers409 *PostReceiptResponse409Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *PostReceiptResponse413Headers
 	// Headers422 the parsed response headers for an HTTP 422 response
 	Headers422 *PostReceiptResponse422Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -6243,6 +6333,16 @@ func (r PostReceiptResponse) GetApplicationProblemJSON401() *Unauthorized {
 // GetApplicationProblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
 func (r PostReceiptResponse) GetApplicationProblemJSON404() *NotFound {
 	return r.ApplicationProblemJSON404
+}
+
+// GetApplicationProblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r PostReceiptResponse) GetApplicationProblemJSON409() *Problem {
+	return r.ApplicationProblemJSON409
+}
+
+// GetApplicationProblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r PostReceiptResponse) GetApplicationProblemJSON413() *PayloadTooLarge {
+	return r.ApplicationProblemJSON413
 }
 
 // GetApplicationProblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
@@ -6701,10 +6801,17 @@ func (c *ClientWithResponses) ListProvidersWithResponse(ctx context.Context, par
 // signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 // `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 // carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
-// delivered makes it DELIVERED, failed fails over to the next provider on the route.
-// A receipt for a terminal notification, or a status that is not final, changes
-// nothing (`applied: false`).
+// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
+// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
+// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
+// notification's workflow (`202`, `applied: true`) only when that attempt is the one
+// the notification waits on: delivered makes it DELIVERED, failed fails over to the
+// next provider on the route. A receipt about an earlier attempt or an earlier
+// generation (before a retry), a repeated one, one for a terminal notification, or a
+// status that is not final changes nothing (`200`, `applied: false`). A receipt
+// naming no message (`webhookId` and `status` only) is about the one attempt the
+// notification's current generation made at the provider; when it made several, it
+// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -6723,10 +6830,17 @@ func (c *ClientWithResponses) PostReceiptWithBodyWithResponse(ctx context.Contex
 // signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 // `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 // carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
-// delivered makes it DELIVERED, failed fails over to the next provider on the route.
-// A receipt for a terminal notification, or a status that is not final, changes
-// nothing (`applied: false`).
+// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
+// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
+// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
+// notification's workflow (`202`, `applied: true`) only when that attempt is the one
+// the notification waits on: delivered makes it DELIVERED, failed fails over to the
+// next provider on the route. A receipt about an earlier attempt or an earlier
+// generation (before a retry), a repeated one, one for a terminal notification, or a
+// status that is not final changes nothing (`200`, `applied: false`). A receipt
+// naming no message (`webhookId` and `status` only) is about the one attempt the
+// notification's current generation made at the provider; when it made several, it
+// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -6745,10 +6859,17 @@ func (c *ClientWithResponses) PostReceiptWithResponse(ctx context.Context, provi
 // signs the receipt with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 // `webhook-signature`) under its `secret`; a `twilio` provider's status callback
 // carries `X-Twilio-Signature` under its auth token (form-encoded `MessageSid`,
-// `MessageStatus`, `ErrorCode`). The receipt reaches the notification's workflow:
-// delivered makes it DELIVERED, failed fails over to the next provider on the route.
-// A receipt for a terminal notification, or a status that is not final, changes
-// nothing (`applied: false`).
+// `MessageStatus`, `ErrorCode`). A receipt is about one message, that is one attempt:
+// a webhook receipt names it by `messageId` (the delivery's `X-Dispatch-Message-Id`,
+// its payload's `messageId`), a Twilio callback by `MessageSid`. It reaches the
+// notification's workflow (`202`, `applied: true`) only when that attempt is the one
+// the notification waits on: delivered makes it DELIVERED, failed fails over to the
+// next provider on the route. A receipt about an earlier attempt or an earlier
+// generation (before a retry), a repeated one, one for a terminal notification, or a
+// status that is not final changes nothing (`200`, `applied: false`). A receipt
+// naming no message (`webhookId` and `status` only) is about the one attempt the
+// notification's current generation made at the provider; when it made several, it
+// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
 //
 // Takes a body of the `application/x-www-form-urlencoded` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -9798,6 +9919,20 @@ func ParsePostReceiptResponse(rsp *http.Response) (*PostReceiptResponse, error) 
 		}
 		response.ApplicationProblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON413 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
 		var dest ValidationFailed
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -9866,6 +10001,26 @@ func ParsePostReceiptResponse(rsp *http.Response) (*PostReceiptResponse, error) 
 			headers.XRequestID = value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 409:
+		var headers PostReceiptResponse409Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers409 = &headers
+	case rsp.StatusCode == 413:
+		var headers PostReceiptResponse413Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers413 = &headers
 	case rsp.StatusCode == 422:
 		var headers PostReceiptResponse422Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
