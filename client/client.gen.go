@@ -844,7 +844,7 @@ type OperationFilter struct {
 	FailureReason *OperationFilterFailureReason `json:"failureReason,omitempty"`
 	Priority      *Priority                     `json:"priority,omitempty"`
 
-	// Recipient Exactly this recipient; shown masked in answers, and `[erased]` once the operation finished.
+	// Recipient Exactly this recipient; shown masked in answers, and once the operation finished only that mask is kept (`[erased]` after an erase, or once an erase of that person finished).
 	Recipient *string `json:"recipient,omitempty"`
 
 	// Status ACCEPTED → QUEUED → PROCESSING → [SENT →] DELIVERED | FAILED | CANCELLED, with
@@ -1569,6 +1569,10 @@ type ClientInterface interface {
 	//   Temporal keeps only ids, never the recipient or content. The operation's own filter
 	//   shows a recipient masked, and `[erased]` once it finished.
 	//
+	// An operation's filter shows a recipient masked; once the operation finished it keeps
+	// only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
+	// erasure.
+	//
 	// With `dryRun: true` nothing changes: the answer is `200` with the number matched.
 	// Rows that left the filter while the operation ran are skipped as `no-longer-matching`.
 	//
@@ -1596,6 +1600,10 @@ type ClientInterface interface {
 	//   One still in flight is cancelled first. Its dead-letter messages leave the DLQ.
 	//   Temporal keeps only ids, never the recipient or content. The operation's own filter
 	//   shows a recipient masked, and `[erased]` once it finished.
+	//
+	// An operation's filter shows a recipient masked; once the operation finished it keeps
+	// only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
+	// erasure.
 	//
 	// With `dryRun: true` nothing changes: the answer is `200` with the number matched.
 	// Rows that left the filter while the operation ran are skipped as `no-longer-matching`.
@@ -2044,6 +2052,10 @@ func (c *Client) ListOperations(ctx context.Context, params *ListOperationsParam
 //     Temporal keeps only ids, never the recipient or content. The operation's own filter
 //     shows a recipient masked, and `[erased]` once it finished.
 //
+// An operation's filter shows a recipient masked; once the operation finished it keeps
+// only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
+// erasure.
+//
 // With `dryRun: true` nothing changes: the answer is `200` with the number matched.
 // Rows that left the filter while the operation ran are skipped as `no-longer-matching`.
 //
@@ -2081,6 +2093,10 @@ func (c *Client) CreateOperationWithBody(ctx context.Context, params *CreateOper
 //     One still in flight is cancelled first. Its dead-letter messages leave the DLQ.
 //     Temporal keeps only ids, never the recipient or content. The operation's own filter
 //     shows a recipient masked, and `[erased]` once it finished.
+//
+// An operation's filter shows a recipient masked; once the operation finished it keeps
+// only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
+// erasure.
 //
 // With `dryRun: true` nothing changes: the answer is `200` with the number matched.
 // Rows that left the filter while the operation ran are skipped as `no-longer-matching`.
@@ -3613,6 +3629,10 @@ type ClientWithResponsesInterface interface {
 	//   Temporal keeps only ids, never the recipient or content. The operation's own filter
 	//   shows a recipient masked, and `[erased]` once it finished.
 	//
+	// An operation's filter shows a recipient masked; once the operation finished it keeps
+	// only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
+	// erasure.
+	//
 	// With `dryRun: true` nothing changes: the answer is `200` with the number matched.
 	// Rows that left the filter while the operation ran are skipped as `no-longer-matching`.
 	//
@@ -3640,6 +3660,10 @@ type ClientWithResponsesInterface interface {
 	//   One still in flight is cancelled first. Its dead-letter messages leave the DLQ.
 	//   Temporal keeps only ids, never the recipient or content. The operation's own filter
 	//   shows a recipient masked, and `[erased]` once it finished.
+	//
+	// An operation's filter shows a recipient masked; once the operation finished it keeps
+	// only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
+	// erasure.
 	//
 	// With `dryRun: true` nothing changes: the answer is `200` with the number matched.
 	// Rows that left the filter while the operation ran are skipped as `no-longer-matching`.
@@ -6699,6 +6723,10 @@ func (c *ClientWithResponses) ListOperationsWithResponse(ctx context.Context, pa
 //     Temporal keeps only ids, never the recipient or content. The operation's own filter
 //     shows a recipient masked, and `[erased]` once it finished.
 //
+// An operation's filter shows a recipient masked; once the operation finished it keeps
+// only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
+// erasure.
+//
 // With `dryRun: true` nothing changes: the answer is `200` with the number matched.
 // Rows that left the filter while the operation ran are skipped as `no-longer-matching`.
 //
@@ -6732,6 +6760,10 @@ func (c *ClientWithResponses) CreateOperationWithBodyWithResponse(ctx context.Co
 //     One still in flight is cancelled first. Its dead-letter messages leave the DLQ.
 //     Temporal keeps only ids, never the recipient or content. The operation's own filter
 //     shows a recipient masked, and `[erased]` once it finished.
+//
+// An operation's filter shows a recipient masked; once the operation finished it keeps
+// only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
+// erasure.
 //
 // With `dryRun: true` nothing changes: the answer is `200` with the number matched.
 // Rows that left the filter while the operation ran are skipped as `no-longer-matching`.

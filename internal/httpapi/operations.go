@@ -204,9 +204,10 @@ func (s *Server) operationView(op store.Operation) OperationView {
 	id := op.ID.String()
 	wfID := wfclient.OperationWorkflowID(op.ID)
 	f := op.Filter
-	if f.Recipient != nil && *f.Recipient != store.Erased {
+	if f.Recipient != nil && op.Status == store.OperationRunning {
 		// A person's address is not repeated in answers; the filter holds
-		// it only while the operation runs.
+		// it only while the operation runs, and then keeps its mask, or
+		// [erased] after an erase (store.FailOperation).
 		masked := notification.MaskRecipient("", *f.Recipient)
 		f.Recipient = &masked
 	}

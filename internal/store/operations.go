@@ -262,16 +262,43 @@ func RequestOperationCancel(ctx context.Context, q Querier, id uuid.UUID) (op Op
 
 // FailOperation ends a RUNNING operation FAILED with why (a page the
 // database refuses, which no retry mends); like a finished one, it forgets
-// the recipient it was given.
+// the recipient it was given (finishedRecipient).
 func FailOperation(ctx context.Context, q Querier, id uuid.UUID, why string) error {
-	_, err := q.Exec(ctx, `
+	var (
+		action    string
+		recipient *string
+	)
+	err := q.QueryRow(ctx, `SELECT action, filter->>'recipient' FROM operations WHERE id = $1`, id).Scan(&action, &recipient)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("failing operation: %w", err)
+	}
+	kept := ""
+	if recipient != nil {
+		kept = finishedRecipient(action, *recipient)
+	}
+	_, err = q.Exec(ctx, `
 		UPDATE operations SET status = 'FAILED', error = $2, finished_at = now(), updated_at = now(),
 			filter = CASE WHEN filter ? 'recipient' THEN jsonb_set(filter, '{recipient}', to_jsonb($3::text)) ELSE filter END
-		WHERE id = $1 AND status = 'RUNNING'`, id, SafeText(why), Erased)
+		WHERE id = $1 AND status = 'RUNNING'`, id, SafeText(why), kept)
 	if err != nil {
 		return fmt.Errorf("failing operation: %w", err)
 	}
 	return nil
+}
+
+// finishedRecipient is what a finished operation's filter keeps of the
+// recipient it named: the address is forgotten, and the filter shows what
+// the operation did to that person: Erased after an erase, and the mask
+// its answers showed while it ran after anything else (a cancel or a retry
+// erased nothing, so its filter must not say [erased]).
+func finishedRecipient(action, recipient string) string {
+	if action == ActionErase || recipient == Erased {
+		return Erased
+	}
+	return notification.MaskRecipient("", recipient)
 }
 
 // StaleOperations lists the RUNNING operations untouched for longer than
@@ -415,8 +442,8 @@ func RunPage(ctx context.Context, db TxStarter, id uuid.UUID, limit int) (res Pa
 
 // finishOperation ends op with status: the rows matched at the start and
 // not visited (they left the filter meanwhile) count as skipped, so a
-// completed operation processed what it matched; an erase forgets the
-// recipient it was given.
+// completed operation processed what it matched; it forgets the recipient
+// it was given (finishedRecipient).
 func finishOperation(ctx context.Context, tx pgx.Tx, op Operation, status string) (PageResult, error) {
 	if op.Skipped == nil {
 		op.Skipped = map[string]int64{}
@@ -428,9 +455,20 @@ func finishOperation(ctx context.Context, tx pgx.Tx, op Operation, status string
 		}
 		op.Matched = max(op.Matched, op.Processed)
 	}
-	if op.Filter.Recipient != nil {
-		erased := Erased
-		op.Filter.Recipient = &erased
+	if r := op.Filter.Recipient; r != nil {
+		kept := finishedRecipient(op.Action, *r)
+		op.Filter.Recipient = &kept
+		if op.Action == ActionErase && *r != Erased {
+			// The tenant's finished operations that named this person
+			// keep its mask: after the erasure they say [erased] too.
+			// (A running one still matches on the address itself.)
+			if _, err := tx.Exec(ctx, `
+				UPDATE operations SET filter = jsonb_set(filter, '{recipient}', to_jsonb($3::text)), updated_at = now()
+				WHERE tenant_id = $1 AND id <> $2 AND status <> 'RUNNING' AND filter->>'recipient' = $4`,
+				op.TenantID, op.ID, Erased, notification.MaskRecipient("", *r)); err != nil {
+				return PageResult{}, fmt.Errorf("finishing operation: %w", err)
+			}
+		}
 	}
 	_, err := tx.Exec(ctx, `
 		UPDATE operations SET status = $2, matched = $3, processed = $4, skipped = $5, filter = $6,
