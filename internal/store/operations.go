@@ -525,7 +525,9 @@ func retryPage(ctx context.Context, tx pgx.Tx, items []PageItem, skipped map[str
 // eraseKeys are the CTEs of erasePage's statement that forget the keys of
 // the erased notifications (e: id, batch_id, tenant_id, and address, the
 // recipient in lower case without a leading +) and the keys and filters of
-// the tenant's batches and operations that name an address. $2 is Erased.
+// the tenant's batches and operations that name an address (an operation's
+// request fingerprint, a hash of a request naming it, goes with its
+// filter's recipient). $2 is Erased.
 const eraseKeys = `r AS (
 			DELETE FROM notification_retries WHERE notification_id IN (SELECT id FROM e)
 		), b AS (
@@ -538,6 +540,9 @@ const eraseKeys = `r AS (
 			SET filter = CASE WHEN (op.action <> 'erase' OR op.status <> 'RUNNING')
 					AND lower(ltrim(op.filter->>'recipient', '+')) IN (SELECT address FROM e WHERE e.tenant_id = op.tenant_id)
 				THEN jsonb_set(op.filter, '{recipient}', to_jsonb($2::text)) ELSE op.filter END,
+				request_fingerprint = CASE WHEN (op.action <> 'erase' OR op.status <> 'RUNNING')
+					AND lower(ltrim(op.filter->>'recipient', '+')) IN (SELECT address FROM e WHERE e.tenant_id = op.tenant_id)
+				THEN NULL ELSE op.request_fingerprint END,
 				idempotency_key = CASE WHEN EXISTS (SELECT 1 FROM e WHERE e.tenant_id = op.tenant_id AND length(e.address) >= 3
 					AND strpos(lower(op.idempotency_key), e.address) > 0)
 				THEN NULL ELSE op.idempotency_key END

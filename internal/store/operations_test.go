@@ -892,8 +892,9 @@ func TestEraseLeavesNoKeyOrMessageIDThatNamesThePerson(t *testing.T) {
 	require.NoError(t, err)
 	// Operations naming her: a cancel by her address (not run yet) with a
 	// key naming her, and the erasure's own key.
-	_, _, err = store.CreateOperation(ctx, pool, store.NewOperation{ID: uuid.Must(uuid.NewV7()), Action: store.ActionCancel,
-		Filter: store.OperationFilter{Recipient: opPtr(person)}, MaxPerSecond: 100, IdempotencyKey: opPtr("cancel-" + person)})
+	cancel, _, err := store.CreateOperation(ctx, pool, store.NewOperation{ID: uuid.Must(uuid.NewV7()), Action: store.ActionCancel,
+		Filter: store.OperationFilter{Recipient: opPtr(person)}, MaxPerSecond: 100, IdempotencyKey: opPtr("cancel-" + person),
+		RequestFingerprint: opPtr("sha256:of-a-request-naming-her")})
 	require.NoError(t, err)
 	erase, _, err := store.CreateOperation(ctx, pool, store.NewOperation{ID: uuid.Must(uuid.NewV7()), Action: store.ActionErase,
 		Filter: store.OperationFilter{Recipient: opPtr(person)}, MaxPerSecond: 100, IdempotencyKey: opPtr("erase-" + person)})
@@ -928,6 +929,7 @@ func TestEraseLeavesNoKeyOrMessageIDThatNamesThePerson(t *testing.T) {
 		return found
 	}
 	require.Empty(t, find(person), "nothing names her")
+	require.Nil(t, opLoad(t, pool, cancel.ID).RequestFingerprint, "nor a hash of a request naming her")
 	require.NotEmpty(t, find(other), "Bob's rows are searched too, and kept")
 	require.Equal(t, "welcome-"+other, *opGet(t, pool, bobs.ID).IdempotencyKey, "a key of someone else's stays")
 	require.Equal(t, 1, opCount(t, pool, `SELECT count(*) FROM batches WHERE idempotency_key = 'newsletter-42'`),
