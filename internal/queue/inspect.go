@@ -11,8 +11,11 @@ import (
 
 // Depths returns the ready messages of each channel's queue and dead-letter
 // queue (passive declares: nothing is created).
-func (p *Publisher) Depths(ctx context.Context, channels []notification.Channel) (main, dead map[string]int, err error) {
-	err = p.do(ctx, func(_ context.Context, conn *amqp.Connection, _ *amqp.Channel) error {
+func (p *Publisher) Depths(ctx context.Context, channels []notification.Channel) (map[string]int, map[string]int, error) {
+	// Filled by the call and read only once do returned nil: a call that
+	// timed out may still be running.
+	main, dead := make(map[string]int, len(channels)), make(map[string]int, len(channels))
+	err := p.do(ctx, func(_ context.Context, conn *amqp.Connection, _ *amqp.Channel) error {
 		// A passive declare of a missing queue closes the channel it runs
 		// on, so inspection gets a channel of its own.
 		ch, err := conn.Channel()
@@ -20,7 +23,6 @@ func (p *Publisher) Depths(ctx context.Context, channels []notification.Channel)
 			return fmt.Errorf("opening rabbitmq channel: %w", err)
 		}
 		defer func() { _ = ch.Close() }()
-		main, dead = make(map[string]int, len(channels)), make(map[string]int, len(channels))
 		for _, channel := range channels {
 			c := string(channel)
 			q, err := ch.QueueDeclarePassive(p.topology.Queue(c), true, false, false, false, nil)

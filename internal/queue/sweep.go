@@ -288,7 +288,10 @@ func (p *Publisher) DeadLetterDepth(ctx context.Context, channel string) (int, e
 		n = q.Messages
 		return nil
 	})
-	return n, err
+	if err != nil {
+		return 0, err // n is read only once do returned nil
+	}
+	return n, nil
 }
 
 // Peek returns the first limit messages of the channel's dead-letter queue,
