@@ -21,6 +21,7 @@ import (
 	"dispatch-engine/internal/metrics"
 	"dispatch-engine/internal/notification"
 	"dispatch-engine/internal/provider"
+	"dispatch-engine/internal/quota"
 	"dispatch-engine/internal/ratelimit"
 	"dispatch-engine/internal/store"
 	"dispatch-engine/workflows"
@@ -58,6 +59,9 @@ type Activities struct {
 	// Temporal signals the workflows an operation cancels (OperationStep);
 	// nil sends no signal (their cancel flags still stop them).
 	Temporal Signaler
+	// Quotas counts what a retry operation retries against its tenant's
+	// acceptance quotas (OperationStep); nil counts nothing.
+	Quotas *quota.Quota
 }
 
 // Payload is the JSON body POSTed to the provider (and the body of a

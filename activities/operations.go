@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"dispatch-engine/internal/notification"
+	"dispatch-engine/internal/quota"
 	"dispatch-engine/internal/store"
 	"dispatch-engine/workflows"
 )
@@ -54,9 +55,21 @@ func (a *Activities) OperationStep(ctx context.Context, in workflows.OperationSt
 	log := a.Log.With(zap.String("operation_id", in.OperationID), zap.String("action", op.Action))
 	var res workflows.OperationStepResult
 	deadline := time.Now().Add(operationStepTime)
+	charge := a.retryCharge(ctx, op, log)
 	for time.Now().Before(deadline) {
 		started := time.Now()
-		page, err := store.RunPage(ctx, a.Pool, id, limit)
+		n, refund, wait := charge.take(ctx, limit)
+		if wait > 0 { // the tenant's quota is spent: wait for it, up to the step's end
+			activity.RecordHeartbeat(ctx, res.Processed)
+			select {
+			case <-ctx.Done():
+				return res, ctx.Err()
+			case <-time.After(min(wait, time.Until(deadline))):
+			}
+			continue
+		}
+		page, err := store.RunPage(ctx, a.Pool, id, n)
+		refund(n - page.Succeeded) // what the page did not retry, or all of it when it failed
 		if err != nil && store.DataError(err) {
 			// The database refuses the page itself: no retry mends it.
 			log.Error("operation failed", zap.Error(err))
@@ -161,4 +174,87 @@ func (a *Activities) signalCancel(ctx context.Context, id uuid.UUID, log *zap.Lo
 		log.Warn("cancel signal not delivered; the notification's cancel flag still stops it",
 			zap.String("notification_id", id.String()), zap.Error(err))
 	}
+}
+
+// opCharge counts the notifications a retry operation accepts again
+// against its tenant's acceptance quotas, page by page: a page takes its
+// size from the quota first (no more than a quota's whole window), and
+// gives back what it did not retry. A spent quota makes the operation wait
+// for its window to reset (a per-day quota: the next UTC day; cancel the
+// operation to stop it). Redis not answering leaves the quota unenforced,
+// as on the API. A nil opCharge charges nothing.
+type opCharge struct {
+	q      *quota.Quota
+	tenant string
+	limits quota.Limits
+	log    *zap.Logger
+}
+
+// retryCharge is the charge of op: nil for any action but retry, a tenant
+// without quotas, a worker without Quotas, or an operation whose cancel
+// was requested (its next page ends it).
+func (a *Activities) retryCharge(ctx context.Context, op store.Operation, log *zap.Logger) *opCharge {
+	if a.Quotas == nil || op.Action != store.ActionRetry || op.CancelRequestedAt != nil {
+		return nil
+	}
+	t, err := store.GetTenant(ctx, a.Pool, op.TenantID)
+	if err != nil {
+		log.Warn("the tenant's quotas could not be read; this step's retries are not counted", zap.Error(err))
+		return nil
+	}
+	var l quota.Limits
+	if t.AcceptPerSec != nil {
+		l.PerSecond = *t.AcceptPerSec
+	}
+	if t.AcceptPerDay != nil {
+		l.PerDay = *t.AcceptPerDay
+	}
+	if l.None() {
+		return nil
+	}
+	return &opCharge{q: a.Quotas, tenant: t.ID.String(), limits: l, log: log}
+}
+
+// take charges up to limit notifications: n is the page size to run, and
+// refund gives back the part of n not retried. When the quota has no room
+// at all, n is 0 and wait is how long until it has.
+func (c *opCharge) take(ctx context.Context, limit int) (n int, refund func(unused int), wait time.Duration) {
+	none := func(int) {}
+	if c == nil {
+		return limit, none, 0
+	}
+	for _, q := range []int{c.limits.PerSecond, c.limits.PerDay} {
+		if q > 0 {
+			limit = min(limit, q)
+		}
+	}
+	d, err := c.q.Take(ctx, c.tenant, c.limits, limit)
+	if err == nil && !d.Allowed { // take what is left of the windows, if anything
+		left := limit
+		for _, w := range d.Windows {
+			left = min(left, w.Remaining)
+		}
+		if left < 1 {
+			return 0, none, max(d.RetryAfter, 100*time.Millisecond)
+		}
+		limit = left
+		d, err = c.q.Take(ctx, c.tenant, c.limits, limit)
+		if err == nil && !d.Allowed {
+			return 0, none, max(d.RetryAfter, 100*time.Millisecond)
+		}
+	}
+	if err != nil {
+		if !errors.Is(err, quota.ErrUnavailable) {
+			c.log.Warn("tenant quota not enforced: Redis did not answer", zap.Error(err))
+		}
+		return limit, none, 0
+	}
+	return limit, func(unused int) {
+		if unused < 1 {
+			return
+		}
+		if err := c.q.Refund(context.WithoutCancel(ctx), c.tenant, c.limits, unused, d); err != nil {
+			c.log.Warn("tenant quota not refunded", zap.Error(err))
+		}
+	}, 0
 }

@@ -844,7 +844,7 @@ type OperationFilter struct {
 	FailureReason *OperationFilterFailureReason `json:"failureReason,omitempty"`
 	Priority      *Priority                     `json:"priority,omitempty"`
 
-	// Recipient Exactly this recipient; shown masked in answers, and once the operation finished only that mask is kept (`[erased]` after an erase, or once an erase of that person finished).
+	// Recipient Exactly this recipient; shown masked in answers, and `[erased]` once the operation finished.
 	Recipient *string `json:"recipient,omitempty"`
 
 	// Status ACCEPTED → QUEUED → PROCESSING → [SENT →] DELIVERED | FAILED | CANCELLED, with
@@ -981,6 +981,11 @@ type RequestID = string
 //
 // Examples: {"detail":"one or more fields are invalid","errors":[{"field":"recipient","message":"must be an E.164 phone number, e.g. +14155550123"},{"field":"content","message":"is required"}],"instance":"/v1/notifications","status":422,"title":"Validation failed","type":"/problems/validation-error"}
 type BadRequest = Problem
+
+// BatchRefused RFC 9457 problem details.
+//
+// Examples: {"detail":"one or more fields are invalid","errors":[{"field":"recipient","message":"must be an E.164 phone number, e.g. +14155550123"},{"field":"content","message":"is required"}],"instance":"/v1/notifications","status":422,"title":"Validation failed","type":"/problems/validation-error"}
+type BatchRefused = Problem
 
 // DeadLettersUnavailable RFC 9457 problem details.
 //
@@ -1539,7 +1544,9 @@ type ClientInterface interface {
 	// makes the retry safe to repeat: the same key answers `200` with the notification in its
 	// current state and `Idempotent-Replayed: true`; the key used for another notification's
 	// retry is a `422` (`/problems/idempotency-key-reused`); a repeat while the first is still
-	// being processed is a `409` (`/problems/idempotency-key-in-use`).
+	// being processed is a `409` (`/problems/idempotency-key-in-use`). A retry is accepted
+	// again, so it counts as one notification against the tenant's acceptance quotas: over
+	// one it is a `429` with `Retry-After`, and the notification is left as it was.
 	//
 	// Corresponds with POST /v1/notifications/{id}/retry (the `RetryNotification` operationId).
 	RetryNotification(ctx context.Context, id NotificationID, params *RetryNotificationParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1569,10 +1576,6 @@ type ClientInterface interface {
 	//   Temporal keeps only ids, never the recipient or content. The operation's own filter
 	//   shows a recipient masked, and `[erased]` once it finished.
 	//
-	// An operation's filter shows a recipient masked; once the operation finished it keeps
-	// only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
-	// erasure.
-	//
 	// With `dryRun: true` nothing changes: the answer is `200` with the number matched.
 	// Rows that left the filter while the operation ran are skipped as `no-longer-matching`.
 	//
@@ -1600,10 +1603,6 @@ type ClientInterface interface {
 	//   One still in flight is cancelled first. Its dead-letter messages leave the DLQ.
 	//   Temporal keeps only ids, never the recipient or content. The operation's own filter
 	//   shows a recipient masked, and `[erased]` once it finished.
-	//
-	// An operation's filter shows a recipient masked; once the operation finished it keeps
-	// only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
-	// erasure.
 	//
 	// With `dryRun: true` nothing changes: the answer is `200` with the number matched.
 	// Rows that left the filter while the operation ran are skipped as `no-longer-matching`.
@@ -2002,7 +2001,9 @@ func (c *Client) CancelNotification(ctx context.Context, id NotificationID, para
 // makes the retry safe to repeat: the same key answers `200` with the notification in its
 // current state and `Idempotent-Replayed: true`; the key used for another notification's
 // retry is a `422` (`/problems/idempotency-key-reused`); a repeat while the first is still
-// being processed is a `409` (`/problems/idempotency-key-in-use`).
+// being processed is a `409` (`/problems/idempotency-key-in-use`). A retry is accepted
+// again, so it counts as one notification against the tenant's acceptance quotas: over
+// one it is a `429` with `Retry-After`, and the notification is left as it was.
 //
 // Corresponds with POST /v1/notifications/{id}/retry (the `RetryNotification` operationId).
 func (c *Client) RetryNotification(ctx context.Context, id NotificationID, params *RetryNotificationParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -2052,10 +2053,6 @@ func (c *Client) ListOperations(ctx context.Context, params *ListOperationsParam
 //     Temporal keeps only ids, never the recipient or content. The operation's own filter
 //     shows a recipient masked, and `[erased]` once it finished.
 //
-// An operation's filter shows a recipient masked; once the operation finished it keeps
-// only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
-// erasure.
-//
 // With `dryRun: true` nothing changes: the answer is `200` with the number matched.
 // Rows that left the filter while the operation ran are skipped as `no-longer-matching`.
 //
@@ -2093,10 +2090,6 @@ func (c *Client) CreateOperationWithBody(ctx context.Context, params *CreateOper
 //     One still in flight is cancelled first. Its dead-letter messages leave the DLQ.
 //     Temporal keeps only ids, never the recipient or content. The operation's own filter
 //     shows a recipient masked, and `[erased]` once it finished.
-//
-// An operation's filter shows a recipient masked; once the operation finished it keeps
-// only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
-// erasure.
 //
 // With `dryRun: true` nothing changes: the answer is `200` with the number matched.
 // Rows that left the filter while the operation ran are skipped as `no-longer-matching`.
@@ -3595,7 +3588,9 @@ type ClientWithResponsesInterface interface {
 	// makes the retry safe to repeat: the same key answers `200` with the notification in its
 	// current state and `Idempotent-Replayed: true`; the key used for another notification's
 	// retry is a `422` (`/problems/idempotency-key-reused`); a repeat while the first is still
-	// being processed is a `409` (`/problems/idempotency-key-in-use`).
+	// being processed is a `409` (`/problems/idempotency-key-in-use`). A retry is accepted
+	// again, so it counts as one notification against the tenant's acceptance quotas: over
+	// one it is a `429` with `Retry-After`, and the notification is left as it was.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -3629,10 +3624,6 @@ type ClientWithResponsesInterface interface {
 	//   Temporal keeps only ids, never the recipient or content. The operation's own filter
 	//   shows a recipient masked, and `[erased]` once it finished.
 	//
-	// An operation's filter shows a recipient masked; once the operation finished it keeps
-	// only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
-	// erasure.
-	//
 	// With `dryRun: true` nothing changes: the answer is `200` with the number matched.
 	// Rows that left the filter while the operation ran are skipped as `no-longer-matching`.
 	//
@@ -3660,10 +3651,6 @@ type ClientWithResponsesInterface interface {
 	//   One still in flight is cancelled first. Its dead-letter messages leave the DLQ.
 	//   Temporal keeps only ids, never the recipient or content. The operation's own filter
 	//   shows a recipient masked, and `[erased]` once it finished.
-	//
-	// An operation's filter shows a recipient masked; once the operation finished it keeps
-	// only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
-	// erasure.
 	//
 	// With `dryRun: true` nothing changes: the answer is `200` with the number matched.
 	// Rows that left the filter while the operation ran are skipped as `no-longer-matching`.
@@ -4750,7 +4737,9 @@ type CreateBatchResponse415Headers struct {
 
 // CreateBatchResponse422Headers the declared response headers of an HTTP 422 response for CreateBatch
 type CreateBatchResponse422Headers struct {
-	XRequestID string
+	RateLimit       *string
+	RateLimitPolicy *string
+	XRequestID      string
 }
 
 // CreateBatchResponse429Headers the declared response headers of an HTTP 429 response for CreateBatch
@@ -4795,7 +4784,7 @@ type CreateBatchResponse struct {
 	// ApplicationProblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationProblemJSON415 *UnsupportedMediaType
 	// ApplicationProblemJSON422 the response for an HTTP 422 `application/problem+json` response
-	ApplicationProblemJSON422 *ValidationFailedOrKeyReused
+	ApplicationProblemJSON422 *BatchRefused
 	// ApplicationProblemJSON429 the response for an HTTP 429 `application/problem+json` response
 	ApplicationProblemJSON429 *QuotaExceeded
 	// ApplicationProblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -4866,7 +4855,7 @@ func (r CreateBatchResponse) GetApplicationProblemJSON415() *UnsupportedMediaTyp
 }
 
 // GetApplicationProblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
-func (r CreateBatchResponse) GetApplicationProblemJSON422() *ValidationFailedOrKeyReused {
+func (r CreateBatchResponse) GetApplicationProblemJSON422() *BatchRefused {
 	return r.ApplicationProblemJSON422
 }
 
@@ -5387,6 +5376,14 @@ type RetryNotificationResponse422Headers struct {
 	XRequestID string
 }
 
+// RetryNotificationResponse429Headers the declared response headers of an HTTP 429 response for RetryNotification
+type RetryNotificationResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      int
+	XRequestID      string
+}
+
 // RetryNotificationResponse431Headers the declared response headers of an HTTP 431 response for RetryNotification
 type RetryNotificationResponse431Headers struct {
 	XRequestID string
@@ -5420,6 +5417,8 @@ type RetryNotificationResponse struct {
 	ApplicationProblemJSON409 *Problem
 	// ApplicationProblemJSON422 the response for an HTTP 422 `application/problem+json` response
 	ApplicationProblemJSON422 *ValidationFailedOrKeyReused
+	// ApplicationProblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationProblemJSON429 *QuotaExceeded
 	// ApplicationProblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationProblemJSON431 *HeadersTooLarge
 	// ApplicationProblemJSON500 the response for an HTTP 500 `application/problem+json` response
@@ -5440,6 +5439,8 @@ type RetryNotificationResponse struct {
 	Headers409 *RetryNotificationResponse409Headers
 	// Headers422 the parsed response headers for an HTTP 422 response
 	Headers422 *RetryNotificationResponse422Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *RetryNotificationResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *RetryNotificationResponse431Headers
 	// Headers500 the parsed response headers for an HTTP 500 response
@@ -5481,6 +5482,11 @@ func (r RetryNotificationResponse) GetApplicationProblemJSON409() *Problem {
 // GetApplicationProblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
 func (r RetryNotificationResponse) GetApplicationProblemJSON422() *ValidationFailedOrKeyReused {
 	return r.ApplicationProblemJSON422
+}
+
+// GetApplicationProblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r RetryNotificationResponse) GetApplicationProblemJSON429() *QuotaExceeded {
+	return r.ApplicationProblemJSON429
 }
 
 // GetApplicationProblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -6677,7 +6683,9 @@ func (c *ClientWithResponses) CancelNotificationWithResponse(ctx context.Context
 // makes the retry safe to repeat: the same key answers `200` with the notification in its
 // current state and `Idempotent-Replayed: true`; the key used for another notification's
 // retry is a `422` (`/problems/idempotency-key-reused`); a repeat while the first is still
-// being processed is a `409` (`/problems/idempotency-key-in-use`).
+// being processed is a `409` (`/problems/idempotency-key-in-use`). A retry is accepted
+// again, so it counts as one notification against the tenant's acceptance quotas: over
+// one it is a `429` with `Retry-After`, and the notification is left as it was.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -6723,10 +6731,6 @@ func (c *ClientWithResponses) ListOperationsWithResponse(ctx context.Context, pa
 //     Temporal keeps only ids, never the recipient or content. The operation's own filter
 //     shows a recipient masked, and `[erased]` once it finished.
 //
-// An operation's filter shows a recipient masked; once the operation finished it keeps
-// only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
-// erasure.
-//
 // With `dryRun: true` nothing changes: the answer is `200` with the number matched.
 // Rows that left the filter while the operation ran are skipped as `no-longer-matching`.
 //
@@ -6760,10 +6764,6 @@ func (c *ClientWithResponses) CreateOperationWithBodyWithResponse(ctx context.Co
 //     One still in flight is cancelled first. Its dead-letter messages leave the DLQ.
 //     Temporal keeps only ids, never the recipient or content. The operation's own filter
 //     shows a recipient masked, and `[erased]` once it finished.
-//
-// An operation's filter shows a recipient masked; once the operation finished it keeps
-// only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
-// erasure.
 //
 // With `dryRun: true` nothing changes: the answer is `200` with the number matched.
 // Rows that left the filter while the operation ran are skipped as `no-longer-matching`.
@@ -8083,7 +8083,7 @@ func ParseCreateBatchResponse(rsp *http.Response) (*CreateBatchResponse, error) 
 		response.ApplicationProblemJSON415 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
-		var dest ValidationFailedOrKeyReused
+		var dest BatchRefused
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -8255,6 +8255,20 @@ func ParseCreateBatchResponse(rsp *http.Response) (*CreateBatchResponse, error) 
 		response.Headers415 = &headers
 	case rsp.StatusCode == 422:
 		var headers CreateBatchResponse422Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
@@ -8898,6 +8912,13 @@ func ParseRetryNotificationResponse(rsp *http.Response) (*RetryNotificationRespo
 		}
 		response.ApplicationProblemJSON422 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest QuotaExceeded
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -9013,6 +9034,37 @@ func ParseRetryNotificationResponse(rsp *http.Response) (*RetryNotificationRespo
 			headers.XRequestID = value
 		}
 		response.Headers422 = &headers
+	case rsp.StatusCode == 429:
+		var headers RetryNotificationResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers RetryNotificationResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {

@@ -37,6 +37,7 @@ import (
 	"dispatch-engine/internal/profiling"
 	"dispatch-engine/internal/provider"
 	"dispatch-engine/internal/queue"
+	"dispatch-engine/internal/quota"
 	"dispatch-engine/internal/ratelimit"
 	"dispatch-engine/internal/reconcile"
 	"dispatch-engine/internal/retention"
@@ -221,6 +222,9 @@ func newDelivery(cfg config.Config, c *conns, relay *outbox.Relay, log *zap.Logg
 		// The fast path's calls are bounded like a channel's worker.
 		FastPathCalls: make(chan struct{}, cfg.WorkerConcurrency),
 		Temporal:      c.temporal,
+		// A retry operation counts what it retries against its tenant's
+		// acceptance quotas, in the API's counters.
+		Quotas: quota.New(c.rdb, cfg.RedisKeyPrefix+"quota:"),
 	}
 	return delivery{providers: providers, limiter: limiter, acts: acts}, nil
 }

@@ -32,8 +32,17 @@ func (s *Server) retryNotification(c *fiber.Ctx) error {
 	if err := ve.orNil(); err != nil {
 		return err
 	}
-	if _, err := s.ownNotification(c, id); err != nil {
+	own, err := s.ownNotification(c, id)
+	if err != nil {
 		return err
+	}
+	// A retry accepts the notification again: it counts against the
+	// tenant's acceptance quota, like a new one, unless it is refused.
+	refund := func() {}
+	if own.Status == notification.StatusFailed || own.Status == notification.StatusCancelled {
+		if refund, err = s.takeQuota(c, 1); err != nil {
+			return err
+		}
 	}
 	var (
 		n        store.Notification
@@ -43,6 +52,9 @@ func (s *Server) retryNotification(c *fiber.Ctx) error {
 		n, replayed, err = store.RetryNotification(c.UserContext(), db, id, key)
 		return err
 	})
+	if err != nil || replayed {
+		refund() // nothing retried
+	}
 	var notRetryable *store.NotRetryableError
 	switch {
 	case errors.Is(err, store.ErrNotFound):

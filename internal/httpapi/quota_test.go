@@ -6,8 +6,10 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"dispatch-engine/internal/notification"
 	"dispatch-engine/internal/quota"
 	"dispatch-engine/internal/store"
 	"dispatch-engine/internal/testenv"
@@ -91,4 +93,63 @@ func TestAPerSecondQuotaRefusesABurst(t *testing.T) {
 	require.Equal(t, 30, codes[http.StatusAccepted]+codes[http.StatusTooManyRequests], "%v", codes)
 	require.Positive(t, codes[http.StatusTooManyRequests], "a burst of 30 within a few seconds passes 10/s: %v", codes)
 	require.Equal(t, codes[http.StatusAccepted], f.tenantNotifications("burst"))
+}
+
+// TestABatchLargerThanAQuotaIs422NamingTheQuota: a batch that can never fit
+// a window (3 notifications against 2 a second) is not told to come back
+// later: 422 naming the quota and the field, without Retry-After, and
+// nothing is stored or charged.
+func TestABatchLargerThanAQuotaIs422NamingTheQuota(t *testing.T) {
+	base := setup(t, withQuotas(t))
+	f := base.as(base.tenantKey("small"))
+	perSec := 2
+	_, err := store.SetTenant(context.Background(), base.pool, "small", store.TenantSettings{AcceptPerSec: &perSec})
+	require.NoError(t, err)
+
+	three := `{"notifications":[` + smsBody + `,` + smsBody + `,` + smsBody + `]}`
+	resp, raw := f.post("/v1/notifications/batch", three)
+	p := requireProblem(t, resp, raw, http.StatusUnprocessableEntity)
+	require.Equal(t, "/problems/batch-over-quota", p.Type)
+	require.Contains(t, p.Detail, "per-second")
+	require.Equal(t, []string{"notifications"}, fieldNames(p))
+	require.Contains(t, p.Errors[0].Message, "per-second quota of 2")
+	require.Empty(t, resp.Header.Get("Retry-After"), "waiting never lets it pass")
+	require.Regexp(t, `^"per-second";r=2;t=1$`, resp.Header.Get("RateLimit"), "nothing was charged")
+	require.Zero(t, f.tenantNotifications("small"))
+}
+
+// TestARetryIsChargedToTheQuota: a retry makes a notification accepted
+// again, so it counts against the tenant's acceptance quota: with the day's
+// quota spent it is 429 with Retry-After and the notification stays FAILED;
+// a retry that is refused for another reason is not charged.
+func TestARetryIsChargedToTheQuota(t *testing.T) {
+	base := setup(t, withQuotas(t))
+	f := base.as(base.tenantKey("retrier"))
+	day := 3
+	_, err := store.SetTenant(context.Background(), base.pool, "retrier", store.TenantSettings{AcceptPerDay: &day})
+	require.NoError(t, err)
+
+	failed := f.failed()    // 1 of 3
+	delivered := f.failed() // 2 of 3
+	f.setStatus(delivered, notification.StatusDelivered)
+	resp, raw := f.retry(delivered)
+	requireProblem(t, resp, raw, http.StatusConflict)
+	require.Regexp(t, `^"per-day";r=1;`, resp.Header.Get("RateLimit"), "a refused retry is not charged")
+
+	resp, raw = f.retry(failed) // 3 of 3
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, "body: %s", raw)
+	require.Regexp(t, `^"per-day";r=0;`, resp.Header.Get("RateLimit"))
+	resp, raw = f.retry(failed, "Idempotency-Key", "again")
+	requireProblem(t, resp, raw, http.StatusConflict) // in flight now: not retryable, not charged
+
+	_, err = store.Fail(context.Background(), base.pool, uuid.MustParse(failed),
+		notification.DeadLetter{Reason: "exhausted", Source: notification.SourceWorkflow, Attempts: 3, LastError: "503"})
+	require.NoError(t, err)
+	resp, raw = f.retry(failed)
+	p := requireProblem(t, resp, raw, http.StatusTooManyRequests)
+	require.Equal(t, "/problems/quota-exceeded", p.Type)
+	retry, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+	require.NoError(t, err)
+	require.Positive(t, retry)
+	require.Equal(t, notification.StatusFailed, f.stored(failed).Status, "the refused retry changed nothing")
 }

@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -133,15 +134,48 @@ func (d Decision) State() string {
 	return strings.Join(parts, ", ")
 }
 
+// ErrUnavailable is returned, at once, by every call made within Pause of
+// a call that Redis did not answer (an error or no answer within
+// CallTimeout): the caller skips the quota without waiting on Redis again.
+var ErrUnavailable = errors.New("quota: Redis did not answer a moment ago; not asked again yet")
+
+// CallTimeout bounds each call to Redis, and Pause is how long calls fail
+// at once after one that Redis did not answer. A silent Redis (packets
+// dropped) thus costs a request at most CallTimeout, and then nothing until
+// the pause is over, when one call tries again.
+const (
+	CallTimeout = 200 * time.Millisecond
+	Pause       = 2 * time.Second
+)
+
 // Quota enforces Limits in Redis.
 type Quota struct {
 	rdb    redis.UniversalClient
 	prefix string
+	// downUntil is the UnixNano before which calls fail with ErrUnavailable.
+	downUntil atomic.Int64
 }
 
 // New returns a Quota storing its counters under prefix (e.g. "dispatch:quota:").
 func New(rdb redis.UniversalClient, prefix string) *Quota {
 	return &Quota{rdb: rdb, prefix: prefix}
+}
+
+// call runs fn against Redis within CallTimeout, unless Redis failed a
+// call less than Pause ago. A failure starts a pause, unless the caller
+// cancelled its context (a client gone says nothing about Redis); a
+// deadline, the caller's or CallTimeout, is Redis not answering in time.
+func (q *Quota) call(ctx context.Context, fn func(ctx context.Context) error) error {
+	if time.Now().UnixNano() < q.downUntil.Load() {
+		return ErrUnavailable
+	}
+	cctx, cancel := context.WithTimeout(ctx, CallTimeout)
+	defer cancel()
+	err := fn(cctx)
+	if err != nil && !errors.Is(ctx.Err(), context.Canceled) {
+		q.downUntil.Store(time.Now().Add(Pause).UnixNano())
+	}
+	return err
 }
 
 // takeScript checks (and, when ARGV[4] == "1", charges) both windows
@@ -249,7 +283,8 @@ func (q *Quota) Refund(ctx context.Context, tenant string, l Limits, n int, at D
 	if len(keys) == 0 {
 		return nil
 	}
-	if err := refundScript.Run(ctx, q.rdb, keys, n).Err(); err != nil {
+	err := q.call(ctx, func(ctx context.Context) error { return refundScript.Run(ctx, q.rdb, keys, n).Err() })
+	if err != nil {
 		return fmt.Errorf("quota refund: %w", err)
 	}
 	return nil
@@ -261,7 +296,11 @@ func (q *Quota) run(ctx context.Context, tenant string, l Limits, n int, charge 
 	if charge {
 		flag = "1"
 	}
-	res, err := takeScript.Run(ctx, q.rdb, []string{q.base(tenant)}, sec, day, n, flag).Int64Slice()
+	var res []int64
+	err := q.call(ctx, func(ctx context.Context) (err error) {
+		res, err = takeScript.Run(ctx, q.rdb, []string{q.base(tenant)}, sec, day, n, flag).Int64Slice()
+		return err
+	})
 	if err != nil {
 		return Decision{}, fmt.Errorf("quota take: %w", err)
 	}

@@ -318,3 +318,53 @@ func TestLiveHeaders(t *testing.T) {
 	assert.Equal(t, dw.ID, time.Now().Unix()/86400, "day id is the UTC day (clocks on one host)")
 	assert.LessOrEqual(t, dw.ResetSeconds(), int64(86400))
 }
+
+// TestASilentRedisCostsOneCallTimeoutThenNothingForAPause: Redis stops
+// answering (packets dropped): a Take gives up within CallTimeout, the
+// calls that follow fail at once for Pause without asking Redis, and after
+// the pause Redis is asked again.
+func TestASilentRedisCostsOneCallTimeoutThenNothingForAPause(t *testing.T) {
+	_, prefix := testenv.Redis(t)
+	opts, err := redis.ParseURL(testenv.Shared(t).RedisURL)
+	require.NoError(t, err)
+	proxy := testenv.NewProxy(t, opts.Addr)
+	opts.Addr = proxy.Addr()
+	opts.ContextTimeoutEnabled = true // as ratelimit.NewClient sets it
+	rdb := redis.NewClient(opts)
+	t.Cleanup(func() { _ = rdb.Close() })
+	t.Cleanup(proxy.Heal)
+	q := New(rdb, prefix+"quota:")
+	ctx := context.Background()
+	l := Limits{PerSecond: 100}
+	_, err = q.Take(ctx, "silent", l, 1)
+	require.NoError(t, err)
+
+	proxy.Partition()
+	start := time.Now()
+	_, err = q.Take(ctx, "silent", l, 1)
+	require.Error(t, err)
+	require.Less(t, time.Since(start), CallTimeout+100*time.Millisecond, "the first call gives up within CallTimeout")
+	start = time.Now()
+	_, err = q.Peek(ctx, "silent", l)
+	require.ErrorIs(t, err, ErrUnavailable)
+	require.Less(t, time.Since(start), 10*time.Millisecond, "the next call does not ask Redis")
+
+	proxy.Heal()
+	require.Eventually(t, func() bool {
+		_, err := q.Take(ctx, "silent", l, 1)
+		return err == nil
+	}, Pause+5*time.Second, 50*time.Millisecond, "asked again after the pause")
+}
+
+// TestACallerThatGivesUpDoesNotPauseTheQuota: a caller's own cancelled
+// context fails its call, but says nothing about Redis: the next caller
+// asks Redis.
+func TestACallerThatGivesUpDoesNotPauseTheQuota(t *testing.T) {
+	q, _ := newTestQuota(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := q.Take(ctx, "gone", Limits{PerDay: 5}, 1)
+	require.Error(t, err)
+	_, err = q.Take(context.Background(), "gone", Limits{PerDay: 5}, 1)
+	require.NoError(t, err)
+}
