@@ -133,7 +133,7 @@ func (s *Starter) Handle(ctx context.Context, d amqp.Delivery) error {
 	if n.Generation > 0 {
 		reuse, memo = enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE, map[string]any{wfclient.GenerationMemo: n.Generation}
 	}
-	_, err = s.temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+	opts := client.StartWorkflowOptions{
 		ID:                                       wfID,
 		TaskQueue:                                s.cfg.TaskQueues.Workflows(),
 		WorkflowIDReusePolicy:                    reuse,
@@ -154,7 +154,8 @@ func (s *Starter) Handle(ctx context.Context, d amqp.Delivery) error {
 		// No recipient, not even masked: an erased notification leaves
 		// nothing of its person in Temporal, whose histories carry ids only.
 		StaticSummary: fmt.Sprintf("%s notification (%s)", n.Channel, n.Priority),
-	}, workflows.NotificationWorkflow, workflows.NotificationInput{
+	}
+	input := workflows.NotificationInput{
 		NotificationID:    id.String(),
 		Channel:           string(n.Channel),
 		Priority:          string(n.Priority),
@@ -166,20 +167,35 @@ func (s *Starter) Handle(ctx context.Context, d amqp.Delivery) error {
 		FastPath:          fastPath,
 		AttemptBase:       n.AttemptBase,
 		Generation:        n.Generation,
-	})
+	}
+	_, err = s.temporal.ExecuteWorkflow(ctx, opts, workflows.NotificationWorkflow, input)
 	var already *serviceerror.WorkflowExecutionAlreadyStarted
+	if errors.As(err, &already) && n.Generation > 0 {
+		// Either this generation's run started already (a redelivered
+		// message), or an earlier generation's run is still open (its
+		// cancel or failure not yet handled: a slow worker, a backlog of
+		// workflow tasks). That run owns nothing any more: every write of
+		// its activities checks its generation, so it would only end
+		// SUPERSEDED. It is terminated, by its run id, and this generation
+		// starts now, instead of the message coming back every second.
+		superseded, serr := s.endSupersededRun(ctx, wfID, string(n.Channel), n.Generation)
+		if serr != nil {
+			return serr
+		}
+		if superseded {
+			_, err = s.temporal.ExecuteWorkflow(ctx, opts, workflows.NotificationWorkflow, input)
+		}
+	}
 	switch {
 	case errors.As(err, &already) && n.Generation > 0:
-		// Either this generation's run started already (a redelivered
-		// message), or the previous generation's run has marked the
-		// notification FAILED or CANCELLED but not closed yet: then the
-		// message is handled again after the consumer's pause.
+		// This generation's run started already (a redelivered message),
+		// or another earlier run started meanwhile (handled again).
 		running, derr := s.runningGeneration(ctx, wfID)
 		if derr != nil {
 			return derr
 		}
 		if running < n.Generation {
-			return fmt.Errorf("workflow %s: the run of generation %d is still closing; generation %d starts after it", wfID, running, n.Generation)
+			return fmt.Errorf("workflow %s: the run of generation %d is still open; generation %d starts after it", wfID, running, n.Generation)
 		}
 		s.metrics.WorkflowStarts.WithLabelValues(string(n.Channel), "duplicate").Inc()
 		return nil
@@ -212,6 +228,35 @@ func (s *Starter) runningGeneration(ctx context.Context, wfID string) (int, erro
 		return 0, fmt.Errorf("describing workflow %s: %w", wfID, err)
 	}
 	return wfclient.RunGeneration(d.RawResponse.GetWorkflowExecutionInfo())
+}
+
+// endSupersededRun terminates the open run of wfID when it is of a
+// generation before gen, by its run id (never a run of gen itself, which a
+// redelivered message finds), and reports whether it did, or found the run
+// closed meanwhile: either way gen may start now.
+func (s *Starter) endSupersededRun(ctx context.Context, wfID, channel string, gen int) (bool, error) {
+	d, err := s.temporal.DescribeWorkflow(ctx, wfID, "")
+	if err != nil {
+		return false, fmt.Errorf("describing workflow %s: %w", wfID, err)
+	}
+	info := d.RawResponse.GetWorkflowExecutionInfo()
+	if info.GetStatus() != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
+		return true, nil
+	}
+	running, err := wfclient.RunGeneration(info)
+	if err != nil || running >= gen {
+		return false, err
+	}
+	runID := info.GetExecution().GetRunId()
+	err = s.temporal.TerminateWorkflow(ctx, wfID, runID, fmt.Sprintf("superseded by generation %d", gen))
+	var notFound *serviceerror.NotFound
+	if err != nil && !errors.As(err, &notFound) { // NotFound: it closed meanwhile
+		return false, fmt.Errorf("terminating run %s of workflow %s (generation %d, superseded by %d): %w", runID, wfID, running, gen, err)
+	}
+	s.metrics.WorkflowStarts.WithLabelValues(channel, "superseded").Inc()
+	s.log.Info("ended the run of an earlier generation, still open", zap.String("workflow_id", wfID), zap.String("run_id", runID),
+		zap.Int("generation", running), zap.Int("superseded_by", gen))
+	return true, nil
 }
 
 // cancelIfRequested signals the cancel to a just-started workflow whose
