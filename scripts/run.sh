@@ -12,15 +12,17 @@ started_at=$SECONDS
 load_env
 
 # /v1/* needs an API key. With API_KEYS set, those keys (the default
-# tenant's) are used. Without, a key of tenant "development" is made in the
-# database once the schema is migrated, and kept in .data/dev-api-key.
+# tenant's) are used. Without, a key of the default tenant is made in the
+# database once the schema is migrated, and kept in .data/dev-api-key: the
+# operator's key, which also reads the dead-letter queues and the metrics
+# labelled by tenant (docs/TENANTS.md).
 dev_key_file="$ROOT/.data/dev-api-key"
 if [ -n "${API_KEYS:-}" ]; then
   api_key="${API_KEYS%%,*}"
   api_key_source='API_KEYS; tenant "default"'
 else
   api_key=""
-  api_key_source='.data/dev-api-key; tenant "development"'
+  api_key_source=".data/dev-api-key; tenant \"default\", the operator's"
 fi
 export API_KEYS="${API_KEYS:-}"
 
@@ -117,10 +119,12 @@ fi
 log "migrating the database"
 "$ROOT/bin/migrate" up
 if [ -z "$API_KEYS" ]; then
-  # The development key lives in the database (tenant "development"); the API
+  # The development key lives in the database (tenant "default"); the API
   # starts with API_KEYS empty and reads keys from there. A key made before
   # tenants ("dev-…"), or one not active in this database (revoked, expired,
-  # another database), is replaced.
+  # another database) or of another tenant (an older make run made one of
+  # tenant "development", which cannot read the dead-letter queues), is
+  # replaced, and revoked if this database has it.
   if [ -s "$dev_key_file" ]; then
     prefix="$(head -c 11 "$dev_key_file")"
     case "$prefix" in
@@ -128,19 +132,20 @@ if [ -z "$API_KEYS" ]; then
         log "replacing the development API key made before tenants (.data/dev-api-key)"
         rm -f "$dev_key_file" ;;
       *)
-        dev_keys="$("$ROOT/bin/dispatchctl" keys list --tenant development)"
+        dev_keys="$("$ROOT/bin/dispatchctl" keys list --tenant default)"
         if ! grep -q "^$prefix .*[[:space:]]active\$" <<<"$dev_keys"; then
-          log "replacing .data/dev-api-key: its key is not active in this database"
+          log "replacing .data/dev-api-key: its key is not an active key of tenant \"default\" in this database"
+          "$ROOT/bin/dispatchctl" keys revoke "$prefix" >/dev/null 2>&1 || true
           rm -f "$dev_key_file"
         fi ;;
     esac
   fi
   if [ ! -s "$dev_key_file" ]; then
     mkdir -p "$ROOT/.data"
-    key="$("$ROOT/bin/dispatchctl" keys create --tenant development --name "make run" | tail -n 1)"
+    key="$("$ROOT/bin/dispatchctl" keys create --tenant default --name "make run" | tail -n 1)"
     [[ "$key" == de_* ]] || die "dispatchctl keys create printed no key"
     secret_file "$dev_key_file" printf '%s\n' "$key"
-    log "made a development API key of tenant \"development\" in .data/dev-api-key"
+    log "made a development API key of tenant \"default\" (the operator's) in .data/dev-api-key"
   fi
   chmod 600 "$dev_key_file"
   api_key="$(cat "$dev_key_file")"

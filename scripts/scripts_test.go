@@ -3,13 +3,20 @@
 package scripts_test
 
 import (
+	"bytes"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"dispatch-engine/cmd/dispatchctl/app"
+	"dispatch-engine/internal/store"
+	"dispatch-engine/internal/testenv"
 )
 
 // lib runs script in bash with lib.sh sourced, under umask 022 (a usual
@@ -66,4 +73,30 @@ func TestSecretFilesAreReadableByTheirOwnerAlone(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, string(run), `secret_file "$dev_key_file"`)
 	require.Contains(t, string(run), `secret_file "$push_secret_file"`)
+}
+
+// make run's key is the operator's: the key it makes with dispatchctl
+// belongs to the default tenant, the one that may read the dead-letter
+// queues (GET /v1/dead-letters) and the metrics labelled by tenant; a key
+// of another tenant is refused there with 404. The test runs the keys
+// create command line run.sh holds against a fresh database.
+func TestMakeRunsKeyIsTheOperators(t *testing.T) {
+	run, err := os.ReadFile("run.sh")
+	require.NoError(t, err)
+	m := regexp.MustCompile(`"\$ROOT/bin/dispatchctl" (keys create [^|)]*)`).FindSubmatch(run)
+	require.NotNil(t, m, "run.sh makes its key with dispatchctl keys create")
+	// bash splits the command line as run.sh's bash does.
+	out, err := exec.Command("bash", "-c", `eval "set -- $1"; printf '%s\0' "$@"`, "bash", string(m[1])).Output()
+	require.NoError(t, err)
+	args := strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00")
+
+	pool, dsn := testenv.Pool(t)
+	var stdout, stderr bytes.Buffer
+	code := app.Main(context.Background(), app.Options{Args: args, Stdout: &stdout, Stderr: &stderr,
+		Env: []string{"DATABASE_DSN=" + dsn}, Dir: t.TempDir()})
+	require.Equal(t, app.ExitOK, code, "dispatchctl %q: %s", args, stderr.String())
+	lines := strings.Split(strings.TrimRight(stdout.String(), "\n"), "\n")
+	tenant, err := store.AuthenticateAPIKey(context.Background(), pool, store.HashAPIKey(lines[len(lines)-1]))
+	require.NoError(t, err)
+	require.Equal(t, store.DefaultTenantID, tenant.ID, "make run's key is of tenant %q, which cannot read the dead-letter queues", tenant.Name)
 }

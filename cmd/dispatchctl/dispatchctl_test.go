@@ -136,7 +136,8 @@ func TestSendWaitEndsFailedAndExitsOne(t *testing.T) {
 	var n client.Notification
 	require.NoError(t, json.Unmarshal([]byte(res.stdout), &n), res.stdout)
 	assert.Equal(t, client.StatusFAILED, n.Status)
-	assert.Equal(t, fmt.Sprintf("error: notification %s ended FAILED (exhausted): provider answered 503\n", id), res.stderr)
+	got := requireJSONFailure(t, res, app.ExitFailed, "outcome")
+	assert.Equal(t, fmt.Sprintf("notification %s ended FAILED (exhausted): provider answered 503", id), got.Error.Message)
 }
 
 func TestSendWaitTimeoutExitsOneWithTheLastState(t *testing.T) {

@@ -72,7 +72,8 @@ func TestOperationsCreateWaitForACancelledOneExitsOne(t *testing.T) {
 	var op client.Operation
 	require.NoError(t, json.Unmarshal([]byte(res.stdout), &op), res.stdout)
 	assert.Equal(t, client.OperationStatusCANCELLED, op.Status)
-	assert.Contains(t, res.stderr, "error: operation "+id.String()+" ended CANCELLED\n")
+	got := requireJSONFailure(t, res, app.ExitFailed, "outcome")
+	assert.Equal(t, "operation "+id.String()+" ended CANCELLED", got.Error.Message)
 }
 
 func TestOperationsDryRun(t *testing.T) {

@@ -80,7 +80,8 @@ func TestWatchOfAFailedNotificationExitsOneAndJSONIsALinePerState(t *testing.T) 
 		require.NoError(t, json.Unmarshal([]byte(lines[i]), &n))
 		assert.Equal(t, want, n.Status)
 	}
-	assert.Contains(t, res.stderr, "error: notification "+id.String()+" ended FAILED (exhausted): provider answered 503")
+	got := requireJSONFailure(t, res, app.ExitFailed, "outcome")
+	assert.Equal(t, "notification "+id.String()+" ended FAILED (exhausted): provider answered 503", got.Error.Message)
 }
 
 func TestWatchBatchFollowsTheSummaryUntilEveryNotificationIsTerminal(t *testing.T) {

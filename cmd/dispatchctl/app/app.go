@@ -8,6 +8,7 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -133,7 +134,9 @@ Configuration, the first found wins:
 
 Output is human-readable on stdout; --json prints the API's JSON instead.
 Errors go to stderr; a problem answer prints its status, title, each invalid
-field, its detail and the request id.
+field, its detail and the request id. With --json an error is one line of
+JSON, the last on stderr: {"error":{"kind","exitCode","message","problem",
+"notes"}}.
 
 Exit codes:
   0    ok
@@ -270,54 +273,98 @@ func outcomeErrorf(format string, args ...any) error {
 	return &exitError{code: ExitFailed, msg: fmt.Sprintf(format, args...)}
 }
 
-// report prints err on stderr the way its kind deserves and returns the
-// exit code.
+// report prints err on stderr the way its kind deserves (under --json, as
+// one line of JSON) and returns the exit code.
 func (a *cli) report(ctx context.Context, cmd *cobra.Command, err error) int {
-	code := a.reportError(ctx, cmd, err)
+	f := a.failure(ctx, cmd, err)
 	var ne *notedError
 	if errors.As(err, &ne) {
-		for _, n := range ne.notes {
-			sayln(a.opts.Stderr, n)
-		}
+		f.Notes = append(f.Notes, ne.notes...)
 	}
-	return code
+	if a.jsonOut {
+		// One line, the last on stderr (after any progress or notes).
+		raw, _ := json.Marshal(struct {
+			Error failure `json:"error"`
+		}{f})
+		sayln(a.opts.Stderr, string(raw))
+		return f.ExitCode
+	}
+	say(a.opts.Stderr, "%s", f.text)
+	for _, n := range f.Notes {
+		sayln(a.opts.Stderr, n)
+	}
+	return f.ExitCode
 }
 
-func (a *cli) reportError(ctx context.Context, cmd *cobra.Command, err error) int {
-	stderr := a.opts.Stderr
+// failure is why a command failed: the text printed for it, and under
+// --json this object on stderr (docs/DISPATCHCTL.md describes it).
+type failure struct {
+	// Kind is usage, problem, outcome, unreachable, interrupted or error.
+	Kind     string `json:"kind"`
+	ExitCode int    `json:"exitCode"`
+	Message  string `json:"message"`
+	// Problem is the API's problem answer, for kind problem.
+	Problem *problemView `json:"problem,omitempty"`
+	// Notes are the lines printed after the error: a hint, what a batch
+	// had sent before it failed and how to resume.
+	Notes []string `json:"notes,omitempty"`
+	text  string
+}
+
+// problemView is a problem answer as --json prints it.
+type problemView struct {
+	Type      string           `json:"type,omitempty"`
+	Title     string           `json:"title"`
+	Status    int              `json:"status"`
+	Detail    string           `json:"detail,omitempty"`
+	Errors    []fieldErrorView `json:"errors,omitempty"`
+	RequestID string           `json:"requestId,omitempty"`
+}
+
+type fieldErrorView struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+func (a *cli) failure(ctx context.Context, cmd *cobra.Command, err error) failure {
 	var (
 		ue *usageError
 		ee *exitError
 	)
 	switch {
 	case ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, ctx.Err())):
-		sayln(stderr, "interrupted")
-		return ExitInterrupted
+		return failure{Kind: "interrupted", ExitCode: ExitInterrupted, Message: "interrupted", text: "interrupted\n"}
 	case errors.As(err, &ue) || !a.ran:
-		say(stderr, "error: %v\n", err)
 		path := "dispatchctl"
 		if cmd != nil {
 			path = cmd.CommandPath()
 		}
-		say(stderr, "Run '%s --help' for usage.\n", path)
-		return ExitUsage
+		hint := fmt.Sprintf("Run '%s --help' for usage.", path)
+		return failure{Kind: "usage", ExitCode: ExitUsage, Message: err.Error(), Notes: []string{hint},
+			text: "error: " + err.Error() + "\n"}
 	case errors.As(err, &ee):
+		f := failure{Kind: "outcome", ExitCode: ee.code, Message: ee.msg}
 		if ee.msg != "" {
-			say(stderr, "error: %s\n", ee.msg)
+			f.text = "error: " + ee.msg + "\n"
 		}
-		return ee.code
+		return f
 	}
 	if p, ok := asProblem(err); ok {
-		printProblem(stderr, p)
-		if p.status() == http.StatusUnauthorized && a.cfg.keySource == "" {
-			sayln(stderr, "hint: no API key was given: --api-key, $DISPATCH_API_KEY or .data/dev-api-key (make run writes it)")
+		var b strings.Builder
+		printProblem(&b, p)
+		f := failure{Kind: "problem", ExitCode: ExitFailed, Message: fmt.Sprintf("%d %s", p.Status, p.Title), text: b.String(),
+			Problem: &problemView{Type: p.Type, Title: p.Title, Status: p.Status, Detail: p.Detail, RequestID: p.RequestID}}
+		for _, fe := range p.Errors {
+			f.Problem.Errors = append(f.Problem.Errors, fieldErrorView{fe.Field, fe.Message})
 		}
-		return ExitFailed
+		if p.status() == http.StatusUnauthorized && a.cfg.keySource == "" {
+			f.Notes = append(f.Notes, "hint: no API key was given: --api-key, $DISPATCH_API_KEY or .data/dev-api-key (make run writes it)")
+		}
+		return f
 	}
 	if unreachable(err) {
-		say(stderr, "error: could not reach the API at %s: %v\n", a.cfg.url, err)
-		return ExitUnreachable
+		msg := fmt.Sprintf("could not reach the API at %s: %v", a.cfg.url, err)
+		return failure{Kind: "unreachable", ExitCode: ExitUnreachable, Message: msg, text: "error: " + msg + "\n"}
 	}
-	say(stderr, "error: %v\n", err)
-	return ExitFailed
+	return failure{Kind: "error", ExitCode: ExitFailed, Message: err.Error(), text: "error: " + err.Error() + "\n"}
 }
