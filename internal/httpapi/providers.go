@@ -241,6 +241,9 @@ func (s *Server) webhookReceipt(c *fiber.Ctx, p *provider.Provider) (store.Recei
 	if status == "" {
 		ve.add("status", `must be "delivered" or "failed" (also "undelivered", "bounced")`)
 	}
+	if !validText(req.Reason) { // stored on the attempt by the workflow
+		ve.add("reason", "must be UTF-8 text without NUL characters")
+	}
 	if err := ve.orNil(); err != nil {
 		return store.ReceiptTarget{}, workflows.Receipt{}, err
 	}
@@ -281,6 +284,11 @@ func (s *Server) twilioReceipt(c *fiber.Ctx, p *provider.Provider) (store.Receip
 			"the X-Twilio-Signature does not verify under the provider's auth token")
 	}
 	sid, status, reason, final := provider.TwilioReceipt(form)
+	// The SID is looked up and the reason stored: text PostgreSQL cannot
+	// hold is refused here, not there.
+	if ve := twilioTextErrors(form, sid); ve != nil {
+		return store.ReceiptTarget{}, workflows.Receipt{}, false, newProblemFromValidation(fiber.StatusUnprocessableEntity, ve)
+	}
 	if sid == "" {
 		ve := &ValidationError{}
 		ve.add("MessageSid", "is required")
@@ -307,6 +315,25 @@ func (s *Server) twilioReceipt(c *fiber.Ctx, p *provider.Provider) (store.Receip
 		return target, receipt, true, explain(err, typeNotFound, "no message "+sid+" was sent through provider "+p.Name)
 	}
 	return target, receipt, true, err
+}
+
+// twilioTextErrors names the status callback's fields that PostgreSQL
+// could not store (NUL, invalid UTF-8): the SID it names and what goes
+// into the receipt's reason.
+func twilioTextErrors(form url.Values, sid string) *ValidationError {
+	ve := &ValidationError{}
+	if !validText(sid) {
+		ve.add("MessageSid", "must be UTF-8 text without NUL characters")
+	}
+	for _, name := range []string{"MessageStatus", "SmsStatus", "ErrorCode"} {
+		if !validText(form.Get(name)) {
+			ve.add(name, "must be UTF-8 text without NUL characters")
+		}
+	}
+	if len(ve.Fields) == 0 {
+		return nil
+	}
+	return ve
 }
 
 // unavailable logs err and answers 503 with Retry-After.

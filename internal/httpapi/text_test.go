@@ -2,10 +2,13 @@ package httpapi_test
 
 import (
 	"net/http"
+	"net/url"
 	"testing"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
+
+	"dispatch-engine/internal/provider"
 )
 
 // PostgreSQL's text cannot hold NUL, and its jsonb refuses \u0000 and an
@@ -83,4 +86,34 @@ func TestTextPostgreSQLCannotStoreIsRefusedNamingItsField(t *testing.T) {
 	// Escapes jsonb takes are taken: a surrogate pair, and an escaped
 	// backslash before "u0000" (the text \u0000, not a NUL).
 	f.create(`{` + sms + `,"metadata":{"emoji":"\ud83d\ude00","text":"\\u0000","\uD83D\uDE00":["\\\ud83d\ude00"]}}`)
+}
+
+// A receipt is signed by its provider, but what it says still reaches
+// PostgreSQL (the message id it names is looked up; its reason is stored
+// on the attempt by the notification's workflow, where text PostgreSQL
+// refuses would fail the settling activity again and again): text that
+// cannot be stored is a 422 naming it, and no workflow hears of it.
+func TestASignedReceiptWithTextPostgreSQLCannotStoreIsRefusedNamingItsField(t *testing.T) {
+	f := setup(t, withProviders(t))
+	id := f.sent("push", "hook", "")
+	body := `{"webhookId":"` + id.String() + `","status":"failed","reason":"mailbox\u0000full"}`
+	resp, raw := f.post("/v1/receipts/hook", body, signedReceipt(t, hookSecret, body)...)
+	p := requireProblem(t, resp, raw, http.StatusUnprocessableEntity)
+	require.Equal(t, []string{"reason"}, fieldNames(p))
+
+	path := "/v1/receipts/tw?notification=" + id.String()
+	for _, tc := range []struct {
+		form  url.Values
+		field string
+	}{
+		{url.Values{"MessageSid": {"SM\x00"}, "MessageStatus": {"delivered"}}, "MessageSid"},
+		{url.Values{"MessageSid": {"SM0123"}, "MessageStatus": {"failed"}, "ErrorCode": {"30003\x00"}}, "ErrorCode"},
+		{url.Values{"MessageSid": {"SM\xff"}, "MessageStatus": {"failed"}}, "MessageSid"},
+	} {
+		sig := provider.TwilioSignature(twilioToken, receiptsBase+path, tc.form)
+		resp, raw := f.post(path, tc.form.Encode(), "Content-Type", "application/x-www-form-urlencoded", "Authorization", "", "X-Twilio-Signature", sig)
+		p := requireProblem(t, resp, raw, http.StatusUnprocessableEntity)
+		require.Equal(t, []string{tc.field}, fieldNames(p), "form %v", tc.form)
+	}
+	require.Empty(t, f.signals.Calls(), "no workflow heard of them")
 }
