@@ -210,7 +210,7 @@ func NewWorker() *Worker {
 		}),
 		WorkflowStarts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dispatch_workflow_starts_total",
-			Help: "Workflow starts by the consumer, by channel and result (started, duplicate, skipped, poison).",
+			Help: "Workflow starts by the consumer, by channel and result (started, duplicate, skipped, poison; superseded: an earlier generation's run still open, ended so a retry could start).",
 		}, []string{"channel", "result"}),
 		DependencyUp: newDependencyUp(),
 		BreakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{

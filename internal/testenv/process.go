@@ -64,6 +64,13 @@ func (p *Process) Stop() {
 	}
 }
 
+// Pause stops the process (SIGSTOP) without ending it, as a long GC pause
+// or an overloaded machine would: it takes no work until Resume.
+func (p *Process) Pause() { _ = p.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Resume lets a paused process go on (SIGCONT).
+func (p *Process) Resume() { _ = p.cmd.Process.Signal(syscall.SIGCONT) }
+
 // Output is what the process printed so far.
 func (p *Process) Output() string { return p.out.String() }
 
