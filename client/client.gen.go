@@ -844,7 +844,7 @@ type OperationFilter struct {
 	FailureReason *OperationFilterFailureReason `json:"failureReason,omitempty"`
 	Priority      *Priority                     `json:"priority,omitempty"`
 
-	// Recipient Exactly this recipient; shown masked in answers, and `[erased]` once the operation finished.
+	// Recipient Exactly this recipient; shown masked in answers, and once the operation finished only that mask is kept (`[erased]` after an erase, or once an erase of that person finished).
 	Recipient *string `json:"recipient,omitempty"`
 
 	// Status ACCEPTED → QUEUED → PROCESSING → [SENT →] DELIVERED | FAILED | CANCELLED, with
@@ -1576,6 +1576,10 @@ type ClientInterface interface {
 	//   Temporal keeps only ids, never the recipient or content. The operation's own filter
 	//   shows a recipient masked, and `[erased]` once it finished.
 	//
+	// An operation's filter shows a recipient masked; once the operation finished it keeps
+	// only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
+	// erasure.
+	//
 	// With `dryRun: true` nothing changes: the answer is `200` with the number matched.
 	// Rows that left the filter while the operation ran are skipped as `no-longer-matching`.
 	//
@@ -1603,6 +1607,10 @@ type ClientInterface interface {
 	//   One still in flight is cancelled first. Its dead-letter messages leave the DLQ.
 	//   Temporal keeps only ids, never the recipient or content. The operation's own filter
 	//   shows a recipient masked, and `[erased]` once it finished.
+	//
+	// An operation's filter shows a recipient masked; once the operation finished it keeps
+	// only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
+	// erasure.
 	//
 	// With `dryRun: true` nothing changes: the answer is `200` with the number matched.
 	// Rows that left the filter while the operation ran are skipped as `no-longer-matching`.
@@ -2053,6 +2061,10 @@ func (c *Client) ListOperations(ctx context.Context, params *ListOperationsParam
 //     Temporal keeps only ids, never the recipient or content. The operation's own filter
 //     shows a recipient masked, and `[erased]` once it finished.
 //
+// An operation's filter shows a recipient masked; once the operation finished it keeps
+// only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
+// erasure.
+//
 // With `dryRun: true` nothing changes: the answer is `200` with the number matched.
 // Rows that left the filter while the operation ran are skipped as `no-longer-matching`.
 //
@@ -2090,6 +2102,10 @@ func (c *Client) CreateOperationWithBody(ctx context.Context, params *CreateOper
 //     One still in flight is cancelled first. Its dead-letter messages leave the DLQ.
 //     Temporal keeps only ids, never the recipient or content. The operation's own filter
 //     shows a recipient masked, and `[erased]` once it finished.
+//
+// An operation's filter shows a recipient masked; once the operation finished it keeps
+// only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
+// erasure.
 //
 // With `dryRun: true` nothing changes: the answer is `200` with the number matched.
 // Rows that left the filter while the operation ran are skipped as `no-longer-matching`.
@@ -3624,6 +3640,10 @@ type ClientWithResponsesInterface interface {
 	//   Temporal keeps only ids, never the recipient or content. The operation's own filter
 	//   shows a recipient masked, and `[erased]` once it finished.
 	//
+	// An operation's filter shows a recipient masked; once the operation finished it keeps
+	// only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
+	// erasure.
+	//
 	// With `dryRun: true` nothing changes: the answer is `200` with the number matched.
 	// Rows that left the filter while the operation ran are skipped as `no-longer-matching`.
 	//
@@ -3651,6 +3671,10 @@ type ClientWithResponsesInterface interface {
 	//   One still in flight is cancelled first. Its dead-letter messages leave the DLQ.
 	//   Temporal keeps only ids, never the recipient or content. The operation's own filter
 	//   shows a recipient masked, and `[erased]` once it finished.
+	//
+	// An operation's filter shows a recipient masked; once the operation finished it keeps
+	// only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
+	// erasure.
 	//
 	// With `dryRun: true` nothing changes: the answer is `200` with the number matched.
 	// Rows that left the filter while the operation ran are skipped as `no-longer-matching`.
@@ -6731,6 +6755,10 @@ func (c *ClientWithResponses) ListOperationsWithResponse(ctx context.Context, pa
 //     Temporal keeps only ids, never the recipient or content. The operation's own filter
 //     shows a recipient masked, and `[erased]` once it finished.
 //
+// An operation's filter shows a recipient masked; once the operation finished it keeps
+// only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
+// erasure.
+//
 // With `dryRun: true` nothing changes: the answer is `200` with the number matched.
 // Rows that left the filter while the operation ran are skipped as `no-longer-matching`.
 //
@@ -6764,6 +6792,10 @@ func (c *ClientWithResponses) CreateOperationWithBodyWithResponse(ctx context.Co
 //     One still in flight is cancelled first. Its dead-letter messages leave the DLQ.
 //     Temporal keeps only ids, never the recipient or content. The operation's own filter
 //     shows a recipient masked, and `[erased]` once it finished.
+//
+// An operation's filter shows a recipient masked; once the operation finished it keeps
+// only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
+// erasure.
 //
 // With `dryRun: true` nothing changes: the answer is `200` with the number matched.
 // Rows that left the filter while the operation ran are skipped as `no-longer-matching`.
