@@ -355,7 +355,7 @@ func (a *cli) failure(ctx context.Context, cmd *cobra.Command, err error) failur
 		f := failure{Kind: "problem", ExitCode: ExitFailed, Message: fmt.Sprintf("%d %s", p.Status, p.Title), text: b.String(),
 			Problem: &problemView{Type: p.Type, Title: p.Title, Status: p.Status, Detail: p.Detail, RequestID: p.RequestID}}
 		for _, fe := range p.Errors {
-			f.Problem.Errors = append(f.Problem.Errors, fieldErrorView{fe.Field, fe.Message})
+			f.Problem.Errors = append(f.Problem.Errors, fieldErrorView(fe))
 		}
 		if p.status() == http.StatusUnauthorized && a.cfg.keySource == "" {
 			f.Notes = append(f.Notes, "hint: no API key was given: --api-key, $DISPATCH_API_KEY or .data/dev-api-key (make run writes it)")
