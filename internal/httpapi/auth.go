@@ -70,8 +70,10 @@ func (s *Server) authenticate(c *fiber.Ctx) error {
 }
 
 // authTimeout bounds the database lookups of authentication (a stored
-// key's row, the default tenant's settings).
-const authTimeout = time.Second
+// key's row, the default tenant's settings): long enough that a database
+// busy under load still answers, short enough that a silent one is a 503
+// within 2 s.
+const authTimeout = 1500 * time.Millisecond
 
 // unknownKeyTTL is how long a key that no row holds (unknown, revoked or
 // expired) is refused without asking the database again: a key created
