@@ -393,7 +393,7 @@ func (a *Activities) channelOf(ctx context.Context, id uuid.UUID) (string, error
 const callTimeout = 2 * time.Second
 
 // heartbeatEvery paces the heartbeats of an attempt; the workflow's
-// heartbeat timeout is 3s.
+// heartbeat timeout is 10 s.
 const heartbeatEvery = time.Second
 
 // keepAlive heartbeats until the returned stop is called: whatever the

@@ -9,8 +9,20 @@ import (
 )
 
 // heartbeatTimeout is how soon a lost worker's attempt is noticed; the
-// activity heartbeats well within it, and a cancel reaches it on a heartbeat.
-const heartbeatTimeout = 3 * time.Second
+// activity heartbeats every second, well within it, and a cancel reaches it
+// on a heartbeat. It was 3 s: while Redis was out, every waiting
+// notification's attempt came back NotAttempted at once and was scheduled
+// again, and under that burst heartbeats reached Temporal late, so attempts
+// that had sent nothing timed out and were counted (the fault suite's Redis
+// scenarios, on the code before and after). 10 s absorbs such a stall.
+const heartbeatTimeout = 10 * time.Second
+
+// HeartbeatThrottle is the most a delivery worker holds back an attempt's
+// heartbeats (its MaxHeartbeatThrottleInterval; the SDK's own default is
+// 0.8 of heartbeatTimeout): a cancel reaches an attempt on a heartbeat's
+// answer, so it arrives within about this long, as it did with the 3 s
+// timeout.
+const HeartbeatThrottle = 2 * time.Second
 
 // Notification delivers one notification: after an optional scheduled wait,
 // it attempts delivery until one attempt is delivered, one fails permanently,
@@ -122,7 +134,13 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 			}
 			workflow.GetLogger(ctx).Warn("delivery attempt could not begin; trying again", "attempt", attempt, "error", why)
 			r.view.LastError = why
-			r.waitRetrying(ctx, work, wait, false)
+			// The status query shows the wait either way; the row is
+			// written only when every breaker is open. While Redis or
+			// PostgreSQL is out nothing was attempted and the row keeps
+			// what it showed: with a write per short wait of every waiting
+			// notification, the fault suite's Redis outages saw attempts
+			// miss their heartbeats and be spent (cause not pinned down).
+			r.waitRetrying(ctx, work, wait, !unavailable)
 			if r.view.CancelRequested {
 				return r.cancel(ctx, attempt-1)
 			}

@@ -420,7 +420,10 @@ func TestCancelDuringAttemptAbortsTheCall(t *testing.T) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		return f.aborted
-	}, 5*time.Second, 10*time.Millisecond, "the in-flight attempt never saw its context cancelled")
+		// The test environment ignores MaxHeartbeatThrottleInterval and holds
+		// heartbeats back 0.8 of the heartbeat timeout (8 s); the workers
+		// send them within HeartbeatThrottle.
+	}, 10*time.Second, 10*time.Millisecond, "the in-flight attempt never saw its context cancelled")
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	require.Len(t, f.deliverIn, 1)

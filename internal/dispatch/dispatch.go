@@ -318,6 +318,8 @@ func NewWorkers(tc client.Client, cfg WorkerConfig, acts *activities.Activities)
 			// slots waiting on Redis ahead of later, more urgent work.
 			WorkerActivitiesPerSecond: float64(cfg.RateLimits[string(channel)]),
 			WorkerStopTimeout:         cfg.StopTimeout,
+			// A cancel reaches an attempt on a heartbeat's answer.
+			MaxHeartbeatThrottleInterval: workflows.HeartbeatThrottle,
 		})
 		registerActivities(w, acts)
 		workers = append(workers, w)
