@@ -32,7 +32,13 @@ const quiesceWithin = 4 * time.Minute
 // (while the stream goes on), waits for quiet and checks the promise. It
 // returns the stream and the stack for scenario-specific checks.
 func scenario(t *testing.T, name string, fault func(s *stack), extraEnv ...string) (*stack, *stream, result) {
-	s := newStack(t, extraEnv...)
+	return newStack(t, extraEnv...).play(name, fault)
+}
+
+// play is a scenario on a stack already made (and keyed, say): the stream,
+// the fault, quiet, and the promise checked.
+func (s *stack) play(name string, fault func(s *stack)) (*stack, *stream, result) {
+	t := s.t
 	st := &stream{}
 	s.stream = st
 	sent := make(chan struct{})

@@ -32,26 +32,7 @@ func keyedScenario(t *testing.T, name string, settings *store.TenantSettings, fa
 		require.NoError(t, err)
 	}
 	s.apiKey = key
-
-	st := &stream{}
-	s.stream = st
-	sent := make(chan struct{})
-	go func() { defer close(sent); st.run(s) }()
-	require.Eventually(t, func() bool { return st.sent.Load() >= faultAt }, time.Minute, 5*time.Millisecond,
-		"the stream never reached %d notifications", faultAt)
-	fault(s)
-	st.recover()
-	<-sent
-
-	ids := st.ids()
-	require.NotEmpty(t, ids, "nothing was accepted")
-	require.Positive(t, st.acceptedAfter.Load(), "notifications are accepted again after the fault")
-	took := s.waitQuiet(ids, quiesceWithin)
-	r := s.check(name, st, ids)
-	r.Quiescence = took
-	record(r)
-	t.Logf("%+v", r)
-	return s, st, r
+	return s.play(name, fault)
 }
 
 // probeNumber numbers the probes' notifications apart from the stream's.
