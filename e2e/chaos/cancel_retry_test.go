@@ -25,7 +25,12 @@ const cancelRetryLimit = "RATE_LIMIT_SMS=10"
 func TestCancelThenRetryUnderASaturatedChannel(t *testing.T) {
 	var retried []string
 	s, _, r := scenario(t, "cancel then retry, sms saturated", func(s *stack) {
-		time.Sleep(2 * time.Second) // the backlog builds
+		require.Eventually(t, func() bool { // the sms backlog builds
+			var waiting int
+			err := s.pool.QueryRow(context.Background(),
+				`SELECT count(*) FROM notifications WHERE channel = 'sms' AND status IN ('ACCEPTED', 'QUEUED')`).Scan(&waiting)
+			return err == nil && waiting >= 10
+		}, time.Minute, 50*time.Millisecond, "sms never saturated")
 		s.worker.Pause()
 		for _, id := range s.stream.latest(40) {
 			if s.action(id, "cancel") != "CANCELLED" {
