@@ -79,19 +79,36 @@ mq_env() {
 
 start_rabbitmq() {
   mq_env
-  rabbitmq-server -detached
+  launch_rabbitmq
   # `rabbitmqctl wait` can give up at once ("rabbit_is_not_running") while
   # the node is still booting (seen once in CI, passing on the next run): ask
-  # again until the deadline rather than fail the suite.
-  local deadline=$((SECONDS + 90))
-  until rabbitmqctl -n "$MQ_NODE" -q wait --timeout 30 "$(pidfile rabbitmq)" >/dev/null 2>&1; do
+  # again until the deadline rather than fail the suite. A node that exits
+  # while booting (a restart right after a stop can find the node's name or
+  # ports not yet released) is launched again rather than waited for until
+  # the deadline, as the fault suite's RabbitMQ restart once was in CI.
+  local deadline=$((SECONDS + 150))
+  until rabbitmqctl -n "$MQ_NODE" -q wait --timeout 15 "$(pidfile rabbitmq)" >/dev/null 2>&1; do
     if [ "$SECONDS" -ge "$deadline" ]; then
-      tail -20 "$CHAOS_DIR"/rabbitmq/log/*.log >&2 2>/dev/null || true
+      tail -40 "$CHAOS_DIR"/rabbitmq/log/*.log >&2 2>/dev/null || true
       die "rabbitmq node $MQ_NODE did not start"
+    fi
+    if ! kill -0 "$(cat "$CHAOS_DIR/rabbitmq.launcher")" 2>/dev/null; then
+      log "rabbitmq node $MQ_NODE exited while booting; launching it again"
+      tail -5 "$CHAOS_DIR/rabbitmq/log/launch.log" >&2 2>/dev/null || true
+      rm -f "$(pidfile rabbitmq)"
+      sleep 1
+      launch_rabbitmq
     fi
     sleep 1
   done
   wait_for "rabbitmq on :$MQ_PORT" 60 port_open 127.0.0.1 "$MQ_PORT"
+}
+
+# launch_rabbitmq: starts the node in the background, keeping the launcher's
+# pid, which lives as long as the node does.
+launch_rabbitmq() {
+  nohup rabbitmq-server >>"$CHAOS_DIR/rabbitmq/log/launch.log" 2>&1 &
+  echo $! > "$CHAOS_DIR/rabbitmq.launcher"
 }
 
 start_temporal() {
