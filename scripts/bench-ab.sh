@@ -40,7 +40,7 @@ head_rev="$(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo +changes)
 log "base $base_rev in .data/ab/base, head $head_rev here; $rounds rounds; bench ${bench_flags[*]}"
 
 # One bench binary, built before anything is measured, measures both sides.
-go build -o "$out/bench" ./cmd/bench
+go build -C tools/bench -o "$out/bench" .
 
 pg() { psql -h 127.0.0.1 -U postgres -d postgres -tAq -v ON_ERROR_STOP=1 -c "$1"; }
 
