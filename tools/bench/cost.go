@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -115,9 +116,15 @@ func readCmdlines() map[int][]string {
 		if err != nil || len(b) == 0 {
 			continue
 		}
-		out[pid] = strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		out[pid] = splitCmdline(b)
 	}
 	return out
+}
+
+// splitCmdline splits the contents of /proc/<pid>/cmdline, NUL-separated
+// arguments with a NUL after the last, into argv.
+func splitCmdline(b []byte) []string {
+	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
 }
 
 // listener returns the pid among candidates holding a socket that listens
@@ -129,16 +136,8 @@ func listener(candidates []int, port int) int {
 		if err != nil {
 			continue
 		}
-		for _, line := range strings.Split(string(b), "\n")[1:] {
-			fs := strings.Fields(line)
-			// sl local_address rem_address st ... inode (10th field); st 0A is LISTEN.
-			if len(fs) < 10 || fs[3] != "0A" {
-				continue
-			}
-			_, hexPort, _ := strings.Cut(fs[1], ":")
-			if p, err := strconv.ParseInt(hexPort, 16, 32); err == nil && int(p) == port {
-				inodes["socket:["+fs[9]+"]"] = true
-			}
+		for _, link := range listeningSockets(string(b), port) {
+			inodes[link] = true
 		}
 	}
 	for _, pid := range candidates {
@@ -151,6 +150,25 @@ func listener(candidates []int, port int) int {
 		}
 	}
 	return 0
+}
+
+// listeningSockets reads a /proc/net/tcp or tcp6 table (a header line, then
+// a socket a line) and returns the sockets that listen on port, each as the
+// link its holder's /proc/<pid>/fd entry shows: "socket:[<inode>]".
+func listeningSockets(table string, port int) []string {
+	var out []string
+	for _, line := range strings.Split(table, "\n")[1:] {
+		fs := strings.Fields(line)
+		// sl local_address rem_address st ... inode (10th field); st 0A is LISTEN.
+		if len(fs) < 10 || fs[3] != "0A" {
+			continue
+		}
+		_, hexPort, _ := strings.Cut(fs[1], ":")
+		if p, err := strconv.ParseInt(hexPort, 16, 32); err == nil && int(p) == port {
+			out = append(out, "socket:["+fs[9]+"]")
+		}
+	}
+	return out
 }
 
 // sample reads each found process's CPU seconds so far (with its
@@ -194,28 +212,40 @@ type stat struct {
 func (s stat) cpu() float64      { return float64(s.utime+s.stime) / clockTicks }
 func (s stat) childCPU() float64 { return float64(s.cutime+s.cstime) / clockTicks }
 
-// readStat parses /proc/<pid>/stat.
+// readStat reads /proc/<pid>/stat.
 func readStat(pid int) (stat, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return stat{}, err
 	}
+	st, err := parseStat(b)
+	if err != nil {
+		return stat{}, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	return st, nil
+}
+
+// errStatFormat is what parseStat says of a line it cannot read.
+var errStatFormat = errors.New("unexpected format")
+
+// parseStat parses the contents of /proc/<pid>/stat.
+func parseStat(b []byte) (stat, error) {
 	// The command name (field 2) may hold spaces; the fields after it start
 	// with the state (field 3), so ppid (4) is at 1, utime (14) to cstime
 	// (17) at 11 to 14.
 	i := strings.LastIndex(string(b), ") ")
 	if i < 0 {
-		return stat{}, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+		return stat{}, errStatFormat
 	}
 	fs := strings.Fields(string(b)[i+2:])
 	if len(fs) < 15 {
-		return stat{}, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+		return stat{}, errStatFormat
 	}
 	var n [5]uint64
 	for k, f := range []string{fs[1], fs[11], fs[12], fs[13], fs[14]} {
 		v, err := strconv.ParseUint(f, 10, 64)
 		if err != nil {
-			return stat{}, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+			return stat{}, errStatFormat
 		}
 		n[k] = v
 	}
@@ -261,16 +291,33 @@ func statusMB(pid int, field string) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	for line := range strings.SplitSeq(string(b), "\n") {
+	mb, err := kBFieldMB(string(b), field)
+	switch {
+	case errors.Is(err, errNoField):
+		return 0, fmt.Errorf("/proc/%d/status has no %s", pid, field)
+	case err != nil:
+		return 0, fmt.Errorf("/proc/%d/status: %w", pid, err)
+	}
+	return mb, nil
+}
+
+// errNoField is kBFieldMB's answer when no line holds the field.
+var errNoField = errors.New("no such field")
+
+// kBFieldMB finds the first line of a /proc file ("status", "smaps_rollup")
+// that starts with field (with its colon: "VmHWM:") and returns its value,
+// in kB there, in MiB.
+func kBFieldMB(text, field string) (float64, error) {
+	for line := range strings.SplitSeq(text, "\n") {
 		if v, ok := strings.CutPrefix(line, field); ok {
 			kb, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
 			if err != nil {
-				return 0, fmt.Errorf("/proc/%d/status: %s %w", pid, field, err)
+				return 0, fmt.Errorf("%s %w", field, err)
 			}
 			return kb / 1024, nil
 		}
 	}
-	return 0, fmt.Errorf("/proc/%d/status has no %s", pid, field)
+	return 0, errNoField
 }
 
 // treePSSMB is the proportional set size of pid and its live descendants
@@ -283,13 +330,10 @@ func treePSSMB(pid int) float64 {
 		if err != nil {
 			continue
 		}
-		for line := range strings.SplitSeq(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "Pss:"); ok {
-				kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
-				total += kb / 1024
-				break
-			}
-		}
+		// A kernel without the field, or a value that does not parse,
+		// counts 0 for that process.
+		mb, _ := kBFieldMB(string(b), "Pss:")
+		total += mb
 	}
 	return total
 }

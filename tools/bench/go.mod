@@ -10,6 +10,7 @@ require (
 	github.com/prometheus/client_model v0.6.3
 	github.com/prometheus/common v0.72.0
 	github.com/rabbitmq/amqp091-go v1.16.0
+	github.com/stretchr/testify v1.12.1
 	go.temporal.io/api v1.64.3
 	go.temporal.io/sdk v1.51.0
 	go.uber.org/zap v1.28.0
@@ -43,7 +44,6 @@ require (
 	github.com/robfig/cron v1.2.0 // indirect
 	github.com/standard-webhooks/standard-webhooks/libraries v0.0.1 // indirect
 	github.com/stretchr/objx v0.5.3 // indirect
-	github.com/stretchr/testify v1.12.1 // indirect
 	github.com/wneessen/go-mail v0.8.1 // indirect
 	go.uber.org/atomic v1.12.0 // indirect
 	go.uber.org/multierr v1.10.0 // indirect
@@ -60,7 +60,8 @@ require (
 	google.golang.org/protobuf v1.36.12 // indirect
 )
 
-// The bench drives the product from outside but shares a few of its types
-// and helpers (the settings, the sink's stats, the queue topology): it builds
-// against this checkout's packages, not a published version.
+// The bench drives the product from outside but uses a few of its packages
+// (the generated API client, the settings, the sink's stats, the queue
+// topology, the rate limiter's burst): it builds against this checkout's
+// packages, not a published version.
 replace dispatch-engine => ../..

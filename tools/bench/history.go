@@ -7,6 +7,7 @@ import (
 	"time"
 
 	enumspb "go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/client"
 )
 
@@ -21,45 +22,49 @@ type history struct {
 	// closeLag is the workflow's close − its last ActivityTaskCompleted:
 	// how long the workflow stayed open after its last attempt reported.
 	closeLag time.Duration
+
+	lastActivity time.Time // the last ActivityTaskCompleted's time so far
 }
 
 // historyOf reads a workflow's history as it stands.
 func historyOf(ctx context.Context, tc client.Client, workflowID string) (history, error) {
-	var (
-		h            history
-		lastActivity time.Time
-	)
+	var h history
 	it := tc.GetWorkflowHistory(ctx, workflowID, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 	for it.HasNext() {
 		ev, err := it.Next()
 		if err != nil {
 			return h, err
 		}
-		h.events++
-		switch ev.GetEventType() {
-		case enumspb.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
-			h.workflowTasks++
-		case enumspb.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
-			h.taskTimeouts++
-		case enumspb.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-			h.activities++
-		case enumspb.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-			lastActivity = ev.GetEventTime().AsTime()
-		case enumspb.EVENT_TYPE_MARKER_RECORDED:
-			h.markers++
-		case enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
-			enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED,
-			enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT,
-			enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED,
-			enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED,
-			enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
-			h.closed = true
-			if !lastActivity.IsZero() {
-				h.closeLag = ev.GetEventTime().AsTime().Sub(lastActivity)
-			}
-		}
+		h.add(ev)
 	}
 	return h, nil
+}
+
+// add counts one event of the history; events come in their order.
+func (h *history) add(ev *historypb.HistoryEvent) {
+	h.events++
+	switch ev.GetEventType() {
+	case enumspb.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+		h.workflowTasks++
+	case enumspb.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
+		h.taskTimeouts++
+	case enumspb.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+		h.activities++
+	case enumspb.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+		h.lastActivity = ev.GetEventTime().AsTime()
+	case enumspb.EVENT_TYPE_MARKER_RECORDED:
+		h.markers++
+	case enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
+		enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED,
+		enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT,
+		enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED,
+		enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED,
+		enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+		h.closed = true
+		if !h.lastActivity.IsZero() {
+			h.closeLag = ev.GetEventTime().AsTime().Sub(h.lastActivity)
+		}
+	}
 }
 
 // HistoryShape averages a sample of closed notification workflows.
@@ -191,6 +196,8 @@ func awaitClosed(ctx context.Context, tc client.Client, ids []string, deadline t
 	return closed
 }
 
+// workflowID is the id of a notification's workflow: the one the API
+// answered with, else the one it derives from the notification's id.
 func workflowID(c created) string {
 	if c.WorkflowID != "" {
 		return c.WorkflowID

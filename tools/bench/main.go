@@ -73,6 +73,7 @@ type options struct {
 	Scale          scaleOptions
 }
 
+// parseFlags reads the command line into options, with --quick applied.
 func parseFlags() options {
 	var o options
 	flag.IntVar(&o.N, "n", 2000, "notifications in the end-to-end run")
@@ -122,26 +123,31 @@ func parseFlags() options {
 	}
 
 	if o.Quick {
-		// Quick mode replaces the defaults, not what was set explicitly.
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		quick := map[string]func(){
-			"n":               func() { o.N = 300 },
-			"ceiling-n":       func() { o.CeilingN = 200 },
-			"ingest-duration": func() { o.IngestDuration = 3 * time.Second },
-			"batches":         func() { o.Batches = 3 },
-			"batch-size":      func() { o.BatchSize = 500 },
-			"timeout":         func() { o.Timeout = 3 * time.Minute },
-			"idle":            func() { o.Idle = 10 },
-			"paced-duration":  func() { o.PacedDuration = 10 * time.Second },
-		}
-		for name, apply := range quick {
-			if !set[name] {
-				apply()
-			}
-		}
+		o.applyQuick(set)
 	}
 	return o
+}
+
+// applyQuick gives --quick's sizes to the options whose flags are not in
+// set: quick mode replaces the defaults, not what was set explicitly.
+func (o *options) applyQuick(set map[string]bool) {
+	quick := map[string]func(){
+		"n":               func() { o.N = 300 },
+		"ceiling-n":       func() { o.CeilingN = 200 },
+		"ingest-duration": func() { o.IngestDuration = 3 * time.Second },
+		"batches":         func() { o.Batches = 3 },
+		"batch-size":      func() { o.BatchSize = 500 },
+		"timeout":         func() { o.Timeout = 3 * time.Minute },
+		"idle":            func() { o.Idle = 10 },
+		"paced-duration":  func() { o.PacedDuration = 10 * time.Second },
+	}
+	for name, apply := range quick {
+		if !set[name] {
+			apply()
+		}
+	}
 }
 
 func main() {

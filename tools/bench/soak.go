@@ -662,13 +662,8 @@ func (g *soakGauges) temporalMetricsURL(ctx context.Context) string {
 		if out, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/1", p.PID)); err == nil && filepath.IsAbs(out) {
 			logs = append([]string{out}, logs...) // its own log first, wherever it was started
 		}
-		argv := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		for i, a := range argv {
-			port, ok := strings.CutPrefix(a, "--metrics-port=")
-			if !ok && a == "--metrics-port" && i+1 < len(argv) {
-				port, ok = argv[i+1], true
-			}
-			if host, _, err := net.SplitHostPort(g.o.Temporal); ok && err == nil {
+		for _, port := range metricsPorts(splitCmdline(b)) {
+			if host, _, err := net.SplitHostPort(g.o.Temporal); err == nil {
 				candidates = append(candidates, "http://"+net.JoinHostPort(host, port)+"/metrics")
 			}
 		}
@@ -678,14 +673,8 @@ func (g *soakGauges) temporalMetricsURL(ctx context.Context) string {
 		if err != nil {
 			continue
 		}
-		last := ""
-		for line := range strings.SplitSeq(string(b), "\n") {
-			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Metrics:"); ok {
-				last = strings.TrimSpace(v)
-			}
-		}
-		if last != "" {
-			candidates = append(candidates, last)
+		if u := metricsLine(string(b)); u != "" {
+			candidates = append(candidates, u)
 		}
 	}
 	for _, u := range candidates {
@@ -696,6 +685,36 @@ func (g *soakGauges) temporalMetricsURL(ctx context.Context) string {
 		}
 	}
 	return ""
+}
+
+// metricsPorts returns the ports a Temporal dev server's argv gives
+// --metrics-port, as "--metrics-port=N" or "--metrics-port N", in order.
+func metricsPorts(argv []string) []string {
+	var out []string
+	for i, a := range argv {
+		port, ok := strings.CutPrefix(a, "--metrics-port=")
+		if !ok && a == "--metrics-port" && i+1 < len(argv) {
+			port, ok = argv[i+1], true
+		}
+		if ok {
+			out = append(out, port)
+		}
+	}
+	return out
+}
+
+// metricsLine returns the URL of the last "Metrics: <url>" line a Temporal
+// dev server printed at its start (once per start: a log appended to by
+// restarts holds one per start, and the last is the running server's), ""
+// when there is none.
+func metricsLine(log string) string {
+	last := ""
+	for line := range strings.SplitSeq(log, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Metrics:"); ok {
+			last = strings.TrimSpace(v)
+		}
+	}
+	return last
 }
 
 // outbox counts the outbox's rows: notifications accepted and not yet
