@@ -1,6 +1,8 @@
 package workflows
 
 import (
+	"errors"
+	"fmt"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -64,6 +66,7 @@ func (r *run) fail(ctx workflow.Context, reason string, attempts int, last Deliv
 	if err != nil {
 		return NotificationResult{}, err
 	}
+	r.reason = reason
 	return r.finish(ctx, status, attempts)
 }
 
@@ -90,13 +93,63 @@ func (r *run) superseded(ctx workflow.Context, attempts int) (NotificationResult
 }
 
 // finish records the terminal status as search attributes (in the same
-// workflow task as completion, so it costs no extra round trip).
+// workflow task as completion, so it costs no extra round trip) and ends the
+// run as the notification ended (see end).
 func (r *run) finish(ctx workflow.Context, status Status, attempts int) (NotificationResult, error) {
 	r.view.Status, r.view.Attempts, r.view.NextAttemptAt = status, attempts, nil
 	if err := r.upsert(ctx, status, attempts); err != nil {
 		return NotificationResult{}, err
 	}
-	return NotificationResult{Status: status, Attempts: attempts}, nil
+	return r.end(ctx, NotificationResult{Status: status, Attempts: attempts})
+}
+
+// runEndChange versions how a run ends: a run whose notification ended
+// FAILED fails, with an application error whose type is the reason
+// (exhausted, permanent, expired, undelivered, no-receipt), and one whose
+// notification ended CANCELLED is canceled, so the Web UI's badge, its
+// status filter and ExecutionStatus queries tell the truth. The error
+// carries the result (ResultOfError reads it). Histories from before
+// completed every run; the marker is recorded on those two endings only,
+// so a delivered notification's history gains nothing.
+const runEndChange = "run-ends-as-notification"
+
+// end answers how the run ends for res: completed with it, or (since
+// runEndChange) failed or canceled with it as the error's details.
+func (r *run) end(ctx workflow.Context, res NotificationResult) (NotificationResult, error) {
+	if res.Status != StatusFailed && res.Status != StatusCancelled {
+		return res, nil
+	}
+	if workflow.GetVersion(ctx, runEndChange, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		return res, nil
+	}
+	if res.Status == StatusCancelled {
+		return NotificationResult{}, temporal.NewCanceledError(res)
+	}
+	reason := r.reason
+	if reason == "" {
+		// FAILED by another hand meanwhile (the reconciler, say).
+		reason = "failed"
+	}
+	msg := fmt.Sprintf("notification failed (%s) after %d attempt(s)", reason, res.Attempts)
+	if r.view.LastError != "" {
+		msg += ": " + r.view.LastError
+	}
+	return NotificationResult{}, temporal.NewNonRetryableApplicationError(msg, reason, nil, res)
+}
+
+// ResultOfError reads the result a notification's run ended with from the
+// error of a run that ended Failed or Canceled (see runEndChange); ok is
+// false for any other error.
+func ResultOfError(err error) (res NotificationResult, ok bool) {
+	var appErr *temporal.ApplicationError
+	var canceled *temporal.CanceledError
+	switch {
+	case errors.As(err, &appErr) && appErr.HasDetails():
+		return res, appErr.Details(&res) == nil
+	case errors.As(err, &canceled) && canceled.HasDetails():
+		return res, canceled.Details(&res) == nil
+	}
+	return res, false
 }
 
 func (r *run) upsert(ctx workflow.Context, status Status, attempts int) error {

@@ -71,6 +71,8 @@ type run struct {
 	view StatusView
 	// provider is the provider of the latest attempt.
 	provider string
+	// reason is why the run failed the notification, once it did.
+	reason string
 
 	// work is cancelled by the cancel signal: it ends a timer at once and
 	// cancels an in-flight attempt (the activity aborts its HTTP call).

@@ -174,15 +174,45 @@ func newEnv(t *testing.T, steps ...deliverStep) (*testsuite.TestWorkflowEnvironm
 	return env, f
 }
 
-// run executes the workflow to completion and returns its result.
+// run executes the workflow to completion and returns its result, checking
+// that the run ended as its notification did: a FAILED one's run failed
+// (with the reason as the error's type), a CANCELLED one's was canceled,
+// any other completed.
 func run(t *testing.T, env *testsuite.TestWorkflowEnvironment, in workflows.NotificationInput) workflows.NotificationResult {
 	t.Helper()
 	env.ExecuteWorkflow(workflows.NotificationWorkflow, in)
 	require.True(t, env.IsWorkflowCompleted())
-	require.NoError(t, env.GetWorkflowError())
-	var res workflows.NotificationResult
-	require.NoError(t, env.GetWorkflowResult(&res))
+	err := env.GetWorkflowError()
+	if err == nil {
+		var res workflows.NotificationResult
+		require.NoError(t, env.GetWorkflowResult(&res))
+		require.NotContains(t, []workflows.Status{workflows.StatusFailed, workflows.StatusCancelled}, res.Status,
+			"a run whose notification ended %s completed", res.Status)
+		return res
+	}
+	res, ok := workflows.ResultOfError(err)
+	require.True(t, ok, "the run ended with an error that carries no result: %v", err)
+	var appErr *temporal.ApplicationError
+	var canceled *temporal.CanceledError
+	switch res.Status {
+	case workflows.StatusFailed:
+		require.ErrorAs(t, err, &appErr, "a FAILED notification's run fails with an application error")
+		require.True(t, appErr.NonRetryable())
+		require.NotEmpty(t, appErr.Type())
+	case workflows.StatusCancelled:
+		require.ErrorAs(t, err, &canceled, "a CANCELLED notification's run is canceled")
+	default:
+		t.Fatalf("a run whose notification ended %s ended with an error: %v", res.Status, err)
+	}
 	return res
+}
+
+// failedWith returns the type of the application error the run failed with.
+func failedWith(t *testing.T, env *testsuite.TestWorkflowEnvironment) string {
+	t.Helper()
+	var appErr *temporal.ApplicationError
+	require.ErrorAs(t, env.GetWorkflowError(), &appErr)
+	return appErr.Type()
 }
 
 func delivered() deliverStep {
@@ -266,6 +296,7 @@ func TestPermanentFailureGoesToFailWithoutRetry(t *testing.T) {
 	res := run(t, env, testInput(testPolicy))
 
 	require.Equal(t, workflows.NotificationResult{Status: "FAILED", Attempts: 1}, res)
+	require.Equal(t, workflows.ReasonPermanent, failedWith(t, env), "the run fails with the reason as its type")
 	ins, _ := f.deliverCalls()
 	require.Len(t, ins, 1)
 	require.Equal(t, []workflows.FailInput{{
@@ -289,6 +320,7 @@ func TestExhaustedAttemptsGoToFail(t *testing.T) {
 	res := run(t, env, testInput(p))
 
 	require.Equal(t, workflows.NotificationResult{Status: "FAILED", Attempts: 3}, res)
+	require.Equal(t, workflows.ReasonExhausted, failedWith(t, env), "the run fails with the reason as its type")
 	ins, _ := f.deliverCalls()
 	require.Equal(t, []int{1, 2, 3}, attemptNumbers(ins))
 	fails := f.failCalls()

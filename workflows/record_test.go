@@ -191,7 +191,12 @@ func record(t *testing.T, tc client.Client, sc scenario, policy workflows.RetryP
 		require.NoError(t, tc.SignalWorkflow(context.Background(), id, "", workflows.ReceiptSignal, *sc.receipt))
 	}
 	var res workflows.NotificationResult
-	require.NoError(t, run.Get(context.Background(), &res))
+	if err := run.Get(context.Background(), &res); err != nil {
+		// A FAILED or CANCELLED notification's run fails or is canceled.
+		var ok bool
+		res, ok = workflows.ResultOfError(err)
+		require.True(t, ok, "the run ended with %v", err)
+	}
 
 	var events []*historypb.HistoryEvent
 	iter := tc.GetWorkflowHistory(context.Background(), id, firstRun, false, 0)
