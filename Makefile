@@ -20,7 +20,7 @@ build: ## Build api, worker, dispatchctl, migrate and sink into bin/
 	go build -o bin/ ./cmd/...
 
 .PHONY: test
-test: services temporal-cli tools/node_modules/.installed ## Run all tests (unit, integration, end-to-end, the Postman collection with newman) against the real services, with -race
+test: services temporal-cli tools/node_modules/.installed test-bench ## Run all tests (unit, integration, end-to-end, the Postman collection with newman) against the real services, with -race
 	TEMPORAL_CLI=$(TEMPORAL_CLI) go test $(GO_TEST_FLAGS) ./...
 
 # The packages whose tests need no service (PostgreSQL, Redis, RabbitMQ,
@@ -35,7 +35,7 @@ UNIT_PKGS = ./workflows/ ./client/ ./cmd/api/ ./cmd/dispatchctl/... ./internal/c
 UNIT_SKIP = TestRefusesToStartWithoutAPIKeys|TestKeysCreateListRevoke|TestTenantsSetChangesOnlyTheFlagsGiven
 
 .PHONY: test-unit
-test-unit: ## Run the tests that need no services (seconds, on any machine), with -race
+test-unit: test-bench ## Run the tests that need no services (seconds, on any machine), with -race
 	TEST_SERVICES=loopback TEST_POSTGRES_DSN=postgres://127.0.0.1:1/none TEST_REDIS_URL=redis://127.0.0.1:1/0 \
 		TEST_RABBITMQ_URL=amqp://guest:guest@127.0.0.1:1/ TEMPORAL_CLI=/nonexistent go test -race -count=1 -skip '$(UNIT_SKIP)' $(UNIT_PKGS)
 
@@ -44,6 +44,12 @@ test-unit: ## Run the tests that need no services (seconds, on any machine), wit
 # replace in its go.mod). It is built into bin/ and run from here, the root:
 # it reads .env and .data/ and starts bin/'s API and workers as make run does.
 BENCH := $(CURDIR)/bin/bench
+
+# go test ./... at the root does not reach a module of its own, so the
+# bench's tests (its parsers and figures; no services) run here.
+.PHONY: test-bench
+test-bench: ## Run the bench's tests (tools/bench), with -race
+	cd tools/bench && go test -race -count=1 ./...
 
 .PHONY: bench-build
 bench-build: ## Build the bench (tools/bench) into bin/bench
@@ -80,11 +86,12 @@ chaos: services temporal-cli ## Fault suite: kill and restart the parts under a 
 	TEMPORAL_CLI=$(TEMPORAL_CLI) go test -tags chaos -count=1 -v -timeout 30m ./e2e/chaos/
 
 .PHONY: lint
-lint: openapi-lint lint-deploy client-check postman-check lint-go lint-selftest ## gofmt, go vet, golangci-lint and workflowcheck (make lint-go), the module's tidiness, the OpenAPI contract, the generated client and Postman collection, and the deployment files
+lint: openapi-lint lint-deploy client-check postman-check lint-go lint-selftest ## gofmt, go vet, golangci-lint and workflowcheck (make lint-go), the tidiness of the product's and the bench's modules, the OpenAPI contract, the generated client and Postman collection, and the deployment files
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	go vet ./...
 	go vet -tags chaos ./e2e/chaos/
 	go mod tidy -diff
+	cd tools/bench && go vet ./... && go mod tidy -diff
 
 # golangci-lint (.golangci.yml: the default linters, a few cheap ones, and
 # depguard holding workflows/ to the standard library and the Temporal SDK and
@@ -92,8 +99,9 @@ lint: openapi-lint lint-deploy client-check postman-check lint-go lint-selftest 
 # every workflow function), both pinned in scripts/lib.sh and built from the
 # module proxy into .tools/bin once, like the Temporal CLI; not in go.mod.
 .PHONY: lint-go
-lint-go: golangci-lint workflowcheck ## golangci-lint over the module and workflowcheck over workflows/
+lint-go: golangci-lint workflowcheck ## golangci-lint over the module and the bench (tools/bench), workflowcheck over workflows/
 	$(GOLANGCI_LINT) run ./...
+	cd tools/bench && $(GOLANGCI_LINT) run --config ../../.golangci.yml ./...
 	$(WORKFLOWCHECK) ./workflows/...
 
 .PHONY: lint-selftest
