@@ -3,11 +3,15 @@ package e2e
 import (
 	"context"
 	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	enumspb "go.temporal.io/api/enums/v1"
+	sdkpb "go.temporal.io/api/sdk/v1"
+	"go.temporal.io/sdk/converter"
 
 	"dispatch-engine/internal/sink"
 )
@@ -66,4 +70,69 @@ func TestTheRunEndsAsItsNotification(t *testing.T) {
 		require.Equal(t, enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED, status)
 		require.Len(t, s.runs("notification-"+id), 2)
 	}
+}
+
+// summaries answers the summaries of the run's events (attempts, timers,
+// bookkeeping), in order.
+func (s *stack) summaries(id string) []string {
+	s.t.Helper()
+	var out []string
+	iter := s.temporal.GetWorkflowHistory(context.Background(), "notification-"+id, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	for iter.HasNext() {
+		ev, err := iter.Next()
+		require.NoError(s.t, err)
+		if p := ev.GetUserMetadata().GetSummary(); p != nil {
+			var summary string
+			require.NoError(s.t, converter.GetDefaultDataConverter().FromPayload(p, &summary))
+			out = append(out, summary)
+		}
+	}
+	return out
+}
+
+// currentDetails answers the run's current details, as the Web UI reads them.
+func (s *stack) currentDetails(id string) string {
+	s.t.Helper()
+	v, err := s.temporal.QueryWorkflow(context.Background(), "notification-"+id, "", "__temporal_workflow_metadata")
+	require.NoError(s.t, err)
+	var md sdkpb.WorkflowMetadata
+	require.NoError(s.t, v.Get(&md))
+	return md.GetCurrentDetails()
+}
+
+// The operator sees why without opening events: each attempt and wait is
+// labelled, and the run's current details list the attempts with their
+// provider and outcome.
+func TestAttemptsAndWaitsCarrySummaries(t *testing.T) {
+	s := setup(t)
+	s.sink.SetConfig(sink.Config{FailFirst: 2, FailStatus: http.StatusServiceUnavailable})
+	_, _, created := s.post("/v1/notifications", smsRequest("third time lucky"))
+	id := created["id"].(string)
+	s.waitStatus(id, "DELIVERED", 30*time.Second)
+	s.closedRun(id)
+
+	summaries := s.summaries(id)
+	var attempts, backoffs []string
+	for _, sm := range summaries {
+		switch {
+		case strings.HasPrefix(sm, "attempt "):
+			attempts = append(attempts, sm)
+		case strings.HasPrefix(sm, "backoff "):
+			backoffs = append(backoffs, sm)
+		}
+	}
+	require.Len(t, attempts, 3, "summaries: %q", summaries)
+	for i, sm := range attempts {
+		require.Contains(t, sm, "attempt "+strconv.Itoa(i+1))
+	}
+	require.Len(t, backoffs, 2, "summaries: %q", summaries)
+	require.Contains(t, backoffs[0], "before attempt 2")
+	require.Contains(t, backoffs[1], "before attempt 3")
+
+	details := s.currentDetails(id)
+	require.Contains(t, details, "**DELIVERED** · 3 attempt(s)")
+	require.Contains(t, details, "- attempt 1 · default · retry (503)")
+	require.Contains(t, details, "- attempt 3 · default · delivered (200)")
+	require.NotContains(t, details, "third time lucky", "no message text in the details")
+	require.NotContains(t, details, smsRequest("")["recipient"].(string), "no recipient in the details")
 }

@@ -21,9 +21,13 @@ func (r *run) makeAttempt(ctx workflow.Context) (attemptErr, err error) {
 	var future workflow.Future
 	if r.fastPath() {
 		req.FastPath = true
-		future = workflow.ExecuteLocalActivity(r.localCtx, DeliverActivity, req)
+		opts := r.localOpts
+		opts.Summary = r.attemptSummary(true)
+		future = workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(r.work, opts), DeliverActivity, req)
 	} else {
-		future = workflow.ExecuteActivity(r.deliverCtx, DeliverActivity, req)
+		opts := r.deliverOpts
+		opts.Summary = r.attemptSummary(false)
+		future = workflow.ExecuteActivity(workflow.WithActivityOptions(r.work, opts), DeliverActivity, req)
 	}
 	attemptErr = future.Get(r.work, &r.last)
 	if attemptErr == nil && r.last.Unrecorded != nil {

@@ -19,7 +19,7 @@ const bookkeepingChange = "bookkeeping-local"
 // bookkeep runs one of the activities that must reach a terminal state:
 // they retry until they succeed, and run on ctx, which the cancel signal
 // does not cancel.
-func (r *run) bookkeep(ctx workflow.Context, name string, arg, result any) error {
+func (r *run) bookkeep(ctx workflow.Context, name, summary string, arg, result any) error {
 	if workflow.GetVersion(ctx, bookkeepingChange, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
 		return workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 			TaskQueue:           r.in.ActivityTaskQueue,
@@ -27,15 +27,16 @@ func (r *run) bookkeep(ctx workflow.Context, name string, arg, result any) error
 			RetryPolicy:         bookkeepingRetry,
 		}), name, arg).Get(ctx, result)
 	}
-	return r.local(ctx, name, arg, result)
+	return r.local(ctx, name, summary, arg, result)
 }
 
 // local runs a bookkeeping activity as a local activity: no task queue, no
-// rate limit, no extra workflow task.
-func (r *run) local(ctx workflow.Context, name string, arg, result any) error {
+// rate limit, no extra workflow task. summary labels it in the Web UI.
+func (r *run) local(ctx workflow.Context, name, summary string, arg, result any) error {
 	return workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
 		StartToCloseTimeout: 30 * time.Second,
 		RetryPolicy:         bookkeepingRetry,
+		Summary:             summary,
 	}), name, arg).Get(ctx, result)
 }
 
@@ -47,14 +48,14 @@ var bookkeepingRetry = &temporal.RetryPolicy{
 
 // record stores an attempt Deliver made but could not record.
 func (r *run) record(ctx workflow.Context, a AttemptRecord) error {
-	return r.local(ctx, RecordAttemptActivity, a, nil)
+	return r.local(ctx, RecordAttemptActivity, fmt.Sprintf("record attempt %d", a.Attempt), a, nil)
 }
 
 // fail dead-letters the notification and marks it FAILED. If the row became
 // terminal meanwhile (say, cancelled), that status stands and is reported.
 func (r *run) fail(ctx workflow.Context, reason string, attempts int, last DeliverResult) (NotificationResult, error) {
 	var status Status
-	err := r.bookkeep(ctx, FailActivity, FailInput{
+	err := r.bookkeep(ctx, FailActivity, "mark FAILED ("+reason+") and dead-letter", FailInput{
 		NotificationID: r.in.NotificationID,
 		Channel:        r.in.Channel,
 		Reason:         reason,
@@ -74,7 +75,7 @@ func (r *run) fail(ctx workflow.Context, reason string, attempts int, last Deliv
 // whose status then stands).
 func (r *run) cancel(ctx workflow.Context, attempts int) (NotificationResult, error) {
 	var status Status
-	err := r.bookkeep(ctx, CancelActivity, CancelInput{
+	err := r.bookkeep(ctx, CancelActivity, "mark CANCELLED", CancelInput{
 		NotificationID: r.in.NotificationID,
 		Attempts:       attempts,
 		Generation:     r.generation(),
@@ -97,6 +98,7 @@ func (r *run) superseded(ctx workflow.Context, attempts int) (NotificationResult
 // run as the notification ended (see end).
 func (r *run) finish(ctx workflow.Context, status Status, attempts int) (NotificationResult, error) {
 	r.view.Status, r.view.Attempts, r.view.NextAttemptAt = status, attempts, nil
+	r.showDetails(ctx)
 	if err := r.upsert(ctx, status, attempts); err != nil {
 		return NotificationResult{}, err
 	}

@@ -77,9 +77,12 @@ type run struct {
 	// work is cancelled by the cancel signal: it ends a timer at once and
 	// cancels an in-flight attempt (the activity aborts its HTTP call).
 	work workflow.Context
-	// deliverCtx runs an attempt on the channel's activity task queue,
-	// localCtx on the fast path.
-	deliverCtx, localCtx workflow.Context
+	// deliverOpts run an attempt on the channel's activity task queue,
+	// localOpts on the fast path (each attempt adds its summary).
+	deliverOpts workflow.ActivityOptions
+	localOpts   workflow.LocalActivityOptions
+	// lines are the latest attempts, as the current details list them.
+	lines []string
 
 	// attempt is the number of the attempt in hand; a retried notification
 	// (AttemptBase > 0) gets a fresh budget of attempts, numbered on after
@@ -116,17 +119,17 @@ func newRun(ctx workflow.Context, in NotificationInput) (*run, error) {
 		r.view.CancelRequested = true
 		cancelWork()
 	})
-	r.deliverCtx = workflow.WithActivityOptions(work, workflow.ActivityOptions{
+	r.deliverOpts = workflow.ActivityOptions{
 		TaskQueue:           in.ActivityTaskQueue,
 		StartToCloseTimeout: in.AttemptTimeout,
 		HeartbeatTimeout:    heartbeatTimeout,
 		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 1},
 		WaitForCancellation: true,
-	})
-	r.localCtx = workflow.WithLocalActivityOptions(work, workflow.LocalActivityOptions{
+	}
+	r.localOpts = workflow.LocalActivityOptions{
 		StartToCloseTimeout: in.AttemptTimeout,
 		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 1},
-	})
+	}
 	r.firstAttempt, r.lastAttempt = in.AttemptBase+1, in.AttemptBase+in.Retry.MaxAttempts
 	r.attempt = r.firstAttempt
 	if in.Resume != nil {

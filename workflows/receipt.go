@@ -49,14 +49,16 @@ func (r *run) awaitReceipt(ctx workflow.Context, attempt int, last DeliverResult
 	// histories have).
 	timerCtx, cancelTimer := workflow.WithCancel(r.work)
 	defer cancelTimer()
-	timer := workflow.NewTimer(timerCtx, last.AwaitReceipt)
+	timer := workflow.NewTimerWithOptions(timerCtx, last.AwaitReceipt, workflow.TimerOptions{
+		Summary: "waiting for a receipt from " + last.Provider,
+	})
 	got, cancelled := r.receiveReceipt(ctx, timer, attempt, last)
 	if cancelled {
 		return receiptCancelled, nil
 	}
 	settle, verdict := r.judgeReceipt(got, attempt, last)
 	var status Status
-	if err := r.local(ctx, SettleReceiptActivity, settle, &status); err != nil {
+	if err := r.local(ctx, SettleReceiptActivity, "record the receipt: "+string(settle.Receipt), settle, &status); err != nil {
 		return "", err
 	}
 	if status != settle.Next && status.Terminal() {

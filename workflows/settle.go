@@ -1,6 +1,8 @@
 package workflows
 
 import (
+	"fmt"
+
 	"go.temporal.io/sdk/workflow"
 )
 
@@ -28,6 +30,7 @@ func ended(result NotificationResult, err error) next {
 // again on the task queue; a final outcome ends the run; a failed attempt
 // moves on to the next.
 func (r *run) settle(ctx workflow.Context, attemptErr error) next {
+	r.noteAttempt(ctx, attemptErr)
 	if r.view.CancelRequested {
 		return ended(r.cancel(ctx, r.made()))
 	}
@@ -108,7 +111,7 @@ func (r *run) retry(ctx workflow.Context) next {
 	}
 	// The attempt's record showed the wait already, unless the attempt
 	// did not report back or the route had a provider left to try.
-	r.waitRetrying(ctx, wait, r.last.Retrying)
+	r.waitRetrying(ctx, wait, r.last.Retrying, fmt.Sprintf("backoff %s before attempt %d", roundWait(wait), r.attempt+1))
 	if r.view.CancelRequested {
 		return ended(r.cancel(ctx, r.made()))
 	}

@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"fmt"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -19,7 +20,10 @@ func (r *run) waitForSchedule(ctx workflow.Context) (cancelled bool) {
 		return false
 	}
 	r.view.Status = StatusScheduled
-	_ = workflow.Sleep(r.work, wait)
+	r.showDetails(ctx)
+	_ = workflow.NewTimerWithOptions(r.work, wait, workflow.TimerOptions{
+		Summary: "scheduled for " + r.in.ScheduledAt.UTC().Format(time.RFC3339),
+	}).Get(r.work, nil)
 	if r.view.CancelRequested {
 		return true
 	}
@@ -34,7 +38,7 @@ func (r *run) waitForSchedule(ctx workflow.Context) (cancelled bool) {
 func (r *run) waitToBegin(ctx workflow.Context, attemptErr error, unavailable bool) next {
 	r.waits++
 	r.waitsHere++
-	wait, why := r.beginWait(attemptErr, unavailable)
+	wait, why, summary := r.beginWait(attemptErr, unavailable)
 	if r.expired(ctx, wait) {
 		return ended(r.fail(ctx, ReasonExpired, r.madeBefore(), r.last))
 	}
@@ -46,7 +50,7 @@ func (r *run) waitToBegin(ctx workflow.Context, attemptErr error, unavailable bo
 	// wait of every waiting notification, the fault suite's Redis outages
 	// saw attempts miss their heartbeats and be spent (cause not pinned
 	// down).
-	r.waitRetrying(ctx, wait, !unavailable)
+	r.waitRetrying(ctx, wait, !unavailable, summary)
 	if r.view.CancelRequested {
 		return ended(r.cancel(ctx, r.madeBefore()))
 	}
@@ -57,16 +61,21 @@ func (r *run) waitToBegin(ctx workflow.Context, attemptErr error, unavailable bo
 }
 
 // beginWait is how long to wait before an attempt that could not begin is
-// made again, and why it could not.
-func (r *run) beginWait(attemptErr error, unavailable bool) (time.Duration, string) {
+// made again, why it could not, and the wait's summary.
+func (r *run) beginWait(attemptErr error, unavailable bool) (wait time.Duration, why, summary string) {
 	if unavailable {
 		// Until a breaker may half-open, spread a little so the waiting
 		// notifications do not all ask at once.
 		spread := time.Duration(jitterFraction(r.wfID, r.waits) * float64(r.last.RetryAfter/5))
-		return min(max(r.last.RetryAfter+spread, minUnavailableWait), maxUnattemptedWait), r.last.Error
+		wait = min(max(r.last.RetryAfter+spread, minUnavailableWait), maxUnattemptedWait)
+		return wait, r.last.Error, fmt.Sprintf("all providers open: wait %s", roundWait(wait))
 	}
-	return min(Backoff(r.wfID, r.waits, r.in.Retry, 0), maxUnattemptedWait), attemptErr.Error()
+	wait = min(Backoff(r.wfID, r.waits, r.in.Retry, 0), maxUnattemptedWait)
+	return wait, attemptErr.Error(), fmt.Sprintf("attempt %d could not begin: wait %s", r.attempt, roundWait(wait))
 }
+
+// roundWait rounds a wait for a summary.
+func roundWait(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 
 // maxUnattemptedWait caps the wait before an attempt that could not begin
 // is made again: the outage may end any moment.
@@ -86,15 +95,17 @@ const retryingRowChange = "retrying-row"
 // time in the status query and, unless shown already, on the row (best
 // effort: a row that cannot be written now keeps what it showed). A cancel
 // ends the wait.
-func (r *run) waitRetrying(ctx workflow.Context, wait time.Duration, shown bool) {
+func (r *run) waitRetrying(ctx workflow.Context, wait time.Duration, shown bool, summary string) {
 	next := workflow.Now(ctx).Add(wait)
 	r.view.Status, r.view.NextAttemptAt = StatusRetrying, &next
+	r.showDetails(ctx)
 	if !shown && workflow.GetVersion(ctx, retryingRowChange, workflow.DefaultVersion, 1) == 1 {
 		_ = workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(r.work, workflow.LocalActivityOptions{
 			StartToCloseTimeout: 5 * time.Second,
 			RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 2},
+			Summary:             "mark RETRYING until " + next.UTC().Format(time.TimeOnly),
 		}), MarkRetryingActivity, RetryingInput{NotificationID: r.in.NotificationID, Generation: r.generation(), NextAttemptAt: next}).Get(r.work, nil)
 	}
-	_ = workflow.Sleep(r.work, wait)
+	_ = workflow.NewTimerWithOptions(r.work, wait, workflow.TimerOptions{Summary: summary}).Get(r.work, nil)
 	r.view.Status, r.view.NextAttemptAt = StatusProcessing, nil
 }
