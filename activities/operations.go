@@ -39,14 +39,7 @@ const (
 // waited or delivered hear the cancel signal; the cancel flag on their rows
 // already stops them (a signal lost to a crash costs only promptness).
 func (a *Activities) OperationStep(ctx context.Context, in workflows.OperationStepInput) (workflows.OperationStepResult, error) {
-	id, err := uuid.Parse(in.OperationID)
-	if err != nil {
-		return workflows.OperationStepResult{}, temporal.NewNonRetryableApplicationError("bad operation id", "BadInput", err)
-	}
-	op, err := store.GetOperation(ctx, a.Pool, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return workflows.OperationStepResult{}, temporal.NewNonRetryableApplicationError("no operation "+in.OperationID, "NotFound", err)
-	}
+	id, op, err := a.operation(ctx, in.OperationID)
 	if err != nil {
 		return workflows.OperationStepResult{}, err
 	}
@@ -61,51 +54,84 @@ func (a *Activities) OperationStep(ctx context.Context, in workflows.OperationSt
 		n, refund, wait := charge.take(ctx, limit)
 		if wait > 0 { // the tenant's quota is spent: wait for it, up to the step's end
 			activity.RecordHeartbeat(ctx, res.Processed)
-			select {
-			case <-ctx.Done():
-				return res, ctx.Err()
-			case <-time.After(min(wait, time.Until(deadline))):
+			if err := pause(ctx, min(wait, time.Until(deadline))); err != nil {
+				return res, err
 			}
 			continue
 		}
 		page, err := store.RunPage(ctx, a.Pool, id, n)
 		refund(n - page.Succeeded) // what the page did not retry, or all of it when it failed
-		if err != nil && store.DataError(err) {
-			// The database refuses the page itself: no retry mends it.
-			log.Error("operation failed", zap.Error(err))
-			if ferr := store.FailOperation(ctx, a.Pool, id, err.Error()); ferr != nil {
-				return res, ferr
-			}
-			res.Done, res.Status = true, store.OperationFailed
-			return res, nil
-		}
-		if err != nil {
+		if ended, err := a.pageEnded(ctx, id, page, err, &res, log); ended || err != nil {
 			return res, err
 		}
-		if page.Done {
-			res.Done, res.Status = true, page.Status
-			log.Info("operation finished", zap.String("status", page.Status))
-			return res, nil
-		}
-		res.Processed += page.Items
-		a.Metrics.OperationNotifications.WithLabelValues(op.Action, "succeeded").Add(float64(page.Succeeded))
-		a.Metrics.OperationNotifications.WithLabelValues(op.Action, "skipped").Add(float64(page.Items - page.Succeeded))
-		for _, it := range page.Cancelled {
-			a.Metrics.Terminal.WithLabelValues("cancelled", string(it.Channel), string(it.Priority), "").Inc()
-		}
-		a.signalCancels(ctx, page.Signal, res.Processed, log)
-		activity.RecordHeartbeat(ctx, res.Processed)
+		a.pageDone(ctx, op, page, &res, log)
 		// The pace: a page of n takes at least n/perSecond seconds.
-		pause := time.Duration(float64(page.Items)/float64(perSecond)*float64(time.Second)) - time.Since(started)
-		if pause > 0 {
-			select {
-			case <-ctx.Done():
-				return res, ctx.Err()
-			case <-time.After(pause):
-			}
+		if err := pause(ctx, time.Duration(float64(page.Items)/float64(perSecond)*float64(time.Second))-time.Since(started)); err != nil {
+			return res, err
 		}
 	}
 	return res, nil
+}
+
+// operation reads the operation a step works on.
+func (a *Activities) operation(ctx context.Context, opID string) (uuid.UUID, store.Operation, error) {
+	id, err := uuid.Parse(opID)
+	if err != nil {
+		return id, store.Operation{}, temporal.NewNonRetryableApplicationError("bad operation id", "BadInput", err)
+	}
+	op, err := store.GetOperation(ctx, a.Pool, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return id, op, temporal.NewNonRetryableApplicationError("no operation "+opID, "NotFound", err)
+	}
+	return id, op, err
+}
+
+// pageEnded settles a page that ended the step: an error (a page the
+// database refuses fails the operation, for no retry mends it; any other is
+// the step's) or the operation's last page. ended is false for any other.
+func (a *Activities) pageEnded(ctx context.Context, id uuid.UUID, page store.PageResult, err error, res *workflows.OperationStepResult, log *zap.Logger) (ended bool, _ error) {
+	switch {
+	case err != nil && store.DataError(err):
+		log.Error("operation failed", zap.Error(err))
+		if ferr := store.FailOperation(ctx, a.Pool, id, err.Error()); ferr != nil {
+			return true, ferr
+		}
+		res.Done, res.Status = true, store.OperationFailed
+		return true, nil
+	case err != nil:
+		return true, err
+	case page.Done:
+		res.Done, res.Status = true, page.Status
+		log.Info("operation finished", zap.String("status", page.Status))
+		return true, nil
+	}
+	return false, nil
+}
+
+// pageDone counts a committed page, signals the workflows it cancelled, and
+// heartbeats the progress.
+func (a *Activities) pageDone(ctx context.Context, op store.Operation, page store.PageResult, res *workflows.OperationStepResult, log *zap.Logger) {
+	res.Processed += page.Items
+	a.Metrics.OperationNotifications.WithLabelValues(op.Action, "succeeded").Add(float64(page.Succeeded))
+	a.Metrics.OperationNotifications.WithLabelValues(op.Action, "skipped").Add(float64(page.Items - page.Succeeded))
+	for _, it := range page.Cancelled {
+		a.Metrics.Terminal.WithLabelValues("cancelled", string(it.Channel), string(it.Priority), "").Inc()
+	}
+	a.signalCancels(ctx, page.Signal, res.Processed, log)
+	activity.RecordHeartbeat(ctx, res.Processed)
+}
+
+// pause waits d (nothing when d is not positive), or until ctx is done.
+func pause(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
 }
 
 // Signalling a page's workflows: signalConcurrency signals at once, each
