@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"fmt"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -61,16 +62,29 @@ func Operation(ctx workflow.Context, in OperationInput) (OperationResult, error)
 			NonRetryableErrorTypes: []string{"BadInput", "NotFound"},
 		},
 	})
+	// The run's progress, for its current details in the Web UI (the
+	// operation's own counts are in PostgreSQL; GET /v1/operations/{id}).
+	visited := 0
 	for step := 0; ; step++ {
 		if step >= maxOperationSteps || workflow.GetInfo(ctx).GetContinueAsNewSuggested() {
 			return OperationResult{}, workflow.NewContinueAsNewError(ctx, OperationWorkflow, in)
 		}
+		workflow.SetCurrentDetails(ctx, fmt.Sprintf("**RUNNING** · step %d · %d notifications visited in this run", step+1, visited))
 		var res OperationStepResult
-		if err := workflow.ExecuteActivity(ctx, OperationStepActivity, OperationStepInput(in)).Get(ctx, &res); err != nil {
+		stepCtx := workflow.WithActivityOptions(ctx, withSummary(workflow.GetActivityOptions(ctx), fmt.Sprintf("step %d", step+1)))
+		if err := workflow.ExecuteActivity(stepCtx, OperationStepActivity, OperationStepInput(in)).Get(ctx, &res); err != nil {
 			return OperationResult{}, err
 		}
+		visited += res.Processed
 		if res.Done {
+			workflow.SetCurrentDetails(ctx, fmt.Sprintf("**%s** · %d notifications visited in this run", res.Status, visited))
 			return OperationResult{Status: res.Status}, nil
 		}
 	}
+}
+
+// withSummary is opts labelled with summary in the Web UI.
+func withSummary(opts workflow.ActivityOptions, summary string) workflow.ActivityOptions {
+	opts.Summary = summary
+	return opts
 }
