@@ -16,6 +16,8 @@ import (
 	"syscall"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 	"go.temporal.io/sdk/client"
 	"go.uber.org/zap"
 
@@ -60,42 +62,105 @@ func run() error {
 	defer stop()
 	defer profiling.Serve(cfg.APIPprofPort, log)()
 
-	pool, err := store.Connect(ctx, cfg.DatabaseDSN, cfg.DatabaseMaxConns)
+	c, err := connect(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	if len(cfg.APIKeys) == 0 {
-		// Keys live in the database (dispatchctl keys create); without any
-		// there, and none in API_KEYS, /v1/* would refuse every request.
-		n, err := store.CountActiveAPIKeys(ctx, pool)
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return errors.New("no API key: API_KEYS is empty and the database holds no active key; create one with `dispatchctl keys create --tenant NAME`, or set API_KEYS (comma separated, at least 16 characters each; they belong to the default tenant)")
-		}
-		log.Info("API_KEYS is empty: only the keys stored in the database are accepted", zap.Int("active_keys", n))
-	}
-
-	rdb, err := ratelimit.NewClient(cfg.RedisURL)
+	defer c.close()
+	srv, err := newServer(cfg, c, log)
 	if err != nil {
-		return fmt.Errorf("parsing REDIS_URL: %w", err)
+		return err
 	}
-	defer func() { _ = rdb.Close() }()
+	return serve(ctx, cfg, srv, log)
+}
+
+// conns are the API's connections: PostgreSQL, Redis, Temporal, and two
+// RabbitMQ publishers (readiness's, and the dead letters' own), plus the
+// outbox waker running on the pool.
+type conns struct {
+	pool        *pgxpool.Pool
+	rdb         *redis.Client
+	temporal    client.Client
+	broker      *queue.Publisher
+	deadLetters *queue.Publisher
+	waker       *outbox.Waker
+	closers     []func()
+}
+
+// close closes the connections in the reverse order of their opening.
+func (c *conns) close() {
+	for i := len(c.closers) - 1; i >= 0; i-- {
+		c.closers[i]()
+	}
+}
+
+// connect opens the API's connections. The API key check comes right after
+// PostgreSQL: an API that could accept no request says so before it opens
+// anything else.
+func connect(ctx context.Context, cfg config.Config, log *zap.Logger) (_ *conns, err error) {
+	c := &conns{}
+	defer func() {
+		if err != nil {
+			c.close()
+		}
+	}()
+	if c.pool, err = store.Connect(ctx, cfg.DatabaseDSN, cfg.DatabaseMaxConns); err != nil {
+		return nil, err
+	}
+	c.closers = append(c.closers, c.pool.Close)
+	if err := requireAPIKey(ctx, cfg, c.pool, log); err != nil {
+		return nil, err
+	}
+	if c.rdb, err = ratelimit.NewClient(cfg.RedisURL); err != nil {
+		return nil, fmt.Errorf("parsing REDIS_URL: %w", err)
+	}
+	c.closers = append(c.closers, func() { _ = c.rdb.Close() })
 
 	// The API only checks RabbitMQ for readiness; the outbox relay publishes.
-	broker := queue.NewPublisher(cfg.RabbitMQURL, queue.Topology{Prefix: cfg.RabbitMQQueuePrefix})
-	defer func() { _ = broker.Close() }()
+	c.broker = queue.NewPublisher(cfg.RabbitMQURL, queue.Topology{Prefix: cfg.RabbitMQQueuePrefix})
+	c.closers = append(c.closers, func() { _ = c.broker.Close() })
 	// /v1/dead-letters visits the DLQs through a publisher of its own: a
 	// peek or a purge holds it while it runs, readiness checks must not wait.
-	deadLetters := queue.NewPublisher(cfg.RabbitMQURL, queue.Topology{Prefix: cfg.RabbitMQQueuePrefix})
-	defer func() { _ = deadLetters.Close() }()
+	c.deadLetters = queue.NewPublisher(cfg.RabbitMQURL, queue.Topology{Prefix: cfg.RabbitMQQueuePrefix})
+	c.closers = append(c.closers, func() { _ = c.deadLetters.Close() })
 
-	// Lazy: the API starts (and reports not ready) while Temporal is down.
-	conn, creds, err := wfclient.Connection(cfg)
+	if c.temporal, err = lazyTemporal(cfg, log); err != nil {
+		return nil, err
+	}
+	c.closers = append(c.closers, c.temporal.Close)
+
+	// One coalesced NOTIFY after commits wakes the relays at once.
+	c.waker = outbox.NewWaker(c.pool, log)
+	wakeCtx, stopWaker := context.WithCancel(context.Background())
+	c.closers = append(c.closers, stopWaker)
+	go func() { _ = c.waker.Run(wakeCtx) }()
+	return c, nil
+}
+
+// requireAPIKey refuses to start an API without any key: keys live in the
+// database (dispatchctl keys create); without any there, and none in
+// API_KEYS, /v1/* would refuse every request.
+func requireAPIKey(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, log *zap.Logger) error {
+	if len(cfg.APIKeys) > 0 {
+		return nil
+	}
+	n, err := store.CountActiveAPIKeys(ctx, pool)
 	if err != nil {
 		return err
+	}
+	if n == 0 {
+		return errors.New("no API key: API_KEYS is empty and the database holds no active key; create one with `dispatchctl keys create --tenant NAME`, or set API_KEYS (comma separated, at least 16 characters each; they belong to the default tenant)")
+	}
+	log.Info("API_KEYS is empty: only the keys stored in the database are accepted", zap.Int("active_keys", n))
+	return nil
+}
+
+// lazyTemporal is the API's Temporal client, which connects on first use:
+// the API starts (and reports not ready) while Temporal is down.
+func lazyTemporal(cfg config.Config, log *zap.Logger) (client.Client, error) {
+	conn, creds, err := wfclient.Connection(cfg)
+	if err != nil {
+		return nil, err
 	}
 	tc, err := client.NewLazyClient(client.Options{
 		HostPort:          cfg.TemporalAddress,
@@ -105,54 +170,59 @@ func run() error {
 		Credentials:       creds,
 	})
 	if err != nil {
-		return fmt.Errorf("creating temporal client: %w", err)
+		return nil, fmt.Errorf("creating temporal client: %w", err)
 	}
-	defer tc.Close()
+	return tc, nil
+}
 
-	// One coalesced NOTIFY after commits wakes the relays at once.
-	waker := outbox.NewWaker(pool, log)
-	wakeCtx, stopWaker := context.WithCancel(context.Background())
-	defer stopWaker()
-	go func() { _ = waker.Run(wakeCtx) }()
-
-	// The providers: who may send receipts, and what GET /v1/providers shows.
+// newServer builds the HTTP API on the connections, with the providers
+// (who may send receipts, and what GET /v1/providers shows) and, with a
+// providers file, their breakers.
+func newServer(cfg config.Config, c *conns, log *zap.Logger) (*httpapi.Server, error) {
 	providers, err := provider.FromConfig(cfg, 1)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var breakers *breaker.Breakers
 	if providers.Explicit {
-		breakers = breaker.New(rdb, cfg.RedisKeyPrefix, providers.BreakerSettings())
+		breakers = breaker.New(c.rdb, cfg.RedisKeyPrefix, providers.BreakerSettings())
 	}
-
-	srv := httpapi.New(httpapi.Config{
+	return httpapi.New(httpapi.Config{
 		Providers:       providers,
 		Breakers:        breakers,
 		ReceiptsBaseURL: strings.TrimRight(cfg.ReceiptsBaseURL, "/"),
 		Operations: func(ctx context.Context, id uuid.UUID, summary string) error {
-			return wfclient.StartOperation(ctx, tc, wfclient.TaskQueues{Prefix: cfg.TemporalTaskQueuePrefix}, id, summary)
+			return wfclient.StartOperation(ctx, c.temporal, wfclient.TaskQueues{Prefix: cfg.TemporalTaskQueuePrefix}, id, summary)
 		},
-		DeadLetters:       deadletter.NewQueues(pool, deadLetters),
-		Quotas:            quota.New(rdb, cfg.RedisKeyPrefix+"quota:"),
-		Accepted:          waker.Poke,
+		DeadLetters:       deadletter.NewQueues(c.pool, c.deadLetters),
+		Quotas:            quota.New(c.rdb, cfg.RedisKeyPrefix+"quota:"),
+		Accepted:          c.waker.Poke,
 		APIKeys:           cfg.APIKeys,
 		TemporalUIURL:     cfg.TemporalUIURL,
 		TemporalNamespace: cfg.TemporalNamespace,
 		// One request per pooled connection; the rest wait briefly, then 503.
 		MaxInFlight: int(cfg.DatabaseMaxConns),
-	}, pool, tc, []health.Dependency{
-		// Accepting needs PostgreSQL alone (the outbox holds what the
-		// broker cannot take yet; a cancel is kept on the row when its
-		// signal cannot be sent): the rest is reported, not required.
-		{Name: "postgres", Required: true, Check: func(ctx context.Context) error { return pool.Ping(ctx) }},
-		{Name: "redis", Check: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
-		{Name: "rabbitmq", Check: broker.Ping},
+	}, c.pool, c.temporal, readiness(c), metrics.NewAPI(), log), nil
+}
+
+// readiness is what /readyz checks. Accepting needs PostgreSQL alone (the
+// outbox holds what the broker cannot take yet; a cancel is kept on the row
+// when its signal cannot be sent): the rest is reported, not required.
+func readiness(c *conns) []health.Dependency {
+	return []health.Dependency{
+		{Name: "postgres", Required: true, Check: func(ctx context.Context) error { return c.pool.Ping(ctx) }},
+		{Name: "redis", Check: func(ctx context.Context) error { return c.rdb.Ping(ctx).Err() }},
+		{Name: "rabbitmq", Check: c.broker.Ping},
 		{Name: "temporal", Check: func(ctx context.Context) error {
-			_, err := tc.CheckHealth(ctx, &client.CheckHealthRequest{})
+			_, err := c.temporal.CheckHealth(ctx, &client.CheckHealthRequest{})
 			return err
 		}},
-	}, metrics.NewAPI(), log)
+	}
+}
 
+// serve listens until ctx ends (SIGINT, SIGTERM) or listening fails, then
+// finishes the requests in flight within SHUTDOWN_TIMEOUT.
+func serve(ctx context.Context, cfg config.Config, srv *httpapi.Server, log *zap.Logger) error {
 	addr := net.JoinHostPort("", strconv.Itoa(cfg.APIPort))
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Listen(addr) }()
