@@ -341,13 +341,19 @@ func (s *stack) quiet(ctx context.Context, ids []string) (quiet, error) {
 func (s *stack) waitQuiet(ids []string, limit time.Duration) time.Duration {
 	s.t.Helper()
 	start := time.Now()
-	var last quiet
-	var lastErr error
-	require.Eventually(s.t, func() bool {
+	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		last, lastErr = s.quiet(ctx, ids)
-		return lastErr == nil && last.done()
-	}, limit, 250*time.Millisecond, "never quiet: %+v (last error: %v)", func() any { return last }, func() any { return lastErr })
-	return time.Since(start)
+		last, err := s.quiet(ctx, ids)
+		cancel()
+		if err == nil && last.done() {
+			return time.Since(start)
+		}
+		if time.Since(start) > limit {
+			// What still moved, and the last error, as values (a message
+			// argument of require.Eventually is formatted when the check
+			// is set up, not when it fails).
+			s.t.Fatalf("never quiet within %s: %+v (last error: %v)", limit, last, err)
+		}
+		time.Sleep(250 * time.Millisecond) // the poll interval
+	}
 }
