@@ -129,6 +129,12 @@ func TestAttemptsAndWaitsCarrySummaries(t *testing.T) {
 	require.Contains(t, backoffs[0], "before attempt 2")
 	require.Contains(t, backoffs[1], "before attempt 3")
 
+	desc, err := s.temporal.DescribeWorkflow(context.Background(), "notification-"+id, "")
+	require.NoError(t, err)
+	var static string
+	require.NoError(t, converter.GetDefaultDataConverter().FromPayload(desc.RawResponse.GetExecutionConfig().GetUserMetadata().GetSummary(), &static))
+	require.Equal(t, "sms notification (HIGH) of tenant default", static, "the start's summary: channel, priority, tenant")
+
 	details := s.currentDetails(id)
 	require.Contains(t, details, "**DELIVERED** · 3 attempt(s)")
 	require.Contains(t, details, "- attempt 1 · default · retry (503)")

@@ -205,8 +205,9 @@ func (s *Starter) startOptions(n store.Notification, wfID string, tenant store.T
 		},
 		TypedSearchAttributes: searchAttributes(n, tenant, status),
 		// No recipient, not even masked: an erased notification leaves
-		// nothing of its person in Temporal, whose histories carry ids only.
-		StaticSummary: fmt.Sprintf("%s notification (%s)", n.Channel, n.Priority),
+		// nothing of its person in Temporal, whose histories carry ids only
+		// (so a summary or a detail never names one either).
+		StaticSummary: fmt.Sprintf("%s notification (%s) of tenant %s", n.Channel, n.Priority, tenant.Name),
 	}
 }
 
