@@ -195,6 +195,13 @@ temporal-postgres: ## Run the Temporal server on PostgreSQL with its Web UI in t
 sink: ## Run the local provider sink on :9090
 	go run ./cmd/sink
 
+# The screenshots of docs/TEMPORAL_UI.md, from the stack make run started (in
+# another terminal), by headless Chromium (apt-get install chromium) driven by
+# playwright-core from tools/.
+.PHONY: ui-screenshots
+ui-screenshots: tools/node_modules/.installed ## Send a delivered, failed-over, failed and cancelled sms to the running stack (make run first) and screenshot them in the Temporal Web UI into docs/images (needs Chromium)
+	@scripts/ui-screenshots.sh
+
 .PHONY: docker-up
 docker-up: ## Build the image and start the whole stack with Docker Compose until healthy (needs a Docker engine)
 	@docker compose version >/dev/null 2>&1 || { echo "make docker-up needs Docker with the compose plugin (docker compose); without Docker, use make run" >&2; exit 1; }
