@@ -1,10 +1,13 @@
 // Package activities holds the workflows' activities, their dependencies
-// coming in through Activities. Deliver makes one attempt at the provider
-// and records it in PostgreSQL; deliver.go reads as its stages, each in the
-// file of its concern (route.go, breaker.go, slot.go, begin.go, send.go,
-// record.go). The notification's other steps (Fail: dead-letter queue, then
+// coming in through Activities (activities.go). Deliver makes one attempt at
+// the provider and records it in PostgreSQL; deliver.go reads as its stages,
+// each a function on one attempt's state (attempt.go) in the file of its
+// concern: route.go (the channel's providers), breaker.go (admission and
+// report), slot.go (the rate-limit slot), begin.go, send.go and record.go
+// (which also holds RecordAttempt, for an attempt Deliver made but could not
+// record). The notification's other steps (Fail: dead-letter record, then
 // FAILED; Cancel, MarkRetrying, SettleReceipt) are in bookkeeping.go, the
-// operations' step in operations.go.
+// operations' step, OperationStep, in operations.go.
 package activities
 
 import (

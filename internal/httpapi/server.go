@@ -1,7 +1,11 @@
-// Package httpapi is the REST API: Fiber routes, API-key authentication,
-// request validation and idempotency, the notification and batch resources,
-// RFC 9457 problem answers, health probes and metrics. openapi.yaml is its
-// contract, and the package's tests hold every answer to it.
+// Package httpapi is the REST API: Fiber routes, API-key authentication
+// and the tenant each key belongs to, admission to the database (a bounded
+// number of requests at once, 503 past it), tenants' acceptance quotas,
+// request validation and idempotency, the notification, batch and
+// operation resources, cancels and retries, the dead-letter queues, the
+// providers and their breakers, providers' receipts, RFC 9457 problem
+// answers, health probes and metrics. openapi.yaml is its contract, and
+// the package's tests hold every answer to it.
 package httpapi
 
 import (

@@ -1,5 +1,5 @@
 // Package logs builds the process logger: JSON for production, a readable
-// console format for local runs.
+// console format for local runs; temporal.go hands it to the Temporal SDK.
 package logs
 
 import (

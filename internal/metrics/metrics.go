@@ -1,5 +1,8 @@
 // Package metrics defines the Prometheus metrics of the API and the worker,
-// each on its own registry (plus the Go and process collectors).
+// each on its own registry (plus the Go and process collectors), the
+// collectors that read the outbox and queue backlogs at scrape time
+// (collectors.go), and the export of the Temporal SDK's own metrics
+// (temporal.go).
 package metrics
 
 import (

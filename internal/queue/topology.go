@@ -1,6 +1,10 @@
 // Package queue is the RabbitMQ side: the topology, a publisher with
 // publisher confirms, and a consumer with manual acks that dead-letters
-// poison messages. Every part redials when the broker drops the connection.
+// poison messages; the one dead-letter message format (deadletter.go); and
+// what the metrics, the API and the dead-letter pruner need of the queues:
+// their depths, peeking at a dead-letter queue and sweeping messages out of
+// it. Every part redials
+// when the broker drops the connection.
 package queue
 
 import (

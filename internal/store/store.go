@@ -1,5 +1,8 @@
-// Package store is the PostgreSQL data layer: the notifications, batches,
-// delivery_attempts and outbox tables, and the migrations that create them.
+// Package store is the PostgreSQL data layer: notifications with their
+// outbox rows, batches, delivery attempts and receipts, cancels and retries,
+// operations and their pages, tenants and API keys, idempotency-key locks,
+// the reconciler's candidates, and running the migrations (the SQL files
+// are in migrations/).
 package store
 
 import (

@@ -1,9 +1,14 @@
 // Package testenv gives tests the real services: PostgreSQL, RabbitMQ and
 // Redis from testcontainers where a Docker engine runs, from loopback
 // otherwise (the project's machines have no engine but run the services),
-// and a Temporal dev server from the pinned CLI. Every test gets its own
+// and a Temporal server: the one at TEST_TEMPORAL_ADDRESS if it answers, a
+// dev server from the pinned CLI otherwise. Every test gets its own
 // database, queue prefix, key prefix and task-queue prefix, so tests can run
-// in any order and beside a running `make run`.
+// in any order and beside a running `make run`. Beside them: the binaries
+// run as processes (process.go), a TCP proxy that partitions a service
+// silently (proxy.go), TLS and SMTP servers (servers.go), and openapi.yaml
+// as a contract that exchanges with the API are checked against
+// (contract.go).
 package testenv
 
 import (
