@@ -35,6 +35,7 @@ import (
 	"dispatch-engine/internal/quota"
 	"dispatch-engine/internal/ratelimit"
 	"dispatch-engine/internal/store"
+	"dispatch-engine/internal/telemetry"
 	"dispatch-engine/internal/version"
 	"dispatch-engine/internal/wfclient"
 )
@@ -60,6 +61,11 @@ func run() error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	flushTraces, err := telemetry.Start(ctx, "dispatch-api", log)
+	if err != nil {
+		return err
+	}
+	defer flushTraces()
 	defer profiling.Serve(cfg.APIPprofPort, log)()
 
 	c, err := connect(ctx, cfg, log)
@@ -162,12 +168,17 @@ func lazyTemporal(cfg config.Config, log *zap.Logger) (client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	tracing, err := telemetry.TemporalInterceptors()
+	if err != nil {
+		return nil, err
+	}
 	tc, err := client.NewLazyClient(client.Options{
 		HostPort:          cfg.TemporalAddress,
 		Namespace:         cfg.TemporalNamespace,
 		Logger:            logs.Temporal(log),
 		ConnectionOptions: conn,
 		Credentials:       creds,
+		Interceptors:      tracing,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating temporal client: %w", err)

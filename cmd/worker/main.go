@@ -42,6 +42,7 @@ import (
 	"dispatch-engine/internal/reconcile"
 	"dispatch-engine/internal/retention"
 	"dispatch-engine/internal/store"
+	"dispatch-engine/internal/telemetry"
 	"dispatch-engine/internal/version"
 	"dispatch-engine/internal/wfclient"
 	"dispatch-engine/workflows"
@@ -72,6 +73,11 @@ func run() error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	flushTraces, err := telemetry.Start(ctx, "dispatch-worker", log)
+	if err != nil {
+		return err
+	}
+	defer flushTraces()
 	defer profiling.Serve(cfg.WorkerPprofPort, log)()
 
 	c, err := connect(ctx, cfg, log)
@@ -345,6 +351,12 @@ func dialTemporal(ctx context.Context, cfg config.Config, mh client.MetricsHandl
 	if err != nil {
 		return nil, err
 	}
+	// The workers built from this client trace the workflows and
+	// activities they run through the same interceptor.
+	tracing, err := telemetry.TemporalInterceptors()
+	if err != nil {
+		return nil, err
+	}
 	backoff := 200 * time.Millisecond
 	for {
 		tc, err := client.DialContext(ctx, client.Options{
@@ -354,6 +366,7 @@ func dialTemporal(ctx context.Context, cfg config.Config, mh client.MetricsHandl
 			MetricsHandler:    mh,
 			ConnectionOptions: conn,
 			Credentials:       creds,
+			Interceptors:      tracing,
 		})
 		if err == nil {
 			return tc, nil

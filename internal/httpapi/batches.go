@@ -37,7 +37,9 @@ type BatchResponse struct {
 // whole (a retry replays the first answer). Items may carry their own
 // idempotencyKey; when any of them is already taken, the whole batch is
 // refused with 409 naming each such item, and nothing is stored.
-func (s *Server) createBatch(c *fiber.Ctx) error {
+func (s *Server) createBatch(c *fiber.Ctx) (err error) {
+	ctx, span := startRequestSpan(c, "POST /v1/notifications/batch")
+	defer func() { endRequestSpan(c, span, err) }()
 	if err := requireJSON(c); err != nil {
 		return err
 	}
@@ -96,6 +98,7 @@ func (s *Server) createBatch(c *fiber.Ctx) error {
 		fp := batchFingerprint(items)
 		nb.RequestFingerprint = &fp
 	}
+	nb.TraceParent = traceBatch(ctx, span, nb)
 	var (
 		batch    store.Batch
 		notes    []store.Notification

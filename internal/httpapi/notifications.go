@@ -17,7 +17,9 @@ import (
 	"dispatch-engine/workflows"
 )
 
-func (s *Server) createNotification(c *fiber.Ctx) error {
+func (s *Server) createNotification(c *fiber.Ctx) (err error) {
+	ctx, span := startRequestSpan(c, "POST /v1/notifications")
+	defer func() { endRequestSpan(c, span, err) }()
 	if err := requireJSON(c); err != nil {
 		return err
 	}
@@ -37,6 +39,7 @@ func (s *Server) createNotification(c *fiber.Ctx) error {
 	}
 	nn.IdempotencyKey = key
 	nn.TenantID = tenant(c).ID
+	nn.TraceParent = traceNotification(ctx, span, nn)
 	if key != nil {
 		fp := fingerprint(nn)
 		nn.RequestFingerprint = &fp

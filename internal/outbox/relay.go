@@ -112,6 +112,9 @@ type row struct {
 	// DeadLetter, when set, makes the row the notification's dead-letter
 	// message instead of its delivery message.
 	DeadLetter *notification.DeadLetter `db:"dead_letter"`
+	// TraceParent is the trace of the request that wrote the row, carried
+	// on in the message's headers; nil when it was not traced.
+	TraceParent *string `db:"traceparent"`
 }
 
 // RelayOnce publishes up to BatchSize rows and returns how many. The rows
@@ -125,7 +128,7 @@ func (r *Relay) RelayOnce(ctx context.Context) (int, error) {
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 
 	rows, err := tx.Query(ctx, `
-		SELECT id, notification_id, channel, priority, dead_letter FROM outbox
+		SELECT id, notification_id, channel, priority, dead_letter, traceparent FROM outbox
 		ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, r.cfg.BatchSize)
 	if err != nil {
 		return 0, fmt.Errorf("claiming outbox rows: %w", err)
@@ -141,6 +144,7 @@ func (r *Relay) RelayOnce(ctx context.Context) (int, error) {
 	msgs := make([]queue.Outgoing, len(claimed))
 	ids := make([]int64, len(claimed))
 	var queued, dead []uuid.UUID
+	var spans publishSpans
 	for _, c := range claimed {
 		if c.DeadLetter != nil {
 			dead = append(dead, c.NotificationID)
@@ -166,10 +170,13 @@ func (r *Relay) RelayOnce(ctx context.Context) (int, error) {
 			Body:       body,
 			Priority:   notification.BrokerPriority(c.Priority),
 			MessageID:  c.NotificationID.String(),
+			Headers:    spans.start(ctx, c),
 		}
 		queued = append(queued, c.NotificationID)
 	}
-	if err := r.pub.Publish(ctx, msgs...); err != nil {
+	err = r.pub.Publish(ctx, msgs...)
+	spans.end(err)
+	if err != nil {
 		return 0, err
 	}
 	if _, err := tx.Exec(ctx, `DELETE FROM outbox WHERE id = ANY($1)`, ids); err != nil {

@@ -58,7 +58,9 @@ const excerptLimit = 512
 //
 // What it returns names the provider by its URL's scheme and host alone,
 // and never the recipient.
-func (w *Webhook) Send(ctx context.Context, m Message) Result {
+func (w *Webhook) Send(ctx context.Context, m Message) (res Result) {
+	ctx, span := startCall(ctx, "webhook", w.url)
+	defer func() { endCall(span, res) }()
 	return ScrubRecipient(w.send(ctx, m), m.Recipient)
 }
 
@@ -70,6 +72,7 @@ func (w *Webhook) send(ctx context.Context, m Message) Result {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "dispatch-engine")
 	req.Header.Set("webhook-id", m.NotificationID)
+	injectTrace(req)
 	// The attempt's own id, which a receipt names: kept with the attempt
 	// whatever the answer (a provider may have taken a call that timed out).
 	messageID := notification.MessageID(m.NotificationID, m.Attempt)

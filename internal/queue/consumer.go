@@ -188,7 +188,9 @@ func (c *Consumer) handle(ctx, stop context.Context, channel string, d amqp.Deli
 		defer g.Dec()
 	}
 	hctx, cancel := context.WithTimeout(ctx, c.cfg.HandleTimeout)
+	hctx, span := traceHandling(hctx, channel, d)
 	err := c.handler(hctx, d)
+	endHandling(span, err)
 	cancel()
 	var poison *PoisonError
 	switch {

@@ -37,6 +37,10 @@ type NewBatch struct {
 	IdempotencyKey     *string
 	RequestFingerprint *string
 	Notifications      []NewNotification
+	// TraceParent is the W3C traceparent of the batch request, stored with
+	// every notification's outbox row (their own TraceParent is not read);
+	// "" for none.
+	TraceParent string
 }
 
 // KeysTakenError is a batch whose items carry idempotency keys that already
@@ -104,7 +108,7 @@ func CreateBatch(ctx context.Context, db TxStarter, b NewBatch) (batch Batch, no
 			return err
 		}
 		batch = inserted[0]
-		notes, err = insertBatchNotifications(ctx, tx, TenantOrDefault(b.TenantID), batch.ID, b.Notifications)
+		notes, err = insertBatchNotifications(ctx, tx, TenantOrDefault(b.TenantID), batch.ID, b.Notifications, b.TraceParent)
 		return err
 	})
 	if err != nil {
@@ -145,8 +149,9 @@ func replayBatch(ctx context.Context, q Querier, b NewBatch) (Batch, []Notificat
 }
 
 // insertBatchNotifications inserts the notifications and their outbox rows
-// in one statement and returns them in the order given.
-func insertBatchNotifications(ctx context.Context, tx pgx.Tx, tenant, batchID uuid.UUID, ns []NewNotification) ([]Notification, error) {
+// (each with traceparent, "" for none) in one statement and returns them in
+// the order given.
+func insertBatchNotifications(ctx context.Context, tx pgx.Tx, tenant, batchID uuid.UUID, ns []NewNotification, traceparent string) ([]Notification, error) {
 	var (
 		ids          = make([]uuid.UUID, len(ns))
 		channels     = make([]string, len(ns))
@@ -188,12 +193,12 @@ func insertBatchNotifications(ctx context.Context, tx pgx.Tx, tenant, batchID uu
 			ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 			RETURNING `+notificationColumns+`
 		), o AS (
-			INSERT INTO outbox (notification_id, channel, priority)
-			SELECT id, channel, priority FROM n
+			INSERT INTO outbox (notification_id, channel, priority, traceparent)
+			SELECT id, channel, priority, NULLIF($14, '') FROM n
 		)
 		SELECT `+notificationColumns+` FROM n`,
 		batchID, ids, channels, priorities, recipients, subjects, contents, metadata,
-		keys, fingerprints, scheduled, expires, tenant)
+		keys, fingerprints, scheduled, expires, tenant, traceparent)
 	if err != nil {
 		return nil, fmt.Errorf("inserting batch notifications: %w", err)
 	}

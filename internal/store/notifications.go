@@ -92,6 +92,10 @@ type NewNotification struct {
 	RequestFingerprint *string
 	ScheduledAt        *time.Time
 	ExpiresAt          *time.Time
+	// TraceParent is the W3C traceparent of the request that accepted it,
+	// stored with its outbox row so its delivery joins that trace; "" for
+	// none (tracing off).
+	TraceParent string
 }
 
 // CreateNotification inserts the notification and its outbox row in one
@@ -127,12 +131,12 @@ func AcceptNotification(ctx context.Context, q Querier, n NewNotification) (stor
 			ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 			RETURNING `+notificationColumns+`
 		), o AS (
-			INSERT INTO outbox (notification_id, channel, priority)
-			SELECT id, channel, priority FROM n
+			INSERT INTO outbox (notification_id, channel, priority, traceparent)
+			SELECT id, channel, priority, NULLIF($13, '') FROM n
 		)
 		SELECT `+notificationColumns+` FROM n`,
 		n.ID, n.Channel, n.Priority, n.Recipient, n.Subject, n.Content, nullJSON(n.Metadata),
-		n.IdempotencyKey, n.RequestFingerprint, n.ScheduledAt, n.ExpiresAt, TenantOrDefault(n.TenantID))
+		n.IdempotencyKey, n.RequestFingerprint, n.ScheduledAt, n.ExpiresAt, TenantOrDefault(n.TenantID), n.TraceParent)
 	if err != nil {
 		return Notification{}, false, fmt.Errorf("inserting notification: %w", err)
 	}

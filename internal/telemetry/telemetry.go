@@ -21,6 +21,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -134,4 +135,21 @@ func newExporter(ctx context.Context, protocol string) (sdktrace.SpanExporter, e
 	default:
 		return nil, fmt.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL %q: the supported protocols are http/protobuf and grpc", protocol)
 	}
+}
+
+// Start is Setup for a process's main: it returns the function to defer,
+// which flushes the spans still buffered (at most five seconds, so a
+// collector that is gone cannot hold up the exit) and logs a failure.
+func Start(ctx context.Context, serviceName string, log *zap.Logger) (flush func(), err error) {
+	shutdown, err := Setup(ctx, serviceName, log)
+	if err != nil {
+		return func() {}, err
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := shutdown(ctx); err != nil {
+			log.Warn("opentelemetry: spans still buffered at exit were not all exported", zap.Error(err))
+		}
+	}, nil
 }
