@@ -67,7 +67,8 @@ func (r *run) noteAttempt(ctx workflow.Context, attemptErr error) {
 // showDetails sets the run's current details from its status view and
 // attempt lines, e.g.
 //
-//	**RETRYING** · 2 attempts · next attempt at 15:04:05 UTC
+//	**RETRYING** · 2 attempt(s) · next attempt at 15:04:05 UTC
+//
 //	- attempt 1 · primary · retry (503): provider answered 503
 //	- attempt 2 · backup · retry (503): provider answered 503
 func (r *run) showDetails(ctx workflow.Context) {
@@ -75,6 +76,10 @@ func (r *run) showDetails(ctx workflow.Context) {
 	fmt.Fprintf(&b, "**%s** · %d attempt(s)", r.view.Status, r.view.Attempts)
 	if r.view.NextAttemptAt != nil {
 		b.WriteString(" · next attempt at " + r.view.NextAttemptAt.UTC().Format(time.TimeOnly) + " UTC")
+	}
+	if len(r.lines) > 0 {
+		// A blank line first, so the UI's Markdown renders the lines as a list.
+		b.WriteString("\n")
 	}
 	for _, line := range r.lines {
 		b.WriteString("\n- " + line)
