@@ -4,8 +4,9 @@
 // request validation and idempotency, the notification, batch and
 // operation resources, cancels and retries, the dead-letter queues, the
 // providers and their breakers, providers' receipts, RFC 9457 problem
-// answers, health probes and metrics. openapi.yaml is its contract, and
-// the package's tests hold every answer to it.
+// answers, health probes and metrics, and each request's trace span
+// (tracing.go). openapi.yaml is its contract, and the package's tests hold
+// every answer to it.
 package httpapi
 
 import (

@@ -1,7 +1,9 @@
 // Package outbox relays the transactional outbox to RabbitMQ: rows written
 // with their notification are published with publisher confirms and deleted
 // only after the broker confirmed them, so a crash anywhere republishes
-// rather than loses (at-least-once).
+// rather than loses (at-least-once). The Waker (waker.go) wakes the relays
+// after a commit; trace.go carries a traced request's context from its row
+// to the published message.
 package outbox
 
 import (

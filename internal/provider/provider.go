@@ -2,7 +2,9 @@
 // (webhook, smtp, twilio), the providers file that declares them and each
 // channel's route, and the classification of their answers. Which provider
 // an attempt goes to is decided in the Deliver activity, from the routes
-// and the cluster-wide breakers (internal/breaker).
+// and the cluster-wide breakers (internal/breaker). A call to a provider is
+// a span of the notification's trace (trace.go), and a webhook carries its
+// traceparent.
 package provider
 
 import (

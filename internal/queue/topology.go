@@ -3,8 +3,8 @@
 // poison messages; the one dead-letter message format (deadletter.go); and
 // what the metrics, the API and the dead-letter pruner need of the queues:
 // their depths, peeking at a dead-letter queue and sweeping messages out of
-// it. Every part redials
-// when the broker drops the connection.
+// it; and a notification's trace context in its message headers
+// (trace.go). Every part redials when the broker drops the connection.
 package queue
 
 import (
