@@ -1,7 +1,8 @@
 // Command api serves the Dispatch Engine REST API: it stores each accepted
 // notification with its outbox row in one transaction and answers 202, and
 // signals a notification's workflow when it is cancelled. It refuses to
-// start without API_KEYS.
+// start without an API key: none in API_KEYS and no active key in the
+// database.
 package main
 
 import (

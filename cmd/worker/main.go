@@ -1,7 +1,8 @@
 // Command worker runs the delivery side of Dispatch Engine: the outbox relay
 // (Postgres → RabbitMQ), the per-channel consumers that start one Temporal
-// workflow per notification, and the Temporal workers that run the workflow
-// and its delivery activities.
+// workflow per notification, the Temporal workers that run the workflows
+// and their activities, and the background loops (the reconciler, the
+// dead-letter pruner, retention, resuming idle operations).
 package main
 
 import (
