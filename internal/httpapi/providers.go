@@ -126,7 +126,9 @@ const typeAmbiguousReceipt = "/problems/ambiguous-receipt"
 // notification changes nothing (200, applied false). A receipt naming no
 // message is about the current generation's one attempt at the provider,
 // and refused (409) when it made several.
-func (s *Server) receipt(c *fiber.Ctx) error {
+func (s *Server) receipt(c *fiber.Ctx) (err error) {
+	ctx, span := startRequestSpan(c, "POST /v1/receipts/{provider}")
+	defer func() { endRequestSpan(c, span, err) }()
 	name := c.Params("provider")
 	p, ok := s.cfg.Providers.Get(name)
 	if !ok {
@@ -135,7 +137,6 @@ func (s *Server) receipt(c *fiber.Ctx) error {
 	var (
 		target  store.ReceiptTarget
 		receipt workflows.Receipt
-		err     error
 	)
 	switch {
 	case p.Kind == provider.KindWebhook && p.ReceiptKey != nil:
@@ -154,6 +155,7 @@ func (s *Server) receipt(c *fiber.Ctx) error {
 	}
 	receipt.Provider, receipt.Attempt = p.Name, target.Attempt
 	id := target.NotificationID.String()
+	traceReceipt(span, target, receipt)
 	notApplied := func(detail string) error {
 		answer := fiber.Map{"applied": false, "notificationId": id, "status": target.Status, "detail": detail + "; nothing changed"}
 		if target.Attempt > 0 {
@@ -172,7 +174,7 @@ func (s *Server) receipt(c *fiber.Ctx) error {
 	case !target.Current():
 		return notApplied(receiptNotCurrent(target, p.Name))
 	}
-	ctx, cancel := context.WithTimeout(c.UserContext(), s.cfg.SignalTimeout)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.SignalTimeout)
 	defer cancel()
 	err = s.signaler.SignalWorkflow(ctx, notification.WorkflowID(id), "", workflows.ReceiptSignal, receipt)
 	var notFound *serviceerror.NotFound

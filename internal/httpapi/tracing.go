@@ -11,6 +11,7 @@ import (
 
 	"dispatch-engine/internal/store"
 	"dispatch-engine/internal/telemetry"
+	"dispatch-engine/workflows"
 )
 
 // requestCarrier lets a propagator read a request's trace headers, so a
@@ -34,11 +35,11 @@ func startRequestSpan(c *fiber.Ctx, route string) (context.Context, trace.Span) 
 	ctx := otel.GetTextMapPropagator().Extract(c.UserContext(), requestCarrier{c})
 	ctx, span := telemetry.Tracer().Start(ctx, route, trace.WithSpanKind(trace.SpanKindServer))
 	if span.IsRecording() {
-		span.SetAttributes(
-			attribute.String("http.request.method", c.Method()),
-			attribute.String("http.route", c.Route().Path),
-			attribute.String("tenant.id", store.TenantOrDefault(tenant(c).ID).String()),
-		)
+		span.SetAttributes(attribute.String("http.request.method", c.Method()), attribute.String("http.route", c.Route().Path))
+		// A receipt comes with no API key, hence no tenant.
+		if t, ok := c.Locals(tenantLocal).(store.Tenant); ok {
+			span.SetAttributes(attribute.String("tenant.id", store.TenantOrDefault(t.ID).String()))
+		}
 	}
 	return ctx, span
 }
@@ -81,4 +82,20 @@ func traceBatch(ctx context.Context, span trace.Span, nb store.NewBatch) string 
 	}
 	span.SetAttributes(attribute.String("batch.id", nb.ID.String()), attribute.Int("batch.count", len(nb.Notifications)))
 	return telemetry.TraceParent(ctx)
+}
+
+// traceReceipt names, on a receipt's span, the notification and attempt it
+// reports on and what it says. The receipt's signal to the workflow is a
+// child span (Temporal's interceptor), and the span continues the
+// provider's traceparent when it sent one.
+func traceReceipt(span trace.Span, target store.ReceiptTarget, r workflows.Receipt) {
+	if !span.IsRecording() {
+		return
+	}
+	span.SetAttributes(
+		attribute.String("notification.id", target.NotificationID.String()),
+		attribute.Int("notification.attempt", target.Attempt),
+		attribute.String("provider.name", r.Provider),
+		attribute.String("receipt.status", r.Status),
+	)
 }

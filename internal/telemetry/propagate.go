@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // The W3C Trace Context header names, also used as the RabbitMQ message
@@ -22,6 +23,9 @@ var w3c propagation.TraceContext
 // notification's outbox row; "" when ctx carries no valid span (tracing is
 // off, or the span is not sampled-in at all).
 func TraceParent(ctx context.Context) string {
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return ""
+	}
 	carrier := propagation.MapCarrier{}
 	w3c.Inject(ctx, carrier)
 	return carrier[TraceParentHeader]
