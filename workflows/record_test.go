@@ -112,6 +112,11 @@ func TestRecordHistories(t *testing.T) {
 			in.ExpiresAt = &at
 			return in
 		}},
+		// Since runs end as their notifications did (run-ends-as-notification)
+		// and every step carries a summary.
+		{name: "run_failed_permanent", in: local, steps: []deliverStep{{res: workflows.DeliverResult{Outcome: workflows.OutcomePermanent, StatusCode: 400, Error: "provider answered 400"}}}},
+		{name: "run_canceled_during_backoff", in: same, steps: []deliverStep{retry(503, time.Hour)}, cancel: true, cancelAfter: 1},
+		{name: "run_completed_retry_with_summaries", in: local, steps: []deliverStep{retry(503, 0), delivered()}},
 	}
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) { record(t, tc, sc, fast) })
@@ -152,6 +157,12 @@ func record(t *testing.T, tc client.Client, sc scenario, policy workflows.RetryP
 		activity.RegisterOptions{Name: workflows.CancelActivity})
 	w.RegisterActivityWithOptions(func(_ context.Context, in workflows.SettleInput) (string, error) { return string(in.Next), nil },
 		activity.RegisterOptions{Name: workflows.SettleReceiptActivity})
+	// Unregistered, a local activity fails at once and leaves no marker, a
+	// history no real worker writes (and which would not replay).
+	w.RegisterActivityWithOptions(func(context.Context, workflows.RetryingInput) error { return nil },
+		activity.RegisterOptions{Name: workflows.MarkRetryingActivity})
+	w.RegisterActivityWithOptions(func(context.Context, workflows.AttemptRecord) error { return nil },
+		activity.RegisterOptions{Name: workflows.RecordAttemptActivity})
 	require.NoError(t, w.Start())
 	defer w.Stop()
 
