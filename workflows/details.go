@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -73,7 +74,7 @@ func (r *run) noteAttempt(ctx workflow.Context, attemptErr error) {
 //	- attempt 2 · backup · retry (503): provider answered 503
 func (r *run) showDetails(ctx workflow.Context) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "**%s** · %d attempt(s)", r.view.Status, r.view.Attempts)
+	b.WriteString("**" + string(r.view.Status) + "** · " + strconv.Itoa(r.view.Attempts) + " attempt(s)")
 	if r.view.NextAttemptAt != nil {
 		b.WriteString(" · next attempt at " + r.view.NextAttemptAt.UTC().Format(time.TimeOnly) + " UTC")
 	}
