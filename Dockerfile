@@ -11,13 +11,16 @@
 FROM --platform=$BUILDPLATFORM golang:1.26.8 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
+# The Go client is a module of its own, which the product's go.mod replaces
+# with this copy.
+COPY client/go.mod client/go.sum ./client/
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 ARG TARGETOS TARGETARCH
 ARG VERSION=dev COMMIT=unknown BUILD_DATE=unknown
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath -buildvcs=false \
-      -ldflags "-s -w -X dispatch-engine/internal/version.Version=$VERSION -X dispatch-engine/internal/version.Commit=$COMMIT -X dispatch-engine/internal/version.Date=$BUILD_DATE" \
+      -ldflags "-s -w -X github.com/dispatch-engine/dispatch-engine/internal/version.Version=$VERSION -X github.com/dispatch-engine/dispatch-engine/internal/version.Commit=$COMMIT -X github.com/dispatch-engine/dispatch-engine/internal/version.Date=$BUILD_DATE" \
       -o /out/ ./cmd/api ./cmd/worker ./cmd/migrate ./cmd/sink ./cmd/healthcheck
 
 # Distroless static: no shell, no package manager, CA certificates and

@@ -20,7 +20,7 @@ build: ## Build api, worker, dispatchctl, migrate and sink into bin/
 	go build -o bin/ ./cmd/...
 
 .PHONY: test
-test: services temporal-cli tools/node_modules/.installed test-bench ## Run all tests (unit, integration, end-to-end, the Postman collection with newman) against the real services, with -race
+test: services temporal-cli tools/node_modules/.installed test-bench test-client ## Run all tests (unit, integration, end-to-end, the Postman collection with newman) against the real services, with -race
 	TEMPORAL_CLI=$(TEMPORAL_CLI) go test $(GO_TEST_FLAGS) ./...
 
 # The packages whose tests need no service (PostgreSQL, Redis, RabbitMQ,
@@ -28,14 +28,14 @@ test: services temporal-cli tools/node_modules/.installed test-bench ## Run all 
 # contract's decoders, the providers against in-process fakes. test-unit
 # points the test services at closed ports, so a test that reached for one
 # would fail here rather than pass by luck.
-UNIT_PKGS = ./workflows/ ./client/ ./cmd/api/ ./cmd/dispatchctl/... ./internal/config/ ./internal/metrics/ \
+UNIT_PKGS = ./workflows/ ./cmd/api/ ./cmd/dispatchctl/... ./internal/config/ ./internal/metrics/ \
 	./internal/notification/ ./internal/provider/ ./internal/sink/ ./internal/periodic/ ./internal/profiling/
 # The tests of those packages that do need PostgreSQL (the API's refusal to
 # start without a key, dispatchctl's keys and tenants); make test runs them.
-UNIT_SKIP = TestRefusesToStartWithoutAPIKeys|TestKeysCreateListRevoke|TestTenantsSetChangesOnlyTheFlagsGiven
+UNIT_SKIP = TestRefusesToStartWithoutAPIKeys|TestKeysCreateListRevoke|TestTenantsSetChangesOnlyTheFlagsGiven|TestKeysAndTenantsRefuseTextPostgreSQLCannotStore|TestKeysJSONNeverHoldsTheKey|TestKeysOnAnUnmigratedDatabaseSaysToMigrate
 
 .PHONY: test-unit
-test-unit: test-bench ## Run the tests that need no services (seconds, on any machine), with -race
+test-unit: test-bench test-client ## Run the tests that need no services (seconds, on any machine), with -race
 	TEST_SERVICES=loopback TEST_POSTGRES_DSN=postgres://127.0.0.1:1/none TEST_REDIS_URL=redis://127.0.0.1:1/0 \
 		TEST_RABBITMQ_URL=amqp://guest:guest@127.0.0.1:1/ TEMPORAL_CLI=/nonexistent go test -race -count=1 -skip '$(UNIT_SKIP)' $(UNIT_PKGS)
 
@@ -50,6 +50,13 @@ BENCH := $(CURDIR)/bin/bench
 .PHONY: test-bench
 test-bench: ## Run the bench's tests (tools/bench), with -race
 	cd tools/bench && go test -race -count=1 ./...
+
+# The Go client (client/) is a module of its own too, so an application that
+# imports it gets only what it needs; go test ./... at the root does not
+# reach it either.
+.PHONY: test-client
+test-client: ## Run the Go client's tests (client/), with -race
+	cd client && go test -race -count=1 ./...
 
 .PHONY: bench-build
 bench-build: ## Build the bench (tools/bench) into bin/bench
@@ -86,12 +93,13 @@ chaos: services temporal-cli ## Fault suite: kill and restart the parts under a 
 	TEMPORAL_CLI=$(TEMPORAL_CLI) go test -tags chaos -count=1 -v -timeout 30m ./e2e/chaos/
 
 .PHONY: lint
-lint: openapi-lint lint-deploy client-check postman-check lint-go lint-selftest ## gofmt, go vet, golangci-lint and workflowcheck (make lint-go), the tidiness of the product's and the bench's modules, the OpenAPI contract, the generated client and Postman collection, and the deployment files
+lint: openapi-lint lint-deploy client-check postman-check lint-go lint-selftest ## gofmt, go vet, golangci-lint and workflowcheck (make lint-go), the tidiness of the product's, the bench's and the client's modules, the OpenAPI contract, the generated client and Postman collection, and the deployment files
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	go vet ./...
 	go vet -tags chaos ./e2e/chaos/
 	go mod tidy -diff
 	cd tools/bench && go vet ./... && go mod tidy -diff
+	cd client && go vet ./... && go mod tidy -diff
 
 # golangci-lint (.golangci.yml: the default linters, a few cheap ones, and
 # depguard holding workflows/ to the standard library and the Temporal SDK and
@@ -99,9 +107,10 @@ lint: openapi-lint lint-deploy client-check postman-check lint-go lint-selftest 
 # every workflow function), both pinned in scripts/lib.sh and built from the
 # module proxy into .tools/bin once, like the Temporal CLI; not in go.mod.
 .PHONY: lint-go
-lint-go: golangci-lint workflowcheck ## golangci-lint over the module and the bench (tools/bench), workflowcheck over workflows/
+lint-go: golangci-lint workflowcheck ## golangci-lint over the module, the bench (tools/bench) and the client (client/), workflowcheck over workflows/
 	$(GOLANGCI_LINT) run ./...
 	cd tools/bench && $(GOLANGCI_LINT) run --config ../../.golangci.yml ./...
+	cd client && $(GOLANGCI_LINT) run --config ../.golangci.yml ./...
 	$(WORKFLOWCHECK) ./workflows/...
 
 .PHONY: lint-selftest

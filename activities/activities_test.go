@@ -21,16 +21,16 @@ import (
 	"go.temporal.io/sdk/testsuite"
 	"go.uber.org/zap"
 
-	"dispatch-engine/activities"
-	"dispatch-engine/internal/metrics"
-	"dispatch-engine/internal/notification"
-	"dispatch-engine/internal/outbox"
-	"dispatch-engine/internal/provider"
-	"dispatch-engine/internal/queue"
-	"dispatch-engine/internal/ratelimit"
-	"dispatch-engine/internal/store"
-	"dispatch-engine/internal/testenv"
-	"dispatch-engine/workflows"
+	"github.com/dispatch-engine/dispatch-engine/activities"
+	"github.com/dispatch-engine/dispatch-engine/internal/metrics"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/outbox"
+	"github.com/dispatch-engine/dispatch-engine/internal/provider"
+	"github.com/dispatch-engine/dispatch-engine/internal/queue"
+	"github.com/dispatch-engine/dispatch-engine/internal/ratelimit"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/internal/testenv"
+	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
 func TestClassify(t *testing.T) {

@@ -7,10 +7,10 @@ import (
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 
-	"dispatch-engine/internal/breaker"
-	"dispatch-engine/internal/provider"
-	"dispatch-engine/internal/store"
-	"dispatch-engine/workflows"
+	"github.com/dispatch-engine/dispatch-engine/internal/breaker"
+	"github.com/dispatch-engine/dispatch-engine/internal/provider"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
 // attempt is one Deliver call's state, filled in stage by stage.

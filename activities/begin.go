@@ -7,9 +7,9 @@ import (
 
 	"go.uber.org/zap"
 
-	"dispatch-engine/internal/notification"
-	"dispatch-engine/internal/store"
-	"dispatch-engine/workflows"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
 // begin is Deliver's stage on the row: store.BeginGenerationAttempt,

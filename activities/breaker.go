@@ -6,9 +6,9 @@ import (
 
 	"go.uber.org/zap"
 
-	"dispatch-engine/internal/breaker"
-	"dispatch-engine/internal/provider"
-	"dispatch-engine/workflows"
+	"github.com/dispatch-engine/dispatch-engine/internal/breaker"
+	"github.com/dispatch-engine/dispatch-engine/internal/provider"
+	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
 // admit is Deliver's breaker admission, before anything else is touched:

@@ -3,7 +3,7 @@ package activities
 import (
 	"context"
 
-	"dispatch-engine/workflows"
+	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
 // Deliver makes one delivery attempt: it chooses the provider, takes the

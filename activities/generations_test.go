@@ -11,13 +11,13 @@ import (
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/testsuite"
 
-	"dispatch-engine/activities"
-	"dispatch-engine/internal/notification"
-	"dispatch-engine/internal/provider"
-	"dispatch-engine/internal/ratelimit"
-	"dispatch-engine/internal/store"
-	"dispatch-engine/internal/testenv"
-	"dispatch-engine/workflows"
+	"github.com/dispatch-engine/dispatch-engine/activities"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/provider"
+	"github.com/dispatch-engine/dispatch-engine/internal/ratelimit"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/internal/testenv"
+	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
 func generation(g int) *int { return &g }

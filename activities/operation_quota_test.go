@@ -11,13 +11,13 @@ import (
 	"go.temporal.io/sdk/testsuite"
 	"go.uber.org/zap"
 
-	"dispatch-engine/activities"
-	"dispatch-engine/internal/metrics"
-	"dispatch-engine/internal/notification"
-	"dispatch-engine/internal/quota"
-	"dispatch-engine/internal/store"
-	"dispatch-engine/internal/testenv"
-	"dispatch-engine/workflows"
+	"github.com/dispatch-engine/dispatch-engine/activities"
+	"github.com/dispatch-engine/dispatch-engine/internal/metrics"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/quota"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/internal/testenv"
+	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
 // TestARetryOperationIsChargedToTheTenantsQuotaAsItGoes: a retry operation

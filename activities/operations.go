@@ -12,10 +12,10 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.uber.org/zap"
 
-	"dispatch-engine/internal/notification"
-	"dispatch-engine/internal/quota"
-	"dispatch-engine/internal/store"
-	"dispatch-engine/workflows"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/quota"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
 // Signaler sends a signal to a workflow; a Temporal client is one.

@@ -6,9 +6,9 @@ import (
 
 	"go.uber.org/zap"
 
-	"dispatch-engine/internal/notification"
-	"dispatch-engine/internal/store"
-	"dispatch-engine/workflows"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
 // result is Deliver's answer from the provider's, and counts the attempt:

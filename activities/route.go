@@ -7,9 +7,9 @@ import (
 
 	"github.com/google/uuid"
 
-	"dispatch-engine/internal/provider"
-	"dispatch-engine/internal/store"
-	"dispatch-engine/workflows"
+	"github.com/dispatch-engine/dispatch-engine/internal/provider"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
 // route is Deliver's first stage: it finds the attempt's channel and the

@@ -8,10 +8,10 @@ import (
 
 	"github.com/google/uuid"
 
-	"dispatch-engine/internal/notification"
-	"dispatch-engine/internal/provider"
-	"dispatch-engine/internal/store"
-	"dispatch-engine/workflows"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/provider"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
 // send is Deliver's provider call: from here on the attempt is made, and

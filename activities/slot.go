@@ -7,8 +7,8 @@ import (
 
 	"go.uber.org/zap"
 
-	"dispatch-engine/internal/provider"
-	"dispatch-engine/workflows"
+	"github.com/dispatch-engine/dispatch-engine/internal/provider"
+	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
 // queueSlot is Deliver's rate-limit stage before the attempt begins: an

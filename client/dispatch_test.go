@@ -14,7 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"dispatch-engine/client"
+	"github.com/dispatch-engine/dispatch-engine/client"
 )
 
 const testKey = "test-key"

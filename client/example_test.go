@@ -8,7 +8,7 @@ import (
 	"net/http"
 	"time"
 
-	"dispatch-engine/client"
+	"github.com/dispatch-engine/dispatch-engine/client"
 )
 
 // Send an sms, wait for it to be delivered, and tell a refused request by its

@@ -7,7 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"dispatch-engine/internal/sink"
+	"github.com/dispatch-engine/dispatch-engine/internal/sink"
 )
 
 func TestCancelDuringBackoffStopsFurtherAttempts(t *testing.T) {

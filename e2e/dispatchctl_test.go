@@ -13,8 +13,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"dispatch-engine/cmd/dispatchctl/app"
-	"dispatch-engine/internal/sink"
+	"github.com/dispatch-engine/dispatch-engine/cmd/dispatchctl/app"
+	"github.com/dispatch-engine/dispatch-engine/internal/sink"
 )
 
 // dispatchctl runs one dispatchctl command line in-process against the

@@ -22,9 +22,9 @@ import (
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 
-	dispatch "dispatch-engine/client"
-	"dispatch-engine/internal/sink"
-	"dispatch-engine/internal/testenv"
+	dispatch "github.com/dispatch-engine/dispatch-engine/client"
+	"github.com/dispatch-engine/dispatch-engine/internal/sink"
+	"github.com/dispatch-engine/dispatch-engine/internal/testenv"
 )
 
 var (
@@ -77,7 +77,7 @@ type stack struct {
 	env      []string
 	apiURL   string
 	apiKey   string             // sent on every /v1 request
-	client   *dispatch.Dispatch // the Go client (dispatch-engine/client), with apiKey
+	client   *dispatch.Dispatch // the Go client (github.com/dispatch-engine/dispatch-engine/client), with apiKey
 	sink     *sink.Sink
 	sinkURL  string
 	api      *proc

@@ -18,9 +18,9 @@ import (
 	"go.temporal.io/api/workflowservice/v1"
 	"google.golang.org/protobuf/encoding/protojson"
 
-	dispatch "dispatch-engine/client"
-	"dispatch-engine/internal/sink"
-	"dispatch-engine/internal/testenv"
+	dispatch "github.com/dispatch-engine/dispatch-engine/client"
+	"github.com/dispatch-engine/dispatch-engine/internal/sink"
+	"github.com/dispatch-engine/dispatch-engine/internal/testenv"
 )
 
 // queryInt answers a single integer from the stack's database.

@@ -11,8 +11,8 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 	workflowpb "go.temporal.io/api/workflow/v1"
 
-	dispatch "dispatch-engine/client"
-	"dispatch-engine/internal/sink"
+	dispatch "github.com/dispatch-engine/dispatch-engine/client"
+	"github.com/dispatch-engine/dispatch-engine/internal/sink"
 )
 
 func smsRequest(content string) map[string]any {

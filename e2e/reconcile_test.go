@@ -10,7 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
-	"dispatch-engine/internal/sink"
+	"github.com/dispatch-engine/dispatch-engine/internal/sink"
 )
 
 func (s *stack) exec(sql string, args ...any) {

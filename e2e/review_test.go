@@ -23,9 +23,9 @@ import (
 	"github.com/stretchr/testify/require"
 	enumspb "go.temporal.io/api/enums/v1"
 
-	"dispatch-engine/internal/sink"
-	"dispatch-engine/internal/testenv"
-	"dispatch-engine/workflows"
+	"github.com/dispatch-engine/dispatch-engine/internal/sink"
+	"github.com/dispatch-engine/dispatch-engine/internal/testenv"
+	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
 // throughProxy restarts the named processes ("api", "worker") with the

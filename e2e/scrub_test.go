@@ -11,8 +11,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"dispatch-engine/internal/sink"
-	"dispatch-engine/internal/testenv"
+	"github.com/dispatch-engine/dispatch-engine/internal/sink"
+	"github.com/dispatch-engine/dispatch-engine/internal/testenv"
 )
 
 // historyOf is every event of a notification's workflow history as text,

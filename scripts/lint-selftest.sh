@@ -17,6 +17,8 @@ source "$(dirname "$0")/lib.sh"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cp "$ROOT/go.mod" "$ROOT/go.sum" "$ROOT/.golangci.yml" "$tmp/"
+# The product's go.mod replaces the client module with ./client.
+mkdir -p "$tmp/client" && cp "$ROOT/client/go.mod" "$ROOT/client/go.sum" "$tmp/client/"
 mkdir -p "$tmp/workflows" "$tmp/internal/testenv" "$tmp/internal/leak"
 
 put() { cat >"$tmp/$1"; }
@@ -26,12 +28,12 @@ EOF
 put internal/leak/leak.go <<'EOF'
 package leak
 
-import _ "dispatch-engine/internal/testenv"
+import _ "github.com/dispatch-engine/dispatch-engine/internal/testenv"
 EOF
 put internal/leak/leak_test.go <<'EOF'
 package leak
 
-import _ "dispatch-engine/internal/testenv"
+import _ "github.com/dispatch-engine/dispatch-engine/internal/testenv"
 EOF
 put workflows/net.go <<'EOF'
 package workflows
@@ -96,7 +98,7 @@ import (
 	_ "net/http"
 	"testing"
 
-	_ "dispatch-engine/internal/testenv"
+	_ "github.com/dispatch-engine/dispatch-engine/internal/testenv"
 )
 
 func TestNothing(t *testing.T) {}
@@ -120,7 +122,7 @@ expect_denied workflows/os.go os workflows
 expect_denied workflows/rand.go math/rand/v2 workflows
 expect_denied workflows/client.go go.temporal.io/sdk/client workflows
 expect_denied workflows/uuid.go github.com/google/uuid workflows
-expect_denied internal/leak/leak.go dispatch-engine/internal/testenv testenv
+expect_denied internal/leak/leak.go github.com/dispatch-engine/dispatch-engine/internal/testenv testenv
 for ok in workflows/good.go workflows/clock.go workflows/good_test.go internal/leak/leak_test.go; do
   if grep -q "^$ok:" "$tmp/depguard.out"; then fail "depguard rejected $ok, which is allowed"; fi
 done

@@ -8,7 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"dispatch-engine/workflows"
+	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
 var backoffPolicy = workflows.RetryPolicy{

@@ -11,7 +11,7 @@ import (
 	"go.temporal.io/sdk/testsuite"
 	"go.temporal.io/sdk/workflow"
 
-	"dispatch-engine/workflows"
+	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
 func TestRetriedGenerationGetsAFreshBudgetNumberedOn(t *testing.T) {

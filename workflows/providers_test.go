@@ -10,7 +10,7 @@ import (
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/testsuite"
 
-	"dispatch-engine/workflows"
+	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
 // settled records the SettleReceipt calls.

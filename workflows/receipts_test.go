@@ -6,7 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"dispatch-engine/workflows"
+	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
 // A provider that took attempt 1 but answered too late (a timeout: the

@@ -7,7 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"dispatch-engine/internal/testenv"
+	"github.com/dispatch-engine/dispatch-engine/internal/testenv"
 )
 
 // TestRefusesToStartWithoutAPIKeys: with API_KEYS empty and no key in the
@@ -26,7 +26,7 @@ func TestLinksNoWorkerCode(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", ".").Output()
 	require.NoError(t, err)
 	deps := strings.Fields(string(out))
-	for _, worker := range []string{"dispatch-engine/activities", "dispatch-engine/internal/dispatch"} {
+	for _, worker := range []string{"github.com/dispatch-engine/dispatch-engine/activities", "github.com/dispatch-engine/dispatch-engine/internal/dispatch"} {
 		require.NotContains(t, deps, worker)
 	}
 }

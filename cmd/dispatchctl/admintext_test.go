@@ -6,8 +6,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"dispatch-engine/cmd/dispatchctl/app"
-	"dispatch-engine/internal/testenv"
+	"github.com/dispatch-engine/dispatch-engine/cmd/dispatchctl/app"
+	"github.com/dispatch-engine/dispatch-engine/internal/testenv"
 )
 
 // Text PostgreSQL cannot store (NUL, invalid UTF-8) in a tenant's name, a

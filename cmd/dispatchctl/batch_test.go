@@ -15,8 +15,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"dispatch-engine/client"
-	"dispatch-engine/cmd/dispatchctl/app"
+	"github.com/dispatch-engine/dispatch-engine/client"
+	"github.com/dispatch-engine/dispatch-engine/cmd/dispatchctl/app"
 )
 
 // batchAPI answers POST /v1/notifications/batch by accepting every item,

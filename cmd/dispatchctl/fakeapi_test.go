@@ -19,9 +19,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
-	"dispatch-engine/client"
-	"dispatch-engine/cmd/dispatchctl/app"
-	"dispatch-engine/internal/testenv"
+	"github.com/dispatch-engine/dispatch-engine/client"
+	"github.com/dispatch-engine/dispatch-engine/cmd/dispatchctl/app"
+	"github.com/dispatch-engine/dispatch-engine/internal/testenv"
 )
 
 // fakeAPI plays the dispatch API for dispatchctl: each test routes the

@@ -9,8 +9,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"dispatch-engine/client"
-	"dispatch-engine/cmd/dispatchctl/app"
+	"github.com/dispatch-engine/dispatch-engine/client"
+	"github.com/dispatch-engine/dispatch-engine/cmd/dispatchctl/app"
 )
 
 // jsonFailure is the object --json prints on stderr when a command fails.

@@ -1,7 +1,7 @@
 // Command dispatchctl is the operator CLI of the dispatch engine: it sends,
 // lists, watches, cancels and retries notifications, sends batches from
 // files and runs bulk operations, all over the public API (openapi.yaml)
-// through the dispatch-engine/client package; its keys and tenants commands
+// through the github.com/dispatch-engine/dispatch-engine/client package; its keys and tenants commands
 // make API keys and tenants in PostgreSQL. `dispatchctl --help` lists
 // the commands and the exit codes; docs/DISPATCHCTL.md describes them.
 package main
@@ -12,7 +12,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"dispatch-engine/cmd/dispatchctl/app"
+	"github.com/dispatch-engine/dispatch-engine/cmd/dispatchctl/app"
 )
 
 func main() {

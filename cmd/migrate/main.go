@@ -15,8 +15,8 @@ import (
 	"strconv"
 	"time"
 
-	"dispatch-engine/internal/config"
-	"dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/internal/config"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
 )
 
 func main() {

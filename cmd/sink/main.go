@@ -18,7 +18,7 @@ import (
 	"syscall"
 	"time"
 
-	"dispatch-engine/internal/sink"
+	"github.com/dispatch-engine/dispatch-engine/internal/sink"
 )
 
 func main() {

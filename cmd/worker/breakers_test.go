@@ -7,10 +7,10 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
-	"dispatch-engine/internal/metrics"
-	"dispatch-engine/internal/notification"
-	"dispatch-engine/internal/provider"
-	"dispatch-engine/internal/testenv"
+	"github.com/dispatch-engine/dispatch-engine/internal/metrics"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/provider"
+	"github.com/dispatch-engine/dispatch-engine/internal/testenv"
 )
 
 func TestBreakerTransitionSeriesExistBeforeTheFirstTransition(t *testing.T) {

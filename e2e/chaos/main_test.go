@@ -27,7 +27,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"dispatch-engine/internal/testenv"
+	"github.com/dispatch-engine/dispatch-engine/internal/testenv"
 )
 
 // The suite's own services, on ports apart from the machine's.

@@ -16,9 +16,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/api/workflowservice/v1"
 
-	"dispatch-engine/internal/notification"
-	"dispatch-engine/internal/ratelimit"
-	"dispatch-engine/internal/sink"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/ratelimit"
+	"github.com/dispatch-engine/dispatch-engine/internal/sink"
 )
 
 // faultAt is how many notifications are sent before the fault strikes.

@@ -14,8 +14,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"dispatch-engine/internal/store"
-	"dispatch-engine/internal/testenv"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/internal/testenv"
 )
 
 // keyedScenario is scenario with the stream sent under a stored key of a

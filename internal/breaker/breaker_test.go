@@ -8,8 +8,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"dispatch-engine/internal/breaker"
-	"dispatch-engine/internal/testenv"
+	"github.com/dispatch-engine/dispatch-engine/internal/breaker"
+	"github.com/dispatch-engine/dispatch-engine/internal/testenv"
 )
 
 // newBreakers returns two Breakers (two workers) sharing one Redis.

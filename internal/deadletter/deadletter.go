@@ -23,7 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
-	"dispatch-engine/internal/queue"
+	"github.com/dispatch-engine/dispatch-engine/internal/queue"
 )
 
 // lockKey is the advisory lock every visit of a dead-letter queue holds.

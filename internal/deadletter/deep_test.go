@@ -11,10 +11,10 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
-	"dispatch-engine/internal/deadletter"
-	"dispatch-engine/internal/notification"
-	"dispatch-engine/internal/queue"
-	"dispatch-engine/internal/testenv"
+	"github.com/dispatch-engine/dispatch-engine/internal/deadletter"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/queue"
+	"github.com/dispatch-engine/dispatch-engine/internal/testenv"
 )
 
 // deepDLQ fills the channel's DLQ with n messages, fast (batches under

@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"dispatch-engine/internal/queue"
+	"github.com/dispatch-engine/dispatch-engine/internal/queue"
 )
 
 // maxRetirements bounds the retirements one pass takes out; the rest wait

@@ -11,9 +11,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"dispatch-engine/internal/notification"
-	"dispatch-engine/internal/periodic"
-	"dispatch-engine/internal/queue"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/periodic"
+	"github.com/dispatch-engine/dispatch-engine/internal/queue"
 )
 
 // Pruner takes out of the dead-letter queues the messages that

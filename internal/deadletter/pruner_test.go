@@ -13,11 +13,11 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"dispatch-engine/internal/deadletter"
-	"dispatch-engine/internal/metrics"
-	"dispatch-engine/internal/notification"
-	"dispatch-engine/internal/queue"
-	"dispatch-engine/internal/testenv"
+	"github.com/dispatch-engine/dispatch-engine/internal/deadletter"
+	"github.com/dispatch-engine/dispatch-engine/internal/metrics"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/queue"
+	"github.com/dispatch-engine/dispatch-engine/internal/testenv"
 )
 
 // env is a fresh database and queue topology with a publisher on it.

@@ -7,9 +7,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
-	"dispatch-engine/internal/periodic"
-	"dispatch-engine/internal/store"
-	"dispatch-engine/internal/wfclient"
+	"github.com/dispatch-engine/dispatch-engine/internal/periodic"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/internal/wfclient"
 )
 
 // ResumeOperations starts, every interval until ctx ends, the workflows of

@@ -5,8 +5,8 @@ import (
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
-	"dispatch-engine/activities"
-	"dispatch-engine/workflows"
+	"github.com/dispatch-engine/dispatch-engine/activities"
+	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
 func workflowRegisterOptions() workflow.RegisterOptions {

@@ -14,8 +14,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"dispatch-engine/internal/dispatch"
-	"dispatch-engine/internal/testenv"
+	"github.com/dispatch-engine/dispatch-engine/internal/dispatch"
+	"github.com/dispatch-engine/dispatch-engine/internal/testenv"
 )
 
 func TestSearchAttributesAreRegisteredOnceTemporalAnswers(t *testing.T) {

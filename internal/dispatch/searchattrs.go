@@ -14,9 +14,9 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.uber.org/zap"
 
-	"dispatch-engine/internal/notification"
-	"dispatch-engine/internal/store"
-	"dispatch-engine/workflows"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
 // searchAttributes are the search attributes a notification's workflow

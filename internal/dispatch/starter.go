@@ -15,12 +15,12 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.uber.org/zap"
 
-	"dispatch-engine/internal/metrics"
-	"dispatch-engine/internal/notification"
-	"dispatch-engine/internal/queue"
-	"dispatch-engine/internal/store"
-	"dispatch-engine/internal/wfclient"
-	"dispatch-engine/workflows"
+	"github.com/dispatch-engine/dispatch-engine/internal/metrics"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/queue"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/internal/wfclient"
+	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
 // StarterConfig configures a Starter.

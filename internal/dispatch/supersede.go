@@ -9,7 +9,7 @@ import (
 	"go.temporal.io/api/serviceerror"
 	"go.uber.org/zap"
 
-	"dispatch-engine/internal/wfclient"
+	"github.com/dispatch-engine/dispatch-engine/internal/wfclient"
 )
 
 // isAlreadyStarted tells whether a start was refused because the workflow

@@ -15,14 +15,14 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.uber.org/zap"
 
-	"dispatch-engine/internal/dispatch"
-	"dispatch-engine/internal/metrics"
-	"dispatch-engine/internal/notification"
-	"dispatch-engine/internal/queue"
-	"dispatch-engine/internal/store"
-	"dispatch-engine/internal/testenv"
-	"dispatch-engine/internal/wfclient"
-	"dispatch-engine/workflows"
+	"github.com/dispatch-engine/dispatch-engine/internal/dispatch"
+	"github.com/dispatch-engine/dispatch-engine/internal/metrics"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/queue"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/internal/testenv"
+	"github.com/dispatch-engine/dispatch-engine/internal/wfclient"
+	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
 var (

@@ -7,7 +7,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
 )
 
 // tenantTTL is how long a tenant's name and weight are reused: a weight

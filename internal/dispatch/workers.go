@@ -6,10 +6,10 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 
-	"dispatch-engine/activities"
-	"dispatch-engine/internal/notification"
-	"dispatch-engine/internal/wfclient"
-	"dispatch-engine/workflows"
+	"github.com/dispatch-engine/dispatch-engine/activities"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/wfclient"
+	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
 // WorkerConfig configures the Temporal workers.

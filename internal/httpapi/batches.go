@@ -10,7 +10,7 @@ import (
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 
-	"dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
 )
 
 // maxBatch bounds the notifications of one batch request.

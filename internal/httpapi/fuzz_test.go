@@ -9,9 +9,9 @@ import (
 
 	"go.uber.org/zap"
 
-	"dispatch-engine/internal/httpapi"
-	"dispatch-engine/internal/metrics"
-	"dispatch-engine/internal/testenv"
+	"github.com/dispatch-engine/dispatch-engine/internal/httpapi"
+	"github.com/dispatch-engine/dispatch-engine/internal/metrics"
+	"github.com/dispatch-engine/dispatch-engine/internal/testenv"
 )
 
 // fuzzServer is the API on a real database, answering in-process.

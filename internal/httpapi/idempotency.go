@@ -11,7 +11,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
-	"dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
 )
 
 // headerIdempotencyKey is the Idempotency-Key request header.

@@ -9,7 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
 )
 
 func TestRepeatWithSameKeyAndContentReplaysTheOriginalWith200(t *testing.T) {

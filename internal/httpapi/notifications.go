@@ -12,9 +12,9 @@ import (
 	"go.temporal.io/api/serviceerror"
 	"go.uber.org/zap"
 
-	"dispatch-engine/internal/notification"
-	"dispatch-engine/internal/store"
-	"dispatch-engine/workflows"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
 func (s *Server) createNotification(c *fiber.Ctx) (err error) {

@@ -10,7 +10,7 @@ import (
 	"github.com/gofiber/fiber/v2/utils"
 	"github.com/google/uuid"
 
-	"dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
 )
 
 // FieldError names one invalid field and why.

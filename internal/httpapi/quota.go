@@ -10,8 +10,8 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"go.uber.org/zap"
 
-	"dispatch-engine/internal/quota"
-	"dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/internal/quota"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
 )
 
 // typeQuotaExceeded is a request refused by the tenant's acceptance quota.

@@ -26,13 +26,13 @@ import (
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
-	"dispatch-engine/internal/breaker"
-	"dispatch-engine/internal/health"
-	"dispatch-engine/internal/metrics"
-	"dispatch-engine/internal/notification"
-	"dispatch-engine/internal/provider"
-	"dispatch-engine/internal/quota"
-	"dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/internal/breaker"
+	"github.com/dispatch-engine/dispatch-engine/internal/health"
+	"github.com/dispatch-engine/dispatch-engine/internal/metrics"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/provider"
+	"github.com/dispatch-engine/dispatch-engine/internal/quota"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
 )
 
 // Config configures a Server.

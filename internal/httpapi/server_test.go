@@ -21,10 +21,10 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"dispatch-engine/internal/health"
-	"dispatch-engine/internal/httpapi"
-	"dispatch-engine/internal/metrics"
-	"dispatch-engine/internal/testenv"
+	"github.com/dispatch-engine/dispatch-engine/internal/health"
+	"github.com/dispatch-engine/dispatch-engine/internal/httpapi"
+	"github.com/dispatch-engine/dispatch-engine/internal/metrics"
+	"github.com/dispatch-engine/dispatch-engine/internal/testenv"
 )
 
 const (

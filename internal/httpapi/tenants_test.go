@@ -10,7 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
-	"dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
 )
 
 // as is the fixture calling with key: another tenant's view of the API.

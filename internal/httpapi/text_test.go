@@ -8,7 +8,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
-	"dispatch-engine/internal/provider"
+	"github.com/dispatch-engine/dispatch-engine/internal/provider"
 )
 
 // PostgreSQL's text cannot hold NUL, and its jsonb refuses \u0000 and an

@@ -9,9 +9,9 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
-	"dispatch-engine/internal/store"
-	"dispatch-engine/internal/telemetry"
-	"dispatch-engine/workflows"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/internal/telemetry"
+	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
 // requestCarrier lets a propagator read a request's trace headers, so a

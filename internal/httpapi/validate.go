@@ -16,8 +16,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"dispatch-engine/internal/notification"
-	"dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
 )
 
 // CreateRequest is the body of POST /v1/notifications (camelCase JSON).

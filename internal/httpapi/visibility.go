@@ -4,8 +4,8 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/adaptor"
 
-	"dispatch-engine/internal/metrics"
-	"dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/internal/metrics"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
 )
 
 // What a tenant may see and what only the operator may (docs/TENANTS.md):

@@ -9,8 +9,8 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
-	"dispatch-engine/internal/queue"
-	"dispatch-engine/internal/telemetry"
+	"github.com/dispatch-engine/dispatch-engine/internal/queue"
+	"github.com/dispatch-engine/dispatch-engine/internal/telemetry"
 )
 
 // publishSpans are the spans of the traced rows of one relay round, one

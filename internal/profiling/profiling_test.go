@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
-	"dispatch-engine/internal/profiling"
+	"github.com/dispatch-engine/dispatch-engine/internal/profiling"
 )
 
 // freePort is a port nothing listens on now.

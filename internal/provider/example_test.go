@@ -5,7 +5,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"dispatch-engine/internal/provider"
+	"github.com/dispatch-engine/dispatch-engine/internal/provider"
 )
 
 // TestTheExampleProvidersFileIsValid keeps the file make run uses valid.

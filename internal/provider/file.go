@@ -11,7 +11,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
 )
 
 // File is a providers file (PROVIDERS_FILE): the providers, each channel's

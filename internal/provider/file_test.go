@@ -9,7 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"dispatch-engine/internal/provider"
+	"github.com/dispatch-engine/dispatch-engine/internal/provider"
 )
 
 func env(vars map[string]string) func(string) (string, bool) {

@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"dispatch-engine/workflows"
+	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
 // Kinds of provider.

@@ -8,9 +8,9 @@ import (
 	"strings"
 	"time"
 
-	"dispatch-engine/internal/breaker"
-	"dispatch-engine/internal/config"
-	"dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/breaker"
+	"github.com/dispatch-engine/dispatch-engine/internal/config"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
 )
 
 // DefaultName is the provider that serves every channel without a

@@ -10,8 +10,8 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
-	"dispatch-engine/internal/telemetry"
-	"dispatch-engine/workflows"
+	"github.com/dispatch-engine/dispatch-engine/internal/telemetry"
+	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
 // startCall starts the client span of a call to a provider of kind at

@@ -19,7 +19,7 @@ import (
 	"strings"
 	"time"
 
-	"dispatch-engine/workflows"
+	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
 // TwilioDefaultURL is the Twilio REST API's base.

@@ -16,9 +16,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"dispatch-engine/internal/provider"
-	"dispatch-engine/internal/sink"
-	"dispatch-engine/workflows"
+	"github.com/dispatch-engine/dispatch-engine/internal/provider"
+	"github.com/dispatch-engine/dispatch-engine/internal/sink"
+	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
 const (

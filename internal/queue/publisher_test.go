@@ -8,9 +8,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"dispatch-engine/internal/notification"
-	"dispatch-engine/internal/queue"
-	"dispatch-engine/internal/testenv"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/queue"
+	"github.com/dispatch-engine/dispatch-engine/internal/testenv"
 )
 
 // partitionedBroker is the test broker behind a proxy, and a publisher

@@ -9,9 +9,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
-	"dispatch-engine/internal/notification"
-	"dispatch-engine/internal/queue"
-	"dispatch-engine/internal/testenv"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/queue"
+	"github.com/dispatch-engine/dispatch-engine/internal/testenv"
 )
 
 // deadLetters is a dead-letter queue holding, in order: notification a of

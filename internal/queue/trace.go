@@ -9,7 +9,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
-	"dispatch-engine/internal/telemetry"
+	"github.com/dispatch-engine/dispatch-engine/internal/telemetry"
 )
 
 // HeaderCarrier lets an OpenTelemetry propagator read and write a

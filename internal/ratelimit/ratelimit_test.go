@@ -8,8 +8,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
-	"dispatch-engine/internal/ratelimit"
-	"dispatch-engine/internal/testenv"
+	"github.com/dispatch-engine/dispatch-engine/internal/ratelimit"
+	"github.com/dispatch-engine/dispatch-engine/internal/testenv"
 )
 
 func TestWaitLetsTheBurstThroughThenMakesTheNextWait(t *testing.T) {

@@ -24,10 +24,10 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.uber.org/zap"
 
-	"dispatch-engine/internal/notification"
-	"dispatch-engine/internal/periodic"
-	"dispatch-engine/internal/store"
-	"dispatch-engine/internal/wfclient"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/periodic"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/internal/wfclient"
 )
 
 // ReasonAbandoned is the failure reason of a notification whose workflow

@@ -12,7 +12,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"github.com/stretchr/testify/require"
 
-	"dispatch-engine/internal/sink"
+	"github.com/dispatch-engine/dispatch-engine/internal/sink"
 )
 
 const receiptSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -14,7 +14,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"dispatch-engine/internal/provider"
+	"github.com/dispatch-engine/dispatch-engine/internal/provider"
 )
 
 // TwilioFakeConfig says how the fake Twilio answers.

@@ -12,8 +12,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"dispatch-engine/internal/provider"
-	"dispatch-engine/internal/sink"
+	"github.com/dispatch-engine/dispatch-engine/internal/provider"
+	"github.com/dispatch-engine/dispatch-engine/internal/sink"
 )
 
 const (

@@ -11,7 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
-	"dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
 )
 
 // Refusal says why an attempt may not start.

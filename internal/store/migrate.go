@@ -16,7 +16,7 @@ import (
 	"github.com/golang-migrate/migrate/v4/source/iofs"
 	"github.com/jackc/pgx/v5"
 
-	"dispatch-engine/migrations"
+	"github.com/dispatch-engine/dispatch-engine/migrations"
 )
 
 // MigrateUp applies every pending migration. It is safe to call from several

@@ -10,7 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
-	"dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
 )
 
 // Status re-exports the lifecycle type for callers of this package.

@@ -12,7 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
-	"dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
 )
 
 // The actions of an operation.

@@ -8,7 +8,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
-	"dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
 )
 
 // Stale is a notification the reconciler should check.

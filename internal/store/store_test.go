@@ -11,9 +11,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
-	"dispatch-engine/internal/notification"
-	"dispatch-engine/internal/store"
-	"dispatch-engine/internal/testenv"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/internal/testenv"
 )
 
 var productTables = []string{"batches", "notifications", "delivery_attempts", "outbox"}

@@ -33,7 +33,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
-	"dispatch-engine/internal/version"
+	"github.com/dispatch-engine/dispatch-engine/internal/version"
 )
 
 // instrumentationName names the tracer of the spans this module starts

@@ -1,5 +1,5 @@
 // Package version names the build: the image build sets these with
-// -ldflags "-X dispatch-engine/internal/version.Version=...".
+// -ldflags "-X github.com/dispatch-engine/dispatch-engine/internal/version.Version=...".
 package version
 
 // Set at link time; a plain `go build` leaves the defaults.

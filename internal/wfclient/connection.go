@@ -8,7 +8,7 @@ import (
 
 	"go.temporal.io/sdk/client"
 
-	"dispatch-engine/internal/config"
+	"github.com/dispatch-engine/dispatch-engine/internal/config"
 )
 
 // Connection turns the Temporal settings into the SDK's connection options

@@ -20,9 +20,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/client"
 
-	"dispatch-engine/internal/config"
-	"dispatch-engine/internal/testenv"
-	"dispatch-engine/internal/wfclient"
+	"github.com/dispatch-engine/dispatch-engine/internal/config"
+	"github.com/dispatch-engine/dispatch-engine/internal/testenv"
+	"github.com/dispatch-engine/dispatch-engine/internal/wfclient"
 )
 
 // pki is a CA with a server certificate for 127.0.0.1 and a client

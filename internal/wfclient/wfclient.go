@@ -14,7 +14,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 
-	"dispatch-engine/workflows"
+	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
 // TaskQueues names the Temporal task queues. Prefix

@@ -10,11 +10,11 @@ import (
 
 	"github.com/google/uuid"
 
-	dispatch "dispatch-engine/client"
+	dispatch "github.com/dispatch-engine/dispatch-engine/client"
 )
 
 // apiClient talks to the Dispatch Engine API through the generated client
-// (dispatch-engine/client), which sends the key with every request.
+// (github.com/dispatch-engine/dispatch-engine/client), which sends the key with every request.
 type apiClient struct {
 	key      string
 	api      *dispatch.Dispatch

@@ -10,7 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	dispatch "dispatch-engine/client"
+	dispatch "github.com/dispatch-engine/dispatch-engine/client"
 )
 
 // fakeAnswer is a generated client's response as check reads it.

@@ -1,9 +1,10 @@
-module dispatch-engine/tools/bench
+module github.com/dispatch-engine/dispatch-engine/tools/bench
 
 go 1.26.0
 
 require (
-	dispatch-engine v0.0.0
+	github.com/dispatch-engine/dispatch-engine v0.0.0
+	github.com/dispatch-engine/dispatch-engine/client v0.0.0
 	github.com/google/uuid v1.6.0
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/joho/godotenv v1.5.1
@@ -78,4 +79,6 @@ require (
 // (the generated API client, the settings, the sink's stats, the queue
 // topology, the rate limiter's burst): it builds against this checkout's
 // packages, not a published version.
-replace dispatch-engine => ../..
+replace github.com/dispatch-engine/dispatch-engine => ../..
+
+replace github.com/dispatch-engine/dispatch-engine/client => ../../client

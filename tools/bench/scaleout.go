@@ -21,7 +21,7 @@ import (
 	"github.com/google/uuid"
 	dto "github.com/prometheus/client_model/go"
 
-	"dispatch-engine/internal/ratelimit"
+	"github.com/dispatch-engine/dispatch-engine/internal/ratelimit"
 )
 
 // The scale-out mode (--scale-out) runs the stack as several APIs and

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"dispatch-engine/internal/sink"
+	"github.com/dispatch-engine/dispatch-engine/internal/sink"
 )
 
 // sinkClient reads the local provider sink's control API (/_sink/).

@@ -26,10 +26,10 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap"
 
-	"dispatch-engine/internal/config"
-	"dispatch-engine/internal/notification"
-	"dispatch-engine/internal/periodic"
-	"dispatch-engine/internal/queue"
+	"github.com/dispatch-engine/dispatch-engine/internal/config"
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/periodic"
+	"github.com/dispatch-engine/dispatch-engine/internal/queue"
 )
 
 // SoakResult is what `make soak` measured: a row per interval under a

@@ -1,4 +1,4 @@
-module dispatch-engine/tools/deploylint
+module github.com/dispatch-engine/dispatch-engine/tools/deploylint
 
 go 1.26.8
 

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"net/http"
 
-	"dispatch-engine/client"
+	"github.com/dispatch-engine/dispatch-engine/client"
 )
 
 // apiClient is the client package's Dispatch, and the transport under it

@@ -1,7 +1,7 @@
 // Package app is dispatchctl, the operator CLI of the dispatch engine, as a
 // library: Run (and Main) execute one command line in-process, so tests
 // (and the end-to-end suite) drive exactly what the binary runs.
-// Every call goes through the public API with the dispatch-engine/client
+// Every call goes through the public API with the github.com/dispatch-engine/dispatch-engine/client
 // package, except the keys and tenants commands (admin.go), which make what
 // the API checks and so talk to PostgreSQL; nothing reads Temporal.
 package app

@@ -9,7 +9,7 @@ import (
 	"io"
 	"strings"
 
-	"dispatch-engine/client"
+	"github.com/dispatch-engine/dispatch-engine/client"
 )
 
 // maxBatch is the most notifications one POST /v1/notifications/batch takes.

@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"dispatch-engine/client"
+	"github.com/dispatch-engine/dispatch-engine/client"
 )
 
 func (a *cli) sendCommand() *cobra.Command {

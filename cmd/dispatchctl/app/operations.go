@@ -9,7 +9,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
-	"dispatch-engine/client"
+	"github.com/dispatch-engine/dispatch-engine/client"
 )
 
 func (a *cli) operationsCommand() *cobra.Command {

@@ -10,7 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"dispatch-engine/client"
+	"github.com/dispatch-engine/dispatch-engine/client"
 )
 
 // say writes to w and sayln writes a line, leaving the error alone: what
