@@ -6,7 +6,6 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/dispatch-engine/dispatch-engine/internal/queue"
@@ -47,10 +46,6 @@ func (p *publishSpans) start(ctx context.Context, c row) amqp.Table {
 // end ends the round's spans with its publish error, if any.
 func (p publishSpans) end(err error) {
 	for _, span := range p {
-		if err != nil {
-			span.RecordError(err)
-			span.SetStatus(codes.Error, "publish failed")
-		}
-		span.End()
+		telemetry.EndSpan(span, err, "publish failed")
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dispatch-engine/dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/telemetry"
 )
 
 // PoisonError marks a message that can never be handled (unparseable, unknown
@@ -190,7 +191,7 @@ func (c *Consumer) handle(ctx, stop context.Context, channel string, d amqp.Deli
 	hctx, cancel := context.WithTimeout(ctx, c.cfg.HandleTimeout)
 	hctx, span := traceHandling(hctx, channel, d)
 	err := c.handler(hctx, d)
-	endHandling(span, err)
+	telemetry.EndSpan(span, err, "handling failed")
 	cancel()
 	var poison *PoisonError
 	switch {

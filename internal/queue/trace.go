@@ -6,7 +6,6 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/dispatch-engine/dispatch-engine/internal/telemetry"
@@ -54,14 +53,4 @@ func traceHandling(ctx context.Context, channel string, d amqp.Delivery) (contex
 		)
 	}
 	return ctx, span
-}
-
-// endHandling ends the span of a message's handling with the handler's
-// error, if any.
-func endHandling(span trace.Span, err error) {
-	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, "handling failed")
-	}
-	span.End()
 }

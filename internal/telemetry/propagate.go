@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -44,4 +45,14 @@ func ContextWithTraceParent(ctx context.Context, traceparent, tracestate string)
 		carrier[TraceStateHeader] = tracestate
 	}
 	return w3c.Extract(ctx, carrier)
+}
+
+// EndSpan ends span, first marking it failed with err and the word of what
+// failed, when err is not nil.
+func EndSpan(span trace.Span, err error, failed string) {
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, failed)
+	}
+	span.End()
 }
