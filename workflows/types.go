@@ -124,6 +124,9 @@ const (
 	StatusDelivered  Status = "DELIVERED"
 	StatusFailed     Status = "FAILED"
 	StatusCancelled  Status = "CANCELLED"
+	// StatusSkipped: nothing was sent, because the address or the person
+	// refused it (suppressed, opted out) or no channel had an address.
+	StatusSkipped Status = "SKIPPED"
 )
 
 // StatusSuperseded is not a notification's status but how a run ends that
@@ -133,7 +136,7 @@ const StatusSuperseded Status = "SUPERSEDED"
 
 // Terminal reports whether s is DELIVERED, FAILED or CANCELLED.
 func (s Status) Terminal() bool {
-	return s == StatusDelivered || s == StatusFailed || s == StatusCancelled
+	return s == StatusDelivered || s == StatusFailed || s == StatusCancelled || s == StatusSkipped
 }
 
 // The words of receipts: what a provider's receipt says (Receipt.Status),

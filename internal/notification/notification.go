@@ -94,12 +94,23 @@ const (
 	StatusDelivered Status = "DELIVERED"
 	StatusFailed    Status = "FAILED"
 	StatusCancelled Status = "CANCELLED"
+	// StatusSkipped: not sent, because the address is suppressed, the
+	// person opted out of the category, or no requested channel had an
+	// address (the notification's skip reason says which).
+	StatusSkipped Status = "SKIPPED"
+)
+
+// The reasons a notification is SKIPPED.
+const (
+	SkipSuppressed = "suppressed"
+	SkipOptedOut   = "opted-out"
+	SkipNoAddress  = "no-address"
 )
 
 // Statuses lists every status, in lifecycle order.
 var Statuses = []Status{
 	StatusAccepted, StatusQueued, StatusScheduled, StatusProcessing, StatusRetrying,
-	StatusSent, StatusDelivered, StatusFailed, StatusCancelled,
+	StatusSent, StatusDelivered, StatusFailed, StatusCancelled, StatusSkipped,
 }
 
 // ValidStatus reports whether s is a known status.
@@ -114,7 +125,7 @@ func ValidStatus(s string) bool {
 
 // Terminal reports whether s never changes again.
 func (s Status) Terminal() bool {
-	return s == StatusDelivered || s == StatusFailed || s == StatusCancelled
+	return s == StatusDelivered || s == StatusFailed || s == StatusCancelled || s == StatusSkipped
 }
 
 // Message is the broker message body for one notification. It carries the

@@ -61,7 +61,7 @@ const (
 
 // terminal are the statuses a notification is deleted in, in the order a
 // round goes through them.
-var terminal = []notification.Status{notification.StatusDelivered, notification.StatusFailed, notification.StatusCancelled}
+var terminal = []notification.Status{notification.StatusDelivered, notification.StatusFailed, notification.StatusCancelled, notification.StatusSkipped}
 
 // Defaults of a Config field left zero (Period has none: zero is off).
 const (

@@ -52,12 +52,22 @@ type Notification struct {
 	ErasedAt    *time.Time `db:"erased_at"`
 	// TenantID is the tenant that owns the notification.
 	TenantID uuid.UUID `db:"tenant_id"`
+	// RecipientID names the tenant's recipient profile the notification is
+	// for (nil when it names an address); Channels is the ordered list of
+	// channels it falls back along (nil for one channel; Channel is the one
+	// in hand). Category is the preference it is subject to. SkipReason says
+	// why a SKIPPED notification was not sent.
+	RecipientID *string  `db:"recipient_id"`
+	Channels    []string `db:"channels"`
+	Category    *string  `db:"category"`
+	SkipReason  *string  `db:"skip_reason"`
 }
 
 const notificationColumns = `id, batch_id, channel, priority, recipient, subject, content, metadata,
 	idempotency_key, request_fingerprint, status, attempts, last_error, failure_reason,
 	next_attempt_at, scheduled_at, expires_at, created_at, updated_at, delivered_at, cancel_requested_at,
-	provider, receipt, generation, attempt_base, erased_at, tenant_id`
+	provider, receipt, generation, attempt_base, erased_at, tenant_id,
+	recipient_id, channels, category, skip_reason`
 
 // nonTerminal is the SQL list of statuses a notification can still leave.
 const nonTerminal = `('ACCEPTED', 'QUEUED', 'SCHEDULED', 'PROCESSING', 'RETRYING', 'SENT')`
