@@ -39,6 +39,11 @@ type Message struct {
 	// Payload is the JSON body a webhook provider receives
 	// (notification.Payload).
 	Payload []byte
+	// Headers are extra header fields of an email (List-Unsubscribe and
+	// List-Unsubscribe-Post, RFC 2369 and RFC 8058); other senders ignore
+	// them. The smtp sender refuses a name or value that could inject a
+	// header (CR, LF) and a name it sets itself.
+	Headers map[string]string
 }
 
 // Result is what one send found. A sender never returns an error: every
@@ -64,7 +69,25 @@ type Result struct {
 	// errors, 5xx and the provider's refusal of our credentials are; a
 	// message the provider refuses as bad is not.
 	ProviderFault bool
+	// Suppress, when set, is why the address itself must not be sent to
+	// again (a suppressions.reason: SuppressRefused, SuppressUnsubscribed,
+	// SuppressInvalid): the provider said the mailbox or number is dead or
+	// refuses us, not merely this message. Empty for every other answer.
+	Suppress string
 }
+
+// Suppression reasons a sender reports in Result.Suppress, the values of
+// the suppressions table's reason column.
+const (
+	// SuppressRefused: the mail server refused the address at RCPT TO with
+	// a permanent 5.1.x (no such mailbox, bad address syntax or domain).
+	SuppressRefused = "refused"
+	// SuppressUnsubscribed: the person replied STOP (Twilio 21610).
+	SuppressUnsubscribed = "unsubscribed"
+	// SuppressInvalid: the number is not a number, or not a mobile one
+	// (Twilio 21211, 21614).
+	SuppressInvalid = "invalid"
+)
 
 // Sender sends one attempt to one provider. It honours ctx: a cancelled
 // ctx aborts the call (the Result then says retry; the caller knows why).

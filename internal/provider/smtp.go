@@ -10,6 +10,7 @@ import (
 	"net"
 	netmail "net/mail"
 	"net/textproto"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -147,6 +148,12 @@ func (s *SMTP) send(ctx context.Context, m Message) Result {
 	msg.SetGenHeader(gomail.HeaderMessageID, messageID)
 	msg.SetGenHeader(SMTPHeaderNotificationID, m.NotificationID)
 	msg.SetGenHeader(SMTPHeaderAttempt, strconv.Itoa(m.Attempt))
+	if err := smtpCheckHeaders(m.Headers); err != nil {
+		return Result{Outcome: workflows.OutcomePermanent, Error: "smtp: " + err.Error()}
+	}
+	for name, value := range m.Headers {
+		msg.SetGenHeader(gomail.Header(name), value)
+	}
 
 	sendCtx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
@@ -262,7 +269,9 @@ var smtpAuthCodes = map[int]bool{
 //     554 "service not available") and a 5xx to MAIL FROM (our sender,
 //     the same for every message): retry, provider fault;
 //   - a 5xx to RCPT TO or to the message (DATA): permanent, not a provider
-//     fault (a bad recipient, a refused message);
+//     fault (a bad recipient, a refused message); one to RCPT TO that
+//     refuses the address itself (smtpRefusesAddress) also says Suppress
+//     "refused", so the address is not tried again;
 //   - no reply (refused connection, DNS, TLS or no STARTTLS offered, a
 //     dropped connection): retry, provider fault, Error "network: ..." or
 //     "timeout: ..."; go-mail refusing to authenticate (no AUTH offered, no
@@ -279,6 +288,8 @@ func smtpClassify(err error) Result {
 			return Result{Outcome: workflows.OutcomeRetry, StatusCode: code, Error: text}
 		case code >= 400 && code < 500, smtpAuthCodes[code], sendErr.Reason == gomail.ErrSMTPMailFrom:
 			return Result{Outcome: workflows.OutcomeRetry, StatusCode: code, ProviderFault: true, Error: text}
+		case sendErr.Reason == gomail.ErrSMTPRcptTo && smtpRefusesAddress(code, sendErr.EnhancedStatusCode(), text):
+			return Result{Outcome: workflows.OutcomePermanent, StatusCode: code, Error: text, Suppress: SuppressRefused}
 		default:
 			return Result{Outcome: workflows.OutcomePermanent, StatusCode: code, Error: text}
 		}
@@ -289,6 +300,58 @@ func smtpClassify(err error) Result {
 		return Result{Outcome: workflows.OutcomeRetry, StatusCode: reply.Code, ProviderFault: true, Error: "smtp: " + err.Error()}
 	}
 	return smtpNoReply(err)
+}
+
+// smtpAddressStatus is an RFC 3463 addressing status (5.1.x: bad
+// destination mailbox, system or syntax, mailbox moved) as a server's text
+// carries it.
+var smtpAddressStatus = regexp.MustCompile(`\b5\.1\.\d{1,3}\b`)
+
+// smtpRefusesAddress reports whether a permanent refusal at RCPT TO says
+// the address itself is dead, rather than refusing this message (policy,
+// spam, a full mailbox): its enhanced status code is 5.1.x, or, from a
+// server that does not announce ENHANCEDSTATUSCODES (or gives a generic
+// 5.0.0 before its real one), a 550, 551 or 553 whose text says 5.1.x.
+func smtpRefusesAddress(code int, enhanced, text string) bool {
+	if code < 500 || code > 599 {
+		return false
+	}
+	if strings.HasPrefix(enhanced, "5.1.") {
+		return true
+	}
+	return (code == 550 || code == 551 || code == 553) && smtpAddressStatus.MatchString(text)
+}
+
+// smtpReservedHeaders are the header fields the sender writes itself; a
+// Message's Headers may not replace them.
+var smtpReservedHeaders = map[string]bool{
+	"from": true, "to": true, "cc": true, "bcc": true, "sender": true, "subject": true, "date": true,
+	"message-id": true, "mime-version": true, "content-type": true, "content-transfer-encoding": true,
+	strings.ToLower(SMTPHeaderNotificationID): true, strings.ToLower(SMTPHeaderAttempt): true,
+}
+
+// smtpCheckHeaders refuses extra header fields that would break the
+// message: a name that is not an RFC 5322 field name (printable ASCII but
+// the colon) or that the sender writes itself, a value with a CR, LF or
+// NUL, which would end the field and start another (header injection).
+func smtpCheckHeaders(headers map[string]string) error {
+	for name, value := range headers {
+		if name == "" {
+			return errors.New("an extra header has no name")
+		}
+		for i := 0; i < len(name); i++ {
+			if c := name[i]; c < 33 || c > 126 || c == ':' {
+				return fmt.Errorf("extra header %q is not a header field name", name)
+			}
+		}
+		if smtpReservedHeaders[strings.ToLower(name)] {
+			return fmt.Errorf("extra header %s would replace the one the sender writes", name)
+		}
+		if strings.ContainsAny(value, "\r\n\x00") {
+			return fmt.Errorf("extra header %s has a line break in its value", name)
+		}
+	}
+	return nil
 }
 
 // smtpNoReply classifies a failure that came with no SMTP reply code.

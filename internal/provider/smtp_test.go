@@ -424,3 +424,106 @@ func smtpSilentServer(t *testing.T) smtpSilent {
 	})
 	return smtpSilent{port: l.Addr().(*net.TCPAddr).Port, conns: conns}
 }
+
+func TestSMTPExtraHeadersArrive(t *testing.T) {
+	mail, port := testenv.MailServer(t, sink.MailConfig{})
+	arrivals := mail.Arrivals(1)
+	s := smtpNew(t, provider.SMTPConfig{Port: port})
+	m := smtpMessage("n-headers", 1)
+	// Long enough that the writer folds it, as it will a real token.
+	unsubscribe := "<https://dispatch.example.com/u/" + strings.Repeat("Ab0_-", 30) + ">, <mailto:unsubscribe@example.com?subject=unsubscribe-xyz>"
+	m.Headers = map[string]string{"List-Unsubscribe": unsubscribe, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+
+	res := s.Send(context.Background(), m)
+
+	require.Equal(t, workflows.OutcomeDelivered, res.Outcome, res.Error)
+	smtpArrival(t, arrivals)
+	got := mail.ByMessageID("<n-headers@example.com>")
+	require.Len(t, got, 1)
+	require.Equal(t, unsubscribe, got[0].Header.Get("List-Unsubscribe"))
+	require.Equal(t, "List-Unsubscribe=One-Click", got[0].Header.Get("List-Unsubscribe-Post"))
+	require.Equal(t, "Your order shipped", got[0].Header.Get("Subject"))
+}
+
+func TestSMTPExtraHeadersCannotInjectOrReplace(t *testing.T) {
+	mail, port := testenv.MailServer(t, sink.MailConfig{})
+	s := smtpNew(t, provider.SMTPConfig{Port: port})
+	for name, headers := range map[string]map[string]string{
+		"CRLF in a value": {"List-Unsubscribe": "<https://x.example/u/t>\r\nBcc: victim@example.com"},
+		"LF in a value":   {"List-Unsubscribe": "<https://x.example/u/t>\nBcc: victim@example.com"},
+		"colon in a name": {"Bcc: victim@example.com\r\nX": "1"},
+		"space in a name": {"List Unsubscribe": "x"},
+		"empty name":      {"": "x"},
+		"a reserved name": {"subject": "Something else"},
+		"our own header":  {"X-Dispatch-Attempt": "9"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			res := s.Send(context.Background(), provider.Message{
+				NotificationID: "n-inject", Attempt: 1, Channel: "email", Recipient: "user@example.com",
+				Subject: "s", Content: "c", Headers: headers,
+			})
+			require.Equal(t, workflows.OutcomePermanent, res.Outcome)
+			require.False(t, res.ProviderFault)
+			require.Empty(t, res.Suppress)
+			require.True(t, strings.HasPrefix(res.Error, "smtp: "), res.Error)
+		})
+	}
+	require.Empty(t, mail.Messages(), "nothing was sent")
+}
+
+func TestSMTPAddressRefusalAtRcptIsSuppressed(t *testing.T) {
+	const ehloWithCodes = "250-localhost\r\n250 ENHANCEDSTATUSCODES"
+	for name, c := range map[string]struct {
+		replies  map[string]string
+		outcome  workflows.Outcome
+		suppress string
+	}{
+		"5.1.1 in the text":               {map[string]string{"RCPT": "550 5.1.1 No such user"}, workflows.OutcomePermanent, provider.SuppressRefused},
+		"5.1.1 as the enhanced code":      {map[string]string{"EHLO": ehloWithCodes, "RCPT": "550 5.1.1 No such user"}, workflows.OutcomePermanent, provider.SuppressRefused},
+		"551 user not local":              {map[string]string{"RCPT": "551 5.1.6 Mailbox moved"}, workflows.OutcomePermanent, provider.SuppressRefused},
+		"553 bad address syntax":          {map[string]string{"RCPT": "553 5.1.3 Bad recipient address syntax"}, workflows.OutcomePermanent, provider.SuppressRefused},
+		"554 with an enhanced 5.1.1":      {map[string]string{"EHLO": ehloWithCodes, "RCPT": "554 5.1.1 Unknown"}, workflows.OutcomePermanent, provider.SuppressRefused},
+		"a generic 5.0.0 before 5.1.1":    {map[string]string{"EHLO": ehloWithCodes, "RCPT": "550 5.0.0 5.1.1 <user@example.com>: User unknown"}, workflows.OutcomePermanent, provider.SuppressRefused},
+		"policy refusal 5.7.1":            {map[string]string{"EHLO": ehloWithCodes, "RCPT": "550 5.7.1 Relaying denied"}, workflows.OutcomePermanent, ""},
+		"mailbox full 5.2.2":              {map[string]string{"RCPT": "552 5.2.2 Mailbox full"}, workflows.OutcomePermanent, ""},
+		"554 with 5.1.1 only in the text": {map[string]string{"RCPT": "554 5.1.1 Unknown"}, workflows.OutcomePermanent, ""},
+		"no status code at all":           {map[string]string{"RCPT": "550 Mailbox unavailable"}, workflows.OutcomePermanent, ""},
+		"4xx at RCPT":                     {map[string]string{"RCPT": "450 4.1.1 Try later"}, workflows.OutcomeRetry, ""},
+		"5.1.1 at DATA":                   {map[string]string{"DATA": "550 5.1.1 No such user"}, workflows.OutcomePermanent, ""},
+		"5.1.1 after the message":         {map[string]string{".": "550 5.1.1 No such user"}, workflows.OutcomePermanent, ""},
+		"5.1.8 at MAIL FROM":              {map[string]string{"MAIL": "553 5.1.8 Sender domain unknown"}, workflows.OutcomeRetry, ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			port := smtpScriptedServer(t, c.replies)
+			res := smtpNew(t, provider.SMTPConfig{Port: port}).Send(context.Background(), smtpMessage("n-rcpt-dead", 1))
+			require.Equal(t, c.outcome, res.Outcome, res.Error)
+			require.Equal(t, c.suppress, res.Suppress, res.Error)
+		})
+	}
+}
+
+func TestSMTPSinkBounceAddressIsSuppressed(t *testing.T) {
+	mail, port := testenv.MailServer(t, sink.MailConfig{})
+	s := smtpNew(t, provider.SMTPConfig{Port: port})
+	m := smtpMessage("n-bounce", 1)
+	m.Recipient = "bounce.ada@example.com"
+
+	res := s.Send(context.Background(), m)
+
+	require.Equal(t, workflows.OutcomePermanent, res.Outcome)
+	require.Equal(t, 550, res.StatusCode)
+	require.False(t, res.ProviderFault)
+	require.Equal(t, provider.SuppressRefused, res.Suppress)
+	require.Contains(t, res.Error, "user unknown")
+	require.NotContains(t, res.Error, "bounce.ada@example.com", "the recipient is scrubbed")
+	require.Empty(t, mail.Messages())
+
+	// A delivered message and a refused DATA say nothing about the address.
+	ok := s.Send(context.Background(), smtpMessage("n-ok", 1))
+	require.Equal(t, workflows.OutcomeDelivered, ok.Outcome, ok.Error)
+	require.Empty(t, ok.Suppress)
+	mail.FailNext(1, 550, "5.1.1 mailbox unavailable")
+	data := s.Send(context.Background(), smtpMessage("n-data", 1))
+	require.Equal(t, workflows.OutcomePermanent, data.Outcome)
+	require.Empty(t, data.Suppress)
+}

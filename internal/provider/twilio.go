@@ -166,11 +166,23 @@ var twilioMessageFaults = map[int]string{
 	21617: "The concatenated message body exceeds the 1600 character limit",
 }
 
+// twilioSuppress are the message faults that say the number itself must
+// not be sent to again, with the suppression reason each becomes: the
+// person answered STOP, or the number is not a (mobile) number. Others
+// (a region not enabled, a phone switched off, a long body) are this
+// message's or this moment's.
+var twilioSuppress = map[int]string{
+	21610: SuppressUnsubscribed,
+	21211: SuppressInvalid,
+	21614: SuppressInvalid,
+}
+
 // Send creates one Message. It never follows a redirect and never returns
 // an error: the answer is classified as delivered (2xx with a sid),
 // retry (the provider's fault: no answer, 3xx, 5xx, 429, refused
 // credentials or account settings; a cancelled ctx, which is nobody's
-// fault) or permanent (any other 4xx: the message's fault). What it returns
+// fault) or permanent (any other 4xx: the message's fault; an unsubscribed
+// or invalid number also sets Suppress). What it returns
 // names the API by its scheme and host alone, and never the recipient (a
 // 21211 answer names the number it refused).
 func (t *Twilio) Send(ctx context.Context, m Message) Result {
@@ -250,6 +262,7 @@ func (t *Twilio) send(ctx context.Context, m Message) Result {
 		res.Outcome, res.ProviderFault = workflows.OutcomeRetry, true
 	case messageCode:
 		res.Outcome = workflows.OutcomePermanent
+		res.Suppress = twilioSuppress[apiErr.Code]
 	case status == http.StatusNotFound:
 		// The Messages API is there for every account; a 404 is our URL or
 		// account sid, the same for every message.

@@ -526,3 +526,39 @@ func TestTwilioFakeSendsSignedStatusCallbacks(t *testing.T) {
 		{Status: "delivered", HTTPStatus: http.StatusNoContent},
 	}, msg.Callbacks)
 }
+
+func TestTwilioDeadNumbersAreSuppressed(t *testing.T) {
+	for code, want := range map[int]string{
+		21610: provider.SuppressUnsubscribed,
+		21211: provider.SuppressInvalid,
+		21614: provider.SuppressInvalid,
+		21612: "", // not reachable now: this message's, not the number's
+		21408: "",
+		21617: "",
+		20429: "",
+		20003: "",
+	} {
+		_, srv := newFake(t, sink.TwilioFakeConfig{FailCode: code})
+		res := newTwilio(t, provider.TwilioConfig{URL: srv.URL}).Send(context.Background(), sms(testTo, "hi"))
+		require.Equal(t, want, res.Suppress, "code %d", code)
+	}
+	// A 5xx carrying a dead-number code is still the provider's fault and
+	// says nothing about the number.
+	_, srv := newFake(t, sink.TwilioFakeConfig{FailCode: 21610, FailStatus: http.StatusServiceUnavailable})
+	res := newTwilio(t, provider.TwilioConfig{URL: srv.URL}).Send(context.Background(), sms(testTo, "hi"))
+	require.Equal(t, workflows.OutcomeRetry, res.Outcome)
+	require.Empty(t, res.Suppress)
+
+	// The fake's dead numbers, as make run and the end-to-end tests send them.
+	_, srv = newFake(t, sink.TwilioFakeConfig{NoCallback: true})
+	tw := newTwilio(t, provider.TwilioConfig{URL: srv.URL})
+	stop := tw.Send(context.Background(), sms("+1555867"+sink.TwilioUnsubscribedSuffix, "hi"))
+	require.Equal(t, workflows.OutcomePermanent, stop.Outcome)
+	require.Equal(t, provider.SuppressUnsubscribed, stop.Suppress)
+	invalid := tw.Send(context.Background(), sms("+1555867"+sink.TwilioInvalidSuffix, "hi"))
+	require.Equal(t, workflows.OutcomePermanent, invalid.Outcome)
+	require.Equal(t, provider.SuppressInvalid, invalid.Suppress)
+	ok := tw.Send(context.Background(), sms(testTo, "hi"))
+	require.Equal(t, workflows.OutcomeDelivered, ok.Outcome, ok.Error)
+	require.Empty(t, ok.Suppress)
+}
