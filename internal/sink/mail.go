@@ -49,7 +49,10 @@ type MailMessage struct {
 
 // Mail is a real SMTP server (on github.com/emersion/go-smtp) that records
 // every message it accepts, and can be told to refuse the next DATA
-// commands with a given reply. Messages it refuses are not recorded.
+// commands with a given reply. Messages it refuses are not recorded. It
+// refuses at RCPT TO, as a server without that mailbox does, every address
+// whose local part starts with "bounce" (BounceLocalPart): the dead address
+// tests and make run send to.
 type Mail struct {
 	cfg MailConfig
 	srv *smtp.Server
@@ -183,14 +186,33 @@ func (m *Mail) RefuseRecipient(addr string, code int, text string) {
 	m.refused[strings.ToLower(addr)] = &smtp.SMTPError{Code: code, EnhancedCode: smtp.EnhancedCodeNotSet, Message: text}
 }
 
-// refusal is the reply RCPT TO of addr gets, nil to take it.
+// BounceLocalPart starts the local part of every address the mail sink
+// refuses at RCPT TO with "550 5.1.1 <addr>: user unknown": a mailbox that
+// does not exist, which a sender must stop sending to.
+const BounceLocalPart = "bounce"
+
+// refusal is the reply RCPT TO of addr gets, nil to take it: the one
+// RefuseRecipient set, else a 5.1.1 for a bounce address.
 func (m *Mail) refusal(addr string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err, ok := m.refused[strings.ToLower(addr)]; ok {
 		return err
 	}
+	if isBounceAddress(addr) {
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "<" + addr + ">: user unknown"}
+	}
 	return nil
+}
+
+// isBounceAddress reports whether addr's local part starts with
+// BounceLocalPart, in any case.
+func isBounceAddress(addr string) bool {
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 {
+		return false
+	}
+	return strings.HasPrefix(strings.ToLower(addr[:at]), BounceLocalPart)
 }
 
 // Arrivals returns a channel that receives the Message-ID header of every
@@ -211,11 +233,14 @@ type mailJSON struct {
 	MessageID  string    `json:"messageId"`
 	ReceivedAt time.Time `json:"receivedAt"`
 	Body       string    `json:"body"`
+	// Headers are every header field, by canonical name (List-Unsubscribe,
+	// Message-Id), each with its values in order, unfolded.
+	Headers map[string][]string `json:"headers"`
 }
 
 // Handler serves the mail sink's control endpoint: GET /_sink/mail lists
 // the accepted messages as JSON (from, to, subject, messageId, receivedAt,
-// body), DELETE /_sink/mail forgets them.
+// body, headers), DELETE /_sink/mail forgets them.
 func (m *Mail) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -229,8 +254,9 @@ func (m *Mail) Handler() http.Handler {
 			out := make([]mailJSON, 0, len(msgs))
 			var dec mime.WordDecoder
 			for _, msg := range msgs {
-				j := mailJSON{From: msg.From, To: msg.To, ReceivedAt: msg.ReceivedAt, Body: msg.Body}
+				j := mailJSON{From: msg.From, To: msg.To, ReceivedAt: msg.ReceivedAt, Body: msg.Body, Headers: map[string][]string{}}
 				if msg.Header != nil {
+					j.Headers = msg.Header
 					j.MessageID = msg.Header.Get("Message-ID")
 					j.Subject = msg.Header.Get("Subject")
 					if s, err := dec.DecodeHeader(j.Subject); err == nil {

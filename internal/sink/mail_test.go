@@ -207,3 +207,52 @@ func mailTestCert(t *testing.T) (server, client *tls.Config) {
 	client.ServerName = "127.0.0.1"
 	return server, client
 }
+
+func TestMailRefusesBounceAddressesAtRcpt(t *testing.T) {
+	m, addr := mailServe(t, sink.MailConfig{})
+	c, err := smtp.Dial(addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	require.NoError(t, c.Hello("localhost"))
+	require.NoError(t, c.Mail("noreply@example.com", nil))
+
+	for _, dead := range []string{"bounce@example.com", "Bounce.Ada+x@example.com", "bounced-1@example.org"} {
+		err := c.Rcpt(dead, nil)
+		var smtpErr *smtp.SMTPError
+		require.True(t, errors.As(err, &smtpErr), "%s: not an SMTP reply: %v", dead, err)
+		require.Equal(t, 550, smtpErr.Code, dead)
+		require.Equal(t, smtp.EnhancedCode{5, 1, 1}, smtpErr.EnhancedCode, dead)
+		require.Equal(t, "<"+dead+">: user unknown", smtpErr.Message, dead)
+	}
+	// Only the local part counts, and only its start.
+	for _, alive := range []string{"user@bounce.example.com", "no-bounce@example.com"} {
+		require.NoError(t, c.Rcpt(alive, nil), alive)
+	}
+	require.NoError(t, c.Reset())
+	require.Empty(t, m.Messages())
+}
+
+func TestMailHandlerListsHeaders(t *testing.T) {
+	m, addr := mailServe(t, sink.MailConfig{})
+	arrivals := m.Arrivals(1)
+	raw := strings.Replace(mailRaw, "\r\n\r\n",
+		"\r\nList-Unsubscribe: <https://dispatch.example.com/u/abc>,\r\n <mailto:unsub@example.com?subject=unsubscribe-abc>\r\n"+
+			"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\n", 1)
+	require.NoError(t, mailSend(addr, nil, nil, raw))
+	mailArrival(t, arrivals)
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+
+	resp, err := http.Get(srv.URL + "/_sink/mail")
+	require.NoError(t, err)
+	var list []struct {
+		Headers map[string][]string `json:"headers"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&list))
+	require.NoError(t, resp.Body.Close())
+	require.Len(t, list, 1)
+	h := list[0].Headers
+	require.Equal(t, []string{"<https://dispatch.example.com/u/abc>, <mailto:unsub@example.com?subject=unsubscribe-abc>"}, h["List-Unsubscribe"], "a folded field is listed unfolded")
+	require.Equal(t, []string{"List-Unsubscribe=One-Click"}, h["List-Unsubscribe-Post"])
+	require.Equal(t, []string{"<n-1@example.com>"}, h["Message-Id"])
+}

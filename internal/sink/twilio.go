@@ -146,7 +146,9 @@ func (f *TwilioFake) Arrivals(buffer int) <-chan string {
 // (or MessagingServiceSid), Body and StatusCallback, HTTP basic auth
 // AccountSid:AuthToken. It answers 201 with the message's JSON, 401 with
 // code 20003 on bad credentials, 404 with code 20404 for another account,
-// and 400 with Twilio's code for a missing or invalid parameter.
+// and 400 with Twilio's code for a missing or invalid parameter, 21610 for
+// a number ending in TwilioUnsubscribedSuffix and 21211 for one ending in
+// TwilioInvalidSuffix.
 func (f *TwilioFake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	cfg := f.cfg
@@ -199,6 +201,12 @@ func (f *TwilioFake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case utf8.RuneCountInString(body) > twilioBodyLimit:
 		twilioFail(w, http.StatusBadRequest, 21617, twilioFakeMessages[21617], 0)
+		return
+	case strings.HasSuffix(to, TwilioUnsubscribedSuffix):
+		twilioFail(w, http.StatusBadRequest, 21610, twilioFakeMessages[21610], 0)
+		return
+	case strings.HasSuffix(to, TwilioInvalidSuffix):
+		twilioFail(w, http.StatusBadRequest, 21211, twilioFakeMessages[21211], 0)
 		return
 	}
 	if callback != "" {
@@ -311,6 +319,14 @@ func (f *TwilioFake) postCallback(target string, form url.Values, token string) 
 	_ = resp.Body.Close()
 	return resp.StatusCode, nil
 }
+
+// Numbers the fake refuses as Twilio refuses a dead one: one ending in
+// TwilioUnsubscribedSuffix answered STOP (21610), one ending in
+// TwilioInvalidSuffix is not a valid number (21211).
+const (
+	TwilioUnsubscribedSuffix = "0000"
+	TwilioInvalidSuffix      = "9999"
+)
 
 // twilioFakeMessages are the messages Twilio gives with its codes.
 var twilioFakeMessages = map[int]string{

@@ -192,3 +192,22 @@ func TestTwilioFakeRecordsACallbackThatFoundNoReceiver(t *testing.T) {
 		require.NotEmpty(t, cb.Err)
 	}
 }
+
+func TestTwilioFakeRefusesDeadNumbers(t *testing.T) {
+	fake, srv := newTwilioFake(t, sink.TwilioFakeConfig{NoCallback: true})
+	for to, code := range map[string]float64{
+		"+1555867" + sink.TwilioUnsubscribedSuffix: 21610,
+		"+1555867" + sink.TwilioInvalidSuffix:      21211,
+	} {
+		form := url.Values{"To": {to}, "From": {"+15005550006"}, "Body": {"hello"}}
+		status, answer := twilioPost(t, srv.URL, fakeAccount, fakeAccount, fakeToken, form)
+		require.Equal(t, http.StatusBadRequest, status, to)
+		require.Equal(t, code, answer["code"], to)
+	}
+	require.Empty(t, fake.Messages())
+
+	// Only the end of the number counts.
+	form := url.Values{"To": {"+15550000123"}, "From": {"+15005550006"}, "Body": {"hello"}}
+	status, _ := twilioPost(t, srv.URL, fakeAccount, fakeAccount, fakeToken, form)
+	require.Equal(t, http.StatusCreated, status)
+}
