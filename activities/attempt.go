@@ -38,6 +38,10 @@ type attempt struct {
 	// n is the notification begin read; log carries its fields.
 	n   store.Notification
 	log *zap.Logger
+	// addresses are where a profile's notification goes on its channel
+	// (resolve): each of a push channel's tokens; nil for a notification
+	// naming its address.
+	addresses []string
 
 	// sent is set once the provider call begins; started, elapsed and sr
 	// are the call's.

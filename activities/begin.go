@@ -48,6 +48,8 @@ func (a *Activities) begin(ctx context.Context, at *attempt) *stop {
 		at.log.Info("the notification was retried since this run began; nothing sent", zap.Int("generation", n.Generation))
 		return answer(workflows.DeliverResult{Outcome: workflows.OutcomeSuperseded,
 			Error: fmt.Sprintf("superseded by generation %d", n.Generation)})
+	case store.Refused:
+		return a.skip(ctx, at, *n.SkipReason)
 	case store.Begun:
 		// The fast path's attempt began in a workflow task that was lost
 		// with its worker (this is that task, retried): the provider may
@@ -55,6 +57,9 @@ func (a *Activities) begin(ctx context.Context, at *attempt) *stop {
 		// worker; the next attempt goes through the queue after a backoff.
 		at.log.Warn("the first attempt began in a lost workflow task; counting it as made")
 		return answer(workflows.DeliverResult{Outcome: workflows.OutcomeRetry, Error: "the attempt was lost with its worker"})
+	}
+	if n.RecipientID != nil {
+		return a.resolve(ctx, at)
 	}
 	return nil
 }

@@ -53,7 +53,14 @@ func (r *run) record(ctx workflow.Context, a AttemptRecord) error {
 
 // fail dead-letters the notification and marks it FAILED. If the row became
 // terminal meanwhile (say, cancelled), that status stands and is reported.
+// A profile's notification with a channel left falls back to it instead
+// (fallback.go: errFellBack).
 func (r *run) fail(ctx workflow.Context, reason string, attempts int, last DeliverResult) (NotificationResult, error) {
+	if r.fallsBack(reason) {
+		if err := r.fallback(ctx, attempts); err != nil {
+			return NotificationResult{}, err
+		}
+	}
 	var status Status
 	err := r.bookkeep(ctx, FailActivity, "mark FAILED ("+reason+") and dead-letter", FailInput{
 		NotificationID: r.in.NotificationID,

@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"errors"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -44,6 +45,17 @@ func Notification(ctx workflow.Context, in NotificationInput) (NotificationResul
 	if cancelled := r.waitForSchedule(ctx); cancelled {
 		return r.cancel(ctx, 0)
 	}
+	for {
+		res, err := r.deliver(ctx)
+		if !errors.Is(err, errFellBack) {
+			return res, err
+		}
+	}
+}
+
+// deliver makes the attempts on the channel in hand until one ends the run,
+// or the channel (errFellBack: the run goes on with the next one).
+func (r *run) deliver(ctx workflow.Context) (NotificationResult, error) {
 	for r.attempt <= r.lastAttempt {
 		if r.expired(ctx, 0) {
 			return r.fail(ctx, ReasonExpired, r.madeBefore(), r.last)

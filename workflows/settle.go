@@ -48,6 +48,15 @@ func (r *run) settle(ctx workflow.Context, attemptErr error) next {
 		r.deferred = true
 		return sameAttempt
 	}
+	if r.last.Outcome == OutcomeRerouted && r.last.Channel != "" {
+		// A profile's notification goes on another channel: nothing was
+		// sent, and the same attempt is made there.
+		r.useChannel(r.last.Channel)
+		if err := workflow.UpsertTypedSearchAttributes(ctx, SearchChannel.ValueSet(r.last.Channel)); err != nil {
+			return ended(NotificationResult{}, err)
+		}
+		return sameAttempt
+	}
 	r.view.LastError = r.last.Error
 	if r.last.Provider != "" {
 		r.provider = r.last.Provider

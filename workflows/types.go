@@ -25,6 +25,9 @@ const (
 	ReceiptSignal = "receipt"
 	// SettleReceiptActivity records a receipt and moves the notification on.
 	SettleReceiptActivity = "SettleReceipt"
+	// FallbackActivity moves a profile's notification on to the next of
+	// its channels that may be tried (a FallbackInput; a FallbackResult).
+	FallbackActivity = "Fallback"
 	// MarkRetryingActivity shows the notification RETRYING with the time of
 	// its next attempt while the workflow waits for it (a RetryingInput).
 	MarkRetryingActivity = "MarkRetrying"
@@ -93,6 +96,11 @@ type NotificationInput struct {
 	// Generation counts the notification's explicit retries; each is a new
 	// run of the same workflow id.
 	Generation int `json:",omitempty"`
+	// Fallback: the notification names a recipient profile and more than
+	// one channel; when one channel ends without a delivery (exhausted,
+	// permanent, undelivered, no receipt), the next is tried in this run,
+	// with a fresh budget of attempts.
+	Fallback bool `json:",omitempty"`
 }
 
 // DefaultMaxWaitsPerRun is MaxWaitsPerRun's default: about 2,000 history
@@ -187,7 +195,28 @@ const (
 	// exists (retention deleted it). Nothing was sent or written; the run
 	// ends (StatusSuperseded) without touching the notification.
 	OutcomeSuperseded Outcome = "superseded"
+	// OutcomeRerouted: the notification names a recipient profile, and the
+	// channel it may go on now is another one (DeliverResult.Channel): the
+	// person has no address, opted out or is suppressed on the channel in
+	// hand. Nothing was sent or counted; the same attempt is made on that
+	// channel's task queue.
+	OutcomeRerouted Outcome = "rerouted"
 )
+
+// FallbackInput asks to move a profile's notification on from its channel
+// in hand to the next one it may be tried on.
+type FallbackInput struct {
+	NotificationID string
+	// Attempts are the attempts made so far.
+	Attempts   int
+	Generation *int `json:",omitempty"`
+}
+
+// FallbackResult is the channel the notification moved on to; empty when
+// none is left (the notification then fails as the last channel did).
+type FallbackResult struct {
+	Channel string `json:",omitempty"`
+}
 
 // DeliverInput asks for one delivery attempt.
 type DeliverInput struct {
@@ -234,6 +263,9 @@ type DeliverResult struct {
 	Error      string
 	// Status is the notification's status when Outcome is OutcomeSkipped.
 	Status Status
+	// Channel is the channel to make the attempt on instead when Outcome
+	// is OutcomeRerouted.
+	Channel string `json:",omitempty"`
 	// Unrecorded, when set, is an attempt that was made but could not be
 	// recorded (PostgreSQL unreachable): the workflow records it with the
 	// RecordAttempt activity, so bookkeeping never turns a made attempt into

@@ -20,6 +20,7 @@ func registerActivities(w worker.Worker, acts *activities.Activities) {
 	w.RegisterActivityWithOptions(acts.RecordAttempt, activity.RegisterOptions{Name: workflows.RecordAttemptActivity})
 	w.RegisterActivityWithOptions(acts.SettleReceipt, activity.RegisterOptions{Name: workflows.SettleReceiptActivity})
 	w.RegisterActivityWithOptions(acts.MarkRetrying, activity.RegisterOptions{Name: workflows.MarkRetryingActivity})
+	w.RegisterActivityWithOptions(acts.Fallback, activity.RegisterOptions{Name: workflows.FallbackActivity})
 }
 
 // registerOperations registers the operation workflow and its step.

@@ -225,6 +225,7 @@ func (s *Starter) workflowInput(n store.Notification, fastPath bool) workflows.N
 		FastPath:          fastPath,
 		AttemptBase:       n.AttemptBase,
 		Generation:        n.Generation,
+		Fallback:          n.RecipientID != nil && len(n.Channels) > 1,
 	}
 }
 

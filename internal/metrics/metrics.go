@@ -77,7 +77,7 @@ func NewAPI() *API {
 	}
 	m.Cancelled = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name:        "dispatch_notifications_terminal_total",
-		Help:        "Notifications reaching a terminal status (delivered, failed, cancelled) by channel, priority and reason.",
+		Help:        "Notifications reaching a terminal status (delivered, failed, cancelled, skipped) by channel, priority and reason.",
 		ConstLabels: prometheus.Labels{"status": "cancelled", "reason": ""},
 	}, []string{"channel", "priority"})
 	m.TenantAccepted = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -174,7 +174,7 @@ func NewWorker() *Worker {
 		Registry: newRegistry(),
 		Terminal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dispatch_notifications_terminal_total",
-			Help: "Notifications reaching a terminal status (delivered, failed, cancelled) by channel, priority and reason.",
+			Help: "Notifications reaching a terminal status (delivered, failed, cancelled, skipped) by channel, priority and reason.",
 		}, []string{"status", "channel", "priority", "reason"}),
 		Attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dispatch_delivery_attempts_total",

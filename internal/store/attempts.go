@@ -30,7 +30,18 @@ const (
 	// Superseded: the notification was retried since the run that asks
 	// began; a later generation owns it.
 	Superseded
+	// Refused: the address is suppressed, or opted out of the
+	// notification's category (the notification's SkipReason says which);
+	// the attempt begun must be taken back (Skip).
+	Refused
 )
+
+// beginColumns are the notification's columns as an attempt's begin reads
+// them: skip_reason carries the consent check of an address-based
+// notification (consent_refusal, a few index probes in the same statement);
+// a profile's notification is resolved afterwards (ResolveRecipient).
+var beginColumns = strings.Replace(notificationColumns, "skip_reason",
+	"CASE WHEN recipient_id IS NULL THEN consent_refusal(tenant_id, channel, recipient, category) END AS skip_reason", 1)
 
 // BeginAttempt is BeginGenerationAttempt for whatever generation the
 // notification is in.
@@ -62,11 +73,14 @@ func BeginGenerationAttempt(ctx context.Context, q Querier, id uuid.UUID, gen *i
 			AND cancel_requested_at IS NULL AND (expires_at IS NULL OR expires_at > now())
 			AND (NOT $3 OR status IN ('ACCEPTED', 'QUEUED'))
 			AND ($4::int IS NULL OR generation = $4)
-		RETURNING `+notificationColumns, id, attempt, first, gen)
+		RETURNING `+beginColumns, id, attempt, first, gen)
 	if err != nil {
 		return Notification{}, Allowed, fmt.Errorf("beginning attempt: %w", err)
 	}
 	n, err := pgx.CollectExactlyOneRow(rows, scanNotification)
+	if err == nil && n.SkipReason != nil {
+		return n, Refused, nil
+	}
 	if err == nil {
 		return n, Allowed, nil
 	}
@@ -171,6 +185,9 @@ type Attempt struct {
 	Receipt           *string    `db:"receipt"`
 	ReceiptReason     *string    `db:"receipt_reason"`
 	ReceiptAt         *time.Time `db:"receipt_at"`
+	// Channel is the channel the attempt went on (nil for attempts recorded
+	// before attempts named it).
+	Channel *string `db:"channel"`
 }
 
 // Transition is the status change that closes an attempt.
@@ -199,12 +216,14 @@ func FinishAttempt(ctx context.Context, q Querier, a Attempt, t Transition) erro
 		WITH n AS (
 			-- Locked first: an erasure committing meanwhile is seen, and its
 			-- person's words never reach the attempt log after it.
-			SELECT erased_at IS NOT NULL AS erased FROM notifications WHERE id = $1 FOR UPDATE
+			-- The attempt went on the channel in hand (a fallback moves on
+			-- only after it is recorded).
+			SELECT erased_at IS NOT NULL AS erased, channel FROM notifications WHERE id = $1 FOR UPDATE
 		), a AS (
 			INSERT INTO delivery_attempts (notification_id, attempt, started_at, duration_ms,
-				status_code, outcome, error, response_excerpt, provider, provider_message_id)
+				status_code, outcome, error, response_excerpt, provider, provider_message_id, channel)
 			SELECT $1, $2, $3, $4, $5, $6, CASE WHEN erased THEN NULL ELSE $7 END,
-				CASE WHEN erased THEN NULL ELSE $8 END, $13, $14 FROM n
+				CASE WHEN erased THEN NULL ELSE $8 END, $13, $14, n.channel FROM n
 			ON CONFLICT (notification_id, attempt) DO NOTHING
 		)
 		UPDATE notifications
@@ -327,7 +346,7 @@ func MarkScheduled(ctx context.Context, q Querier, id uuid.UUID) error {
 func ListAttempts(ctx context.Context, q Querier, id uuid.UUID) ([]Attempt, error) {
 	rows, err := q.Query(ctx, `
 		SELECT notification_id, attempt, started_at, duration_ms, status_code, outcome, error, response_excerpt,
-			provider, provider_message_id, receipt, receipt_reason, receipt_at
+			provider, provider_message_id, receipt, receipt_reason, receipt_at, channel
 		FROM delivery_attempts WHERE notification_id = $1 ORDER BY attempt`, id)
 	if err != nil {
 		return nil, fmt.Errorf("listing attempts: %w", err)
