@@ -443,7 +443,9 @@ func RunPage(ctx context.Context, db TxStarter, id uuid.UUID, limit int) (res Pa
 // finishOperation ends op with status: the rows matched at the start and
 // not visited (they left the filter meanwhile) count as skipped, so a
 // completed operation processed what it matched; it forgets the recipient
-// it was given (finishedRecipient).
+// it was given (finishedRecipient). A completed erase also erases that
+// address's suppressions, opt-outs and profile address rows (eraseAddress);
+// the profiles stay, with their other addresses.
 func finishOperation(ctx context.Context, tx pgx.Tx, op Operation, status string) (PageResult, error) {
 	if op.Skipped == nil {
 		op.Skipped = map[string]int64{}
@@ -456,6 +458,13 @@ func finishOperation(ctx context.Context, tx pgx.Tx, op Operation, status string
 		op.Matched = max(op.Matched, op.Processed)
 	}
 	if r := op.Filter.Recipient; r != nil {
+		if op.Action == ActionErase && status == OperationCompleted && *r != Erased {
+			// The person's address goes from the recipient side too: its
+			// suppressions, opt-outs and the profile rows holding it.
+			if err := eraseAddress(ctx, tx, op.TenantID, op.Filter.Channel, *r); err != nil {
+				return PageResult{}, fmt.Errorf("finishing operation: %w", err)
+			}
+		}
 		kept := finishedRecipient(op.Action, *r)
 		op.Filter.Recipient = &kept
 		if op.Action == ActionErase && *r != Erased {
