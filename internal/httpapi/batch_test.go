@@ -135,7 +135,7 @@ func TestBatchOf300IsSummarisedAndListedAsExactly300Notifications(t *testing.T) 
 	s := f.batchSummary(b.BatchID)
 	require.Equal(t, 300, s.Total)
 	require.Equal(t, map[string]int{"ACCEPTED": 300, "QUEUED": 0, "SCHEDULED": 0, "PROCESSING": 0, "RETRYING": 0, "SENT": 0,
-		"DELIVERED": 0, "FAILED": 0, "CANCELLED": 0}, s.ByStatus)
+		"DELIVERED": 0, "FAILED": 0, "CANCELLED": 0, "SKIPPED": 0}, s.ByStatus)
 	require.Equal(t, map[string]int{"sms": 300, "email": 0, "push": 0}, s.ByChannel)
 
 	ids := f.listAll("batchId="+b.BatchID, 100)

@@ -122,6 +122,9 @@ type AttemptView struct {
 	Receipt           *string    `json:"receipt,omitempty"`
 	ReceiptReason     *string    `json:"receiptReason,omitempty"`
 	ReceiptAt         *time.Time `json:"receiptAt,omitempty"`
+	// Channel is the channel the attempt went on (a profile's notification
+	// may fall back from one to the next).
+	Channel *string `json:"channel,omitempty"`
 }
 
 func (s *Server) listAttempts(c *fiber.Ctx) error {
@@ -142,7 +145,7 @@ func (s *Server) listAttempts(c *fiber.Ctx) error {
 			Attempt: a.Attempt, StartedAt: a.StartedAt, DurationMS: a.DurationMS, StatusCode: a.StatusCode,
 			Outcome: a.Outcome, Error: a.Error, ResponseExcerpt: a.ResponseExcerpt,
 			Provider: a.Provider, ProviderMessageID: a.ProviderMessageID, Receipt: a.Receipt, ReceiptReason: a.ReceiptReason,
-			ReceiptAt: a.ReceiptAt,
+			ReceiptAt: a.ReceiptAt, Channel: a.Channel,
 		}
 	}
 	return c.JSON(fiber.Map{"data": views})

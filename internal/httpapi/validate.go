@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/mail"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -31,6 +32,12 @@ type CreateRequest struct {
 	Metadata       json.RawMessage `json:"metadata"`
 	ScheduledAt    *time.Time      `json:"scheduledAt"`
 	ExpiresAt      *time.Time      `json:"expiresAt"`
+	// RecipientID names one of the tenant's recipient profiles instead of
+	// an address, with channel or an ordered list of channels to fall back
+	// along; Category is the preference the notification is subject to.
+	RecipientID *string  `json:"recipientId"`
+	Channels    []string `json:"channels"`
+	Category    *string  `json:"category"`
 }
 
 // Limits on a notification's fields.
@@ -191,46 +198,29 @@ func (r CreateRequest) validate(prefix string, now time.Time) (store.NewNotifica
 	ve := &ValidationError{}
 	field := func(name string) string { return prefix + name }
 
-	if !notification.ValidChannel(r.Channel) {
-		ve.add(field("channel"), "must be one of sms, email, push")
-	}
+	channels := r.targets(field, ve)
 	if r.Priority == "" {
 		r.Priority = string(notification.Normal)
 	}
 	if !notification.ValidPriority(r.Priority) {
 		ve.add(field("priority"), "must be one of HIGH, NORMAL, LOW")
 	}
-
-	switch notification.Channel(r.Channel) {
-	case notification.SMS:
-		if !e164.MatchString(r.Recipient) {
-			ve.add(field("recipient"), "must be an E.164 phone number, e.g. +14155550123")
-		}
-	case notification.Email:
-		if addr, err := mail.ParseAddress(r.Recipient); err != nil || addr.Address != r.Recipient {
-			ve.add(field("recipient"), "must be an email address, e.g. user@example.com")
-		}
-		if r.Subject == nil || strings.TrimSpace(*r.Subject) == "" {
-			ve.add(field("subject"), "is required for email")
-		} else if len(*r.Subject) > 998 || !utf8.ValidString(*r.Subject) || strings.ContainsAny(*r.Subject, "\x00\r\n") {
-			ve.add(field("subject"), "must be one line of valid UTF-8, at most 998 bytes")
-		}
-	case notification.Push:
-		if !validPushToken(r.Recipient) {
-			ve.add(field("recipient"), "must be a device token of 1 to %d visible characters", maxPushToken)
-		}
+	if r.RecipientID == nil {
+		r.validateAddress(field, ve)
 	}
-	if r.Subject != nil && notification.Channel(r.Channel) != notification.Email && r.Channel != "" && notification.ValidChannel(r.Channel) {
-		ve.add(field("subject"), "is only allowed for email")
+	r.validateSubject(field, ve, channels)
+	if r.Category != nil && !categoryPattern.MatchString(*r.Category) {
+		ve.add(field("category"), "must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-'")
 	}
 
-	switch limit, ok := maxContent[r.Channel]; {
+	limit, tightest := contentLimit(channels)
+	switch {
 	case r.Content == "":
 		ve.add(field("content"), "is required")
 	case !utf8.ValidString(r.Content) || strings.ContainsRune(r.Content, 0):
 		ve.add(field("content"), "must be valid UTF-8 without NUL characters")
-	case ok && len(r.Content) > limit:
-		ve.add(field("content"), "must be at most %d bytes for %s (got %d)", limit, r.Channel, len(r.Content))
+	case limit > 0 && len(r.Content) > limit:
+		ve.add(field("content"), "must be at most %d bytes for %s (got %d)", limit, tightest, len(r.Content))
 	}
 
 	if r.IdempotencyKey != nil {
@@ -264,9 +254,20 @@ func (r CreateRequest) validate(prefix string, now time.Time) (store.NewNotifica
 	if len(ve.Fields) > 0 {
 		return store.NewNotification{}, ve
 	}
+	first := r.Channel
+	if len(channels) > 0 {
+		first = channels[0]
+	}
+	var fallback []string
+	if r.Channels != nil {
+		fallback = channels
+	}
 	return store.NewNotification{
 		ID:             uuid.Must(uuid.NewV7()),
-		Channel:        notification.Channel(r.Channel),
+		RecipientID:    r.RecipientID,
+		Channels:       fallback,
+		Category:       r.Category,
+		Channel:        notification.Channel(first),
 		Priority:       notification.Priority(r.Priority),
 		Recipient:      r.Recipient,
 		Subject:        r.Subject,
@@ -276,6 +277,95 @@ func (r CreateRequest) validate(prefix string, now time.Time) (store.NewNotifica
 		ScheduledAt:    r.ScheduledAt,
 		ExpiresAt:      r.ExpiresAt,
 	}, nil
+}
+
+// targets checks whom the notification is for and on which channels, and
+// answers its channels: an address (recipient) on one channel, or a
+// recipient profile (recipientId) on one channel or an ordered list of up
+// to three to fall back along. It answers none when they are not valid.
+func (r CreateRequest) targets(field func(string) string, ve *ValidationError) []string {
+	switch {
+	case r.RecipientID == nil:
+		if r.Channels != nil {
+			ve.add(field("channels"), "is only allowed with recipientId; a notification to an address names its channel")
+		}
+	case r.Recipient != "":
+		ve.add(field("recipientId"), "must not be given with recipient: name an address or a recipient profile, not both")
+	case !recipientIDPattern.MatchString(*r.RecipientID):
+		ve.add(field("recipientId"), "must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_', ':', '@' or '-'")
+	}
+	if r.Channels == nil {
+		if !notification.ValidChannel(r.Channel) {
+			ve.add(field("channel"), "must be one of sms, email, push")
+			return nil
+		}
+		return []string{r.Channel}
+	}
+	if r.Channel != "" {
+		ve.add(field("channel"), "must not be given with channels")
+	}
+	if len(r.Channels) == 0 || len(r.Channels) > len(notification.Channels) {
+		ve.add(field("channels"), "must list 1 to %d channels", len(notification.Channels))
+		return nil
+	}
+	for i, c := range r.Channels {
+		switch {
+		case !notification.ValidChannel(c):
+			ve.add(field(fmt.Sprintf("channels[%d]", i)), "must be one of sms, email, push")
+			return nil
+		case slices.Contains(r.Channels[:i], c):
+			ve.add(field(fmt.Sprintf("channels[%d]", i)), "repeats %s; each channel is listed once", c)
+			return nil
+		}
+	}
+	return r.Channels
+}
+
+// validateAddress checks the recipient address of a notification to an
+// address, on its channel.
+func (r CreateRequest) validateAddress(field func(string) string, ve *ValidationError) {
+	switch notification.Channel(r.Channel) {
+	case notification.SMS:
+		if !e164.MatchString(r.Recipient) {
+			ve.add(field("recipient"), "must be an E.164 phone number, e.g. +14155550123")
+		}
+	case notification.Email:
+		if addr, err := mail.ParseAddress(r.Recipient); err != nil || addr.Address != r.Recipient {
+			ve.add(field("recipient"), "must be an email address, e.g. user@example.com")
+		}
+	case notification.Push:
+		if !validPushToken(r.Recipient) {
+			ve.add(field("recipient"), "must be a device token of 1 to %d visible characters", maxPushToken)
+		}
+	}
+}
+
+// validateSubject checks the subject: required when the notification may
+// go by email, allowed only then.
+func (r CreateRequest) validateSubject(field func(string) string, ve *ValidationError, channels []string) {
+	if len(channels) == 0 {
+		return
+	}
+	email := slices.Contains(channels, string(notification.Email))
+	switch {
+	case email && (r.Subject == nil || strings.TrimSpace(*r.Subject) == ""):
+		ve.add(field("subject"), "is required for email")
+	case email && (len(*r.Subject) > 998 || !utf8.ValidString(*r.Subject) || strings.ContainsAny(*r.Subject, "\x00\r\n")):
+		ve.add(field("subject"), "must be one line of valid UTF-8, at most 998 bytes")
+	case !email && r.Subject != nil:
+		ve.add(field("subject"), "is only allowed for email")
+	}
+}
+
+// contentLimit is the content limit of the notification's channels: the
+// tightest of them, since it may go on any; 0 for none.
+func contentLimit(channels []string) (limit int, channel string) {
+	for _, c := range channels {
+		if l, ok := maxContent[c]; ok && (limit == 0 || l < limit) {
+			limit, channel = l, c
+		}
+	}
+	return limit, channel
 }
 
 // validText reports whether s can be stored as PostgreSQL text: valid

@@ -164,12 +164,20 @@ func insertBatchNotifications(ctx context.Context, tx pgx.Tx, tenant, batchID uu
 		fingerprints = make([]*string, len(ns))
 		scheduled    = make([]*time.Time, len(ns))
 		expires      = make([]*time.Time, len(ns))
+		profiles     = make([]*string, len(ns))
+		fallbacks    = make([]*string, len(ns))
+		categories   = make([]*string, len(ns))
 		position     = make(map[uuid.UUID]int, len(ns))
 	)
 	for i, n := range ns {
 		ids[i], channels[i], priorities[i], recipients[i] = n.ID, string(n.Channel), string(n.Priority), n.Recipient
 		subjects[i], contents[i], keys[i], fingerprints[i] = n.Subject, n.Content, n.IdempotencyKey, n.RequestFingerprint
 		scheduled[i], expires[i] = n.ScheduledAt, n.ExpiresAt
+		profiles[i], categories[i] = n.RecipientID, n.Category
+		if len(n.Channels) > 0 {
+			list := strings.Join(n.Channels, ",")
+			fallbacks[i] = &list
+		}
 		if len(n.Metadata) > 0 {
 			m := string(n.Metadata)
 			metadata[i] = &m
@@ -179,13 +187,15 @@ func insertBatchNotifications(ctx context.Context, tx pgx.Tx, tenant, batchID uu
 	rows, err := tx.Query(ctx, `
 		WITH n AS (
 			INSERT INTO notifications (id, batch_id, channel, priority, recipient, subject, content, metadata,
-				idempotency_key, request_fingerprint, scheduled_at, expires_at, tenant_id)
+				idempotency_key, request_fingerprint, scheduled_at, expires_at, tenant_id,
+				recipient_id, channels, category)
 			SELECT u.id, $1, u.channel, u.priority, u.recipient, u.subject, u.content, u.metadata::jsonb,
-				u.idempotency_key, u.request_fingerprint, u.scheduled_at, u.expires_at, $13
+				u.idempotency_key, u.request_fingerprint, u.scheduled_at, u.expires_at, $13,
+				u.recipient_id, string_to_array(u.channels, ','), u.category
 			FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-				$9::text[], $10::text[], $11::timestamptz[], $12::timestamptz[])
+				$9::text[], $10::text[], $11::timestamptz[], $12::timestamptz[], $15::text[], $16::text[], $17::text[])
 				AS u(id, channel, priority, recipient, subject, content, metadata,
-					idempotency_key, request_fingerprint, scheduled_at, expires_at)
+					idempotency_key, request_fingerprint, scheduled_at, expires_at, recipient_id, channels, category)
 			-- Keys are taken in one order whatever the request's: two
 			-- batches sharing keys in other orders wait for each other
 			-- instead of deadlocking on the unique index.
@@ -198,7 +208,7 @@ func insertBatchNotifications(ctx context.Context, tx pgx.Tx, tenant, batchID uu
 		)
 		SELECT `+notificationColumns+` FROM n`,
 		batchID, ids, channels, priorities, recipients, subjects, contents, metadata,
-		keys, fingerprints, scheduled, expires, tenant, traceparent)
+		keys, fingerprints, scheduled, expires, tenant, traceparent, profiles, fallbacks, categories)
 	if err != nil {
 		return nil, fmt.Errorf("inserting batch notifications: %w", err)
 	}

@@ -102,6 +102,13 @@ type NewNotification struct {
 	RequestFingerprint *string
 	ScheduledAt        *time.Time
 	ExpiresAt          *time.Time
+	// RecipientID names a recipient profile instead of an address
+	// (Recipient is then empty until an attempt resolves it); Channels is
+	// the ordered list it falls back along (Channel is its first); Category
+	// is the preference it is subject to.
+	RecipientID *string
+	Channels    []string
+	Category    *string
 	// TraceParent is the W3C traceparent of the request that accepted it,
 	// stored with its outbox row so its delivery joins that trace; "" for
 	// none (tracing off).
@@ -136,8 +143,9 @@ func AcceptNotification(ctx context.Context, q Querier, n NewNotification) (stor
 	rows, err := q.Query(ctx, `
 		WITH n AS (
 			INSERT INTO notifications (id, channel, priority, recipient, subject, content, metadata,
-				idempotency_key, request_fingerprint, scheduled_at, expires_at, tenant_id)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+				idempotency_key, request_fingerprint, scheduled_at, expires_at, tenant_id,
+				recipient_id, channels, category)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $14, $15, $16)
 			ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 			RETURNING `+notificationColumns+`
 		), o AS (
@@ -146,7 +154,8 @@ func AcceptNotification(ctx context.Context, q Querier, n NewNotification) (stor
 		)
 		SELECT `+notificationColumns+` FROM n`,
 		n.ID, n.Channel, n.Priority, n.Recipient, n.Subject, n.Content, nullJSON(n.Metadata),
-		n.IdempotencyKey, n.RequestFingerprint, n.ScheduledAt, n.ExpiresAt, TenantOrDefault(n.TenantID), n.TraceParent)
+		n.IdempotencyKey, n.RequestFingerprint, n.ScheduledAt, n.ExpiresAt, TenantOrDefault(n.TenantID), n.TraceParent,
+		n.RecipientID, n.Channels, n.Category)
 	if err != nil {
 		return Notification{}, false, fmt.Errorf("inserting notification: %w", err)
 	}
