@@ -33,6 +33,7 @@ import (
 	"github.com/dispatch-engine/dispatch-engine/internal/provider"
 	"github.com/dispatch-engine/dispatch-engine/internal/quota"
 	"github.com/dispatch-engine/dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/internal/unsubscribe"
 )
 
 // Config configures a Server.
@@ -93,6 +94,10 @@ type Config struct {
 	// DeadLetters lists the dead-letter queues and purges their poison
 	// messages (/v1/dead-letters); without it those routes answer 503.
 	DeadLetters DeadLetterQueues
+	// Unsubscribe opens the tokens of one-click unsubscribe links, served
+	// at /u/{token} without an API key (unsubscribe.go); nil: those paths
+	// answer 404.
+	Unsubscribe *unsubscribe.Signer
 }
 
 // OperationStarter starts an operation's workflow.
@@ -174,6 +179,7 @@ func New(cfg Config, pool *pgxpool.Pool, signaler Signaler, deps []health.Depend
 	// Providers authenticate their receipts by their own scheme, not an API
 	// key: this route comes before the group's authentication.
 	s.app.Post("/v1/receipts/:provider", s.admit, s.receipt)
+	s.unsubscribeRoutes() // keyless too: the link's sealed token is the authority
 	v1 := s.app.Group("/v1", s.authenticate, s.admit, s.rateLimitHeaders)
 	v1.Get("/notifications", s.listNotifications)
 	v1.Post("/notifications", s.createNotification)

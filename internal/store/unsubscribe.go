@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/dispatch-engine/dispatch-engine/internal/notification"
 )
@@ -42,7 +43,8 @@ const (
 // tenant holding the address (preferences[category][channel] = false, the
 // category's object made when missing). With no such profile it is an
 // opt_outs row for the address, from source. Recording it again changes
-// nothing, so a repeated one-click POST is harmless.
+// nothing, so a repeated one-click POST is harmless. A tenant that does not
+// exist is ErrNotFound.
 func RecordOptOut(ctx context.Context, q Querier, tenantID uuid.UUID, channel, address string, recipientID *string, category, source string) error {
 	if !notification.ValidChannel(channel) {
 		return fmt.Errorf("recording opt-out: %q is not a channel", channel)
@@ -74,6 +76,11 @@ func RecordOptOut(ctx context.Context, q Querier, tenantID uuid.UUID, channel, a
 		SELECT $1, $2, $3, $4, $6 WHERE $3 <> '' AND NOT EXISTS (SELECT 1 FROM holders)
 		ON CONFLICT (tenant_id, channel, address, category) DO NOTHING`,
 		tenantID, channel, address, category, recipientID, source)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23503" {
+		// The tenant is gone (a link outlives what it was for).
+		return fmt.Errorf("recording opt-out: tenant %s: %w", tenantID, ErrNotFound)
+	}
 	if err != nil {
 		return fmt.Errorf("recording opt-out: %w", err)
 	}

@@ -145,3 +145,10 @@ func TestSigningKeyIsMadeOnceAndShared(t *testing.T) {
 	_, err = store.SigningKey(ctx, pool, "short", []byte("too short"))
 	require.Error(t, err, "the schema wants 32 bytes at least")
 }
+
+func TestRecordOptOutForATenantThatIsGoneIsNotFound(t *testing.T) {
+	pool, _, _ := optOutSetup(t)
+	err := store.RecordOptOut(context.Background(), pool, uuid.New(), "email", "ada@example.com", nil, "marketing", store.OptOutUnsubscribe)
+	require.ErrorIs(t, err, store.ErrNotFound)
+	require.Zero(t, count(t, pool, `SELECT count(*) FROM opt_outs`))
+}
