@@ -209,6 +209,27 @@ func (e NotificationReceipt) Valid() bool {
 	}
 }
 
+// Defines values for NotificationSkipReason.
+const (
+	NotificationSkipReasonNoAddress  NotificationSkipReason = "no-address"
+	NotificationSkipReasonOptedOut   NotificationSkipReason = "opted-out"
+	NotificationSkipReasonSuppressed NotificationSkipReason = "suppressed"
+)
+
+// Valid indicates whether the value is a known member of the NotificationSkipReason enum.
+func (e NotificationSkipReason) Valid() bool {
+	switch e {
+	case NotificationSkipReasonNoAddress:
+		return true
+	case NotificationSkipReasonOptedOut:
+		return true
+	case NotificationSkipReasonSuppressed:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for OperationAction.
 const (
 	OperationActionCancel OperationAction = "cancel"
@@ -394,6 +415,7 @@ const (
 	StatusRETRYING   Status = "RETRYING"
 	StatusSCHEDULED  Status = "SCHEDULED"
 	StatusSENT       Status = "SENT"
+	StatusSKIPPED    Status = "SKIPPED"
 )
 
 // Valid indicates whether the value is a known member of the Status enum.
@@ -416,6 +438,41 @@ func (e Status) Valid() bool {
 	case StatusSCHEDULED:
 		return true
 	case StatusSENT:
+		return true
+	case StatusSKIPPED:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SuppressionReason.
+const (
+	SuppressionReasonBounced      SuppressionReason = "bounced"
+	SuppressionReasonComplained   SuppressionReason = "complained"
+	SuppressionReasonInvalid      SuppressionReason = "invalid"
+	SuppressionReasonManual       SuppressionReason = "manual"
+	SuppressionReasonRefused      SuppressionReason = "refused"
+	SuppressionReasonUnregistered SuppressionReason = "unregistered"
+	SuppressionReasonUnsubscribed SuppressionReason = "unsubscribed"
+)
+
+// Valid indicates whether the value is a known member of the SuppressionReason enum.
+func (e SuppressionReason) Valid() bool {
+	switch e {
+	case SuppressionReasonBounced:
+		return true
+	case SuppressionReasonComplained:
+		return true
+	case SuppressionReasonInvalid:
+		return true
+	case SuppressionReasonManual:
+		return true
+	case SuppressionReasonRefused:
+		return true
+	case SuppressionReasonUnregistered:
+		return true
+	case SuppressionReasonUnsubscribed:
 		return true
 	default:
 		return false
@@ -457,8 +514,11 @@ func (e Readyz200JSONResponseBodyStatus) Valid() bool {
 
 // Attempt Examples: {"attempt":1,"durationMs":84,"outcome":"delivered","responseExcerpt":"{\"accepted\":true}","startedAt":"2026-01-02T15:04:05.200Z","statusCode":200}
 type Attempt struct {
-	Attempt    int `json:"attempt"`
-	DurationMs int `json:"durationMs"`
+	Attempt int `json:"attempt"`
+
+	// Channel The channel it went on (a fallback changes it).
+	Channel    *Channel `json:"channel,omitempty"`
+	DurationMs int      `json:"durationMs"`
 
 	// Error What went wrong, when something did.
 	Error *string `json:"error,omitempty"`
@@ -506,7 +566,7 @@ type BatchAccepted struct {
 	Notifications []Notification `json:"notifications"`
 }
 
-// BatchSummary Examples: {"batchId":"01a22002-0000-7000-8000-000000000001","byChannel":{"email":100,"push":0,"sms":200},"byStatus":{"ACCEPTED":0,"CANCELLED":2,"DELIVERED":270,"FAILED":5,"PROCESSING":8,"QUEUED":12,"RETRYING":3,"SCHEDULED":0,"SENT":0},"createdAt":"2026-01-02T15:04:05.123456Z","links":{"notifications":"/v1/notifications?batchId=01a22002-0000-7000-8000-000000000001","self":"/v1/batches/01a22002-0000-7000-8000-000000000001"},"total":300}
+// BatchSummary Examples: {"batchId":"01a22002-0000-7000-8000-000000000001","byChannel":{"email":100,"push":0,"sms":200},"byStatus":{"ACCEPTED":0,"CANCELLED":2,"DELIVERED":270,"FAILED":5,"PROCESSING":8,"QUEUED":12,"RETRYING":3,"SCHEDULED":0,"SENT":0,"SKIPPED":0},"createdAt":"2026-01-02T15:04:05.123456Z","links":{"notifications":"/v1/notifications?batchId=01a22002-0000-7000-8000-000000000001","self":"/v1/batches/01a22002-0000-7000-8000-000000000001"},"total":300}
 type BatchSummary struct {
 	BatchID   openapi_types.UUID     `json:"batchId"`
 	ByChannel BatchSummary_ByChannel `json:"byChannel"`
@@ -525,15 +585,16 @@ type BatchSummary_ByChannel struct {
 
 // BatchSummary_ByStatus defines model for BatchSummary.ByStatus.
 type BatchSummary_ByStatus struct {
-	ACCEPTED   int `json:"ACCEPTED"`
-	CANCELLED  int `json:"CANCELLED"`
-	DELIVERED  int `json:"DELIVERED"`
-	FAILED     int `json:"FAILED"`
-	PROCESSING int `json:"PROCESSING"`
-	QUEUED     int `json:"QUEUED"`
-	RETRYING   int `json:"RETRYING"`
-	SCHEDULED  int `json:"SCHEDULED"`
-	SENT       int `json:"SENT"`
+	ACCEPTED   int  `json:"ACCEPTED"`
+	CANCELLED  int  `json:"CANCELLED"`
+	DELIVERED  int  `json:"DELIVERED"`
+	FAILED     int  `json:"FAILED"`
+	PROCESSING int  `json:"PROCESSING"`
+	QUEUED     int  `json:"QUEUED"`
+	RETRYING   int  `json:"RETRYING"`
+	SCHEDULED  int  `json:"SCHEDULED"`
+	SENT       int  `json:"SENT"`
+	SKIPPED    *int `json:"SKIPPED,omitempty"`
 }
 
 // BatchSummary_Links defines model for BatchSummary.Links.
@@ -562,6 +623,31 @@ type Breaker struct {
 // BreakerState defines model for Breaker.State.
 type BreakerState string
 
+// Category defines model for Category.
+type Category struct {
+	CreatedAt   time.Time `json:"createdAt"`
+	Critical    bool      `json:"critical"`
+	Description *string   `json:"description,omitempty"`
+	Links       SelfLink  `json:"links"`
+	Name        string    `json:"name"`
+	UpdatedAt   time.Time `json:"updatedAt"`
+}
+
+// CategoryInput defines model for CategoryInput.
+type CategoryInput struct {
+	// Critical A critical category (security, billing) ignores opt-outs, never suppressions.
+	Critical    *bool   `json:"critical,omitempty"`
+	Description *string `json:"description,omitempty"`
+}
+
+// CategoryPage defines model for CategoryPage.
+type CategoryPage struct {
+	Data []Category `json:"data"`
+
+	// NextCursor Opaque; pass it as `cursor` for the next page. `null` on the last page.
+	NextCursor *string `json:"nextCursor"`
+}
+
 // Channel defines model for Channel.
 type Channel string
 
@@ -574,9 +660,19 @@ type CreateBatch struct {
 	Notifications []CreateNotification `json:"notifications"`
 }
 
-// CreateNotification defines model for CreateNotification.
+// CreateNotification Names exactly one of `recipient` (an address, with its `channel`) or `recipientId` (a
+// profile, with `channel` or an ordered `channels` list to fall back along).
 type CreateNotification struct {
-	Channel Channel `json:"channel"`
+	// Category The category (`marketing`, `security`) whose preferences apply; see `/v1/categories`. An unknown category is non-critical.
+	Category *string `json:"category,omitempty"`
+
+	// Channel The channel; required with `recipient`. With `recipientId`, the one channel to try (or give `channels`).
+	Channel Channel `json:"channel,omitempty"`
+
+	// Channels With `recipientId` only: the channels to try, in order. The first the person has an
+	// address for, has not opted out of for the category, and is not suppressed on is
+	// tried; if it ends without delivery, the next is tried, in the same notification.
+	Channels []Channel `json:"channels,omitempty"`
 
 	// Content Valid UTF-8 without NUL; at most 1,600 bytes (sms), 4,096 (push), 256 KiB (email).
 	Content string `json:"content"`
@@ -592,7 +688,10 @@ type CreateNotification struct {
 	Priority *Priority              `json:"priority,omitempty"`
 
 	// Recipient sms — an E.164 number; email — an address; push — a device token of 1–4096 visible characters.
-	Recipient string `json:"recipient"`
+	Recipient string `json:"recipient,omitempty"`
+
+	// RecipientID A recipient profile (`PUT /v1/recipients/{recipientId}`), instead of `recipient`.
+	RecipientID *string `json:"recipientId,omitempty"`
 
 	// ScheduledAt Deliver no earlier than this instant (RFC 3339).
 	ScheduledAt *time.Time `json:"scheduledAt,omitempty"`
@@ -707,10 +806,16 @@ type Notification struct {
 
 	// CancelRequestedAt When a cancel was first requested.
 	CancelRequestedAt *time.Time `json:"cancelRequestedAt,omitempty"`
-	Channel           Channel    `json:"channel"`
-	Content           string     `json:"content"`
-	CreatedAt         time.Time  `json:"createdAt"`
-	DeliveredAt       *time.Time `json:"deliveredAt,omitempty"`
+
+	// Category The category it was sent in.
+	Category *string `json:"category,omitempty"`
+	Channel  Channel `json:"channel"`
+
+	// Channels The channels it may fall back along, in order, when it named them; `channel` is the one in hand.
+	Channels    []Channel  `json:"channels,omitempty"`
+	Content     string     `json:"content"`
+	CreatedAt   time.Time  `json:"createdAt"`
+	DeliveredAt *time.Time `json:"deliveredAt,omitempty"`
 
 	// ErasedAt When its recipient, content and subject were erased (they read `[erased]`).
 	ErasedAt  *time.Time `json:"erasedAt,omitempty"`
@@ -737,13 +842,21 @@ type Notification struct {
 	Receipt   *NotificationReceipt `json:"receipt,omitempty"`
 	Recipient string               `json:"recipient"`
 
+	// RecipientID The profile it was sent to, when it named one.
+	RecipientID *string `json:"recipientId,omitempty"`
+
 	// Retries How many times it was retried (`POST .../retry`, a retry operation); each retry is a new run of its workflow.
 	Retries     int        `json:"retries"`
 	ScheduledAt *time.Time `json:"scheduledAt,omitempty"`
 
+	// SkipReason Why it was SKIPPED: the address is suppressed, the person opted out of its category, or no requested channel has an address.
+	SkipReason *NotificationSkipReason `json:"skipReason,omitempty"`
+
 	// Status ACCEPTED → QUEUED → PROCESSING → [SENT →] DELIVERED | FAILED | CANCELLED, with
 	// SCHEDULED and RETRYING while the workflow waits, and SENT while the receipt of a
-	// provider that sends receipts is awaited. Terminal states never change.
+	// provider that sends receipts is awaited. SKIPPED ends a notification that was not sent
+	// because its address is suppressed, the person opted out of its (non-critical) category,
+	// or no requested channel has an address (`skipReason`). Terminal states never change.
 	Status    Status    `json:"status"`
 	Subject   *string   `json:"subject,omitempty"`
 	UpdatedAt time.Time `json:"updatedAt"`
@@ -769,6 +882,9 @@ type Notification_Links struct {
 
 // NotificationReceipt What the provider's receipt said, where one was awaited (`none` when none came in time).
 type NotificationReceipt string
+
+// NotificationSkipReason Why it was SKIPPED: the address is suppressed, the person opted out of its category, or no requested channel has an address.
+type NotificationSkipReason string
 
 // NotificationPage defines model for NotificationPage.
 type NotificationPage struct {
@@ -805,7 +921,7 @@ type Operation struct {
 	// Skipped The notifications left alone.
 	Skipped int `json:"skipped"`
 
-	// SkippedReasons Why they were left alone, with how many: `delivered`, `failed`, `cancelled` (already terminal), `in-flight`, `erased`, `already-erased`, `no-longer-matching`.
+	// SkippedReasons Why they were left alone, with how many: `delivered`, `failed`, `cancelled`, `skipped` (already terminal), `in-flight`, `erased`, `already-erased`, `no-longer-matching`.
 	SkippedReasons map[string]int  `json:"skippedReasons"`
 	Status         OperationStatus `json:"status"`
 
@@ -849,7 +965,9 @@ type OperationFilter struct {
 
 	// Status ACCEPTED → QUEUED → PROCESSING → [SENT →] DELIVERED | FAILED | CANCELLED, with
 	// SCHEDULED and RETRYING while the workflow waits, and SENT while the receipt of a
-	// provider that sends receipts is awaited. Terminal states never change.
+	// provider that sends receipts is awaited. SKIPPED ends a notification that was not sent
+	// because its address is suppressed, the person opted out of its (non-critical) category,
+	// or no requested channel has an address (`skipReason`). Terminal states never change.
 	Status *Status `json:"status,omitempty"`
 }
 
@@ -862,6 +980,14 @@ type OperationPage struct {
 
 	// NextCursor Opaque; pass it as `cursor` for the next page. `null` on the last page.
 	NextCursor *string `json:"nextCursor"`
+}
+
+// Preferences Category → channel → allowed. A category or channel not named is allowed; `false` opts
+// the person out of that category on that channel (a critical category ignores it).
+type Preferences map[string]struct {
+	Email *bool `json:"email,omitempty"`
+	Push  *bool `json:"push,omitempty"`
+	Sms   *bool `json:"sms,omitempty"`
 }
 
 // Priority defines model for Priority.
@@ -953,14 +1079,128 @@ type ReceiptTaken struct {
 
 	// Status ACCEPTED → QUEUED → PROCESSING → [SENT →] DELIVERED | FAILED | CANCELLED, with
 	// SCHEDULED and RETRYING while the workflow waits, and SENT while the receipt of a
-	// provider that sends receipts is awaited. Terminal states never change.
+	// provider that sends receipts is awaited. SKIPPED ends a notification that was not sent
+	// because its address is suppressed, the person opted out of its (non-critical) category,
+	// or no requested channel has an address (`skipReason`). Terminal states never change.
 	Status *Status `json:"status,omitempty"`
+}
+
+// Recipient Examples: {"addresses":{"email":"ada@example.com","push":["tok-1","tok-2"],"sms":"+14155550123"},"createdAt":"2026-01-02T15:04:05.123456Z","id":"user-42","links":{"self":"/v1/recipients/user-42"},"locale":"tr-TR","preferences":{"marketing":{"email":false}},"timezone":"Europe/Istanbul","updatedAt":"2026-01-02T15:04:05.123456Z"}
+type Recipient struct {
+	// Addresses Each address is checked as a notification's recipient on that channel is.
+	Addresses RecipientAddresses `json:"addresses"`
+	CreatedAt time.Time          `json:"createdAt"`
+	ID        string             `json:"id"`
+	Links     SelfLink           `json:"links"`
+	Locale    *string            `json:"locale,omitempty"`
+
+	// Preferences Category → channel → allowed. A category or channel not named is allowed; `false` opts
+	// the person out of that category on that channel (a critical category ignores it).
+	Preferences Preferences `json:"preferences"`
+	Timezone    *string     `json:"timezone,omitempty"`
+	UpdatedAt   time.Time   `json:"updatedAt"`
+}
+
+// RecipientAddresses Each address is checked as a notification's recipient on that channel is.
+type RecipientAddresses struct {
+	// Email An email address.
+	Email *string `json:"email,omitempty"`
+
+	// Push Device tokens, in order; a push notification goes to each.
+	Push []string `json:"push,omitempty"`
+
+	// Sms An E.164 number.
+	Sms *string `json:"sms,omitempty"`
+}
+
+// RecipientInput The whole profile (`PUT` replaces it); every field is optional, and one left out is removed.
+//
+// Examples: {"addresses":{"email":"ada@example.com","push":["tok-1","tok-2"],"sms":"+14155550123"},"locale":"tr-TR","preferences":{"marketing":{"email":false}},"timezone":"Europe/Istanbul"}
+type RecipientInput struct {
+	// Addresses Each address is checked as a notification's recipient on that channel is.
+	Addresses *RecipientAddresses `json:"addresses,omitempty"`
+
+	// Locale A BCP 47 language tag, e.g. `tr-TR`.
+	Locale *string `json:"locale,omitempty"`
+
+	// Preferences Category → channel → allowed. A category or channel not named is allowed; `false` opts
+	// the person out of that category on that channel (a critical category ignores it).
+	Preferences *Preferences `json:"preferences,omitempty"`
+
+	// Timezone An IANA time zone name, e.g. `Europe/Istanbul`.
+	Timezone *string `json:"timezone,omitempty"`
+}
+
+// RecipientPage defines model for RecipientPage.
+type RecipientPage struct {
+	Data []Recipient `json:"data"`
+
+	// NextCursor Opaque; pass it as `cursor` for the next page. `null` on the last page.
+	NextCursor *string `json:"nextCursor"`
+}
+
+// SelfLink defines model for SelfLink.
+type SelfLink struct {
+	Self string `json:"self"`
 }
 
 // Status ACCEPTED → QUEUED → PROCESSING → [SENT →] DELIVERED | FAILED | CANCELLED, with
 // SCHEDULED and RETRYING while the workflow waits, and SENT while the receipt of a
-// provider that sends receipts is awaited. Terminal states never change.
+// provider that sends receipts is awaited. SKIPPED ends a notification that was not sent
+// because its address is suppressed, the person opted out of its (non-critical) category,
+// or no requested channel has an address (`skipReason`). Terminal states never change.
 type Status string
+
+// Suppression Examples: {"channel":"email","createdAt":"2026-01-02T15:04:05.123456Z","links":{"self":"/v1/suppressions/email/ada%40example.com"},"notificationId":"01a22001-d5be-7c3d-975c-b69a729f588b","reason":"bounced","recipient":"ada@example.com"}
+type Suppression struct {
+	Channel Channel `json:"channel"`
+
+	// CreatedAt When the address was first suppressed.
+	CreatedAt time.Time `json:"createdAt"`
+	Links     SelfLink  `json:"links"`
+	Note      *string   `json:"note,omitempty"`
+
+	// NotificationID The notification whose provider said the address is dead or refused; absent for a manual entry.
+	NotificationID *openapi_types.UUID `json:"notificationId,omitempty"`
+
+	// Reason Why the address is suppressed: `manual` (the tenant's own entry), `refused` (an SMTP
+	// server refused the address at RCPT, 5.1.x), `bounced` and `complained` (a provider's
+	// receipt), `unsubscribed` (Twilio 21610), `invalid` (Twilio 21211, 21614), `unregistered`
+	// (a dead push token: FCM `UNREGISTERED`, APNs 410).
+	Reason SuppressionReason `json:"reason"`
+
+	// Recipient The suppressed address.
+	Recipient string `json:"recipient"`
+}
+
+// SuppressionInput defines model for SuppressionInput.
+type SuppressionInput struct {
+	// Note Why, in the tenant's words.
+	Note *string `json:"note,omitempty"`
+
+	// Reason Why the address is suppressed: `manual` (the tenant's own entry), `refused` (an SMTP
+	// server refused the address at RCPT, 5.1.x), `bounced` and `complained` (a provider's
+	// receipt), `unsubscribed` (Twilio 21610), `invalid` (Twilio 21211, 21614), `unregistered`
+	// (a dead push token: FCM `UNREGISTERED`, APNs 410).
+	Reason *SuppressionReason `json:"reason,omitempty"`
+}
+
+// SuppressionPage defines model for SuppressionPage.
+type SuppressionPage struct {
+	Data []Suppression `json:"data"`
+
+	// NextCursor Opaque; pass it as `cursor` for the next page. `null` on the last page.
+	NextCursor *string `json:"nextCursor"`
+}
+
+// SuppressionReason Why the address is suppressed: `manual` (the tenant's own entry), `refused` (an SMTP
+// server refused the address at RCPT, 5.1.x), `bounced` and `complained` (a provider's
+// receipt), `unsubscribed` (Twilio 21610), `invalid` (Twilio 21211, 21614), `unregistered`
+// (a dead push token: FCM `UNREGISTERED`, APNs 410).
+type SuppressionReason string
+
+// CategoryName defines model for CategoryName.
+type CategoryName = string
 
 // DeadLetterChannel defines model for DeadLetterChannel.
 type DeadLetterChannel = Channel
@@ -974,8 +1214,23 @@ type NotificationID = openapi_types.UUID
 // OperationID defines model for OperationId.
 type OperationID = openapi_types.UUID
 
+// PageCursor defines model for PageCursor.
+type PageCursor = string
+
+// PageLimit defines model for PageLimit.
+type PageLimit = int
+
+// RecipientID defines model for RecipientId.
+type RecipientID = string
+
 // RequestID defines model for RequestId.
 type RequestID = string
+
+// SuppressionChannel defines model for SuppressionChannel.
+type SuppressionChannel = Channel
+
+// SuppressionRecipient defines model for SuppressionRecipient.
+type SuppressionRecipient = string
 
 // BadRequest RFC 9457 problem details.
 //
@@ -1072,6 +1327,40 @@ type Readyz200JSONResponseBody struct {
 
 // GetBatchParams defines parameters for GetBatch.
 type GetBatchParams struct {
+	// XRequestID Correlates the request with the server's logs; echoed in the answer. Up to 128
+	// printable ASCII characters; otherwise (or when absent) the server makes one.
+	XRequestID *RequestID `json:"X-Request-Id,omitempty"`
+}
+
+// ListCategoriesParams defines parameters for ListCategories.
+type ListCategoriesParams struct {
+	// Limit The most items on the page.
+	Limit *PageLimit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `nextCursor` of the previous page, with the same filters.
+	Cursor *PageCursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// XRequestID Correlates the request with the server's logs; echoed in the answer. Up to 128
+	// printable ASCII characters; otherwise (or when absent) the server makes one.
+	XRequestID *RequestID `json:"X-Request-Id,omitempty"`
+}
+
+// DeleteCategoryParams defines parameters for DeleteCategory.
+type DeleteCategoryParams struct {
+	// XRequestID Correlates the request with the server's logs; echoed in the answer. Up to 128
+	// printable ASCII characters; otherwise (or when absent) the server makes one.
+	XRequestID *RequestID `json:"X-Request-Id,omitempty"`
+}
+
+// GetCategoryParams defines parameters for GetCategory.
+type GetCategoryParams struct {
+	// XRequestID Correlates the request with the server's logs; echoed in the answer. Up to 128
+	// printable ASCII characters; otherwise (or when absent) the server makes one.
+	XRequestID *RequestID `json:"X-Request-Id,omitempty"`
+}
+
+// PutCategoryParams defines parameters for PutCategory.
+type PutCategoryParams struct {
 	// XRequestID Correlates the request with the server's logs; echoed in the answer. Up to 128
 	// printable ASCII characters; otherwise (or when absent) the server makes one.
 	XRequestID *RequestID `json:"X-Request-Id,omitempty"`
@@ -1238,6 +1527,83 @@ type PostReceiptParams struct {
 	XRequestID *RequestID `json:"X-Request-Id,omitempty"`
 }
 
+// ListRecipientsParams defines parameters for ListRecipients.
+type ListRecipientsParams struct {
+	// Limit The most items on the page.
+	Limit *PageLimit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `nextCursor` of the previous page, with the same filters.
+	Cursor *PageCursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// XRequestID Correlates the request with the server's logs; echoed in the answer. Up to 128
+	// printable ASCII characters; otherwise (or when absent) the server makes one.
+	XRequestID *RequestID `json:"X-Request-Id,omitempty"`
+}
+
+// DeleteRecipientParams defines parameters for DeleteRecipient.
+type DeleteRecipientParams struct {
+	// XRequestID Correlates the request with the server's logs; echoed in the answer. Up to 128
+	// printable ASCII characters; otherwise (or when absent) the server makes one.
+	XRequestID *RequestID `json:"X-Request-Id,omitempty"`
+}
+
+// GetRecipientParams defines parameters for GetRecipient.
+type GetRecipientParams struct {
+	// XRequestID Correlates the request with the server's logs; echoed in the answer. Up to 128
+	// printable ASCII characters; otherwise (or when absent) the server makes one.
+	XRequestID *RequestID `json:"X-Request-Id,omitempty"`
+}
+
+// PutRecipientParams defines parameters for PutRecipient.
+type PutRecipientParams struct {
+	// XRequestID Correlates the request with the server's logs; echoed in the answer. Up to 128
+	// printable ASCII characters; otherwise (or when absent) the server makes one.
+	XRequestID *RequestID `json:"X-Request-Id,omitempty"`
+}
+
+// ListSuppressionsParams defines parameters for ListSuppressions.
+type ListSuppressionsParams struct {
+	Channel *Channel `form:"channel,omitempty" json:"channel,omitempty"`
+
+	// Recipient Exactly this address (URL-encode an E.164 number's `+` as `%2B`).
+	Recipient *string            `form:"recipient,omitempty" json:"recipient,omitempty"`
+	Reason    *SuppressionReason `form:"reason,omitempty" json:"reason,omitempty"`
+
+	// Limit The most items on the page.
+	Limit *PageLimit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `nextCursor` of the previous page, with the same filters.
+	Cursor *PageCursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// XRequestID Correlates the request with the server's logs; echoed in the answer. Up to 128
+	// printable ASCII characters; otherwise (or when absent) the server makes one.
+	XRequestID *RequestID `json:"X-Request-Id,omitempty"`
+}
+
+// DeleteSuppressionParams defines parameters for DeleteSuppression.
+type DeleteSuppressionParams struct {
+	// XRequestID Correlates the request with the server's logs; echoed in the answer. Up to 128
+	// printable ASCII characters; otherwise (or when absent) the server makes one.
+	XRequestID *RequestID `json:"X-Request-Id,omitempty"`
+}
+
+// GetSuppressionParams defines parameters for GetSuppression.
+type GetSuppressionParams struct {
+	// XRequestID Correlates the request with the server's logs; echoed in the answer. Up to 128
+	// printable ASCII characters; otherwise (or when absent) the server makes one.
+	XRequestID *RequestID `json:"X-Request-Id,omitempty"`
+}
+
+// PutSuppressionParams defines parameters for PutSuppression.
+type PutSuppressionParams struct {
+	// XRequestID Correlates the request with the server's logs; echoed in the answer. Up to 128
+	// printable ASCII characters; otherwise (or when absent) the server makes one.
+	XRequestID *RequestID `json:"X-Request-Id,omitempty"`
+}
+
+// PutCategoryJSONRequestBody defines body for PutCategory for application/json ContentType.
+type PutCategoryJSONRequestBody = CategoryInput
+
 // CreateNotificationJSONRequestBody defines body for CreateNotification for application/json ContentType.
 type CreateNotificationJSONRequestBody = CreateNotification
 
@@ -1252,6 +1618,12 @@ type PostReceiptJSONRequestBody = Receipt
 
 // PostReceiptFormdataRequestBody defines body for PostReceipt for application/x-www-form-urlencoded ContentType.
 type PostReceiptFormdataRequestBody PostReceiptFormdataBody
+
+// PutRecipientJSONRequestBody defines body for PutRecipient for application/json ContentType.
+type PutRecipientJSONRequestBody = RecipientInput
+
+// PutSuppressionJSONRequestBody defines body for PutSuppression for application/json ContentType.
+type PutSuppressionJSONRequestBody = SuppressionInput
 
 // AsDryRun returns the union data inside the CreateOperation200JSONResponseBody as a DryRun
 func (t CreateOperation200JSONResponseBody) AsDryRun() (DryRun, error) {
@@ -1419,6 +1791,45 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/batches/{batchId} (the `GetBatch` operationId).
 	GetBatch(ctx context.Context, batchID openapi_types.UUID, params *GetBatchParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// ListCategories List the tenant's categories, by name
+	//
+	// Corresponds with GET /v1/categories (the `ListCategories` operationId).
+	ListCategories(ctx context.Context, params *ListCategoriesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteCategory Delete a category
+	//
+	// The category is no longer stored; notifications naming it are non-critical.
+	//
+	// Corresponds with DELETE /v1/categories/{name} (the `DeleteCategory` operationId).
+	DeleteCategory(ctx context.Context, name CategoryName, params *DeleteCategoryParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetCategory Get a category
+	//
+	// Corresponds with GET /v1/categories/{name} (the `GetCategory` operationId).
+	GetCategory(ctx context.Context, name CategoryName, params *GetCategoryParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PutCategoryWithBody Create or replace a category
+	//
+	// A full replace: `critical` left out is `false`, a `description` left out is removed. A
+	// critical category ignores opt-outs, never suppressions. A notification may name a
+	// category that is not stored: it is non-critical.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /v1/categories/{name} (the `PutCategory` operationId).
+	PutCategoryWithBody(ctx context.Context, name CategoryName, params *PutCategoryParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PutCategory Create or replace a category
+	//
+	// A full replace: `critical` left out is `false`, a `description` left out is removed. A
+	// critical category ignores opt-outs, never suppressions. A notification may name a
+	// category that is not stored: it is non-critical.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /v1/categories/{name} (the `PutCategory` operationId).
+	PutCategory(ctx context.Context, name CategoryName, params *PutCategoryParams, body PutCategoryJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListDeadLetters The first messages of a channel's dead-letter queue
 	//
 	// The messages at the head of the channel's dead-letter queue (`dlq.<channel>`), oldest
@@ -1575,6 +1986,10 @@ type ClientInterface interface {
 	//   One still in flight is cancelled first. Its dead-letter messages leave the DLQ.
 	//   Temporal keeps only ids, never the recipient or content. The operation's own filter
 	//   shows a recipient masked, and `[erased]` once it finished.
+	//   An erase with a `recipient` filter that completes also removes that address's
+	//   suppressions and opt-outs and the profile addresses holding it (on the filter's
+	//   `channel`, or on every channel); the profiles stay, with their other addresses
+	//   (`DELETE /v1/recipients/{recipientId}` erases a whole profile).
 	//
 	// An operation's filter shows a recipient masked; once the operation finished it keeps
 	// only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
@@ -1607,6 +2022,10 @@ type ClientInterface interface {
 	//   One still in flight is cancelled first. Its dead-letter messages leave the DLQ.
 	//   Temporal keeps only ids, never the recipient or content. The operation's own filter
 	//   shows a recipient masked, and `[erased]` once it finished.
+	//   An erase with a `recipient` filter that completes also removes that address's
+	//   suppressions and opt-outs and the profile addresses holding it (on the filter's
+	//   `channel`, or on every channel); the profiles stay, with their other addresses
+	//   (`DELETE /v1/recipients/{recipientId}` erases a whole profile).
 	//
 	// An operation's filter shows a recipient masked; once the operation finished it keeps
 	// only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
@@ -1712,6 +2131,88 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /v1/receipts/{provider} (the `PostReceipt` operationId).
 	PostReceiptWithFormdataBody(ctx context.Context, provider string, params *PostReceiptParams, body PostReceiptFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListRecipients List the tenant's recipient profiles, by id
+	//
+	// Corresponds with GET /v1/recipients (the `ListRecipients` operationId).
+	ListRecipients(ctx context.Context, params *ListRecipientsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteRecipient Erase a recipient profile
+	//
+	// Erases the person: the profile, its addresses, and the suppressions and opt-outs of
+	// every address it held, in one transaction. Notifications already sent are not touched;
+	// an erase operation (`POST /v1/operations`, `action` `erase`) erases those by address.
+	//
+	// Corresponds with DELETE /v1/recipients/{recipientId} (the `DeleteRecipient` operationId).
+	DeleteRecipient(ctx context.Context, recipientID RecipientID, params *DeleteRecipientParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetRecipient Get a recipient profile
+	//
+	// Corresponds with GET /v1/recipients/{recipientId} (the `GetRecipient` operationId).
+	GetRecipient(ctx context.Context, recipientID RecipientID, params *GetRecipientParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PutRecipientWithBody Create or replace a recipient profile
+	//
+	// A full replace: the body is the whole profile, stored in one transaction. A field the
+	// body leaves out is removed from a profile that had it (an address, the timezone, the
+	// locale, every preference). Read the profile first to change one field.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /v1/recipients/{recipientId} (the `PutRecipient` operationId).
+	PutRecipientWithBody(ctx context.Context, recipientID RecipientID, params *PutRecipientParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PutRecipient Create or replace a recipient profile
+	//
+	// A full replace: the body is the whole profile, stored in one transaction. A field the
+	// body leaves out is removed from a profile that had it (an address, the timezone, the
+	// locale, every preference). Read the profile first to change one field.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /v1/recipients/{recipientId} (the `PutRecipient` operationId).
+	PutRecipient(ctx context.Context, recipientID RecipientID, params *PutRecipientParams, body PutRecipientJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListSuppressions List the tenant's suppressed addresses, newest first
+	//
+	// Corresponds with GET /v1/suppressions (the `ListSuppressions` operationId).
+	ListSuppressions(ctx context.Context, params *ListSuppressionsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteSuppression Lift an address's suppression
+	//
+	// The next notification to the address on this channel is sent.
+	//
+	// Corresponds with DELETE /v1/suppressions/{channel}/{recipient} (the `DeleteSuppression` operationId).
+	DeleteSuppression(ctx context.Context, channel SuppressionChannel, recipient SuppressionRecipient, params *DeleteSuppressionParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetSuppression Get an address's suppression
+	//
+	// Corresponds with GET /v1/suppressions/{channel}/{recipient} (the `GetSuppression` operationId).
+	GetSuppression(ctx context.Context, channel SuppressionChannel, recipient SuppressionRecipient, params *GetSuppressionParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PutSuppressionWithBody Suppress an address
+	//
+	// Never send to this address on this channel again, until the suppression is deleted. The
+	// body is optional: `reason` defaults to `manual`. On an address already suppressed, the
+	// reason and note become the body's; when it was added and the notification it came from
+	// stay.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /v1/suppressions/{channel}/{recipient} (the `PutSuppression` operationId).
+	PutSuppressionWithBody(ctx context.Context, channel SuppressionChannel, recipient SuppressionRecipient, params *PutSuppressionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PutSuppression Suppress an address
+	//
+	// Never send to this address on this channel again, until the suppression is deleted. The
+	// body is optional: `reason` defaults to `manual`. On an address already suppressed, the
+	// reason and note become the body's; when it was added and the notification it came from
+	// stay.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /v1/suppressions/{channel}/{recipient} (the `PutSuppression` operationId).
+	PutSuppression(ctx context.Context, channel SuppressionChannel, recipient SuppressionRecipient, params *PutSuppressionParams, body PutSuppressionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
 // Livez Liveness probe
@@ -1774,6 +2275,95 @@ func (c *Client) Readyz(ctx context.Context, reqEditors ...RequestEditorFn) (*ht
 // Corresponds with GET /v1/batches/{batchId} (the `GetBatch` operationId).
 func (c *Client) GetBatch(ctx context.Context, batchID openapi_types.UUID, params *GetBatchParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetBatchRequest(c.Server, batchID, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListCategories List the tenant's categories, by name
+//
+// Corresponds with GET /v1/categories (the `ListCategories` operationId).
+func (c *Client) ListCategories(ctx context.Context, params *ListCategoriesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListCategoriesRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteCategory Delete a category
+//
+// The category is no longer stored; notifications naming it are non-critical.
+//
+// Corresponds with DELETE /v1/categories/{name} (the `DeleteCategory` operationId).
+func (c *Client) DeleteCategory(ctx context.Context, name CategoryName, params *DeleteCategoryParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteCategoryRequest(c.Server, name, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetCategory Get a category
+//
+// Corresponds with GET /v1/categories/{name} (the `GetCategory` operationId).
+func (c *Client) GetCategory(ctx context.Context, name CategoryName, params *GetCategoryParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetCategoryRequest(c.Server, name, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PutCategoryWithBody Create or replace a category
+//
+// A full replace: `critical` left out is `false`, a `description` left out is removed. A
+// critical category ignores opt-outs, never suppressions. A notification may name a
+// category that is not stored: it is non-critical.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /v1/categories/{name} (the `PutCategory` operationId).
+func (c *Client) PutCategoryWithBody(ctx context.Context, name CategoryName, params *PutCategoryParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPutCategoryRequestWithBody(c.Server, name, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PutCategory Create or replace a category
+//
+// A full replace: `critical` left out is `false`, a `description` left out is removed. A
+// critical category ignores opt-outs, never suppressions. A notification may name a
+// category that is not stored: it is non-critical.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /v1/categories/{name} (the `PutCategory` operationId).
+func (c *Client) PutCategory(ctx context.Context, name CategoryName, params *PutCategoryParams, body PutCategoryJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPutCategoryRequest(c.Server, name, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -2060,6 +2650,10 @@ func (c *Client) ListOperations(ctx context.Context, params *ListOperationsParam
 //     One still in flight is cancelled first. Its dead-letter messages leave the DLQ.
 //     Temporal keeps only ids, never the recipient or content. The operation's own filter
 //     shows a recipient masked, and `[erased]` once it finished.
+//     An erase with a `recipient` filter that completes also removes that address's
+//     suppressions and opt-outs and the profile addresses holding it (on the filter's
+//     `channel`, or on every channel); the profiles stay, with their other addresses
+//     (`DELETE /v1/recipients/{recipientId}` erases a whole profile).
 //
 // An operation's filter shows a recipient masked; once the operation finished it keeps
 // only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
@@ -2102,6 +2696,10 @@ func (c *Client) CreateOperationWithBody(ctx context.Context, params *CreateOper
 //     One still in flight is cancelled first. Its dead-letter messages leave the DLQ.
 //     Temporal keeps only ids, never the recipient or content. The operation's own filter
 //     shows a recipient masked, and `[erased]` once it finished.
+//     An erase with a `recipient` filter that completes also removes that address's
+//     suppressions and opt-outs and the profile addresses holding it (on the filter's
+//     `channel`, or on every channel); the profiles stay, with their other addresses
+//     (`DELETE /v1/recipients/{recipientId}` erases a whole profile).
 //
 // An operation's filter shows a recipient masked; once the operation finished it keeps
 // only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
@@ -2278,6 +2876,188 @@ func (c *Client) PostReceiptWithFormdataBody(ctx context.Context, provider strin
 	return c.Client.Do(req)
 }
 
+// ListRecipients List the tenant's recipient profiles, by id
+//
+// Corresponds with GET /v1/recipients (the `ListRecipients` operationId).
+func (c *Client) ListRecipients(ctx context.Context, params *ListRecipientsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListRecipientsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteRecipient Erase a recipient profile
+//
+// Erases the person: the profile, its addresses, and the suppressions and opt-outs of
+// every address it held, in one transaction. Notifications already sent are not touched;
+// an erase operation (`POST /v1/operations`, `action` `erase`) erases those by address.
+//
+// Corresponds with DELETE /v1/recipients/{recipientId} (the `DeleteRecipient` operationId).
+func (c *Client) DeleteRecipient(ctx context.Context, recipientID RecipientID, params *DeleteRecipientParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteRecipientRequest(c.Server, recipientID, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetRecipient Get a recipient profile
+//
+// Corresponds with GET /v1/recipients/{recipientId} (the `GetRecipient` operationId).
+func (c *Client) GetRecipient(ctx context.Context, recipientID RecipientID, params *GetRecipientParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetRecipientRequest(c.Server, recipientID, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PutRecipientWithBody Create or replace a recipient profile
+//
+// A full replace: the body is the whole profile, stored in one transaction. A field the
+// body leaves out is removed from a profile that had it (an address, the timezone, the
+// locale, every preference). Read the profile first to change one field.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /v1/recipients/{recipientId} (the `PutRecipient` operationId).
+func (c *Client) PutRecipientWithBody(ctx context.Context, recipientID RecipientID, params *PutRecipientParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPutRecipientRequestWithBody(c.Server, recipientID, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PutRecipient Create or replace a recipient profile
+//
+// A full replace: the body is the whole profile, stored in one transaction. A field the
+// body leaves out is removed from a profile that had it (an address, the timezone, the
+// locale, every preference). Read the profile first to change one field.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /v1/recipients/{recipientId} (the `PutRecipient` operationId).
+func (c *Client) PutRecipient(ctx context.Context, recipientID RecipientID, params *PutRecipientParams, body PutRecipientJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPutRecipientRequest(c.Server, recipientID, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListSuppressions List the tenant's suppressed addresses, newest first
+//
+// Corresponds with GET /v1/suppressions (the `ListSuppressions` operationId).
+func (c *Client) ListSuppressions(ctx context.Context, params *ListSuppressionsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListSuppressionsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteSuppression Lift an address's suppression
+//
+// The next notification to the address on this channel is sent.
+//
+// Corresponds with DELETE /v1/suppressions/{channel}/{recipient} (the `DeleteSuppression` operationId).
+func (c *Client) DeleteSuppression(ctx context.Context, channel SuppressionChannel, recipient SuppressionRecipient, params *DeleteSuppressionParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteSuppressionRequest(c.Server, channel, recipient, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetSuppression Get an address's suppression
+//
+// Corresponds with GET /v1/suppressions/{channel}/{recipient} (the `GetSuppression` operationId).
+func (c *Client) GetSuppression(ctx context.Context, channel SuppressionChannel, recipient SuppressionRecipient, params *GetSuppressionParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetSuppressionRequest(c.Server, channel, recipient, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PutSuppressionWithBody Suppress an address
+//
+// Never send to this address on this channel again, until the suppression is deleted. The
+// body is optional: `reason` defaults to `manual`. On an address already suppressed, the
+// reason and note become the body's; when it was added and the notification it came from
+// stay.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /v1/suppressions/{channel}/{recipient} (the `PutSuppression` operationId).
+func (c *Client) PutSuppressionWithBody(ctx context.Context, channel SuppressionChannel, recipient SuppressionRecipient, params *PutSuppressionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPutSuppressionRequestWithBody(c.Server, channel, recipient, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PutSuppression Suppress an address
+//
+// Never send to this address on this channel again, until the suppression is deleted. The
+// body is optional: `reason` defaults to `manual`. On an address already suppressed, the
+// reason and note become the body's; when it was added and the notification it came from
+// stay.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /v1/suppressions/{channel}/{recipient} (the `PutSuppression` operationId).
+func (c *Client) PutSuppression(ctx context.Context, channel SuppressionChannel, recipient SuppressionRecipient, params *PutSuppressionParams, body PutSuppressionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPutSuppressionRequest(c.Server, channel, recipient, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // NewLivezRequest constructs an http.Request for the Livez method
 func NewLivezRequest(server string) (*http.Request, error) {
 	var err error
@@ -2389,6 +3169,247 @@ func NewGetBatchRequest(server string, batchID openapi_types.UUID, params *GetBa
 	if err != nil {
 		return nil, err
 	}
+
+	if params != nil {
+
+		if params.XRequestID != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewListCategoriesRequest constructs an http.Request for the ListCategories method
+func NewListCategoriesRequest(server string, params *ListCategoriesParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/categories")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestID != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewDeleteCategoryRequest constructs an http.Request for the DeleteCategory method
+func NewDeleteCategoryRequest(server string, name CategoryName, params *DeleteCategoryParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/categories/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestID != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetCategoryRequest constructs an http.Request for the GetCategory method
+func NewGetCategoryRequest(server string, name CategoryName, params *GetCategoryParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/categories/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestID != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewPutCategoryRequest calls the generic PutCategory builder with application/json body
+func NewPutCategoryRequest(server string, name CategoryName, params *PutCategoryParams, body PutCategoryJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewPutCategoryRequestWithBody(server, name, params, "application/json", bodyReader)
+}
+
+// NewPutCategoryRequestWithBody constructs an http.Request for the PutCategory method, with any body, and a specified content type
+func NewPutCategoryRequestWithBody(server string, name CategoryName, params *PutCategoryParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/categories/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
 
 	if params != nil {
 
@@ -3385,6 +4406,545 @@ func NewPostReceiptRequestWithBody(server string, provider string, params *PostR
 	return req, nil
 }
 
+// NewListRecipientsRequest constructs an http.Request for the ListRecipients method
+func NewListRecipientsRequest(server string, params *ListRecipientsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/recipients")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestID != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewDeleteRecipientRequest constructs an http.Request for the DeleteRecipient method
+func NewDeleteRecipientRequest(server string, recipientID RecipientID, params *DeleteRecipientParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "recipientId", recipientID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/recipients/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestID != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetRecipientRequest constructs an http.Request for the GetRecipient method
+func NewGetRecipientRequest(server string, recipientID RecipientID, params *GetRecipientParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "recipientId", recipientID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/recipients/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestID != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewPutRecipientRequest calls the generic PutRecipient builder with application/json body
+func NewPutRecipientRequest(server string, recipientID RecipientID, params *PutRecipientParams, body PutRecipientJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewPutRecipientRequestWithBody(server, recipientID, params, "application/json", bodyReader)
+}
+
+// NewPutRecipientRequestWithBody constructs an http.Request for the PutRecipient method, with any body, and a specified content type
+func NewPutRecipientRequestWithBody(server string, recipientID RecipientID, params *PutRecipientParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "recipientId", recipientID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/recipients/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XRequestID != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewListSuppressionsRequest constructs an http.Request for the ListSuppressions method
+func NewListSuppressionsRequest(server string, params *ListSuppressionsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/suppressions")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Channel != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "channel", *params.Channel, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Recipient != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "recipient", *params.Recipient, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Reason != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "reason", *params.Reason, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestID != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewDeleteSuppressionRequest constructs an http.Request for the DeleteSuppression method
+func NewDeleteSuppressionRequest(server string, channel SuppressionChannel, recipient SuppressionRecipient, params *DeleteSuppressionParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "channel", channel, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "recipient", recipient, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/suppressions/%s/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestID != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetSuppressionRequest constructs an http.Request for the GetSuppression method
+func NewGetSuppressionRequest(server string, channel SuppressionChannel, recipient SuppressionRecipient, params *GetSuppressionParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "channel", channel, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "recipient", recipient, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/suppressions/%s/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestID != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewPutSuppressionRequest calls the generic PutSuppression builder with application/json body
+func NewPutSuppressionRequest(server string, channel SuppressionChannel, recipient SuppressionRecipient, params *PutSuppressionParams, body PutSuppressionJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewPutSuppressionRequestWithBody(server, channel, recipient, params, "application/json", bodyReader)
+}
+
+// NewPutSuppressionRequestWithBody constructs an http.Request for the PutSuppression method, with any body, and a specified content type
+func NewPutSuppressionRequestWithBody(server string, channel SuppressionChannel, recipient SuppressionRecipient, params *PutSuppressionParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "channel", channel, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "recipient", recipient, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/suppressions/%s/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XRequestID != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 func (c *Client) applyEditors(ctx context.Context, req *http.Request, additionalEditors []RequestEditorFn) error {
 	for _, r := range c.RequestEditors {
 		if err := r(ctx, req); err != nil {
@@ -3466,6 +5026,51 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v1/batches/{batchId} (the `GetBatch` operationId).
 	GetBatchWithResponse(ctx context.Context, batchID openapi_types.UUID, params *GetBatchParams, reqEditors ...RequestEditorFn) (*GetBatchResponse, error)
+
+	// ListCategoriesWithResponse List the tenant's categories, by name
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/categories (the `ListCategories` operationId).
+	ListCategoriesWithResponse(ctx context.Context, params *ListCategoriesParams, reqEditors ...RequestEditorFn) (*ListCategoriesResponse, error)
+
+	// DeleteCategoryWithResponse Delete a category
+	//
+	// The category is no longer stored; notifications naming it are non-critical.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/categories/{name} (the `DeleteCategory` operationId).
+	DeleteCategoryWithResponse(ctx context.Context, name CategoryName, params *DeleteCategoryParams, reqEditors ...RequestEditorFn) (*DeleteCategoryResponse, error)
+
+	// GetCategoryWithResponse Get a category
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/categories/{name} (the `GetCategory` operationId).
+	GetCategoryWithResponse(ctx context.Context, name CategoryName, params *GetCategoryParams, reqEditors ...RequestEditorFn) (*GetCategoryResponse, error)
+
+	// PutCategoryWithBodyWithResponse Create or replace a category
+	//
+	// A full replace: `critical` left out is `false`, a `description` left out is removed. A
+	// critical category ignores opt-outs, never suppressions. A notification may name a
+	// category that is not stored: it is non-critical.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/categories/{name} (the `PutCategory` operationId).
+	PutCategoryWithBodyWithResponse(ctx context.Context, name CategoryName, params *PutCategoryParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PutCategoryResponse, error)
+
+	// PutCategoryWithResponse Create or replace a category
+	//
+	// A full replace: `critical` left out is `false`, a `description` left out is removed. A
+	// critical category ignores opt-outs, never suppressions. A notification may name a
+	// category that is not stored: it is non-critical.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/categories/{name} (the `PutCategory` operationId).
+	PutCategoryWithResponse(ctx context.Context, name CategoryName, params *PutCategoryParams, body PutCategoryJSONRequestBody, reqEditors ...RequestEditorFn) (*PutCategoryResponse, error)
 
 	// ListDeadLettersWithResponse The first messages of a channel's dead-letter queue
 	//
@@ -3639,6 +5244,10 @@ type ClientWithResponsesInterface interface {
 	//   One still in flight is cancelled first. Its dead-letter messages leave the DLQ.
 	//   Temporal keeps only ids, never the recipient or content. The operation's own filter
 	//   shows a recipient masked, and `[erased]` once it finished.
+	//   An erase with a `recipient` filter that completes also removes that address's
+	//   suppressions and opt-outs and the profile addresses holding it (on the filter's
+	//   `channel`, or on every channel); the profiles stay, with their other addresses
+	//   (`DELETE /v1/recipients/{recipientId}` erases a whole profile).
 	//
 	// An operation's filter shows a recipient masked; once the operation finished it keeps
 	// only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
@@ -3671,6 +5280,10 @@ type ClientWithResponsesInterface interface {
 	//   One still in flight is cancelled first. Its dead-letter messages leave the DLQ.
 	//   Temporal keeps only ids, never the recipient or content. The operation's own filter
 	//   shows a recipient masked, and `[erased]` once it finished.
+	//   An erase with a `recipient` filter that completes also removes that address's
+	//   suppressions and opt-outs and the profile addresses holding it (on the filter's
+	//   `channel`, or on every channel); the profiles stay, with their other addresses
+	//   (`DELETE /v1/recipients/{recipientId}` erases a whole profile).
 	//
 	// An operation's filter shows a recipient masked; once the operation finished it keeps
 	// only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
@@ -3782,6 +5395,100 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /v1/receipts/{provider} (the `PostReceipt` operationId).
 	PostReceiptWithFormdataBodyWithResponse(ctx context.Context, provider string, params *PostReceiptParams, body PostReceiptFormdataRequestBody, reqEditors ...RequestEditorFn) (*PostReceiptResponse, error)
+
+	// ListRecipientsWithResponse List the tenant's recipient profiles, by id
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/recipients (the `ListRecipients` operationId).
+	ListRecipientsWithResponse(ctx context.Context, params *ListRecipientsParams, reqEditors ...RequestEditorFn) (*ListRecipientsResponse, error)
+
+	// DeleteRecipientWithResponse Erase a recipient profile
+	//
+	// Erases the person: the profile, its addresses, and the suppressions and opt-outs of
+	// every address it held, in one transaction. Notifications already sent are not touched;
+	// an erase operation (`POST /v1/operations`, `action` `erase`) erases those by address.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/recipients/{recipientId} (the `DeleteRecipient` operationId).
+	DeleteRecipientWithResponse(ctx context.Context, recipientID RecipientID, params *DeleteRecipientParams, reqEditors ...RequestEditorFn) (*DeleteRecipientResponse, error)
+
+	// GetRecipientWithResponse Get a recipient profile
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/recipients/{recipientId} (the `GetRecipient` operationId).
+	GetRecipientWithResponse(ctx context.Context, recipientID RecipientID, params *GetRecipientParams, reqEditors ...RequestEditorFn) (*GetRecipientResponse, error)
+
+	// PutRecipientWithBodyWithResponse Create or replace a recipient profile
+	//
+	// A full replace: the body is the whole profile, stored in one transaction. A field the
+	// body leaves out is removed from a profile that had it (an address, the timezone, the
+	// locale, every preference). Read the profile first to change one field.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/recipients/{recipientId} (the `PutRecipient` operationId).
+	PutRecipientWithBodyWithResponse(ctx context.Context, recipientID RecipientID, params *PutRecipientParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PutRecipientResponse, error)
+
+	// PutRecipientWithResponse Create or replace a recipient profile
+	//
+	// A full replace: the body is the whole profile, stored in one transaction. A field the
+	// body leaves out is removed from a profile that had it (an address, the timezone, the
+	// locale, every preference). Read the profile first to change one field.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/recipients/{recipientId} (the `PutRecipient` operationId).
+	PutRecipientWithResponse(ctx context.Context, recipientID RecipientID, params *PutRecipientParams, body PutRecipientJSONRequestBody, reqEditors ...RequestEditorFn) (*PutRecipientResponse, error)
+
+	// ListSuppressionsWithResponse List the tenant's suppressed addresses, newest first
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/suppressions (the `ListSuppressions` operationId).
+	ListSuppressionsWithResponse(ctx context.Context, params *ListSuppressionsParams, reqEditors ...RequestEditorFn) (*ListSuppressionsResponse, error)
+
+	// DeleteSuppressionWithResponse Lift an address's suppression
+	//
+	// The next notification to the address on this channel is sent.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/suppressions/{channel}/{recipient} (the `DeleteSuppression` operationId).
+	DeleteSuppressionWithResponse(ctx context.Context, channel SuppressionChannel, recipient SuppressionRecipient, params *DeleteSuppressionParams, reqEditors ...RequestEditorFn) (*DeleteSuppressionResponse, error)
+
+	// GetSuppressionWithResponse Get an address's suppression
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/suppressions/{channel}/{recipient} (the `GetSuppression` operationId).
+	GetSuppressionWithResponse(ctx context.Context, channel SuppressionChannel, recipient SuppressionRecipient, params *GetSuppressionParams, reqEditors ...RequestEditorFn) (*GetSuppressionResponse, error)
+
+	// PutSuppressionWithBodyWithResponse Suppress an address
+	//
+	// Never send to this address on this channel again, until the suppression is deleted. The
+	// body is optional: `reason` defaults to `manual`. On an address already suppressed, the
+	// reason and note become the body's; when it was added and the notification it came from
+	// stay.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/suppressions/{channel}/{recipient} (the `PutSuppression` operationId).
+	PutSuppressionWithBodyWithResponse(ctx context.Context, channel SuppressionChannel, recipient SuppressionRecipient, params *PutSuppressionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PutSuppressionResponse, error)
+
+	// PutSuppressionWithResponse Suppress an address
+	//
+	// Never send to this address on this channel again, until the suppression is deleted. The
+	// body is optional: `reason` defaults to `manual`. On an address already suppressed, the
+	// reason and note become the body's; when it was added and the notification it came from
+	// stay.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/suppressions/{channel}/{recipient} (the `PutSuppression` operationId).
+	PutSuppressionWithResponse(ctx context.Context, channel SuppressionChannel, recipient SuppressionRecipient, params *PutSuppressionParams, body PutSuppressionJSONRequestBody, reqEditors ...RequestEditorFn) (*PutSuppressionResponse, error)
 }
 
 // LivezResponse200Headers the declared response headers of an HTTP 200 response for Livez
@@ -4106,6 +5813,565 @@ func (r GetBatchResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetBatchResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// ListCategoriesResponse200Headers the declared response headers of an HTTP 200 response for ListCategories
+type ListCategoriesResponse200Headers struct {
+	XRequestID string
+}
+
+// ListCategoriesResponse400Headers the declared response headers of an HTTP 400 response for ListCategories
+type ListCategoriesResponse400Headers struct {
+	XRequestID string
+}
+
+// ListCategoriesResponse401Headers the declared response headers of an HTTP 401 response for ListCategories
+type ListCategoriesResponse401Headers struct {
+	WWWAuthenticate string
+	XRequestID      string
+}
+
+// ListCategoriesResponse431Headers the declared response headers of an HTTP 431 response for ListCategories
+type ListCategoriesResponse431Headers struct {
+	XRequestID string
+}
+
+// ListCategoriesResponse500Headers the declared response headers of an HTTP 500 response for ListCategories
+type ListCategoriesResponse500Headers struct {
+	XRequestID string
+}
+
+// ListCategoriesResponse503Headers the declared response headers of an HTTP 503 response for ListCategories
+type ListCategoriesResponse503Headers struct {
+	RetryAfter int
+	XRequestID string
+}
+
+type ListCategoriesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *CategoryPage
+	// ApplicationProblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationProblemJSON400 *BadRequest
+	// ApplicationProblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationProblemJSON401 *Unauthorized
+	// ApplicationProblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationProblemJSON431 *HeadersTooLarge
+	// ApplicationProblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationProblemJSON500 *InternalError
+	// ApplicationProblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationProblemJSON503 *Unavailable
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *ListCategoriesResponse200Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *ListCategoriesResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ListCategoriesResponse401Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *ListCategoriesResponse431Headers
+	// Headers500 the parsed response headers for an HTTP 500 response
+	Headers500 *ListCategoriesResponse500Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListCategoriesResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListCategoriesResponse) GetJSON200() *CategoryPage {
+	return r.JSON200
+}
+
+// GetApplicationProblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r ListCategoriesResponse) GetApplicationProblemJSON400() *BadRequest {
+	return r.ApplicationProblemJSON400
+}
+
+// GetApplicationProblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ListCategoriesResponse) GetApplicationProblemJSON401() *Unauthorized {
+	return r.ApplicationProblemJSON401
+}
+
+// GetApplicationProblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r ListCategoriesResponse) GetApplicationProblemJSON431() *HeadersTooLarge {
+	return r.ApplicationProblemJSON431
+}
+
+// GetApplicationProblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r ListCategoriesResponse) GetApplicationProblemJSON500() *InternalError {
+	return r.ApplicationProblemJSON500
+}
+
+// GetApplicationProblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListCategoriesResponse) GetApplicationProblemJSON503() *Unavailable {
+	return r.ApplicationProblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r ListCategoriesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListCategoriesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListCategoriesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListCategoriesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// DeleteCategoryResponse204Headers the declared response headers of an HTTP 204 response for DeleteCategory
+type DeleteCategoryResponse204Headers struct {
+	XRequestID string
+}
+
+// DeleteCategoryResponse400Headers the declared response headers of an HTTP 400 response for DeleteCategory
+type DeleteCategoryResponse400Headers struct {
+	XRequestID string
+}
+
+// DeleteCategoryResponse401Headers the declared response headers of an HTTP 401 response for DeleteCategory
+type DeleteCategoryResponse401Headers struct {
+	WWWAuthenticate string
+	XRequestID      string
+}
+
+// DeleteCategoryResponse404Headers the declared response headers of an HTTP 404 response for DeleteCategory
+type DeleteCategoryResponse404Headers struct {
+	XRequestID string
+}
+
+// DeleteCategoryResponse431Headers the declared response headers of an HTTP 431 response for DeleteCategory
+type DeleteCategoryResponse431Headers struct {
+	XRequestID string
+}
+
+// DeleteCategoryResponse500Headers the declared response headers of an HTTP 500 response for DeleteCategory
+type DeleteCategoryResponse500Headers struct {
+	XRequestID string
+}
+
+// DeleteCategoryResponse503Headers the declared response headers of an HTTP 503 response for DeleteCategory
+type DeleteCategoryResponse503Headers struct {
+	RetryAfter int
+	XRequestID string
+}
+
+type DeleteCategoryResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationProblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationProblemJSON400 *BadRequest
+	// ApplicationProblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationProblemJSON401 *Unauthorized
+	// ApplicationProblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationProblemJSON404 *NotFound
+	// ApplicationProblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationProblemJSON431 *HeadersTooLarge
+	// ApplicationProblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationProblemJSON500 *InternalError
+	// ApplicationProblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationProblemJSON503 *Unavailable
+	// Headers204 the parsed response headers for an HTTP 204 response
+	Headers204 *DeleteCategoryResponse204Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *DeleteCategoryResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *DeleteCategoryResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *DeleteCategoryResponse404Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *DeleteCategoryResponse431Headers
+	// Headers500 the parsed response headers for an HTTP 500 response
+	Headers500 *DeleteCategoryResponse500Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *DeleteCategoryResponse503Headers
+}
+
+// GetApplicationProblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r DeleteCategoryResponse) GetApplicationProblemJSON400() *BadRequest {
+	return r.ApplicationProblemJSON400
+}
+
+// GetApplicationProblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r DeleteCategoryResponse) GetApplicationProblemJSON401() *Unauthorized {
+	return r.ApplicationProblemJSON401
+}
+
+// GetApplicationProblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r DeleteCategoryResponse) GetApplicationProblemJSON404() *NotFound {
+	return r.ApplicationProblemJSON404
+}
+
+// GetApplicationProblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r DeleteCategoryResponse) GetApplicationProblemJSON431() *HeadersTooLarge {
+	return r.ApplicationProblemJSON431
+}
+
+// GetApplicationProblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r DeleteCategoryResponse) GetApplicationProblemJSON500() *InternalError {
+	return r.ApplicationProblemJSON500
+}
+
+// GetApplicationProblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r DeleteCategoryResponse) GetApplicationProblemJSON503() *Unavailable {
+	return r.ApplicationProblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteCategoryResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteCategoryResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteCategoryResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteCategoryResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetCategoryResponse200Headers the declared response headers of an HTTP 200 response for GetCategory
+type GetCategoryResponse200Headers struct {
+	XRequestID string
+}
+
+// GetCategoryResponse400Headers the declared response headers of an HTTP 400 response for GetCategory
+type GetCategoryResponse400Headers struct {
+	XRequestID string
+}
+
+// GetCategoryResponse401Headers the declared response headers of an HTTP 401 response for GetCategory
+type GetCategoryResponse401Headers struct {
+	WWWAuthenticate string
+	XRequestID      string
+}
+
+// GetCategoryResponse404Headers the declared response headers of an HTTP 404 response for GetCategory
+type GetCategoryResponse404Headers struct {
+	XRequestID string
+}
+
+// GetCategoryResponse431Headers the declared response headers of an HTTP 431 response for GetCategory
+type GetCategoryResponse431Headers struct {
+	XRequestID string
+}
+
+// GetCategoryResponse500Headers the declared response headers of an HTTP 500 response for GetCategory
+type GetCategoryResponse500Headers struct {
+	XRequestID string
+}
+
+// GetCategoryResponse503Headers the declared response headers of an HTTP 503 response for GetCategory
+type GetCategoryResponse503Headers struct {
+	RetryAfter int
+	XRequestID string
+}
+
+type GetCategoryResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Category
+	// ApplicationProblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationProblemJSON400 *BadRequest
+	// ApplicationProblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationProblemJSON401 *Unauthorized
+	// ApplicationProblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationProblemJSON404 *NotFound
+	// ApplicationProblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationProblemJSON431 *HeadersTooLarge
+	// ApplicationProblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationProblemJSON500 *InternalError
+	// ApplicationProblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationProblemJSON503 *Unavailable
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *GetCategoryResponse200Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *GetCategoryResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *GetCategoryResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *GetCategoryResponse404Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *GetCategoryResponse431Headers
+	// Headers500 the parsed response headers for an HTTP 500 response
+	Headers500 *GetCategoryResponse500Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetCategoryResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetCategoryResponse) GetJSON200() *Category {
+	return r.JSON200
+}
+
+// GetApplicationProblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r GetCategoryResponse) GetApplicationProblemJSON400() *BadRequest {
+	return r.ApplicationProblemJSON400
+}
+
+// GetApplicationProblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r GetCategoryResponse) GetApplicationProblemJSON401() *Unauthorized {
+	return r.ApplicationProblemJSON401
+}
+
+// GetApplicationProblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r GetCategoryResponse) GetApplicationProblemJSON404() *NotFound {
+	return r.ApplicationProblemJSON404
+}
+
+// GetApplicationProblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r GetCategoryResponse) GetApplicationProblemJSON431() *HeadersTooLarge {
+	return r.ApplicationProblemJSON431
+}
+
+// GetApplicationProblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r GetCategoryResponse) GetApplicationProblemJSON500() *InternalError {
+	return r.ApplicationProblemJSON500
+}
+
+// GetApplicationProblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetCategoryResponse) GetApplicationProblemJSON503() *Unavailable {
+	return r.ApplicationProblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r GetCategoryResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetCategoryResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetCategoryResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetCategoryResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// PutCategoryResponse200Headers the declared response headers of an HTTP 200 response for PutCategory
+type PutCategoryResponse200Headers struct {
+	Location   string
+	XRequestID string
+}
+
+// PutCategoryResponse201Headers the declared response headers of an HTTP 201 response for PutCategory
+type PutCategoryResponse201Headers struct {
+	Location   string
+	XRequestID string
+}
+
+// PutCategoryResponse400Headers the declared response headers of an HTTP 400 response for PutCategory
+type PutCategoryResponse400Headers struct {
+	XRequestID string
+}
+
+// PutCategoryResponse401Headers the declared response headers of an HTTP 401 response for PutCategory
+type PutCategoryResponse401Headers struct {
+	WWWAuthenticate string
+	XRequestID      string
+}
+
+// PutCategoryResponse413Headers the declared response headers of an HTTP 413 response for PutCategory
+type PutCategoryResponse413Headers struct {
+	XRequestID string
+}
+
+// PutCategoryResponse415Headers the declared response headers of an HTTP 415 response for PutCategory
+type PutCategoryResponse415Headers struct {
+	XRequestID string
+}
+
+// PutCategoryResponse422Headers the declared response headers of an HTTP 422 response for PutCategory
+type PutCategoryResponse422Headers struct {
+	XRequestID string
+}
+
+// PutCategoryResponse431Headers the declared response headers of an HTTP 431 response for PutCategory
+type PutCategoryResponse431Headers struct {
+	XRequestID string
+}
+
+// PutCategoryResponse500Headers the declared response headers of an HTTP 500 response for PutCategory
+type PutCategoryResponse500Headers struct {
+	XRequestID string
+}
+
+// PutCategoryResponse503Headers the declared response headers of an HTTP 503 response for PutCategory
+type PutCategoryResponse503Headers struct {
+	RetryAfter int
+	XRequestID string
+}
+
+type PutCategoryResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Category
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *Category
+	// ApplicationProblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationProblemJSON400 *Malformed
+	// ApplicationProblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationProblemJSON401 *Unauthorized
+	// ApplicationProblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationProblemJSON413 *PayloadTooLarge
+	// ApplicationProblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationProblemJSON415 *UnsupportedMediaType
+	// ApplicationProblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationProblemJSON422 *ValidationFailed
+	// ApplicationProblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationProblemJSON431 *HeadersTooLarge
+	// ApplicationProblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationProblemJSON500 *InternalError
+	// ApplicationProblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationProblemJSON503 *Unavailable
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *PutCategoryResponse200Headers
+	// Headers201 the parsed response headers for an HTTP 201 response
+	Headers201 *PutCategoryResponse201Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *PutCategoryResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *PutCategoryResponse401Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *PutCategoryResponse413Headers
+	// Headers415 the parsed response headers for an HTTP 415 response
+	Headers415 *PutCategoryResponse415Headers
+	// Headers422 the parsed response headers for an HTTP 422 response
+	Headers422 *PutCategoryResponse422Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *PutCategoryResponse431Headers
+	// Headers500 the parsed response headers for an HTTP 500 response
+	Headers500 *PutCategoryResponse500Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *PutCategoryResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r PutCategoryResponse) GetJSON200() *Category {
+	return r.JSON200
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r PutCategoryResponse) GetJSON201() *Category {
+	return r.JSON201
+}
+
+// GetApplicationProblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r PutCategoryResponse) GetApplicationProblemJSON400() *Malformed {
+	return r.ApplicationProblemJSON400
+}
+
+// GetApplicationProblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r PutCategoryResponse) GetApplicationProblemJSON401() *Unauthorized {
+	return r.ApplicationProblemJSON401
+}
+
+// GetApplicationProblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r PutCategoryResponse) GetApplicationProblemJSON413() *PayloadTooLarge {
+	return r.ApplicationProblemJSON413
+}
+
+// GetApplicationProblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r PutCategoryResponse) GetApplicationProblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationProblemJSON415
+}
+
+// GetApplicationProblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r PutCategoryResponse) GetApplicationProblemJSON422() *ValidationFailed {
+	return r.ApplicationProblemJSON422
+}
+
+// GetApplicationProblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r PutCategoryResponse) GetApplicationProblemJSON431() *HeadersTooLarge {
+	return r.ApplicationProblemJSON431
+}
+
+// GetApplicationProblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r PutCategoryResponse) GetApplicationProblemJSON500() *InternalError {
+	return r.ApplicationProblemJSON500
+}
+
+// GetApplicationProblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r PutCategoryResponse) GetApplicationProblemJSON503() *Unavailable {
+	return r.ApplicationProblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r PutCategoryResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PutCategoryResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PutCategoryResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PutCategoryResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -6448,6 +8714,1124 @@ func (r PostReceiptResponse) ContentType() string {
 	return ""
 }
 
+// ListRecipientsResponse200Headers the declared response headers of an HTTP 200 response for ListRecipients
+type ListRecipientsResponse200Headers struct {
+	XRequestID string
+}
+
+// ListRecipientsResponse400Headers the declared response headers of an HTTP 400 response for ListRecipients
+type ListRecipientsResponse400Headers struct {
+	XRequestID string
+}
+
+// ListRecipientsResponse401Headers the declared response headers of an HTTP 401 response for ListRecipients
+type ListRecipientsResponse401Headers struct {
+	WWWAuthenticate string
+	XRequestID      string
+}
+
+// ListRecipientsResponse431Headers the declared response headers of an HTTP 431 response for ListRecipients
+type ListRecipientsResponse431Headers struct {
+	XRequestID string
+}
+
+// ListRecipientsResponse500Headers the declared response headers of an HTTP 500 response for ListRecipients
+type ListRecipientsResponse500Headers struct {
+	XRequestID string
+}
+
+// ListRecipientsResponse503Headers the declared response headers of an HTTP 503 response for ListRecipients
+type ListRecipientsResponse503Headers struct {
+	RetryAfter int
+	XRequestID string
+}
+
+type ListRecipientsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *RecipientPage
+	// ApplicationProblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationProblemJSON400 *BadRequest
+	// ApplicationProblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationProblemJSON401 *Unauthorized
+	// ApplicationProblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationProblemJSON431 *HeadersTooLarge
+	// ApplicationProblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationProblemJSON500 *InternalError
+	// ApplicationProblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationProblemJSON503 *Unavailable
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *ListRecipientsResponse200Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *ListRecipientsResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ListRecipientsResponse401Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *ListRecipientsResponse431Headers
+	// Headers500 the parsed response headers for an HTTP 500 response
+	Headers500 *ListRecipientsResponse500Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListRecipientsResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListRecipientsResponse) GetJSON200() *RecipientPage {
+	return r.JSON200
+}
+
+// GetApplicationProblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r ListRecipientsResponse) GetApplicationProblemJSON400() *BadRequest {
+	return r.ApplicationProblemJSON400
+}
+
+// GetApplicationProblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ListRecipientsResponse) GetApplicationProblemJSON401() *Unauthorized {
+	return r.ApplicationProblemJSON401
+}
+
+// GetApplicationProblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r ListRecipientsResponse) GetApplicationProblemJSON431() *HeadersTooLarge {
+	return r.ApplicationProblemJSON431
+}
+
+// GetApplicationProblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r ListRecipientsResponse) GetApplicationProblemJSON500() *InternalError {
+	return r.ApplicationProblemJSON500
+}
+
+// GetApplicationProblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListRecipientsResponse) GetApplicationProblemJSON503() *Unavailable {
+	return r.ApplicationProblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r ListRecipientsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListRecipientsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListRecipientsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListRecipientsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// DeleteRecipientResponse204Headers the declared response headers of an HTTP 204 response for DeleteRecipient
+type DeleteRecipientResponse204Headers struct {
+	XRequestID string
+}
+
+// DeleteRecipientResponse400Headers the declared response headers of an HTTP 400 response for DeleteRecipient
+type DeleteRecipientResponse400Headers struct {
+	XRequestID string
+}
+
+// DeleteRecipientResponse401Headers the declared response headers of an HTTP 401 response for DeleteRecipient
+type DeleteRecipientResponse401Headers struct {
+	WWWAuthenticate string
+	XRequestID      string
+}
+
+// DeleteRecipientResponse404Headers the declared response headers of an HTTP 404 response for DeleteRecipient
+type DeleteRecipientResponse404Headers struct {
+	XRequestID string
+}
+
+// DeleteRecipientResponse431Headers the declared response headers of an HTTP 431 response for DeleteRecipient
+type DeleteRecipientResponse431Headers struct {
+	XRequestID string
+}
+
+// DeleteRecipientResponse500Headers the declared response headers of an HTTP 500 response for DeleteRecipient
+type DeleteRecipientResponse500Headers struct {
+	XRequestID string
+}
+
+// DeleteRecipientResponse503Headers the declared response headers of an HTTP 503 response for DeleteRecipient
+type DeleteRecipientResponse503Headers struct {
+	RetryAfter int
+	XRequestID string
+}
+
+type DeleteRecipientResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationProblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationProblemJSON400 *BadRequest
+	// ApplicationProblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationProblemJSON401 *Unauthorized
+	// ApplicationProblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationProblemJSON404 *NotFound
+	// ApplicationProblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationProblemJSON431 *HeadersTooLarge
+	// ApplicationProblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationProblemJSON500 *InternalError
+	// ApplicationProblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationProblemJSON503 *Unavailable
+	// Headers204 the parsed response headers for an HTTP 204 response
+	Headers204 *DeleteRecipientResponse204Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *DeleteRecipientResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *DeleteRecipientResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *DeleteRecipientResponse404Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *DeleteRecipientResponse431Headers
+	// Headers500 the parsed response headers for an HTTP 500 response
+	Headers500 *DeleteRecipientResponse500Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *DeleteRecipientResponse503Headers
+}
+
+// GetApplicationProblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r DeleteRecipientResponse) GetApplicationProblemJSON400() *BadRequest {
+	return r.ApplicationProblemJSON400
+}
+
+// GetApplicationProblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r DeleteRecipientResponse) GetApplicationProblemJSON401() *Unauthorized {
+	return r.ApplicationProblemJSON401
+}
+
+// GetApplicationProblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r DeleteRecipientResponse) GetApplicationProblemJSON404() *NotFound {
+	return r.ApplicationProblemJSON404
+}
+
+// GetApplicationProblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r DeleteRecipientResponse) GetApplicationProblemJSON431() *HeadersTooLarge {
+	return r.ApplicationProblemJSON431
+}
+
+// GetApplicationProblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r DeleteRecipientResponse) GetApplicationProblemJSON500() *InternalError {
+	return r.ApplicationProblemJSON500
+}
+
+// GetApplicationProblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r DeleteRecipientResponse) GetApplicationProblemJSON503() *Unavailable {
+	return r.ApplicationProblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteRecipientResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteRecipientResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteRecipientResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteRecipientResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetRecipientResponse200Headers the declared response headers of an HTTP 200 response for GetRecipient
+type GetRecipientResponse200Headers struct {
+	XRequestID string
+}
+
+// GetRecipientResponse400Headers the declared response headers of an HTTP 400 response for GetRecipient
+type GetRecipientResponse400Headers struct {
+	XRequestID string
+}
+
+// GetRecipientResponse401Headers the declared response headers of an HTTP 401 response for GetRecipient
+type GetRecipientResponse401Headers struct {
+	WWWAuthenticate string
+	XRequestID      string
+}
+
+// GetRecipientResponse404Headers the declared response headers of an HTTP 404 response for GetRecipient
+type GetRecipientResponse404Headers struct {
+	XRequestID string
+}
+
+// GetRecipientResponse431Headers the declared response headers of an HTTP 431 response for GetRecipient
+type GetRecipientResponse431Headers struct {
+	XRequestID string
+}
+
+// GetRecipientResponse500Headers the declared response headers of an HTTP 500 response for GetRecipient
+type GetRecipientResponse500Headers struct {
+	XRequestID string
+}
+
+// GetRecipientResponse503Headers the declared response headers of an HTTP 503 response for GetRecipient
+type GetRecipientResponse503Headers struct {
+	RetryAfter int
+	XRequestID string
+}
+
+type GetRecipientResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Recipient
+	// ApplicationProblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationProblemJSON400 *BadRequest
+	// ApplicationProblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationProblemJSON401 *Unauthorized
+	// ApplicationProblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationProblemJSON404 *NotFound
+	// ApplicationProblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationProblemJSON431 *HeadersTooLarge
+	// ApplicationProblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationProblemJSON500 *InternalError
+	// ApplicationProblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationProblemJSON503 *Unavailable
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *GetRecipientResponse200Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *GetRecipientResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *GetRecipientResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *GetRecipientResponse404Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *GetRecipientResponse431Headers
+	// Headers500 the parsed response headers for an HTTP 500 response
+	Headers500 *GetRecipientResponse500Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetRecipientResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetRecipientResponse) GetJSON200() *Recipient {
+	return r.JSON200
+}
+
+// GetApplicationProblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r GetRecipientResponse) GetApplicationProblemJSON400() *BadRequest {
+	return r.ApplicationProblemJSON400
+}
+
+// GetApplicationProblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r GetRecipientResponse) GetApplicationProblemJSON401() *Unauthorized {
+	return r.ApplicationProblemJSON401
+}
+
+// GetApplicationProblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r GetRecipientResponse) GetApplicationProblemJSON404() *NotFound {
+	return r.ApplicationProblemJSON404
+}
+
+// GetApplicationProblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r GetRecipientResponse) GetApplicationProblemJSON431() *HeadersTooLarge {
+	return r.ApplicationProblemJSON431
+}
+
+// GetApplicationProblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r GetRecipientResponse) GetApplicationProblemJSON500() *InternalError {
+	return r.ApplicationProblemJSON500
+}
+
+// GetApplicationProblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetRecipientResponse) GetApplicationProblemJSON503() *Unavailable {
+	return r.ApplicationProblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r GetRecipientResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetRecipientResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetRecipientResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetRecipientResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// PutRecipientResponse200Headers the declared response headers of an HTTP 200 response for PutRecipient
+type PutRecipientResponse200Headers struct {
+	Location   string
+	XRequestID string
+}
+
+// PutRecipientResponse201Headers the declared response headers of an HTTP 201 response for PutRecipient
+type PutRecipientResponse201Headers struct {
+	Location   string
+	XRequestID string
+}
+
+// PutRecipientResponse400Headers the declared response headers of an HTTP 400 response for PutRecipient
+type PutRecipientResponse400Headers struct {
+	XRequestID string
+}
+
+// PutRecipientResponse401Headers the declared response headers of an HTTP 401 response for PutRecipient
+type PutRecipientResponse401Headers struct {
+	WWWAuthenticate string
+	XRequestID      string
+}
+
+// PutRecipientResponse413Headers the declared response headers of an HTTP 413 response for PutRecipient
+type PutRecipientResponse413Headers struct {
+	XRequestID string
+}
+
+// PutRecipientResponse415Headers the declared response headers of an HTTP 415 response for PutRecipient
+type PutRecipientResponse415Headers struct {
+	XRequestID string
+}
+
+// PutRecipientResponse422Headers the declared response headers of an HTTP 422 response for PutRecipient
+type PutRecipientResponse422Headers struct {
+	XRequestID string
+}
+
+// PutRecipientResponse431Headers the declared response headers of an HTTP 431 response for PutRecipient
+type PutRecipientResponse431Headers struct {
+	XRequestID string
+}
+
+// PutRecipientResponse500Headers the declared response headers of an HTTP 500 response for PutRecipient
+type PutRecipientResponse500Headers struct {
+	XRequestID string
+}
+
+// PutRecipientResponse503Headers the declared response headers of an HTTP 503 response for PutRecipient
+type PutRecipientResponse503Headers struct {
+	RetryAfter int
+	XRequestID string
+}
+
+type PutRecipientResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Recipient
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *Recipient
+	// ApplicationProblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationProblemJSON400 *Malformed
+	// ApplicationProblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationProblemJSON401 *Unauthorized
+	// ApplicationProblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationProblemJSON413 *PayloadTooLarge
+	// ApplicationProblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationProblemJSON415 *UnsupportedMediaType
+	// ApplicationProblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationProblemJSON422 *ValidationFailed
+	// ApplicationProblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationProblemJSON431 *HeadersTooLarge
+	// ApplicationProblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationProblemJSON500 *InternalError
+	// ApplicationProblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationProblemJSON503 *Unavailable
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *PutRecipientResponse200Headers
+	// Headers201 the parsed response headers for an HTTP 201 response
+	Headers201 *PutRecipientResponse201Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *PutRecipientResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *PutRecipientResponse401Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *PutRecipientResponse413Headers
+	// Headers415 the parsed response headers for an HTTP 415 response
+	Headers415 *PutRecipientResponse415Headers
+	// Headers422 the parsed response headers for an HTTP 422 response
+	Headers422 *PutRecipientResponse422Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *PutRecipientResponse431Headers
+	// Headers500 the parsed response headers for an HTTP 500 response
+	Headers500 *PutRecipientResponse500Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *PutRecipientResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r PutRecipientResponse) GetJSON200() *Recipient {
+	return r.JSON200
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r PutRecipientResponse) GetJSON201() *Recipient {
+	return r.JSON201
+}
+
+// GetApplicationProblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r PutRecipientResponse) GetApplicationProblemJSON400() *Malformed {
+	return r.ApplicationProblemJSON400
+}
+
+// GetApplicationProblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r PutRecipientResponse) GetApplicationProblemJSON401() *Unauthorized {
+	return r.ApplicationProblemJSON401
+}
+
+// GetApplicationProblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r PutRecipientResponse) GetApplicationProblemJSON413() *PayloadTooLarge {
+	return r.ApplicationProblemJSON413
+}
+
+// GetApplicationProblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r PutRecipientResponse) GetApplicationProblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationProblemJSON415
+}
+
+// GetApplicationProblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r PutRecipientResponse) GetApplicationProblemJSON422() *ValidationFailed {
+	return r.ApplicationProblemJSON422
+}
+
+// GetApplicationProblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r PutRecipientResponse) GetApplicationProblemJSON431() *HeadersTooLarge {
+	return r.ApplicationProblemJSON431
+}
+
+// GetApplicationProblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r PutRecipientResponse) GetApplicationProblemJSON500() *InternalError {
+	return r.ApplicationProblemJSON500
+}
+
+// GetApplicationProblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r PutRecipientResponse) GetApplicationProblemJSON503() *Unavailable {
+	return r.ApplicationProblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r PutRecipientResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PutRecipientResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PutRecipientResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PutRecipientResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// ListSuppressionsResponse200Headers the declared response headers of an HTTP 200 response for ListSuppressions
+type ListSuppressionsResponse200Headers struct {
+	XRequestID string
+}
+
+// ListSuppressionsResponse400Headers the declared response headers of an HTTP 400 response for ListSuppressions
+type ListSuppressionsResponse400Headers struct {
+	XRequestID string
+}
+
+// ListSuppressionsResponse401Headers the declared response headers of an HTTP 401 response for ListSuppressions
+type ListSuppressionsResponse401Headers struct {
+	WWWAuthenticate string
+	XRequestID      string
+}
+
+// ListSuppressionsResponse431Headers the declared response headers of an HTTP 431 response for ListSuppressions
+type ListSuppressionsResponse431Headers struct {
+	XRequestID string
+}
+
+// ListSuppressionsResponse500Headers the declared response headers of an HTTP 500 response for ListSuppressions
+type ListSuppressionsResponse500Headers struct {
+	XRequestID string
+}
+
+// ListSuppressionsResponse503Headers the declared response headers of an HTTP 503 response for ListSuppressions
+type ListSuppressionsResponse503Headers struct {
+	RetryAfter int
+	XRequestID string
+}
+
+type ListSuppressionsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *SuppressionPage
+	// ApplicationProblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationProblemJSON400 *BadRequest
+	// ApplicationProblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationProblemJSON401 *Unauthorized
+	// ApplicationProblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationProblemJSON431 *HeadersTooLarge
+	// ApplicationProblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationProblemJSON500 *InternalError
+	// ApplicationProblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationProblemJSON503 *Unavailable
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *ListSuppressionsResponse200Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *ListSuppressionsResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ListSuppressionsResponse401Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *ListSuppressionsResponse431Headers
+	// Headers500 the parsed response headers for an HTTP 500 response
+	Headers500 *ListSuppressionsResponse500Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListSuppressionsResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListSuppressionsResponse) GetJSON200() *SuppressionPage {
+	return r.JSON200
+}
+
+// GetApplicationProblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r ListSuppressionsResponse) GetApplicationProblemJSON400() *BadRequest {
+	return r.ApplicationProblemJSON400
+}
+
+// GetApplicationProblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ListSuppressionsResponse) GetApplicationProblemJSON401() *Unauthorized {
+	return r.ApplicationProblemJSON401
+}
+
+// GetApplicationProblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r ListSuppressionsResponse) GetApplicationProblemJSON431() *HeadersTooLarge {
+	return r.ApplicationProblemJSON431
+}
+
+// GetApplicationProblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r ListSuppressionsResponse) GetApplicationProblemJSON500() *InternalError {
+	return r.ApplicationProblemJSON500
+}
+
+// GetApplicationProblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListSuppressionsResponse) GetApplicationProblemJSON503() *Unavailable {
+	return r.ApplicationProblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r ListSuppressionsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListSuppressionsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListSuppressionsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListSuppressionsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// DeleteSuppressionResponse204Headers the declared response headers of an HTTP 204 response for DeleteSuppression
+type DeleteSuppressionResponse204Headers struct {
+	XRequestID string
+}
+
+// DeleteSuppressionResponse400Headers the declared response headers of an HTTP 400 response for DeleteSuppression
+type DeleteSuppressionResponse400Headers struct {
+	XRequestID string
+}
+
+// DeleteSuppressionResponse401Headers the declared response headers of an HTTP 401 response for DeleteSuppression
+type DeleteSuppressionResponse401Headers struct {
+	WWWAuthenticate string
+	XRequestID      string
+}
+
+// DeleteSuppressionResponse404Headers the declared response headers of an HTTP 404 response for DeleteSuppression
+type DeleteSuppressionResponse404Headers struct {
+	XRequestID string
+}
+
+// DeleteSuppressionResponse431Headers the declared response headers of an HTTP 431 response for DeleteSuppression
+type DeleteSuppressionResponse431Headers struct {
+	XRequestID string
+}
+
+// DeleteSuppressionResponse500Headers the declared response headers of an HTTP 500 response for DeleteSuppression
+type DeleteSuppressionResponse500Headers struct {
+	XRequestID string
+}
+
+// DeleteSuppressionResponse503Headers the declared response headers of an HTTP 503 response for DeleteSuppression
+type DeleteSuppressionResponse503Headers struct {
+	RetryAfter int
+	XRequestID string
+}
+
+type DeleteSuppressionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationProblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationProblemJSON400 *BadRequest
+	// ApplicationProblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationProblemJSON401 *Unauthorized
+	// ApplicationProblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationProblemJSON404 *NotFound
+	// ApplicationProblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationProblemJSON431 *HeadersTooLarge
+	// ApplicationProblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationProblemJSON500 *InternalError
+	// ApplicationProblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationProblemJSON503 *Unavailable
+	// Headers204 the parsed response headers for an HTTP 204 response
+	Headers204 *DeleteSuppressionResponse204Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *DeleteSuppressionResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *DeleteSuppressionResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *DeleteSuppressionResponse404Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *DeleteSuppressionResponse431Headers
+	// Headers500 the parsed response headers for an HTTP 500 response
+	Headers500 *DeleteSuppressionResponse500Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *DeleteSuppressionResponse503Headers
+}
+
+// GetApplicationProblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r DeleteSuppressionResponse) GetApplicationProblemJSON400() *BadRequest {
+	return r.ApplicationProblemJSON400
+}
+
+// GetApplicationProblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r DeleteSuppressionResponse) GetApplicationProblemJSON401() *Unauthorized {
+	return r.ApplicationProblemJSON401
+}
+
+// GetApplicationProblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r DeleteSuppressionResponse) GetApplicationProblemJSON404() *NotFound {
+	return r.ApplicationProblemJSON404
+}
+
+// GetApplicationProblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r DeleteSuppressionResponse) GetApplicationProblemJSON431() *HeadersTooLarge {
+	return r.ApplicationProblemJSON431
+}
+
+// GetApplicationProblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r DeleteSuppressionResponse) GetApplicationProblemJSON500() *InternalError {
+	return r.ApplicationProblemJSON500
+}
+
+// GetApplicationProblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r DeleteSuppressionResponse) GetApplicationProblemJSON503() *Unavailable {
+	return r.ApplicationProblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteSuppressionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteSuppressionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteSuppressionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteSuppressionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetSuppressionResponse200Headers the declared response headers of an HTTP 200 response for GetSuppression
+type GetSuppressionResponse200Headers struct {
+	XRequestID string
+}
+
+// GetSuppressionResponse400Headers the declared response headers of an HTTP 400 response for GetSuppression
+type GetSuppressionResponse400Headers struct {
+	XRequestID string
+}
+
+// GetSuppressionResponse401Headers the declared response headers of an HTTP 401 response for GetSuppression
+type GetSuppressionResponse401Headers struct {
+	WWWAuthenticate string
+	XRequestID      string
+}
+
+// GetSuppressionResponse404Headers the declared response headers of an HTTP 404 response for GetSuppression
+type GetSuppressionResponse404Headers struct {
+	XRequestID string
+}
+
+// GetSuppressionResponse431Headers the declared response headers of an HTTP 431 response for GetSuppression
+type GetSuppressionResponse431Headers struct {
+	XRequestID string
+}
+
+// GetSuppressionResponse500Headers the declared response headers of an HTTP 500 response for GetSuppression
+type GetSuppressionResponse500Headers struct {
+	XRequestID string
+}
+
+// GetSuppressionResponse503Headers the declared response headers of an HTTP 503 response for GetSuppression
+type GetSuppressionResponse503Headers struct {
+	RetryAfter int
+	XRequestID string
+}
+
+type GetSuppressionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Suppression
+	// ApplicationProblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationProblemJSON400 *BadRequest
+	// ApplicationProblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationProblemJSON401 *Unauthorized
+	// ApplicationProblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationProblemJSON404 *NotFound
+	// ApplicationProblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationProblemJSON431 *HeadersTooLarge
+	// ApplicationProblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationProblemJSON500 *InternalError
+	// ApplicationProblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationProblemJSON503 *Unavailable
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *GetSuppressionResponse200Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *GetSuppressionResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *GetSuppressionResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *GetSuppressionResponse404Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *GetSuppressionResponse431Headers
+	// Headers500 the parsed response headers for an HTTP 500 response
+	Headers500 *GetSuppressionResponse500Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetSuppressionResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetSuppressionResponse) GetJSON200() *Suppression {
+	return r.JSON200
+}
+
+// GetApplicationProblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r GetSuppressionResponse) GetApplicationProblemJSON400() *BadRequest {
+	return r.ApplicationProblemJSON400
+}
+
+// GetApplicationProblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r GetSuppressionResponse) GetApplicationProblemJSON401() *Unauthorized {
+	return r.ApplicationProblemJSON401
+}
+
+// GetApplicationProblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r GetSuppressionResponse) GetApplicationProblemJSON404() *NotFound {
+	return r.ApplicationProblemJSON404
+}
+
+// GetApplicationProblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r GetSuppressionResponse) GetApplicationProblemJSON431() *HeadersTooLarge {
+	return r.ApplicationProblemJSON431
+}
+
+// GetApplicationProblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r GetSuppressionResponse) GetApplicationProblemJSON500() *InternalError {
+	return r.ApplicationProblemJSON500
+}
+
+// GetApplicationProblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetSuppressionResponse) GetApplicationProblemJSON503() *Unavailable {
+	return r.ApplicationProblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r GetSuppressionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetSuppressionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetSuppressionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetSuppressionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// PutSuppressionResponse200Headers the declared response headers of an HTTP 200 response for PutSuppression
+type PutSuppressionResponse200Headers struct {
+	Location   string
+	XRequestID string
+}
+
+// PutSuppressionResponse201Headers the declared response headers of an HTTP 201 response for PutSuppression
+type PutSuppressionResponse201Headers struct {
+	Location   string
+	XRequestID string
+}
+
+// PutSuppressionResponse400Headers the declared response headers of an HTTP 400 response for PutSuppression
+type PutSuppressionResponse400Headers struct {
+	XRequestID string
+}
+
+// PutSuppressionResponse401Headers the declared response headers of an HTTP 401 response for PutSuppression
+type PutSuppressionResponse401Headers struct {
+	WWWAuthenticate string
+	XRequestID      string
+}
+
+// PutSuppressionResponse413Headers the declared response headers of an HTTP 413 response for PutSuppression
+type PutSuppressionResponse413Headers struct {
+	XRequestID string
+}
+
+// PutSuppressionResponse415Headers the declared response headers of an HTTP 415 response for PutSuppression
+type PutSuppressionResponse415Headers struct {
+	XRequestID string
+}
+
+// PutSuppressionResponse422Headers the declared response headers of an HTTP 422 response for PutSuppression
+type PutSuppressionResponse422Headers struct {
+	XRequestID string
+}
+
+// PutSuppressionResponse431Headers the declared response headers of an HTTP 431 response for PutSuppression
+type PutSuppressionResponse431Headers struct {
+	XRequestID string
+}
+
+// PutSuppressionResponse500Headers the declared response headers of an HTTP 500 response for PutSuppression
+type PutSuppressionResponse500Headers struct {
+	XRequestID string
+}
+
+// PutSuppressionResponse503Headers the declared response headers of an HTTP 503 response for PutSuppression
+type PutSuppressionResponse503Headers struct {
+	RetryAfter int
+	XRequestID string
+}
+
+type PutSuppressionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Suppression
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *Suppression
+	// ApplicationProblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationProblemJSON400 *Malformed
+	// ApplicationProblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationProblemJSON401 *Unauthorized
+	// ApplicationProblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationProblemJSON413 *PayloadTooLarge
+	// ApplicationProblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationProblemJSON415 *UnsupportedMediaType
+	// ApplicationProblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationProblemJSON422 *ValidationFailed
+	// ApplicationProblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationProblemJSON431 *HeadersTooLarge
+	// ApplicationProblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationProblemJSON500 *InternalError
+	// ApplicationProblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationProblemJSON503 *Unavailable
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *PutSuppressionResponse200Headers
+	// Headers201 the parsed response headers for an HTTP 201 response
+	Headers201 *PutSuppressionResponse201Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *PutSuppressionResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *PutSuppressionResponse401Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *PutSuppressionResponse413Headers
+	// Headers415 the parsed response headers for an HTTP 415 response
+	Headers415 *PutSuppressionResponse415Headers
+	// Headers422 the parsed response headers for an HTTP 422 response
+	Headers422 *PutSuppressionResponse422Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *PutSuppressionResponse431Headers
+	// Headers500 the parsed response headers for an HTTP 500 response
+	Headers500 *PutSuppressionResponse500Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *PutSuppressionResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r PutSuppressionResponse) GetJSON200() *Suppression {
+	return r.JSON200
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r PutSuppressionResponse) GetJSON201() *Suppression {
+	return r.JSON201
+}
+
+// GetApplicationProblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r PutSuppressionResponse) GetApplicationProblemJSON400() *Malformed {
+	return r.ApplicationProblemJSON400
+}
+
+// GetApplicationProblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r PutSuppressionResponse) GetApplicationProblemJSON401() *Unauthorized {
+	return r.ApplicationProblemJSON401
+}
+
+// GetApplicationProblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r PutSuppressionResponse) GetApplicationProblemJSON413() *PayloadTooLarge {
+	return r.ApplicationProblemJSON413
+}
+
+// GetApplicationProblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r PutSuppressionResponse) GetApplicationProblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationProblemJSON415
+}
+
+// GetApplicationProblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r PutSuppressionResponse) GetApplicationProblemJSON422() *ValidationFailed {
+	return r.ApplicationProblemJSON422
+}
+
+// GetApplicationProblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r PutSuppressionResponse) GetApplicationProblemJSON431() *HeadersTooLarge {
+	return r.ApplicationProblemJSON431
+}
+
+// GetApplicationProblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r PutSuppressionResponse) GetApplicationProblemJSON500() *InternalError {
+	return r.ApplicationProblemJSON500
+}
+
+// GetApplicationProblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r PutSuppressionResponse) GetApplicationProblemJSON503() *Unavailable {
+	return r.ApplicationProblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r PutSuppressionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PutSuppressionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PutSuppressionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PutSuppressionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // LivezWithResponse Liveness probe
 //
 // Returns a wrapper object for the known response body format(s).
@@ -6508,6 +9892,81 @@ func (c *ClientWithResponses) GetBatchWithResponse(ctx context.Context, batchID 
 		return nil, err
 	}
 	return ParseGetBatchResponse(rsp)
+}
+
+// ListCategoriesWithResponse List the tenant's categories, by name
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/categories (the `ListCategories` operationId).
+func (c *ClientWithResponses) ListCategoriesWithResponse(ctx context.Context, params *ListCategoriesParams, reqEditors ...RequestEditorFn) (*ListCategoriesResponse, error) {
+	rsp, err := c.ListCategories(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListCategoriesResponse(rsp)
+}
+
+// DeleteCategoryWithResponse Delete a category
+//
+// The category is no longer stored; notifications naming it are non-critical.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/categories/{name} (the `DeleteCategory` operationId).
+func (c *ClientWithResponses) DeleteCategoryWithResponse(ctx context.Context, name CategoryName, params *DeleteCategoryParams, reqEditors ...RequestEditorFn) (*DeleteCategoryResponse, error) {
+	rsp, err := c.DeleteCategory(ctx, name, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteCategoryResponse(rsp)
+}
+
+// GetCategoryWithResponse Get a category
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/categories/{name} (the `GetCategory` operationId).
+func (c *ClientWithResponses) GetCategoryWithResponse(ctx context.Context, name CategoryName, params *GetCategoryParams, reqEditors ...RequestEditorFn) (*GetCategoryResponse, error) {
+	rsp, err := c.GetCategory(ctx, name, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetCategoryResponse(rsp)
+}
+
+// PutCategoryWithBodyWithResponse Create or replace a category
+//
+// A full replace: `critical` left out is `false`, a `description` left out is removed. A
+// critical category ignores opt-outs, never suppressions. A notification may name a
+// category that is not stored: it is non-critical.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/categories/{name} (the `PutCategory` operationId).
+func (c *ClientWithResponses) PutCategoryWithBodyWithResponse(ctx context.Context, name CategoryName, params *PutCategoryParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PutCategoryResponse, error) {
+	rsp, err := c.PutCategoryWithBody(ctx, name, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePutCategoryResponse(rsp)
+}
+
+// PutCategoryWithResponse Create or replace a category
+//
+// A full replace: `critical` left out is `false`, a `description` left out is removed. A
+// critical category ignores opt-outs, never suppressions. A notification may name a
+// category that is not stored: it is non-critical.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/categories/{name} (the `PutCategory` operationId).
+func (c *ClientWithResponses) PutCategoryWithResponse(ctx context.Context, name CategoryName, params *PutCategoryParams, body PutCategoryJSONRequestBody, reqEditors ...RequestEditorFn) (*PutCategoryResponse, error) {
+	rsp, err := c.PutCategory(ctx, name, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePutCategoryResponse(rsp)
 }
 
 // ListDeadLettersWithResponse The first messages of a channel's dead-letter queue
@@ -6754,6 +10213,10 @@ func (c *ClientWithResponses) ListOperationsWithResponse(ctx context.Context, pa
 //     One still in flight is cancelled first. Its dead-letter messages leave the DLQ.
 //     Temporal keeps only ids, never the recipient or content. The operation's own filter
 //     shows a recipient masked, and `[erased]` once it finished.
+//     An erase with a `recipient` filter that completes also removes that address's
+//     suppressions and opt-outs and the profile addresses holding it (on the filter's
+//     `channel`, or on every channel); the profiles stay, with their other addresses
+//     (`DELETE /v1/recipients/{recipientId}` erases a whole profile).
 //
 // An operation's filter shows a recipient masked; once the operation finished it keeps
 // only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
@@ -6792,6 +10255,10 @@ func (c *ClientWithResponses) CreateOperationWithBodyWithResponse(ctx context.Co
 //     One still in flight is cancelled first. Its dead-letter messages leave the DLQ.
 //     Temporal keeps only ids, never the recipient or content. The operation's own filter
 //     shows a recipient masked, and `[erased]` once it finished.
+//     An erase with a `recipient` filter that completes also removes that address's
+//     suppressions and opt-outs and the profile addresses holding it (on the filter's
+//     `channel`, or on every channel); the profiles stay, with their other addresses
+//     (`DELETE /v1/recipients/{recipientId}` erases a whole profile).
 //
 // An operation's filter shows a recipient masked; once the operation finished it keeps
 // only that mask (`[erased]` after an erase), so a cancel or a retry never claims an
@@ -6944,6 +10411,160 @@ func (c *ClientWithResponses) PostReceiptWithFormdataBodyWithResponse(ctx contex
 		return nil, err
 	}
 	return ParsePostReceiptResponse(rsp)
+}
+
+// ListRecipientsWithResponse List the tenant's recipient profiles, by id
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/recipients (the `ListRecipients` operationId).
+func (c *ClientWithResponses) ListRecipientsWithResponse(ctx context.Context, params *ListRecipientsParams, reqEditors ...RequestEditorFn) (*ListRecipientsResponse, error) {
+	rsp, err := c.ListRecipients(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListRecipientsResponse(rsp)
+}
+
+// DeleteRecipientWithResponse Erase a recipient profile
+//
+// Erases the person: the profile, its addresses, and the suppressions and opt-outs of
+// every address it held, in one transaction. Notifications already sent are not touched;
+// an erase operation (`POST /v1/operations`, `action` `erase`) erases those by address.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/recipients/{recipientId} (the `DeleteRecipient` operationId).
+func (c *ClientWithResponses) DeleteRecipientWithResponse(ctx context.Context, recipientID RecipientID, params *DeleteRecipientParams, reqEditors ...RequestEditorFn) (*DeleteRecipientResponse, error) {
+	rsp, err := c.DeleteRecipient(ctx, recipientID, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteRecipientResponse(rsp)
+}
+
+// GetRecipientWithResponse Get a recipient profile
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/recipients/{recipientId} (the `GetRecipient` operationId).
+func (c *ClientWithResponses) GetRecipientWithResponse(ctx context.Context, recipientID RecipientID, params *GetRecipientParams, reqEditors ...RequestEditorFn) (*GetRecipientResponse, error) {
+	rsp, err := c.GetRecipient(ctx, recipientID, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetRecipientResponse(rsp)
+}
+
+// PutRecipientWithBodyWithResponse Create or replace a recipient profile
+//
+// A full replace: the body is the whole profile, stored in one transaction. A field the
+// body leaves out is removed from a profile that had it (an address, the timezone, the
+// locale, every preference). Read the profile first to change one field.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/recipients/{recipientId} (the `PutRecipient` operationId).
+func (c *ClientWithResponses) PutRecipientWithBodyWithResponse(ctx context.Context, recipientID RecipientID, params *PutRecipientParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PutRecipientResponse, error) {
+	rsp, err := c.PutRecipientWithBody(ctx, recipientID, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePutRecipientResponse(rsp)
+}
+
+// PutRecipientWithResponse Create or replace a recipient profile
+//
+// A full replace: the body is the whole profile, stored in one transaction. A field the
+// body leaves out is removed from a profile that had it (an address, the timezone, the
+// locale, every preference). Read the profile first to change one field.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/recipients/{recipientId} (the `PutRecipient` operationId).
+func (c *ClientWithResponses) PutRecipientWithResponse(ctx context.Context, recipientID RecipientID, params *PutRecipientParams, body PutRecipientJSONRequestBody, reqEditors ...RequestEditorFn) (*PutRecipientResponse, error) {
+	rsp, err := c.PutRecipient(ctx, recipientID, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePutRecipientResponse(rsp)
+}
+
+// ListSuppressionsWithResponse List the tenant's suppressed addresses, newest first
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/suppressions (the `ListSuppressions` operationId).
+func (c *ClientWithResponses) ListSuppressionsWithResponse(ctx context.Context, params *ListSuppressionsParams, reqEditors ...RequestEditorFn) (*ListSuppressionsResponse, error) {
+	rsp, err := c.ListSuppressions(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListSuppressionsResponse(rsp)
+}
+
+// DeleteSuppressionWithResponse Lift an address's suppression
+//
+// The next notification to the address on this channel is sent.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/suppressions/{channel}/{recipient} (the `DeleteSuppression` operationId).
+func (c *ClientWithResponses) DeleteSuppressionWithResponse(ctx context.Context, channel SuppressionChannel, recipient SuppressionRecipient, params *DeleteSuppressionParams, reqEditors ...RequestEditorFn) (*DeleteSuppressionResponse, error) {
+	rsp, err := c.DeleteSuppression(ctx, channel, recipient, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteSuppressionResponse(rsp)
+}
+
+// GetSuppressionWithResponse Get an address's suppression
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/suppressions/{channel}/{recipient} (the `GetSuppression` operationId).
+func (c *ClientWithResponses) GetSuppressionWithResponse(ctx context.Context, channel SuppressionChannel, recipient SuppressionRecipient, params *GetSuppressionParams, reqEditors ...RequestEditorFn) (*GetSuppressionResponse, error) {
+	rsp, err := c.GetSuppression(ctx, channel, recipient, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetSuppressionResponse(rsp)
+}
+
+// PutSuppressionWithBodyWithResponse Suppress an address
+//
+// Never send to this address on this channel again, until the suppression is deleted. The
+// body is optional: `reason` defaults to `manual`. On an address already suppressed, the
+// reason and note become the body's; when it was added and the notification it came from
+// stay.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/suppressions/{channel}/{recipient} (the `PutSuppression` operationId).
+func (c *ClientWithResponses) PutSuppressionWithBodyWithResponse(ctx context.Context, channel SuppressionChannel, recipient SuppressionRecipient, params *PutSuppressionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PutSuppressionResponse, error) {
+	rsp, err := c.PutSuppressionWithBody(ctx, channel, recipient, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePutSuppressionResponse(rsp)
+}
+
+// PutSuppressionWithResponse Suppress an address
+//
+// Never send to this address on this channel again, until the suppression is deleted. The
+// body is optional: `reason` defaults to `manual`. On an address already suppressed, the
+// reason and note become the body's; when it was added and the notification it came from
+// stay.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/suppressions/{channel}/{recipient} (the `PutSuppression` operationId).
+func (c *ClientWithResponses) PutSuppressionWithResponse(ctx context.Context, channel SuppressionChannel, recipient SuppressionRecipient, params *PutSuppressionParams, body PutSuppressionJSONRequestBody, reqEditors ...RequestEditorFn) (*PutSuppressionResponse, error) {
+	rsp, err := c.PutSuppression(ctx, channel, recipient, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePutSuppressionResponse(rsp)
 }
 
 // ParseLivezResponse parses an HTTP response from a LivezWithResponse call
@@ -7266,6 +10887,670 @@ func ParseGetBatchResponse(rsp *http.Response) (*GetBatchResponse, error) {
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers GetBatchResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseListCategoriesResponse parses an HTTP response from a ListCategoriesWithResponse call
+func ParseListCategoriesResponse(rsp *http.Response) (*ListCategoriesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListCategoriesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest CategoryPage
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers ListCategoriesResponse200Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 400:
+		var headers ListCategoriesResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers ListCategoriesResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 431:
+		var headers ListCategoriesResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 500:
+		var headers ListCategoriesResponse500Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers500 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListCategoriesResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseDeleteCategoryResponse parses an HTTP response from a DeleteCategoryWithResponse call
+func ParseDeleteCategoryResponse(rsp *http.Response) (*DeleteCategoryResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteCategoryResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		var headers DeleteCategoryResponse204Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers204 = &headers
+	case rsp.StatusCode == 400:
+		var headers DeleteCategoryResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers DeleteCategoryResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers DeleteCategoryResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 431:
+		var headers DeleteCategoryResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 500:
+		var headers DeleteCategoryResponse500Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers500 = &headers
+	case rsp.StatusCode == 503:
+		var headers DeleteCategoryResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetCategoryResponse parses an HTTP response from a GetCategoryWithResponse call
+func ParseGetCategoryResponse(rsp *http.Response) (*GetCategoryResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetCategoryResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Category
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers GetCategoryResponse200Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 400:
+		var headers GetCategoryResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers GetCategoryResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers GetCategoryResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 431:
+		var headers GetCategoryResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 500:
+		var headers GetCategoryResponse500Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers500 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetCategoryResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParsePutCategoryResponse parses an HTTP response from a PutCategoryWithResponse call
+func ParsePutCategoryResponse(rsp *http.Response) (*PutCategoryResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PutCategoryResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Category
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest Category
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Malformed
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ValidationFailed
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers PutCategoryResponse200Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 201:
+		var headers PutCategoryResponse201Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers201 = &headers
+	case rsp.StatusCode == 400:
+		var headers PutCategoryResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers PutCategoryResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 413:
+		var headers PutCategoryResponse413Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 415:
+		var headers PutCategoryResponse415Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers415 = &headers
+	case rsp.StatusCode == 422:
+		var headers PutCategoryResponse422Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers422 = &headers
+	case rsp.StatusCode == 431:
+		var headers PutCategoryResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 500:
+		var headers PutCategoryResponse500Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers500 = &headers
+	case rsp.StatusCode == 503:
+		var headers PutCategoryResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -10169,6 +14454,1334 @@ func ParsePostReceiptResponse(rsp *http.Response) (*PostReceiptResponse, error) 
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers PostReceiptResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseListRecipientsResponse parses an HTTP response from a ListRecipientsWithResponse call
+func ParseListRecipientsResponse(rsp *http.Response) (*ListRecipientsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListRecipientsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest RecipientPage
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers ListRecipientsResponse200Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 400:
+		var headers ListRecipientsResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers ListRecipientsResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 431:
+		var headers ListRecipientsResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 500:
+		var headers ListRecipientsResponse500Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers500 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListRecipientsResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseDeleteRecipientResponse parses an HTTP response from a DeleteRecipientWithResponse call
+func ParseDeleteRecipientResponse(rsp *http.Response) (*DeleteRecipientResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteRecipientResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		var headers DeleteRecipientResponse204Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers204 = &headers
+	case rsp.StatusCode == 400:
+		var headers DeleteRecipientResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers DeleteRecipientResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers DeleteRecipientResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 431:
+		var headers DeleteRecipientResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 500:
+		var headers DeleteRecipientResponse500Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers500 = &headers
+	case rsp.StatusCode == 503:
+		var headers DeleteRecipientResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetRecipientResponse parses an HTTP response from a GetRecipientWithResponse call
+func ParseGetRecipientResponse(rsp *http.Response) (*GetRecipientResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetRecipientResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Recipient
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers GetRecipientResponse200Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 400:
+		var headers GetRecipientResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers GetRecipientResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers GetRecipientResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 431:
+		var headers GetRecipientResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 500:
+		var headers GetRecipientResponse500Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers500 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetRecipientResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParsePutRecipientResponse parses an HTTP response from a PutRecipientWithResponse call
+func ParsePutRecipientResponse(rsp *http.Response) (*PutRecipientResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PutRecipientResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Recipient
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest Recipient
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Malformed
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ValidationFailed
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers PutRecipientResponse200Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 201:
+		var headers PutRecipientResponse201Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers201 = &headers
+	case rsp.StatusCode == 400:
+		var headers PutRecipientResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers PutRecipientResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 413:
+		var headers PutRecipientResponse413Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 415:
+		var headers PutRecipientResponse415Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers415 = &headers
+	case rsp.StatusCode == 422:
+		var headers PutRecipientResponse422Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers422 = &headers
+	case rsp.StatusCode == 431:
+		var headers PutRecipientResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 500:
+		var headers PutRecipientResponse500Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers500 = &headers
+	case rsp.StatusCode == 503:
+		var headers PutRecipientResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseListSuppressionsResponse parses an HTTP response from a ListSuppressionsWithResponse call
+func ParseListSuppressionsResponse(rsp *http.Response) (*ListSuppressionsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListSuppressionsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest SuppressionPage
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers ListSuppressionsResponse200Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 400:
+		var headers ListSuppressionsResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers ListSuppressionsResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 431:
+		var headers ListSuppressionsResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 500:
+		var headers ListSuppressionsResponse500Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers500 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListSuppressionsResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseDeleteSuppressionResponse parses an HTTP response from a DeleteSuppressionWithResponse call
+func ParseDeleteSuppressionResponse(rsp *http.Response) (*DeleteSuppressionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteSuppressionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		var headers DeleteSuppressionResponse204Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers204 = &headers
+	case rsp.StatusCode == 400:
+		var headers DeleteSuppressionResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers DeleteSuppressionResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers DeleteSuppressionResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 431:
+		var headers DeleteSuppressionResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 500:
+		var headers DeleteSuppressionResponse500Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers500 = &headers
+	case rsp.StatusCode == 503:
+		var headers DeleteSuppressionResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetSuppressionResponse parses an HTTP response from a GetSuppressionWithResponse call
+func ParseGetSuppressionResponse(rsp *http.Response) (*GetSuppressionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetSuppressionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Suppression
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers GetSuppressionResponse200Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 400:
+		var headers GetSuppressionResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers GetSuppressionResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers GetSuppressionResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 431:
+		var headers GetSuppressionResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 500:
+		var headers GetSuppressionResponse500Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers500 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetSuppressionResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParsePutSuppressionResponse parses an HTTP response from a PutSuppressionWithResponse call
+func ParsePutSuppressionResponse(rsp *http.Response) (*PutSuppressionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PutSuppressionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Suppression
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest Suppression
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Malformed
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ValidationFailed
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers PutSuppressionResponse200Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 201:
+		var headers PutSuppressionResponse201Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers201 = &headers
+	case rsp.StatusCode == 400:
+		var headers PutSuppressionResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers PutSuppressionResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 413:
+		var headers PutSuppressionResponse413Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 415:
+		var headers PutSuppressionResponse415Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers415 = &headers
+	case rsp.StatusCode == 422:
+		var headers PutSuppressionResponse422Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers422 = &headers
+	case rsp.StatusCode == 431:
+		var headers PutSuppressionResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 500:
+		var headers PutSuppressionResponse500Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers500 = &headers
+	case rsp.StatusCode == 503:
+		var headers PutSuppressionResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {

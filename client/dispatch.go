@@ -96,10 +96,10 @@ func (p *Problem) Error() string {
 	return b.String()
 }
 
-// Terminal reports whether s never changes again: DELIVERED, FAILED or
-// CANCELLED.
+// Terminal reports whether s never changes again: DELIVERED, FAILED,
+// CANCELLED or SKIPPED.
 func (s Status) Terminal() bool {
-	return s == StatusDELIVERED || s == StatusFAILED || s == StatusCANCELLED
+	return s == StatusDELIVERED || s == StatusFAILED || s == StatusCANCELLED || s == StatusSKIPPED
 }
 
 // answer is what every generated response type offers.

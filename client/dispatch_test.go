@@ -613,7 +613,7 @@ func TestStatusTerminal(t *testing.T) {
 	for _, s := range []client.Status{client.StatusACCEPTED, client.StatusQUEUED, client.StatusSCHEDULED, client.StatusPROCESSING, client.StatusRETRYING, client.StatusSENT} {
 		assert.False(t, s.Terminal(), s)
 	}
-	for _, s := range []client.Status{client.StatusDELIVERED, client.StatusFAILED, client.StatusCANCELLED} {
+	for _, s := range []client.Status{client.StatusDELIVERED, client.StatusFAILED, client.StatusCANCELLED, client.StatusSKIPPED} {
 		assert.True(t, s.Terminal(), s)
 	}
 }

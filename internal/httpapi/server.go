@@ -196,6 +196,7 @@ func New(cfg Config, pool *pgxpool.Pool, signaler Signaler, deps []health.Depend
 	v1.Get("/providers", s.listProviders)
 	v1.Get("/dead-letters/:channel", s.listDeadLetters)
 	v1.Post("/dead-letters/:channel/purge", s.purgeDeadLetters)
+	s.recipientRoutes(v1)
 
 	s.app.Use(func(c *fiber.Ctx) error {
 		return newProblem(fiber.StatusNotFound, typeNotFound, "Not found", "no route "+c.Method()+" "+c.Path())
