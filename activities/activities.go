@@ -26,6 +26,7 @@ import (
 	"github.com/dispatch-engine/dispatch-engine/internal/provider"
 	"github.com/dispatch-engine/dispatch-engine/internal/quota"
 	"github.com/dispatch-engine/dispatch-engine/internal/ratelimit"
+	"github.com/dispatch-engine/dispatch-engine/internal/unsubscribe"
 	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
@@ -64,6 +65,13 @@ type Activities struct {
 	// Quotas counts what a retry operation retries against its tenant's
 	// acceptance quotas (OperationStep); nil counts nothing.
 	Quotas *quota.Quota
+	// Unsubscribe signs the one-click unsubscribe links of emails in a
+	// category that is not critical, served under PublicBaseURL (with a
+	// mailto: entry to UnsubscribeMailto when set); with either unset,
+	// emails carry no List-Unsubscribe.
+	Unsubscribe       *unsubscribe.Signer
+	PublicBaseURL     string
+	UnsubscribeMailto string
 }
 
 // Payload is the JSON body POSTed to the provider (and the body of a

@@ -7,7 +7,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dispatch-engine/dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/provider"
 	"github.com/dispatch-engine/dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/internal/unsubscribe"
 	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
@@ -95,4 +97,76 @@ func (a *Activities) Fallback(ctx context.Context, in workflows.FallbackInput) (
 	a.Log.Info("notification falls back to its next channel", zap.String("notification_id", in.NotificationID),
 		zap.String("from", string(n.Channel)), zap.String("to", res.Channel), zap.Int("attempts", in.Attempts))
 	return workflows.FallbackResult{Channel: res.Channel}, nil
+}
+
+// fanOut sends a profile's push notification to each of its tokens, in
+// the profile's order: one attempt, delivered when a token was taken. A
+// token the provider says is dead is suppressed. With none taken, the
+// attempt is retried when one of them may be later, else it failed for
+// good; its result is the first token's of that kind.
+func (a *Activities) fanOut(ctx context.Context, at *attempt, headers map[string]string) provider.Result {
+	var results []provider.Result
+	for _, token := range at.addresses {
+		n := at.n
+		n.Recipient = token
+		res := a.call(ctx, at.p, n, at.in.Attempt, headers)
+		a.suppressRefused(ctx, at, token, res)
+		if res.Outcome == workflows.OutcomeCancelled {
+			return res
+		}
+		results = append(results, res)
+	}
+	for _, outcome := range []workflows.Outcome{workflows.OutcomeDelivered, workflows.OutcomeRetry} {
+		for _, res := range results {
+			if res.Outcome == outcome {
+				return res
+			}
+		}
+	}
+	return results[0]
+}
+
+// suppressRefused adds address to the tenant's suppression list when the
+// provider said it is dead or refused (res.Suppress): a mailbox the mail
+// server does not know, a number that unsubscribed or is not one, a push
+// token no longer registered. Its next notification is SKIPPED.
+func (a *Activities) suppressRefused(ctx context.Context, at *attempt, address string, res provider.Result) {
+	if res.Suppress == "" {
+		return
+	}
+	// The attempt's own ctx may be ending (a cancel after the answer):
+	// what the provider said stands.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), callTimeout)
+	defer cancel()
+	if err := store.Suppress(cctx, a.Pool, at.n.TenantID, string(at.n.Channel), address, res.Suppress, &at.id); err != nil {
+		at.log.Warn("could not add the refused address to the suppression list", zap.String("reason", res.Suppress), zap.Error(err))
+		return
+	}
+	a.Metrics.Suppressed.WithLabelValues(string(at.n.Channel), res.Suppress).Inc()
+	at.log.Info("the provider refused the address; suppressed", zap.String("reason", res.Suppress))
+}
+
+// listUnsubscribe is the List-Unsubscribe header fields (RFC 2369, RFC
+// 8058's one-click) of an email in a category that is not critical, when
+// the public base URL is set; nil otherwise. An email with no category is
+// transactional and carries none.
+func (a *Activities) listUnsubscribe(ctx context.Context, n store.Notification) map[string]string {
+	if a.Unsubscribe == nil || a.PublicBaseURL == "" || n.Channel != notification.Email || n.Category == nil {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	c, err := store.GetCategory(cctx, a.Pool, n.TenantID, *n.Category)
+	switch {
+	case err == nil && c.Critical:
+		return nil
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		// Sent without the link rather than not at all: the person can
+		// still reply or complain, and the next email carries it.
+		a.Log.Warn("could not read the email's category; sent without List-Unsubscribe", zap.String("notification_id", n.ID.String()), zap.Error(err))
+		return nil
+	}
+	return a.Unsubscribe.Headers(a.PublicBaseURL, a.UnsubscribeMailto, unsubscribe.Token{
+		TenantID: n.TenantID, Channel: string(n.Channel), Address: n.Recipient, Category: *n.Category,
+	})
 }

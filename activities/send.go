@@ -19,7 +19,13 @@ import (
 func (a *Activities) send(ctx context.Context, at *attempt) {
 	at.started = time.Now()
 	at.sent = true
-	at.sr = a.call(ctx, at.p, at.n, at.in.Attempt)
+	headers := a.listUnsubscribe(ctx, at.n)
+	if len(at.addresses) > 1 {
+		at.sr = a.fanOut(ctx, at, headers)
+	} else {
+		at.sr = a.call(ctx, at.p, at.n, at.in.Attempt, headers)
+		a.suppressRefused(ctx, at, at.n.Recipient, at.sr)
+	}
 	at.elapsed = time.Since(at.started)
 }
 
@@ -29,7 +35,7 @@ func (a *Activities) send(ctx context.Context, at *attempt) {
 // the workflow (a fast-path attempt runs inside a workflow task, which takes
 // the signal only when the task ends). A delivery is a delivery, whatever
 // happens to ctx after the provider took it.
-func (a *Activities) call(ctx context.Context, p *provider.Provider, n store.Notification, attempt int) provider.Result {
+func (a *Activities) call(ctx context.Context, p *provider.Provider, n store.Notification, attempt int, headers map[string]string) provider.Result {
 	payload := n.Payload(attempt)
 	payload.MessageID = notification.MessageID(payload.ID, attempt) // what a receipt names
 	body, err := json.Marshal(payload)
@@ -43,7 +49,7 @@ func (a *Activities) call(ctx context.Context, p *provider.Provider, n store.Not
 	go a.watchCancel(callCtx, n.ID, done, cancelCall)
 
 	m := provider.Message{NotificationID: n.ID.String(), Attempt: attempt, Channel: string(n.Channel), Recipient: n.Recipient,
-		Content: n.Content, Payload: body}
+		Content: n.Content, Payload: body, Headers: headers}
 	if n.Subject != nil {
 		m.Subject = *n.Subject
 	}

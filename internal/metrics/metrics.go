@@ -166,6 +166,11 @@ type Worker struct {
 	// flight; rate-limit: no slot free). Each costs an activity and a
 	// workflow task more than the fast path.
 	FastPathDeferred *prometheus.CounterVec
+	// Suppressed counts the addresses the delivery side added to a
+	// suppression list because a provider said they are dead or refused,
+	// by channel and reason (refused, bounced, complained, unsubscribed,
+	// invalid, unregistered).
+	Suppressed *prometheus.CounterVec
 }
 
 // NewWorker registers the worker's metrics.
@@ -240,10 +245,14 @@ func NewWorker() *Worker {
 			Name: "dispatch_fast_path_deferred_total",
 			Help: "First attempts the fast path sent to the channel's activity task queue instead, by channel and reason (busy, rate-limit).",
 		}, []string{"channel", "reason"}),
+		Suppressed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dispatch_suppressions_added_total",
+			Help: "Addresses added to a suppression list because a provider said they are dead or refused, by channel and reason.",
+		}, []string{"channel", "reason"}),
 	}
 	m.Registry.MustRegister(m.Terminal, m.Attempts, m.ProviderLatency, m.EndToEnd, m.RateLimitWait, m.RateLimitWaits,
 		m.Relayed, m.WorkflowStarts, m.InFlight, m.Repaired, m.DependencyUp, m.BreakerState, m.BreakerChanges,
-		m.DeadLettersRetired, m.RetentionDeleted, m.OperationNotifications, m.FastPathDeferred)
+		m.DeadLettersRetired, m.RetentionDeleted, m.OperationNotifications, m.FastPathDeferred, m.Suppressed)
 	return m
 }
 
