@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/mail"
 	"net/url"
 	"os"
 	"reflect"
@@ -45,6 +46,18 @@ type Config struct {
 	// their receipts (POST {base}/v1/receipts/{provider}); a twilio
 	// provider that awaits receipts names it as its StatusCallback.
 	ReceiptsBaseURL string `env:"RECEIPTS_BASE_URL" envDefault:"http://127.0.0.1:8080"`
+	// PublicBaseURL is the API's base URL as the people who get emails
+	// reach it: every email of a non-critical category carries the
+	// one-click unsubscribe link {base}/u/{token} (List-Unsubscribe,
+	// RFC 8058), which the API serves without a key. An absolute http(s)
+	// URL without query or credentials; a trailing slash is dropped.
+	// Mailbox providers want https. Empty: no email carries the header,
+	// and the API and worker say so at start.
+	PublicBaseURL string `env:"PUBLIC_BASE_URL"`
+	// UnsubscribeMailto, an email address, adds a mailto: entry to
+	// List-Unsubscribe (subject "unsubscribe-{token}") for mail clients
+	// that unsubscribe by email; only with PUBLIC_BASE_URL.
+	UnsubscribeMailto string `env:"UNSUBSCRIBE_MAILTO"`
 	// WebhookTimeout bounds one provider call; it stays below the activity's
 	// start-to-close timeout.
 	WebhookTimeout time.Duration `env:"WEBHOOK_TIMEOUT" envDefault:"10s"`
@@ -171,6 +184,7 @@ func Parse(environ map[string]string) (Config, error) {
 	if err := cfg.validate(); err != nil {
 		return Config{}, err
 	}
+	cfg.PublicBaseURL = strings.TrimRight(cfg.PublicBaseURL, "/")
 	return cfg, nil
 }
 
@@ -232,6 +246,21 @@ func (c Config) validate() error {
 	for name, v := range map[string]int{"RATE_LIMIT_SMS": c.RateLimitSMS, "RATE_LIMIT_EMAIL": c.RateLimitEmail, "RATE_LIMIT_PUSH": c.RateLimitPush} {
 		if v < 0 {
 			bad(name, "%d must not be negative (0 uses RATE_LIMIT_PER_SEC)", v)
+		}
+	}
+	if c.PublicBaseURL != "" {
+		u, err := url.Parse(c.PublicBaseURL)
+		switch {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+			bad("PUBLIC_BASE_URL", "is not an absolute http(s) URL, e.g. https://notify.example.com")
+		case u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:
+			// The value is not echoed: it would carry what it must not.
+			bad("PUBLIC_BASE_URL", "must carry no credentials, query or fragment: it is the base of links in every email")
+		}
+	}
+	if c.UnsubscribeMailto != "" {
+		if a, err := mail.ParseAddress(c.UnsubscribeMailto); err != nil || a.Address != c.UnsubscribeMailto || strings.ContainsAny(a.Address, "?&<>, ") {
+			bad("UNSUBSCRIBE_MAILTO", "%q is not a bare email address, e.g. unsubscribe@notify.example.com", c.UnsubscribeMailto)
 		}
 	}
 	if c.WebhookSigningSecret != "" {

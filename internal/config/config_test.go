@@ -123,3 +123,51 @@ func TestBadRetentionValuesAreRefusedByName(t *testing.T) {
 		})
 	}
 }
+
+func TestUnsubscribeLinksAreOffByDefault(t *testing.T) {
+	cfg, err := Parse(map[string]string{})
+	require.NoError(t, err)
+	require.Empty(t, cfg.PublicBaseURL)
+	require.Empty(t, cfg.UnsubscribeMailto)
+}
+
+func TestPublicBaseURLLosesItsTrailingSlash(t *testing.T) {
+	for raw, want := range map[string]string{
+		"https://notify.example.com":            "https://notify.example.com",
+		"https://notify.example.com/":           "https://notify.example.com",
+		"http://127.0.0.1:8080/":                "http://127.0.0.1:8080",
+		"https://example.com/dispatch//":        "https://example.com/dispatch",
+		"https://example.com:8443/dispatch/api": "https://example.com:8443/dispatch/api",
+	} {
+		cfg, err := Parse(map[string]string{"PUBLIC_BASE_URL": raw, "UNSUBSCRIBE_MAILTO": "unsubscribe@notify.example.com"})
+		require.NoError(t, err, raw)
+		require.Equal(t, want, cfg.PublicBaseURL, raw)
+		require.Equal(t, "unsubscribe@notify.example.com", cfg.UnsubscribeMailto)
+	}
+}
+
+func TestBadUnsubscribeSettingsAreRefusedByName(t *testing.T) {
+	cases := map[string]map[string]string{
+		"relative base":       {"PUBLIC_BASE_URL": "/u"},
+		"host only":           {"PUBLIC_BASE_URL": "notify.example.com"},
+		"another scheme":      {"PUBLIC_BASE_URL": "ftp://notify.example.com"},
+		"no host":             {"PUBLIC_BASE_URL": "https://"},
+		"a query":             {"PUBLIC_BASE_URL": "https://notify.example.com/?x=1"},
+		"a fragment":          {"PUBLIC_BASE_URL": "https://notify.example.com/#top"},
+		"credentials":         {"PUBLIC_BASE_URL": "https://user:pw@notify.example.com"},
+		"mailto not address":  {"UNSUBSCRIBE_MAILTO": "unsubscribe"},
+		"mailto display name": {"UNSUBSCRIBE_MAILTO": "Unsubscribe <unsubscribe@example.com>"},
+		"mailto with a query": {"UNSUBSCRIBE_MAILTO": "unsubscribe@example.com?subject=x"},
+		"mailto with a URL":   {"UNSUBSCRIBE_MAILTO": "mailto:unsubscribe@example.com"},
+	}
+	for name, environ := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := Parse(environ)
+			require.Error(t, err)
+			for variable := range environ {
+				require.Contains(t, err.Error(), variable)
+			}
+			require.NotContains(t, err.Error(), "pw@", "credentials are not echoed")
+		})
+	}
+}
