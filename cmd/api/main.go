@@ -37,6 +37,7 @@ import (
 	"github.com/dispatch-engine/dispatch-engine/internal/ratelimit"
 	"github.com/dispatch-engine/dispatch-engine/internal/store"
 	"github.com/dispatch-engine/dispatch-engine/internal/telemetry"
+	"github.com/dispatch-engine/dispatch-engine/internal/unsubscribe"
 	"github.com/dispatch-engine/dispatch-engine/internal/version"
 	"github.com/dispatch-engine/dispatch-engine/internal/wfclient"
 )
@@ -91,6 +92,8 @@ type conns struct {
 	broker      *queue.Publisher
 	deadLetters *queue.Publisher
 	waker       *outbox.Waker
+	// unsubscribe opens the tokens of one-click unsubscribe links.
+	unsubscribe *unsubscribe.Signer
 	closers     []func()
 }
 
@@ -116,6 +119,9 @@ func connect(ctx context.Context, cfg config.Config, log *zap.Logger) (_ *conns,
 	}
 	c.closers = append(c.closers, c.pool.Close)
 	if err := requireAPIKey(ctx, cfg, c.pool, log); err != nil {
+		return nil, err
+	}
+	if c.unsubscribe, err = loadUnsubscribe(ctx, cfg, c.pool, log); err != nil {
 		return nil, err
 	}
 	if c.rdb, err = ratelimit.NewClient(cfg.RedisURL); err != nil {
@@ -160,6 +166,21 @@ func requireAPIKey(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, l
 	}
 	log.Info("API_KEYS is empty: only the keys stored in the database are accepted", zap.Int("active_keys", n))
 	return nil
+}
+
+// loadUnsubscribe loads the secret of the unsubscribe links, which every
+// API and worker process shares (the first to start makes it). The API
+// serves /u/{token} even without PUBLIC_BASE_URL: links already sent stay
+// valid for their 90 days.
+func loadUnsubscribe(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, log *zap.Logger) (*unsubscribe.Signer, error) {
+	signer, err := unsubscribe.Load(ctx, pool)
+	if err != nil {
+		return nil, fmt.Errorf("loading the unsubscribe secret (are the migrations applied?): %w", err)
+	}
+	if cfg.PublicBaseURL == "" {
+		log.Info("PUBLIC_BASE_URL is not set: emails carry no List-Unsubscribe header")
+	}
+	return signer, nil
 }
 
 // lazyTemporal is the API's Temporal client, which connects on first use:
@@ -207,6 +228,7 @@ func newServer(cfg config.Config, c *conns, log *zap.Logger) (*httpapi.Server, e
 			return wfclient.StartOperation(ctx, c.temporal, wfclient.TaskQueues{Prefix: cfg.TemporalTaskQueuePrefix}, id, summary)
 		},
 		DeadLetters:       deadletter.NewQueues(c.pool, c.deadLetters),
+		Unsubscribe:       c.unsubscribe,
 		Quotas:            quota.New(c.rdb, cfg.RedisKeyPrefix+"quota:"),
 		Accepted:          c.waker.Poke,
 		APIKeys:           cfg.APIKeys,

@@ -1,13 +1,19 @@
 package main
 
 import (
+	"context"
 	"os/exec"
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/dispatch-engine/dispatch-engine/internal/config"
 	"github.com/dispatch-engine/dispatch-engine/internal/testenv"
+	"github.com/dispatch-engine/dispatch-engine/internal/unsubscribe"
 )
 
 // TestRefusesToStartWithoutAPIKeys: with API_KEYS empty and no key in the
@@ -29,4 +35,27 @@ func TestLinksNoWorkerCode(t *testing.T) {
 	for _, worker := range []string{"github.com/dispatch-engine/dispatch-engine/activities", "github.com/dispatch-engine/dispatch-engine/internal/dispatch"} {
 		require.NotContains(t, deps, worker)
 	}
+}
+
+// TestLoadsTheSharedUnsubscribeSecretAndSaysWhenLinksAreOff: the API opens
+// tokens a worker signed (one secret in the database), and says at start
+// that emails carry no unsubscribe link while PUBLIC_BASE_URL is empty.
+func TestLoadsTheSharedUnsubscribeSecretAndSaysWhenLinksAreOff(t *testing.T) {
+	pool, _ := testenv.Pool(t)
+	ctx := context.Background()
+	worker, err := unsubscribe.Load(ctx, pool)
+	require.NoError(t, err)
+	token := worker.Sign(unsubscribe.Token{TenantID: uuid.New(), Channel: "email", Address: "ada@example.com", Category: "news"})
+
+	core, logged := observer.New(zap.InfoLevel)
+	api, err := loadUnsubscribe(ctx, config.Config{}, pool, zap.New(core))
+	require.NoError(t, err)
+	_, err = api.Verify(token)
+	require.NoError(t, err)
+	require.Equal(t, 1, logged.FilterMessage("PUBLIC_BASE_URL is not set: emails carry no List-Unsubscribe header").Len())
+
+	core, logged = observer.New(zap.InfoLevel)
+	_, err = loadUnsubscribe(ctx, config.Config{PublicBaseURL: "https://notify.example.com"}, pool, zap.New(core))
+	require.NoError(t, err)
+	require.Zero(t, logged.Len())
 }
