@@ -122,7 +122,8 @@ func envMap(env []string) map[string]string {
 
 const rootLong = `dispatchctl operates the dispatch engine over its public API (openapi.yaml):
 send notifications and batches, list, inspect, watch, cancel and retry them,
-and run bulk operations (retry, cancel or erase what a filter matches).
+and run bulk operations (retry, cancel or erase what a filter matches);
+manage recipient profiles, suppressed addresses and categories.
 The keys and tenants commands make API keys and set tenants' quotas and
 weights; they talk to PostgreSQL (--database-dsn, $DATABASE_DSN), not the API.
 
@@ -179,6 +180,9 @@ func (a *cli) rootCommand() *cobra.Command {
 		a.batchCommand(),
 		a.watchCommand(),
 		a.operationsCommand(),
+		a.recipientsCommand(),
+		a.suppressionsCommand(),
+		a.categoriesCommand(),
 		a.keysCommand(),
 		a.tenantsCommand(),
 	)
