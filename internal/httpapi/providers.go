@@ -241,7 +241,7 @@ func (s *Server) webhookReceipt(c *fiber.Ctx, p *provider.Provider) (store.Recei
 	}
 	status := receiptStatus(req.Status)
 	if status == "" {
-		ve.add("status", `must be "delivered" or "failed" (also "undelivered", "bounced")`)
+		ve.add("status", `must be "delivered" or "failed" (also "undelivered", "bounced", "rejected", "complained")`)
 	}
 	if !validText(req.Reason) { // stored on the attempt by the workflow
 		ve.add("reason", "must be UTF-8 text without NUL characters")
@@ -250,27 +250,62 @@ func (s *Server) webhookReceipt(c *fiber.Ctx, p *provider.Provider) (store.Recei
 		return store.ReceiptTarget{}, workflows.Receipt{}, err
 	}
 	receipt := workflows.Receipt{Status: status, Reason: req.Reason, MessageID: req.MessageID}
+	var target store.ReceiptTarget
 	if named {
-		target, err := store.FindReceiptAttempt(c.UserContext(), s.pool, p.Name, msgNotification, attempt)
+		target, err = store.FindReceiptAttempt(c.UserContext(), s.pool, p.Name, msgNotification, attempt)
 		if errors.Is(err, store.ErrNotFound) {
 			return target, receipt, explain(err, typeNotFound, "no message "+req.MessageID+" was sent through provider "+p.Name)
 		}
-		return target, receipt, err
+	} else {
+		target, err = store.FindUnnamedReceiptTarget(c.UserContext(), s.pool, p.Name, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return target, receipt, explain(err, typeNotFound, "no notification "+id.String())
+		}
 	}
-	target, err := store.FindUnnamedReceiptTarget(c.UserContext(), s.pool, p.Name, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return target, receipt, explain(err, typeNotFound, "no notification "+id.String())
+	if err == nil {
+		err = s.refusedByReceipt(c.UserContext(), target.NotificationID, req.Status)
 	}
 	return target, receipt, err
 }
+
+// refusedByReceipt acts on a receipt that says the address refuses mail:
+// bounced (the mailbox is dead) or complained (the person marked it as
+// spam) put the address on the tenant's suppression list, and a complaint
+// also opts the person out of the notification's category. It acts
+// whatever the notification's state: a complaint comes long after the
+// delivery it is about.
+func (s *Server) refusedByReceipt(ctx context.Context, id uuid.UUID, said string) error {
+	if said != receiptBounced && said != receiptComplained {
+		return nil
+	}
+	n, err := store.GetNotification(ctx, s.pool, id)
+	if err != nil || n.ErasedAt != nil || n.Recipient == "" {
+		return err
+	}
+	if err := store.Suppress(ctx, s.pool, n.TenantID, string(n.Channel), n.Recipient, said, &id); err != nil {
+		return err
+	}
+	if said == receiptComplained && n.Category != nil {
+		return store.RecordOptOut(ctx, s.pool, n.TenantID, string(n.Channel), n.Recipient, n.RecipientID, *n.Category, "complaint")
+	}
+	return nil
+}
+
+// What a webhook receipt may say of the address beyond delivered or
+// failed: the mailbox bounced, or the person complained.
+const (
+	receiptBounced    = "bounced"
+	receiptComplained = "complained"
+)
 
 // receiptStatus maps what a receipt says to delivered or failed; "" when
 // it says neither.
 func receiptStatus(s string) string {
 	switch s {
-	case provider.ReceiptDelivered:
+	case provider.ReceiptDelivered, receiptComplained:
+		// A complaint says the person got it.
 		return provider.ReceiptDelivered
-	case provider.ReceiptFailed, "undelivered", "bounced", "rejected":
+	case provider.ReceiptFailed, "undelivered", receiptBounced, "rejected":
 		return provider.ReceiptFailed
 	}
 	return ""
