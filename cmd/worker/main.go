@@ -44,6 +44,7 @@ import (
 	"github.com/dispatch-engine/dispatch-engine/internal/retention"
 	"github.com/dispatch-engine/dispatch-engine/internal/store"
 	"github.com/dispatch-engine/dispatch-engine/internal/telemetry"
+	"github.com/dispatch-engine/dispatch-engine/internal/unsubscribe"
 	"github.com/dispatch-engine/dispatch-engine/internal/version"
 	"github.com/dispatch-engine/dispatch-engine/internal/wfclient"
 	"github.com/dispatch-engine/dispatch-engine/workflows"
@@ -142,7 +143,10 @@ type conns struct {
 	dlqPub    *queue.Publisher
 	inspector *queue.Publisher
 	sweeper   *queue.Publisher
-	closers   []func()
+	// unsubscribe signs emails' one-click unsubscribe links; nil without
+	// PUBLIC_BASE_URL.
+	unsubscribe *unsubscribe.Signer
+	closers     []func()
 }
 
 func (c *conns) close() {
@@ -164,6 +168,9 @@ func connect(ctx context.Context, cfg config.Config, log *zap.Logger) (_ *conns,
 		return nil, err
 	}
 	c.closers = append(c.closers, c.pool.Close)
+	if c.unsubscribe, err = loadUnsubscribe(ctx, cfg, c.pool, log); err != nil {
+		return nil, err
+	}
 	if c.rdb, err = ratelimit.NewClient(cfg.RedisURL); err != nil {
 		return nil, fmt.Errorf("parsing REDIS_URL: %w", err)
 	}
@@ -200,6 +207,22 @@ func connect(ctx context.Context, cfg config.Config, log *zap.Logger) (_ *conns,
 	return c, nil
 }
 
+// loadUnsubscribe loads the secret of the unsubscribe links emails carry,
+// the one the API opens them with (every process shares it), when
+// PUBLIC_BASE_URL is set; without it no email carries a link, and the
+// worker says so.
+func loadUnsubscribe(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, log *zap.Logger) (*unsubscribe.Signer, error) {
+	if cfg.PublicBaseURL == "" {
+		log.Info("PUBLIC_BASE_URL is not set: emails carry no List-Unsubscribe header")
+		return nil, nil
+	}
+	signer, err := unsubscribe.Load(ctx, pool)
+	if err != nil {
+		return nil, fmt.Errorf("loading the unsubscribe secret (are the migrations applied?): %w", err)
+	}
+	return signer, nil
+}
+
 // delivery is what delivering needs: the providers, the rate limiter and
 // the activities built on them.
 type delivery struct {
@@ -232,6 +255,10 @@ func newDelivery(cfg config.Config, c *conns, relay *outbox.Relay, log *zap.Logg
 		// A retry operation counts what it retries against its tenant's
 		// acceptance quotas, in the API's counters.
 		Quotas: quota.New(c.rdb, cfg.RedisKeyPrefix+"quota:"),
+		// Emails of a category that is not critical carry List-Unsubscribe.
+		Unsubscribe:       c.unsubscribe,
+		PublicBaseURL:     cfg.PublicBaseURL,
+		UnsubscribeMailto: cfg.UnsubscribeMailto,
 	}
 	return delivery{providers: providers, limiter: limiter, acts: acts}, nil
 }
