@@ -34,6 +34,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -120,7 +121,7 @@ func Load(ctx context.Context, q store.Querier) (*Signer, error) {
 
 func derive(secret []byte, label string) []byte {
 	mac := hmac.New(sha256.New, secret)
-	mac.Write([]byte(label))
+	_, _ = mac.Write([]byte(label))
 	return mac.Sum(nil)
 }
 
@@ -167,7 +168,7 @@ func (s *Signer) Verify(token string) (Token, error) {
 
 func (s *Signer) tag(plain []byte) []byte {
 	mac := hmac.New(sha256.New, s.macKey)
-	mac.Write(plain)
+	_, _ = mac.Write(plain)
 	return mac.Sum(nil)[:tagSize]
 }
 
@@ -236,10 +237,7 @@ func Path(token string) string { return "/u/" + token }
 // is base64url, so it needs no escaping in either URL.
 func (s *Signer) Headers(baseURL, mailto string, t Token) map[string]string {
 	token := s.Sign(t)
-	for len(baseURL) > 0 && baseURL[len(baseURL)-1] == '/' {
-		baseURL = baseURL[:len(baseURL)-1]
-	}
-	list := "<" + baseURL + Path(token) + ">"
+	list := "<" + strings.TrimRight(baseURL, "/") + Path(token) + ">"
 	if mailto != "" {
 		list += ", <mailto:" + mailto + "?subject=unsubscribe-" + token + ">"
 	}
