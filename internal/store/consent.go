@@ -147,12 +147,15 @@ func remaining(n Notification, after bool) []string {
 // address (recipient, the first of a push channel's tokens): the channel a
 // profile's notification resolved to. With takeBack set, that attempt was
 // begun but is not made on this channel: the notification's attempts are
-// those made before it. It reports whether the row changed (a terminal
+// those made before it, and it is QUEUED again, not PROCESSING. It reports whether the row changed (a terminal
 // notification, or one of another generation, is left alone).
 func UseChannel(ctx context.Context, q Querier, id uuid.UUID, gen *int, channel, recipient string, takeBack int) (bool, error) {
 	tag, err := q.Exec(ctx, `
 		UPDATE notifications SET channel = $2, recipient = $3, updated_at = now(),
-			attempts = CASE WHEN $5 > 0 THEN LEAST(attempts, $5 - 1) ELSE attempts END
+			attempts = CASE WHEN $5 > 0 THEN LEAST(attempts, $5 - 1) ELSE attempts END,
+			-- Taken back, the attempt is not begun: a first attempt may begin
+			-- again (the fast path's, on the new channel).
+			status = CASE WHEN $5 > 0 AND status = 'PROCESSING' THEN 'QUEUED' ELSE status END
 		WHERE id = $1 AND status IN `+nonTerminal+` AND erased_at IS NULL AND ($4::int IS NULL OR generation = $4)
 			AND (channel <> $2 OR recipient <> $3)`, id, channel, recipient, gen, takeBack)
 	if err != nil {
