@@ -73,7 +73,7 @@ func ResolveRecipient(ctx context.Context, q Querier, n Notification, after bool
 				WHERE s.tenant_id = ra.tenant_id AND s.channel = ra.channel AND s.address = ra.address) AS suppressed,
 			$4::text IS NOT NULL
 				AND NOT EXISTS (SELECT 1 FROM categories c WHERE c.tenant_id = ra.tenant_id AND c.name = $4 AND c.critical)
-				AND (r.preferences -> $4 ->> ra.channel = 'false'
+				AND (COALESCE(r.preferences -> $4 ->> ra.channel = 'false', false)
 					OR EXISTS (SELECT 1 FROM opt_outs o WHERE o.tenant_id = ra.tenant_id AND o.channel = ra.channel
 						AND o.address = ra.address AND o.category = $4)) AS opted_out
 		FROM recipient_addresses ra

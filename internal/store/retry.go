@@ -23,13 +23,13 @@ func (e *NotRetryableError) Error() string {
 	if e.Erased {
 		return "the notification was erased; there is nothing left to send"
 	}
-	return fmt.Sprintf("notification is %s; only a FAILED or CANCELLED notification can be retried", e.Status)
+	return fmt.Sprintf("notification is %s; only a FAILED, CANCELLED or SKIPPED notification can be retried", e.Status)
 }
 
 // Unwrap makes a NotRetryableError an ErrConflict.
 func (e *NotRetryableError) Unwrap() error { return ErrConflict }
 
-// retryStatement retries the FAILED or CANCELLED notifications among $1 in
+// retryStatement retries the FAILED, CANCELLED or SKIPPED notifications among $1 in
 // one statement: each becomes ACCEPTED in its next generation, with a fresh
 // attempt budget after the attempts made (attempt_base), and gets an outbox
 // row, which starts its new workflow run. A FAILED one's dead-letter record
@@ -39,11 +39,12 @@ func (e *NotRetryableError) Unwrap() error { return ErrConflict }
 const retryStatement = `
 	WITH old AS (
 		SELECT id AS old_id, status AS old_status FROM notifications
-		WHERE id = ANY($1) AND status IN ('FAILED', 'CANCELLED') AND erased_at IS NULL
+		WHERE id = ANY($1) AND status IN ('FAILED', 'CANCELLED', 'SKIPPED') AND erased_at IS NULL
 		FOR UPDATE
 	), u AS (
 		UPDATE notifications
 		SET status = 'ACCEPTED', generation = generation + 1, attempt_base = attempts, failure_reason = NULL,
+			skip_reason = NULL, channel = COALESCE(channels[1], channel),
 			cancel_requested_at = NULL, next_attempt_at = NULL, delivered_at = NULL, receipt = NULL, updated_at = now()
 		FROM old WHERE id = old_id
 		RETURNING ` + notificationColumns + `, old_status
@@ -57,7 +58,7 @@ const retryStatement = `
 		ON CONFLICT DO NOTHING
 	)`
 
-// RetryNotification retries one FAILED or CANCELLED notification (see
+// RetryNotification retries one FAILED, CANCELLED or SKIPPED notification (see
 // retryStatement) and returns it ACCEPTED. A key, when given, makes it
 // idempotent: the key's first retry is answered again (replayed true, with
 // the notification as it is now) and nothing is written; a key used for
@@ -129,5 +130,5 @@ func retryReplayOrConflict(ctx context.Context, q Querier, id uuid.UUID, key str
 
 // retryable reports whether a notification in status s may be retried.
 func retryable(s Status) bool {
-	return s == notification.StatusFailed || s == notification.StatusCancelled
+	return s == notification.StatusFailed || s == notification.StatusCancelled || s == notification.StatusSkipped
 }
