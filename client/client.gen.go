@@ -380,6 +380,7 @@ func (e ReadinessProblemType) Valid() bool {
 // Defines values for ReceiptStatus.
 const (
 	ReceiptStatusBounced     ReceiptStatus = "bounced"
+	ReceiptStatusComplained  ReceiptStatus = "complained"
 	ReceiptStatusDelivered   ReceiptStatus = "delivered"
 	ReceiptStatusFailed      ReceiptStatus = "failed"
 	ReceiptStatusRejected    ReceiptStatus = "rejected"
@@ -390,6 +391,8 @@ const (
 func (e ReceiptStatus) Valid() bool {
 	switch e {
 	case ReceiptStatusBounced:
+		return true
+	case ReceiptStatusComplained:
 		return true
 	case ReceiptStatusDelivered:
 		return true
@@ -1057,15 +1060,17 @@ type Receipt struct {
 	// MessageID The delivery's `X-Dispatch-Message-Id` (its payload's `messageId`): the notification id and the attempt's number, one per attempt. Without it, the receipt applies only where the notification's current generation made a single attempt at the provider.
 	//
 	// Examples: 01a22001-d5be-7c3d-975c-b69a729f588b.2
-	MessageID *string       `json:"messageId,omitempty"`
-	Reason    *string       `json:"reason,omitempty"`
-	Status    ReceiptStatus `json:"status"`
+	MessageID *string `json:"messageId,omitempty"`
+	Reason    *string `json:"reason,omitempty"`
+
+	// Status What the provider says of the message. `bounced` also puts the address on the tenant's suppression list (reason `bounced`); `complained` (the person marked it as spam) counts as delivered, suppresses the address (reason `complained`) and opts the person out of the notification's category. Both act even when the notification is long settled.
+	Status ReceiptStatus `json:"status"`
 
 	// WebhookID The webhook-id of the delivery: the notification id, the same on every attempt.
 	WebhookID *openapi_types.UUID `json:"webhookId,omitempty"`
 }
 
-// ReceiptStatus defines model for Receipt.Status.
+// ReceiptStatus What the provider says of the message. `bounced` also puts the address on the tenant's suppression list (reason `bounced`); `complained` (the person marked it as spam) counts as delivered, suppresses the address (reason `complained`) and opts the person out of the notification's category. Both act even when the notification is long settled.
 type ReceiptStatus string
 
 // ReceiptTaken defines model for ReceiptTaken.
@@ -1137,6 +1142,30 @@ type RecipientPage struct {
 
 	// NextCursor Opaque; pass it as `cursor` for the next page. `null` on the last page.
 	NextCursor *string `json:"nextCursor"`
+}
+
+// RecipientPatch An RFC 7396 merge patch of `RecipientInput`: `null` removes a member.
+//
+// Examples: {"addresses":{"push":["tok-3"]},"preferences":{"marketing":{"sms":false}},"timezone":null}
+type RecipientPatch struct {
+	Addresses   *RecipientPatch_Addresses             `json:"addresses,omitempty"`
+	Locale      *string                               `json:"locale,omitempty"`
+	Preferences map[string]RecipientPatch_Preferences `json:"preferences,omitempty"`
+	Timezone    *string                               `json:"timezone,omitempty"`
+}
+
+// RecipientPatch_Addresses defines model for RecipientPatch.Addresses.
+type RecipientPatch_Addresses struct {
+	Email *string  `json:"email,omitempty"`
+	Push  []string `json:"push,omitempty"`
+	Sms   *string  `json:"sms,omitempty"`
+}
+
+// RecipientPatch_Preferences defines model for RecipientPatch.Preferences.
+type RecipientPatch_Preferences struct {
+	Email *bool `json:"email,omitempty"`
+	Push  *bool `json:"push,omitempty"`
+	Sms   *bool `json:"sms,omitempty"`
 }
 
 // SelfLink defines model for SelfLink.
@@ -1554,6 +1583,13 @@ type GetRecipientParams struct {
 	XRequestID *RequestID `json:"X-Request-Id,omitempty"`
 }
 
+// PatchRecipientParams defines parameters for PatchRecipient.
+type PatchRecipientParams struct {
+	// XRequestID Correlates the request with the server's logs; echoed in the answer. Up to 128
+	// printable ASCII characters; otherwise (or when absent) the server makes one.
+	XRequestID *RequestID `json:"X-Request-Id,omitempty"`
+}
+
 // PutRecipientParams defines parameters for PutRecipient.
 type PutRecipientParams struct {
 	// XRequestID Correlates the request with the server's logs; echoed in the answer. Up to 128
@@ -1618,6 +1654,9 @@ type PostReceiptJSONRequestBody = Receipt
 
 // PostReceiptFormdataRequestBody defines body for PostReceipt for application/x-www-form-urlencoded ContentType.
 type PostReceiptFormdataRequestBody PostReceiptFormdataBody
+
+// PatchRecipientApplicationMergePatchPlusJSONRequestBody defines body for PatchRecipient for application/merge-patch+json ContentType.
+type PatchRecipientApplicationMergePatchPlusJSONRequestBody = RecipientPatch
 
 // PutRecipientJSONRequestBody defines body for PutRecipient for application/json ContentType.
 type PutRecipientJSONRequestBody = RecipientInput
@@ -2150,6 +2189,34 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /v1/recipients/{recipientId} (the `GetRecipient` operationId).
 	GetRecipient(ctx context.Context, recipientID RecipientID, params *GetRecipientParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PatchRecipientWithBody Change part of a recipient profile
+	//
+	// An RFC 7396 JSON merge patch over the profile as `PUT` takes it: a member set to `null`
+	// is removed, an object is merged member by member (`{"preferences":{"marketing":{"sms":false}}}`
+	// changes that one preference), anything else is replaced whole (the `push` list too). The
+	// result is checked as a `PUT` body is and stored in one transaction that holds the
+	// profile, so concurrent patches never lose each other's changes. A patch does not create
+	// a profile: an unknown one is `404`.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PATCH /v1/recipients/{recipientId} (the `PatchRecipient` operationId).
+	PatchRecipientWithBody(ctx context.Context, recipientID RecipientID, params *PatchRecipientParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PatchRecipientWithApplicationMergePatchPlusJSONBody Change part of a recipient profile
+	//
+	// An RFC 7396 JSON merge patch over the profile as `PUT` takes it: a member set to `null`
+	// is removed, an object is merged member by member (`{"preferences":{"marketing":{"sms":false}}}`
+	// changes that one preference), anything else is replaced whole (the `push` list too). The
+	// result is checked as a `PUT` body is and stored in one transaction that holds the
+	// profile, so concurrent patches never lose each other's changes. A patch does not create
+	// a profile: an unknown one is `404`.
+	//
+	// Takes a body of the `application/merge-patch+json` content type.
+	//
+	// Corresponds with PATCH /v1/recipients/{recipientId} (the `PatchRecipient` operationId).
+	PatchRecipientWithApplicationMergePatchPlusJSONBody(ctx context.Context, recipientID RecipientID, params *PatchRecipientParams, body PatchRecipientApplicationMergePatchPlusJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// PutRecipientWithBody Create or replace a recipient profile
 	//
@@ -2915,6 +2982,54 @@ func (c *Client) DeleteRecipient(ctx context.Context, recipientID RecipientID, p
 // Corresponds with GET /v1/recipients/{recipientId} (the `GetRecipient` operationId).
 func (c *Client) GetRecipient(ctx context.Context, recipientID RecipientID, params *GetRecipientParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetRecipientRequest(c.Server, recipientID, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PatchRecipientWithBody Change part of a recipient profile
+//
+// An RFC 7396 JSON merge patch over the profile as `PUT` takes it: a member set to `null`
+// is removed, an object is merged member by member (`{"preferences":{"marketing":{"sms":false}}}`
+// changes that one preference), anything else is replaced whole (the `push` list too). The
+// result is checked as a `PUT` body is and stored in one transaction that holds the
+// profile, so concurrent patches never lose each other's changes. A patch does not create
+// a profile: an unknown one is `404`.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PATCH /v1/recipients/{recipientId} (the `PatchRecipient` operationId).
+func (c *Client) PatchRecipientWithBody(ctx context.Context, recipientID RecipientID, params *PatchRecipientParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPatchRecipientRequestWithBody(c.Server, recipientID, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PatchRecipientWithApplicationMergePatchPlusJSONBody Change part of a recipient profile
+//
+// An RFC 7396 JSON merge patch over the profile as `PUT` takes it: a member set to `null`
+// is removed, an object is merged member by member (`{"preferences":{"marketing":{"sms":false}}}`
+// changes that one preference), anything else is replaced whole (the `push` list too). The
+// result is checked as a `PUT` body is and stored in one transaction that holds the
+// profile, so concurrent patches never lose each other's changes. A patch does not create
+// a profile: an unknown one is `404`.
+//
+// Takes a body of the `application/merge-patch+json` content type.
+//
+// Corresponds with PATCH /v1/recipients/{recipientId} (the `PatchRecipient` operationId).
+func (c *Client) PatchRecipientWithApplicationMergePatchPlusJSONBody(ctx context.Context, recipientID RecipientID, params *PatchRecipientParams, body PatchRecipientApplicationMergePatchPlusJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPatchRecipientRequestWithApplicationMergePatchPlusJSONBody(c.Server, recipientID, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -4585,6 +4700,68 @@ func NewGetRecipientRequest(server string, recipientID RecipientID, params *GetR
 	return req, nil
 }
 
+// NewPatchRecipientRequestWithApplicationMergePatchPlusJSONBody calls the generic PatchRecipient builder with application/merge-patch+json body
+func NewPatchRecipientRequestWithApplicationMergePatchPlusJSONBody(server string, recipientID RecipientID, params *PatchRecipientParams, body PatchRecipientApplicationMergePatchPlusJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewPatchRecipientRequestWithBody(server, recipientID, params, "application/merge-patch+json", bodyReader)
+}
+
+// NewPatchRecipientRequestWithBody constructs an http.Request for the PatchRecipient method, with any body, and a specified content type
+func NewPatchRecipientRequestWithBody(server string, recipientID RecipientID, params *PatchRecipientParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "recipientId", recipientID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/recipients/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPatch, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XRequestID != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewPutRecipientRequest calls the generic PutRecipient builder with application/json body
 func NewPutRecipientRequest(server string, recipientID RecipientID, params *PutRecipientParams, body PutRecipientJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
@@ -5420,6 +5597,34 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v1/recipients/{recipientId} (the `GetRecipient` operationId).
 	GetRecipientWithResponse(ctx context.Context, recipientID RecipientID, params *GetRecipientParams, reqEditors ...RequestEditorFn) (*GetRecipientResponse, error)
+
+	// PatchRecipientWithBodyWithResponse Change part of a recipient profile
+	//
+	// An RFC 7396 JSON merge patch over the profile as `PUT` takes it: a member set to `null`
+	// is removed, an object is merged member by member (`{"preferences":{"marketing":{"sms":false}}}`
+	// changes that one preference), anything else is replaced whole (the `push` list too). The
+	// result is checked as a `PUT` body is and stored in one transaction that holds the
+	// profile, so concurrent patches never lose each other's changes. A patch does not create
+	// a profile: an unknown one is `404`.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /v1/recipients/{recipientId} (the `PatchRecipient` operationId).
+	PatchRecipientWithBodyWithResponse(ctx context.Context, recipientID RecipientID, params *PatchRecipientParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PatchRecipientResponse, error)
+
+	// PatchRecipientWithApplicationMergePatchPlusJSONBodyWithResponse Change part of a recipient profile
+	//
+	// An RFC 7396 JSON merge patch over the profile as `PUT` takes it: a member set to `null`
+	// is removed, an object is merged member by member (`{"preferences":{"marketing":{"sms":false}}}`
+	// changes that one preference), anything else is replaced whole (the `push` list too). The
+	// result is checked as a `PUT` body is and stored in one transaction that holds the
+	// profile, so concurrent patches never lose each other's changes. A patch does not create
+	// a profile: an unknown one is `404`.
+	//
+	// Takes a body of the `application/merge-patch+json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /v1/recipients/{recipientId} (the `PatchRecipient` operationId).
+	PatchRecipientWithApplicationMergePatchPlusJSONBodyWithResponse(ctx context.Context, recipientID RecipientID, params *PatchRecipientParams, body PatchRecipientApplicationMergePatchPlusJSONRequestBody, reqEditors ...RequestEditorFn) (*PatchRecipientResponse, error)
 
 	// PutRecipientWithBodyWithResponse Create or replace a recipient profile
 	//
@@ -9095,6 +9300,182 @@ func (r GetRecipientResponse) ContentType() string {
 	return ""
 }
 
+// PatchRecipientResponse200Headers the declared response headers of an HTTP 200 response for PatchRecipient
+type PatchRecipientResponse200Headers struct {
+	XRequestID string
+}
+
+// PatchRecipientResponse400Headers the declared response headers of an HTTP 400 response for PatchRecipient
+type PatchRecipientResponse400Headers struct {
+	XRequestID string
+}
+
+// PatchRecipientResponse401Headers the declared response headers of an HTTP 401 response for PatchRecipient
+type PatchRecipientResponse401Headers struct {
+	WWWAuthenticate string
+	XRequestID      string
+}
+
+// PatchRecipientResponse404Headers the declared response headers of an HTTP 404 response for PatchRecipient
+type PatchRecipientResponse404Headers struct {
+	XRequestID string
+}
+
+// PatchRecipientResponse413Headers the declared response headers of an HTTP 413 response for PatchRecipient
+type PatchRecipientResponse413Headers struct {
+	XRequestID string
+}
+
+// PatchRecipientResponse415Headers the declared response headers of an HTTP 415 response for PatchRecipient
+type PatchRecipientResponse415Headers struct {
+	XRequestID string
+}
+
+// PatchRecipientResponse422Headers the declared response headers of an HTTP 422 response for PatchRecipient
+type PatchRecipientResponse422Headers struct {
+	XRequestID string
+}
+
+// PatchRecipientResponse431Headers the declared response headers of an HTTP 431 response for PatchRecipient
+type PatchRecipientResponse431Headers struct {
+	XRequestID string
+}
+
+// PatchRecipientResponse500Headers the declared response headers of an HTTP 500 response for PatchRecipient
+type PatchRecipientResponse500Headers struct {
+	XRequestID string
+}
+
+// PatchRecipientResponse503Headers the declared response headers of an HTTP 503 response for PatchRecipient
+type PatchRecipientResponse503Headers struct {
+	RetryAfter int
+	XRequestID string
+}
+
+type PatchRecipientResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Recipient
+	// ApplicationProblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationProblemJSON400 *Malformed
+	// ApplicationProblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationProblemJSON401 *Unauthorized
+	// ApplicationProblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationProblemJSON404 *NotFound
+	// ApplicationProblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationProblemJSON413 *PayloadTooLarge
+	// ApplicationProblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationProblemJSON415 *Problem
+	// ApplicationProblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationProblemJSON422 *ValidationFailed
+	// ApplicationProblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationProblemJSON431 *HeadersTooLarge
+	// ApplicationProblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationProblemJSON500 *InternalError
+	// ApplicationProblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationProblemJSON503 *Unavailable
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *PatchRecipientResponse200Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *PatchRecipientResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *PatchRecipientResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *PatchRecipientResponse404Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *PatchRecipientResponse413Headers
+	// Headers415 the parsed response headers for an HTTP 415 response
+	Headers415 *PatchRecipientResponse415Headers
+	// Headers422 the parsed response headers for an HTTP 422 response
+	Headers422 *PatchRecipientResponse422Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *PatchRecipientResponse431Headers
+	// Headers500 the parsed response headers for an HTTP 500 response
+	Headers500 *PatchRecipientResponse500Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *PatchRecipientResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r PatchRecipientResponse) GetJSON200() *Recipient {
+	return r.JSON200
+}
+
+// GetApplicationProblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r PatchRecipientResponse) GetApplicationProblemJSON400() *Malformed {
+	return r.ApplicationProblemJSON400
+}
+
+// GetApplicationProblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r PatchRecipientResponse) GetApplicationProblemJSON401() *Unauthorized {
+	return r.ApplicationProblemJSON401
+}
+
+// GetApplicationProblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r PatchRecipientResponse) GetApplicationProblemJSON404() *NotFound {
+	return r.ApplicationProblemJSON404
+}
+
+// GetApplicationProblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r PatchRecipientResponse) GetApplicationProblemJSON413() *PayloadTooLarge {
+	return r.ApplicationProblemJSON413
+}
+
+// GetApplicationProblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r PatchRecipientResponse) GetApplicationProblemJSON415() *Problem {
+	return r.ApplicationProblemJSON415
+}
+
+// GetApplicationProblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r PatchRecipientResponse) GetApplicationProblemJSON422() *ValidationFailed {
+	return r.ApplicationProblemJSON422
+}
+
+// GetApplicationProblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r PatchRecipientResponse) GetApplicationProblemJSON431() *HeadersTooLarge {
+	return r.ApplicationProblemJSON431
+}
+
+// GetApplicationProblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r PatchRecipientResponse) GetApplicationProblemJSON500() *InternalError {
+	return r.ApplicationProblemJSON500
+}
+
+// GetApplicationProblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r PatchRecipientResponse) GetApplicationProblemJSON503() *Unavailable {
+	return r.ApplicationProblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r PatchRecipientResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PatchRecipientResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PatchRecipientResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PatchRecipientResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // PutRecipientResponse200Headers the declared response headers of an HTTP 200 response for PutRecipient
 type PutRecipientResponse200Headers struct {
 	Location   string
@@ -10454,6 +10835,46 @@ func (c *ClientWithResponses) GetRecipientWithResponse(ctx context.Context, reci
 		return nil, err
 	}
 	return ParseGetRecipientResponse(rsp)
+}
+
+// PatchRecipientWithBodyWithResponse Change part of a recipient profile
+//
+// An RFC 7396 JSON merge patch over the profile as `PUT` takes it: a member set to `null`
+// is removed, an object is merged member by member (`{"preferences":{"marketing":{"sms":false}}}`
+// changes that one preference), anything else is replaced whole (the `push` list too). The
+// result is checked as a `PUT` body is and stored in one transaction that holds the
+// profile, so concurrent patches never lose each other's changes. A patch does not create
+// a profile: an unknown one is `404`.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /v1/recipients/{recipientId} (the `PatchRecipient` operationId).
+func (c *ClientWithResponses) PatchRecipientWithBodyWithResponse(ctx context.Context, recipientID RecipientID, params *PatchRecipientParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PatchRecipientResponse, error) {
+	rsp, err := c.PatchRecipientWithBody(ctx, recipientID, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePatchRecipientResponse(rsp)
+}
+
+// PatchRecipientWithApplicationMergePatchPlusJSONBodyWithResponse Change part of a recipient profile
+//
+// An RFC 7396 JSON merge patch over the profile as `PUT` takes it: a member set to `null`
+// is removed, an object is merged member by member (`{"preferences":{"marketing":{"sms":false}}}`
+// changes that one preference), anything else is replaced whole (the `push` list too). The
+// result is checked as a `PUT` body is and stored in one transaction that holds the
+// profile, so concurrent patches never lose each other's changes. A patch does not create
+// a profile: an unknown one is `404`.
+//
+// Takes a body of the `application/merge-patch+json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /v1/recipients/{recipientId} (the `PatchRecipient` operationId).
+func (c *ClientWithResponses) PatchRecipientWithApplicationMergePatchPlusJSONBodyWithResponse(ctx context.Context, recipientID RecipientID, params *PatchRecipientParams, body PatchRecipientApplicationMergePatchPlusJSONRequestBody, reqEditors ...RequestEditorFn) (*PatchRecipientResponse, error) {
+	rsp, err := c.PatchRecipientWithApplicationMergePatchPlusJSONBody(ctx, recipientID, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePatchRecipientResponse(rsp)
 }
 
 // PutRecipientWithBodyWithResponse Create or replace a recipient profile
@@ -14898,6 +15319,212 @@ func ParseGetRecipientResponse(rsp *http.Response) (*GetRecipientResponse, error
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers GetRecipientResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParsePatchRecipientResponse parses an HTTP response from a PatchRecipientWithResponse call
+func ParsePatchRecipientResponse(rsp *http.Response) (*PatchRecipientResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PatchRecipientResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Recipient
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Malformed
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ValidationFailed
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers PatchRecipientResponse200Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 400:
+		var headers PatchRecipientResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers PatchRecipientResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers PatchRecipientResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 413:
+		var headers PatchRecipientResponse413Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 415:
+		var headers PatchRecipientResponse415Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers415 = &headers
+	case rsp.StatusCode == 422:
+		var headers PatchRecipientResponse422Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers422 = &headers
+	case rsp.StatusCode == 431:
+		var headers PatchRecipientResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 500:
+		var headers PatchRecipientResponse500Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers500 = &headers
+	case rsp.StatusCode == 503:
+		var headers PatchRecipientResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {

@@ -1,6 +1,10 @@
 package client
 
-import "context"
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+)
 
 // done returns nil for a 2xx answer without a body (a 204), and the answer
 // as a *Problem otherwise.
@@ -19,6 +23,26 @@ func (d *Dispatch) PutRecipient(ctx context.Context, id string, p RecipientInput
 		return nil, err
 	}
 	return result(r, firstOf(r.JSON201, r.JSON200))
+}
+
+// PatchRecipient changes part of the profile id with an RFC 7396 JSON
+// merge patch, given as any value that marshals to a JSON object: a member
+// set to nil (JSON null) is removed, an object merged member by member,
+// anything else replaced. A map[string]any says null where RecipientPatch's
+// omitted pointers cannot:
+//
+//	d.PatchRecipient(ctx, "user-42", map[string]any{"timezone": nil,
+//		"preferences": map[string]any{"marketing": map[string]any{"sms": false}}})
+func (d *Dispatch) PatchRecipient(ctx context.Context, id string, patch any, editors ...RequestEditorFn) (*Recipient, error) {
+	raw, err := json.Marshal(patch)
+	if err != nil {
+		return nil, err
+	}
+	r, err := d.raw.PatchRecipientWithBodyWithResponse(ctx, id, nil, "application/merge-patch+json", bytes.NewReader(raw), editors...)
+	if err != nil {
+		return nil, err
+	}
+	return result(r, r.JSON200)
 }
 
 // GetRecipient reads the profile id.

@@ -33,6 +33,9 @@ func TestRecipientSideCallsReachTheirPathsAndReadTheirAnswers(t *testing.T) {
 			w.WriteHeader(http.StatusCreated)
 			_ = json.NewEncoder(w).Encode(map[string]any{"channel": "sms", "recipient": "+14155550123", "reason": "manual",
 				"createdAt": "2026-01-02T15:04:05Z", "links": map[string]string{"self": "/v1/suppressions/sms/+14155550123"}})
+		case r.Method == http.MethodPatch && r.Header.Get("Content-Type") == "application/merge-patch+json":
+			_ = json.NewEncoder(w).Encode(map[string]any{"id": "ada", "addresses": map[string]any{}, "preferences": map[string]any{},
+				"createdAt": "2026-01-02T15:04:05Z", "updatedAt": "2026-01-02T15:04:05Z", "links": map[string]string{"self": "/v1/recipients/ada"}})
 		case r.Method == http.MethodDelete:
 			w.WriteHeader(http.StatusNoContent)
 		default:
@@ -50,6 +53,9 @@ func TestRecipientSideCallsReachTheirPathsAndReadTheirAnswers(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, client.SuppressionReasonManual, s.Reason)
 	require.NoError(t, d.Unsuppress(ctx, client.ChannelSms, "+14155550123"))
+	patched, err := d.PatchRecipient(ctx, "ada", map[string]any{"timezone": nil})
+	require.NoError(t, err)
+	require.Equal(t, "ada", patched.ID)
 	require.NoError(t, d.DeleteRecipient(ctx, "ada"))
 	_, err = d.GetRecipient(ctx, "ada")
 	var p *client.Problem
@@ -59,6 +65,7 @@ func TestRecipientSideCallsReachTheirPathsAndReadTheirAnswers(t *testing.T) {
 	require.Equal(t, []string{
 		"PUT /v1/suppressions/sms/+14155550123 {}",
 		"DELETE /v1/suppressions/sms/+14155550123 ",
+		`PATCH /v1/recipients/ada {"timezone":null}`,
 		"DELETE /v1/recipients/ada ",
 		"GET /v1/recipients/ada ",
 	}, calls)

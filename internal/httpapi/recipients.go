@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"mime"
 	"net/mail"
 	"net/url"
 	"regexp"
@@ -28,6 +30,7 @@ func (s *Server) recipientRoutes(v1 fiber.Router) {
 	v1.Get("/recipients", s.listRecipients)
 	v1.Get("/recipients/:recipientId", s.getRecipient)
 	v1.Put("/recipients/:recipientId", s.putRecipient)
+	v1.Patch("/recipients/:recipientId", s.patchRecipient)
 	v1.Delete("/recipients/:recipientId", s.deleteRecipient)
 	v1.Get("/categories", s.listCategories)
 	v1.Get("/categories/:name", s.getCategory)
@@ -127,6 +130,111 @@ func (s *Server) putRecipient(c *fiber.Ctx) error {
 		return c.Status(fiber.StatusCreated).JSON(res)
 	}
 	return c.JSON(res)
+}
+
+// mergePatchType is the media type of an RFC 7396 JSON merge patch.
+const mergePatchType = "application/merge-patch+json"
+
+// patchRecipient applies an RFC 7396 JSON merge patch to the profile, as
+// PUT's body shows it: a member set to null is removed, an object is merged
+// member by member (preferences.marketing.email alone), anything else
+// (the push list included) replaced whole. The result is checked as a PUT
+// body is, and stored in one transaction that holds the profile, so
+// concurrent patches never lose each other's changes. 404 for a profile the
+// tenant does not have: a PATCH does not create one.
+func (s *Server) patchRecipient(c *fiber.Ctx) error {
+	id, err := pathRecipientID(c)
+	if err != nil {
+		return err
+	}
+	mt, params, err := mime.ParseMediaType(string(c.Request().Header.ContentType()))
+	if err != nil || mt != mergePatchType || (params["charset"] != "" && !strings.EqualFold(params["charset"], "utf-8")) {
+		return newProblem(fiber.StatusUnsupportedMediaType, typeUnsupported, "Unsupported media type",
+			"send the body as "+mergePatchType+" (RFC 7396)")
+	}
+	var patch map[string]any
+	if err := decodeStrict(c.Body(), &patch); err != nil {
+		return err
+	}
+	out, err := store.PatchRecipient(c.UserContext(), s.pool, tenant(c).ID, id, func(cur store.Recipient) (store.Recipient, error) {
+		merged, err := json.Marshal(mergePatch(recipientDocument(cur), patch))
+		if err != nil {
+			return store.Recipient{}, fmt.Errorf("applying the merge patch: %w", err)
+		}
+		var body RecipientBody
+		if err := decodeStrict(merged, &body); err != nil {
+			return store.Recipient{}, err
+		}
+		r, ve := body.validate(id)
+		if err := ve.orNil(); err != nil {
+			return store.Recipient{}, err
+		}
+		return r, nil
+	})
+	if err != nil {
+		return notFoundAs(err, "no recipient "+id)
+	}
+	return c.JSON(recipientResource(out))
+}
+
+// recipientDocument is the profile r as a PUT body, in JSON's generic form.
+func recipientDocument(r store.Recipient) map[string]any {
+	doc := map[string]any{}
+	addrs := map[string]any{}
+	if r.Addresses.SMS != nil {
+		addrs["sms"] = *r.Addresses.SMS
+	}
+	if r.Addresses.Email != nil {
+		addrs["email"] = *r.Addresses.Email
+	}
+	if len(r.Addresses.Push) > 0 {
+		push := make([]any, len(r.Addresses.Push))
+		for i, tok := range r.Addresses.Push {
+			push[i] = tok
+		}
+		addrs["push"] = push
+	}
+	if len(addrs) > 0 {
+		doc["addresses"] = addrs
+	}
+	if r.Timezone != nil {
+		doc["timezone"] = *r.Timezone
+	}
+	if r.Locale != nil {
+		doc["locale"] = *r.Locale
+	}
+	if len(r.Preferences) > 0 {
+		prefs := map[string]any{}
+		for cat, chans := range r.Preferences {
+			m := map[string]any{}
+			for ch, v := range chans {
+				m[ch] = v
+			}
+			prefs[cat] = m
+		}
+		doc["preferences"] = prefs
+	}
+	return doc
+}
+
+// mergePatch applies patch to target as RFC 7396 section 2 says.
+func mergePatch(target, patch any) any {
+	p, ok := patch.(map[string]any)
+	if !ok {
+		return patch
+	}
+	t, ok := target.(map[string]any)
+	if !ok {
+		t = map[string]any{}
+	}
+	for name, v := range p {
+		if v == nil {
+			delete(t, name)
+			continue
+		}
+		t[name] = mergePatch(t[name], v)
+	}
+	return t
 }
 
 func (s *Server) getRecipient(c *fiber.Ctx) error {

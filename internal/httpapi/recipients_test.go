@@ -323,3 +323,45 @@ func TestAnotherTenantsRecipientsCategoriesAndSuppressionsAreNotFound(t *testing
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func (f *fixture) patch(path, body string) (*http.Response, []byte) {
+	f.t.Helper()
+	return f.do(http.MethodPatch, path, []byte(body), "Content-Type", "application/merge-patch+json")
+}
+
+// TestPatchRecipientMergesPerRFC7396: null removes a member, objects merge
+// member by member, the push list is replaced whole, and the result is
+// checked as a PUT body is.
+func TestPatchRecipientMergesPerRFC7396(t *testing.T) {
+	f := setup(t)
+	resp, raw := f.put("/v1/recipients/ada", adaProfile)
+	require.Equal(t, http.StatusCreated, resp.StatusCode, "body: %s", raw)
+
+	resp, raw = f.patch("/v1/recipients/ada", `{"timezone":null,"addresses":{"sms":null,"push":["tok-9"]},
+		"preferences":{"marketing":{"sms":false},"news":{"push":false}}}`)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "body: %s", raw)
+	r := decode[recipientAnswer](t, raw)
+	require.Nil(t, r.Timezone)
+	require.Equal(t, "tr-TR", *r.Locale, "what the patch does not name stays")
+	require.Nil(t, r.Addresses.SMS)
+	require.Equal(t, "ada@example.com", *r.Addresses.Email)
+	require.Equal(t, []string{"tok-9"}, r.Addresses.Push)
+	require.Equal(t, map[string]map[string]bool{"marketing": {"email": false, "sms": false}, "news": {"push": false}}, r.Preferences)
+
+	resp, raw = f.patch("/v1/recipients/ada", `{"preferences":{"marketing":{"email":null}},"addresses":{"email":"nope"}}`)
+	p := requireProblem(t, resp, raw, http.StatusUnprocessableEntity)
+	require.Equal(t, []string{"addresses.email"}, fieldNames(p))
+	_, raw = f.get("/v1/recipients/ada")
+	require.Equal(t, "ada@example.com", *decode[recipientAnswer](t, raw).Addresses.Email, "a refused patch changes nothing")
+
+	resp, raw = f.patch("/v1/recipients/ada", `{"preferences":{"marketing":null}}`)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "body: %s", raw)
+	require.Equal(t, map[string]map[string]bool{"news": {"push": false}}, decode[recipientAnswer](t, raw).Preferences)
+
+	resp, raw = f.do(http.MethodPatch, "/v1/recipients/ada", []byte(`{"locale":"en"}`))
+	requireProblem(t, resp, raw, http.StatusUnsupportedMediaType)
+	resp, raw = f.patch("/v1/recipients/nobody", `{"locale":"en"}`)
+	requireProblem(t, resp, raw, http.StatusNotFound)
+	resp, raw = f.as(f.tenantKey("tenant-b")).patch("/v1/recipients/ada", `{"locale":"en"}`)
+	requireProblem(t, resp, raw, http.StatusNotFound)
+}

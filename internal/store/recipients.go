@@ -84,46 +84,85 @@ func scanRecipient(row pgx.CollectableRow) (Recipient, error) {
 // a new profile. r is expected valid (the API checks it); the schema's own
 // checks answer for anything else.
 func PutRecipient(ctx context.Context, db TxStarter, tenantID uuid.UUID, r Recipient) (out Recipient, created bool, err error) {
-	if r.Preferences == nil {
-		r.Preferences = Preferences{}
-	}
 	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-		// xmax = 0 tells an inserted row from an updated one.
-		err := tx.QueryRow(ctx, `
-			INSERT INTO recipients (tenant_id, id, timezone, locale, preferences)
-			VALUES ($1, $2, $3, $4, $5)
-			ON CONFLICT (tenant_id, id) DO UPDATE SET timezone = EXCLUDED.timezone, locale = EXCLUDED.locale,
-				preferences = EXCLUDED.preferences, updated_at = now()
-			RETURNING xmax = 0`, tenantID, r.ID, r.Timezone, r.Locale, r.Preferences).Scan(&created)
-		if err != nil {
-			return fmt.Errorf("storing recipient: %w", err)
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM recipient_addresses WHERE tenant_id = $1 AND recipient_id = $2`,
-			tenantID, r.ID); err != nil {
-			return fmt.Errorf("replacing recipient's addresses: %w", err)
-		}
-		var channels, addrs []string
-		var positions []int32
-		for _, a := range r.Addresses.rows() {
-			channels = append(channels, a.channel)
-			positions = append(positions, int32(a.position))
-			addrs = append(addrs, a.address)
-		}
-		if len(addrs) > 0 {
-			if _, err := tx.Exec(ctx, `
-				INSERT INTO recipient_addresses (tenant_id, recipient_id, channel, position, address)
-				SELECT $1, $2, c, p, a FROM unnest($3::text[], $4::int[], $5::text[]) AS u(c, p, a)`,
-				tenantID, r.ID, channels, positions, addrs); err != nil {
-				return fmt.Errorf("storing recipient's addresses: %w", err)
-			}
-		}
-		out, err = getRecipient(ctx, tx, tenantID, r.ID)
+		out, created, err = putRecipient(ctx, tx, tenantID, r)
 		return err
 	})
 	if err != nil {
 		return Recipient{}, false, err
 	}
 	return out, created, nil
+}
+
+// PatchRecipient changes the tenant's profile id with change, which gets
+// the stored profile and returns the one to store, in one transaction that
+// holds the profile's row: two concurrent changes apply one after the
+// other, neither lost. ErrNotFound when the tenant has no such profile; an
+// error of change is returned as it is, and nothing is written.
+func PatchRecipient(ctx context.Context, db TxStarter, tenantID uuid.UUID, id string, change func(Recipient) (Recipient, error)) (out Recipient, err error) {
+	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		var locked int
+		err := tx.QueryRow(ctx, `SELECT 1 FROM recipients WHERE tenant_id = $1 AND id = $2 FOR UPDATE`, tenantID, id).Scan(&locked)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("locking recipient: %w", err)
+		}
+		current, err := getRecipient(ctx, tx, tenantID, id)
+		if err != nil {
+			return err
+		}
+		next, err := change(current)
+		if err != nil {
+			return err
+		}
+		next.ID = id
+		out, _, err = putRecipient(ctx, tx, tenantID, next)
+		return err
+	})
+	if err != nil {
+		return Recipient{}, err
+	}
+	return out, nil
+}
+
+// putRecipient writes r whole inside tx (PutRecipient's contract).
+func putRecipient(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, r Recipient) (out Recipient, created bool, err error) {
+	if r.Preferences == nil {
+		r.Preferences = Preferences{}
+	}
+	// xmax = 0 tells an inserted row from an updated one.
+	err = tx.QueryRow(ctx, `
+		INSERT INTO recipients (tenant_id, id, timezone, locale, preferences)
+		VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (tenant_id, id) DO UPDATE SET timezone = EXCLUDED.timezone, locale = EXCLUDED.locale,
+			preferences = EXCLUDED.preferences, updated_at = now()
+		RETURNING xmax = 0`, tenantID, r.ID, r.Timezone, r.Locale, r.Preferences).Scan(&created)
+	if err != nil {
+		return Recipient{}, false, fmt.Errorf("storing recipient: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM recipient_addresses WHERE tenant_id = $1 AND recipient_id = $2`,
+		tenantID, r.ID); err != nil {
+		return Recipient{}, false, fmt.Errorf("replacing recipient's addresses: %w", err)
+	}
+	var channels, addrs []string
+	var positions []int32
+	for _, a := range r.Addresses.rows() {
+		channels = append(channels, a.channel)
+		positions = append(positions, int32(a.position))
+		addrs = append(addrs, a.address)
+	}
+	if len(addrs) > 0 {
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO recipient_addresses (tenant_id, recipient_id, channel, position, address)
+			SELECT $1, $2, c, p, a FROM unnest($3::text[], $4::int[], $5::text[]) AS u(c, p, a)`,
+			tenantID, r.ID, channels, positions, addrs); err != nil {
+			return Recipient{}, false, fmt.Errorf("storing recipient's addresses: %w", err)
+		}
+	}
+	out, err = getRecipient(ctx, tx, tenantID, r.ID)
+	return out, created, err
 }
 
 // GetRecipient loads the tenant's profile id; ErrNotFound when it has none.

@@ -2,6 +2,8 @@ package store_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -282,4 +284,44 @@ func TestEraseOperationForgetsTheAddressOnTheRecipientSide(t *testing.T) {
 	annB, err := store.GetRecipient(ctx, pool, b, "ann")
 	require.NoError(t, err)
 	require.Equal(t, person, *annB.Addresses.Email)
+}
+
+// TestPatchRecipientAppliesConcurrentChangesOneAfterTheOther: each of ten
+// concurrent changes adds its own preference to what it reads; the row is
+// held while one applies, so none is lost. An unknown profile is not found
+// and a change that fails writes nothing.
+func TestPatchRecipientAppliesConcurrentChangesOneAfterTheOther(t *testing.T) {
+	ctx := context.Background()
+	pool, a, b := recipientsSetup(t)
+	_, _, err := store.PutRecipient(ctx, pool, a, store.Recipient{ID: "ada", Addresses: store.Addresses{SMS: ptr("+14155550123")}})
+	require.NoError(t, err)
+	errs := make(chan error, 10)
+	for i := range 10 {
+		go func() {
+			_, err := store.PatchRecipient(ctx, pool, a, "ada", func(r store.Recipient) (store.Recipient, error) {
+				r.Preferences[fmt.Sprintf("cat-%d", i)] = map[string]bool{"sms": false}
+				return r, nil
+			})
+			errs <- err
+		}()
+	}
+	for range 10 {
+		require.NoError(t, <-errs)
+	}
+	got, err := store.GetRecipient(ctx, pool, a, "ada")
+	require.NoError(t, err)
+	require.Len(t, got.Preferences, 10, "no change was lost")
+	require.Equal(t, "+14155550123", *got.Addresses.SMS, "what no change touched stays")
+
+	_, err = store.PatchRecipient(ctx, pool, b, "ada", func(r store.Recipient) (store.Recipient, error) { return r, nil })
+	require.ErrorIs(t, err, store.ErrNotFound, "another tenant's profile")
+	refused := errors.New("refused")
+	_, err = store.PatchRecipient(ctx, pool, a, "ada", func(r store.Recipient) (store.Recipient, error) {
+		r.Addresses = store.Addresses{}
+		return r, refused
+	})
+	require.ErrorIs(t, err, refused)
+	got, err = store.GetRecipient(ctx, pool, a, "ada")
+	require.NoError(t, err)
+	require.NotNil(t, got.Addresses.SMS, "nothing was written")
 }
