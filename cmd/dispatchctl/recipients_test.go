@@ -151,3 +151,20 @@ func TestCategoriesPutListAndDelete(t *testing.T) {
 	require.Len(t, reqs, 3)
 	assert.JSONEq(t, `{"critical":true,"description":"logins"}`, string(reqs[0].Body))
 }
+
+func TestRecipientsPatchSendsTheMergePatchWithNulls(t *testing.T) {
+	f := newFakeAPI(t)
+	f.handle("PATCH /v1/recipients/{id}", func(w http.ResponseWriter, r *http.Request) {
+		require.Equal(t, "application/merge-patch+json", r.Header.Get("Content-Type"))
+		answer(w, http.StatusOK, recipient(r.PathValue("id")))
+	})
+	file := filepath.Join(t.TempDir(), "patch.json")
+	require.NoError(t, os.WriteFile(file, []byte(`{"timezone":null,"preferences":{"marketing":{"sms":false}}}`), 0o600))
+	res := f.dispatchctl("recipients", "patch", "user-42", "--file", file)
+	require.Equal(t, app.ExitOK, res.code, res.stderr)
+	assert.JSONEq(t, `{"timezone":null,"preferences":{"marketing":{"sms":false}}}`, string(f.only().Body))
+
+	res = f.dispatchctl("recipients", "patch", "user-42")
+	require.Equal(t, app.ExitUsage, res.code)
+	require.Len(t, f.requests(), 1, "nothing more was sent")
+}

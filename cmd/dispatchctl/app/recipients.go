@@ -30,7 +30,8 @@ and opt-outs of each address it held).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(a.recipientsGetCommand(), a.recipientsPutCommand(), a.recipientsDeleteCommand(), a.recipientsListCommand())
+	cmd.AddCommand(a.recipientsGetCommand(), a.recipientsPutCommand(), a.recipientsPatchCommand(), a.recipientsDeleteCommand(),
+		a.recipientsListCommand())
 	return cmd
 }
 
@@ -159,6 +160,41 @@ func parsePrefs(flags []string) (client.Preferences, error) {
 		return nil, usageErrorf("--pref: %v", err)
 	}
 	return p, nil
+}
+
+func (a *cli) recipientsPatchCommand() *cobra.Command {
+	var file string
+	cmd := &cobra.Command{
+		Use:   "patch ID --file FILE",
+		Short: "Change part of a recipient profile (a JSON merge patch)",
+		Long: `Change part of a profile (PATCH /v1/recipients/{id}) with an RFC 7396 JSON merge
+patch read from --file ('-' for stdin): a member set to null is removed, an
+object is merged member by member, anything else replaced.`,
+		Example: `  echo '{"timezone":null,"preferences":{"marketing":{"sms":false}}}' | dispatchctl recipients patch user-42 --file -`,
+		Args:    exactArgs("ID"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			if file == "" {
+				return usageErrorf("give the merge patch with --file FILE ('-' reads stdin)")
+			}
+			raw, err := a.readInput(file)
+			if err != nil {
+				return err
+			}
+			var patch map[string]any
+			if err := json.Unmarshal(raw, &patch); err != nil || patch == nil {
+				return usageErrorf("%s: a merge patch is a JSON object", file)
+			}
+			r, _, err := call(cmd.Context(), func(ctx context.Context) (*client.Recipient, error) {
+				return a.api.PatchRecipient(ctx, args[0], patch)
+			})
+			if err != nil {
+				return err
+			}
+			return a.output(r, func(w io.Writer) { printRecipient(w, r) })
+		}),
+	}
+	cmd.Flags().StringVar(&file, "file", "", "the merge patch as JSON ('-' reads stdin)")
+	return cmd
 }
 
 func (a *cli) recipientsDeleteCommand() *cobra.Command {
