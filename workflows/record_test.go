@@ -45,6 +45,9 @@ type scenario struct {
 	cancel      bool
 	// receipt is signalled once the workflow waits for a receipt (SENT).
 	receipt *workflows.Receipt
+	// fallback are the channels the Fallback activity answers in turn (a
+	// profile's notification); each gets a delivery queue of its own.
+	fallback []string
 }
 
 func TestRecordHistories(t *testing.T) {
@@ -60,6 +63,10 @@ func TestRecordHistories(t *testing.T) {
 	same := func(in workflows.NotificationInput) workflows.NotificationInput { return in }
 	local := func(in workflows.NotificationInput) workflows.NotificationInput {
 		in.FastPath = true
+		return in
+	}
+	profile := func(in workflows.NotificationInput) workflows.NotificationInput {
+		in.FastPath, in.Fallback, in.Channel = true, true, "push"
 		return in
 	}
 	scenarios := []scenario{
@@ -117,6 +124,12 @@ func TestRecordHistories(t *testing.T) {
 		{name: "run_failed_permanent", in: local, steps: []deliverStep{{res: workflows.DeliverResult{Outcome: workflows.OutcomePermanent, StatusCode: 400, Error: "provider answered 400"}}}},
 		{name: "run_canceled_during_backoff", in: same, steps: []deliverStep{retry(503, time.Hour)}, cancel: true, cancelAfter: 1},
 		{name: "run_completed_retry_with_summaries", in: local, steps: []deliverStep{retry(503, 0), delivered()}},
+		{name: "profile_push_permanent_falls_back_to_sms", in: profile, fallback: []string{"sms"}, steps: []deliverStep{
+			{res: workflows.DeliverResult{Outcome: workflows.OutcomePermanent, StatusCode: 400, Error: "provider answered 400"}}, delivered()}},
+		{name: "profile_rerouted_then_delivered", in: profile, fallback: []string{"sms"}, steps: []deliverStep{
+			{res: workflows.DeliverResult{Outcome: workflows.OutcomeRerouted, Channel: "sms"}}, delivered()}},
+		{name: "skipped_suppressed", in: local, steps: []deliverStep{
+			{res: workflows.DeliverResult{Outcome: workflows.OutcomeSkipped, Status: workflows.StatusSkipped, Error: "skipped: suppressed"}}}},
 	}
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) { record(t, tc, sc, fast) })
@@ -124,7 +137,11 @@ func TestRecordHistories(t *testing.T) {
 }
 
 func record(t *testing.T, tc client.Client, sc scenario, policy workflows.RetryPolicy) {
-	queue := testenv.Name("record-")
+	in := sc.in(testInput(policy))
+	// The delivery queues are named after their channel, as the workflow
+	// expects when it moves to another one.
+	base := testenv.Name("record-") + "-deliver-"
+	queue := base + in.Channel
 	var (
 		mu    sync.Mutex
 		calls int
@@ -132,7 +149,7 @@ func record(t *testing.T, tc client.Client, sc scenario, policy workflows.RetryP
 	called := make(chan int, 16)
 	w := worker.New(tc, queue, worker.Options{Identity: "history-recorder"})
 	w.RegisterWorkflowWithOptions(workflows.Notification, workflow.RegisterOptions{Name: workflows.NotificationWorkflow})
-	w.RegisterActivityWithOptions(func(ctx context.Context, in workflows.DeliverInput) (workflows.DeliverResult, error) {
+	deliver := func(ctx context.Context, in workflows.DeliverInput) (workflows.DeliverResult, error) {
 		mu.Lock()
 		calls++
 		n := calls
@@ -150,7 +167,24 @@ func record(t *testing.T, tc client.Client, sc scenario, policy workflows.RetryP
 		}
 		step := sc.steps[min(n, len(sc.steps))-1]
 		return step.res, step.err
-	}, activity.RegisterOptions{Name: workflows.DeliverActivity})
+	}
+	w.RegisterActivityWithOptions(deliver, activity.RegisterOptions{Name: workflows.DeliverActivity})
+	fellBack := 0
+	w.RegisterActivityWithOptions(func(context.Context, workflows.FallbackInput) (workflows.FallbackResult, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		fellBack++
+		if fellBack > len(sc.fallback) {
+			return workflows.FallbackResult{}, nil
+		}
+		return workflows.FallbackResult{Channel: sc.fallback[fellBack-1]}, nil
+	}, activity.RegisterOptions{Name: workflows.FallbackActivity})
+	for _, ch := range sc.fallback {
+		cw := worker.New(tc, base+ch, worker.Options{Identity: "history-recorder"})
+		cw.RegisterActivityWithOptions(deliver, activity.RegisterOptions{Name: workflows.DeliverActivity})
+		require.NoError(t, cw.Start())
+		defer cw.Stop()
+	}
 	w.RegisterActivityWithOptions(func(context.Context, workflows.FailInput) (string, error) { return "FAILED", nil },
 		activity.RegisterOptions{Name: workflows.FailActivity})
 	w.RegisterActivityWithOptions(func(context.Context, workflows.CancelInput) (string, error) { return "CANCELLED", nil },
@@ -166,9 +200,7 @@ func record(t *testing.T, tc client.Client, sc scenario, policy workflows.RetryP
 	require.NoError(t, w.Start())
 	defer w.Stop()
 
-	in := testInput(policy)
 	in.ActivityTaskQueue = queue
-	in = sc.in(in)
 	id := "notification-" + sc.name + "-" + queue
 	run, err := tc.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{ID: id, TaskQueue: queue}, workflows.NotificationWorkflow, in)
 	require.NoError(t, err)
