@@ -19,7 +19,7 @@ import (
 	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
 
-// retryNotification gives a FAILED or CANCELLED notification a fresh
+// retryNotification gives a FAILED, CANCELLED or SKIPPED notification a fresh
 // attempt budget: its next generation is accepted again and handed to the
 // broker through the outbox, and a new run of its workflow delivers it.
 func (s *Server) retryNotification(c *fiber.Ctx) error {
@@ -39,7 +39,7 @@ func (s *Server) retryNotification(c *fiber.Ctx) error {
 	// A retry accepts the notification again: it counts against the
 	// tenant's acceptance quota, like a new one, unless it is refused.
 	refund := func() {}
-	if own.Status == notification.StatusFailed || own.Status == notification.StatusCancelled {
+	if own.Status == notification.StatusFailed || own.Status == notification.StatusCancelled || own.Status == notification.StatusSkipped {
 		if refund, err = s.takeQuota(c, 1); err != nil {
 			return err
 		}

@@ -273,10 +273,18 @@ type Resource struct {
 	// Retries counts the explicit retries (POST .../retry, a retry
 	// operation); each was a new run of the workflow. ErasedAt marks a
 	// notification whose recipient and content were erased.
-	Retries    int        `json:"retries"`
-	ErasedAt   *time.Time `json:"erasedAt,omitempty"`
-	WorkflowID string     `json:"workflowId"`
-	Links      Links      `json:"links"`
+	Retries  int        `json:"retries"`
+	ErasedAt *time.Time `json:"erasedAt,omitempty"`
+	// RecipientID is the recipient profile the notification names
+	// (recipient is then the address it resolved to, "" before an attempt
+	// did); Channels the channels it falls back along; Category its
+	// category; SkipReason why a SKIPPED one was not sent.
+	RecipientID *string  `json:"recipientId,omitempty"`
+	Channels    []string `json:"channels,omitempty"`
+	Category    *string  `json:"category,omitempty"`
+	SkipReason  *string  `json:"skipReason,omitempty"`
+	WorkflowID  string   `json:"workflowId"`
+	Links       Links    `json:"links"`
 }
 
 // Links point at the notification's related pages.
@@ -303,6 +311,10 @@ func (s *Server) resource(n store.Notification) Resource {
 		Receipt:           n.Receipt,
 		Retries:           n.Generation,
 		ErasedAt:          n.ErasedAt,
+		RecipientID:       n.RecipientID,
+		Channels:          n.Channels,
+		Category:          n.Category,
+		SkipReason:        n.SkipReason,
 		WorkflowID:        wfID,
 		Links: Links{
 			Self:     "/v1/notifications/" + id,
