@@ -47,6 +47,24 @@ func TestRecipientsAndContentNeverAppearInLogs(t *testing.T) {
 	require.Equal(t, "a•••@example.com", masked[0].ContextMap()["recipient"])
 }
 
+func TestAnAddressInASuppressionsPathNeverAppearsInLogs(t *testing.T) {
+	f := setup(t)
+	resp, raw := f.put("/v1/suppressions/sms/%2B14155559876", `{"reason":"manual"}`)
+	require.Less(t, resp.StatusCode, 300, string(raw))
+	resp, _ = f.get("/v1/suppressions/sms/%2B14155559876")
+	require.NotZero(t, resp.StatusCode)
+
+	lines := f.logs.FilterMessage("request").All()
+	require.NotEmpty(t, lines)
+	for _, e := range f.logs.All() {
+		for k, v := range e.ContextMap() {
+			s, _ := v.(string)
+			require.NotContains(t, s, "14155559876", "field %s of %q", k, e.Message)
+		}
+	}
+	require.Equal(t, "/v1/suppressions/…", lines[0].ContextMap()["path"])
+}
+
 func TestAPIKeysNeverAppearInLogsOrAnswers(t *testing.T) {
 	f := setup(t)
 	const wrongKey = "wrong-key-0123456789abcdef"

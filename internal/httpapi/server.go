@@ -415,10 +415,24 @@ func (s *Server) recoverPanic(c *fiber.Ctx) (err error) {
 	return c.Next()
 }
 
+// logPath is the request's path as the logs show it: the path of an
+// unsubscribe link (its token stands for the person's address and works as
+// the link) or of a suppression (it names the address) is cut to its
+// route's prefix; any other path is shown whole.
+func logPath(c *fiber.Ctx) string {
+	p := c.Path()
+	for _, private := range []string{"/u/", "/v1/suppressions/"} {
+		if strings.HasPrefix(p, private) {
+			return private + "…"
+		}
+	}
+	return strings.Clone(p)
+}
+
 func requestFields(c *fiber.Ctx, err error) []zap.Field {
 	rid, _ := c.Locals("request_id").(string)
 	fields := []zap.Field{zap.String("request_id", rid), zap.String("method", strings.Clone(c.Method())),
-		zap.String("path", strings.Clone(c.Path())), zap.Error(err)}
+		zap.String("path", logPath(c)), zap.Error(err)}
 	if t, ok := c.Locals(tenantLocal).(store.Tenant); ok {
 		fields = append(fields, zap.String("tenant", t.Name))
 	}
