@@ -173,6 +173,9 @@ fi
 
 export LOG_FORMAT="${LOG_FORMAT:-console}"
 api_port="${API_PORT:-8080}"
+# Emails of a category that is not critical carry a one-click unsubscribe
+# link to this API (docs/RECIPIENTS.md).
+export PUBLIC_BASE_URL="${PUBLIC_BASE_URL:-http://127.0.0.1:$api_port}"
 metrics_port="${WORKER_METRICS_PORT:-8081}"
 supervise api "$ROOT/bin/api"
 supervise worker "$ROOT/bin/worker"
