@@ -588,16 +588,16 @@ type BatchSummary_ByChannel struct {
 
 // BatchSummary_ByStatus defines model for BatchSummary.ByStatus.
 type BatchSummary_ByStatus struct {
-	ACCEPTED   int  `json:"ACCEPTED"`
-	CANCELLED  int  `json:"CANCELLED"`
-	DELIVERED  int  `json:"DELIVERED"`
-	FAILED     int  `json:"FAILED"`
-	PROCESSING int  `json:"PROCESSING"`
-	QUEUED     int  `json:"QUEUED"`
-	RETRYING   int  `json:"RETRYING"`
-	SCHEDULED  int  `json:"SCHEDULED"`
-	SENT       int  `json:"SENT"`
-	SKIPPED    *int `json:"SKIPPED,omitempty"`
+	ACCEPTED   int `json:"ACCEPTED"`
+	CANCELLED  int `json:"CANCELLED"`
+	DELIVERED  int `json:"DELIVERED"`
+	FAILED     int `json:"FAILED"`
+	PROCESSING int `json:"PROCESSING"`
+	QUEUED     int `json:"QUEUED"`
+	RETRYING   int `json:"RETRYING"`
+	SCHEDULED  int `json:"SCHEDULED"`
+	SENT       int `json:"SENT"`
+	SKIPPED    int `json:"SKIPPED"`
 }
 
 // BatchSummary_Links defines model for BatchSummary.Links.

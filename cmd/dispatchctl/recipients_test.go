@@ -168,3 +168,18 @@ func TestRecipientsPatchSendsTheMergePatchWithNulls(t *testing.T) {
 	require.Equal(t, app.ExitUsage, res.code)
 	require.Len(t, f.requests(), 1, "nothing more was sent")
 }
+
+// TestWatchBatchEndsWhenTheRestAreSkipped: SKIPPED is terminal, so a batch
+// whose last notifications were skipped is done (exit 1: not all delivered).
+func TestWatchBatchEndsWhenTheRestAreSkipped(t *testing.T) {
+	f := newFakeAPI(t)
+	id := newID()
+	f.handle("GET /v1/batches/{batchId}", func(w http.ResponseWriter, r *http.Request) {
+		answer(w, http.StatusOK, batchSummary(id, 3, func(s *client.BatchSummary_ByStatus) { s.DELIVERED, s.SKIPPED = 2, 1 }))
+	})
+	res := f.dispatchctl("watch", "--batch", id.String())
+	require.Equal(t, app.ExitFailed, res.code)
+	assert.Contains(t, res.stdout, "terminal 3/3  DELIVERED=2 SKIPPED=1")
+	assert.Equal(t, "error: batch "+id.String()+": 1 of 3 did not end DELIVERED (FAILED=0 CANCELLED=0 SKIPPED=1)\n", res.stderr)
+	require.Len(t, f.requests(), 1, "one read: it was done")
+}

@@ -109,7 +109,7 @@ func TestWatchBatchFollowsTheSummaryUntilEveryNotificationIsTerminal(t *testing.
 	assert.Regexp(t, `^\S+Z  terminal 0/300  ACCEPTED=300$`, lines[0])
 	assert.Regexp(t, `^\S+Z  terminal 180/300  QUEUED=100 PROCESSING=20 DELIVERED=180$`, lines[1])
 	assert.Regexp(t, `^\S+Z  terminal 300/300  DELIVERED=295 FAILED=3 CANCELLED=2$`, lines[2])
-	assert.Equal(t, "error: batch "+id.String()+": 5 of 300 did not end DELIVERED (FAILED=3 CANCELLED=2)\n", res.stderr)
+	assert.Equal(t, "error: batch "+id.String()+": 5 of 300 did not end DELIVERED (FAILED=3 CANCELLED=2 SKIPPED=0)\n", res.stderr)
 }
 
 func TestWatchBatchAllDeliveredExitsZero(t *testing.T) {

@@ -229,21 +229,23 @@ func printBatchesSent(w io.Writer, r *batchReport) {
 
 func printBatchesEnded(w io.Writer, bs []batchSent) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	sayln(tw, "BATCH\tTOTAL\tDELIVERED\tFAILED\tCANCELLED")
-	var total, delivered, failed, cancelled int
+	sayln(tw, "BATCH\tTOTAL\tDELIVERED\tFAILED\tCANCELLED\tSKIPPED")
+	var total, delivered, failed, cancelled, skipped int
 	for _, b := range bs {
 		s := b.Summary
 		if s == nil {
 			continue
 		}
-		say(tw, "%s\t%d\t%d\t%d\t%d\n", b.BatchID, s.Total, s.ByStatus.DELIVERED, s.ByStatus.FAILED, s.ByStatus.CANCELLED)
+		say(tw, "%s\t%d\t%d\t%d\t%d\t%d\n", b.BatchID, s.Total, s.ByStatus.DELIVERED, s.ByStatus.FAILED, s.ByStatus.CANCELLED,
+			s.ByStatus.SKIPPED)
 		total += s.Total
 		delivered += s.ByStatus.DELIVERED
 		failed += s.ByStatus.FAILED
 		cancelled += s.ByStatus.CANCELLED
+		skipped += s.ByStatus.SKIPPED
 	}
 	if len(bs) > 1 {
-		say(tw, "total\t%d\t%d\t%d\t%d\n", total, delivered, failed, cancelled)
+		say(tw, "total\t%d\t%d\t%d\t%d\t%d\n", total, delivered, failed, cancelled, skipped)
 	}
 	_ = tw.Flush()
 }

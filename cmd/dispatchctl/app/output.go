@@ -166,6 +166,7 @@ func oneLine(s string, max int) string {
 var statusOrder = []client.Status{
 	client.StatusACCEPTED, client.StatusQUEUED, client.StatusSCHEDULED, client.StatusPROCESSING,
 	client.StatusRETRYING, client.StatusSENT, client.StatusDELIVERED, client.StatusFAILED, client.StatusCANCELLED,
+	client.StatusSKIPPED,
 }
 
 func byStatus(s *client.BatchSummary_ByStatus) map[client.Status]int {
@@ -173,12 +174,13 @@ func byStatus(s *client.BatchSummary_ByStatus) map[client.Status]int {
 		client.StatusACCEPTED: s.ACCEPTED, client.StatusQUEUED: s.QUEUED, client.StatusSCHEDULED: s.SCHEDULED,
 		client.StatusPROCESSING: s.PROCESSING, client.StatusRETRYING: s.RETRYING, client.StatusSENT: s.SENT,
 		client.StatusDELIVERED: s.DELIVERED, client.StatusFAILED: s.FAILED, client.StatusCANCELLED: s.CANCELLED,
+		client.StatusSKIPPED: s.SKIPPED,
 	}
 }
 
 // batchDone tells how many of a batch's notifications are terminal.
 func batchDone(b *client.BatchSummary) int {
-	return b.ByStatus.DELIVERED + b.ByStatus.FAILED + b.ByStatus.CANCELLED
+	return b.ByStatus.DELIVERED + b.ByStatus.FAILED + b.ByStatus.CANCELLED + b.ByStatus.SKIPPED
 }
 
 // statusCounts is "QUEUED=12 DELIVERED=270 FAILED=5": the statuses with a

@@ -20,8 +20,8 @@ func (a *cli) watchCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "watch ID | --batch BATCH_ID",
 		Short: "Follow a notification, or a batch, until it is terminal",
-		Long: `Follow a notification until it is terminal (DELIVERED, FAILED or
-CANCELLED), printing a line each time its status (or its attempt count)
+		Long: `Follow a notification until it is terminal (DELIVERED, FAILED, CANCELLED
+or SKIPPED), printing a line each time its status (or its attempt count)
 changes; exit 1 unless it ended DELIVERED.
 
 With --batch, follow a batch's summary (GET /v1/batches/{id}) instead,
@@ -147,8 +147,8 @@ func (a *cli) watchBatch(ctx context.Context, id client.NotificationID) error {
 			if s.ByStatus.DELIVERED == s.Total {
 				return nil
 			}
-			return outcomeErrorf("batch %s: %d of %d did not end DELIVERED (FAILED=%d CANCELLED=%d)",
-				s.BatchID, s.Total-s.ByStatus.DELIVERED, s.Total, s.ByStatus.FAILED, s.ByStatus.CANCELLED)
+			return outcomeErrorf("batch %s: %d of %d did not end DELIVERED (FAILED=%d CANCELLED=%d SKIPPED=%d)",
+				s.BatchID, s.Total-s.ByStatus.DELIVERED, s.Total, s.ByStatus.FAILED, s.ByStatus.CANCELLED, s.ByStatus.SKIPPED)
 		}
 		if err := pause(ctx, a.pollInterval); err != nil {
 			return err
