@@ -336,7 +336,7 @@ func (d *Dispatch) CancelOperation(ctx context.Context, id OperationID, editors 
 const DefaultPoll = 250 * time.Millisecond
 
 // Wait reads the notification every poll until it is terminal (DELIVERED,
-// FAILED or CANCELLED) and returns it. It returns early with the error of a
+// FAILED, CANCELLED or SKIPPED) and returns it. It returns early with the error of a
 // read that failed, or with ctx's error (and the last state read) when ctx
 // ends first.
 func (d *Dispatch) Wait(ctx context.Context, id NotificationID, poll time.Duration) (*Notification, error) {

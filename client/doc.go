@@ -18,7 +18,9 @@
 //     "422 Validation failed: recipient: must be ...";
 //   - WithIdempotencyKey and WithRequestID set those headers on one request;
 //   - ListAll pages through a list by its cursor, and Wait polls a
-//     notification until it is DELIVERED, FAILED or CANCELLED.
+//     notification until it is DELIVERED, FAILED, CANCELLED or SKIPPED;
+//   - PutRecipient, PatchRecipient, Suppress, PutCategory and their kin
+//     cover the recipient side (profiles, suppressions, categories).
 //
 // A refusal is told by its problem:
 //
