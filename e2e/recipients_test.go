@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -178,6 +179,13 @@ func TestAManualSuppressionAndItsRemoval(t *testing.T) {
 	skipped := s.send("sms", "not to be sent")
 	s.skipped(skipped, "suppressed")
 	require.Zero(t, s.sink.Stats().Requests, "no provider call")
+	resp, err := http.Get("http://127.0.0.1:" + s.envValue("WORKER_METRICS_PORT") + "/metrics")
+	require.NoError(t, err)
+	metrics, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	require.NoError(t, err)
+	require.Contains(t, string(metrics),
+		`dispatch_notifications_terminal_total{channel="sms",priority="NORMAL",reason="suppressed",status="skipped"} 1`)
 
 	code, _, raw := s.request(http.MethodDelete, path, nil)
 	require.Equal(t, http.StatusNoContent, code, string(raw))
