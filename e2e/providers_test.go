@@ -320,22 +320,28 @@ routes:
 	require.Equal(t, "delivered", log[1].Receipt)
 }
 
+// mailProviders is a providers file routing email to the real SMTP server
+// on port through the smtp provider "mail".
+func mailProviders(port int) string {
+	return `
+providers:
+  - name: mail
+    kind: smtp
+    host: 127.0.0.1
+    port: ` + strconv.Itoa(port) + `
+    from: Dispatch <noreply@example.com>
+routes:
+  email: [mail]
+`
+}
+
 // TestEmailArrivesThroughARealSMTPServer: an smtp provider sends the email
 // to a real SMTP server, which receives it with the right headers.
 func TestEmailArrivesThroughARealSMTPServer(t *testing.T) {
 	mail, port := testenv.MailServer(t, sink.MailConfig{})
 	arrivals := mail.Arrivals(4)
 
-	s := setupWith(t, withProviders(`
-providers:
-  - name: mail
-    kind: smtp
-    host: 127.0.0.1
-    port: `+strconv.Itoa(port)+`
-    from: Dispatch <noreply@example.com>
-routes:
-  email: [mail]
-`))
+	s := setupWith(t, withProviders(mailProviders(port)))
 	id := s.send("email", "Your code is 424242")
 	s.waitStatus(id, "DELIVERED", 10*time.Second)
 	select {

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -138,16 +137,7 @@ func TestAProfileWithoutTheFirstChannelGoesOnTheNext(t *testing.T) {
 // provider call, and GET /v1/suppressions shows why.
 func TestAPermanentRefusalSuppressesTheAddress(t *testing.T) {
 	mail, port := testenv.MailServer(t, sink.MailConfig{})
-	s := setupWith(t, withProviders(`
-providers:
-  - name: mail
-    kind: smtp
-    host: 127.0.0.1
-    port: `+strconv.Itoa(port)+`
-    from: Dispatch <noreply@example.com>
-routes:
-  email: [mail]
-`))
+	s := setupWith(t, withProviders(mailProviders(port)))
 	email := map[string]any{"channel": "email", "recipient": "bounce-ada@example.com", "subject": "Hi", "content": "hello"}
 	first := s.accepted(email)
 	n := s.waitStatus(first, "FAILED", 30*time.Second)
@@ -229,16 +219,7 @@ func TestAnOptOutIsHonouredUnlessTheCategoryIsCritical(t *testing.T) {
 func TestOneClickUnsubscribe(t *testing.T) {
 	mail, port := testenv.MailServer(t, sink.MailConfig{})
 	s := setupWith(t, func(s *stack) {
-		withProviders(`
-providers:
-  - name: mail
-    kind: smtp
-    host: 127.0.0.1
-    port: `+strconv.Itoa(port)+`
-    from: Dispatch <noreply@example.com>
-routes:
-  email: [mail]
-`)(s)
+		withProviders(mailProviders(port))(s)
 		s.env = append(s.env, "PUBLIC_BASE_URL="+s.apiURL, "UNSUBSCRIBE_MAILTO=unsubscribe@example.com")
 	})
 	email := map[string]any{"channel": "email", "recipient": "ada@example.com", "subject": "News", "content": "news", "category": "newsletter"}

@@ -84,16 +84,7 @@ func TestErasingAPersonRefusedAtRcptLeavesNothingOfThemInTheHistory(t *testing.T
 	const person = "Refused.Person@example.com"
 	mail, port := testenv.MailServer(t, sink.MailConfig{})
 	mail.RefuseRecipient(person, 550, "5.1.1 <"+strings.ToLower(person)+">: Recipient address rejected: User unknown")
-	s := setupWith(t, withProviders(`
-providers:
-  - name: mail
-    kind: smtp
-    host: 127.0.0.1
-    port: `+strconv.Itoa(port)+`
-    from: Dispatch <noreply@example.com>
-routes:
-  email: [mail]
-`))
+	s := setupWith(t, withProviders(mailProviders(port)))
 	leaks := func(text string) bool { return strings.Contains(strings.ToLower(text), "refused.person") }
 
 	code, _, n := s.post("/v1/notifications", map[string]any{"channel": "email", "recipient": person, "subject": "Your code", "content": "hi"})
