@@ -669,12 +669,14 @@ type CreateNotification struct {
 	// Category The category (`marketing`, `security`) whose preferences apply; see `/v1/categories`. An unknown category is non-critical.
 	Category *string `json:"category,omitempty"`
 
-	// Channel The channel; required with `recipient`. With `recipientId`, the one channel to try (or give `channels`).
+	// Channel The channel; required with `recipient`. With `recipientId`, the one channel to try, or give `channels` instead (not both).
 	Channel Channel `json:"channel,omitempty"`
 
-	// Channels With `recipientId` only: the channels to try, in order. The first the person has an
-	// address for, has not opted out of for the category, and is not suppressed on is
-	// tried; if it ends without delivery, the next is tried, in the same notification.
+	// Channels With `recipientId` only, instead of `channel`: the channels to try, in order. The
+	// first the person has an address for, has not opted out of for the category, and is
+	// not suppressed on is tried; if it ends without delivery, the next is tried, in the
+	// same notification. A `subject` is required when `email` is among them, and refused
+	// otherwise.
 	Channels []Channel `json:"channels,omitempty"`
 
 	// Content Valid UTF-8 without NUL; at most 1,600 bytes (sms), 4,096 (push), 256 KiB (email).
