@@ -30,8 +30,8 @@ func TestPutRecipientReplacesTheWholeProfile(t *testing.T) {
 	ctx := context.Background()
 	pool, a, _ := recipientsSetup(t)
 	first := store.Recipient{ID: "user-1",
-		Addresses:   store.Addresses{SMS: ptr("+14155550123"), Email: ptr("ada@example.com"), Push: []string{"tok-1", "tok-2", "tok-3"}},
-		Timezone:    ptr("Europe/Istanbul"), Locale: ptr("tr-TR"),
+		Addresses: store.Addresses{SMS: ptr("+14155550123"), Email: ptr("ada@example.com"), Push: []string{"tok-1", "tok-2", "tok-3"}},
+		Timezone:  ptr("Europe/Istanbul"), Locale: ptr("tr-TR"),
 		Preferences: store.Preferences{"marketing": {"email": false, "sms": true}}}
 	got, created, err := store.PutRecipient(ctx, pool, a, first)
 	require.NoError(t, err)
