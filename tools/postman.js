@@ -64,13 +64,14 @@ function operation(operationId) {
   return fail('openapi.yaml has no operation ' + operationId);
 }
 
-// requestExample is a deep copy of the value of a request body example.
-function requestExample(operationId, name) {
+// requestExample is a deep copy of the value of a request body example of
+// mediaType (application/json unless given).
+function requestExample(operationId, name, mediaType = 'application/json') {
   const { op } = operation(operationId);
-  const media = op.requestBody && deref(op.requestBody).content['application/json'];
+  const media = op.requestBody && deref(op.requestBody).content[mediaType];
   const example = media && media.examples && media.examples[name];
   if (!example) {
-    fail(`${operationId} has no application/json request body example ${name}`);
+    fail(`${operationId} has no ${mediaType} request body example ${name}`);
   }
   return JSON.parse(JSON.stringify(deref(example).value));
 }
@@ -192,8 +193,9 @@ function script(listen, parts) {
 }
 
 // request is one item: operationId's method and path, a JSON body when
-// given, and its test script (pre-request script and auth when given).
-function request({ name, operationId, params, body, checks, prerequest, test, auth }) {
+// given (as contentType, application/json unless given), and its test
+// script (pre-request script and auth when given).
+function request({ name, operationId, params, body, contentType = 'application/json', checks, prerequest, test, auth }) {
   const { method, op } = operation(operationId);
   const header = [];
   const req = {
@@ -205,7 +207,7 @@ function request({ name, operationId, params, body, checks, prerequest, test, au
       .join('\n\n'),
   };
   if (body !== undefined) {
-    header.push({ key: 'Content-Type', value: 'application/json' });
+    header.push({ key: 'Content-Type', value: contentType });
     req.body = { mode: 'raw', raw: JSON.stringify(body, null, 2), options: { raw: { language: 'json' } } };
   }
   if (auth) {
@@ -448,6 +450,156 @@ const operations = folder('operations', tagDescription('bulk'), [
   }),
 ]);
 
+// The recipient side: a profile put, patched, read and erased, a category,
+// and a suppression added, found and lifted. Its ids and address are the
+// scenario's own (a rerun replaces them: 200 where the first run had 201),
+// and the suppressed number is not the notifications' recipient.
+const profileId = options.recipientId;
+const suppressed = options.suppressedNumber;
+const putProfile = requestExample('putRecipient', options.examples.putRecipient);
+const patchProfile = requestExample('patchRecipient', options.examples.patchRecipient, 'application/merge-patch+json');
+
+// expectCreatedOrReplaced checks a PUT's answer: 201 the first time, 200 on
+// a rerun, with its Location.
+function expectCreatedOrReplaced(operationId, location) {
+  const { mediaType } = response(operationId, 201);
+  return [
+    `
+    pm.test('status is 201 (created) or 200 (replaced)', () => {
+      pm.expect(pm.response.code).to.be.oneOf([200, 201]);
+    });
+    pm.test('Location names it', () => {
+      pm.expect(pm.response.headers.get('Location')).to.eql(${q(location)});
+    });`,
+    expectMediaType(mediaType),
+    'const body = pm.response.json();',
+  ];
+}
+
+const recipients = folder('recipients', tagDescription('recipients'), [
+  request({
+    name: 'Create or replace a recipient profile',
+    operationId: 'putRecipient',
+    params: { recipientId: profileId },
+    body: putProfile,
+    checks: '201 (200 on a rerun), the profile as sent, its Location.',
+    test: [
+      ...expectCreatedOrReplaced('putRecipient', '/v1/recipients/' + profileId),
+      `
+      const sent = JSON.parse(pm.request.body.raw);
+      pm.test('the profile is the one sent', () => {
+        pm.expect(body.id).to.eql(${q(profileId)});
+        pm.expect(body.addresses).to.eql(sent.addresses || {});
+        pm.expect(body.preferences).to.eql(sent.preferences || {});
+      });`,
+    ],
+  }),
+  request({
+    name: 'Change part of a recipient profile (a JSON merge patch)',
+    operationId: 'patchRecipient',
+    params: { recipientId: profileId },
+    body: patchProfile,
+    contentType: 'application/merge-patch+json',
+    checks: '200, the members set to null are gone, the preferences merged, the addresses kept.',
+    test: [
+      ...expectAnswer('patchRecipient', 200),
+      `
+      const before = ${JSON.stringify(putProfile)};
+      const patch = JSON.parse(pm.request.body.raw);
+      pm.test('null removed its member, the rest stayed', () => {
+        Object.keys(patch).filter((k) => patch[k] === null).forEach((k) => pm.expect(body).to.not.have.property(k));
+        pm.expect(body.addresses).to.eql(patch.addresses || before.addresses || {});
+      });`,
+    ],
+  }),
+  request({
+    name: 'Get a recipient profile',
+    operationId: 'getRecipient',
+    params: { recipientId: profileId },
+    checks: '200, the profile.',
+    test: [
+      ...expectAnswer('getRecipient', 200),
+      `
+      pm.test('it is the profile', () => {
+        pm.expect(body.id).to.eql(${q(profileId)});
+      });`,
+    ],
+  }),
+  request({
+    name: 'Create or replace a category',
+    operationId: 'putCategory',
+    params: { name: options.categoryName },
+    body: requestExample('putCategory', options.examples.putCategory),
+    checks: '201 (200 on a rerun), the category as sent.',
+    test: [
+      ...expectCreatedOrReplaced('putCategory', '/v1/categories/' + options.categoryName),
+      `
+      const sent = JSON.parse(pm.request.body.raw);
+      pm.test('the category is the one sent', () => {
+        pm.expect(body.name).to.eql(${q(options.categoryName)});
+        pm.expect(body.critical).to.eql(sent.critical === true);
+      });`,
+    ],
+  }),
+  request({
+    name: 'Suppress an address',
+    operationId: 'putSuppression',
+    params: { channel: 'sms', recipient: encodeURIComponent(suppressed) },
+    body: requestExample('putSuppression', options.examples.putSuppression),
+    checks: '201 (200 on a rerun), the suppression with its reason.',
+    test: [
+      ...expectCreatedOrReplaced('putSuppression', '/v1/suppressions/sms/' + suppressed),
+      `
+      const sent = JSON.parse(pm.request.body.raw);
+      pm.test('the address is suppressed for the reason sent', () => {
+        pm.expect(body.channel).to.eql('sms');
+        pm.expect(body.recipient).to.eql(${q(suppressed)});
+        pm.expect(body.reason).to.eql(sent.reason || 'manual');
+      });`,
+    ],
+  }),
+  request({
+    name: 'The suppression list, filtered to that address',
+    operationId: 'listSuppressions',
+    params: {},
+    checks: '200, exactly the one suppression.',
+    test: [
+      ...expectAnswer('listSuppressions', 200),
+      `
+      pm.test('the list holds that address', () => {
+        pm.expect(body.data.map((s) => s.recipient)).to.eql([${q(suppressed)}]);
+      });`,
+    ],
+  }),
+  request({
+    name: 'Lift the suppression',
+    operationId: 'deleteSuppression',
+    params: { channel: 'sms', recipient: encodeURIComponent(suppressed) },
+    checks: '204.',
+    test: expectStatus(204),
+  }),
+  request({
+    name: 'Erase the recipient profile',
+    operationId: 'deleteRecipient',
+    params: { recipientId: profileId },
+    checks: '204.',
+    test: expectStatus(204),
+  }),
+  request({
+    name: '404: the erased profile',
+    operationId: 'getRecipient',
+    params: { recipientId: profileId },
+    checks: `404 ${response('getRecipient', 404).mediaType}, type \`/problems/not-found\`.`,
+    test: expectProblem('getRecipient', 404, '/problems/not-found'),
+  }),
+]);
+// The list request filters on the suppressed address.
+recipients.item[5].request.url.raw += '?channel=sms&recipient=' + encodeURIComponent(suppressed);
+recipients.item[5].request.url.query = [
+  { key: 'channel', value: 'sms' },
+  { key: 'recipient', value: encodeURIComponent(suppressed) },
+];
+
 const errors = folder('errors', 'Each request gets the error it asks for, as an RFC 9457 problem.', [
   request({
     name: '422: an invalid notification',
@@ -506,7 +658,7 @@ const collection = {
     name: spec.info.title,
     description: [
       `${spec.info.summary} Generated from openapi.yaml (version ${spec.info.version}) by \`make postman\`; do not edit by hand.`,
-      'The folders run in order as one scenario: notifications (create, get, attempts, cancel, retry), batches, a dry-run operation, then the errors (422, 404, 401). Test scripts check every answer, its Content-Type and the X-Request-Id it echoes, and hand `notificationId` and `batchId` on as collection variables.',
+      'The folders run in order as one scenario: notifications (create, get, attempts, cancel, retry), batches, a dry-run operation, the recipient side (a profile put, patched, read and erased, a category, a suppression added, listed and lifted), then the errors (422, 404, 401). Test scripts check every answer, its Content-Type and the X-Request-Id it echoes, and hand `notificationId` and `batchId` on as collection variables.',
       'Set `bearerToken` (an API key; `make run` writes one to `.data/dev-api-key`) and `baseUrl` in the environment, then:\n\n    newman run postman/dispatch-engine.postman_collection.json -e postman/dispatch-engine.local.postman_environment.json --env-var bearerToken=$(cat .data/dev-api-key)',
     ].join('\n\n'),
     schema: 'https://schema.getpostman.com/json/collection/v2.1.0/collection.json',
@@ -530,7 +682,7 @@ const collection = {
     { key: 'batchId', value: '', type: 'string' },
     { key: 'batchCount', value: '', type: 'string' },
   ],
-  item: [notifications, batches, operations, errors],
+  item: [notifications, batches, operations, recipients, errors],
 };
 
 // The environment holds only what a user sets: the captured ids are

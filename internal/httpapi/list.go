@@ -86,7 +86,7 @@ func parseListQuery(c *fiber.Ctx) (f store.ListFilter, filterKey string, err err
 
 	if v, ok := get("status"); ok {
 		if !notification.ValidStatus(v) {
-			ve.add("status", "must be one of ACCEPTED, QUEUED, SCHEDULED, PROCESSING, RETRYING, DELIVERED, FAILED, CANCELLED")
+			ve.add("status", "must be one of ACCEPTED, QUEUED, SCHEDULED, PROCESSING, RETRYING, SENT, DELIVERED, FAILED, CANCELLED, SKIPPED")
 		}
 		st := store.Status(v)
 		f.Status = &st

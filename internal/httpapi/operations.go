@@ -131,7 +131,7 @@ func (r OperationRequest) validate(ve *ValidationError) (store.OperationFilter, 
 	}
 	if in.Status != nil {
 		if !notification.ValidStatus(*in.Status) {
-			ve.add("filter.status", "must be one of ACCEPTED, QUEUED, SCHEDULED, PROCESSING, RETRYING, SENT, DELIVERED, FAILED, CANCELLED")
+			ve.add("filter.status", "must be one of ACCEPTED, QUEUED, SCHEDULED, PROCESSING, RETRYING, SENT, DELIVERED, FAILED, CANCELLED, SKIPPED")
 		}
 		st := store.Status(*in.Status)
 		f.Status = &st
