@@ -515,6 +515,36 @@ func (e Readyz200JSONResponseBodyStatus) Valid() bool {
 	}
 }
 
+// Defines values for OneClickUnsubscribeFormdataBodyListUnsubscribe.
+const (
+	OneClickUnsubscribeFormdataBodyListUnsubscribeOneClick OneClickUnsubscribeFormdataBodyListUnsubscribe = "One-Click"
+)
+
+// Valid indicates whether the value is a known member of the OneClickUnsubscribeFormdataBodyListUnsubscribe enum.
+func (e OneClickUnsubscribeFormdataBodyListUnsubscribe) Valid() bool {
+	switch e {
+	case OneClickUnsubscribeFormdataBodyListUnsubscribeOneClick:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OneClickUnsubscribeMultipartBodyListUnsubscribe.
+const (
+	OneClickUnsubscribeMultipartBodyListUnsubscribeOneClick OneClickUnsubscribeMultipartBodyListUnsubscribe = "One-Click"
+)
+
+// Valid indicates whether the value is a known member of the OneClickUnsubscribeMultipartBodyListUnsubscribe enum.
+func (e OneClickUnsubscribeMultipartBodyListUnsubscribe) Valid() bool {
+	switch e {
+	case OneClickUnsubscribeMultipartBodyListUnsubscribeOneClick:
+		return true
+	default:
+		return false
+	}
+}
+
 // Attempt Examples: {"attempt":1,"durationMs":84,"outcome":"delivered","responseExcerpt":"{\"accepted\":true}","startedAt":"2026-01-02T15:04:05.200Z","statusCode":200}
 type Attempt struct {
 	Attempt int `json:"attempt"`
@@ -1356,6 +1386,36 @@ type Readyz200JSONResponseBody struct {
 	Status Readyz200JSONResponseBodyStatus `json:"status"`
 }
 
+// ShowUnsubscribeParams defines parameters for ShowUnsubscribe.
+type ShowUnsubscribeParams struct {
+	// XRequestID Correlates the request with the server's logs; echoed in the answer. Up to 128
+	// printable ASCII characters; otherwise (or when absent) the server makes one.
+	XRequestID *RequestID `json:"X-Request-Id,omitempty"`
+}
+
+// OneClickUnsubscribeFormdataBody defines parameters for OneClickUnsubscribe.
+type OneClickUnsubscribeFormdataBody struct {
+	ListUnsubscribe OneClickUnsubscribeFormdataBodyListUnsubscribe `form:"List-Unsubscribe" json:"List-Unsubscribe"`
+}
+
+// OneClickUnsubscribeMultipartBody defines parameters for OneClickUnsubscribe.
+type OneClickUnsubscribeMultipartBody struct {
+	ListUnsubscribe OneClickUnsubscribeMultipartBodyListUnsubscribe `json:"List-Unsubscribe"`
+}
+
+// OneClickUnsubscribeParams defines parameters for OneClickUnsubscribe.
+type OneClickUnsubscribeParams struct {
+	// XRequestID Correlates the request with the server's logs; echoed in the answer. Up to 128
+	// printable ASCII characters; otherwise (or when absent) the server makes one.
+	XRequestID *RequestID `json:"X-Request-Id,omitempty"`
+}
+
+// OneClickUnsubscribeFormdataBodyListUnsubscribe defines parameters for OneClickUnsubscribe.
+type OneClickUnsubscribeFormdataBodyListUnsubscribe string
+
+// OneClickUnsubscribeMultipartBodyListUnsubscribe defines parameters for OneClickUnsubscribe.
+type OneClickUnsubscribeMultipartBodyListUnsubscribe string
+
 // GetBatchParams defines parameters for GetBatch.
 type GetBatchParams struct {
 	// XRequestID Correlates the request with the server's logs; echoed in the answer. Up to 128
@@ -1639,6 +1699,12 @@ type PutSuppressionParams struct {
 	XRequestID *RequestID `json:"X-Request-Id,omitempty"`
 }
 
+// OneClickUnsubscribeFormdataRequestBody defines body for OneClickUnsubscribe for application/x-www-form-urlencoded ContentType.
+type OneClickUnsubscribeFormdataRequestBody OneClickUnsubscribeFormdataBody
+
+// OneClickUnsubscribeMultipartRequestBody defines body for OneClickUnsubscribe for multipart/form-data ContentType.
+type OneClickUnsubscribeMultipartRequestBody OneClickUnsubscribeMultipartBody
+
 // PutCategoryJSONRequestBody defines body for PutCategory for application/json ContentType.
 type PutCategoryJSONRequestBody = CategoryInput
 
@@ -1824,6 +1890,42 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /readyz (the `Readyz` operationId).
 	Readyz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ShowUnsubscribe The confirmation page of a one-click unsubscribe link
+	//
+	// No API key: the token is the authority. Shows what the link stops (the category, on the
+	// channel, at the masked address) and a button that POSTs to the same URL. A GET never
+	// unsubscribes (mail scanners follow links). Served only when the API has the signing key
+	// every process shares (always, once migrations ran).
+	//
+	// Corresponds with GET /u/{token} (the `ShowUnsubscribe` operationId).
+	ShowUnsubscribe(ctx context.Context, token string, params *ShowUnsubscribeParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OneClickUnsubscribeWithBody One-click unsubscribe (RFC 8058)
+	//
+	// The mail client's one-click request, or the page's button: the body is the form
+	// `List-Unsubscribe=One-Click`. The opt-out goes on the tenant's profile that holds the
+	// address (`preferences[category][email] = false`), or on the address itself when no profile
+	// holds it; the next email of that category to it is `SKIPPED` `opted-out`. Posting again
+	// changes nothing. A forged, altered or expired token is a `404` and changes nothing.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /u/{token} (the `OneClickUnsubscribe` operationId).
+	OneClickUnsubscribeWithBody(ctx context.Context, token string, params *OneClickUnsubscribeParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OneClickUnsubscribeWithFormdataBody One-click unsubscribe (RFC 8058)
+	//
+	// The mail client's one-click request, or the page's button: the body is the form
+	// `List-Unsubscribe=One-Click`. The opt-out goes on the tenant's profile that holds the
+	// address (`preferences[category][email] = false`), or on the address itself when no profile
+	// holds it; the next email of that category to it is `SKIPPED` `opted-out`. Posting again
+	// changes nothing. A forged, altered or expired token is a `404` and changes nothing.
+	//
+	// Takes a body of the `application/x-www-form-urlencoded` content type.
+	//
+	// Corresponds with POST /u/{token} (the `OneClickUnsubscribe` operationId).
+	OneClickUnsubscribeWithFormdataBody(ctx context.Context, token string, params *OneClickUnsubscribeParams, body OneClickUnsubscribeFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetBatch Progress of a batch
 	//
@@ -2327,6 +2429,72 @@ func (c *Client) Metrics(ctx context.Context, reqEditors ...RequestEditorFn) (*h
 // Corresponds with GET /readyz (the `Readyz` operationId).
 func (c *Client) Readyz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewReadyzRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ShowUnsubscribe The confirmation page of a one-click unsubscribe link
+//
+// No API key: the token is the authority. Shows what the link stops (the category, on the
+// channel, at the masked address) and a button that POSTs to the same URL. A GET never
+// unsubscribes (mail scanners follow links). Served only when the API has the signing key
+// every process shares (always, once migrations ran).
+//
+// Corresponds with GET /u/{token} (the `ShowUnsubscribe` operationId).
+func (c *Client) ShowUnsubscribe(ctx context.Context, token string, params *ShowUnsubscribeParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewShowUnsubscribeRequest(c.Server, token, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OneClickUnsubscribeWithBody One-click unsubscribe (RFC 8058)
+//
+// The mail client's one-click request, or the page's button: the body is the form
+// `List-Unsubscribe=One-Click`. The opt-out goes on the tenant's profile that holds the
+// address (`preferences[category][email] = false`), or on the address itself when no profile
+// holds it; the next email of that category to it is `SKIPPED` `opted-out`. Posting again
+// changes nothing. A forged, altered or expired token is a `404` and changes nothing.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /u/{token} (the `OneClickUnsubscribe` operationId).
+func (c *Client) OneClickUnsubscribeWithBody(ctx context.Context, token string, params *OneClickUnsubscribeParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOneClickUnsubscribeRequestWithBody(c.Server, token, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OneClickUnsubscribeWithFormdataBody One-click unsubscribe (RFC 8058)
+//
+// The mail client's one-click request, or the page's button: the body is the form
+// `List-Unsubscribe=One-Click`. The opt-out goes on the tenant's profile that holds the
+// address (`preferences[category][email] = false`), or on the address itself when no profile
+// holds it; the next email of that category to it is `SKIPPED` `opted-out`. Posting again
+// changes nothing. A forged, altered or expired token is a `404` and changes nothing.
+//
+// Takes a body of the `application/x-www-form-urlencoded` content type.
+//
+// Corresponds with POST /u/{token} (the `OneClickUnsubscribe` operationId).
+func (c *Client) OneClickUnsubscribeWithFormdataBody(ctx context.Context, token string, params *OneClickUnsubscribeParams, body OneClickUnsubscribeFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOneClickUnsubscribeRequestWithFormdataBody(c.Server, token, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -3251,6 +3419,117 @@ func NewReadyzRequest(server string) (*http.Request, error) {
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
 	if err != nil {
 		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewShowUnsubscribeRequest constructs an http.Request for the ShowUnsubscribe method
+func NewShowUnsubscribeRequest(server string, token string, params *ShowUnsubscribeParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "token", token, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/u/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestID != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewOneClickUnsubscribeRequestWithFormdataBody calls the generic OneClickUnsubscribe builder with application/x-www-form-urlencoded body
+func NewOneClickUnsubscribeRequestWithFormdataBody(server string, token string, params *OneClickUnsubscribeParams, body OneClickUnsubscribeFormdataRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	bodyStr, err := runtime.MarshalForm(body, nil)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = strings.NewReader(bodyStr.Encode())
+	return NewOneClickUnsubscribeRequestWithBody(server, token, params, "application/x-www-form-urlencoded", bodyReader)
+}
+
+// NewOneClickUnsubscribeRequestWithBody constructs an http.Request for the OneClickUnsubscribe method, with any body, and a specified content type
+func NewOneClickUnsubscribeRequestWithBody(server string, token string, params *OneClickUnsubscribeParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "token", token, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/u/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XRequestID != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
 	}
 
 	return req, nil
@@ -5197,6 +5476,44 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /readyz (the `Readyz` operationId).
 	ReadyzWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ReadyzResponse, error)
 
+	// ShowUnsubscribeWithResponse The confirmation page of a one-click unsubscribe link
+	//
+	// No API key: the token is the authority. Shows what the link stops (the category, on the
+	// channel, at the masked address) and a button that POSTs to the same URL. A GET never
+	// unsubscribes (mail scanners follow links). Served only when the API has the signing key
+	// every process shares (always, once migrations ran).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /u/{token} (the `ShowUnsubscribe` operationId).
+	ShowUnsubscribeWithResponse(ctx context.Context, token string, params *ShowUnsubscribeParams, reqEditors ...RequestEditorFn) (*ShowUnsubscribeResponse, error)
+
+	// OneClickUnsubscribeWithBodyWithResponse One-click unsubscribe (RFC 8058)
+	//
+	// The mail client's one-click request, or the page's button: the body is the form
+	// `List-Unsubscribe=One-Click`. The opt-out goes on the tenant's profile that holds the
+	// address (`preferences[category][email] = false`), or on the address itself when no profile
+	// holds it; the next email of that category to it is `SKIPPED` `opted-out`. Posting again
+	// changes nothing. A forged, altered or expired token is a `404` and changes nothing.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /u/{token} (the `OneClickUnsubscribe` operationId).
+	OneClickUnsubscribeWithBodyWithResponse(ctx context.Context, token string, params *OneClickUnsubscribeParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OneClickUnsubscribeResponse, error)
+
+	// OneClickUnsubscribeWithFormdataBodyWithResponse One-click unsubscribe (RFC 8058)
+	//
+	// The mail client's one-click request, or the page's button: the body is the form
+	// `List-Unsubscribe=One-Click`. The opt-out goes on the tenant's profile that holds the
+	// address (`preferences[category][email] = false`), or on the address itself when no profile
+	// holds it; the next email of that category to it is `SKIPPED` `opted-out`. Posting again
+	// changes nothing. A forged, altered or expired token is a `404` and changes nothing.
+	//
+	// Takes a body of the `application/x-www-form-urlencoded` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /u/{token} (the `OneClickUnsubscribe` operationId).
+	OneClickUnsubscribeWithFormdataBodyWithResponse(ctx context.Context, token string, params *OneClickUnsubscribeParams, body OneClickUnsubscribeFormdataRequestBody, reqEditors ...RequestEditorFn) (*OneClickUnsubscribeResponse, error)
+
 	// GetBatchWithResponse Progress of a batch
 	//
 	// The batch's notifications counted by status and by channel; every status and channel is present.
@@ -5886,6 +6203,174 @@ func (r ReadyzResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r ReadyzResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// ShowUnsubscribeResponse404Headers the declared response headers of an HTTP 404 response for ShowUnsubscribe
+type ShowUnsubscribeResponse404Headers struct {
+	XRequestID string
+}
+
+// ShowUnsubscribeResponse500Headers the declared response headers of an HTTP 500 response for ShowUnsubscribe
+type ShowUnsubscribeResponse500Headers struct {
+	XRequestID string
+}
+
+// ShowUnsubscribeResponse503Headers the declared response headers of an HTTP 503 response for ShowUnsubscribe
+type ShowUnsubscribeResponse503Headers struct {
+	RetryAfter int
+	XRequestID string
+}
+
+type ShowUnsubscribeResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationProblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationProblemJSON404 *NotFound
+	// ApplicationProblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationProblemJSON500 *InternalError
+	// ApplicationProblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationProblemJSON503 *Unavailable
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *ShowUnsubscribeResponse404Headers
+	// Headers500 the parsed response headers for an HTTP 500 response
+	Headers500 *ShowUnsubscribeResponse500Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ShowUnsubscribeResponse503Headers
+}
+
+// GetApplicationProblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r ShowUnsubscribeResponse) GetApplicationProblemJSON404() *NotFound {
+	return r.ApplicationProblemJSON404
+}
+
+// GetApplicationProblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r ShowUnsubscribeResponse) GetApplicationProblemJSON500() *InternalError {
+	return r.ApplicationProblemJSON500
+}
+
+// GetApplicationProblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ShowUnsubscribeResponse) GetApplicationProblemJSON503() *Unavailable {
+	return r.ApplicationProblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r ShowUnsubscribeResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ShowUnsubscribeResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ShowUnsubscribeResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ShowUnsubscribeResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// OneClickUnsubscribeResponse400Headers the declared response headers of an HTTP 400 response for OneClickUnsubscribe
+type OneClickUnsubscribeResponse400Headers struct {
+	XRequestID string
+}
+
+// OneClickUnsubscribeResponse404Headers the declared response headers of an HTTP 404 response for OneClickUnsubscribe
+type OneClickUnsubscribeResponse404Headers struct {
+	XRequestID string
+}
+
+// OneClickUnsubscribeResponse500Headers the declared response headers of an HTTP 500 response for OneClickUnsubscribe
+type OneClickUnsubscribeResponse500Headers struct {
+	XRequestID string
+}
+
+// OneClickUnsubscribeResponse503Headers the declared response headers of an HTTP 503 response for OneClickUnsubscribe
+type OneClickUnsubscribeResponse503Headers struct {
+	RetryAfter int
+	XRequestID string
+}
+
+type OneClickUnsubscribeResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationProblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationProblemJSON400 *BadRequest
+	// ApplicationProblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationProblemJSON404 *NotFound
+	// ApplicationProblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationProblemJSON500 *InternalError
+	// ApplicationProblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationProblemJSON503 *Unavailable
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *OneClickUnsubscribeResponse400Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *OneClickUnsubscribeResponse404Headers
+	// Headers500 the parsed response headers for an HTTP 500 response
+	Headers500 *OneClickUnsubscribeResponse500Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *OneClickUnsubscribeResponse503Headers
+}
+
+// GetApplicationProblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r OneClickUnsubscribeResponse) GetApplicationProblemJSON400() *BadRequest {
+	return r.ApplicationProblemJSON400
+}
+
+// GetApplicationProblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r OneClickUnsubscribeResponse) GetApplicationProblemJSON404() *NotFound {
+	return r.ApplicationProblemJSON404
+}
+
+// GetApplicationProblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r OneClickUnsubscribeResponse) GetApplicationProblemJSON500() *InternalError {
+	return r.ApplicationProblemJSON500
+}
+
+// GetApplicationProblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r OneClickUnsubscribeResponse) GetApplicationProblemJSON503() *Unavailable {
+	return r.ApplicationProblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r OneClickUnsubscribeResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r OneClickUnsubscribeResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r OneClickUnsubscribeResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r OneClickUnsubscribeResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -10262,6 +10747,62 @@ func (c *ClientWithResponses) ReadyzWithResponse(ctx context.Context, reqEditors
 	return ParseReadyzResponse(rsp)
 }
 
+// ShowUnsubscribeWithResponse The confirmation page of a one-click unsubscribe link
+//
+// No API key: the token is the authority. Shows what the link stops (the category, on the
+// channel, at the masked address) and a button that POSTs to the same URL. A GET never
+// unsubscribes (mail scanners follow links). Served only when the API has the signing key
+// every process shares (always, once migrations ran).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /u/{token} (the `ShowUnsubscribe` operationId).
+func (c *ClientWithResponses) ShowUnsubscribeWithResponse(ctx context.Context, token string, params *ShowUnsubscribeParams, reqEditors ...RequestEditorFn) (*ShowUnsubscribeResponse, error) {
+	rsp, err := c.ShowUnsubscribe(ctx, token, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseShowUnsubscribeResponse(rsp)
+}
+
+// OneClickUnsubscribeWithBodyWithResponse One-click unsubscribe (RFC 8058)
+//
+// The mail client's one-click request, or the page's button: the body is the form
+// `List-Unsubscribe=One-Click`. The opt-out goes on the tenant's profile that holds the
+// address (`preferences[category][email] = false`), or on the address itself when no profile
+// holds it; the next email of that category to it is `SKIPPED` `opted-out`. Posting again
+// changes nothing. A forged, altered or expired token is a `404` and changes nothing.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /u/{token} (the `OneClickUnsubscribe` operationId).
+func (c *ClientWithResponses) OneClickUnsubscribeWithBodyWithResponse(ctx context.Context, token string, params *OneClickUnsubscribeParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OneClickUnsubscribeResponse, error) {
+	rsp, err := c.OneClickUnsubscribeWithBody(ctx, token, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOneClickUnsubscribeResponse(rsp)
+}
+
+// OneClickUnsubscribeWithFormdataBodyWithResponse One-click unsubscribe (RFC 8058)
+//
+// The mail client's one-click request, or the page's button: the body is the form
+// `List-Unsubscribe=One-Click`. The opt-out goes on the tenant's profile that holds the
+// address (`preferences[category][email] = false`), or on the address itself when no profile
+// holds it; the next email of that category to it is `SKIPPED` `opted-out`. Posting again
+// changes nothing. A forged, altered or expired token is a `404` and changes nothing.
+//
+// Takes a body of the `application/x-www-form-urlencoded` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /u/{token} (the `OneClickUnsubscribe` operationId).
+func (c *ClientWithResponses) OneClickUnsubscribeWithFormdataBodyWithResponse(ctx context.Context, token string, params *OneClickUnsubscribeParams, body OneClickUnsubscribeFormdataRequestBody, reqEditors ...RequestEditorFn) (*OneClickUnsubscribeResponse, error) {
+	rsp, err := c.OneClickUnsubscribeWithFormdataBody(ctx, token, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOneClickUnsubscribeResponse(rsp)
+}
+
 // GetBatchWithResponse Progress of a batch
 //
 // The batch's notifications counted by status and by channel; every status and channel is present.
@@ -11162,6 +11703,183 @@ func ParseReadyzResponse(rsp *http.Response) (*ReadyzResponse, error) {
 		response.Headers200 = &headers
 	case rsp.StatusCode == 503:
 		var headers ReadyzResponse503Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseShowUnsubscribeResponse parses an HTTP response from a ShowUnsubscribeWithResponse call
+func ParseShowUnsubscribeResponse(rsp *http.Response) (*ShowUnsubscribeResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ShowUnsubscribeResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 404:
+		var headers ShowUnsubscribeResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 500:
+		var headers ShowUnsubscribeResponse500Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers500 = &headers
+	case rsp.StatusCode == 503:
+		var headers ShowUnsubscribeResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseOneClickUnsubscribeResponse parses an HTTP response from a OneClickUnsubscribeWithResponse call
+func ParseOneClickUnsubscribeResponse(rsp *http.Response) (*OneClickUnsubscribeResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &OneClickUnsubscribeResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers OneClickUnsubscribeResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 404:
+		var headers OneClickUnsubscribeResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 500:
+		var headers OneClickUnsubscribeResponse500Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestID = value
+		}
+		response.Headers500 = &headers
+	case rsp.StatusCode == 503:
+		var headers OneClickUnsubscribeResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
