@@ -10,7 +10,6 @@ ALTER TABLE notifications
     DROP COLUMN IF EXISTS category,
     DROP COLUMN IF EXISTS channels,
     DROP COLUMN IF EXISTS recipient_id;
-DROP FUNCTION IF EXISTS consent_refusal(uuid, text, text, text);
 DROP TABLE IF EXISTS signing_keys;
 DROP TABLE IF EXISTS opt_outs;
 DROP TABLE IF EXISTS suppressions;

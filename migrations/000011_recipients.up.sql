@@ -93,28 +93,5 @@ ALTER TABLE notifications ADD CONSTRAINT notifications_status_check
                       'DELIVERED', 'FAILED', 'CANCELLED', 'SKIPPED'));
 CREATE INDEX notifications_recipient_id_idx ON notifications (tenant_id, recipient_id) WHERE recipient_id IS NOT NULL;
 
--- consent_refusal is why a send of category cat to addr on ch of tenant t
--- must not be made, or NULL: 'suppressed' when the address is on the
--- suppression list; 'opted-out' when the category is not critical and the
--- address, or the profile that holds it, opted out of it on ch. It is a few
--- index probes, run inside the statement that begins an attempt.
-CREATE FUNCTION consent_refusal(t uuid, ch text, addr text, cat text) RETURNS text
-    LANGUAGE sql STABLE AS
-$$
-SELECT CASE
-    WHEN EXISTS (SELECT 1 FROM suppressions s WHERE s.tenant_id = t AND s.channel = ch AND s.address = addr)
-        THEN 'suppressed'
-    WHEN cat IS NOT NULL
-        AND NOT EXISTS (SELECT 1 FROM categories c WHERE c.tenant_id = t AND c.name = cat AND c.critical)
-        AND (EXISTS (SELECT 1 FROM opt_outs o
-                     WHERE o.tenant_id = t AND o.channel = ch AND o.address = addr AND o.category = cat)
-          OR EXISTS (SELECT 1 FROM recipient_addresses ra
-                     JOIN recipients r ON r.tenant_id = ra.tenant_id AND r.id = ra.recipient_id
-                     WHERE ra.tenant_id = t AND ra.channel = ch AND ra.address = addr
-                       AND r.preferences -> cat ->> ch = 'false'))
-        THEN 'opted-out'
-END
-$$;
-
 -- Each attempt names the channel it went on (a fallback changes it).
 ALTER TABLE delivery_attempts ADD COLUMN channel text;

@@ -52,13 +52,9 @@ func (f *fixture) optOuts() int {
 
 func (f *fixture) refusal(address, category string) string {
 	f.t.Helper()
-	var why *string
-	require.NoError(f.t, f.pool.QueryRow(context.Background(), `SELECT consent_refusal($1, 'email', $2, $3)`,
-		store.DefaultTenantID, address, category).Scan(&why))
-	if why == nil {
-		return ""
-	}
-	return *why
+	why, err := store.ConsentRefusal(context.Background(), f.pool, store.DefaultTenantID, "email", address, category)
+	require.NoError(f.t, err)
+	return why
 }
 
 func TestUnsubscribePageAsksAndChangesNothing(t *testing.T) {

@@ -163,3 +163,18 @@ func UseChannel(ctx context.Context, q Querier, id uuid.UUID, gen *int, channel,
 	}
 	return tag.RowsAffected() > 0, nil
 }
+
+// ConsentRefusal is why a notification of tenantID in category (none when
+// "") to address on channel would be refused at its begin: suppressed,
+// opted-out, or "" when it would be sent. It runs the begin's own check
+// (consentRefusal) on those values.
+func ConsentRefusal(ctx context.Context, q Querier, tenantID uuid.UUID, channel, address, category string) (string, error) {
+	var why *string
+	err := q.QueryRow(ctx, `SELECT `+consentRefusal+`
+		FROM (VALUES ($1::uuid, $2::text, $3::text, NULLIF($4::text, ''))) AS notifications (tenant_id, channel, recipient, category)`,
+		tenantID, channel, address, category).Scan(&why)
+	if err != nil || why == nil {
+		return "", err
+	}
+	return *why, err
+}

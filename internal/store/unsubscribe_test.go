@@ -49,10 +49,12 @@ func preferences(t *testing.T, pool *pgxpool.Pool, tenant uuid.UUID, id string) 
 
 func refusal(t *testing.T, pool *pgxpool.Pool, tenant uuid.UUID, channel, address, category string) *string {
 	t.Helper()
-	var why *string
-	require.NoError(t, pool.QueryRow(context.Background(),
-		`SELECT consent_refusal($1, $2, $3, $4)`, tenant, channel, address, category).Scan(&why))
-	return why
+	why, err := store.ConsentRefusal(context.Background(), pool, tenant, channel, address, category)
+	require.NoError(t, err)
+	if why == "" {
+		return nil
+	}
+	return &why
 }
 
 func TestRecordOptOutOfAnAddressNoProfileHolds(t *testing.T) {
