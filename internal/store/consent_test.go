@@ -30,7 +30,6 @@ func begin(t *testing.T, pool *pgxpool.Pool, n store.NewNotification) (store.Not
 	return got, refusal
 }
 
-
 func TestBeginRefusesASuppressedAddressAndAnOptedOutCategory(t *testing.T) {
 	ctx := context.Background()
 	pool := consentPool(t)
@@ -93,7 +92,7 @@ func TestResolveRecipientTakesTheFirstChannelThePersonMayBeReachedOn(t *testing.
 	pool := consentPool(t)
 	tenant := store.DefaultTenantID
 	_, _, err := store.PutRecipient(ctx, pool, tenant, store.Recipient{ID: "ada",
-		Addresses: store.Addresses{SMS: ptr("+14155550123"), Email: ptr("ada@example.com"), Push: []string{"tok-1", "tok-2"}},
+		Addresses:   store.Addresses{SMS: ptr("+14155550123"), Email: ptr("ada@example.com"), Push: []string{"tok-1", "tok-2"}},
 		Preferences: store.Preferences{"news": {"email": false}}})
 	require.NoError(t, err)
 	require.NoError(t, store.Suppress(ctx, pool, tenant, "push", "tok-1", "unregistered", nil))
