@@ -658,7 +658,7 @@ func TestRunPageCancelsWhatIsNotTerminal(t *testing.T) {
 		}
 		rows[i] = opSeed{id: opInsert(t, pool, r), status: st, createdAt: *r.CreatedAt}
 	}
-	require.Len(t, notification.Statuses, 9)
+	require.Len(t, notification.Statuses, 10)
 	outside := opInsert(t, pool, opRow{Status: notification.StatusQueued, CreatedAt: &base})
 	updatedAt := map[uuid.UUID]time.Time{}
 	for _, r := range rows {
@@ -710,7 +710,7 @@ func TestRunPageCancelsWhatIsNotTerminal(t *testing.T) {
 	require.Equal(t, store.OperationCompleted, final.Status)
 	require.EqualValues(t, 27, final.Processed)
 	require.EqualValues(t, 18, final.Succeeded)
-	require.Equal(t, map[string]int64{"delivered": 3, "failed": 3, "cancelled": 3}, final.Skipped)
+	require.Equal(t, map[string]int64{"delivered": 3, "failed": 2, "cancelled": 2, "skipped": 2}, final.Skipped)
 }
 
 // -- RunPage: erase ---------------------------------------------------------
