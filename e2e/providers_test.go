@@ -45,6 +45,8 @@ type providerAttempt struct {
 	ProviderMessageID string     `json:"providerMessageId"`
 	Receipt           string     `json:"receipt"`
 	ReceiptAt         *time.Time `json:"receiptAt"`
+	// Channel is the channel the attempt went on.
+	Channel string `json:"channel"`
 }
 
 func (s *stack) providerAttempts(id string) []providerAttempt {

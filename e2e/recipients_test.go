@@ -34,23 +34,22 @@ func (s *stack) accepted(body map[string]any) string {
 	return n["id"].(string)
 }
 
-// channelAttempt is one attempt of the log, with the channel it went on.
+// channelAttempt is what a test of channels weighs of an attempt.
 type channelAttempt struct {
-	Attempt  int    `json:"attempt"`
-	Channel  string `json:"channel"`
-	Outcome  string `json:"outcome"`
-	Provider string `json:"provider"`
+	Attempt  int
+	Channel  string
+	Outcome  string
+	Provider string
 }
 
+// channelAttempts is the attempt log (providerAttempts) as channelAttempts.
 func (s *stack) channelAttempts(id string) []channelAttempt {
 	s.t.Helper()
-	code, _, raw := s.request(http.MethodGet, "/v1/notifications/"+id+"/attempts", nil)
-	require.Equal(s.t, http.StatusOK, code, string(raw))
-	var page struct {
-		Data []channelAttempt `json:"data"`
+	var out []channelAttempt
+	for _, a := range s.providerAttempts(id) {
+		out = append(out, channelAttempt{Attempt: a.Attempt, Channel: a.Channel, Outcome: a.Outcome, Provider: a.Provider})
 	}
-	require.NoError(s.t, json.Unmarshal(raw, &page))
-	return page.Data
+	return out
 }
 
 // skipped waits until the notification is SKIPPED for reason, and checks
