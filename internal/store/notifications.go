@@ -61,13 +61,34 @@ type Notification struct {
 	Channels    []string `db:"channels"`
 	Category    *string  `db:"category"`
 	SkipReason  *string  `db:"skip_reason"`
+	// DeferredBy says why the notification waits, or waited, past its turn
+	// (quiet-hours, throttle, digest, ordering); ScheduledAt is then when
+	// it goes. OrderingKey orders it after the tenant's notifications with
+	// the same key accepted before it (OrderingPos: its place in its
+	// batch); it waits for the one before it for at most MaxHoldMS (nil:
+	// the worker's ORDERING_MAX_HOLD) from its first wait, until
+	// OrderingHoldUntil, and OrderingBroken records that it went before
+	// that one ended. DigestKey gathers it into a digest of its category
+	// (DigestID); a digest's message is the notification whose id is the
+	// digest's, with its DigestItems.
+	DeferredBy        *string         `db:"deferred_by"`
+	OrderingKey       *string         `db:"ordering_key"`
+	OrderingPos       *int            `db:"ordering_pos"`
+	MaxHoldMS         *int64          `db:"max_hold_ms"`
+	OrderingHoldUntil *time.Time      `db:"ordering_hold_until"`
+	OrderingBroken    *bool           `db:"ordering_broken"`
+	DigestKey         *string         `db:"digest_key"`
+	DigestID          *uuid.UUID      `db:"digest_id"`
+	DigestItems       json.RawMessage `db:"digest_items"`
 }
 
 const notificationColumns = `id, batch_id, channel, priority, recipient, subject, content, metadata,
 	idempotency_key, request_fingerprint, status, attempts, last_error, failure_reason,
 	next_attempt_at, scheduled_at, expires_at, created_at, updated_at, delivered_at, cancel_requested_at,
 	provider, receipt, generation, attempt_base, erased_at, tenant_id,
-	recipient_id, channels, category, skip_reason`
+	recipient_id, channels, category, skip_reason,
+	deferred_by, ordering_key, ordering_pos, max_hold_ms, ordering_hold_until, ordering_broken,
+	digest_key, digest_id, digest_items`
 
 // nonTerminal is the SQL list of statuses a notification can still leave.
 const nonTerminal = `('ACCEPTED', 'QUEUED', 'SCHEDULED', 'PROCESSING', 'RETRYING', 'SENT')`
@@ -109,6 +130,13 @@ type NewNotification struct {
 	RecipientID *string
 	Channels    []string
 	Category    *string
+	// OrderingKey orders the notification after the tenant's others with
+	// the same key (OrderingPos is its place in a batch, set by the batch's
+	// insert); MaxHold, when set, shortens how long it waits for the one
+	// before it. DigestKey gathers it into a digest of its category.
+	OrderingKey *string
+	MaxHold     time.Duration
+	DigestKey   *string
 	// TraceParent is the W3C traceparent of the request that accepted it,
 	// stored with its outbox row so its delivery joins that trace; "" for
 	// none (tracing off).
@@ -144,8 +172,8 @@ func AcceptNotification(ctx context.Context, q Querier, n NewNotification) (stor
 		WITH n AS (
 			INSERT INTO notifications (id, channel, priority, recipient, subject, content, metadata,
 				idempotency_key, request_fingerprint, scheduled_at, expires_at, tenant_id,
-				recipient_id, channels, category)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $14, $15, $16)
+				recipient_id, channels, category, ordering_key, max_hold_ms, digest_key)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $14, $15, $16, $17, NULLIF($18, 0), $19)
 			ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 			RETURNING `+notificationColumns+`
 		), o AS (
@@ -155,7 +183,7 @@ func AcceptNotification(ctx context.Context, q Querier, n NewNotification) (stor
 		SELECT `+notificationColumns+` FROM n`,
 		n.ID, n.Channel, n.Priority, n.Recipient, n.Subject, n.Content, nullJSON(n.Metadata),
 		n.IdempotencyKey, n.RequestFingerprint, n.ScheduledAt, n.ExpiresAt, TenantOrDefault(n.TenantID), n.TraceParent,
-		n.RecipientID, n.Channels, n.Category)
+		n.RecipientID, n.Channels, n.Category, n.OrderingKey, n.MaxHold.Milliseconds(), n.DigestKey)
 	if err != nil {
 		return Notification{}, false, fmt.Errorf("inserting notification: %w", err)
 	}
