@@ -8,29 +8,42 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/dispatch-engine/dispatch-engine/internal/pacing"
 )
 
 // Category is a tenant's notification category. A critical one (security,
-// billing) ignores opt-outs, never suppressions; a category not stored is
-// non-critical.
+// billing) ignores opt-outs and quiet hours, never suppressions; a category
+// not stored is non-critical. Throttle and Digest, when set, pace its
+// notifications per recipient (Recipients II).
 type Category struct {
-	Name        string    `db:"name"`
-	Critical    bool      `db:"critical"`
-	Description *string   `db:"description"`
-	CreatedAt   time.Time `db:"created_at"`
-	UpdatedAt   time.Time `db:"updated_at"`
+	Name        string           `db:"name"`
+	Critical    bool             `db:"critical"`
+	Description *string          `db:"description"`
+	Throttle    *pacing.Throttle `db:"throttle"`
+	Digest      *pacing.Digest   `db:"digest"`
+	CreatedAt   time.Time        `db:"created_at"`
+	UpdatedAt   time.Time        `db:"updated_at"`
 }
 
-const categoryColumns = `name, critical, description, created_at, updated_at`
+const categoryColumns = `name, critical, description, throttle, digest, created_at, updated_at`
 
 // PutCategory stores the tenant's category name as given (created or
-// replaced: critical and description both); created reports a new one.
+// replaced: critical and description both, with no throttle or digest);
+// created reports a new one.
 func PutCategory(ctx context.Context, q Querier, tenantID uuid.UUID, name string, critical bool, description *string) (c Category, created bool, err error) {
+	return PutCategoryRules(ctx, q, tenantID, Category{Name: name, Critical: critical, Description: description})
+}
+
+// PutCategoryRules stores the tenant's category c.Name as given (created or
+// replaced whole: critical, description, throttle and digest); created
+// reports a new one.
+func PutCategoryRules(ctx context.Context, q Querier, tenantID uuid.UUID, c Category) (out Category, created bool, err error) {
 	rows, err := q.Query(ctx, `
-		INSERT INTO categories (tenant_id, name, critical, description) VALUES ($1, $2, $3, $4)
+		INSERT INTO categories (tenant_id, name, critical, description, throttle, digest) VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT (tenant_id, name) DO UPDATE SET critical = EXCLUDED.critical,
-			description = EXCLUDED.description, updated_at = now()
-		RETURNING `+categoryColumns+`, xmax = 0 AS created`, tenantID, name, critical, description)
+			description = EXCLUDED.description, throttle = EXCLUDED.throttle, digest = EXCLUDED.digest, updated_at = now()
+		RETURNING `+categoryColumns+`, xmax = 0 AS created`, tenantID, c.Name, c.Critical, c.Description, c.Throttle, c.Digest)
 	if err != nil {
 		return Category{}, false, fmt.Errorf("storing category: %w", err)
 	}

@@ -8,6 +8,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/dispatch-engine/dispatch-engine/internal/pacing"
 )
 
 // Recipient is a tenant's profile of one person: the tenant's own id for
@@ -18,7 +20,11 @@ type Recipient struct {
 	Timezone    *string
 	Locale      *string
 	Preferences Preferences
-	CreatedAt   time.Time
+	// QuietHours is the window in which the person's non-critical
+	// notifications wait, local to Timezone (UTC when none); nil takes the
+	// tenant's default.
+	QuietHours *pacing.QuietHours
+	CreatedAt  time.Time
 	UpdatedAt   time.Time
 }
 
@@ -59,7 +65,7 @@ func (a Addresses) rows() []address {
 
 // recipientColumns reads a profile with its addresses in one row: the
 // address rows are few, and each is one probe of their primary key.
-const recipientColumns = `r.id, r.timezone, r.locale, r.preferences, r.created_at, r.updated_at,
+const recipientColumns = `r.id, r.timezone, r.locale, r.preferences, r.quiet_hours, r.created_at, r.updated_at,
 	(SELECT a.address FROM recipient_addresses a
 		WHERE a.tenant_id = r.tenant_id AND a.recipient_id = r.id AND a.channel = 'sms' AND a.position = 0),
 	(SELECT a.address FROM recipient_addresses a
@@ -69,7 +75,7 @@ const recipientColumns = `r.id, r.timezone, r.locale, r.preferences, r.created_a
 
 func scanRecipient(row pgx.CollectableRow) (Recipient, error) {
 	var r Recipient
-	err := row.Scan(&r.ID, &r.Timezone, &r.Locale, &r.Preferences, &r.CreatedAt, &r.UpdatedAt,
+	err := row.Scan(&r.ID, &r.Timezone, &r.Locale, &r.Preferences, &r.QuietHours, &r.CreatedAt, &r.UpdatedAt,
 		&r.Addresses.SMS, &r.Addresses.Email, &r.Addresses.Push)
 	if r.Preferences == nil {
 		r.Preferences = Preferences{}
@@ -134,11 +140,11 @@ func putRecipient(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, r Recipien
 	}
 	// xmax = 0 tells an inserted row from an updated one.
 	err = tx.QueryRow(ctx, `
-		INSERT INTO recipients (tenant_id, id, timezone, locale, preferences)
-		VALUES ($1, $2, $3, $4, $5)
+		INSERT INTO recipients (tenant_id, id, timezone, locale, preferences, quiet_hours)
+		VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT (tenant_id, id) DO UPDATE SET timezone = EXCLUDED.timezone, locale = EXCLUDED.locale,
-			preferences = EXCLUDED.preferences, updated_at = now()
-		RETURNING xmax = 0`, tenantID, r.ID, r.Timezone, r.Locale, r.Preferences).Scan(&created)
+			preferences = EXCLUDED.preferences, quiet_hours = EXCLUDED.quiet_hours, updated_at = now()
+		RETURNING xmax = 0`, tenantID, r.ID, r.Timezone, r.Locale, r.Preferences, r.QuietHours).Scan(&created)
 	if err != nil {
 		return Recipient{}, false, fmt.Errorf("storing recipient: %w", err)
 	}

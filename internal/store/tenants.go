@@ -12,6 +12,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/dispatch-engine/dispatch-engine/internal/pacing"
 )
 
 // DefaultTenantID is the default tenant's id: it owns the keys of API_KEYS
@@ -29,11 +31,14 @@ type Tenant struct {
 	AcceptPerSec *int      `db:"accept_per_sec"`
 	AcceptPerDay *int      `db:"accept_per_day"`
 	Weight       float32   `db:"weight"`
-	CreatedAt    time.Time `db:"created_at"`
+	// QuietHours is the default window of the tenant's profiles that set
+	// none of their own.
+	QuietHours *pacing.QuietHours `db:"quiet_hours"`
+	CreatedAt  time.Time          `db:"created_at"`
 	UpdatedAt    time.Time `db:"updated_at"`
 }
 
-const tenantColumns = `id, name, accept_per_sec, accept_per_day, weight, created_at, updated_at`
+const tenantColumns = `id, name, accept_per_sec, accept_per_day, weight, quiet_hours, created_at, updated_at`
 
 // DefaultTenant is the default tenant as the migration creates it, for the
 // keys of API_KEYS (its quotas and weight are read from the row).
@@ -120,7 +125,13 @@ type TenantSettings struct {
 	AcceptPerSec *int
 	AcceptPerDay *int
 	Weight       *float32
+	// QuietHours sets the default quiet hours of the tenant's profiles;
+	// NoQuietHours removes them.
+	QuietHours *pacing.QuietHours
 }
+
+// NoQuietHours, as TenantSettings.QuietHours, removes a tenant's default.
+var NoQuietHours = &pacing.QuietHours{}
 
 // SetTenant creates the tenant named name if it is new and applies s.
 func SetTenant(ctx context.Context, db TxStarter, name string, s TenantSettings) (Tenant, error) {
@@ -151,8 +162,10 @@ func SetTenant(ctx context.Context, db TxStarter, name string, s TenantSettings)
 			accept_per_sec = CASE WHEN $2::int IS NULL THEN accept_per_sec ELSE NULLIF($2::int, 0) END,
 			accept_per_day = CASE WHEN $3::int IS NULL THEN accept_per_day ELSE NULLIF($3::int, 0) END,
 			weight = COALESCE($4::real, weight),
+			quiet_hours = CASE WHEN NOT $5 THEN quiet_hours WHEN $6::jsonb IS NULL THEN NULL ELSE $6::jsonb END,
 			updated_at = now()
-		WHERE id = $1 RETURNING `+tenantColumns, t.ID, quota(s.AcceptPerSec), quota(s.AcceptPerDay), s.Weight)
+		WHERE id = $1 RETURNING `+tenantColumns, t.ID, quota(s.AcceptPerSec), quota(s.AcceptPerDay), s.Weight,
+		s.QuietHours != nil, quietHoursValue(s.QuietHours))
 	if err != nil {
 		return Tenant{}, fmt.Errorf("setting tenant: %w", err)
 	}
@@ -161,6 +174,15 @@ func SetTenant(ctx context.Context, db TxStarter, name string, s TenantSettings)
 		return Tenant{}, fmt.Errorf("setting tenant: %w", err)
 	}
 	return t, tx.Commit(ctx)
+}
+
+// quietHoursValue is the quiet_hours column's value for a setting: NULL
+// to remove (NoQuietHours, or none).
+func quietHoursValue(q *pacing.QuietHours) *pacing.QuietHours {
+	if q == nil || *q == (pacing.QuietHours{}) {
+		return nil
+	}
+	return q
 }
 
 // APIKey is a stored API key: its hash, never the key.
