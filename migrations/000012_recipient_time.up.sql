@@ -57,8 +57,10 @@ CREATE TABLE throttle_slots (
 CREATE INDEX throttle_slots_window_idx ON throttle_slots (tenant_id, category, recipient_key, taken_at);
 
 -- A digest: the members gathered for one recipient, category and digest
--- key, from the first's arrival until closes_at (or max_items). At most one
--- is open per key; flushed_at closes it, when its message is made.
+-- key, from the first's arrival until closes_at (or max_items). A member
+-- joins the key's open digest under a transaction-scoped advisory lock on
+-- the key, so two never open at once; flushed_at closes it, when its
+-- message is made.
 CREATE TABLE digests (
     id            uuid        PRIMARY KEY,
     tenant_id     uuid        NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
@@ -71,5 +73,5 @@ CREATE TABLE digests (
     items         integer     NOT NULL DEFAULT 0,
     flushed_at    timestamptz
 );
-CREATE UNIQUE INDEX digests_open_idx ON digests (tenant_id, category, recipient_key, digest_key)
+CREATE INDEX digests_open_idx ON digests (tenant_id, category, recipient_key, digest_key, closes_at)
     WHERE flushed_at IS NULL;

@@ -208,6 +208,9 @@ type Payload struct {
 	// MessageID is the attempt's MessageID, which a receipt names; set on
 	// what a webhook provider receives (not on a dead-letter message).
 	MessageID string `json:"messageId,omitempty"`
+	// Items are the members a digest's message carries (their ids,
+	// subjects, contents and metadata), absent on any other notification.
+	Items json.RawMessage `json:"items,omitempty"`
 }
 
 // DeadLetter is why a notification (or a message naming none) was given

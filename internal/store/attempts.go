@@ -91,14 +91,16 @@ func BeginAttempt(ctx context.Context, q Querier, id uuid.UUID, attempt int, fir
 // first try's answer was lost with its connection) counts it once, and an
 // attempt lost with its worker still counts, since the provider may have
 // seen it. With first set it begins only a notification no attempt began
-// for yet (ACCEPTED, QUEUED), and refuses with Begun otherwise.
+// for yet (ACCEPTED, QUEUED) or whose attempt was taken back by a hold
+// (SCHEDULED, deferred by one: the fast path makes the attempt after a
+// hold), and refuses with Begun otherwise.
 func BeginGenerationAttempt(ctx context.Context, q Querier, id uuid.UUID, gen *int, attempt int, first bool) (Notification, Refusal, error) {
 	rows, err := q.Query(ctx, `
 		UPDATE notifications
 		SET status = 'PROCESSING', attempts = GREATEST(attempts, $2), next_attempt_at = NULL, updated_at = now()
 		WHERE id = $1 AND status IN `+nonTerminal+`
 			AND cancel_requested_at IS NULL AND (expires_at IS NULL OR expires_at > now())
-			AND (NOT $3 OR status IN ('ACCEPTED', 'QUEUED'))
+			AND (NOT $3 OR status IN ('ACCEPTED', 'QUEUED') OR (status = 'SCHEDULED' AND deferred_by IS NOT NULL))
 			AND ($4::int IS NULL OR generation = $4)
 		RETURNING `+beginColumns, id, attempt, first, gen)
 	if err != nil {
@@ -129,7 +131,8 @@ func BeginGenerationAttempt(ctx context.Context, q Querier, id uuid.UUID, gen *i
 		}
 		n.Status = status
 		return n, Terminal, err
-	case first && n.Status != notification.StatusAccepted && n.Status != notification.StatusQueued:
+	case first && n.Status != notification.StatusAccepted && n.Status != notification.StatusQueued &&
+		(n.Status != notification.StatusScheduled || n.DeferredBy == nil):
 		return n, Begun, nil
 	default:
 		return n, Expired, nil

@@ -99,7 +99,7 @@ func (n Notification) Payload(attempt int) notification.Payload {
 	return notification.Payload{
 		ID: n.ID.String(), Channel: n.Channel, Priority: n.Priority, Recipient: n.Recipient,
 		Subject: n.Subject, Content: n.Content, Metadata: n.Metadata, BatchID: n.BatchID,
-		CreatedAt: n.CreatedAt, Attempt: attempt,
+		CreatedAt: n.CreatedAt, Attempt: attempt, Items: n.DigestItems,
 	}
 }
 
@@ -172,8 +172,9 @@ func AcceptNotification(ctx context.Context, q Querier, n NewNotification) (stor
 		WITH n AS (
 			INSERT INTO notifications (id, channel, priority, recipient, subject, content, metadata,
 				idempotency_key, request_fingerprint, scheduled_at, expires_at, tenant_id,
-				recipient_id, channels, category, ordering_key, max_hold_ms, digest_key)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $14, $15, $16, $17, NULLIF($18, 0), $19)
+				recipient_id, channels, category, ordering_key, max_hold_ms, digest_key, ordering_pos)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $14, $15, $16, $17, NULLIF($18, 0), $19,
+				CASE WHEN $17::text IS NOT NULL THEN 0 END)
 			ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 			RETURNING `+notificationColumns+`
 		), o AS (
