@@ -72,6 +72,14 @@ type Activities struct {
 	Unsubscribe       *unsubscribe.Signer
 	PublicBaseURL     string
 	UnsubscribeMailto string
+	// Workflows starts digests' workflows on WorkflowTaskQueue; nil starts
+	// none (a member's hold then ends on its timer).
+	Workflows         WorkflowStarter
+	WorkflowTaskQueue string
+	// OrderingMaxHold is how long a notification waits at most for the one
+	// before it in its ordering key (ORDERING_MAX_HOLD; zero:
+	// DefaultOrderingMaxHold).
+	OrderingMaxHold time.Duration
 }
 
 // Payload is the JSON body POSTed to the provider (and the body of a

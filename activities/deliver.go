@@ -35,6 +35,7 @@ func (a *Activities) Deliver(ctx context.Context, in workflows.DeliverInput) (wo
 		a.admit,     // the first of them whose breaker admits a send
 		a.queueSlot, // through the queue: the channel's rate-limit slot
 		a.begin,     // the row: PROCESSING, or why nothing is sent
+		a.hold,      // the person's side: ordering, digest, quiet hours, throttle
 		a.sendSlot,  // the slots taken just before the send
 	} {
 		if s := stage(ctx, at); s != nil {

@@ -29,6 +29,7 @@ func (r *run) makeAttempt(ctx workflow.Context) (attemptErr, err error) {
 		opts.Summary = r.attemptSummary(false)
 		future = workflow.ExecuteActivity(workflow.WithActivityOptions(r.work, opts), DeliverActivity, req)
 	}
+	r.rehold = false
 	attemptErr = future.Get(r.work, &r.last)
 	if attemptErr == nil && r.last.Unrecorded != nil {
 		if err := r.record(ctx, *r.last.Unrecorded); err != nil {
@@ -38,9 +39,11 @@ func (r *run) makeAttempt(ctx workflow.Context) (attemptErr, err error) {
 	return attemptErr, nil
 }
 
-// fastPath reports whether the attempt in hand goes on the fast path.
+// fastPath reports whether the attempt in hand goes on the fast path: the
+// run's first, when nothing waited, or the one after a hold (waitHeld).
 func (r *run) fastPath() bool {
-	return r.attempt == r.firstAttempt && r.in.FastPath && r.waits == 0 && !r.deferred
+	first := r.attempt == r.firstAttempt && r.in.FastPath && r.waits == 0
+	return (first || r.rehold) && !r.deferred
 }
 
 // isNotAttempted reports whether a Deliver error says nothing was sent.

@@ -106,6 +106,11 @@ func (r *run) superseded(ctx workflow.Context, attempts int) (NotificationResult
 func (r *run) finish(ctx workflow.Context, status Status, attempts int) (NotificationResult, error) {
 	r.view.Status, r.view.Attempts, r.view.NextAttemptAt = status, attempts, nil
 	r.showDetails(ctx)
+	if status.Terminal() {
+		if err := r.afterEnd(ctx); err != nil {
+			return NotificationResult{}, err
+		}
+	}
 	if err := r.upsert(ctx, status, attempts); err != nil {
 		return NotificationResult{}, err
 	}

@@ -115,6 +115,10 @@ type run struct {
 	after    string
 	hops     int
 	excluded []string
+	// wake is the wake signal's channel (WakeSignal); rehold is set after
+	// a hold, whose next attempt goes on the fast path.
+	wake   workflow.ReceiveChannel
+	rehold bool
 }
 
 // newRun sets up a run: its status query, the cancel signal's handler, and
@@ -126,6 +130,7 @@ func newRun(ctx workflow.Context, in NotificationInput) (*run, error) {
 	}
 	work, cancelWork := workflow.WithCancel(ctx)
 	r.work = work
+	r.wake = workflow.GetSignalChannel(ctx, WakeSignal)
 	workflow.Go(ctx, func(gctx workflow.Context) {
 		workflow.GetSignalChannel(gctx, CancelSignal).Receive(gctx, nil)
 		r.view.CancelRequested = true

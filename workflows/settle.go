@@ -48,6 +48,9 @@ func (r *run) settle(ctx workflow.Context, attemptErr error) next {
 		r.deferred = true
 		return sameAttempt
 	}
+	if r.last.Outcome == OutcomeHeld {
+		return r.waitHeld(ctx)
+	}
 	if r.last.Outcome == OutcomeRerouted && r.last.Channel != "" {
 		// A profile's notification goes on another channel: nothing was
 		// sent, and the same attempt is made there.

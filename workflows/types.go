@@ -31,6 +31,22 @@ const (
 	// MarkRetryingActivity shows the notification RETRYING with the time of
 	// its next attempt while the workflow waits for it (a RetryingInput).
 	MarkRetryingActivity = "MarkRetrying"
+	// WakeSignal ends a notification's hold (OutcomeHeld) early: the one
+	// before it in its ordering key ended, or its digest's message did. It
+	// is a hint: the attempt it leads to reads the row, which decides.
+	WakeSignal = "wake"
+	// ReleaseOrderingActivity wakes the notification after an ended one in
+	// its ordering key (a ReleaseInput).
+	ReleaseOrderingActivity = "ReleaseOrdering"
+	// SettleDigestActivity ends a digest's members as its message ended and
+	// wakes them (a ReleaseInput naming the message).
+	SettleDigestActivity = "SettleDigest"
+	// DigestWorkflow gathers a digest until its window closes (or it is
+	// full: DigestFlushSignal), then makes its message (FlushDigestActivity,
+	// a DigestInput).
+	DigestWorkflow      = "Digest"
+	DigestFlushSignal   = "flush"
+	FlushDigestActivity = "FlushDigest"
 )
 
 // Search attributes set on every notification workflow, so the Temporal Web
@@ -101,6 +117,31 @@ type NotificationInput struct {
 	// permanent, undelivered, no receipt), the next is tried in this run,
 	// with a fresh budget of attempts.
 	Fallback bool `json:",omitempty"`
+	// Ordered: the notification has an ordering key; when it ends, the
+	// one after it in its key is woken (ReleaseOrderingActivity).
+	Ordered bool `json:",omitempty"`
+	// DigestMessage: the notification is a digest's message; when it
+	// ends, so do the digest's members (SettleDigestActivity).
+	DigestMessage bool `json:",omitempty"`
+}
+
+// ReleaseInput names a notification that ended, for the step that moves
+// on the ones waiting for it.
+type ReleaseInput struct {
+	NotificationID string
+}
+
+// DigestInput starts a digest's workflow: it waits until ClosesAt (or a
+// flush signal), then flushes the digest.
+type DigestInput struct {
+	DigestID string
+	ClosesAt time.Time
+}
+
+// DigestFlushResult counts the members a flush listed in the message
+// (none: nothing is sent).
+type DigestFlushResult struct {
+	Items int
 }
 
 // DefaultMaxWaitsPerRun is MaxWaitsPerRun's default: about 2,000 history
@@ -201,6 +242,12 @@ const (
 	// hand. Nothing was sent or counted; the same attempt is made on that
 	// channel's task queue.
 	OutcomeRerouted Outcome = "rerouted"
+	// OutcomeHeld: the notification must wait past its turn on its
+	// person's side (DeliverResult.DeferredBy: quiet hours, a throttle, a
+	// digest, its ordering key) until DeliverResult.HeldUntil, or a wake
+	// signal; nothing was sent or counted, and the row shows it SCHEDULED
+	// until then. The same attempt is made again after the wait.
+	OutcomeHeld Outcome = "held"
 )
 
 // FallbackInput asks to move a profile's notification on from its channel
@@ -282,6 +329,11 @@ type DeliverResult struct {
 	// for the receipt, and what silence means (delivered or failed).
 	AwaitReceipt time.Duration `json:",omitempty"`
 	OnNoReceipt  string        `json:",omitempty"`
+	// HeldUntil, DeferredBy and HoldSummary go with OutcomeHeld: how long
+	// the wait is, why, and the timer's summary in the Web UI.
+	HeldUntil   *time.Time `json:",omitempty"`
+	DeferredBy  string     `json:",omitempty"`
+	HoldSummary string     `json:",omitempty"`
 	// RouteExhausted: every provider on the route reported the
 	// notification undelivered; nothing was sent.
 	RouteExhausted bool `json:",omitempty"`
@@ -381,6 +433,8 @@ type StatusView struct {
 	NextAttemptAt   *time.Time `json:",omitempty"`
 	LastError       string     `json:",omitempty"`
 	CancelRequested bool
+	// DeferredBy says why a SCHEDULED notification waits past its turn.
+	DeferredBy string `json:",omitempty"`
 }
 
 // FailInput dead-letters a notification and marks it FAILED.

@@ -259,6 +259,10 @@ func newDelivery(cfg config.Config, c *conns, relay *outbox.Relay, log *zap.Logg
 		Unsubscribe:       c.unsubscribe,
 		PublicBaseURL:     cfg.PublicBaseURL,
 		UnsubscribeMailto: cfg.UnsubscribeMailto,
+		// Digests' workflows run beside the notifications'.
+		Workflows:         c.temporal,
+		WorkflowTaskQueue: taskQueues(cfg).Workflows(),
+		OrderingMaxHold:   cfg.OrderingMaxHold,
 	}
 	return delivery{providers: providers, limiter: limiter, acts: acts}, nil
 }

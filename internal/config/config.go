@@ -58,6 +58,11 @@ type Config struct {
 	// List-Unsubscribe (subject "unsubscribe-{token}") for mail clients
 	// that unsubscribe by email; only with PUBLIC_BASE_URL.
 	UnsubscribeMailto string `env:"UNSUBSCRIBE_MAILTO"`
+	// OrderingMaxHold is how long a notification waits at most for the one
+	// before it in its ordering key to end, from its first wait, when it
+	// sets no maxHold of its own; then it goes, and is marked
+	// orderingBroken.
+	OrderingMaxHold time.Duration `env:"ORDERING_MAX_HOLD" envDefault:"5m"`
 	// WebhookTimeout bounds one provider call; it stays below the activity's
 	// start-to-close timeout.
 	WebhookTimeout time.Duration `env:"WEBHOOK_TIMEOUT" envDefault:"10s"`
@@ -262,6 +267,9 @@ func (c Config) validate() error {
 		if a, err := mail.ParseAddress(c.UnsubscribeMailto); err != nil || a.Address != c.UnsubscribeMailto || strings.ContainsAny(a.Address, "?&<>, ") {
 			bad("UNSUBSCRIBE_MAILTO", "%q is not a bare email address, e.g. unsubscribe@notify.example.com", c.UnsubscribeMailto)
 		}
+	}
+	if c.OrderingMaxHold <= 0 || c.OrderingMaxHold > 24*time.Hour {
+		bad("ORDERING_MAX_HOLD", "must be above 0 and at most 24h, e.g. 5m")
 	}
 	if c.WebhookSigningSecret != "" {
 		if _, err := DecodeSigningSecret(c.WebhookSigningSecret); err != nil {

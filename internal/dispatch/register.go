@@ -21,6 +21,9 @@ func registerActivities(w worker.Worker, acts *activities.Activities) {
 	w.RegisterActivityWithOptions(acts.SettleReceipt, activity.RegisterOptions{Name: workflows.SettleReceiptActivity})
 	w.RegisterActivityWithOptions(acts.MarkRetrying, activity.RegisterOptions{Name: workflows.MarkRetryingActivity})
 	w.RegisterActivityWithOptions(acts.Fallback, activity.RegisterOptions{Name: workflows.FallbackActivity})
+	w.RegisterActivityWithOptions(acts.ReleaseOrdering, activity.RegisterOptions{Name: workflows.ReleaseOrderingActivity})
+	w.RegisterActivityWithOptions(acts.SettleDigest, activity.RegisterOptions{Name: workflows.SettleDigestActivity})
+	w.RegisterActivityWithOptions(acts.FlushDigest, activity.RegisterOptions{Name: workflows.FlushDigestActivity})
 }
 
 // registerOperations registers the operation workflow and its step.

@@ -226,6 +226,8 @@ func (s *Starter) workflowInput(n store.Notification, fastPath bool) workflows.N
 		AttemptBase:       n.AttemptBase,
 		Generation:        n.Generation,
 		Fallback:          n.RecipientID != nil && len(n.Channels) > 1,
+		Ordered:           n.OrderingKey != nil,
+		DigestMessage:     n.DigestID != nil && *n.DigestID == n.ID,
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
 
 	"github.com/dispatch-engine/dispatch-engine/activities"
 	"github.com/dispatch-engine/dispatch-engine/internal/notification"
@@ -41,6 +42,7 @@ func NewWorkers(tc client.Client, cfg WorkerConfig, acts *activities.Activities)
 		LocalActivityWorkerOnly: true,
 	})
 	wf.RegisterWorkflowWithOptions(workflows.Notification, workflowRegisterOptions())
+	wf.RegisterWorkflowWithOptions(workflows.Digest, workflow.RegisterOptions{Name: workflows.DigestWorkflow})
 	registerActivities(wf, acts)
 	ops := worker.New(tc, cfg.TaskQueues.Operations(), worker.Options{
 		WorkerStopTimeout: cfg.StopTimeout,

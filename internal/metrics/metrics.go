@@ -171,6 +171,14 @@ type Worker struct {
 	// by channel and reason (refused, bounced, complained, unsubscribed,
 	// invalid, unregistered).
 	Suppressed *prometheus.CounterVec
+	// Deferred counts the holds of notifications past their turn on their
+	// person's side, by reason (quiet-hours, throttle, digest, ordering):
+	// each time an attempt found one must wait.
+	Deferred *prometheus.CounterVec
+	// OrderingBroken counts the notifications that went before the one
+	// ahead of them in their ordering key ended, having waited their
+	// longest (maxHold).
+	OrderingBroken prometheus.Counter
 }
 
 // NewWorker registers the worker's metrics.
@@ -249,10 +257,19 @@ func NewWorker() *Worker {
 			Name: "dispatch_suppressions_added_total",
 			Help: "Addresses added to a suppression list because a provider said they are dead or refused, by channel and reason.",
 		}, []string{"channel", "reason"}),
+		Deferred: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dispatch_deferred_total",
+			Help: "Holds of notifications past their turn on their person's side, by reason (quiet-hours, throttle, digest, ordering).",
+		}, []string{"reason"}),
+		OrderingBroken: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dispatch_ordering_broken_total",
+			Help: "Notifications that went before the one ahead of them in their ordering key ended, after waiting their longest (maxHold).",
+		}),
 	}
 	m.Registry.MustRegister(m.Terminal, m.Attempts, m.ProviderLatency, m.EndToEnd, m.RateLimitWait, m.RateLimitWaits,
 		m.Relayed, m.WorkflowStarts, m.InFlight, m.Repaired, m.DependencyUp, m.BreakerState, m.BreakerChanges,
-		m.DeadLettersRetired, m.RetentionDeleted, m.OperationNotifications, m.FastPathDeferred, m.Suppressed)
+		m.DeadLettersRetired, m.RetentionDeleted, m.OperationNotifications, m.FastPathDeferred, m.Suppressed,
+		m.Deferred, m.OrderingBroken)
 	return m
 }
 
