@@ -25,7 +25,7 @@ type Recipient struct {
 	// tenant's default.
 	QuietHours *pacing.QuietHours
 	CreatedAt  time.Time
-	UpdatedAt   time.Time
+	UpdatedAt  time.Time
 }
 
 // Addresses are a profile's addresses, each stored as the notifications

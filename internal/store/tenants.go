@@ -35,7 +35,7 @@ type Tenant struct {
 	// none of their own.
 	QuietHours *pacing.QuietHours `db:"quiet_hours"`
 	CreatedAt  time.Time          `db:"created_at"`
-	UpdatedAt    time.Time `db:"updated_at"`
+	UpdatedAt  time.Time          `db:"updated_at"`
 }
 
 const tenantColumns = `id, name, accept_per_sec, accept_per_day, weight, quiet_hours, created_at, updated_at`
