@@ -158,6 +158,30 @@ func (e DryRunDryRun) Valid() bool {
 	}
 }
 
+// Defines values for NotificationDeferredBy.
+const (
+	NotificationDeferredByDigest     NotificationDeferredBy = "digest"
+	NotificationDeferredByOrdering   NotificationDeferredBy = "ordering"
+	NotificationDeferredByQuietHours NotificationDeferredBy = "quiet-hours"
+	NotificationDeferredByThrottle   NotificationDeferredBy = "throttle"
+)
+
+// Valid indicates whether the value is a known member of the NotificationDeferredBy enum.
+func (e NotificationDeferredBy) Valid() bool {
+	switch e {
+	case NotificationDeferredByDigest:
+		return true
+	case NotificationDeferredByOrdering:
+		return true
+	case NotificationDeferredByQuietHours:
+		return true
+	case NotificationDeferredByThrottle:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for NotificationFailureReason.
 const (
 	NotificationFailureReasonAbandoned   NotificationFailureReason = "abandoned"
@@ -661,16 +685,46 @@ type Category struct {
 	CreatedAt   time.Time `json:"createdAt"`
 	Critical    bool      `json:"critical"`
 	Description *string   `json:"description,omitempty"`
-	Links       SelfLink  `json:"links"`
-	Name        string    `json:"name"`
-	UpdatedAt   time.Time `json:"updatedAt"`
+
+	// Digest Notifications of the category with the same recipient and `digestKey` that arrive within
+	// `window` of the first (or until `maxItems`) go as one message at the window's end.
+	//
+	//
+	// Examples: {"maxItems":50,"window":"10m"}
+	Digest *Digest  `json:"digest,omitempty"`
+	Links  SelfLink `json:"links"`
+	Name   string   `json:"name"`
+
+	// Throttle Per recipient (the profile, else the address), at most `limit` of the category's
+	// notifications reach the provider in any `per`; the rest wait for the next free slot
+	// (SCHEDULED, `deferredBy` `throttle`), never dropped.
+	//
+	//
+	// Examples: {"limit":3,"per":"1h"}
+	Throttle  *Throttle `json:"throttle,omitempty"`
+	UpdatedAt time.Time `json:"updatedAt"`
 }
 
 // CategoryInput defines model for CategoryInput.
 type CategoryInput struct {
-	// Critical A critical category (security, billing) ignores opt-outs, never suppressions.
+	// Critical A critical category (security, billing) ignores opt-outs and quiet hours, never suppressions.
 	Critical    *bool   `json:"critical,omitempty"`
 	Description *string `json:"description,omitempty"`
+
+	// Digest Notifications of the category with the same recipient and `digestKey` that arrive within
+	// `window` of the first (or until `maxItems`) go as one message at the window's end.
+	//
+	//
+	// Examples: {"maxItems":50,"window":"10m"}
+	Digest *Digest `json:"digest,omitempty"`
+
+	// Throttle Per recipient (the profile, else the address), at most `limit` of the category's
+	// notifications reach the provider in any `per`; the rest wait for the next free slot
+	// (SCHEDULED, `deferredBy` `throttle`), never dropped.
+	//
+	//
+	// Examples: {"limit":3,"per":"1h"}
+	Throttle *Throttle `json:"throttle,omitempty"`
 }
 
 // CategoryPage defines model for CategoryPage.
@@ -712,15 +766,35 @@ type CreateNotification struct {
 	// Content Valid UTF-8 without NUL; at most 1,600 bytes (sms), 4,096 (push), 256 KiB (email).
 	Content string `json:"content"`
 
+	// DigestKey With `category` only: gathers the notification with the category's others to the same
+	// recipient with this key into one digest message, when the category has a `digest`
+	// (`PUT /v1/categories/{name}`). 1–128 printable characters of UTF-8.
+	DigestKey *string `json:"digestKey,omitempty"`
+
 	// ExpiresAt Give up delivering after this instant; must be in the future and after scheduledAt.
 	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
 
 	// IdempotencyKey 1 to 255 bytes of UTF-8 without control characters. See Idempotency.
 	IdempotencyKey *string `json:"idempotencyKey,omitempty"`
 
+	// MaxHold With `orderingKey` only: how long, at most, it waits for the notification before it
+	// (from its first wait), as a Go duration (`30s`, `5m`); above 0 (at least `1ms`) and at
+	// most `24h`. Without it, the worker's default (5 minutes unless configured).
+	//
+	//
+	// Examples: 10m
+	MaxHold *Duration `json:"maxHold,omitempty"`
+
 	// Metadata Free-form JSON object, at most 8 KiB, passed to the provider.
 	Metadata map[string]interface{} `json:"metadata,omitempty"`
-	Priority *Priority              `json:"priority,omitempty"`
+
+	// OrderingKey Orders the notification after the tenant's others with the same key: they reach the
+	// provider in the order they were accepted (a batch's in request order). One's first
+	// attempt starts once the one before it is terminal, or after `maxHold` from its first
+	// wait, when it goes anyway and is marked `orderingBroken`. 1–128 printable characters
+	// of UTF-8, without control characters. Keys do not block each other.
+	OrderingKey *string   `json:"orderingKey,omitempty"`
+	Priority    *Priority `json:"priority,omitempty"`
 
 	// Recipient sms — an E.164 number; email — an address; push — a device token of 1–4096 visible characters.
 	Recipient string `json:"recipient,omitempty"`
@@ -806,6 +880,28 @@ type DeadLetterPurge struct {
 	Remaining *int `json:"remaining,omitempty"`
 }
 
+// Digest Notifications of the category with the same recipient and `digestKey` that arrive within
+// `window` of the first (or until `maxItems`) go as one message at the window's end.
+//
+// Examples: {"maxItems":50,"window":"10m"}
+type Digest struct {
+	MaxItems int `json:"maxItems"`
+
+	// Window `1s` to `168h`; shown in Go's shortest form (`10m`).
+	//
+	// Examples: 10m
+	Window Duration `json:"window"`
+}
+
+// DigestMembership The digest the notification went in, once it is a member of one: the digest's id, which is
+// also the id of the notification that carries the digest message (its attempts are this
+// notification's attempts, `GET /v1/notifications/{id}/attempts`), and how many members it
+// has (while it is open, so far).
+type DigestMembership struct {
+	ID    openapi_types.UUID `json:"id"`
+	Items int                `json:"items"`
+}
+
 // DryRun Examples: {"action":"erase","dryRun":true,"filter":{"recipient":"+14•••••••23"},"matched":12}
 type DryRun struct {
 	Action DryRunAction `json:"action"`
@@ -823,6 +919,11 @@ type DryRunAction string
 
 // DryRunDryRun defines model for DryRun.DryRun.
 type DryRunDryRun bool
+
+// Duration A Go duration, e.g. `30s`, `10m`, `1h`, `1h30m`.
+//
+// Examples: 10m
+type Duration = string
 
 // FieldError defines model for FieldError.
 type FieldError struct {
@@ -847,10 +948,24 @@ type Notification struct {
 	Channel  Channel `json:"channel"`
 
 	// Channels The channels it may fall back along, in order, when it named them; `channel` is the one in hand.
-	Channels    []Channel  `json:"channels,omitempty"`
-	Content     string     `json:"content"`
-	CreatedAt   time.Time  `json:"createdAt"`
-	DeliveredAt *time.Time `json:"deliveredAt,omitempty"`
+	Channels  []Channel `json:"channels,omitempty"`
+	Content   string    `json:"content"`
+	CreatedAt time.Time `json:"createdAt"`
+
+	// DeferredBy Why it waits, or waited, past its turn: the person's quiet hours, its category's
+	// throttle, its digest, or the notification before it with its `orderingKey`. While it
+	// waits it is SCHEDULED and `scheduledAt` is when it goes. Absent when it never waited.
+	DeferredBy  *NotificationDeferredBy `json:"deferredBy,omitempty"`
+	DeliveredAt *time.Time              `json:"deliveredAt,omitempty"`
+
+	// Digest The digest the notification went in, once it is a member of one: the digest's id, which is
+	// also the id of the notification that carries the digest message (its attempts are this
+	// notification's attempts, `GET /v1/notifications/{id}/attempts`), and how many members it
+	// has (while it is open, so far).
+	Digest *DigestMembership `json:"digest,omitempty"`
+
+	// DigestKey Its digest key, when it was sent with one.
+	DigestKey *string `json:"digestKey,omitempty"`
 
 	// ErasedAt When its recipient, content and subject were erased (they read `[erased]`).
 	ErasedAt  *time.Time `json:"erasedAt,omitempty"`
@@ -862,13 +977,24 @@ type Notification struct {
 	IdempotencyKey *string                    `json:"idempotencyKey,omitempty"`
 
 	// LastError The last attempt's error.
-	LastError *string                `json:"lastError,omitempty"`
-	Links     Notification_Links     `json:"links"`
-	Metadata  map[string]interface{} `json:"metadata,omitempty"`
+	LastError *string            `json:"lastError,omitempty"`
+	Links     Notification_Links `json:"links"`
+
+	// MaxHold How long it waits at most for the notification before it, when it was sent with a `maxHold` (Go's shortest form: `90s` shows as `1m30s`).
+	//
+	// Examples: 10m
+	MaxHold  *Duration              `json:"maxHold,omitempty"`
+	Metadata map[string]interface{} `json:"metadata,omitempty"`
 
 	// NextAttemptAt When the next attempt is due, while RETRYING.
 	NextAttemptAt *time.Time `json:"nextAttemptAt,omitempty"`
-	Priority      Priority   `json:"priority"`
+
+	// OrderingBroken Present, and true, only when it went before the notification ahead of it with its `orderingKey` was terminal, its `maxHold` spent.
+	OrderingBroken *bool `json:"orderingBroken,omitempty"`
+
+	// OrderingKey Its ordering key, when it was sent with one.
+	OrderingKey *string  `json:"orderingKey,omitempty"`
+	Priority    Priority `json:"priority"`
 
 	// Provider The provider the latest attempt went to (`default` without a providers file).
 	Provider *string `json:"provider,omitempty"`
@@ -899,6 +1025,11 @@ type Notification struct {
 	// WorkflowID The Temporal workflow id, `notification-<id>`.
 	WorkflowID string `json:"workflowId"`
 }
+
+// NotificationDeferredBy Why it waits, or waited, past its turn: the person's quiet hours, its category's
+// throttle, its digest, or the notification before it with its `orderingKey`. While it
+// waits it is SCHEDULED and `scheduledAt` is when it goes. Absent when it never waited.
+type NotificationDeferredBy string
 
 // NotificationFailureReason Why it FAILED.
 type NotificationFailureReason string
@@ -1068,6 +1199,19 @@ type ProviderList struct {
 	Data []Provider `json:"data"`
 }
 
+// QuietHours A daily window, local to the profile's `timezone` (UTC without one), in which its
+// non-critical notifications wait until `end`. `end` before `start` crosses midnight; the
+// two must differ.
+//
+// Examples: {"end":"08:00","start":"22:00"}
+type QuietHours struct {
+	// End When it ends, `HH:MM` local time.
+	End string `json:"end"`
+
+	// Start When the window opens, `HH:MM` local time.
+	Start string `json:"start"`
+}
+
 // ReadinessProblem RFC 9457 problem details, with each dependency's state.
 type ReadinessProblem struct {
 	// Checks Each dependency's state.
@@ -1134,8 +1278,16 @@ type Recipient struct {
 	// Preferences Category → channel → allowed. A category or channel not named is allowed; `false` opts
 	// the person out of that category on that channel (a critical category ignores it).
 	Preferences Preferences `json:"preferences"`
-	Timezone    *string     `json:"timezone,omitempty"`
-	UpdatedAt   time.Time   `json:"updatedAt"`
+
+	// QuietHours A daily window, local to the profile's `timezone` (UTC without one), in which its
+	// non-critical notifications wait until `end`. `end` before `start` crosses midnight; the
+	// two must differ.
+	//
+	//
+	// Examples: {"end":"08:00","start":"22:00"}
+	QuietHours *QuietHours `json:"quietHours,omitempty"`
+	Timezone   *string     `json:"timezone,omitempty"`
+	UpdatedAt  time.Time   `json:"updatedAt"`
 }
 
 // RecipientAddresses Each address is checked as a notification's recipient on that channel is.
@@ -1164,6 +1316,11 @@ type RecipientInput struct {
 	// the person out of that category on that channel (a critical category ignores it).
 	Preferences *Preferences `json:"preferences,omitempty"`
 
+	// QuietHours The person's own quiet hours; left out, the tenant's default applies (set with `dispatchctl tenants set --quiet-hours`).
+	//
+	// Examples: {"end":"08:00","start":"22:00"}
+	QuietHours *QuietHours `json:"quietHours,omitempty"`
+
 	// Timezone An IANA time zone name, e.g. `Europe/Istanbul`.
 	Timezone *string `json:"timezone,omitempty"`
 }
@@ -1183,7 +1340,10 @@ type RecipientPatch struct {
 	Addresses   *RecipientPatch_Addresses             `json:"addresses,omitempty"`
 	Locale      *string                               `json:"locale,omitempty"`
 	Preferences map[string]RecipientPatch_Preferences `json:"preferences,omitempty"`
-	Timezone    *string                               `json:"timezone,omitempty"`
+
+	// QuietHours `null` removes the window (the tenant default applies again); an object is merged member by member.
+	QuietHours *RecipientPatch_QuietHours `json:"quietHours,omitempty"`
+	Timezone   *string                    `json:"timezone,omitempty"`
 }
 
 // RecipientPatch_Addresses defines model for RecipientPatch.Addresses.
@@ -1198,6 +1358,12 @@ type RecipientPatch_Preferences struct {
 	Email *bool `json:"email,omitempty"`
 	Push  *bool `json:"push,omitempty"`
 	Sms   *bool `json:"sms,omitempty"`
+}
+
+// RecipientPatch_QuietHours `null` removes the window (the tenant default applies again); an object is merged member by member.
+type RecipientPatch_QuietHours struct {
+	End   *string `json:"end,omitempty"`
+	Start *string `json:"start,omitempty"`
 }
 
 // SelfLink defines model for SelfLink.
@@ -1259,6 +1425,20 @@ type SuppressionPage struct {
 // receipt), `unsubscribed` (Twilio 21610), `invalid` (Twilio 21211, 21614), `unregistered`
 // (a dead push token: FCM `UNREGISTERED`, APNs 410).
 type SuppressionReason string
+
+// Throttle Per recipient (the profile, else the address), at most `limit` of the category's
+// notifications reach the provider in any `per`; the rest wait for the next free slot
+// (SCHEDULED, `deferredBy` `throttle`), never dropped.
+//
+// Examples: {"limit":3,"per":"1h"}
+type Throttle struct {
+	Limit int `json:"limit"`
+
+	// Per The window, `1s` to `168h`; shown in Go's shortest form (`1h`, `1h30m`).
+	//
+	// Examples: 10m
+	Per Duration `json:"per"`
+}
 
 // CategoryName defines model for CategoryName.
 type CategoryName = string

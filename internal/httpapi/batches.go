@@ -129,7 +129,11 @@ func (s *Server) createBatch(c *fiber.Ctx) (err error) {
 	}
 
 	c.Location("/v1/batches/" + batch.ID.String())
-	resp := BatchResponse{BatchID: batch.ID.String(), Count: len(notes), Notifications: s.resources(notes)}
+	views, err := s.views(c.UserContext(), notes)
+	if err != nil {
+		return err
+	}
+	resp := BatchResponse{BatchID: batch.ID.String(), Count: len(notes), Notifications: views}
 	if replayed {
 		c.Set(headerReplayed, "true")
 		return c.Status(fiber.StatusOK).JSON(resp)

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"encoding/json"
 	"net/url"
 	"time"
 
@@ -13,20 +14,27 @@ import (
 const maxDescription = 1024
 
 // CategoryBody is the body of PUT /v1/categories/{name}: the whole
-// category (critical defaults to false, a description left out is removed).
+// category (critical defaults to false; a description, throttle or digest
+// left out is removed). Throttle and Digest pace the category's
+// notifications per recipient ({"limit":3,"per":"1h"},
+// {"window":"10m","maxItems":50}).
 type CategoryBody struct {
-	Critical    *bool   `json:"critical"`
-	Description *string `json:"description"`
+	Critical    *bool           `json:"critical"`
+	Description *string         `json:"description"`
+	Throttle    json.RawMessage `json:"throttle"`
+	Digest      json.RawMessage `json:"digest"`
 }
 
 // CategoryResource is a category as the API shows it.
 type CategoryResource struct {
-	Name        string    `json:"name"`
-	Critical    bool      `json:"critical"`
-	Description *string   `json:"description,omitempty"`
-	CreatedAt   time.Time `json:"createdAt"`
-	UpdatedAt   time.Time `json:"updatedAt"`
-	Links       SelfLink  `json:"links"`
+	Name        string            `json:"name"`
+	Critical    bool              `json:"critical"`
+	Description *string           `json:"description,omitempty"`
+	Throttle    *ThrottleResource `json:"throttle,omitempty"`
+	Digest      *DigestResource   `json:"digest,omitempty"`
+	CreatedAt   time.Time         `json:"createdAt"`
+	UpdatedAt   time.Time         `json:"updatedAt"`
+	Links       SelfLink          `json:"links"`
 }
 
 // CategoryPage is a page of categories. NextCursor is null on the last page.
@@ -37,6 +45,7 @@ type CategoryPage struct {
 
 func categoryResource(c store.Category) CategoryResource {
 	return CategoryResource{Name: c.Name, Critical: c.Critical, Description: c.Description,
+		Throttle: throttleResource(c.Throttle), Digest: digestResource(c.Digest),
 		CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt, Links: SelfLink{Self: "/v1/categories/" + url.PathEscape(c.Name)}}
 }
 
@@ -65,11 +74,17 @@ func (s *Server) putCategory(c *fiber.Ctx) error {
 	if d := body.Description; d != nil && (len(*d) > maxDescription || !validText(*d)) {
 		ve.add("description", "must be valid UTF-8 without NUL, at most %d bytes", maxDescription)
 	}
+	cat := store.Category{Name: name, Critical: body.Critical != nil && *body.Critical, Description: body.Description}
+	if present(body.Throttle) {
+		cat.Throttle = decodeThrottle(body.Throttle, ve)
+	}
+	if present(body.Digest) {
+		cat.Digest = decodeDigest(body.Digest, ve)
+	}
 	if err := ve.orNil(); err != nil {
 		return err
 	}
-	out, created, err := store.PutCategory(c.UserContext(), s.pool, tenant(c).ID, name,
-		body.Critical != nil && *body.Critical, body.Description)
+	out, created, err := store.PutCategoryRules(c.UserContext(), s.pool, tenant(c).ID, cat)
 	if err != nil {
 		return err
 	}

@@ -108,6 +108,14 @@ type canonicalRequest struct {
 	ScheduledAt    *string         `json:"scheduledAt"`
 	ExpiresAt      *string         `json:"expiresAt"`
 	IdempotencyKey *string         `json:"idempotencyKey,omitempty"`
+	// Fields added since the first release are left out when not given,
+	// so a request without them hashes as it always did.
+	RecipientID *string  `json:"recipientId,omitempty"`
+	Channels    []string `json:"channels,omitempty"`
+	Category    *string  `json:"category,omitempty"`
+	OrderingKey *string  `json:"orderingKey,omitempty"`
+	MaxHoldMS   int64    `json:"maxHoldMs,omitempty"`
+	DigestKey   *string  `json:"digestKey,omitempty"`
 }
 
 func canonical(n store.NewNotification, withKey bool) canonicalRequest {
@@ -115,6 +123,8 @@ func canonical(n store.NewNotification, withKey bool) canonicalRequest {
 		Channel: string(n.Channel), Priority: string(n.Priority), Recipient: n.Recipient, Subject: n.Subject,
 		Content: n.Content, Metadata: canonicalJSON(n.Metadata),
 		ScheduledAt: utc(n.ScheduledAt), ExpiresAt: utc(n.ExpiresAt),
+		RecipientID: n.RecipientID, Channels: n.Channels, Category: n.Category,
+		OrderingKey: n.OrderingKey, MaxHoldMS: n.MaxHold.Milliseconds(), DigestKey: n.DigestKey,
 	}
 	if withKey {
 		c.IdempotencyKey = n.IdempotencyKey

@@ -55,7 +55,11 @@ func (s *Server) listNotifications(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	resp := ListResponse{Data: s.resources(rows[:min(limit, len(rows))])}
+	data, err := s.views(c.UserContext(), rows[:min(limit, len(rows))])
+	if err != nil {
+		return err
+	}
+	resp := ListResponse{Data: data}
 	if len(rows) > limit {
 		last := rows[limit-1]
 		next := encodeCursor(cursor{Version: cursorVersion, CreatedAt: last.CreatedAt.UnixMicro(), ID: last.ID.String(), Filter: filterKey})

@@ -70,7 +70,7 @@ func (s *Server) createNotification(c *fiber.Ctx) (err error) {
 	c.Location("/v1/notifications/" + n.ID.String())
 	if replayed {
 		c.Set(headerReplayed, "true")
-		return c.Status(fiber.StatusOK).JSON(s.resource(n))
+		return s.answer(c, fiber.StatusOK, n)
 	}
 	s.metrics.Accepted.WithLabelValues(string(n.Channel), string(n.Priority)).Inc()
 	s.metrics.TenantAccepted.WithLabelValues(s.metrics.Tenants.Label(tenant(c).Name)).Inc()
@@ -79,7 +79,7 @@ func (s *Server) createNotification(c *fiber.Ctx) (err error) {
 		zap.String("notification_id", n.ID.String()), zap.String("workflow_id", notification.WorkflowID(n.ID.String())),
 		zap.String("channel", string(n.Channel)), zap.String("priority", string(n.Priority)),
 		zap.String("recipient", notification.MaskRecipient(n.Channel, n.Recipient)))...)
-	return c.Status(fiber.StatusAccepted).JSON(s.resource(n))
+	return s.answer(c, fiber.StatusAccepted, n)
 }
 
 // ownNotification loads the caller's notification id: another tenant's is
@@ -101,7 +101,7 @@ func (s *Server) getNotification(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(s.resource(n))
+	return s.answer(c, fiber.StatusOK, n)
 }
 
 // AttemptView is one delivery attempt as the API shows it.
@@ -132,10 +132,15 @@ func (s *Server) listAttempts(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.ownNotification(c, id); err != nil {
+	n, err := s.ownNotification(c, id)
+	if err != nil {
 		return err
 	}
-	attempts, err := store.ListAttempts(c.UserContext(), s.pool, id)
+	log, err := s.attemptLog(c, n)
+	if err != nil {
+		return err
+	}
+	attempts, err := store.ListAttempts(c.UserContext(), s.pool, log)
 	if err != nil {
 		return err
 	}
@@ -149,6 +154,27 @@ func (s *Server) listAttempts(c *fiber.Ctx) error {
 		}
 	}
 	return c.JSON(fiber.Map{"data": views})
+}
+
+// attemptLog is whose attempts n's are: a digest member's are its
+// digest's message's (the notification whose id is the digest's), for
+// that message is what went to the provider; any other's are its own. The
+// digest is checked to be the caller's tenant's, like the member.
+func (s *Server) attemptLog(c *fiber.Ctx, n store.Notification) (uuid.UUID, error) {
+	d := digestOf(n)
+	if d == nil {
+		return n.ID, nil
+	}
+	dg, err := store.GetDigest(c.UserContext(), s.pool, *d)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return n.ID, nil
+	case err != nil:
+		return uuid.UUID{}, err
+	case dg.TenantID != tenant(c).ID:
+		return n.ID, nil
+	}
+	return dg.ID, nil
 }
 
 // cancelNotification records the cancel on the row first (which alone makes
@@ -174,7 +200,7 @@ func (s *Server) cancelNotification(c *fiber.Ctx) error {
 		return err
 	}
 	if !requested {
-		return c.Status(fiber.StatusOK).JSON(s.resource(n))
+		return s.answer(c, fiber.StatusOK, n)
 	}
 	if n.Status == notification.StatusCancelled {
 		// Cancelled here, before any attempt: the worker will only skip it,
@@ -182,7 +208,7 @@ func (s *Server) cancelNotification(c *fiber.Ctx) error {
 		s.metrics.Cancelled.WithLabelValues(string(n.Channel), string(n.Priority)).Inc()
 	}
 	s.signalCancel(c, n.ID)
-	return c.Status(fiber.StatusAccepted).JSON(s.resource(n))
+	return s.answer(c, fiber.StatusAccepted, n)
 }
 
 // signalCancel sends the cancel signal. A workflow not started yet is no

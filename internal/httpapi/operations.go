@@ -69,13 +69,13 @@ func (s *Server) retryNotification(c *fiber.Ctx) error {
 	}
 	if replayed {
 		c.Set(headerReplayed, "true")
-		return c.Status(fiber.StatusOK).JSON(s.resource(n))
+		return s.answer(c, fiber.StatusOK, n)
 	}
 	s.accepted()
 	s.log.Info("notification retried", append(requestFields(c, nil),
 		zap.String("notification_id", n.ID.String()), zap.String("workflow_id", notification.WorkflowID(n.ID.String())),
 		zap.String("channel", string(n.Channel)), zap.Int("retries", n.Generation))...)
-	return c.Status(fiber.StatusAccepted).JSON(s.resource(n))
+	return s.answer(c, fiber.StatusAccepted, n)
 }
 
 // Operation paces: the default moves a 10,000-notification batch in 20 s.

@@ -20,6 +20,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/dispatch-engine/dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/pacing"
 	"github.com/dispatch-engine/dispatch-engine/internal/store"
 )
 
@@ -63,18 +64,22 @@ type RecipientBody struct {
 	Timezone    *string         `json:"timezone"`
 	Locale      *string         `json:"locale"`
 	Preferences json.RawMessage `json:"preferences"`
+	// QuietHours is the person's own window, local to Timezone (UTC
+	// without one); left out, the tenant's default applies.
+	QuietHours json.RawMessage `json:"quietHours"`
 }
 
 // RecipientResource is a profile as the API shows it.
 type RecipientResource struct {
-	ID          string            `json:"id"`
-	Addresses   AddressesResource `json:"addresses"`
-	Timezone    *string           `json:"timezone,omitempty"`
-	Locale      *string           `json:"locale,omitempty"`
-	Preferences store.Preferences `json:"preferences"`
-	CreatedAt   time.Time         `json:"createdAt"`
-	UpdatedAt   time.Time         `json:"updatedAt"`
-	Links       SelfLink          `json:"links"`
+	ID          string             `json:"id"`
+	Addresses   AddressesResource  `json:"addresses"`
+	Timezone    *string            `json:"timezone,omitempty"`
+	Locale      *string            `json:"locale,omitempty"`
+	Preferences store.Preferences  `json:"preferences"`
+	QuietHours  *pacing.QuietHours `json:"quietHours,omitempty"`
+	CreatedAt   time.Time          `json:"createdAt"`
+	UpdatedAt   time.Time          `json:"updatedAt"`
+	Links       SelfLink           `json:"links"`
 }
 
 // AddressesResource are a profile's addresses.
@@ -96,7 +101,7 @@ type RecipientPage struct {
 }
 
 func recipientResource(r store.Recipient) RecipientResource {
-	return RecipientResource{ID: r.ID, Timezone: r.Timezone, Locale: r.Locale, Preferences: r.Preferences,
+	return RecipientResource{ID: r.ID, Timezone: r.Timezone, Locale: r.Locale, Preferences: r.Preferences, QuietHours: r.QuietHours,
 		Addresses: AddressesResource{SMS: r.Addresses.SMS, Email: r.Addresses.Email, Push: r.Addresses.Push},
 		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
 		Links: SelfLink{Self: "/v1/recipients/" + url.PathEscape(r.ID)}}
@@ -202,6 +207,9 @@ func recipientDocument(r store.Recipient) map[string]any {
 	}
 	if r.Locale != nil {
 		doc["locale"] = *r.Locale
+	}
+	if q := r.QuietHours; q != nil {
+		doc["quietHours"] = map[string]any{"start": q.Start, "end": q.End}
 	}
 	if len(r.Preferences) > 0 {
 		prefs := map[string]any{}
@@ -332,6 +340,9 @@ func (b RecipientBody) validate(id string) (store.Recipient, *ValidationError) {
 	}
 	if present(b.Preferences) {
 		r.Preferences = decodePreferences(b.Preferences, ve)
+	}
+	if present(b.QuietHours) {
+		r.QuietHours = decodeQuietHours(b.QuietHours, ve)
 	}
 	return r, ve
 }

@@ -283,8 +283,28 @@ type Resource struct {
 	Channels    []string `json:"channels,omitempty"`
 	Category    *string  `json:"category,omitempty"`
 	SkipReason  *string  `json:"skipReason,omitempty"`
-	WorkflowID  string   `json:"workflowId"`
-	Links       Links    `json:"links"`
+	// DeferredBy says why it waits, or waited, past its turn (quiet-hours,
+	// throttle, digest, ordering; scheduledAt is then when it goes).
+	// OrderingKey and MaxHold order it after the tenant's others with that
+	// key; OrderingBroken, only ever true, says it went before the one
+	// ahead of it ended, its maxHold spent. DigestKey gathers it into a
+	// digest, and Digest is that digest once it is a member.
+	DeferredBy     *string    `json:"deferredBy,omitempty"`
+	OrderingKey    *string    `json:"orderingKey,omitempty"`
+	MaxHold        *string    `json:"maxHold,omitempty"`
+	OrderingBroken *bool      `json:"orderingBroken,omitempty"`
+	DigestKey      *string    `json:"digestKey,omitempty"`
+	Digest         *DigestRef `json:"digest,omitempty"`
+	WorkflowID     string     `json:"workflowId"`
+	Links          Links      `json:"links"`
+}
+
+// DigestRef is the digest a notification is a member of: its id (also
+// the id of the notification that carries its message) and how many
+// members it has.
+type DigestRef struct {
+	ID    string `json:"id"`
+	Items int    `json:"items"`
 }
 
 // Links point at the notification's related pages.
@@ -297,6 +317,66 @@ type Links struct {
 	Temporal string `json:"temporal"`
 }
 
+// view is n as the API shows it. A digest member's digest is read for its
+// count of items: one lookup, and only for a member.
+func (s *Server) view(ctx context.Context, n store.Notification) (Resource, error) {
+	r := s.resource(n)
+	if d := digestOf(n); d != nil {
+		dg, err := store.GetDigest(ctx, s.pool, *d)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return Resource{}, err
+		case dg.TenantID == n.TenantID:
+			r.Digest = &DigestRef{ID: dg.ID.String(), Items: dg.Items}
+		}
+	}
+	return r, nil
+}
+
+// views is ns as the API shows them, each digest read once.
+func (s *Server) views(ctx context.Context, ns []store.Notification) ([]Resource, error) {
+	out := make([]Resource, len(ns))
+	digests := map[uuid.UUID]*DigestRef{}
+	for i, n := range ns {
+		d := digestOf(n)
+		if d == nil {
+			out[i] = s.resource(n)
+			continue
+		}
+		if ref, seen := digests[*d]; seen {
+			out[i] = s.resource(n)
+			out[i].Digest = ref
+			continue
+		}
+		r, err := s.view(ctx, n)
+		if err != nil {
+			return nil, err
+		}
+		out[i], digests[*d] = r, r.Digest
+	}
+	return out, nil
+}
+
+// answer writes n as the API shows it, with status.
+func (s *Server) answer(c *fiber.Ctx, status int, n store.Notification) error {
+	r, err := s.view(c.UserContext(), n)
+	if err != nil {
+		return err
+	}
+	return c.Status(status).JSON(r)
+}
+
+// digestOf is the digest n is a member of, nil for none. The digest's own
+// message (the notification whose id is the digest's) is not a member.
+func digestOf(n store.Notification) *uuid.UUID {
+	if n.DigestID == nil || *n.DigestID == n.ID {
+		return nil
+	}
+	return n.DigestID
+}
+
+// resource is n as the API shows it, but for its digest (see view).
 func (s *Server) resource(n store.Notification) Resource {
 	id := n.ID.String()
 	wfID := notification.WorkflowID(id)
@@ -315,6 +395,9 @@ func (s *Server) resource(n store.Notification) Resource {
 		Channels:          n.Channels,
 		Category:          n.Category,
 		SkipReason:        n.SkipReason,
+		DeferredBy:        n.DeferredBy,
+		OrderingKey:       n.OrderingKey,
+		DigestKey:         n.DigestKey,
 		WorkflowID:        wfID,
 		Links: Links{
 			Self:     "/v1/notifications/" + id,
@@ -322,20 +405,19 @@ func (s *Server) resource(n store.Notification) Resource {
 			Temporal: s.cfg.TemporalUIURL + "/namespaces/" + url.PathEscape(s.cfg.TemporalNamespace) + "/workflows/" + url.PathEscape(wfID),
 		},
 	}
+	if n.MaxHoldMS != nil {
+		h := shortDuration(time.Duration(*n.MaxHoldMS) * time.Millisecond)
+		r.MaxHold = &h
+	}
+	if n.OrderingBroken != nil && *n.OrderingBroken {
+		r.OrderingBroken = n.OrderingBroken
+	}
 	if n.BatchID != nil {
 		b := n.BatchID.String()
 		r.BatchID = &b
 		r.Links.Batch = "/v1/batches/" + b
 	}
 	return r
-}
-
-func (s *Server) resources(ns []store.Notification) []Resource {
-	out := make([]Resource, len(ns))
-	for i, n := range ns {
-		out[i] = s.resource(n)
-	}
-	return out
 }
 
 // maxRequestID bounds a client's X-Request-Id; a longer or non-printable one

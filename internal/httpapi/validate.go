@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/dispatch-engine/dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/pacing"
 	"github.com/dispatch-engine/dispatch-engine/internal/store"
 )
 
@@ -38,6 +39,13 @@ type CreateRequest struct {
 	RecipientID *string  `json:"recipientId"`
 	Channels    []string `json:"channels"`
 	Category    *string  `json:"category"`
+	// OrderingKey orders the notification after the tenant's others with
+	// the same key; MaxHold ("30s") bounds how long it waits for the one
+	// before it. DigestKey gathers it with its category's others to the
+	// same recipient into one digest (Recipients II).
+	OrderingKey *string `json:"orderingKey"`
+	MaxHold     *string `json:"maxHold"`
+	DigestKey   *string `json:"digestKey"`
 }
 
 // Limits on a notification's fields.
@@ -212,6 +220,7 @@ func (r CreateRequest) validate(prefix string, now time.Time) (store.NewNotifica
 	if r.Category != nil && !categoryPattern.MatchString(*r.Category) {
 		ve.add(field("category"), "must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-'")
 	}
+	maxHold := r.validatePacing(field, ve)
 
 	limit, tightest := contentLimit(channels)
 	switch {
@@ -276,7 +285,43 @@ func (r CreateRequest) validate(prefix string, now time.Time) (store.NewNotifica
 		IdempotencyKey: r.IdempotencyKey,
 		ScheduledAt:    r.ScheduledAt,
 		ExpiresAt:      r.ExpiresAt,
+		OrderingKey:    r.OrderingKey,
+		MaxHold:        maxHold,
+		DigestKey:      r.DigestKey,
 	}, nil
+}
+
+// validatePacing checks orderingKey, maxHold and digestKey, and answers
+// maxHold. maxHold goes only with an orderingKey, a digestKey only with a
+// category (a digest is its category's); maxHold is stored in whole
+// milliseconds, so a shorter one is refused rather than lost.
+func (r CreateRequest) validatePacing(field func(string) string, ve *ValidationError) time.Duration {
+	if r.OrderingKey != nil && !validPacingKey(*r.OrderingKey) {
+		ve.add(field("orderingKey"), "must be 1 to %d printable characters of UTF-8, without control characters", maxPacingKey)
+	}
+	if r.DigestKey != nil {
+		switch {
+		case !validPacingKey(*r.DigestKey):
+			ve.add(field("digestKey"), "must be 1 to %d printable characters of UTF-8, without control characters", maxPacingKey)
+		case r.Category == nil:
+			ve.add(field("digestKey"), "is only allowed with category: a digest gathers one category's notifications")
+		}
+	}
+	if r.MaxHold == nil {
+		return 0
+	}
+	d, err := time.ParseDuration(*r.MaxHold)
+	switch {
+	case r.OrderingKey == nil:
+		ve.add(field("maxHold"), "is only allowed with orderingKey: it bounds the wait for the notification before it")
+	case err != nil:
+		ve.add(field("maxHold"), `must be a duration such as "30s", "5m" or "1h"`)
+	case d < time.Millisecond || d > pacing.MaxOrderingHold:
+		ve.add(field("maxHold"), "must be at least 1ms and at most %s", shortDuration(pacing.MaxOrderingHold))
+	default:
+		return d.Truncate(time.Millisecond)
+	}
+	return 0
 }
 
 // targets checks whom the notification is for and on which channels, and
