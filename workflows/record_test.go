@@ -48,6 +48,10 @@ type scenario struct {
 	// fallback are the channels the Fallback activity answers in turn (a
 	// profile's notification); each gets a delivery queue of its own.
 	fallback []string
+	// holdFor sets a held step's HeldUntil this long after its call; wake
+	// signals the wake once the workflow holds (SCHEDULED).
+	holdFor time.Duration
+	wake    bool
 }
 
 func TestRecordHistories(t *testing.T) {
@@ -130,6 +134,20 @@ func TestRecordHistories(t *testing.T) {
 			{res: workflows.DeliverResult{Outcome: workflows.OutcomeRerouted, Channel: "sms"}}, delivered()}},
 		{name: "skipped_suppressed", in: local, steps: []deliverStep{
 			{res: workflows.DeliverResult{Outcome: workflows.OutcomeSkipped, Status: workflows.StatusSkipped, Error: "skipped: suppressed"}}}},
+		// Recipients II: holds past the notification's turn.
+		{name: "held_quiet_hours_then_delivered", in: local, holdFor: 500 * time.Millisecond, steps: []deliverStep{
+			{res: workflows.DeliverResult{Outcome: workflows.OutcomeHeld, DeferredBy: "quiet-hours", HoldSummary: "quiet hours until 08:00 Europe/Istanbul"}},
+			delivered()}},
+		{name: "held_ordering_woken_then_delivered_releases_next", in: func(in workflows.NotificationInput) workflows.NotificationInput {
+			in.FastPath, in.Ordered = true, true
+			return in
+		}, holdFor: time.Hour, wake: true, steps: []deliverStep{
+			{res: workflows.DeliverResult{Outcome: workflows.OutcomeHeld, DeferredBy: "ordering", HoldSummary: "waiting for a (ordering key k, hold until 15:04:05 UTC)"}},
+			delivered()}},
+		{name: "digest_message_settles_members", in: func(in workflows.NotificationInput) workflows.NotificationInput {
+			in.FastPath, in.DigestMessage = true, true
+			return in
+		}, steps: []deliverStep{delivered()}},
 	}
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) { record(t, tc, sc, fast) })
@@ -166,6 +184,10 @@ func record(t *testing.T, tc client.Client, sc scenario, policy workflows.RetryP
 			return workflows.DeliverResult{}, ctx.Err()
 		}
 		step := sc.steps[min(n, len(sc.steps))-1]
+		if step.res.Outcome == workflows.OutcomeHeld && step.res.HeldUntil == nil {
+			until := time.Now().Add(sc.holdFor)
+			step.res.HeldUntil = &until
+		}
 		return step.res, step.err
 	}
 	w.RegisterActivityWithOptions(deliver, activity.RegisterOptions{Name: workflows.DeliverActivity})
@@ -197,6 +219,10 @@ func record(t *testing.T, tc client.Client, sc scenario, policy workflows.RetryP
 		activity.RegisterOptions{Name: workflows.MarkRetryingActivity})
 	w.RegisterActivityWithOptions(func(context.Context, workflows.AttemptRecord) error { return nil },
 		activity.RegisterOptions{Name: workflows.RecordAttemptActivity})
+	w.RegisterActivityWithOptions(func(context.Context, workflows.ReleaseInput) error { return nil },
+		activity.RegisterOptions{Name: workflows.ReleaseOrderingActivity})
+	w.RegisterActivityWithOptions(func(context.Context, workflows.ReleaseInput) error { return nil },
+		activity.RegisterOptions{Name: workflows.SettleDigestActivity})
 	require.NoError(t, w.Start())
 	defer w.Stop()
 
@@ -224,6 +250,14 @@ func record(t *testing.T, tc client.Client, sc scenario, policy workflows.RetryP
 			}, 10*time.Second, 20*time.Millisecond)
 		}
 		require.NoError(t, tc.SignalWorkflow(context.Background(), id, "", workflows.CancelSignal, nil))
+	}
+	if sc.wake {
+		require.Eventually(t, func() bool {
+			v, err := tc.QueryWorkflow(context.Background(), id, "", workflows.StatusQuery)
+			var view workflows.StatusView
+			return err == nil && v.Get(&view) == nil && view.Status == "SCHEDULED"
+		}, 10*time.Second, 20*time.Millisecond)
+		require.NoError(t, tc.SignalWorkflow(context.Background(), id, "", workflows.WakeSignal, nil))
 	}
 	if sc.receipt != nil {
 		require.Eventually(t, func() bool {
