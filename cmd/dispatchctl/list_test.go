@@ -35,9 +35,9 @@ func TestListPrintsATableWithTheFilters(t *testing.T) {
 
 	lines := strings.Split(strings.TrimRight(res.stdout, "\n"), "\n")
 	require.Len(t, lines, 3, res.stdout)
-	assert.Regexp(t, `^ID\s+STATUS\s+CHANNEL\s+PRIORITY\s+ATTEMPTS\s+CREATED\s+RECIPIENT$`, lines[0])
-	assert.Regexp(t, `^`+a.ID.String()+`\s+FAILED\s+sms\s+HIGH\s+1\s+2026-01-02T15:04:05.123Z\s+\+14155550123$`, lines[1])
-	assert.Regexp(t, `^`+b.ID.String()+`\s+FAILED\s+sms\s+HIGH\s+1\s+2026-01-02T15:04:05.123Z\s+\+14155550199$`, lines[2])
+	assert.Regexp(t, `^ID\s+STATUS\s+CHANNEL\s+PRIORITY\s+ATTEMPTS\s+CREATED\s+SCHEDULED\s+DEFERRED BY\s+RECIPIENT$`, lines[0])
+	assert.Regexp(t, `^`+a.ID.String()+`\s+FAILED\s+sms\s+HIGH\s+1\s+2026-01-02T15:04:05.123Z\s+-\s+-\s+\+14155550123$`, lines[1])
+	assert.Regexp(t, `^`+b.ID.String()+`\s+FAILED\s+sms\s+HIGH\s+1\s+2026-01-02T15:04:05.123Z\s+-\s+-\s+\+14155550199$`, lines[2])
 	assert.Equal(t, len(lines[0])-len("RECIPIENT"), strings.Index(lines[1], "+1415"), "the columns line up")
 	assert.Equal(t, "more: --cursor cursor-2 (or --all)\n", res.stderr)
 }

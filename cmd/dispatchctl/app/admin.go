@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 
+	"github.com/dispatch-engine/dispatch-engine/internal/pacing"
 	"github.com/dispatch-engine/dispatch-engine/internal/store"
 )
 
@@ -161,20 +162,23 @@ func validLabel(s string) bool {
 func (a *cli) tenantsCommand() *cobra.Command {
 	tenants := &cobra.Command{
 		Use:   "tenants",
-		Short: "Set and list tenants' quotas and fairness weights (PostgreSQL)",
-		Long:  "A tenant owns notifications, batches, operations and idempotency keys; its quotas bound what its keys may have accepted, its weight is its share of a saturated channel." + adminLong,
+		Short: "Set and list tenants' quotas, fairness weights and default quiet hours (PostgreSQL)",
+		Long:  "A tenant owns notifications, batches, operations and idempotency keys; its quotas bound what its keys may have accepted, its weight is its share of a saturated channel, its quiet hours are the default of its recipient profiles that set none." + adminLong,
 		Args:  cobra.NoArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	var (
 		perSec, perDay int
 		weight         float32
+		quietHours     string
 	)
 	set := &cobra.Command{
-		Use:     "set NAME [--accept-per-sec N] [--accept-per-day N] [--weight W]",
-		Short:   "Create a tenant or change what the flags given say (0 removes a quota)",
-		Example: "  dispatchctl tenants set acme --accept-per-sec 50 --accept-per-day 100000 --weight 2",
-		Args:    exactArgs("NAME"),
+		Use:   "set NAME [--accept-per-sec N] [--accept-per-day N] [--weight W] [--quiet-hours HH:MM-HH:MM|none]",
+		Short: "Create a tenant or change what the flags given say (0 removes a quota, none the quiet hours)",
+		Example: `  dispatchctl tenants set acme --accept-per-sec 50 --accept-per-day 100000 --weight 2
+  dispatchctl tenants set acme --quiet-hours 22:00-08:00
+  dispatchctl tenants set acme --quiet-hours none`,
+		Args: exactArgs("NAME"),
 		RunE: a.admin(func(ctx context.Context, pool *pgxpool.Pool, cmd *cobra.Command, args []string) error {
 			if err := store.ValidTenantName(args[0]); err != nil {
 				return usageErr(err)
@@ -199,6 +203,17 @@ func (a *cli) tenantsCommand() *cobra.Command {
 				}
 				s.Weight = &weight
 			}
+			if flags.Changed("quiet-hours") {
+				if strings.EqualFold(strings.TrimSpace(quietHours), "none") {
+					s.QuietHours = store.NoQuietHours
+				} else {
+					q, err := pacing.ParseWindow(quietHours)
+					if err != nil {
+						return usageErrorf("--quiet-hours: %v (or none to remove them)", err)
+					}
+					s.QuietHours = &q
+				}
+			}
 			t, err := store.SetTenant(ctx, pool, args[0], s)
 			if err != nil {
 				return err
@@ -209,6 +224,7 @@ func (a *cli) tenantsCommand() *cobra.Command {
 	set.Flags().IntVar(&perSec, "accept-per-sec", 0, "notifications accepted per second at most (0: no quota)")
 	set.Flags().IntVar(&perDay, "accept-per-day", 0, "notifications accepted per UTC day at most (0: no quota)")
 	set.Flags().Float32Var(&weight, "weight", 1, "share of a saturated channel against other tenants (above 0, at most 1000)")
+	set.Flags().StringVar(&quietHours, "quiet-hours", "", "default quiet hours of its profiles that set none, HH:MM-HH:MM in each profile's timezone (none removes them)")
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List the tenants",
@@ -256,23 +272,26 @@ func viewKey(k store.APIKey, now time.Time) keyView {
 
 // tenantView is a tenant as --json prints it; a null quota is none.
 type tenantView struct {
-	ID           string    `json:"id"`
-	Name         string    `json:"name"`
-	AcceptPerSec *int      `json:"acceptPerSec"`
-	AcceptPerDay *int      `json:"acceptPerDay"`
-	Weight       float32   `json:"weight"`
-	CreatedAt    time.Time `json:"createdAt"`
-	UpdatedAt    time.Time `json:"updatedAt"`
+	ID           string  `json:"id"`
+	Name         string  `json:"name"`
+	AcceptPerSec *int    `json:"acceptPerSec"`
+	AcceptPerDay *int    `json:"acceptPerDay"`
+	Weight       float32 `json:"weight"`
+	// QuietHours is the default window of its profiles, as the API
+	// shows a profile's ({"start":"22:00","end":"08:00"}); null for none.
+	QuietHours *pacing.QuietHours `json:"quietHours"`
+	CreatedAt  time.Time          `json:"createdAt"`
+	UpdatedAt  time.Time          `json:"updatedAt"`
 }
 
 func viewTenant(t store.Tenant) tenantView {
 	return tenantView{ID: t.ID.String(), Name: t.Name, AcceptPerSec: t.AcceptPerSec, AcceptPerDay: t.AcceptPerDay,
-		Weight: t.Weight, CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt}
+		Weight: t.Weight, QuietHours: t.QuietHours, CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt}
 }
 
 func printTenants(w io.Writer, ts []store.Tenant) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	_, _ = fmt.Fprintln(tw, "TENANT\tACCEPT/S\tACCEPT/DAY\tWEIGHT")
+	_, _ = fmt.Fprintln(tw, "TENANT\tACCEPT/S\tACCEPT/DAY\tWEIGHT\tQUIET HOURS")
 	quota := func(q *int) string {
 		if q == nil {
 			return "-"
@@ -280,7 +299,11 @@ func printTenants(w io.Writer, ts []store.Tenant) {
 		return fmt.Sprint(*q)
 	}
 	for _, t := range ts {
-		_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%g\n", t.Name, quota(t.AcceptPerSec), quota(t.AcceptPerDay), t.Weight)
+		quiet := "-"
+		if t.QuietHours != nil {
+			quiet = t.QuietHours.String()
+		}
+		_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%g\t%s\n", t.Name, quota(t.AcceptPerSec), quota(t.AcceptPerDay), t.Weight, quiet)
 	}
 	_ = tw.Flush()
 }

@@ -93,7 +93,18 @@ func printNotification(w io.Writer, n *client.Notification) {
 	}
 	k.add("created", stamp(n.CreatedAt))
 	k.add("updated", stamp(n.UpdatedAt))
+	k.add("category", str(n.Category))
 	k.add("scheduled", stampPtr(n.ScheduledAt))
+	k.add("deferred by", str(n.DeferredBy))
+	k.add("ordering key", str(n.OrderingKey))
+	k.add("max hold", str(n.MaxHold))
+	if n.OrderingBroken != nil && *n.OrderingBroken {
+		k.add("ordering broken", "true: it went before the one ahead of it ended")
+	}
+	k.add("digest key", str(n.DigestKey))
+	if n.Digest != nil {
+		k.add("digest", fmt.Sprintf("%s (%d items; its attempts are this one's)", n.Digest.ID, n.Digest.Items))
+	}
 	k.add("expires", stampPtr(n.ExpiresAt))
 	k.add("next attempt", stampPtr(n.NextAttemptAt))
 	k.add("cancel requested", stampPtr(n.CancelRequestedAt))
@@ -113,14 +124,15 @@ type notificationTable struct {
 
 func (t *notificationTable) rows(ns []client.Notification) {
 	if !t.header {
-		say(t.w, "%-36s  %-10s  %-7s  %-8s  %-8s  %-24s  %s\n",
-			"ID", "STATUS", "CHANNEL", "PRIORITY", "ATTEMPTS", "CREATED", "RECIPIENT")
+		say(t.w, "%-36s  %-10s  %-7s  %-8s  %-8s  %-24s  %-24s  %-11s  %s\n",
+			"ID", "STATUS", "CHANNEL", "PRIORITY", "ATTEMPTS", "CREATED", "SCHEDULED", "DEFERRED BY", "RECIPIENT")
 		t.header = true
 	}
 	for i := range ns {
 		n := &ns[i]
-		say(t.w, "%-36s  %-10s  %-7s  %-8s  %-8d  %-24s  %s\n",
-			n.ID, n.Status, n.Channel, n.Priority, n.Attempts, stamp(n.CreatedAt), oneLine(n.Recipient, 64))
+		say(t.w, "%-36s  %-10s  %-7s  %-8s  %-8d  %-24s  %-24s  %-11s  %s\n",
+			n.ID, n.Status, n.Channel, n.Priority, n.Attempts, stamp(n.CreatedAt), dash(stampPtr(n.ScheduledAt)),
+			dash(str(n.DeferredBy)), oneLine(n.Recipient, 64))
 	}
 }
 

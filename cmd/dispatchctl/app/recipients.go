@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dispatch-engine/dispatch-engine/client"
+	"github.com/dispatch-engine/dispatch-engine/internal/pacing"
 )
 
 // The recipient side (docs/RECIPIENTS.md): profiles, suppressions and
@@ -55,6 +56,7 @@ func (a *cli) recipientsGetCommand() *cobra.Command {
 func (a *cli) recipientsPutCommand() *cobra.Command {
 	var (
 		file, sms, email, timezone, locale string
+		quiet                              string
 		push, prefs                        []string
 	)
 	cmd := &cobra.Command{
@@ -64,11 +66,11 @@ func (a *cli) recipientsPutCommand() *cobra.Command {
 profile, so what is not given is removed from it. Give the profile as a JSON
 file (--file, '-' for stdin), or build it with the flags.`,
 		Example: `  dispatchctl recipients put user-42 --sms +14155550123 --email ada@example.com --push tok-1 --push tok-2 \
-      --timezone Europe/Istanbul --locale tr-TR --pref marketing.email=false
+      --timezone Europe/Istanbul --locale tr-TR --pref marketing.email=false --quiet-hours 22:00-08:00
   dispatchctl recipients put user-42 --file profile.json`,
 		Args: exactArgs("ID"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			body, err := a.recipientInput(cmd, file, sms, email, timezone, locale, push, prefs)
+			body, err := a.recipientInput(cmd, file, sms, email, timezone, locale, quiet, push, prefs)
 			if err != nil {
 				return err
 			}
@@ -89,14 +91,15 @@ file (--file, '-' for stdin), or build it with the flags.`,
 	fl.StringVar(&timezone, "timezone", "", "an IANA time zone, e.g. Europe/Istanbul")
 	fl.StringVar(&locale, "locale", "", "a BCP 47 language tag, e.g. tr-TR")
 	fl.StringArrayVar(&prefs, "pref", nil, "a preference CATEGORY.CHANNEL=true|false (repeat)")
+	fl.StringVar(&quiet, "quiet-hours", "", "the person's quiet hours, HH:MM-HH:MM local to --timezone (e.g. 22:00-08:00)")
 	return cmd
 }
 
 // recipientInput is the profile put sends: the file's, or the flags'.
-func (a *cli) recipientInput(cmd *cobra.Command, file, sms, email, timezone, locale string, push, prefs []string) (client.RecipientInput, error) {
+func (a *cli) recipientInput(cmd *cobra.Command, file, sms, email, timezone, locale, quiet string, push, prefs []string) (client.RecipientInput, error) {
 	var body client.RecipientInput
 	if file != "" {
-		for _, name := range []string{"sms", "email", "push", "timezone", "locale", "pref"} {
+		for _, name := range []string{"sms", "email", "push", "timezone", "locale", "pref", "quiet-hours"} {
 			if cmd.Flags().Changed(name) {
 				return body, usageErrorf("--file gives the whole profile; --%s cannot go with it", name)
 			}
@@ -134,6 +137,13 @@ func (a *cli) recipientInput(cmd *cobra.Command, file, sms, email, timezone, loc
 			return body, err
 		}
 		body.Preferences = &p
+	}
+	if quiet != "" {
+		q, err := pacing.ParseWindow(quiet)
+		if err != nil {
+			return body, usageErrorf("--quiet-hours: %v", err)
+		}
+		body.QuietHours = &client.QuietHours{Start: q.Start, End: q.End}
 	}
 	return body, nil
 }
@@ -251,6 +261,9 @@ func printRecipient(w io.Writer, r *client.Recipient) {
 	k.add("timezone", str(r.Timezone))
 	k.add("locale", str(r.Locale))
 	k.add("preferences", prefsString(r.Preferences))
+	if r.QuietHours != nil {
+		k.add("quiet hours", r.QuietHours.Start+"-"+r.QuietHours.End)
+	}
 	k.add("created", stamp(r.CreatedAt))
 	k.add("updated", stamp(r.UpdatedAt))
 }
@@ -467,7 +480,9 @@ func (a *cli) categoriesCommand() *cobra.Command {
 		Aliases: []string{"category"},
 		Short:   "List, put and delete notification categories",
 		Long: `Categories (/v1/categories): a critical category (security, billing) ignores
-opt-outs, never suppressions; a category not stored is non-critical.`,
+opt-outs and quiet hours, never suppressions; a category not stored is
+non-critical. A category may throttle its notifications per recipient and
+gather them into digests.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
@@ -490,9 +505,10 @@ func (a *cli) categoriesListCommand() *cobra.Command {
 				return err
 			}
 			return a.output(page, func(w io.Writer) {
-				say(w, "%-32s  %-8s  %s\n", "NAME", "CRITICAL", "DESCRIPTION")
+				say(w, "%-32s  %-8s  %-14s  %-14s  %s\n", "NAME", "CRITICAL", "THROTTLE", "DIGEST", "DESCRIPTION")
 				for _, c := range page.Data {
-					say(w, "%-32s  %-8t  %s\n", c.Name, c.Critical, dash(str(c.Description)))
+					say(w, "%-32s  %-8t  %-14s  %-14s  %s\n", c.Name, c.Critical, dash(throttleString(c.Throttle)),
+						dash(digestString(c.Digest)), dash(str(c.Description)))
 				}
 				a.printNext(page.NextCursor)
 			})
@@ -504,18 +520,38 @@ func (a *cli) categoriesListCommand() *cobra.Command {
 
 func (a *cli) categoriesPutCommand() *cobra.Command {
 	var (
-		critical    bool
-		description string
+		critical                          bool
+		description, throttlePer, dWindow string
+		throttleLimit, dMaxItems          int
 	)
 	cmd := &cobra.Command{
-		Use:     "put NAME [--critical] [--description TEXT]",
-		Short:   "Create or replace a category",
-		Example: `  dispatchctl categories put security --critical --description "logins and password resets"`,
-		Args:    exactArgs("NAME"),
+		Use:   "put NAME [--critical] [--description TEXT] [--throttle-limit N --throttle-per D] [--digest-window D --digest-max-items N]",
+		Short: "Create or replace a category",
+		Long: `Store a category (PUT /v1/categories/{name}), replacing it whole: a throttle
+or digest not given is removed. --throttle-limit N --throttle-per D lets at
+most N of its notifications reach each recipient in any D; --digest-window D
+--digest-max-items N gathers those sent with one digestKey to one recipient
+for D (or N of them) into one message.`,
+		Example: `  dispatchctl categories put security --critical --description "logins and password resets"
+  dispatchctl categories put news --throttle-limit 3 --throttle-per 1h --digest-window 10m --digest-max-items 50`,
+		Args: exactArgs("NAME"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			body := client.CategoryInput{Critical: &critical}
 			if cmd.Flags().Changed("description") {
 				body.Description = &description
+			}
+			changed := cmd.Flags().Changed
+			switch {
+			case changed("throttle-limit") && changed("throttle-per"):
+				body.Throttle = &client.Throttle{Limit: throttleLimit, Per: throttlePer}
+			case changed("throttle-limit") || changed("throttle-per"):
+				return usageErrorf("a throttle is --throttle-limit N with --throttle-per D (e.g. 3 and 1h)")
+			}
+			switch {
+			case changed("digest-window") && changed("digest-max-items"):
+				body.Digest = &client.Digest{Window: dWindow, MaxItems: dMaxItems}
+			case changed("digest-window") || changed("digest-max-items"):
+				return usageErrorf("a digest is --digest-window D with --digest-max-items N (e.g. 10m and 50)")
 			}
 			c, _, err := call(cmd.Context(), func(ctx context.Context) (*client.Category, error) {
 				return a.api.PutCategory(ctx, args[0], body)
@@ -528,13 +564,36 @@ func (a *cli) categoriesPutCommand() *cobra.Command {
 				k.add("name", c.Name)
 				k.add("critical", strconv.FormatBool(c.Critical))
 				k.add("description", str(c.Description))
+				k.add("throttle", throttleString(c.Throttle))
+				k.add("digest", digestString(c.Digest))
 				k.add("updated", stamp(c.UpdatedAt))
 			})
 		}),
 	}
-	cmd.Flags().BoolVar(&critical, "critical", false, "opt-outs do not apply to it (suppressions still do)")
-	cmd.Flags().StringVar(&description, "description", "", "what it is for")
+	fl := cmd.Flags()
+	fl.BoolVar(&critical, "critical", false, "opt-outs and quiet hours do not apply to it (suppressions still do)")
+	fl.StringVar(&description, "description", "", "what it is for")
+	fl.IntVar(&throttleLimit, "throttle-limit", 0, "at most this many of its notifications per recipient in --throttle-per")
+	fl.StringVar(&throttlePer, "throttle-per", "", "the throttle's window, a duration (e.g. 1h)")
+	fl.StringVar(&dWindow, "digest-window", "", "gather a digest for this long from its first item (e.g. 10m)")
+	fl.IntVar(&dMaxItems, "digest-max-items", 0, "or until it holds this many items")
 	return cmd
+}
+
+// throttleString is "3 per 1h".
+func throttleString(t *client.Throttle) string {
+	if t == nil {
+		return ""
+	}
+	return fmt.Sprintf("%d per %s", t.Limit, t.Per)
+}
+
+// digestString is "10m, max 50".
+func digestString(d *client.Digest) string {
+	if d == nil {
+		return ""
+	}
+	return fmt.Sprintf("%s, max %d", d.Window, d.MaxItems)
 }
 
 func (a *cli) categoriesDeleteCommand() *cobra.Command {

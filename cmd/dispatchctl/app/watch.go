@@ -86,7 +86,7 @@ func (a *cli) watchNotification(ctx context.Context, id client.NotificationID) e
 		if err != nil {
 			return err
 		}
-		if last == nil || n.Status != last.Status || n.Attempts != last.Attempts {
+		if last == nil || n.Status != last.Status || n.Attempts != last.Attempts || waitChanged(last, n) {
 			if a.jsonOut {
 				if err := a.printLine(n); err != nil {
 					return err
@@ -114,6 +114,15 @@ func notificationLine(n *client.Notification) string {
 	if n.Status == client.StatusRETRYING && n.NextAttemptAt != nil {
 		say(&b, "  next=%s", stamp(*n.NextAttemptAt))
 	}
+	if n.Status == client.StatusSCHEDULED && n.ScheduledAt != nil {
+		say(&b, "  scheduled=%s", stamp(*n.ScheduledAt))
+	}
+	if n.DeferredBy != nil {
+		say(&b, "  deferred=%s", *n.DeferredBy)
+	}
+	if n.OrderingBroken != nil && *n.OrderingBroken {
+		say(&b, "  ordering=broken")
+	}
 	if n.FailureReason != nil {
 		say(&b, "  reason=%s", *n.FailureReason)
 	}
@@ -121,6 +130,12 @@ func notificationLine(n *client.Notification) string {
 		say(&b, "  error=%s", oneLine(*n.LastError, 160))
 	}
 	return b.String()
+}
+
+// waitChanged reports whether why or until when n waits changed since
+// last: a throttled notification may wait again for quiet hours.
+func waitChanged(last, n *client.Notification) bool {
+	return str(last.DeferredBy) != str(n.DeferredBy) || stampPtr(last.ScheduledAt) != stampPtr(n.ScheduledAt)
 }
 
 // watchBatch prints the batch's counts by status each time they change,
