@@ -610,6 +610,7 @@ func requestCancels(ctx context.Context, tx pgx.Tx, todo []uuid.UUID) error {
 // erasePage erases the page's notifications: one still in flight is
 // cancelled first (as cancelPage does); then recipient, content and subject
 // become Erased, metadata and the request fingerprint (a hash of them) go,
+// as do a digest message's items and the ordering and digest keys,
 // and so do the attempts' errors, response excerpts, receipt reasons and
 // provider message ids; a FAILED one's dead-letter messages are retired and
 // its record not yet relayed dropped. The row stays, marked erased.
@@ -643,6 +644,9 @@ func erasePage(ctx context.Context, tx pgx.Tx, items []PageItem, skipped map[str
 			UPDATE notifications n
 			SET recipient = $2, content = $2, subject = CASE WHEN n.subject IS NULL THEN NULL ELSE $2 END,
 				metadata = NULL, request_fingerprint = NULL, idempotency_key = NULL, last_error = NULL,
+				-- A digest's message lists its members' words; ordering and
+				-- digest keys, like idempotency keys, may name the person.
+				digest_items = NULL, ordering_key = NULL, digest_key = NULL,
 				erased_at = now(), updated_at = now()
 			FROM old WHERE n.id = old.id
 			RETURNING n.id, n.channel, n.status, n.generation, n.batch_id, n.tenant_id,
@@ -650,6 +654,8 @@ func erasePage(ctx context.Context, tx pgx.Tx, items []PageItem, skipped map[str
 		), a AS (
 			UPDATE delivery_attempts SET error = NULL, response_excerpt = NULL, receipt_reason = NULL, provider_message_id = NULL
 			WHERE notification_id IN (SELECT id FROM e)
+		), t AS (
+			DELETE FROM throttle_slots WHERE notification_id IN (SELECT id FROM e)
 		), `+eraseKeys+`, d AS (
 			DELETE FROM outbox WHERE dead_letter IS NOT NULL AND notification_id IN (SELECT id FROM e)
 		)

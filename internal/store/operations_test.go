@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dispatch-engine/dispatch-engine/internal/notification"
+	"github.com/dispatch-engine/dispatch-engine/internal/pacing"
 	"github.com/dispatch-engine/dispatch-engine/internal/store"
 	"github.com/dispatch-engine/dispatch-engine/internal/testenv"
 )
@@ -896,6 +897,11 @@ func TestEraseLeavesNoKeyOrMessageIDThatNamesThePerson(t *testing.T) {
 		Filter: store.OperationFilter{Recipient: opPtr(person)}, MaxPerSecond: 100, IdempotencyKey: opPtr("cancel-" + person),
 		RequestFingerprint: opPtr("sha256:of-a-request-naming-her")})
 	require.NoError(t, err)
+	// A throttle slot her welcome took.
+	ok, _, err := store.TakeThrottleSlot(ctx, pool, store.DefaultTenantID, "news", store.RecipientKey(welcome), welcome.ID,
+		pacing.Throttle{Limit: 1, Per: pacing.Duration(time.Hour)})
+	require.NoError(t, err)
+	require.True(t, ok)
 	erase, _, err := store.CreateOperation(ctx, pool, store.NewOperation{ID: uuid.Must(uuid.NewV7()), Action: store.ActionErase,
 		Filter: store.OperationFilter{Recipient: opPtr(person)}, MaxPerSecond: 100, IdempotencyKey: opPtr("erase-" + person)})
 	require.NoError(t, err)
@@ -929,6 +935,8 @@ func TestEraseLeavesNoKeyOrMessageIDThatNamesThePerson(t *testing.T) {
 		return found
 	}
 	require.Empty(t, find(person), "nothing names her")
+	require.Zero(t, opCount(t, pool, `SELECT count(*) FROM throttle_slots WHERE notification_id = $1`, welcome.ID),
+		"her throttle slot went with her notification")
 	require.Nil(t, opLoad(t, pool, cancel.ID).RequestFingerprint, "nor a hash of a request naming her")
 	require.NotEmpty(t, find(other), "Bob's rows are searched too, and kept")
 	require.Equal(t, "welcome-"+other, *opGet(t, pool, bobs.ID).IdempotencyKey, "a key of someone else's stays")

@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -61,12 +63,15 @@ func PacingOf(ctx context.Context, q Querier, n Notification) (Pacing, error) {
 }
 
 // RecipientKey is whom a throttle or a digest counts n for: its profile,
-// or its address on its channel when it names none.
+// or its address on its channel when it names none. An address is kept as
+// its SHA-256, so the throttle's and the digests' rows never hold one (an
+// erasure need not find them).
 func RecipientKey(n Notification) string {
 	if n.RecipientID != nil {
 		return "profile:" + *n.RecipientID
 	}
-	return "address:" + string(n.Channel) + ":" + n.Recipient
+	sum := sha256.Sum256([]byte(string(n.Channel) + ":" + n.Recipient))
+	return "address:" + hex.EncodeToString(sum[:])
 }
 
 // Hold takes back the attempt begun on a notification of generation gen
