@@ -312,7 +312,7 @@ func AuthenticateAPIKey(ctx context.Context, q Querier, hash []byte) (Tenant, er
 			UPDATE api_keys a SET last_used_at = now() FROM k
 			WHERE a.id = k.id AND (k.last_used_at IS NULL OR k.last_used_at < now() - $2::interval)
 		)
-		SELECT t.id, t.name, t.accept_per_sec, t.accept_per_day, t.weight, t.created_at, t.updated_at
+		SELECT t.id, t.name, t.accept_per_sec, t.accept_per_day, t.weight, t.quiet_hours, t.created_at, t.updated_at
 		FROM k JOIN tenants t ON t.id = k.tenant_id`, hash, lastUsedEvery)
 	if err != nil {
 		return Tenant{}, fmt.Errorf("authenticating key: %w", err)
