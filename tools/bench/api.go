@@ -179,12 +179,13 @@ func (a *apiClient) createBatch(ctx context.Context, items []createRequest) ([]c
 }
 
 // notificationState is what GET /v1/notifications/{id} says, for the report
-// on notifications that did not arrive.
+// on notifications that did not arrive and the ordered mode's broken count.
 type notificationState struct {
-	ID        string  `json:"id"`
-	Status    string  `json:"status"`
-	Attempts  int     `json:"attempts"`
-	LastError *string `json:"lastError"`
+	ID             string  `json:"id"`
+	Status         string  `json:"status"`
+	Attempts       int     `json:"attempts"`
+	LastError      *string `json:"lastError"`
+	OrderingBroken bool    `json:"orderingBroken"`
 }
 
 func (a *apiClient) get(ctx context.Context, id string) (notificationState, error) {
@@ -196,7 +197,10 @@ func (a *apiClient) get(ctx context.Context, id string) (notificationState, erro
 	if err != nil {
 		return notificationState{}, err
 	}
-	return notificationState{ID: n.ID.String(), Status: string(n.Status), Attempts: n.Attempts, LastError: n.LastError}, nil
+	return notificationState{
+		ID: n.ID.String(), Status: string(n.Status), Attempts: n.Attempts, LastError: n.LastError,
+		OrderingBroken: n.OrderingBroken != nil && *n.OrderingBroken,
+	}, nil
 }
 
 // probeBatch finds out whether the API has the batch endpoint and whether it

@@ -71,6 +71,8 @@ type options struct {
 	TempMetrics    string
 	ScaleOut       bool
 	Scale          scaleOptions
+	Ordered        bool
+	Order          orderedOptions
 }
 
 // parseFlags reads the command line into options, with --quick applied.
@@ -117,6 +119,8 @@ func parseFlags() options {
 	flag.StringVar(&o.TempMetrics, "temporal-metrics", "", "the Temporal server's Prometheus URL, for the soak's goroutines (default: the dev server's --metrics-port, else the Metrics: line of .data/temporal.log)")
 	flag.BoolVar(&o.ScaleOut, "scale-out", false, scaleOutHelp)
 	scaleFlags(&o.Scale)
+	flag.BoolVar(&o.Ordered, "ordered", false, orderedHelp)
+	orderedFlags(&o.Order)
 	flag.Parse()
 	if o.APIKey == "" {
 		o.APIKey = defaultAPIKey()
@@ -188,6 +192,9 @@ func run(ctx context.Context, o options) error {
 	}
 	if o.ScaleOut {
 		return runScaleOut(ctx, o, res, snk, procs)
+	}
+	if o.Ordered {
+		return runOrdered(ctx, o, api, snk, pre.temporal, res)
 	}
 
 	var e2e EndToEndResult
