@@ -63,7 +63,7 @@ bench-build: ## Build the bench (tools/bench) into bin/bench
 	go build -C tools/bench -o $(BENCH) .
 
 .PHONY: bench
-bench: bench-build ## Measure the running stack (PROVIDERS_FILE= make run first); BENCH_FLAGS=--quick for a short run
+bench: bench-build ## Measure the running stack (PROVIDERS_FILE= make run first); BENCH_FLAGS=--quick for a short run, --ordered for ordering keys
 	$(BENCH) $(BENCH_FLAGS)
 
 DURATION ?= 20m
