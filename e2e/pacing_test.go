@@ -11,6 +11,7 @@ import (
 
 	"github.com/dispatch-engine/dispatch-engine/internal/pacing"
 	"github.com/dispatch-engine/dispatch-engine/internal/sink"
+	"github.com/dispatch-engine/dispatch-engine/internal/store"
 )
 
 // deferred waits until the notification is SCHEDULED, deferred by by, and
@@ -173,6 +174,16 @@ func TestADigestSendsItsMembersAsOneMessage(t *testing.T) {
 		require.Equal(t, "comment "+string(rune('a'+i)), item.Content)
 	}
 	require.Contains(t, body.Content, "- comment a\n- comment b")
+
+	// What the digest cost in Temporal: each member's run, the digest's
+	// own, and its message's (the figures the closing note quotes).
+	events := func(wfID string) int64 {
+		desc, err := s.temporal.DescribeWorkflow(t.Context(), wfID, "")
+		require.NoError(t, err)
+		return desc.RawResponse.GetWorkflowExecutionInfo().GetHistoryLength()
+	}
+	t.Logf("digest of 5: member run %d events (the first %d), digest run %d, message run %d",
+		events("notification-"+ids[1]), events("notification-"+ids[0]), events("digest-"+digestID), events("notification-"+digestID))
 }
 
 // An ordering key's notifications reach the provider in acceptance order,
@@ -233,4 +244,28 @@ func TestAStuckHeadReleasesTheNextAfterMaxHold(t *testing.T) {
 	_, h := s.get("/v1/notifications/" + head)
 	require.Equal(t, "RETRYING", h["status"], "the head keeps retrying on its own")
 	require.Contains(t, s.workerMetrics(), "dispatch_ordering_broken_total 1")
+}
+
+// A profile with no quiet hours of its own takes its tenant's default (set
+// as dispatchctl tenants set --quiet-hours does), in its timezone (UTC when
+// it has none); with the default removed, the next goes at once.
+func TestATenantsDefaultQuietHoursApplyToProfilesWithoutTheirOwn(t *testing.T) {
+	s := setup(t)
+	ctx := t.Context()
+	now := time.Now().UTC()
+	window := pacing.QuietHours{Start: now.Add(-time.Hour).Format("15:04"), End: now.Add(time.Hour).Format("15:04")}
+	_, err := store.SetTenant(ctx, s.db(), store.DefaultTenantName, store.TenantSettings{QuietHours: &window})
+	require.NoError(t, err)
+	code, p := s.put("/v1/recipients/bob", map[string]any{"addresses": map[string]any{"sms": "+15550105"}})
+	require.Contains(t, []int{http.StatusOK, http.StatusCreated}, code, p)
+
+	waiting := s.accepted(map[string]any{"recipientId": "bob", "channel": "sms", "content": "good night"})
+	s.deferred(waiting, "quiet-hours")
+	byAddress := s.accepted(map[string]any{"channel": "sms", "recipient": "+15550105", "content": "an address has no timezone"})
+	s.waitStatus(byAddress, "DELIVERED", 30*time.Second)
+
+	_, err = store.SetTenant(ctx, s.db(), store.DefaultTenantName, store.TenantSettings{QuietHours: store.NoQuietHours})
+	require.NoError(t, err)
+	now2 := s.accepted(map[string]any{"recipientId": "bob", "channel": "sms", "content": "no window now"})
+	s.waitStatus(now2, "DELIVERED", 30*time.Second)
 }
