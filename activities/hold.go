@@ -59,20 +59,28 @@ func (a *Activities) hold(ctx context.Context, at *attempt) *stop {
 	if n.DigestID != nil && *n.DigestID != n.ID {
 		return a.awaitDigest(cctx, at)
 	}
-	p, err := store.PacingOf(cctx, a.Pool, n)
+	return a.holdForPerson(cctx, at)
+}
+
+// holdForPerson applies what paces the notification on its person's side
+// (store.PacingOf): its category's digest, the quiet hours it is due in
+// (unless its category is critical), its category's throttle.
+func (a *Activities) holdForPerson(ctx context.Context, at *attempt) *stop {
+	n := at.n
+	p, err := store.PacingOf(ctx, a.Pool, n)
 	if err != nil {
 		return halt(notAttempted(err))
 	}
-	if p.Digest != nil && n.DigestKey != nil && (n.DigestID == nil || *n.DigestID != n.ID) {
-		return a.joinDigest(cctx, at, *p.Digest)
+	if p.Digest != nil && n.DigestKey != nil && n.DigestID == nil {
+		return a.joinDigest(ctx, at, *p.Digest)
 	}
 	if p.QuietHours != nil && !p.Critical {
-		if s := a.holdForQuietHours(cctx, at, p); s != nil {
+		if s := a.holdForQuietHours(ctx, at, p); s != nil {
 			return s
 		}
 	}
 	if p.Throttle != nil {
-		return a.holdForThrottle(cctx, at, *p.Throttle)
+		return a.holdForThrottle(ctx, at, *p.Throttle)
 	}
 	return nil
 }
