@@ -61,6 +61,21 @@ type Spec struct {
 	AccountSID string `yaml:"accountSid"`
 	AuthToken  string `yaml:"authToken"`
 
+	// BaseURL overrides the API base of an HTTP API provider (fcm, apns,
+	// sendgrid), for tests and local runs against a fake.
+	BaseURL string `yaml:"baseURL"`
+
+	// apns: token auth (TeamID, KeyID and the .p8 key at KeyFile), the
+	// app's bundle id (Topic), production or sandbox (Environment), and
+	// CAFile, a PEM bundle trusted beside the system's roots, for tests and
+	// local runs against a fake APNs only.
+	TeamID      string `yaml:"teamId"`
+	KeyID       string `yaml:"keyId"`
+	KeyFile     string `yaml:"keyFile"`
+	Topic       string `yaml:"topic"`
+	Environment string `yaml:"environment"`
+	CAFile      string `yaml:"caFile"`
+
 	line  int
 	lines map[string]int
 }
@@ -91,6 +106,7 @@ var specKeys = map[string]bool{
 	"name": true, "kind": true, "timeout": true, "ratePerSec": true, "awaitReceipt": true, "onNoReceipt": true,
 	"breaker": true, "url": true, "secret": true, "host": true, "port": true, "from": true, "username": true,
 	"password": true, "starttls": true, "messageIdDomain": true, "accountSid": true, "authToken": true,
+	"baseURL": true, "teamId": true, "keyId": true, "keyFile": true, "topic": true, "environment": true, "caFile": true,
 }
 
 var breakerKeys = map[string]bool{
@@ -281,7 +297,9 @@ func (f *File) validate(lines map[string]int, lookup func(string) (string, bool)
 			key string
 			v   *string
 		}{{"url", &p.URL}, {"secret", &p.Secret}, {"host", &p.Host}, {"from", &p.From}, {"username", &p.Username},
-			{"password", &p.Password}, {"accountSid", &p.AccountSID}, {"authToken", &p.AuthToken}, {"messageIdDomain", &p.MessageIDDomain}} {
+			{"password", &p.Password}, {"accountSid", &p.AccountSID}, {"authToken", &p.AuthToken}, {"messageIdDomain", &p.MessageIDDomain},
+			{"baseURL", &p.BaseURL},
+			{"teamId", &p.TeamID}, {"keyId", &p.KeyID}, {"keyFile", &p.KeyFile}, {"topic", &p.Topic}, {"environment", &p.Environment}, {"caFile", &p.CAFile}} {
 			if credentialKeys[s.key] && *s.v != "" && !envRef.MatchString(*s.v) {
 				// A file is read, copied and committed; a secret in it leaks.
 				at(p.lineOf(s.key), field+"."+s.key, "must reference the environment (${VAR}), not hold the credential itself")
@@ -330,10 +348,24 @@ func (f *File) validate(lines map[string]int, lookup func(string) (string, bool)
 			if p.URL != "" {
 				checkURL(p.URL, p.lineOf("url"), field+".url", at)
 			}
+		case KindAPNs:
+			require("teamId", p.TeamID)
+			require("keyId", p.KeyID)
+			require("keyFile", p.KeyFile)
+			require("topic", p.Topic)
+			switch p.Environment {
+			case "", APNsProduction, APNsSandbox:
+			default:
+				at(p.lineOf("environment"), field+".environment", "%q is not %s or %s", p.Environment, APNsProduction, APNsSandbox)
+			}
+			checkURL(p.BaseURL, p.lineOf("baseURL"), field+".baseURL", at)
+			if p.AwaitReceipt > 0 {
+				at(p.lineOf("awaitReceipt"), field+".awaitReceipt", "is not supported for kind apns (APNs sends no delivery receipts)")
+			}
 		case "":
-			at(p.lineOf("kind"), field+".kind", "is required (webhook, smtp or twilio)")
+			at(p.lineOf("kind"), field+".kind", "is required (webhook, smtp, twilio or apns)")
 		default:
-			at(p.lineOf("kind"), field+".kind", "%q is not webhook, smtp or twilio", p.Kind)
+			at(p.lineOf("kind"), field+".kind", "%q is not webhook, smtp, twilio or apns", p.Kind)
 		}
 		if p.Timeout < 0 {
 			at(p.lineOf("timeout"), field+".timeout", "must not be negative")

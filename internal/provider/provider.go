@@ -24,6 +24,7 @@ const (
 	KindWebhook = "webhook"
 	KindSMTP    = "smtp"
 	KindTwilio  = "twilio"
+	KindAPNs    = "apns"
 )
 
 // Message is one attempt of one notification, as a sender needs it.
@@ -87,6 +88,10 @@ const (
 	// SuppressInvalid: the number is not a number, or not a mobile one
 	// (Twilio 21211, 21614).
 	SuppressInvalid = "invalid"
+	// SuppressUnregistered: the push service says the device token is no
+	// longer valid for the app (APNs 410 Unregistered, 400
+	// BadDeviceToken).
+	SuppressUnregistered = "unregistered"
 )
 
 // Sender sends one attempt to one provider. It honours ctx: a cancelled

@@ -179,6 +179,15 @@ func build(spec Spec, defaults BreakerSpec, d Defaults) (*Provider, error) {
 			base = "https://api.twilio.com"
 		}
 		p.Target, p.Sender, p.ReceiptToken = redactURL(base), tw, spec.AuthToken
+	case KindAPNs:
+		apns, err := NewAPNs(APNsConfig{
+			BaseURL: spec.BaseURL, Environment: spec.Environment, TeamID: spec.TeamID, KeyID: spec.KeyID,
+			KeyFile: spec.KeyFile, Topic: spec.Topic, CAFile: spec.CAFile, Timeout: p.Timeout,
+		})
+		if err != nil {
+			return nil, err
+		}
+		p.Target, p.Sender = redactURL(apns.base), apns
 	}
 	return p, nil
 }
