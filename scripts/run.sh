@@ -159,13 +159,16 @@ if [ -z "${PROVIDERS_FILE+set}" ] && [ -z "${WEBHOOK_SITE_URL:-}" ]; then
   push_secret_file="$ROOT/.data/dev-push-provider-secret"
   secret_file "$push_secret_file" new_webhook_secret
   export PUSH_PROVIDER_SECRET="$(cat "$push_secret_file")"
+  # Its apns provider trusts the sink's fake APNs: the sink writes the CA
+  # and the .p8 key there before its HTTP port opens.
+  export APNS_KEY_FILE="$ROOT/.data/apns/AuthKey.p8" APNS_CA_FILE="$ROOT/.data/apns/ca.pem"
 fi
 
 if [ -z "${WEBHOOK_SITE_URL:-}" ]; then
   export WEBHOOK_SITE_URL="http://127.0.0.1:9090/webhook"
   spawn sink "$ROOT/bin/sink" -addr 127.0.0.1:9090 -smtp-addr 127.0.0.1:2525 \
     -receipts-url "${RECEIPTS_BASE_URL:-http://127.0.0.1:${API_PORT:-8080}}/v1/receipts/" -receipts-paths /push \
-    -receipts-secret "${PUSH_PROVIDER_SECRET:-}"
+    -receipts-secret "${PUSH_PROVIDER_SECRET:-}" -apns-dir "$ROOT/.data/apns"
   wait_for "sink" 20 port_open 127.0.0.1 9090
 else
   log "delivering to WEBHOOK_SITE_URL=$WEBHOOK_SITE_URL (no local sink)"

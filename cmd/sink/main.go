@@ -2,7 +2,9 @@
 // it accepts webhooks on any path, remembers them per webhook-id, and can be
 // told to fail or hang. Its control API lives under /_sink/. Beside it an
 // SMTP server (-smtp-addr) records the emails it is sent, listed at
-// GET /_sink/mail.
+// GET /_sink/mail, and a fake APNs (-apns-addr) over TLS and HTTP/2 records
+// the pushes it is sent, listed at GET /_sink/apns; it writes its CA and the
+// .p8 key it trusts to -apns-dir, for an apns provider's caFile and keyFile.
 package main
 
 import (
@@ -14,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -37,6 +40,10 @@ func main() {
 	receiptsURL := flag.String("receipts-url", "", "send a signed receipt for every webhook taken on -receipts-paths to this base URL + the path's first segment (e.g. http://127.0.0.1:8080/v1/receipts/)")
 	receiptsPaths := flag.String("receipts-paths", "", "comma-separated paths that send receipts (e.g. /push)")
 	receiptsSecret := flag.String("receipts-secret", os.Getenv("SINK_RECEIPTS_SECRET"), "Standard Webhooks secret signing the receipts (SINK_RECEIPTS_SECRET)")
+	apnsAddr := flag.String("apns-addr", envOrUnset("SINK_APNS_ADDR", "127.0.0.1:9443"), "fake APNs (TLS, HTTP/2) listen address, empty to disable (SINK_APNS_ADDR)")
+	apnsDir := flag.String("apns-dir", envOr("SINK_APNS_DIR", ".data/apns"), "where the fake APNs writes ca.pem (its CA) and AuthKey.p8 (the key it trusts, kept across runs) (SINK_APNS_DIR)")
+	apnsTeamID := flag.String("apns-team-id", "DEVTEAM001", "the only teamId (iss) the fake APNs accepts")
+	apnsKeyID := flag.String("apns-key-id", "DEVKEY0001", "the only keyId (kid) the fake APNs accepts")
 	flag.Parse()
 
 	logf := log.Printf
@@ -74,6 +81,20 @@ func main() {
 		}()
 		log.Printf("sink SMTP listening on %s", l.Addr())
 	}
+	var apns *sink.APNsServer
+	if *apnsAddr != "" {
+		fake, server, err := startAPNs(*apnsAddr, *apnsDir, *apnsTeamID, *apnsKeyID)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "sink apns:", err)
+			os.Exit(1)
+		}
+		apns = server
+		mux := http.NewServeMux()
+		mux.Handle("/_sink/apns", fake.Handler())
+		mux.Handle("/", handler)
+		handler = mux
+		log.Printf("sink APNs listening on %s (HTTP/2; CA and key in %s)", server.URL, *apnsDir)
+	}
 	srv := &http.Server{Addr: *addr, Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		sig := make(chan os.Signal, 1)
@@ -82,6 +103,9 @@ func main() {
 		if mailSink != nil {
 			_ = mailSink.Close()
 		}
+		if apns != nil {
+			_ = apns.Close()
+		}
 		_ = srv.Close()
 	}()
 	log.Printf("sink listening on http://%s (webhooks on any path, control on /_sink/)", *addr)
@@ -89,6 +113,45 @@ func main() {
 		fmt.Fprintln(os.Stderr, "sink:", err)
 		os.Exit(1)
 	}
+}
+
+// startAPNs serves a fake APNs on addr trusting the .p8 key in dir
+// (made there on the first run), and writes its CA to dir/ca.pem, both
+// before the sink's HTTP port opens, so a worker started after the sink
+// finds them. When addr is taken it serves on a free port instead: the
+// files a providers file names are there all the same, and only an apns
+// provider routed to addr fails, not the whole local stack.
+func startAPNs(addr, dir, teamID, keyID string) (*sink.APNsFake, *sink.APNsServer, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, nil, err
+	}
+	keyFile := filepath.Join(dir, "AuthKey.p8")
+	p8, err := os.ReadFile(keyFile)
+	if err != nil {
+		if p8, _, err = sink.GenerateAPNsKey(); err != nil {
+			return nil, nil, err
+		}
+		if err := os.WriteFile(keyFile, p8, 0o600); err != nil {
+			return nil, nil, err
+		}
+	}
+	public, err := sink.APNsPublicKey(p8)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", keyFile, err)
+	}
+	fake := sink.NewAPNsFake(sink.APNsFakeConfig{PublicKey: public, TeamID: teamID, KeyID: keyID})
+	server, err := sink.StartAPNs(addr, fake)
+	if err != nil {
+		log.Printf("sink APNs: %v; serving on a free port instead", err)
+		if server, err = sink.StartAPNs("127.0.0.1:0", fake); err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), server.CA, 0o644); err != nil {
+		_ = server.Close()
+		return nil, nil, err
+	}
+	return fake, server, nil
 }
 
 func envOr(name, def string) string {
