@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,4 +84,12 @@ routes:
 	require.Equal(t, live, got.DispatchID)
 	require.Equal(t, "shipped", got.Body)
 	require.Equal(t, "alert", got.PushType)
+
+	// Neither the .p8 key nor a provider token reaches a history.
+	keyLine := strings.Split(string(p8), "\n")[1]
+	for _, id := range []string{first, live} {
+		history := s.historyOf(id)
+		require.NotContains(t, history, keyLine)
+		require.NotContains(t, history, got.JWT)
+	}
 }

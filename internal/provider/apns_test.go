@@ -265,6 +265,36 @@ func TestAPNsOtherForbiddenIsTheProvidersFaultWithoutRenewal(t *testing.T) {
 	require.EqualValues(t, 1, a.Tokens())
 }
 
+func TestAPNsReplyEchoingTheProviderTokenIsKeptWithoutIt(t *testing.T) {
+	h := newAPNsHarness(t, sink.APNsFakeConfig{})
+	var mu sync.Mutex
+	var seen string
+	// A gateway in front of APNs that quotes the request back.
+	echo, err := sink.StartAPNs("127.0.0.1:0", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = r.Header.Get("authorization")
+		mu.Unlock()
+		w.WriteHeader(http.StatusBadGateway)
+		_, _ = w.Write([]byte(`{"reason":"upstream","request":"` + r.Header.Get("authorization") + " " + r.URL.Path + `"}`))
+	}))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = echo.Close() })
+	roots := x509.NewCertPool()
+	require.True(t, roots.AppendCertsFromPEM(echo.CA))
+	res := h.sender(t, func(c *provider.APNsConfig) { c.BaseURL, c.RootCAs = echo.URL, roots }).
+		Send(context.Background(), push("device-4242"))
+
+	require.Equal(t, workflows.OutcomeRetry, res.Outcome)
+	require.True(t, res.ProviderFault)
+	mu.Lock()
+	defer mu.Unlock()
+	jwtPart := strings.TrimPrefix(seen, "bearer ")
+	require.NotEmpty(t, jwtPart)
+	require.NotContains(t, res.Excerpt, jwtPart)
+	require.Contains(t, res.Excerpt, "[redacted]")
+	require.NotContains(t, res.Excerpt, "device-4242")
+}
+
 func TestAPNsNoAnswerIsRetriedAndNamesOnlyTheOrigin(t *testing.T) {
 	h := newAPNsHarness(t, sink.APNsFakeConfig{})
 	a := h.sender(t, nil)
