@@ -76,6 +76,15 @@ type Spec struct {
 	Environment string `yaml:"environment"`
 	CAFile      string `yaml:"caFile"`
 
+	// fcm: the service account's JSON key at CredentialsFile (it holds the
+	// private key, so the file, not the setting, is the secret), the
+	// Firebase project (ProjectID, default the key's project_id), and
+	// TokenURL, where the OAuth2 grant is exchanged (default the key's
+	// token_uri), for tests and local runs against a fake.
+	CredentialsFile string `yaml:"credentialsFile"`
+	ProjectID       string `yaml:"projectId"`
+	TokenURL        string `yaml:"tokenURL"`
+
 	line  int
 	lines map[string]int
 }
@@ -107,6 +116,7 @@ var specKeys = map[string]bool{
 	"breaker": true, "url": true, "secret": true, "host": true, "port": true, "from": true, "username": true,
 	"password": true, "starttls": true, "messageIdDomain": true, "accountSid": true, "authToken": true,
 	"baseURL": true, "teamId": true, "keyId": true, "keyFile": true, "topic": true, "environment": true, "caFile": true,
+	"credentialsFile": true, "projectId": true, "tokenURL": true,
 }
 
 var breakerKeys = map[string]bool{
@@ -299,7 +309,8 @@ func (f *File) validate(lines map[string]int, lookup func(string) (string, bool)
 		}{{"url", &p.URL}, {"secret", &p.Secret}, {"host", &p.Host}, {"from", &p.From}, {"username", &p.Username},
 			{"password", &p.Password}, {"accountSid", &p.AccountSID}, {"authToken", &p.AuthToken}, {"messageIdDomain", &p.MessageIDDomain},
 			{"baseURL", &p.BaseURL},
-			{"teamId", &p.TeamID}, {"keyId", &p.KeyID}, {"keyFile", &p.KeyFile}, {"topic", &p.Topic}, {"environment", &p.Environment}, {"caFile", &p.CAFile}} {
+			{"teamId", &p.TeamID}, {"keyId", &p.KeyID}, {"keyFile", &p.KeyFile}, {"topic", &p.Topic}, {"environment", &p.Environment}, {"caFile", &p.CAFile},
+			{"credentialsFile", &p.CredentialsFile}, {"projectId", &p.ProjectID}, {"tokenURL", &p.TokenURL}} {
 			if credentialKeys[s.key] && *s.v != "" && !envRef.MatchString(*s.v) {
 				// A file is read, copied and committed; a secret in it leaks.
 				at(p.lineOf(s.key), field+"."+s.key, "must reference the environment (${VAR}), not hold the credential itself")
@@ -348,6 +359,13 @@ func (f *File) validate(lines map[string]int, lookup func(string) (string, bool)
 			if p.URL != "" {
 				checkURL(p.URL, p.lineOf("url"), field+".url", at)
 			}
+		case KindFCM:
+			require("credentialsFile", p.CredentialsFile)
+			checkURL(p.BaseURL, p.lineOf("baseURL"), field+".baseURL", at)
+			checkURL(p.TokenURL, p.lineOf("tokenURL"), field+".tokenURL", at)
+			if p.AwaitReceipt > 0 {
+				at(p.lineOf("awaitReceipt"), field+".awaitReceipt", "is not supported for kind fcm (FCM sends no delivery receipts)")
+			}
 		case KindAPNs:
 			require("teamId", p.TeamID)
 			require("keyId", p.KeyID)
@@ -363,9 +381,9 @@ func (f *File) validate(lines map[string]int, lookup func(string) (string, bool)
 				at(p.lineOf("awaitReceipt"), field+".awaitReceipt", "is not supported for kind apns (APNs sends no delivery receipts)")
 			}
 		case "":
-			at(p.lineOf("kind"), field+".kind", "is required (webhook, smtp, twilio or apns)")
+			at(p.lineOf("kind"), field+".kind", "is required (webhook, smtp, twilio, apns or fcm)")
 		default:
-			at(p.lineOf("kind"), field+".kind", "%q is not webhook, smtp, twilio or apns", p.Kind)
+			at(p.lineOf("kind"), field+".kind", "%q is not webhook, smtp, twilio, apns or fcm", p.Kind)
 		}
 		if p.Timeout < 0 {
 			at(p.lineOf("timeout"), field+".timeout", "must not be negative")

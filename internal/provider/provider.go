@@ -25,6 +25,7 @@ const (
 	KindSMTP    = "smtp"
 	KindTwilio  = "twilio"
 	KindAPNs    = "apns"
+	KindFCM     = "fcm"
 )
 
 // Message is one attempt of one notification, as a sender needs it.
@@ -90,7 +91,8 @@ const (
 	SuppressInvalid = "invalid"
 	// SuppressUnregistered: the push service says the device token is no
 	// longer valid for the app (APNs 410 Unregistered, 400
-	// BadDeviceToken).
+	// BadDeviceToken; FCM UNREGISTERED, or INVALID_ARGUMENT about the
+	// registration token).
 	SuppressUnregistered = "unregistered"
 )
 

@@ -188,6 +188,19 @@ func build(spec Spec, defaults BreakerSpec, d Defaults) (*Provider, error) {
 			return nil, err
 		}
 		p.Target, p.Sender = redactURL(apns.base), apns
+	case KindFCM:
+		key, err := ReadFCMCredentials(spec.CredentialsFile)
+		if err != nil {
+			return nil, err
+		}
+		fcm, err := NewFCM(FCMConfig{
+			CredentialsJSON: key, ProjectID: spec.ProjectID, BaseURL: spec.BaseURL, TokenURL: spec.TokenURL,
+			Timeout: p.Timeout, HTTP: NewHTTPClient(p.Timeout, d.IdleConns),
+		})
+		if err != nil {
+			return nil, err
+		}
+		p.Target, p.Sender = fcm.Target(), fcm
 	}
 	return p, nil
 }
