@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -23,7 +22,6 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
-	"golang.org/x/net/http2"
 
 	"github.com/dispatch-engine/dispatch-engine/workflows"
 )
@@ -51,7 +49,8 @@ const apnsReplyLimit = 16 << 10
 // APNsConfig is an apns provider's settings.
 type APNsConfig struct {
 	// BaseURL overrides the API base that Environment picks (a fake's, in
-	// tests). An http:// base is spoken to as HTTP/2 without TLS (h2c).
+	// tests). An http:// base is spoken to as HTTP/2 without TLS (prior
+	// knowledge).
 	BaseURL string
 	// Environment is APNsProduction (default) or APNsSandbox.
 	Environment string
@@ -155,19 +154,21 @@ func NewAPNs(cfg APNsConfig) (*APNs, error) {
 			return nil, errors.New("apns: caFile: no PEM certificate in it")
 		}
 	}
-	transport := &http2.Transport{
+	// HTTP/2 only, as APNs speaks nothing else: net/http's own HTTP/2
+	// (x/net's http2.Transport is deprecated for it).
+	var protocols http.Protocols
+	if u.Scheme == "http" {
+		protocols.SetUnencryptedHTTP2(true)
+	} else {
+		protocols.SetHTTP2(true)
+	}
+	transport := &http.Transport{
+		Protocols:       &protocols,
 		TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 		// Apple asks providers to keep their connections open and not to
 		// reconnect for every push; pings find a connection that died.
-		ReadIdleTimeout: 30 * time.Second,
-		PingTimeout:     10 * time.Second,
-	}
-	if u.Scheme == "http" {
-		transport.AllowHTTP = true
-		transport.DialTLSContext = func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
-		}
+		HTTP2:               &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 10 * time.Second},
+		TLSHandshakeTimeout: 10 * time.Second,
 	}
 	return &APNs{
 		cfg:  cfg,

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -305,6 +306,21 @@ func TestAPNsNoAnswerIsRetriedAndNamesOnlyTheOrigin(t *testing.T) {
 	require.True(t, res.ProviderFault)
 	require.NotContains(t, res.Error, "live-secret-device")
 	require.NotContains(t, res.Error, "/3/device")
+}
+
+func TestAPNsSpeaksHTTP2WithoutTLSToAnHTTPBase(t *testing.T) {
+	h := newAPNsHarness(t, sink.APNsFakeConfig{})
+	plain := httptest.NewUnstartedServer(h.fake)
+	plain.Config.Protocols = new(http.Protocols)
+	plain.Config.Protocols.SetUnencryptedHTTP2(true)
+	plain.Start()
+	t.Cleanup(plain.Close)
+	res := h.sender(t, func(c *provider.APNsConfig) { c.BaseURL = plain.URL }).Send(context.Background(), push("live-token"))
+
+	require.Equal(t, workflows.OutcomeDelivered, res.Outcome, res.Error)
+	pushes := h.fake.Pushes()
+	require.Len(t, pushes, 1)
+	require.Equal(t, "HTTP/2.0", pushes[0].Proto)
 }
 
 func TestAPNsSettings(t *testing.T) {
