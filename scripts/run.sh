@@ -162,6 +162,9 @@ if [ -z "${PROVIDERS_FILE+set}" ] && [ -z "${WEBHOOK_SITE_URL:-}" ]; then
   # Its apns provider trusts the sink's fake APNs: the sink writes the CA
   # and the .p8 key there before its HTTP port opens.
   export APNS_KEY_FILE="$ROOT/.data/apns/AuthKey.p8" APNS_CA_FILE="$ROOT/.data/apns/ca.pem"
+  # Its fcm provider buys tokens from the sink's fake FCM with the service
+  # account key the sink keeps there (-fcm-dir, .data/fcm by default).
+  export FCM_CREDENTIALS_FILE="$ROOT/.data/fcm/service-account.json"
 fi
 
 if [ -z "${WEBHOOK_SITE_URL:-}" ]; then

@@ -5,6 +5,9 @@
 // GET /_sink/mail, and a fake APNs (-apns-addr) over TLS and HTTP/2 records
 // the pushes it is sent, listed at GET /_sink/apns; it writes its CA and the
 // .p8 key it trusts to -apns-dir, for an apns provider's caFile and keyFile.
+// A fake FCM HTTP v1 API with its OAuth2 token endpoint answers under /fcm/
+// (messages listed at GET /_sink/fcm); it takes the grants of the service
+// account whose key it keeps in -fcm-dir, an fcm provider's credentialsFile.
 package main
 
 import (
@@ -44,6 +47,8 @@ func main() {
 	apnsDir := flag.String("apns-dir", envOr("SINK_APNS_DIR", ".data/apns"), "where the fake APNs writes ca.pem (its CA) and AuthKey.p8 (the key it trusts, kept across runs) (SINK_APNS_DIR)")
 	apnsTeamID := flag.String("apns-team-id", "DEVTEAM001", "the only teamId (iss) the fake APNs accepts")
 	apnsKeyID := flag.String("apns-key-id", "DEVKEY0001", "the only keyId (kid) the fake APNs accepts")
+	fcmDir := flag.String("fcm-dir", envOrUnset("SINK_FCM_DIR", ".data/fcm"), "where the fake FCM keeps service-account.json, the key whose grants it takes (kept across runs); empty disables the fake FCM (SINK_FCM_DIR)")
+	fcmProject := flag.String("fcm-project", "dispatch-dev", "the only Firebase project the fake FCM sends in")
 	flag.Parse()
 
 	logf := log.Printf
@@ -94,6 +99,19 @@ func main() {
 		mux.Handle("/", handler)
 		handler = mux
 		log.Printf("sink APNs listening on %s (HTTP/2; CA and key in %s)", server.URL, *apnsDir)
+	}
+	if *fcmDir != "" {
+		fake, err := startFCM(*fcmDir, *fcmProject, "http://"+*addr+"/fcm/token")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "sink fcm:", err)
+			os.Exit(1)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/_sink/fcm", fake.Handler())
+		mux.Handle("/fcm/", http.StripPrefix("/fcm", fake))
+		mux.Handle("/", handler)
+		handler = mux
+		log.Printf("sink FCM at http://%s/fcm (token endpoint /fcm/token; service account key in %s)", *addr, *fcmDir)
 	}
 	srv := &http.Server{Addr: *addr, Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
@@ -152,6 +170,34 @@ func startAPNs(addr, dir, teamID, keyID string) (*sink.APNsFake, *sink.APNsServe
 		return nil, nil, err
 	}
 	return fake, server, nil
+}
+
+// startFCM returns a fake FCM taking the grants of the service account
+// whose key is dir/service-account.json, made there on the first run with
+// tokenURL as its token_uri, before the sink's HTTP port opens, so a
+// worker started after the sink finds it.
+func startFCM(dir, project, tokenURL string) (*sink.FCMFake, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	keyFile := filepath.Join(dir, "service-account.json")
+	key, err := os.ReadFile(keyFile)
+	if err != nil {
+		if key, _, err = sink.NewFCMServiceAccount(project, tokenURL); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(keyFile, key, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	keyProject, email, public, err := sink.FCMServiceAccountIdentity(key)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", keyFile, err)
+	}
+	if keyProject != project {
+		return nil, fmt.Errorf("%s is project %q's key, not %q's: remove it to make one", keyFile, keyProject, project)
+	}
+	return sink.NewFCMFake(sink.FCMFakeConfig{ProjectID: project, ClientEmail: email, PublicKey: public}), nil
 }
 
 func envOr(name, def string) string {

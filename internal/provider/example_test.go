@@ -19,9 +19,14 @@ func TestTheExampleProvidersFileIsValid(t *testing.T) {
 	apnsKey, apnsCA := filepath.Join(dir, "AuthKey.p8"), filepath.Join(dir, "ca.pem")
 	require.NoError(t, os.WriteFile(apnsKey, apns.p8, 0o600))
 	require.NoError(t, os.WriteFile(apnsCA, apns.srv.CA, 0o600))
+	// And the fcm provider's service account key.
+	fcmAccount, err := fcmKey()
+	require.NoError(t, err)
+	fcmFile := filepath.Join(dir, "service-account.json")
+	require.NoError(t, os.WriteFile(fcmFile, fcmAccount.key, 0o600))
 	f, err := provider.ReadFile("../../deploy/providers.example.yaml",
 		env(map[string]string{"PUSH_PROVIDER_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-			"APNS_KEY_FILE": apnsKey, "APNS_CA_FILE": apnsCA}))
+			"APNS_KEY_FILE": apnsKey, "APNS_CA_FILE": apnsCA, "FCM_CREDENTIALS_FILE": fcmFile}))
 	require.NoError(t, err)
 	_, err = provider.NewSet(&f, provider.Defaults{ReceiptsURL: "http://127.0.0.1:8080/v1/receipts/"})
 	require.NoError(t, err)

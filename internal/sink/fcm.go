@@ -64,16 +64,17 @@ const fcmPayloadLimit = 4096
 
 // FCMSend is one messages:send request the fake answered.
 type FCMSend struct {
-	Project     string
-	Token       string
-	Title, Body string
-	Data        map[string]string
-	CollapseKey string
-	ThreadID    string
+	Project     string            `json:"project"`
+	Token       string            `json:"token"`
+	Title       string            `json:"title,omitempty"`
+	Body        string            `json:"body,omitempty"`
+	Data        map[string]string `json:"data,omitempty"`
+	CollapseKey string            `json:"collapseKey,omitempty"`
+	ThreadID    string            `json:"threadId,omitempty"`
 	// Status is the HTTP status it answered, Name the message's name on a
 	// 200.
-	Status int
-	Name   string
+	Status int    `json:"status"`
+	Name   string `json:"name,omitempty"`
 }
 
 // FCMFake is a local FCM HTTP v1 API with its OAuth2 token endpoint: POST
@@ -137,6 +138,18 @@ func (f *FCMFake) Sends() []FCMSend {
 	out := make([]FCMSend, len(f.sends))
 	copy(out, f.sends)
 	return out
+}
+
+// Handler lists what the fake got: the tokens it issued, the grants it
+// refused and every messages:send it answered (GET /_sink/fcm).
+func (f *FCMFake) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		f.mu.Lock()
+		out := map[string]any{"exchanges": f.exchanges, "refused": f.refused, "sends": append([]FCMSend{}, f.sends...)}
+		f.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(out)
+	})
 }
 
 // RevokeTokens forgets every access token issued, as when a key's
