@@ -165,13 +165,23 @@ if [ -z "${PROVIDERS_FILE+set}" ] && [ -z "${WEBHOOK_SITE_URL:-}" ]; then
   # Its fcm provider buys tokens from the sink's fake FCM with the service
   # account key the sink keeps there (-fcm-dir, .data/fcm by default).
   export FCM_CREDENTIALS_FILE="$ROOT/.data/fcm/service-account.json"
+  # Its sendgrid provider calls the sink's fake SendGrid with a development
+  # key, and trusts the event batches the sink signs with the key it keeps
+  # in .data.
+  new_sendgrid_key() { printf 'SG.%s\n' "$(head -c 24 /dev/urandom | base64 | tr -d '\n/+=')"; }
+  sendgrid_key_file="$ROOT/.data/dev-sendgrid-api-key"
+  secret_file "$sendgrid_key_file" new_sendgrid_key
+  export SENDGRID_API_KEY="$(cat "$sendgrid_key_file")" SINK_SENDGRID_API_KEY="$(cat "$sendgrid_key_file")"
+  export SENDGRID_EVENT_PUBLIC_KEY="$("$ROOT/bin/sink" -sendgrid-event-key "$ROOT/.data/dev-sendgrid-event-key.pem" -print-sendgrid-public-key)"
 fi
 
 if [ -z "${WEBHOOK_SITE_URL:-}" ]; then
   export WEBHOOK_SITE_URL="http://127.0.0.1:9090/webhook"
   spawn sink "$ROOT/bin/sink" -addr 127.0.0.1:9090 -smtp-addr 127.0.0.1:2525 \
     -receipts-url "${RECEIPTS_BASE_URL:-http://127.0.0.1:${API_PORT:-8080}}/v1/receipts/" -receipts-paths /push \
-    -receipts-secret "${PUSH_PROVIDER_SECRET:-}" -apns-dir "$ROOT/.data/apns"
+    -receipts-secret "${PUSH_PROVIDER_SECRET:-}" -apns-dir "$ROOT/.data/apns" \
+    -sendgrid-event-key "$ROOT/.data/dev-sendgrid-event-key.pem" \
+    -sendgrid-events-url "${RECEIPTS_BASE_URL:-http://127.0.0.1:${API_PORT:-8080}}/v1/receipts/sendgrid"
   wait_for "sink" 20 port_open 127.0.0.1 9090
 else
   log "delivering to WEBHOOK_SITE_URL=$WEBHOOK_SITE_URL (no local sink)"

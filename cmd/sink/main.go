@@ -8,9 +8,13 @@
 // A fake FCM HTTP v1 API with its OAuth2 token endpoint answers under /fcm/
 // (messages listed at GET /_sink/fcm); it takes the grants of the service
 // account whose key it keeps in -fcm-dir, an fcm provider's credentialsFile.
+// With -sendgrid-api-key it also plays SendGrid: Mail Send at /v3/mail/send
+// (what it took listed at GET /_sink/sendgrid), posting signed Event Webhook
+// batches to -sendgrid-events-url.
 package main
 
 import (
+	"crypto/ecdsa"
 	"errors"
 	"flag"
 	"fmt"
@@ -49,7 +53,21 @@ func main() {
 	apnsKeyID := flag.String("apns-key-id", "DEVKEY0001", "the only keyId (kid) the fake APNs accepts")
 	fcmDir := flag.String("fcm-dir", envOrUnset("SINK_FCM_DIR", ".data/fcm"), "where the fake FCM keeps service-account.json, the key whose grants it takes (kept across runs); empty disables the fake FCM (SINK_FCM_DIR)")
 	fcmProject := flag.String("fcm-project", "dispatch-dev", "the only Firebase project the fake FCM sends in")
+	sendgridAPIKey := flag.String("sendgrid-api-key", os.Getenv("SINK_SENDGRID_API_KEY"), "the API key the fake SendGrid accepts at /v3/mail/send, empty to disable it (SINK_SENDGRID_API_KEY)")
+	sendgridEventKey := flag.String("sendgrid-event-key", "", "PEM file of the key the fake SendGrid signs its events with, made when missing (default: a new key each run)")
+	sendgridEventsURL := flag.String("sendgrid-events-url", "", "where the fake SendGrid posts its signed event batches (e.g. http://127.0.0.1:8080/v1/receipts/sendgrid)")
+	printSendGridKey := flag.Bool("print-sendgrid-public-key", false, "print the public key of -sendgrid-event-key (a sendgrid provider's eventPublicKey) and exit")
 	flag.Parse()
+
+	if *printSendGridKey {
+		fake, err := newSendGridFake("", *sendgridEventKey, "")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "sink sendgrid:", err)
+			os.Exit(1)
+		}
+		fmt.Println(fake.PublicKey())
+		return
+	}
 
 	logf := log.Printf
 	if *quiet {
@@ -100,6 +118,21 @@ func main() {
 		handler = mux
 		log.Printf("sink APNs listening on %s (HTTP/2; CA and key in %s)", server.URL, *apnsDir)
 	}
+	var sendgrid *sink.SendGridFake
+	if *sendgridAPIKey != "" {
+		fake, err := newSendGridFake(*sendgridAPIKey, *sendgridEventKey, *sendgridEventsURL)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "sink sendgrid:", err)
+			os.Exit(1)
+		}
+		sendgrid = fake
+		mux := http.NewServeMux()
+		mux.Handle("/v3/mail/send", fake)
+		mux.Handle("/_sink/sendgrid", fake.Handler())
+		mux.Handle("/", handler)
+		handler = mux
+		log.Printf("sink SendGrid at /v3/mail/send (events to %q)", *sendgridEventsURL)
+	}
 	if *fcmDir != "" {
 		fake, err := startFCM(*fcmDir, *fcmProject, "http://"+*addr+"/fcm/token")
 		if err != nil {
@@ -123,6 +156,9 @@ func main() {
 		}
 		if apns != nil {
 			_ = apns.Close()
+		}
+		if sendgrid != nil {
+			sendgrid.Close()
 		}
 		_ = srv.Close()
 	}()
@@ -170,6 +206,20 @@ func startAPNs(addr, dir, teamID, keyID string) (*sink.APNsFake, *sink.APNsServe
 		return nil, nil, err
 	}
 	return fake, server, nil
+}
+
+// newSendGridFake is the fake SendGrid accepting apiKey, signing with the
+// key at keyFile (made there when missing; a new one each run without a
+// file) and posting its event batches to eventsURL.
+func newSendGridFake(apiKey, keyFile, eventsURL string) (*sink.SendGridFake, error) {
+	var key *ecdsa.PrivateKey
+	if keyFile != "" {
+		var err error
+		if key, err = sink.LoadSendGridKey(keyFile); err != nil {
+			return nil, err
+		}
+	}
+	return sink.NewSendGridFake(sink.SendGridFakeConfig{APIKey: apiKey, EventsURL: eventsURL}, key)
 }
 
 // startFCM returns a fake FCM taking the grants of the service account

@@ -26,7 +26,8 @@ func TestTheExampleProvidersFileIsValid(t *testing.T) {
 	require.NoError(t, os.WriteFile(fcmFile, fcmAccount.key, 0o600))
 	f, err := provider.ReadFile("../../deploy/providers.example.yaml",
 		env(map[string]string{"PUSH_PROVIDER_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-			"APNS_KEY_FILE": apnsKey, "APNS_CA_FILE": apnsCA, "FCM_CREDENTIALS_FILE": fcmFile}))
+			"APNS_KEY_FILE": apnsKey, "APNS_CA_FILE": apnsCA, "FCM_CREDENTIALS_FILE": fcmFile,
+			"SENDGRID_API_KEY": "SG.test", "SENDGRID_EVENT_PUBLIC_KEY": sendgridKnownKey}))
 	require.NoError(t, err)
 	_, err = provider.NewSet(&f, provider.Defaults{ReceiptsURL: "http://127.0.0.1:8080/v1/receipts/"})
 	require.NoError(t, err)

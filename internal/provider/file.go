@@ -85,6 +85,13 @@ type Spec struct {
 	ProjectID       string `yaml:"projectId"`
 	TokenURL        string `yaml:"tokenURL"`
 
+	// sendgrid: BaseURL, From, MessageIDDomain and these: the API key
+	// (APIKey, a ${VAR} reference) and the Event Webhook's verification key
+	// (EventPublicKey: base64 DER or PEM, as SendGrid shows it; may be a
+	// ${VAR}), which authenticates its event batches as receipts.
+	APIKey         string `yaml:"apiKey"`
+	EventPublicKey string `yaml:"eventPublicKey"`
+
 	line  int
 	lines map[string]int
 }
@@ -117,6 +124,7 @@ var specKeys = map[string]bool{
 	"password": true, "starttls": true, "messageIdDomain": true, "accountSid": true, "authToken": true,
 	"baseURL": true, "teamId": true, "keyId": true, "keyFile": true, "topic": true, "environment": true, "caFile": true,
 	"credentialsFile": true, "projectId": true, "tokenURL": true,
+	"apiKey": true, "eventPublicKey": true,
 }
 
 var breakerKeys = map[string]bool{
@@ -263,7 +271,7 @@ func yamlError(err error) error {
 
 // credentialKeys are the settings that hold credentials: only ${VAR}
 // references are taken there.
-var credentialKeys = map[string]bool{"secret": true, "password": true, "authToken": true}
+var credentialKeys = map[string]bool{"secret": true, "password": true, "authToken": true, "apiKey": true}
 
 // providerName is what a provider may be called: the name is a path
 // segment of its receipts URL, a metric label and part of Redis keys, so
@@ -310,7 +318,8 @@ func (f *File) validate(lines map[string]int, lookup func(string) (string, bool)
 			{"password", &p.Password}, {"accountSid", &p.AccountSID}, {"authToken", &p.AuthToken}, {"messageIdDomain", &p.MessageIDDomain},
 			{"baseURL", &p.BaseURL},
 			{"teamId", &p.TeamID}, {"keyId", &p.KeyID}, {"keyFile", &p.KeyFile}, {"topic", &p.Topic}, {"environment", &p.Environment}, {"caFile", &p.CAFile},
-			{"credentialsFile", &p.CredentialsFile}, {"projectId", &p.ProjectID}, {"tokenURL", &p.TokenURL}} {
+			{"credentialsFile", &p.CredentialsFile}, {"projectId", &p.ProjectID}, {"tokenURL", &p.TokenURL},
+			{"apiKey", &p.APIKey}, {"eventPublicKey", &p.EventPublicKey}} {
 			if credentialKeys[s.key] && *s.v != "" && !envRef.MatchString(*s.v) {
 				// A file is read, copied and committed; a secret in it leaks.
 				at(p.lineOf(s.key), field+"."+s.key, "must reference the environment (${VAR}), not hold the credential itself")
@@ -366,6 +375,18 @@ func (f *File) validate(lines map[string]int, lookup func(string) (string, bool)
 			if p.AwaitReceipt > 0 {
 				at(p.lineOf("awaitReceipt"), field+".awaitReceipt", "is not supported for kind fcm (FCM sends no delivery receipts)")
 			}
+		case KindSendGrid:
+			require("apiKey", p.APIKey)
+			require("from", p.From)
+			checkURL(p.BaseURL, p.lineOf("baseURL"), field+".baseURL", at)
+			if p.EventPublicKey != "" {
+				if _, err := ParseSendGridPublicKey(p.EventPublicKey); err != nil {
+					at(p.lineOf("eventPublicKey"), field+".eventPublicKey", "%v", err)
+				}
+			}
+			if p.AwaitReceipt > 0 && p.EventPublicKey == "" {
+				at(p.lineOf("awaitReceipt"), field+".awaitReceipt", "needs eventPublicKey, which authenticates the Event Webhook's batches")
+			}
 		case KindAPNs:
 			require("teamId", p.TeamID)
 			require("keyId", p.KeyID)
@@ -381,9 +402,9 @@ func (f *File) validate(lines map[string]int, lookup func(string) (string, bool)
 				at(p.lineOf("awaitReceipt"), field+".awaitReceipt", "is not supported for kind apns (APNs sends no delivery receipts)")
 			}
 		case "":
-			at(p.lineOf("kind"), field+".kind", "is required (webhook, smtp, twilio, apns or fcm)")
+			at(p.lineOf("kind"), field+".kind", "is required (webhook, smtp, twilio, apns, fcm or sendgrid)")
 		default:
-			at(p.lineOf("kind"), field+".kind", "%q is not webhook, smtp, twilio, apns or fcm", p.Kind)
+			at(p.lineOf("kind"), field+".kind", "%q is not webhook, smtp, twilio, apns, fcm or sendgrid", p.Kind)
 		}
 		if p.Timeout < 0 {
 			at(p.lineOf("timeout"), field+".timeout", "must not be negative")

@@ -75,7 +75,7 @@ func TestProvidersFileErrorsNameTheFileLineAndField(t *testing.T) {
 	}{
 		{"unknown field", "providers:\n  - name: a\n    kind: webhook\n    urll: http://x\n", "p.yaml:4: urll: unknown field"},
 		{"missing url", "providers:\n  - name: a\n    kind: webhook\n", "p.yaml:2: providers[0].url: is required for kind webhook"},
-		{"bad kind", "providers:\n  - name: a\n    kind: carrier-pigeon\n", `p.yaml:3: providers[0].kind: "carrier-pigeon" is not webhook, smtp, twilio, apns or fcm`},
+		{"bad kind", "providers:\n  - name: a\n    kind: carrier-pigeon\n", `p.yaml:3: providers[0].kind: "carrier-pigeon" is not webhook, smtp, twilio, apns, fcm or sendgrid`},
 		{"unset variable", "providers:\n  - name: a\n    kind: webhook\n    url: http://x\n    secret: ${NOPE}\n", "p.yaml:5: providers[0].secret: references NOPE, which is not set"},
 		{"unknown route provider", "providers:\n  - name: a\n    kind: webhook\n    url: http://x\nroutes:\n  sms: [a, b]\n", `p.yaml:5: routes.sms: names "b", which is not a declared provider`},
 		{"bad duration", "providers:\n  - name: a\n    kind: webhook\n    url: http://x\n    timeout: soon\n", "p.yaml:5"},

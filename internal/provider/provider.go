@@ -21,11 +21,12 @@ import (
 
 // Kinds of provider.
 const (
-	KindWebhook = "webhook"
-	KindSMTP    = "smtp"
-	KindTwilio  = "twilio"
-	KindAPNs    = "apns"
-	KindFCM     = "fcm"
+	KindWebhook  = "webhook"
+	KindSMTP     = "smtp"
+	KindTwilio   = "twilio"
+	KindAPNs     = "apns"
+	KindFCM      = "fcm"
+	KindSendGrid = "sendgrid"
 )
 
 // Message is one attempt of one notification, as a sender needs it.

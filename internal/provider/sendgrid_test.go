@@ -322,3 +322,30 @@ func BenchmarkSendSendGrid(b *testing.B) {
 		}
 	}
 }
+
+func TestASendGridProviderInTheProvidersFile(t *testing.T) {
+	lookup := env(map[string]string{"SG_KEY": sendgridTestKey, "SG_EVENTS": sendgridKnownKey})
+	f, err := provider.Parse([]byte(`
+providers:
+  - {name: sg, kind: sendgrid, apiKey: "${SG_KEY}", from: "noreply@example.com", eventPublicKey: "${SG_EVENTS}", awaitReceipt: 1m}
+routes:
+  email: [sg]
+`), lookup)
+	require.NoError(t, err)
+	set, err := provider.NewSet(&f, provider.Defaults{Timeout: time.Second})
+	require.NoError(t, err)
+	p, ok := set.Get("sg")
+	require.True(t, ok)
+	require.Equal(t, provider.SendGridDefaultURL, p.Target)
+	require.NotNil(t, p.EventKey)
+
+	for yaml, want := range map[string]string{
+		`{name: sg, kind: sendgrid, apiKey: "SG.literal", from: "a@example.com"}`:                                "providers[0].apiKey: must reference the environment",
+		`{name: sg, kind: sendgrid, apiKey: "${SG_KEY}", from: "a@example.com", awaitReceipt: 1m}`:               "providers[0].awaitReceipt: needs eventPublicKey",
+		`{name: sg, kind: sendgrid, apiKey: "${SG_KEY}", from: "a@example.com", eventPublicKey: "bm90IGEga2V5"}`: "providers[0].eventPublicKey: is not a public key",
+		`{name: sg, kind: sendgrid, from: "a@example.com"}`:                                                      "providers[0].apiKey: is required for kind sendgrid",
+	} {
+		_, err := provider.Parse([]byte("providers:\n  - "+yaml+"\n"), lookup)
+		require.ErrorContains(t, err, want, yaml)
+	}
+}

@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"crypto/ecdsa"
 	"errors"
 	"fmt"
 	"net/mail"
@@ -35,6 +36,9 @@ type Provider struct {
 	// ReceiptToken a twilio provider's (its auth token). Never shown.
 	ReceiptKey   []byte
 	ReceiptToken string
+	// EventKey verifies a sendgrid provider's Event Webhook batches (its
+	// eventPublicKey); nil: it takes none.
+	EventKey *ecdsa.PublicKey
 }
 
 // Set is the providers and the routes. Without a providers file it holds
@@ -201,6 +205,20 @@ func build(spec Spec, defaults BreakerSpec, d Defaults) (*Provider, error) {
 			return nil, err
 		}
 		p.Target, p.Sender = fcm.Target(), fcm
+	case KindSendGrid:
+		sg, err := NewSendGrid(SendGridConfig{
+			BaseURL: spec.BaseURL, APIKey: spec.APIKey, From: spec.From, MessageIDDomain: spec.MessageIDDomain,
+			Timeout: p.Timeout, HTTP: NewHTTPClient(p.Timeout, d.IdleConns),
+		})
+		if err != nil {
+			return nil, err
+		}
+		if spec.EventPublicKey != "" {
+			if p.EventKey, err = ParseSendGridPublicKey(spec.EventPublicKey); err != nil {
+				return nil, fmt.Errorf("eventPublicKey: %w", err)
+			}
+		}
+		p.Target, p.Sender = redactURL(sg.Base()), sg
 	}
 	return p, nil
 }
