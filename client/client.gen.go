@@ -1371,6 +1371,53 @@ type SelfLink struct {
 	Self string `json:"self"`
 }
 
+// SendGridEvent One SendGrid event (the fields read; SendGrid sends more, and custom args as top-level fields).
+//
+// Examples: {"dispatch_attempt":"1","dispatch_id":"01a22001-d5be-7c3d-975c-b69a729f588b","email":"ada@example.com","event":"bounce","reason":"550 5.1.1 The email account that you tried to reach does not exist","sg_event_id":"qK1MxfAaE_ukyyNsjxTpkw","sg_message_id":"14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0","status":"5.1.1","timestamp":1767366245,"type":"bounce"}
+type SendGridEvent struct {
+	// DispatchAttempt Our custom arg: the attempt's number.
+	DispatchAttempt *string `json:"dispatch_attempt,omitempty"`
+
+	// DispatchID Our custom arg: the notification id.
+	DispatchID *string `json:"dispatch_id,omitempty"`
+	Email      *string `json:"email,omitempty"`
+
+	// Event Examples: delivered, bounce, dropped, deferred, spamreport, processed
+	Event       *string `json:"event,omitempty"`
+	Reason      *string `json:"reason,omitempty"`
+	SgEventID   *string `json:"sg_event_id,omitempty"`
+	SgMessageID *string `json:"sg_message_id,omitempty"`
+	Status      *string `json:"status,omitempty"`
+
+	// Timestamp Unix seconds.
+	Timestamp *int `json:"timestamp,omitempty"`
+
+	// Type A bounce's kind: `bounce` (hard) or `blocked` (soft).
+	Type                 *string                `json:"type,omitempty"`
+	AdditionalProperties map[string]interface{} `json:"-"`
+}
+
+// SendGridEventBatch A SendGrid Event Webhook batch, in any order.
+type SendGridEventBatch = []SendGridEvent
+
+// SendGridEventsTaken defines model for SendGridEventsTaken.
+type SendGridEventsTaken struct {
+	// Applied Events that changed something: a receipt reached the workflow awaiting it, or an address was suppressed or opted out.
+	Applied int `json:"applied"`
+
+	// Events The batch's length.
+	Events int `json:"events"`
+
+	// Ignored Events of a kind not acted on (processed, open, click, ...).
+	Ignored int `json:"ignored"`
+
+	// Unchanged Events about one of our messages that changed nothing (a soft bounce, a deferral, a late or repeated receipt).
+	Unchanged int `json:"unchanged"`
+
+	// Unknown Events naming no message sent through this provider.
+	Unknown int `json:"unknown"`
+}
+
 // Status ACCEPTED → QUEUED → PROCESSING → [SENT →] DELIVERED | FAILED | CANCELLED, with
 // SCHEDULED and RETRYING while the workflow waits, and SENT while the receipt of a
 // provider that sends receipts is awaited. SKIPPED ends a notification that was not sent
@@ -1784,6 +1831,11 @@ type ListProvidersParams struct {
 	XRequestID *RequestID `json:"X-Request-Id,omitempty"`
 }
 
+// PostReceiptJSONBody defines parameters for PostReceipt.
+type PostReceiptJSONBody struct {
+	union json.RawMessage
+}
+
 // PostReceiptFormdataBody defines parameters for PostReceipt.
 type PostReceiptFormdataBody struct {
 	ErrorCode     *string `form:"ErrorCode,omitempty" json:"ErrorCode,omitempty"`
@@ -1796,6 +1848,11 @@ type PostReceiptParams struct {
 	// XRequestID Correlates the request with the server's logs; echoed in the answer. Up to 128
 	// printable ASCII characters; otherwise (or when absent) the server makes one.
 	XRequestID *RequestID `json:"X-Request-Id,omitempty"`
+}
+
+// PostReceipt200JSONResponseBody defines parameters for PostReceipt.
+type PostReceipt200JSONResponseBody struct {
+	union json.RawMessage
 }
 
 // ListRecipientsParams defines parameters for ListRecipients.
@@ -1898,7 +1955,7 @@ type CreateBatchJSONRequestBody = CreateBatch
 type CreateOperationJSONRequestBody = CreateOperation
 
 // PostReceiptJSONRequestBody defines body for PostReceipt for application/json ContentType.
-type PostReceiptJSONRequestBody = Receipt
+type PostReceiptJSONRequestBody PostReceiptJSONBody
 
 // PostReceiptFormdataRequestBody defines body for PostReceipt for application/x-www-form-urlencoded ContentType.
 type PostReceiptFormdataRequestBody PostReceiptFormdataBody
@@ -1911,6 +1968,209 @@ type PutRecipientJSONRequestBody = RecipientInput
 
 // PutSuppressionJSONRequestBody defines body for PutSuppression for application/json ContentType.
 type PutSuppressionJSONRequestBody = SuppressionInput
+
+// Getter for additional properties for SendGridEvent. Returns the specified
+// element and whether it was found
+func (a SendGridEvent) Get(fieldName string) (value interface{}, found bool) {
+	if a.AdditionalProperties != nil {
+		value, found = a.AdditionalProperties[fieldName]
+	}
+	return
+}
+
+// Setter for additional properties for SendGridEvent
+func (a *SendGridEvent) Set(fieldName string, value interface{}) {
+	if a.AdditionalProperties == nil {
+		a.AdditionalProperties = make(map[string]interface{})
+	}
+	a.AdditionalProperties[fieldName] = value
+}
+
+// Override default JSON handling for SendGridEvent to handle AdditionalProperties
+func (a *SendGridEvent) UnmarshalJSON(b []byte) error {
+	object := make(map[string]json.RawMessage)
+	err := json.Unmarshal(b, &object)
+	if err != nil {
+		return err
+	}
+
+	if raw, found := object["dispatch_attempt"]; found {
+		err = json.Unmarshal(raw, &a.DispatchAttempt)
+		if err != nil {
+			return fmt.Errorf("error reading 'dispatch_attempt': %w", err)
+		}
+		delete(object, "dispatch_attempt")
+	}
+
+	if raw, found := object["dispatch_id"]; found {
+		err = json.Unmarshal(raw, &a.DispatchID)
+		if err != nil {
+			return fmt.Errorf("error reading 'dispatch_id': %w", err)
+		}
+		delete(object, "dispatch_id")
+	}
+
+	if raw, found := object["email"]; found {
+		err = json.Unmarshal(raw, &a.Email)
+		if err != nil {
+			return fmt.Errorf("error reading 'email': %w", err)
+		}
+		delete(object, "email")
+	}
+
+	if raw, found := object["event"]; found {
+		err = json.Unmarshal(raw, &a.Event)
+		if err != nil {
+			return fmt.Errorf("error reading 'event': %w", err)
+		}
+		delete(object, "event")
+	}
+
+	if raw, found := object["reason"]; found {
+		err = json.Unmarshal(raw, &a.Reason)
+		if err != nil {
+			return fmt.Errorf("error reading 'reason': %w", err)
+		}
+		delete(object, "reason")
+	}
+
+	if raw, found := object["sg_event_id"]; found {
+		err = json.Unmarshal(raw, &a.SgEventID)
+		if err != nil {
+			return fmt.Errorf("error reading 'sg_event_id': %w", err)
+		}
+		delete(object, "sg_event_id")
+	}
+
+	if raw, found := object["sg_message_id"]; found {
+		err = json.Unmarshal(raw, &a.SgMessageID)
+		if err != nil {
+			return fmt.Errorf("error reading 'sg_message_id': %w", err)
+		}
+		delete(object, "sg_message_id")
+	}
+
+	if raw, found := object["status"]; found {
+		err = json.Unmarshal(raw, &a.Status)
+		if err != nil {
+			return fmt.Errorf("error reading 'status': %w", err)
+		}
+		delete(object, "status")
+	}
+
+	if raw, found := object["timestamp"]; found {
+		err = json.Unmarshal(raw, &a.Timestamp)
+		if err != nil {
+			return fmt.Errorf("error reading 'timestamp': %w", err)
+		}
+		delete(object, "timestamp")
+	}
+
+	if raw, found := object["type"]; found {
+		err = json.Unmarshal(raw, &a.Type)
+		if err != nil {
+			return fmt.Errorf("error reading 'type': %w", err)
+		}
+		delete(object, "type")
+	}
+
+	if len(object) != 0 {
+		a.AdditionalProperties = make(map[string]interface{})
+		for fieldName, fieldBuf := range object {
+			var fieldVal interface{}
+			err := json.Unmarshal(fieldBuf, &fieldVal)
+			if err != nil {
+				return fmt.Errorf("error unmarshaling field %s: %w", fieldName, err)
+			}
+			a.AdditionalProperties[fieldName] = fieldVal
+		}
+	}
+	return nil
+}
+
+// Override default JSON handling for SendGridEvent to handle AdditionalProperties
+func (a SendGridEvent) MarshalJSON() ([]byte, error) {
+	var err error
+	object := make(map[string]json.RawMessage)
+
+	if a.DispatchAttempt != nil {
+		object["dispatch_attempt"], err = json.Marshal(a.DispatchAttempt)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'dispatch_attempt': %w", err)
+		}
+	}
+
+	if a.DispatchID != nil {
+		object["dispatch_id"], err = json.Marshal(a.DispatchID)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'dispatch_id': %w", err)
+		}
+	}
+
+	if a.Email != nil {
+		object["email"], err = json.Marshal(a.Email)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'email': %w", err)
+		}
+	}
+
+	if a.Event != nil {
+		object["event"], err = json.Marshal(a.Event)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'event': %w", err)
+		}
+	}
+
+	if a.Reason != nil {
+		object["reason"], err = json.Marshal(a.Reason)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'reason': %w", err)
+		}
+	}
+
+	if a.SgEventID != nil {
+		object["sg_event_id"], err = json.Marshal(a.SgEventID)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'sg_event_id': %w", err)
+		}
+	}
+
+	if a.SgMessageID != nil {
+		object["sg_message_id"], err = json.Marshal(a.SgMessageID)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'sg_message_id': %w", err)
+		}
+	}
+
+	if a.Status != nil {
+		object["status"], err = json.Marshal(a.Status)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'status': %w", err)
+		}
+	}
+
+	if a.Timestamp != nil {
+		object["timestamp"], err = json.Marshal(a.Timestamp)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'timestamp': %w", err)
+		}
+	}
+
+	if a.Type != nil {
+		object["type"], err = json.Marshal(a.Type)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'type': %w", err)
+		}
+	}
+
+	for fieldName, field := range a.AdditionalProperties {
+		object[fieldName], err = json.Marshal(field)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling '%s': %w", fieldName, err)
+		}
+	}
+	return json.Marshal(object)
+}
 
 // AsDryRun returns the union data inside the CreateOperation200JSONResponseBody as a DryRun
 func (t CreateOperation200JSONResponseBody) AsDryRun() (DryRun, error) {
@@ -1970,6 +2230,130 @@ func (t CreateOperation200JSONResponseBody) MarshalJSON() ([]byte, error) {
 }
 
 func (t *CreateOperation200JSONResponseBody) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
+
+// AsReceipt returns the union data inside the PostReceiptJSONBody as a Receipt
+func (t PostReceiptJSONBody) AsReceipt() (Receipt, error) {
+	var body Receipt
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromReceipt overwrites any union data inside the PostReceiptJSONBody as the provided Receipt
+func (t *PostReceiptJSONBody) FromReceipt(v Receipt) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeReceipt performs a merge with any union data inside the PostReceiptJSONBody, using the provided Receipt
+func (t *PostReceiptJSONBody) MergeReceipt(v Receipt) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsSendGridEventBatch returns the union data inside the PostReceiptJSONBody as a SendGridEventBatch
+func (t PostReceiptJSONBody) AsSendGridEventBatch() (SendGridEventBatch, error) {
+	var body SendGridEventBatch
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromSendGridEventBatch overwrites any union data inside the PostReceiptJSONBody as the provided SendGridEventBatch
+func (t *PostReceiptJSONBody) FromSendGridEventBatch(v SendGridEventBatch) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeSendGridEventBatch performs a merge with any union data inside the PostReceiptJSONBody, using the provided SendGridEventBatch
+func (t *PostReceiptJSONBody) MergeSendGridEventBatch(v SendGridEventBatch) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t PostReceiptJSONBody) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *PostReceiptJSONBody) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
+
+// AsReceiptTaken returns the union data inside the PostReceipt200JSONResponseBody as a ReceiptTaken
+func (t PostReceipt200JSONResponseBody) AsReceiptTaken() (ReceiptTaken, error) {
+	var body ReceiptTaken
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromReceiptTaken overwrites any union data inside the PostReceipt200JSONResponseBody as the provided ReceiptTaken
+func (t *PostReceipt200JSONResponseBody) FromReceiptTaken(v ReceiptTaken) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeReceiptTaken performs a merge with any union data inside the PostReceipt200JSONResponseBody, using the provided ReceiptTaken
+func (t *PostReceipt200JSONResponseBody) MergeReceiptTaken(v ReceiptTaken) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsSendGridEventsTaken returns the union data inside the PostReceipt200JSONResponseBody as a SendGridEventsTaken
+func (t PostReceipt200JSONResponseBody) AsSendGridEventsTaken() (SendGridEventsTaken, error) {
+	var body SendGridEventsTaken
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromSendGridEventsTaken overwrites any union data inside the PostReceipt200JSONResponseBody as the provided SendGridEventsTaken
+func (t *PostReceipt200JSONResponseBody) FromSendGridEventsTaken(v SendGridEventsTaken) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeSendGridEventsTaken performs a merge with any union data inside the PostReceipt200JSONResponseBody, using the provided SendGridEventsTaken
+func (t *PostReceipt200JSONResponseBody) MergeSendGridEventsTaken(v SendGridEventsTaken) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t PostReceipt200JSONResponseBody) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *PostReceipt200JSONResponseBody) UnmarshalJSON(b []byte) error {
 	err := t.union.UnmarshalJSON(b)
 	return err
 }
@@ -2404,6 +2788,21 @@ type ClientInterface interface {
 	// notification's current generation made at the provider; when it made several, it
 	// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
 	//
+	// A `sendgrid` provider's Event Webhook posts a batch here: a JSON array of events (up to
+	// 1 MiB), signed with `X-Twilio-Email-Event-Webhook-Signature` (base64 DER ECDSA P-256 over
+	// SHA-256 of `X-Twilio-Email-Event-Webhook-Timestamp` followed by the raw body) under the
+	// provider's `eventPublicKey`. A batch that does not verify, or whose timestamp is more than 5
+	// minutes from now, is refused whole (`401`) and changes nothing. Each event names its
+	// notification and attempt in the custom args `dispatch_id` and `dispatch_attempt`; events are
+	// taken in the order they happened, whatever the batch's order. `delivered` is a delivered
+	// receipt; `bounce` (`type: bounce`) and `dropped` a failed one, and suppress the address
+	// (reason `bounced`); `spamreport` suppresses it (`complained`) and opts the person out of the
+	// notification's category; `deferred` and a soft bounce (`type: blocked`) change nothing. A
+	// receipt reaches the workflow only as a webhook receipt does, so a repeated or late event
+	// changes nothing. The answer (`200`) counts the events: `applied`, `unchanged`, `ignored`
+	// (kinds not acted on: `processed`, `open`, ...) and `unknown` (naming no message of this
+	// provider).
+	//
 	// Takes any type of body and a specified content type.
 	//
 	// Corresponds with POST /v1/receipts/{provider} (the `PostReceipt` operationId).
@@ -2427,6 +2826,21 @@ type ClientInterface interface {
 	// notification's current generation made at the provider; when it made several, it
 	// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
 	//
+	// A `sendgrid` provider's Event Webhook posts a batch here: a JSON array of events (up to
+	// 1 MiB), signed with `X-Twilio-Email-Event-Webhook-Signature` (base64 DER ECDSA P-256 over
+	// SHA-256 of `X-Twilio-Email-Event-Webhook-Timestamp` followed by the raw body) under the
+	// provider's `eventPublicKey`. A batch that does not verify, or whose timestamp is more than 5
+	// minutes from now, is refused whole (`401`) and changes nothing. Each event names its
+	// notification and attempt in the custom args `dispatch_id` and `dispatch_attempt`; events are
+	// taken in the order they happened, whatever the batch's order. `delivered` is a delivered
+	// receipt; `bounce` (`type: bounce`) and `dropped` a failed one, and suppress the address
+	// (reason `bounced`); `spamreport` suppresses it (`complained`) and opts the person out of the
+	// notification's category; `deferred` and a soft bounce (`type: blocked`) change nothing. A
+	// receipt reaches the workflow only as a webhook receipt does, so a repeated or late event
+	// changes nothing. The answer (`200`) counts the events: `applied`, `unchanged`, `ignored`
+	// (kinds not acted on: `processed`, `open`, ...) and `unknown` (naming no message of this
+	// provider).
+	//
 	// Takes a body of the `application/json` content type.
 	//
 	// Corresponds with POST /v1/receipts/{provider} (the `PostReceipt` operationId).
@@ -2449,6 +2863,21 @@ type ClientInterface interface {
 	// naming no message (`webhookId` and `status` only) is about the one attempt the
 	// notification's current generation made at the provider; when it made several, it
 	// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
+	//
+	// A `sendgrid` provider's Event Webhook posts a batch here: a JSON array of events (up to
+	// 1 MiB), signed with `X-Twilio-Email-Event-Webhook-Signature` (base64 DER ECDSA P-256 over
+	// SHA-256 of `X-Twilio-Email-Event-Webhook-Timestamp` followed by the raw body) under the
+	// provider's `eventPublicKey`. A batch that does not verify, or whose timestamp is more than 5
+	// minutes from now, is refused whole (`401`) and changes nothing. Each event names its
+	// notification and attempt in the custom args `dispatch_id` and `dispatch_attempt`; events are
+	// taken in the order they happened, whatever the batch's order. `delivered` is a delivered
+	// receipt; `bounce` (`type: bounce`) and `dropped` a failed one, and suppress the address
+	// (reason `bounced`); `spamreport` suppresses it (`complained`) and opts the person out of the
+	// notification's category; `deferred` and a soft bounce (`type: blocked`) change nothing. A
+	// receipt reaches the workflow only as a webhook receipt does, so a repeated or late event
+	// changes nothing. The answer (`200`) counts the events: `applied`, `unchanged`, `ignored`
+	// (kinds not acted on: `processed`, `open`, ...) and `unknown` (naming no message of this
+	// provider).
 	//
 	// Takes a body of the `application/x-www-form-urlencoded` content type.
 	//
@@ -3212,6 +3641,21 @@ func (c *Client) ListProviders(ctx context.Context, params *ListProvidersParams,
 // notification's current generation made at the provider; when it made several, it
 // is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
 //
+// A `sendgrid` provider's Event Webhook posts a batch here: a JSON array of events (up to
+// 1 MiB), signed with `X-Twilio-Email-Event-Webhook-Signature` (base64 DER ECDSA P-256 over
+// SHA-256 of `X-Twilio-Email-Event-Webhook-Timestamp` followed by the raw body) under the
+// provider's `eventPublicKey`. A batch that does not verify, or whose timestamp is more than 5
+// minutes from now, is refused whole (`401`) and changes nothing. Each event names its
+// notification and attempt in the custom args `dispatch_id` and `dispatch_attempt`; events are
+// taken in the order they happened, whatever the batch's order. `delivered` is a delivered
+// receipt; `bounce` (`type: bounce`) and `dropped` a failed one, and suppress the address
+// (reason `bounced`); `spamreport` suppresses it (`complained`) and opts the person out of the
+// notification's category; `deferred` and a soft bounce (`type: blocked`) change nothing. A
+// receipt reaches the workflow only as a webhook receipt does, so a repeated or late event
+// changes nothing. The answer (`200`) counts the events: `applied`, `unchanged`, `ignored`
+// (kinds not acted on: `processed`, `open`, ...) and `unknown` (naming no message of this
+// provider).
+//
 // Takes any type of body and a specified content type.
 //
 // Corresponds with POST /v1/receipts/{provider} (the `PostReceipt` operationId).
@@ -3245,6 +3689,21 @@ func (c *Client) PostReceiptWithBody(ctx context.Context, provider string, param
 // notification's current generation made at the provider; when it made several, it
 // is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
 //
+// A `sendgrid` provider's Event Webhook posts a batch here: a JSON array of events (up to
+// 1 MiB), signed with `X-Twilio-Email-Event-Webhook-Signature` (base64 DER ECDSA P-256 over
+// SHA-256 of `X-Twilio-Email-Event-Webhook-Timestamp` followed by the raw body) under the
+// provider's `eventPublicKey`. A batch that does not verify, or whose timestamp is more than 5
+// minutes from now, is refused whole (`401`) and changes nothing. Each event names its
+// notification and attempt in the custom args `dispatch_id` and `dispatch_attempt`; events are
+// taken in the order they happened, whatever the batch's order. `delivered` is a delivered
+// receipt; `bounce` (`type: bounce`) and `dropped` a failed one, and suppress the address
+// (reason `bounced`); `spamreport` suppresses it (`complained`) and opts the person out of the
+// notification's category; `deferred` and a soft bounce (`type: blocked`) change nothing. A
+// receipt reaches the workflow only as a webhook receipt does, so a repeated or late event
+// changes nothing. The answer (`200`) counts the events: `applied`, `unchanged`, `ignored`
+// (kinds not acted on: `processed`, `open`, ...) and `unknown` (naming no message of this
+// provider).
+//
 // Takes a body of the `application/json` content type.
 //
 // Corresponds with POST /v1/receipts/{provider} (the `PostReceipt` operationId).
@@ -3277,6 +3736,21 @@ func (c *Client) PostReceipt(ctx context.Context, provider string, params *PostR
 // naming no message (`webhookId` and `status` only) is about the one attempt the
 // notification's current generation made at the provider; when it made several, it
 // is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
+//
+// A `sendgrid` provider's Event Webhook posts a batch here: a JSON array of events (up to
+// 1 MiB), signed with `X-Twilio-Email-Event-Webhook-Signature` (base64 DER ECDSA P-256 over
+// SHA-256 of `X-Twilio-Email-Event-Webhook-Timestamp` followed by the raw body) under the
+// provider's `eventPublicKey`. A batch that does not verify, or whose timestamp is more than 5
+// minutes from now, is refused whole (`401`) and changes nothing. Each event names its
+// notification and attempt in the custom args `dispatch_id` and `dispatch_attempt`; events are
+// taken in the order they happened, whatever the batch's order. `delivered` is a delivered
+// receipt; `bounce` (`type: bounce`) and `dropped` a failed one, and suppress the address
+// (reason `bounced`); `spamreport` suppresses it (`complained`) and opts the person out of the
+// notification's category; `deferred` and a soft bounce (`type: blocked`) change nothing. A
+// receipt reaches the workflow only as a webhook receipt does, so a repeated or late event
+// changes nothing. The answer (`200`) counts the events: `applied`, `unchanged`, `ignored`
+// (kinds not acted on: `processed`, `open`, ...) and `unknown` (naming no message of this
+// provider).
 //
 // Takes a body of the `application/x-www-form-urlencoded` content type.
 //
@@ -6021,6 +6495,21 @@ type ClientWithResponsesInterface interface {
 	// notification's current generation made at the provider; when it made several, it
 	// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
 	//
+	// A `sendgrid` provider's Event Webhook posts a batch here: a JSON array of events (up to
+	// 1 MiB), signed with `X-Twilio-Email-Event-Webhook-Signature` (base64 DER ECDSA P-256 over
+	// SHA-256 of `X-Twilio-Email-Event-Webhook-Timestamp` followed by the raw body) under the
+	// provider's `eventPublicKey`. A batch that does not verify, or whose timestamp is more than 5
+	// minutes from now, is refused whole (`401`) and changes nothing. Each event names its
+	// notification and attempt in the custom args `dispatch_id` and `dispatch_attempt`; events are
+	// taken in the order they happened, whatever the batch's order. `delivered` is a delivered
+	// receipt; `bounce` (`type: bounce`) and `dropped` a failed one, and suppress the address
+	// (reason `bounced`); `spamreport` suppresses it (`complained`) and opts the person out of the
+	// notification's category; `deferred` and a soft bounce (`type: blocked`) change nothing. A
+	// receipt reaches the workflow only as a webhook receipt does, so a repeated or late event
+	// changes nothing. The answer (`200`) counts the events: `applied`, `unchanged`, `ignored`
+	// (kinds not acted on: `processed`, `open`, ...) and `unknown` (naming no message of this
+	// provider).
+	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /v1/receipts/{provider} (the `PostReceipt` operationId).
@@ -6044,6 +6533,21 @@ type ClientWithResponsesInterface interface {
 	// notification's current generation made at the provider; when it made several, it
 	// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
 	//
+	// A `sendgrid` provider's Event Webhook posts a batch here: a JSON array of events (up to
+	// 1 MiB), signed with `X-Twilio-Email-Event-Webhook-Signature` (base64 DER ECDSA P-256 over
+	// SHA-256 of `X-Twilio-Email-Event-Webhook-Timestamp` followed by the raw body) under the
+	// provider's `eventPublicKey`. A batch that does not verify, or whose timestamp is more than 5
+	// minutes from now, is refused whole (`401`) and changes nothing. Each event names its
+	// notification and attempt in the custom args `dispatch_id` and `dispatch_attempt`; events are
+	// taken in the order they happened, whatever the batch's order. `delivered` is a delivered
+	// receipt; `bounce` (`type: bounce`) and `dropped` a failed one, and suppress the address
+	// (reason `bounced`); `spamreport` suppresses it (`complained`) and opts the person out of the
+	// notification's category; `deferred` and a soft bounce (`type: blocked`) change nothing. A
+	// receipt reaches the workflow only as a webhook receipt does, so a repeated or late event
+	// changes nothing. The answer (`200`) counts the events: `applied`, `unchanged`, `ignored`
+	// (kinds not acted on: `processed`, `open`, ...) and `unknown` (naming no message of this
+	// provider).
+	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /v1/receipts/{provider} (the `PostReceipt` operationId).
@@ -6066,6 +6570,21 @@ type ClientWithResponsesInterface interface {
 	// naming no message (`webhookId` and `status` only) is about the one attempt the
 	// notification's current generation made at the provider; when it made several, it
 	// is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
+	//
+	// A `sendgrid` provider's Event Webhook posts a batch here: a JSON array of events (up to
+	// 1 MiB), signed with `X-Twilio-Email-Event-Webhook-Signature` (base64 DER ECDSA P-256 over
+	// SHA-256 of `X-Twilio-Email-Event-Webhook-Timestamp` followed by the raw body) under the
+	// provider's `eventPublicKey`. A batch that does not verify, or whose timestamp is more than 5
+	// minutes from now, is refused whole (`401`) and changes nothing. Each event names its
+	// notification and attempt in the custom args `dispatch_id` and `dispatch_attempt`; events are
+	// taken in the order they happened, whatever the batch's order. `delivered` is a delivered
+	// receipt; `bounce` (`type: bounce`) and `dropped` a failed one, and suppress the address
+	// (reason `bounced`); `spamreport` suppresses it (`complained`) and opts the person out of the
+	// notification's category; `deferred` and a soft bounce (`type: blocked`) change nothing. A
+	// receipt reaches the workflow only as a webhook receipt does, so a repeated or late event
+	// changes nothing. The answer (`200`) counts the events: `applied`, `unchanged`, `ignored`
+	// (kinds not acted on: `processed`, `open`, ...) and `unknown` (naming no message of this
+	// provider).
 	//
 	// Takes a body of the `application/x-www-form-urlencoded` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -9461,7 +9980,7 @@ type PostReceiptResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
-	JSON200 *ReceiptTaken
+	JSON200 *PostReceipt200JSONResponseBody
 	// JSON202 the response for an HTTP 202 `application/json` response
 	JSON202 *ReceiptTaken
 	// ApplicationProblemJSON400 the response for an HTTP 400 `application/problem+json` response
@@ -9503,7 +10022,7 @@ type PostReceiptResponse struct {
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
-func (r PostReceiptResponse) GetJSON200() *ReceiptTaken {
+func (r PostReceiptResponse) GetJSON200() *PostReceipt200JSONResponseBody {
 	return r.JSON200
 }
 
@@ -11448,6 +11967,21 @@ func (c *ClientWithResponses) ListProvidersWithResponse(ctx context.Context, par
 // notification's current generation made at the provider; when it made several, it
 // is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
 //
+// A `sendgrid` provider's Event Webhook posts a batch here: a JSON array of events (up to
+// 1 MiB), signed with `X-Twilio-Email-Event-Webhook-Signature` (base64 DER ECDSA P-256 over
+// SHA-256 of `X-Twilio-Email-Event-Webhook-Timestamp` followed by the raw body) under the
+// provider's `eventPublicKey`. A batch that does not verify, or whose timestamp is more than 5
+// minutes from now, is refused whole (`401`) and changes nothing. Each event names its
+// notification and attempt in the custom args `dispatch_id` and `dispatch_attempt`; events are
+// taken in the order they happened, whatever the batch's order. `delivered` is a delivered
+// receipt; `bounce` (`type: bounce`) and `dropped` a failed one, and suppress the address
+// (reason `bounced`); `spamreport` suppresses it (`complained`) and opts the person out of the
+// notification's category; `deferred` and a soft bounce (`type: blocked`) change nothing. A
+// receipt reaches the workflow only as a webhook receipt does, so a repeated or late event
+// changes nothing. The answer (`200`) counts the events: `applied`, `unchanged`, `ignored`
+// (kinds not acted on: `processed`, `open`, ...) and `unknown` (naming no message of this
+// provider).
+//
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /v1/receipts/{provider} (the `PostReceipt` operationId).
@@ -11477,6 +12011,21 @@ func (c *ClientWithResponses) PostReceiptWithBodyWithResponse(ctx context.Contex
 // notification's current generation made at the provider; when it made several, it
 // is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
 //
+// A `sendgrid` provider's Event Webhook posts a batch here: a JSON array of events (up to
+// 1 MiB), signed with `X-Twilio-Email-Event-Webhook-Signature` (base64 DER ECDSA P-256 over
+// SHA-256 of `X-Twilio-Email-Event-Webhook-Timestamp` followed by the raw body) under the
+// provider's `eventPublicKey`. A batch that does not verify, or whose timestamp is more than 5
+// minutes from now, is refused whole (`401`) and changes nothing. Each event names its
+// notification and attempt in the custom args `dispatch_id` and `dispatch_attempt`; events are
+// taken in the order they happened, whatever the batch's order. `delivered` is a delivered
+// receipt; `bounce` (`type: bounce`) and `dropped` a failed one, and suppress the address
+// (reason `bounced`); `spamreport` suppresses it (`complained`) and opts the person out of the
+// notification's category; `deferred` and a soft bounce (`type: blocked`) change nothing. A
+// receipt reaches the workflow only as a webhook receipt does, so a repeated or late event
+// changes nothing. The answer (`200`) counts the events: `applied`, `unchanged`, `ignored`
+// (kinds not acted on: `processed`, `open`, ...) and `unknown` (naming no message of this
+// provider).
+//
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /v1/receipts/{provider} (the `PostReceipt` operationId).
@@ -11505,6 +12054,21 @@ func (c *ClientWithResponses) PostReceiptWithResponse(ctx context.Context, provi
 // naming no message (`webhookId` and `status` only) is about the one attempt the
 // notification's current generation made at the provider; when it made several, it
 // is refused as ambiguous (`409`, `/problems/ambiguous-receipt`) and changes nothing. Its body may be up to 64 KiB; a larger one is a `413`.
+//
+// A `sendgrid` provider's Event Webhook posts a batch here: a JSON array of events (up to
+// 1 MiB), signed with `X-Twilio-Email-Event-Webhook-Signature` (base64 DER ECDSA P-256 over
+// SHA-256 of `X-Twilio-Email-Event-Webhook-Timestamp` followed by the raw body) under the
+// provider's `eventPublicKey`. A batch that does not verify, or whose timestamp is more than 5
+// minutes from now, is refused whole (`401`) and changes nothing. Each event names its
+// notification and attempt in the custom args `dispatch_id` and `dispatch_attempt`; events are
+// taken in the order they happened, whatever the batch's order. `delivered` is a delivered
+// receipt; `bounce` (`type: bounce`) and `dropped` a failed one, and suppress the address
+// (reason `bounced`); `spamreport` suppresses it (`complained`) and opts the person out of the
+// notification's category; `deferred` and a soft bounce (`type: blocked`) change nothing. A
+// receipt reaches the workflow only as a webhook receipt does, so a repeated or late event
+// changes nothing. The answer (`200`) counts the events: `applied`, `unchanged`, `ignored`
+// (kinds not acted on: `processed`, `open`, ...) and `unknown` (naming no message of this
+// provider).
 //
 // Takes a body of the `application/x-www-form-urlencoded` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -15607,7 +16171,7 @@ func ParsePostReceiptResponse(rsp *http.Response) (*PostReceiptResponse, error) 
 
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
-		var dest ReceiptTaken
+		var dest PostReceipt200JSONResponseBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}

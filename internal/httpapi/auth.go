@@ -167,7 +167,7 @@ func (s *Server) bodyLimit(h *fasthttp.RequestHeader) int {
 		return anonymousBodyLimit
 	}
 	if isReceiptPath(path) { // signed by its provider, not keyed
-		return receiptBodyLimit
+		return s.receiptLimit(path)
 	}
 	key, err := keyFrom(string(h.Peek(fiber.HeaderAuthorization)), string(h.Peek("X-API-Key")))
 	if err != nil || !s.keyKnown(key) {
@@ -208,7 +208,7 @@ func (s *Server) routeBodyLimit(path string) int {
 		return s.cfg.BatchBodyLimit
 	}
 	if isReceiptPath(path) {
-		return receiptBodyLimit
+		return s.receiptLimit(path)
 	}
 	return s.cfg.BodyLimit
 }

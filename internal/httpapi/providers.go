@@ -141,6 +141,9 @@ func (s *Server) receipt(c *fiber.Ctx) (err error) {
 	switch {
 	case p.Kind == provider.KindWebhook && p.ReceiptKey != nil:
 		target, receipt, err = s.webhookReceipt(c, p)
+	case p.Kind == provider.KindSendGrid && p.EventKey != nil:
+		// A batch of events, each about its own message: answered apart.
+		return s.sendgridEvents(c, p)
 	case p.Kind == provider.KindTwilio:
 		var final bool
 		target, receipt, final, err = s.twilioReceipt(c, p)
