@@ -134,17 +134,19 @@ func main() {
 		log.Printf("sink SendGrid at /v3/mail/send (events to %q)", *sendgridEventsURL)
 	}
 	if *fcmDir != "" {
-		fake, err := startFCM(*fcmDir, *fcmProject, "http://"+*addr+"/fcm/token")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "sink fcm:", err)
-			os.Exit(1)
+		// A fake FCM that cannot keep its key (a read-only directory) is
+		// left off rather than taking the webhooks and the mail down with
+		// it: only an fcm provider pointed at it fails.
+		if fake, err := startFCM(*fcmDir, *fcmProject, "http://"+*addr+"/fcm/token"); err != nil {
+			log.Printf("sink fcm: %v; the fake FCM is off", err)
+		} else {
+			mux := http.NewServeMux()
+			mux.Handle("/_sink/fcm", fake.Handler())
+			mux.Handle("/fcm/", http.StripPrefix("/fcm", fake))
+			mux.Handle("/", handler)
+			handler = mux
+			log.Printf("sink FCM at http://%s/fcm (token endpoint /fcm/token; service account key in %s)", *addr, *fcmDir)
 		}
-		mux := http.NewServeMux()
-		mux.Handle("/_sink/fcm", fake.Handler())
-		mux.Handle("/fcm/", http.StripPrefix("/fcm", fake))
-		mux.Handle("/", handler)
-		handler = mux
-		log.Printf("sink FCM at http://%s/fcm (token endpoint /fcm/token; service account key in %s)", *addr, *fcmDir)
 	}
 	srv := &http.Server{Addr: *addr, Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
