@@ -2,9 +2,10 @@
 // arrived per webhook-id, and can be told to fail (a share of requests, the
 // first N attempts of each id, with a given status) or to hang. Beside it
 // are an SMTP server that records the mail it is sent (mail.go) and a fake
-// of Twilio's Messages API that posts status callbacks (twilio.go). make
-// run, the tests and the benchmarks deliver to them, since no real provider
-// is reachable from our machines.
+// of Twilio's Messages API that posts status callbacks (twilio.go), and of
+// the FCM HTTP v1 API with its OAuth2 token endpoint (fcm.go). make run,
+// the tests and the benchmarks deliver to them, since no real provider is
+// reachable from our machines.
 package sink
 
 import (
