@@ -352,15 +352,24 @@ func (e Priority) Valid() bool {
 
 // Defines values for ProviderKind.
 const (
-	ProviderKindSMTP    ProviderKind = "smtp"
-	ProviderKindTwilio  ProviderKind = "twilio"
-	ProviderKindWebhook ProviderKind = "webhook"
+	ProviderKindApns     ProviderKind = "apns"
+	ProviderKindFcm      ProviderKind = "fcm"
+	ProviderKindSMTP     ProviderKind = "smtp"
+	ProviderKindSendgrid ProviderKind = "sendgrid"
+	ProviderKindTwilio   ProviderKind = "twilio"
+	ProviderKindWebhook  ProviderKind = "webhook"
 )
 
 // Valid indicates whether the value is a known member of the ProviderKind enum.
 func (e ProviderKind) Valid() bool {
 	switch e {
+	case ProviderKindApns:
+		return true
+	case ProviderKindFcm:
+		return true
 	case ProviderKindSMTP:
+		return true
+	case ProviderKindSendgrid:
 		return true
 	case ProviderKindTwilio:
 		return true
