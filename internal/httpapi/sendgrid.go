@@ -162,20 +162,22 @@ func (s *Server) sendgridAddress(ctx context.Context, id uuid.UUID, e provider.S
 	if err != nil || n.ErasedAt != nil {
 		return false, err
 	}
-	// The address the message went to: the notification's, or (a
-	// profile's) the one SendGrid names, which its signature vouches for.
-	address := n.Recipient
-	if address == "" {
+	// The address the message went to: the notification's, or for a
+	// profile's (whose address was looked up at delivery) the one SendGrid
+	// names, which the batch's signature vouches for. A sendgrid provider
+	// sends email only, whichever channel a profile's notification began on.
+	address, channel := n.Recipient, string(notification.Email)
+	if n.RecipientID != nil || address == "" {
 		address = strings.TrimSpace(e.Email)
 	}
-	if address == "" || n.Channel != notification.Email {
+	if address == "" {
 		return false, nil
 	}
-	if err := store.Suppress(ctx, s.pool, n.TenantID, string(n.Channel), address, action.Suppress, &id); err != nil {
+	if err := store.Suppress(ctx, s.pool, n.TenantID, channel, address, action.Suppress, &id); err != nil {
 		return false, err
 	}
 	if action.OptOut && n.Category != nil {
-		if err := store.RecordOptOut(ctx, s.pool, n.TenantID, string(n.Channel), address, n.RecipientID, *n.Category, "complaint"); err != nil {
+		if err := store.RecordOptOut(ctx, s.pool, n.TenantID, channel, address, n.RecipientID, *n.Category, "complaint"); err != nil {
 			return false, err
 		}
 	}
