@@ -226,16 +226,31 @@ func (a *APNs) bearer(refused string) (string, error) {
 	return signed, nil
 }
 
-// apnsPayload is the body of a push: the alert, and our notification id
-// as dispatchId, which the app can dedupe on (it is also the apns-id).
-type apnsPayload struct {
-	APS struct {
-		Alert struct {
-			Title string `json:"title,omitempty"`
-			Body  string `json:"body"`
-		} `json:"alert"`
-	} `json:"aps"`
-	DispatchID string `json:"dispatchId"`
+// apnsAPS is the aps dictionary of a push: the alert, and the thread the
+// device groups it in.
+type apnsAPS struct {
+	Alert struct {
+		Title string `json:"title,omitempty"`
+		Body  string `json:"body"`
+	} `json:"alert"`
+	ThreadID string `json:"thread-id,omitempty"`
+}
+
+// apnsCollapseIDLimit is the longest apns-collapse-id APNs takes (bytes).
+const apnsCollapseIDLimit = 64
+
+// apnsPayload is the body of a push: aps, our notification id as
+// dispatchId, which the app can dedupe on (it is also the apns-id), and
+// the metadata's data pairs beside them (aps and dispatchId are ours).
+func apnsPayload(m Message, x PushExtras) ([]byte, error) {
+	var aps apnsAPS
+	aps.Alert.Title, aps.Alert.Body, aps.ThreadID = m.Subject, m.Content, x.ThreadID
+	body := make(map[string]any, len(x.Data)+2)
+	for k, v := range x.Data {
+		body[k] = v
+	}
+	body["aps"], body["dispatchId"] = aps, m.NotificationID
+	return json.Marshal(body)
 }
 
 // APNsID is the apns-id of a notification: its id when that is a UUID (as
@@ -264,11 +279,18 @@ func (a *APNs) Send(ctx context.Context, m Message) (res Result) {
 }
 
 func (a *APNs) send(ctx context.Context, m Message) Result {
-	var p apnsPayload
-	p.APS.Alert.Title, p.APS.Alert.Body, p.DispatchID = m.Subject, m.Content, m.NotificationID
-	body, err := json.Marshal(p)
+	// collapseKey, threadId and data come from the notification's
+	// metadata, as for fcm (pushExtras).
+	x := pushExtras(m.Payload)
+	body, err := apnsPayload(m, x)
 	if err != nil {
 		return Result{Outcome: workflows.OutcomePermanent, Error: "encoding the payload: " + err.Error()}
+	}
+	collapseID := x.CollapseKey
+	if len(collapseID) > apnsCollapseIDLimit {
+		// APNs would refuse the whole push (BadCollapseId); it goes
+		// without, as a push without a collapse key does.
+		collapseID = ""
 	}
 	endpoint := a.base + "/3/device/" + url.PathEscape(m.Recipient)
 	cctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
@@ -278,13 +300,13 @@ func (a *APNs) send(ctx context.Context, m Message) Result {
 	if err != nil {
 		return Result{Outcome: workflows.OutcomeRetry, ProviderFault: true, Error: err.Error()}
 	}
-	res, reason := a.post(cctx, endpoint, token, m.NotificationID, body)
+	res, reason := a.post(cctx, endpoint, token, m.NotificationID, collapseID, body)
 	if reason == "ExpiredProviderToken" || reason == "InvalidProviderToken" {
 		refused := token
 		if token, err = a.bearer(refused); err != nil {
 			return Result{Outcome: workflows.OutcomeRetry, ProviderFault: true, Error: err.Error()}
 		}
-		res, _ = a.post(cctx, endpoint, token, m.NotificationID, body)
+		res, _ = a.post(cctx, endpoint, token, m.NotificationID, collapseID, body)
 		res.Error = a.scrub(res.Error, endpoint, refused, token)
 		res.Excerpt = a.scrub(res.Excerpt, endpoint, refused, token)
 		return res
@@ -296,7 +318,7 @@ func (a *APNs) send(ctx context.Context, m Message) Result {
 
 // post makes one request and classifies its answer; reason is APNs's
 // reason for a 403, so that Send can renew the token.
-func (a *APNs) post(ctx context.Context, endpoint, token, notificationID string, body []byte) (Result, string) {
+func (a *APNs) post(ctx context.Context, endpoint, token, notificationID, collapseID string, body []byte) (Result, string) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
 	if err != nil {
 		return Result{Outcome: workflows.OutcomePermanent, Error: "building request: " + HideURL(err.Error(), endpoint)}, ""
@@ -305,6 +327,9 @@ func (a *APNs) post(ctx context.Context, endpoint, token, notificationID string,
 	req.Header.Set("apns-topic", a.cfg.Topic)
 	req.Header.Set("apns-push-type", "alert")
 	req.Header.Set("apns-id", APNsID(notificationID))
+	if collapseID != "" {
+		req.Header.Set("apns-collapse-id", collapseID)
+	}
 	req.Header.Set("content-type", "application/json")
 	req.Header.Set("user-agent", "dispatch-engine")
 	injectTrace(req)

@@ -111,6 +111,28 @@ func TestAPNsSendDeliversAnAlertOverHTTP2WithAProviderToken(t *testing.T) {
 	require.Equal(t, http.StatusOK, got.Status)
 }
 
+func TestAPNsTakesCollapseKeyThreadAndDataFromTheMetadata(t *testing.T) {
+	h := newAPNsHarness(t, sink.APNsFakeConfig{})
+	m := push("a1b2c3d4")
+	m.Payload = []byte(`{"id":"x","metadata":{"collapseKey":"order-42","threadId":"orders",` +
+		`"data":{"orderId":"42","aps":"not ours to replace","dispatchId":"nor this"}}}`)
+	res := h.sender(t, nil).Send(context.Background(), m)
+	require.Equal(t, workflows.OutcomeDelivered, res.Outcome, res.Error)
+
+	got := h.fake.Pushes()[0]
+	require.Equal(t, "order-42", got.CollapseID)
+	require.JSONEq(t, `{"aps":{"alert":{"title":"Your order shipped","body":"It arrives on Tuesday ✓"},"thread-id":"orders"},`+
+		`"dispatchId":"`+m.NotificationID+`","orderId":"42"}`, string(got.Payload))
+
+	// A collapse key longer than APNs takes would have the push refused:
+	// it goes without one.
+	m = push("a1b2c3d4")
+	m.Payload = []byte(`{"metadata":{"collapseKey":"` + strings.Repeat("k", 65) + `"}}`)
+	res = h.sender(t, nil).Send(context.Background(), m)
+	require.Equal(t, workflows.OutcomeDelivered, res.Outcome, res.Error)
+	require.Empty(t, h.fake.Pushes()[1].CollapseID)
+}
+
 func TestAPNsProviderTokenIsCachedAcrossSendsAndRenewedAt40Minutes(t *testing.T) {
 	h := newAPNsHarness(t, sink.APNsFakeConfig{})
 	var mu sync.Mutex
