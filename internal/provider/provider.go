@@ -1,6 +1,7 @@
 // Package provider holds the senders a notification is delivered through
-// (webhook, smtp, twilio), the providers file that declares them and each
-// channel's route, and the classification of their answers. Which provider
+// (webhook, smtp, twilio, apns, fcm, sendgrid), the providers file that
+// declares them and each channel's route, and the classification of their
+// answers. Which provider
 // an attempt goes to is decided in the Deliver activity, from the routes
 // and the cluster-wide breakers (internal/breaker). A call to a provider is
 // a span of the notification's trace (trace.go), and a webhook carries its
