@@ -3,7 +3,8 @@
 // first N attempts of each id, with a given status) or to hang. Beside it
 // are an SMTP server that records the mail it is sent (mail.go) and a fake
 // of Twilio's Messages API that posts status callbacks (twilio.go), and of
-// the FCM HTTP v1 API with its OAuth2 token endpoint (fcm.go). make run,
+// the FCM HTTP v1 API with its OAuth2 token endpoint (fcm.go), and a fake
+// APNs over TLS and HTTP/2 that checks the provider token (apns.go). make run,
 // the tests and the benchmarks deliver to them, since no real provider is
 // reachable from our machines.
 package sink
