@@ -768,8 +768,8 @@ type CreateNotification struct {
 	// Channels With `recipientId` only, instead of `channel`: the channels to try, in order. The
 	// first the person has an address for, has not opted out of for the category, and is
 	// not suppressed on is tried; if it ends without delivery, the next is tried, in the
-	// same notification. A `subject` is required when `email` is among them, and refused
-	// otherwise.
+	// same notification. A `subject` is required when `email` is among them, allowed when
+	// `push` is (a push's title), and refused otherwise.
 	Channels []Channel `json:"channels,omitempty"`
 
 	// Content Valid UTF-8 without NUL; at most 1,600 bytes (sms), 4,096 (push), 256 KiB (email).
@@ -814,7 +814,7 @@ type CreateNotification struct {
 	// ScheduledAt Deliver no earlier than this instant (RFC 3339).
 	ScheduledAt *time.Time `json:"scheduledAt,omitempty"`
 
-	// Subject Required for email (one line, at most 998 bytes), refused for other channels.
+	// Subject Required for email (one line, at most 998 bytes); for push, optional, the title the device shows (one line); refused for sms.
 	Subject *string `json:"subject,omitempty"`
 }
 

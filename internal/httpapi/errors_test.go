@@ -120,3 +120,19 @@ func TestMetricsLabelRequestsByRouteTemplate(t *testing.T) {
 	}
 	require.NotContains(t, string(body), id, "ids never become label values")
 }
+
+// A push may carry a subject, its title; an sms may not.
+func TestAPushTakesASubjectAsItsTitleAndAnSMSRefusesOne(t *testing.T) {
+	f := setup(t)
+	resp, body := f.post("/v1/notifications", `{"channel":"push","recipient":"tok-1","subject":"Order shipped","content":"It is on its way"}`)
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, "body: %s", body)
+
+	resp, body = f.post("/v1/notifications", `{"channel":"sms","recipient":"+14155550123","subject":"no","content":"hi"}`)
+	p := requireProblem(t, resp, body, http.StatusUnprocessableEntity)
+	require.Len(t, p.Errors, 1)
+	require.Equal(t, "subject", p.Errors[0].Field)
+
+	resp, body = f.post("/v1/notifications", `{"channel":"push","recipient":"tok-1","subject":"two\nlines","content":"hi"}`)
+	p = requireProblem(t, resp, body, http.StatusUnprocessableEntity)
+	require.Equal(t, "subject", p.Errors[0].Field)
+}

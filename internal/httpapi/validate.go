@@ -386,19 +386,20 @@ func (r CreateRequest) validateAddress(field func(string) string, ve *Validation
 }
 
 // validateSubject checks the subject: required when the notification may
-// go by email, allowed only then.
+// go by email, allowed then and for push (a push's title), one line.
 func (r CreateRequest) validateSubject(field func(string) string, ve *ValidationError, channels []string) {
 	if len(channels) == 0 {
 		return
 	}
 	email := slices.Contains(channels, string(notification.Email))
+	push := slices.Contains(channels, string(notification.Push))
 	switch {
 	case email && (r.Subject == nil || strings.TrimSpace(*r.Subject) == ""):
 		ve.add(field("subject"), "is required for email")
-	case email && (len(*r.Subject) > 998 || !utf8.ValidString(*r.Subject) || strings.ContainsAny(*r.Subject, "\x00\r\n")):
+	case r.Subject != nil && (email || push) && (len(*r.Subject) > 998 || !utf8.ValidString(*r.Subject) || strings.ContainsAny(*r.Subject, "\x00\r\n")):
 		ve.add(field("subject"), "must be one line of valid UTF-8, at most 998 bytes")
-	case !email && r.Subject != nil:
-		ve.add(field("subject"), "is only allowed for email")
+	case r.Subject != nil && !email && !push:
+		ve.add(field("subject"), "is only allowed for email, and for push (its title)")
 	}
 }
 
