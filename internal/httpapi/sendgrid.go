@@ -148,6 +148,10 @@ func (s *Server) sendgridTarget(ctx context.Context, p *provider.Provider, e pro
 	if errors.Is(err, store.ErrNotFound) {
 		return target, false, nil
 	}
+	if err == nil && target.Attempt == 0 && target.Ambiguous == 0 {
+		// The notification made no attempt at this provider: not ours to act on.
+		return target, false, nil
+	}
 	return target, err == nil, err
 }
 

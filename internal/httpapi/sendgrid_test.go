@@ -183,3 +183,22 @@ func TestAForgedSendGridBatchIsRefused(t *testing.T) {
 	require.Empty(t, f.signals.Calls())
 	require.Equal(t, 0, count(t, f.pool, "suppressions"))
 }
+
+// An event naming no attempt is about the one attempt the notification
+// made at the provider; a notification that made none there is not ours.
+func TestASendGridEventNamingNoAttempt(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	f := setup(t, withSendGrid(t, key))
+	sent := f.sentEmail("ada@example.com")
+	unsent := uuid.MustParse(f.create(`{"channel":"email","recipient":"bob@example.com","subject":"Hi","content":"hello"}`))
+	a, b := sgEvent("delivered", sent, 100, "ada@example.com"), sgEvent("bounce", unsent, 100, "bob@example.com")
+	delete(a, "dispatch_attempt")
+	delete(b, "dispatch_attempt")
+
+	resp, answer := f.sendgridBatch(key, time.Now(), []map[string]any{a, b})
+	require.Equal(t, http.StatusOK, resp.StatusCode, answer)
+	require.Equal(t, map[string]any{"events": 2.0, "applied": 1.0, "unchanged": 0.0, "ignored": 0.0, "unknown": 1.0}, answer)
+	require.Len(t, f.signals.Calls(), 1)
+	require.Equal(t, 0, count(t, f.pool, "suppressions"))
+}
