@@ -101,4 +101,10 @@ routes:
 	next := s.accepted(email("bounce-bob@example.com"))
 	s.skipped(next, "suppressed")
 	require.Len(t, fake.Messages(), 2, "no request to SendGrid")
+
+	for name, text := range map[string]string{"ada's history": s.historyOf(ada), "bob's history": s.historyOf(bob),
+		"the worker's log": s.worker.Output(), "the API's log": s.api.Output()} {
+		require.NotContains(t, text, apiKey, name)
+		require.NotContains(t, text, "bounce-bob@example.com", name)
+	}
 }
