@@ -96,6 +96,12 @@ const (
 	// BadDeviceToken; FCM UNREGISTERED, or INVALID_ARGUMENT about the
 	// registration token).
 	SuppressUnregistered = "unregistered"
+	// SuppressBounced: the mailbox hard-bounced, or the provider dropped
+	// mail to it (SendGrid's bounce and dropped events).
+	SuppressBounced = "bounced"
+	// SuppressComplained: the person marked the email as spam (SendGrid's
+	// spamreport event).
+	SuppressComplained = "complained"
 )
 
 // Sender sends one attempt to one provider. It honours ctx: a cancelled

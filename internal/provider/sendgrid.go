@@ -450,12 +450,6 @@ type SendGridAction struct {
 	OptOut bool
 }
 
-// Suppression reasons of the Event Webhook (the suppressions table's).
-const (
-	SuppressBounced    = "bounced"
-	SuppressComplained = "complained"
-)
-
 // Action maps the event: delivered is a delivered receipt; a hard bounce
 // and a drop are a failed receipt and suppress the address ("bounced");
 // a spam report says the person got it (delivered), suppresses the address
