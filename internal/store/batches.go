@@ -170,6 +170,10 @@ func insertBatchNotifications(ctx context.Context, tx pgx.Tx, tenant, batchID uu
 		orderingKeys = make([]*string, len(ns))
 		maxHolds     = make([]int64, len(ns))
 		digestKeys   = make([]*string, len(ns))
+		templates    = make([]*string, len(ns))
+		versions     = make([]*int32, len(ns))
+		locales      = make([]*string, len(ns))
+		htmls        = make([]*string, len(ns))
 		position     = make(map[uuid.UUID]int, len(ns))
 	)
 	for i, n := range ns {
@@ -178,6 +182,11 @@ func insertBatchNotifications(ctx context.Context, tx pgx.Tx, tenant, batchID uu
 		scheduled[i], expires[i] = n.ScheduledAt, n.ExpiresAt
 		profiles[i], categories[i] = n.RecipientID, n.Category
 		orderingKeys[i], maxHolds[i], digestKeys[i] = n.OrderingKey, n.MaxHold.Milliseconds(), n.DigestKey
+		templates[i], locales[i], htmls[i] = n.Template, n.Locale, n.HTML
+		if n.TemplateVersion != nil {
+			v := int32(*n.TemplateVersion)
+			versions[i] = &v
+		}
 		if len(n.Channels) > 0 {
 			list := strings.Join(n.Channels, ",")
 			fallbacks[i] = &list
@@ -192,19 +201,21 @@ func insertBatchNotifications(ctx context.Context, tx pgx.Tx, tenant, batchID uu
 		WITH n AS (
 			INSERT INTO notifications (id, batch_id, channel, priority, recipient, subject, content, metadata,
 				idempotency_key, request_fingerprint, scheduled_at, expires_at, tenant_id,
-				recipient_id, channels, category, ordering_key, ordering_pos, max_hold_ms, digest_key)
+				recipient_id, channels, category, ordering_key, ordering_pos, max_hold_ms, digest_key,
+				template, template_version, locale, html)
 			SELECT u.id, $1, u.channel, u.priority, u.recipient, u.subject, u.content, u.metadata::jsonb,
 				u.idempotency_key, u.request_fingerprint, u.scheduled_at, u.expires_at, $13,
 				u.recipient_id, string_to_array(u.channels, ','), u.category,
 				-- A batch's notifications share their created_at: their
 				-- place in the request orders the ones with one key.
-				u.ordering_key, CASE WHEN u.ordering_key IS NOT NULL THEN u.pos END, NULLIF(u.max_hold_ms, 0), u.digest_key
+				u.ordering_key, CASE WHEN u.ordering_key IS NOT NULL THEN u.pos END, NULLIF(u.max_hold_ms, 0), u.digest_key,
+				u.template, u.template_version, u.locale, u.html
 			FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
 				$9::text[], $10::text[], $11::timestamptz[], $12::timestamptz[], $15::text[], $16::text[], $17::text[],
-				$18::text[], $19::bigint[], $20::text[]) WITH ORDINALITY
+				$18::text[], $19::bigint[], $20::text[], $21::text[], $22::int[], $23::text[], $24::text[]) WITH ORDINALITY
 				AS u(id, channel, priority, recipient, subject, content, metadata,
 					idempotency_key, request_fingerprint, scheduled_at, expires_at, recipient_id, channels, category,
-					ordering_key, max_hold_ms, digest_key, pos)
+					ordering_key, max_hold_ms, digest_key, template, template_version, locale, html, pos)
 			-- Keys are taken in one order whatever the request's: two
 			-- batches sharing keys in other orders wait for each other
 			-- instead of deadlocking on the unique index.
@@ -218,7 +229,7 @@ func insertBatchNotifications(ctx context.Context, tx pgx.Tx, tenant, batchID uu
 		SELECT `+notificationColumns+` FROM n`,
 		batchID, ids, channels, priorities, recipients, subjects, contents, metadata,
 		keys, fingerprints, scheduled, expires, tenant, traceparent, profiles, fallbacks, categories,
-		orderingKeys, maxHolds, digestKeys)
+		orderingKeys, maxHolds, digestKeys, templates, versions, locales, htmls)
 	if err != nil {
 		return nil, fmt.Errorf("inserting batch notifications: %w", err)
 	}

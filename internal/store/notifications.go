@@ -80,6 +80,14 @@ type Notification struct {
 	DigestKey         *string         `db:"digest_key"`
 	DigestID          *uuid.UUID      `db:"digest_id"`
 	DigestItems       json.RawMessage `db:"digest_items"`
+	// Template is the template the content was rendered from at
+	// acceptance, TemplateVersion its version, Locale the locale it took,
+	// HTML the rendered HTML part of an email; all nil without a template
+	// (HTML also when the template has none).
+	Template        *string `db:"template"`
+	TemplateVersion *int    `db:"template_version"`
+	Locale          *string `db:"locale"`
+	HTML            *string `db:"html"`
 }
 
 const notificationColumns = `id, batch_id, channel, priority, recipient, subject, content, metadata,
@@ -88,7 +96,8 @@ const notificationColumns = `id, batch_id, channel, priority, recipient, subject
 	provider, receipt, generation, attempt_base, erased_at, tenant_id,
 	recipient_id, channels, category, skip_reason,
 	deferred_by, ordering_key, ordering_pos, max_hold_ms, ordering_hold_until, ordering_broken,
-	digest_key, digest_id, digest_items`
+	digest_key, digest_id, digest_items,
+	template, template_version, locale, html`
 
 // nonTerminal is the SQL list of statuses a notification can still leave.
 const nonTerminal = `('ACCEPTED', 'QUEUED', 'SCHEDULED', 'PROCESSING', 'RETRYING', 'SENT')`
@@ -141,6 +150,16 @@ type NewNotification struct {
 	// stored with its outbox row so its delivery joins that trace; "" for
 	// none (tracing off).
 	TraceParent string
+	// Template, TemplateVersion, Locale and HTML: the template the content
+	// was rendered from, as Notification has them. TemplateData and
+	// RequestedLocale are what the request gave to render it (for its
+	// fingerprint; not stored).
+	Template        *string
+	TemplateVersion *int
+	Locale          *string
+	HTML            *string
+	TemplateData    json.RawMessage
+	RequestedLocale *string
 }
 
 // CreateNotification inserts the notification and its outbox row in one
@@ -172,9 +191,10 @@ func AcceptNotification(ctx context.Context, q Querier, n NewNotification) (stor
 		WITH n AS (
 			INSERT INTO notifications (id, channel, priority, recipient, subject, content, metadata,
 				idempotency_key, request_fingerprint, scheduled_at, expires_at, tenant_id,
-				recipient_id, channels, category, ordering_key, max_hold_ms, digest_key, ordering_pos)
+				recipient_id, channels, category, ordering_key, max_hold_ms, digest_key, ordering_pos,
+				template, template_version, locale, html)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $14, $15, $16, $17, NULLIF($18, 0), $19,
-				CASE WHEN $17::text IS NOT NULL THEN 0 END)
+				CASE WHEN $17::text IS NOT NULL THEN 0 END, $20, $21, $22, $23)
 			ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 			RETURNING `+notificationColumns+`
 		), o AS (
@@ -184,7 +204,8 @@ func AcceptNotification(ctx context.Context, q Querier, n NewNotification) (stor
 		SELECT `+notificationColumns+` FROM n`,
 		n.ID, n.Channel, n.Priority, n.Recipient, n.Subject, n.Content, nullJSON(n.Metadata),
 		n.IdempotencyKey, n.RequestFingerprint, n.ScheduledAt, n.ExpiresAt, TenantOrDefault(n.TenantID), n.TraceParent,
-		n.RecipientID, n.Channels, n.Category, n.OrderingKey, n.MaxHold.Milliseconds(), n.DigestKey)
+		n.RecipientID, n.Channels, n.Category, n.OrderingKey, n.MaxHold.Milliseconds(), n.DigestKey,
+		n.Template, n.TemplateVersion, n.Locale, n.HTML)
 	if err != nil {
 		return Notification{}, false, fmt.Errorf("inserting notification: %w", err)
 	}

@@ -647,6 +647,8 @@ func erasePage(ctx context.Context, tx pgx.Tx, items []PageItem, skipped map[str
 				-- A digest's message lists its members' words; ordering and
 				-- digest keys, like idempotency keys, may name the person.
 				digest_items = NULL, ordering_key = NULL, digest_key = NULL,
+				-- A template's rendered HTML holds the same words as its content.
+				html = NULL,
 				erased_at = now(), updated_at = now()
 			FROM old WHERE n.id = old.id
 			RETURNING n.id, n.channel, n.status, n.generation, n.batch_id, n.tenant_id,
