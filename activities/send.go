@@ -53,6 +53,9 @@ func (a *Activities) call(ctx context.Context, p *provider.Provider, n store.Not
 	if n.Subject != nil {
 		m.Subject = *n.Subject
 	}
+	if n.HTML != nil {
+		m.HTML = *n.HTML
+	}
 	res := p.Sender.Send(callCtx, m)
 	if res.Outcome != workflows.OutcomeDelivered && callCtx.Err() != nil {
 		// Aborted by a cancel (through Temporal or on the row); the

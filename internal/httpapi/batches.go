@@ -62,6 +62,7 @@ func (s *Server) createBatch(c *fiber.Ctx) (err error) {
 	now := time.Now()
 	items := make([]store.NewNotification, len(req.Notifications))
 	firstWithKey := make(map[string]int)
+	templates := map[string]store.Template{}
 	for i, raw := range req.Notifications {
 		prefix := fmt.Sprintf("notifications[%d]", i)
 		var item CreateRequest
@@ -82,6 +83,14 @@ func (s *Server) createBatch(c *fiber.Ctx) (err error) {
 			firstWithKey[*k] = i
 			fp := fingerprint(nn)
 			nn.RequestFingerprint = &fp
+		}
+		if err := s.applyTemplate(c, &nn, prefix+".", templates); err != nil {
+			var fe *ValidationError
+			if !errors.As(err, &fe) {
+				return err
+			}
+			ve.Fields = append(ve.Fields, fe.Fields...)
+			continue
 		}
 		items[i] = nn
 	}

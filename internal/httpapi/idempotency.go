@@ -116,6 +116,11 @@ type canonicalRequest struct {
 	OrderingKey *string  `json:"orderingKey,omitempty"`
 	MaxHoldMS   int64    `json:"maxHoldMs,omitempty"`
 	DigestKey   *string  `json:"digestKey,omitempty"`
+	// A template's name, its data and the locale asked for: the request,
+	// not what it rendered to (which a new version of the template changes).
+	Template *string         `json:"template,omitempty"`
+	Data     json.RawMessage `json:"data,omitempty"`
+	Locale   *string         `json:"locale,omitempty"`
 }
 
 func canonical(n store.NewNotification, withKey bool) canonicalRequest {
@@ -125,6 +130,11 @@ func canonical(n store.NewNotification, withKey bool) canonicalRequest {
 		ScheduledAt: utc(n.ScheduledAt), ExpiresAt: utc(n.ExpiresAt),
 		RecipientID: n.RecipientID, Channels: n.Channels, Category: n.Category,
 		OrderingKey: n.OrderingKey, MaxHoldMS: n.MaxHold.Milliseconds(), DigestKey: n.DigestKey,
+		Template: n.Template, Locale: n.RequestedLocale,
+	}
+	if n.Template != nil {
+		// A batch is fingerprinted once its items are rendered.
+		c.Data, c.Content, c.Subject = canonicalJSON(n.TemplateData), "", nil
 	}
 	if withKey {
 		c.IdempotencyKey = n.IdempotencyKey

@@ -44,6 +44,9 @@ func (s *Server) createNotification(c *fiber.Ctx) (err error) {
 		fp := fingerprint(nn)
 		nn.RequestFingerprint = &fp
 	}
+	if err := s.applyTemplate(c, &nn, "", map[string]store.Template{}); err != nil {
+		return err
+	}
 
 	refund, err := s.takeQuota(c, 1)
 	if err != nil {
@@ -101,7 +104,14 @@ func (s *Server) getNotification(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return s.answer(c, fiber.StatusOK, n)
+	r, err := s.view(c.UserContext(), n)
+	if err != nil {
+		return err
+	}
+	// The HTML part can be as large as the content: only this one
+	// notification's page shows it, never a list.
+	r.HTML = n.HTML
+	return c.JSON(r)
 }
 
 // AttemptView is one delivery attempt as the API shows it.

@@ -33,6 +33,7 @@ import (
 	"github.com/dispatch-engine/dispatch-engine/internal/provider"
 	"github.com/dispatch-engine/dispatch-engine/internal/quota"
 	"github.com/dispatch-engine/dispatch-engine/internal/store"
+	tmpl "github.com/dispatch-engine/dispatch-engine/internal/template"
 	"github.com/dispatch-engine/dispatch-engine/internal/unsubscribe"
 )
 
@@ -119,6 +120,7 @@ type Server struct {
 	log      *zap.Logger
 	app      *fiber.App
 	routes   routeTable
+	render   *tmpl.Engine // notification templates (templates.go)
 	// slots holds a token per /v1 request working on the database.
 	slots chan struct{}
 }
@@ -140,7 +142,7 @@ func New(cfg Config, pool *pgxpool.Pool, signaler Signaler, deps []health.Depend
 		cfg.Providers, _ = provider.NewSet(nil, provider.Defaults{})
 	}
 	s := &Server{cfg: cfg, pool: pool, signaler: signaler, keys: newAPIKeys(cfg.APIKeys), metrics: m, log: log,
-		slots: make(chan struct{}, cfg.MaxInFlight)}
+		slots: make(chan struct{}, cfg.MaxInFlight), render: tmpl.New(tmpl.Limits{})}
 	s.app = fiber.New(fiber.Config{
 		AppName: "dispatch-engine",
 		// The largest any request may send; each request's own limit is set
@@ -197,6 +199,7 @@ func New(cfg Config, pool *pgxpool.Pool, signaler Signaler, deps []health.Depend
 	v1.Get("/dead-letters/:channel", s.listDeadLetters)
 	v1.Post("/dead-letters/:channel/purge", s.purgeDeadLetters)
 	s.recipientRoutes(v1)
+	s.templateRoutes(v1)
 
 	s.app.Use(func(c *fiber.Ctx) error {
 		return newProblem(fiber.StatusNotFound, typeNotFound, "Not found", "no route "+c.Method()+" "+c.Path())
@@ -295,8 +298,15 @@ type Resource struct {
 	OrderingBroken *bool      `json:"orderingBroken,omitempty"`
 	DigestKey      *string    `json:"digestKey,omitempty"`
 	Digest         *DigestRef `json:"digest,omitempty"`
-	WorkflowID     string     `json:"workflowId"`
-	Links          Links      `json:"links"`
+	// Template, TemplateVersion and Locale: the template the content was
+	// rendered from at acceptance; HTML its rendered HTML part, shown by
+	// GET /v1/notifications/{id} only (templates.go).
+	Template        *string `json:"template,omitempty"`
+	TemplateVersion *int    `json:"templateVersion,omitempty"`
+	Locale          *string `json:"locale,omitempty"`
+	HTML            *string `json:"html,omitempty"`
+	WorkflowID      string  `json:"workflowId"`
+	Links           Links   `json:"links"`
 }
 
 // DigestRef is the digest a notification is a member of: its id (also
@@ -398,6 +408,9 @@ func (s *Server) resource(n store.Notification) Resource {
 		DeferredBy:        n.DeferredBy,
 		OrderingKey:       n.OrderingKey,
 		DigestKey:         n.DigestKey,
+		Template:          n.Template,
+		TemplateVersion:   n.TemplateVersion,
+		Locale:            n.Locale,
 		WorkflowID:        wfID,
 		Links: Links{
 			Self:     "/v1/notifications/" + id,

@@ -46,6 +46,12 @@ type CreateRequest struct {
 	OrderingKey *string `json:"orderingKey"`
 	MaxHold     *string `json:"maxHold"`
 	DigestKey   *string `json:"digestKey"`
+	// Template names one of the tenant's templates to render the
+	// notification's content (and subject, title, html) from, with Data;
+	// Locale, when given, is the locale wanted (templates.go).
+	Template *string         `json:"template"`
+	Data     json.RawMessage `json:"data"`
+	Locale   *string         `json:"locale"`
 }
 
 // Limits on a notification's fields.
@@ -216,7 +222,10 @@ func (r CreateRequest) validate(prefix string, now time.Time) (store.NewNotifica
 	if r.RecipientID == nil {
 		r.validateAddress(field, ve)
 	}
-	r.validateSubject(field, ve, channels)
+	if r.Template == nil {
+		r.validateSubject(field, ve, channels)
+	}
+	r.validateTemplate(field, ve)
 	if r.Category != nil && !categoryPattern.MatchString(*r.Category) {
 		ve.add(field("category"), "must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-'")
 	}
@@ -224,6 +233,8 @@ func (r CreateRequest) validate(prefix string, now time.Time) (store.NewNotifica
 
 	limit, tightest := contentLimit(channels)
 	switch {
+	case r.Template != nil:
+		// Rendered at acceptance, and checked then (applyTemplate).
 	case r.Content == "":
 		ve.add(field("content"), "is required")
 	case !utf8.ValidString(r.Content) || strings.ContainsRune(r.Content, 0):
@@ -272,22 +283,25 @@ func (r CreateRequest) validate(prefix string, now time.Time) (store.NewNotifica
 		fallback = channels
 	}
 	return store.NewNotification{
-		ID:             uuid.Must(uuid.NewV7()),
-		RecipientID:    r.RecipientID,
-		Channels:       fallback,
-		Category:       r.Category,
-		Channel:        notification.Channel(first),
-		Priority:       notification.Priority(r.Priority),
-		Recipient:      r.Recipient,
-		Subject:        r.Subject,
-		Content:        r.Content,
-		Metadata:       r.Metadata,
-		IdempotencyKey: r.IdempotencyKey,
-		ScheduledAt:    r.ScheduledAt,
-		ExpiresAt:      r.ExpiresAt,
-		OrderingKey:    r.OrderingKey,
-		MaxHold:        maxHold,
-		DigestKey:      r.DigestKey,
+		ID:              uuid.Must(uuid.NewV7()),
+		RecipientID:     r.RecipientID,
+		Channels:        fallback,
+		Category:        r.Category,
+		Channel:         notification.Channel(first),
+		Priority:        notification.Priority(r.Priority),
+		Recipient:       r.Recipient,
+		Subject:         r.Subject,
+		Content:         r.Content,
+		Metadata:        r.Metadata,
+		IdempotencyKey:  r.IdempotencyKey,
+		ScheduledAt:     r.ScheduledAt,
+		ExpiresAt:       r.ExpiresAt,
+		OrderingKey:     r.OrderingKey,
+		MaxHold:         maxHold,
+		DigestKey:       r.DigestKey,
+		Template:        r.Template,
+		TemplateData:    r.Data,
+		RequestedLocale: r.Locale,
 	}, nil
 }
 
@@ -322,6 +336,30 @@ func (r CreateRequest) validatePacing(field func(string) string, ve *ValidationE
 		return d.Truncate(time.Millisecond)
 	}
 	return 0
+}
+
+// validateTemplate checks template, data and locale: a template instead of
+// content and subject, never with them; data and locale only with one.
+func (r CreateRequest) validateTemplate(field func(string) string, ve *ValidationError) {
+	if r.Template == nil {
+		if present(r.Data) {
+			ve.add(field("data"), "is only allowed with template")
+		}
+		if r.Locale != nil {
+			ve.add(field("locale"), "is only allowed with template")
+		}
+		return
+	}
+	if !categoryPattern.MatchString(*r.Template) {
+		ve.add(field("template"), "must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-'")
+	}
+	if r.Content != "" || r.Subject != nil {
+		ve.add(field("template"), "must not be given with content or subject: the template renders them")
+	}
+	if r.Locale != nil && !localePattern.MatchString(*r.Locale) {
+		ve.add(field("locale"), "must be a BCP 47 language tag such as en or tr-TR")
+	}
+	templateData(r.Data, field("data"), ve)
 }
 
 // targets checks whom the notification is for and on which channels, and

@@ -40,6 +40,10 @@ type Message struct {
 	Recipient      string
 	Subject        string
 	Content        string
+	// HTML is an email's HTML part (rendered from a template), "" for
+	// none; an email with one goes as multipart/alternative, Content its
+	// text/plain part. Other channels ignore it.
+	HTML string
 	// Payload is the JSON body a webhook provider receives
 	// (notification.Payload).
 	Payload []byte

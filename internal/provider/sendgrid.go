@@ -161,7 +161,11 @@ type sendgridContent struct {
 // template) is appended here when messages carry one, and SendGrid then
 // sends multipart/alternative.
 func sendgridParts(m Message) []sendgridContent {
-	return []sendgridContent{{Type: "text/plain", Value: m.Content}}
+	parts := []sendgridContent{{Type: "text/plain", Value: m.Content}}
+	if m.HTML != "" {
+		parts = append(parts, sendgridContent{Type: "text/html", Value: m.HTML})
+	}
+	return parts
 }
 
 // sendgridReservedHeaders are the header fields SendGrid refuses in

@@ -145,6 +145,10 @@ func (s *SMTP) send(ctx context.Context, m Message) Result {
 	}
 	msg.Subject(m.Subject)
 	msg.SetBodyString(gomail.TypeTextPlain, m.Content)
+	if m.HTML != "" {
+		// multipart/alternative: the text first, the HTML the client prefers after it.
+		msg.AddAlternativeString(gomail.TypeTextHTML, m.HTML)
+	}
 	msg.SetGenHeader(gomail.HeaderMessageID, messageID)
 	msg.SetGenHeader(SMTPHeaderNotificationID, m.NotificationID)
 	msg.SetGenHeader(SMTPHeaderAttempt, strconv.Itoa(m.Attempt))
