@@ -183,6 +183,7 @@ func (a *cli) rootCommand() *cobra.Command {
 		a.recipientsCommand(),
 		a.suppressionsCommand(),
 		a.categoriesCommand(),
+		a.templatesCommand(),
 		a.keysCommand(),
 		a.tenantsCommand(),
 	)

@@ -79,6 +79,13 @@ func printNotification(w io.Writer, n *client.Notification) {
 	k.add("recipient", n.Recipient)
 	k.add("subject", str(n.Subject))
 	k.add("content", oneLine(n.Content, 200))
+	if n.Template != nil {
+		version := 0
+		if n.TemplateVersion != nil {
+			version = *n.TemplateVersion
+		}
+		k.add("template", *n.Template+" v"+strconv.Itoa(version)+" "+str(n.Locale))
+	}
 	k.add("idempotency key", str(n.IdempotencyKey))
 	if n.BatchID != nil {
 		k.add("batch", n.BatchID.String())
