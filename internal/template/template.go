@@ -14,6 +14,7 @@ import (
 	"html"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/osteele/liquid"
@@ -50,7 +51,18 @@ type Limits struct {
 type Engine struct {
 	liquid *liquid.Engine
 	limits Limits
+
+	// parsed caches compiled parts by part and source: a template's
+	// sources change only with a new version, and parsing costs more than
+	// rendering. Bounded by maxParsed; when full it starts again empty.
+	mu     sync.Mutex
+	parsed map[parsedKey]*liquid.Template
 }
+
+type parsedKey struct{ part, source string }
+
+// maxParsed bounds the cache of compiled parts.
+const maxParsed = 4096
 
 // escapeFilter is the filter every {{ … }} of an html part ends in.
 const escapeFilter = "html_escape_strict"
@@ -74,7 +86,7 @@ func New(limits Limits) *Engine {
 	// leaves a {{ … | raw }} unescaped, and the filter itself changes nothing.
 	e.RegisterFilter("raw", func(v any) any { return v })
 	e.RegisterFilter(escapeFilter, escapeHTML)
-	return &Engine{liquid: e, limits: limits}
+	return &Engine{liquid: e, limits: limits, parsed: map[parsedKey]*liquid.Template{}}
 }
 
 // Error is a template that does not parse or does not render: Part names
@@ -147,7 +159,7 @@ func (e *Engine) render(ctx context.Context, parts Parts, data map[string]any) (
 		if !ok {
 			continue
 		}
-		tpl, err := e.parse(name, src)
+		tpl, err := e.compiled(name, src)
 		if err != nil {
 			return nil, err
 		}
@@ -179,6 +191,28 @@ func (e *Engine) renderOne(ctx context.Context, part string, tpl *liquid.Templat
 		return "", renderError(part, rerr)
 	}
 	return w.b.String(), nil
+}
+
+// compiled is the part compiled, from the cache or parsed now.
+func (e *Engine) compiled(part, src string) (*liquid.Template, error) {
+	key := parsedKey{part, src}
+	e.mu.Lock()
+	tpl, ok := e.parsed[key]
+	e.mu.Unlock()
+	if ok {
+		return tpl, nil
+	}
+	tpl, err := e.parse(part, src)
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	if len(e.parsed) >= maxParsed {
+		clear(e.parsed)
+	}
+	e.parsed[key] = tpl
+	e.mu.Unlock()
+	return tpl, nil
 }
 
 // parse compiles one part; an html part's {{ … }} are rewritten to end in

@@ -113,3 +113,30 @@ func BenchmarkRender(b *testing.B) {
 		}
 	}
 }
+
+// A compiled part is shared by every render of its source: concurrent
+// renders with different data must not see each other's.
+func TestConcurrentRendersShareCompiledParts(t *testing.T) {
+	e := template.New(template.Limits{})
+	parts := template.Parts{template.PartText: "{% for i in items %}{{ i }}{% endfor %} {{ name }}", template.PartHTML: "<b>{{ name }}</b>"}
+	errs := make(chan error, 8)
+	for g := range 8 {
+		go func() {
+			name := strings.Repeat("x", g+1)
+			for range 50 {
+				out, err := e.Render(context.Background(), parts, map[string]any{"name": name, "items": []any{g}})
+				if err == nil && (out[template.PartHTML] != "<b>"+name+"</b>" || !strings.HasSuffix(out[template.PartText], " "+name)) {
+					err = errors.New("a render saw another's data: " + out[template.PartText])
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		require.NoError(t, <-errs)
+	}
+}
