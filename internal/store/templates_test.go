@@ -4,9 +4,12 @@ import (
 	"context"
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dispatch-engine/dispatch-engine/internal/notification"
 	"github.com/dispatch-engine/dispatch-engine/internal/store"
+	"github.com/dispatch-engine/dispatch-engine/internal/testenv"
 )
 
 func TestEachPutOfATemplateIsANewVersion(t *testing.T) {
@@ -45,4 +48,25 @@ func TestEachPutOfATemplateIsANewVersion(t *testing.T) {
 	require.ErrorIs(t, store.DeleteTemplate(ctx, pool, a, "welcome"), store.ErrNotFound)
 	_, err = store.ListTemplateVersions(ctx, pool, a, "welcome")
 	require.ErrorIs(t, err, store.ErrNotFound, "its versions went with it")
+}
+
+func TestANotificationKeepsItsTemplateAndEraseClearsItsHTML(t *testing.T) {
+	ctx := context.Background()
+	pool, _ := testenv.Pool(t)
+	subject, html, name, locale, version := "Merhaba Ada", "<p>Merhaba <b>Ada</b></p>", "welcome", "tr", 3
+	n, err := store.CreateNotification(ctx, pool, store.NewNotification{ID: uuid.Must(uuid.NewV7()),
+		Channel: notification.Email, Priority: notification.Normal, Recipient: "ada@example.com",
+		Subject: &subject, Content: "Merhaba Ada", Template: &name, TemplateVersion: &version, Locale: &locale, HTML: &html})
+	require.NoError(t, err)
+	require.Equal(t, html, *n.HTML)
+	require.Equal(t, name, *n.Template)
+	require.Equal(t, version, *n.TemplateVersion)
+	require.Equal(t, locale, *n.Locale)
+
+	op := opNewOperation(t, pool, store.ActionErase, store.OperationFilter{Recipient: opPtr("ada@example.com")})
+	opRunAll(t, pool, op.ID, 10)
+	erased := opGet(t, pool, n.ID)
+	require.Equal(t, store.Erased, erased.Content)
+	require.Nil(t, erased.HTML, "the html holds the same words as the content")
+	require.Equal(t, name, *erased.Template, "which template it was is not the person's")
 }
