@@ -593,6 +593,59 @@ const recipients = folder('recipients', tagDescription('recipients'), [
     test: expectProblem('getRecipient', 404, '/problems/not-found'),
   }),
 ]);
+// Templates: one put (a new version on a rerun), a preview in Turkish,
+// deleted, then gone. Its name is the scenario's own.
+const templateName = options.templateName;
+const templates = folder('templates', tagDescription('templates'), [
+  request({
+    name: 'Create a template, or a new version of it',
+    operationId: 'putTemplate',
+    params: { name: templateName },
+    body: requestExample('putTemplate', options.examples.putTemplate),
+    checks: '201 (200 on a rerun: a new version), the template with its version, its Location.',
+    test: [
+      ...expectCreatedOrReplaced('putTemplate', '/v1/templates/' + templateName),
+      `
+      const sent = JSON.parse(pm.request.body.raw);
+      pm.test('the template is the one sent, versioned', () => {
+        pm.expect(body.name).to.eql(${q(templateName)});
+        pm.expect(body.channel).to.eql(sent.channel);
+        pm.expect(body.version).to.be.at.least(1);
+      });`,
+    ],
+  }),
+  request({
+    name: 'Preview it rendered in a locale',
+    operationId: 'renderTemplate',
+    params: { name: templateName },
+    body: requestExample('renderTemplate', options.examples.renderTemplate),
+    checks: '200, the parts rendered in the locale asked for, after its fallback (tr-TR to tr).',
+    test: [
+      ...expectAnswer('renderTemplate', 200),
+      `
+      const sent = JSON.parse(pm.request.body.raw);
+      pm.test('rendered in the fallback of the locale asked for, with the data', () => {
+        pm.expect(sent.locale.startsWith(body.locale)).to.be.true;
+        pm.expect(body.text).to.include(sent.data.name);
+      });`,
+    ],
+  }),
+  request({
+    name: 'Delete the template',
+    operationId: 'deleteTemplate',
+    params: { name: templateName },
+    checks: '204.',
+    test: expectStatus(204),
+  }),
+  request({
+    name: '404: the deleted template',
+    operationId: 'getTemplate',
+    params: { name: templateName },
+    checks: `404 ${response('getTemplate', 404).mediaType}, type \`/problems/not-found\`.`,
+    test: expectProblem('getTemplate', 404, '/problems/not-found'),
+  }),
+]);
+
 // The list request filters on the suppressed address.
 recipients.item[5].request.url.raw += '?channel=sms&recipient=' + encodeURIComponent(suppressed);
 recipients.item[5].request.url.query = [
@@ -682,7 +735,7 @@ const collection = {
     { key: 'batchId', value: '', type: 'string' },
     { key: 'batchCount', value: '', type: 'string' },
   ],
-  item: [notifications, batches, operations, recipients, errors],
+  item: [notifications, batches, operations, recipients, templates, errors],
 };
 
 // The environment holds only what a user sets: the captured ids are
