@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -98,17 +99,17 @@ func alternatives(t *testing.T, data []byte) (text, html string) {
 	r := multipart.NewReader(msg.Body, params["boundary"])
 	for {
 		p, err := r.NextPart()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		require.NoError(t, err)
 		body, err := io.ReadAll(p) // quoted-printable is decoded by NextPart
 		require.NoError(t, err)
 		ct, _, _ := mime.ParseMediaType(p.Header.Get("Content-Type"))
-		switch {
-		case ct == "text/plain":
+		switch ct {
+		case "text/plain":
 			text = string(body)
-		case ct == "text/html":
+		case "text/html":
 			html = string(body)
 		}
 	}

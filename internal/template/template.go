@@ -277,7 +277,7 @@ func escapeHTML(v any) (string, error) {
 		var b strings.Builder
 		for _, item := range v {
 			if item != nil {
-				b.WriteString(fmt.Sprint(item))
+				_, _ = fmt.Fprint(&b, item)
 			}
 		}
 		return html.EscapeString(b.String()), nil
