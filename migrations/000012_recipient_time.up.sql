@@ -55,6 +55,8 @@ CREATE TABLE throttle_slots (
     PRIMARY KEY (tenant_id, category, recipient_key, notification_id)
 );
 CREATE INDEX throttle_slots_window_idx ON throttle_slots (tenant_id, category, recipient_key, taken_at);
+-- Retention and erasure find a notification's slots.
+CREATE INDEX throttle_slots_notification_idx ON throttle_slots (notification_id);
 
 -- A digest: the members gathered for one recipient, category and digest
 -- key, from the first's arrival until closes_at (or max_items). A member

@@ -214,7 +214,8 @@ type cursor struct {
 // retired as an erasure retires them (a dead_letter_retirements row the
 // pruner acts on; its record not yet relayed is among the outbox rows
 // deleted, or the delete waits for the relay publishing it), so the DLQ
-// keeps no payload of a notification that is gone. It returns the counts
+// keeps no payload of a notification that is gone. Its throttle slots go
+// too, and the digest a digest's message carried. It returns the counts
 // and the last row's cursor (NULL when it locked none).
 const purge = `
 WITH doomed AS (
@@ -233,6 +234,12 @@ WITH doomed AS (
 ), outbox_gone AS (
 	DELETE FROM outbox WHERE notification_id = ANY (ARRAY(SELECT id FROM gone))
 	RETURNING 1
+), slots_gone AS (
+	-- A throttle's slots and a digest (whose message is the notification
+	-- with its id) go with their notification.
+	DELETE FROM throttle_slots WHERE notification_id = ANY (ARRAY(SELECT id FROM gone))
+), digests_gone AS (
+	DELETE FROM digests WHERE id = ANY (ARRAY(SELECT id FROM gone))
 ), batches_gone AS (
 	DELETE FROM batches b
 	WHERE b.id IN (SELECT batch_id FROM gone) AND b.created_at < $2

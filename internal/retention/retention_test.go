@@ -222,6 +222,29 @@ func TestOldTerminalNotificationsGoWithTheirRows(t *testing.T) {
 	require.Equal(t, Result{}, round(t, f.purger(Config{})))
 }
 
+func TestOldNotificationsTakeTheirThrottleSlotsAndDigest(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	gone, kept := f.note(notification.StatusDelivered, old, nil), f.note(notification.StatusDelivered, recent, nil)
+	for _, id := range []uuid.UUID{gone, kept} {
+		_, err := f.pool.Exec(ctx, `INSERT INTO throttle_slots (tenant_id, category, recipient_key, notification_id)
+			VALUES ($1, 'news', 'profile:ada', $2)`, store.DefaultTenantID, id)
+		require.NoError(t, err)
+	}
+	// gone is a digest's message: the digest has its id.
+	_, err := f.pool.Exec(ctx, `INSERT INTO digests (id, tenant_id, category, recipient_key, digest_key, closes_at, max_items, items, flushed_at)
+		VALUES ($1, $2, 'news', 'profile:ada', 'daily', now(), 10, 2, now())`, gone, store.DefaultTenantID)
+	require.NoError(t, err)
+
+	round(t, f.purger(Config{}))
+
+	require.Zero(t, f.rows("throttle_slots", gone))
+	require.Equal(t, 1, f.rows("throttle_slots", kept))
+	var digests int
+	require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM digests WHERE id = $1`, gone).Scan(&digests))
+	require.Zero(t, digests, "the digest went with its message")
+}
+
 func TestEmptiedOldBatchesGoAndOthersStay(t *testing.T) {
 	f := setup(t)
 	// All terminal, across two statuses (two statements), and old: it goes.
