@@ -86,8 +86,7 @@ func (s *stack) check(name string, st *stream, ids []string) result {
 		switch notification.Status(status) {
 		case notification.StatusDelivered:
 			r.Delivered++
-			rec, ok := s.sink.Record(id)
-			if !ok || rec.Delivered == 0 {
+			if s.takenCount(id) == 0 {
 				r.Lost++
 				t.Errorf("%s is DELIVERED but the provider never answered it 2xx", id)
 			}
@@ -102,7 +101,7 @@ func (s *stack) check(name string, st *stream, ids []string) result {
 			r.Lost++
 			t.Errorf("%s is still %s", id, status)
 		}
-		if rec, ok := s.sink.Record(id); ok && rec.Delivered > 1 {
+		if s.takenCount(id) > 1 {
 			r.Duplicates++
 		}
 	}

@@ -55,6 +55,24 @@ type stack struct {
 	// stream is the scenario's client side, for faults that act on what it
 	// got accepted.
 	stream *stream
+	// taken, when set, counts the 2xx answers a provider other than the
+	// sink gave the notification id (a fake FCM, say), for the check; 0
+	// sends it to the sink's records.
+	taken func(id string) int
+}
+
+// takenCount is how many times a provider answered id 2xx: the scenario's
+// own count, else the sink's record.
+func (s *stack) takenCount(id string) int {
+	if s.taken != nil {
+		if n := s.taken(id); n > 0 {
+			return n
+		}
+	}
+	if rec, ok := s.sink.Record(id); ok {
+		return rec.Delivered
+	}
+	return 0
 }
 
 func newStack(t *testing.T, extraEnv ...string) *stack {

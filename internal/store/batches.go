@@ -218,8 +218,10 @@ func insertBatchNotifications(ctx context.Context, tx pgx.Tx, tenant, batchID uu
 					ordering_key, max_hold_ms, digest_key, template, template_version, locale, html, pos)
 			-- Keys are taken in one order whatever the request's: two
 			-- batches sharing keys in other orders wait for each other
-			-- instead of deadlocking on the unique index.
-			ORDER BY u.idempotency_key
+			-- instead of deadlocking on the unique index. Among the rows
+			-- with no key the request's order stands, and so does the
+			-- outbox's, which hands them on in that order.
+			ORDER BY u.idempotency_key, u.pos
 			ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 			RETURNING `+notificationColumns+`
 		), o AS (
